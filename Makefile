@@ -1,0 +1,42 @@
+# Two commands set up everything on a fresh machine:
+#   make demo   installs system + Python packages, then renders out/demo.mp4 from the bundled photo and script
+#   make test   installs the same, then runs the test suite
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.likeness-installed
+
+.PHONY: setup system-deps demo test bench clean
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
+	  echo "installing system packages (espeak-ng, sox)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox >/dev/null; \
+	fi
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip 'setuptools<81' wheel
+	$(PIP) install -q -c constraints.txt -r requirements.txt
+	# mediapipe 0.10.21 without its heavy optional deps (jax, opencv-contrib): see README
+	$(PIP) install -q --no-deps mediapipe==0.10.21
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m services.cli generate --photo assets/photos/grace_hopper.jpg \
+	  --script-file assets/scripts/welcome.txt --out out/demo.mp4 --export-blendshapes out/demo_blendshapes.json
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) benchmarks/pipeline.py
+
+clean:
+	rm -rf out build .pytest_cache

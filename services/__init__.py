@@ -1,0 +1,1 @@
+"""Likeness: one photo + a script + a voice -> a talking video."""

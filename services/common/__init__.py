@@ -1,0 +1,1 @@
+"""Types and helpers shared by every service (no service imports another service's internals)."""
