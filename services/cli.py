@@ -1,0 +1,113 @@
+"""`likeness` command line: the embedded default (no servers) and, later, the platform client.
+
+Bad input never ends in a traceback: a one-line `error: FIELD: message` on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from services.common.errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+class StageProgress:
+    """One progress bar per stage on stderr (a plain line per stage when stderr is not a TTY)."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.stage: str | None = None
+        self.started = 0.0
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if stage != self.stage:
+            self.stage, self.started = stage, time.perf_counter()
+        if self.tty:
+            filled = int(24 * fraction)
+            self.stream.write(f"\r{stage:<11}[{'#' * filled}{'.' * (24 - filled)}] {fraction:4.0%}")
+            if fraction >= 1.0:
+                self.stream.write(f" {time.perf_counter() - self.started:5.1f}s\n")
+            self.stream.flush()
+        elif fraction >= 1.0:
+            print(f"{stage:<11}done in {time.perf_counter() - self.started:.1f}s", file=self.stream)
+
+
+def _read_script(args: argparse.Namespace) -> str:
+    if args.script_file is not None:
+        try:
+            return Path(args.script_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError("script-file", f"cannot read {args.script_file}: {exc}") from None
+    return args.script
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
+
+    script = _read_script(args)
+    if args.voice:
+        print("warning: --voice is accepted but voice cloning is not available yet; "
+              "using the bundled voice", file=sys.stderr)
+    photo = Path(args.photo)
+    if not photo.is_file():
+        raise InputError("photo", f"{photo}: no such file")
+    request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
+                           emotion=args.emotion, expressiveness=args.expressiveness)
+    request.validate()
+    check_output_path(args.out)
+    if args.export_blendshapes:
+        check_output_path(args.export_blendshapes, suffixes=(".json", ".csv"))
+
+    result = EmbeddedPipeline().generate(request, args.out, progress=StageProgress())
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.export_blendshapes:
+        target = Path(args.export_blendshapes)
+        text = result.track.to_csv() if target.suffix.lower() == ".csv" else result.track.to_json()
+        target.write_text(text, encoding="utf-8")
+        print(f"blendshapes: {target}", file=sys.stderr)
+    print(f"{result.path}  ({result.speech.duration:.1f} s, {len(result.track)} frames)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="likeness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="photo + script -> talking video, in-process (no servers)")
+    gen.add_argument("--photo", required=True, help="portrait photo (jpg/png/webp)")
+    script = gen.add_mutually_exclusive_group(required=True)
+    script.add_argument("--script", help="text to speak")
+    script.add_argument("--script-file", help="UTF-8 text file to speak")
+    gen.add_argument("--voice", help="a sample of your voice (wav); not used yet")
+    gen.add_argument("--out", required=True, help="output .mp4 (H.264 + AAC)")
+    gen.add_argument("--size", type=int, default=512, help="output width = height in pixels (default 512)")
+    gen.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    gen.add_argument("--seed", type=int, default=0, help="seed for voice variation, blinks and head motion")
+    gen.add_argument("--emotion", default="neutral", help="neutral, happy, sad, angry or surprised")
+    gen.add_argument("--expressiveness", default="medium", help="low, medium or high")
+    gen.add_argument("--export-blendshapes", metavar="PATH",
+                     help="also write the ARKit-52 blendshape + head pose track (.json or .csv)")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""One inference-client abstraction, two implementations.
+
+Every model is a `TensorModel`: named numpy tensors in, named numpy tensors out. The same class
+runs in-process (the embedded default, `InProcessClient`) or inside Triton's python backend
+(model_repository/<name>/1/model.py wraps it with `services.common.triton_adapter`), reached
+over gRPC by `TritonClient`. Callers only see `InferenceClient.infer`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from services.common.errors import InputError
+
+# Model name -> "module:Class" of its TensorModel. The Triton model repository uses the same names.
+MODELS: dict[str, str] = {
+    "tts_piper": "services.tts.voice:PiperTensorModel",
+    "expression_procedural": "services.expression.tensor_model:ProceduralTensorModel",
+    "face_mesh": "services.render.face_mesh_model:FaceMeshTensorModel",
+}
+
+
+class TensorModel(Protocol):
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class InferenceUnavailable(RuntimeError):
+    """The model server could not be reached (after retries)."""
+
+
+class InferenceClient(Protocol):
+    def infer(self, model: str, inputs: Mapping[str, np.ndarray],
+              outputs: list[str] | None = None) -> dict[str, np.ndarray]: ...
+
+
+def load_model(name: str) -> TensorModel:
+    module, _, cls = MODELS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+class InProcessClient:
+    """Runs models in this process; each is loaded once, on first use."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, TensorModel] = {}
+        self._lock = threading.Lock()
+
+    def model(self, name: str) -> TensorModel:
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = load_model(name)
+            return self._models[name]
+
+    def infer(self, model: str, inputs: Mapping[str, np.ndarray],
+              outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        result = self.model(model).infer(inputs)
+        return result if outputs is None else {k: result[k] for k in outputs}
+
+
+class TritonClient:
+    """Triton over gRPC with bounded retries on UNAVAILABLE and a per-call deadline."""
+
+    def __init__(self, url: str, *, timeout_s: float = 60.0, retries: int = 3,
+                 backoff_s: float = 0.2) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._grpcclient = grpcclient
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._client = grpcclient.InferenceServerClient(url=url)
+
+    def infer(self, model: str, inputs: Mapping[str, np.ndarray],
+              outputs: list[str] | None = None, *, timeout_s: float | None = None,
+              headers: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+        from services.common.tracing import inject_headers, span
+
+        request_inputs = []
+        for name, value in inputs.items():
+            array = np.ascontiguousarray(value)
+            if array.dtype.kind in "US":
+                array = array.astype(np.object_)
+            tensor = self._grpcclient.InferInput(
+                name, list(array.shape), "BYTES" if array.dtype == np.object_ else np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            request_inputs.append(tensor)
+        requested = [self._grpcclient.InferRequestedOutput(n) for n in outputs] if outputs else None
+        deadline = timeout_s if timeout_s is not None else self.timeout_s
+
+        with span(f"triton.infer {model}", {"triton.model": model, "triton.url": self.url}):
+            call_headers = inject_headers(dict(headers or {}))
+            for attempt in range(self.retries + 1):
+                try:
+                    result = self._client.infer(model, request_inputs, outputs=requested,
+                                                client_timeout=deadline, headers=call_headers)
+                    break
+                except InferenceServerException as exc:
+                    status = (exc.status() or "").upper()
+                    message = exc.message() or str(exc)
+                    if "INVALID_ARG" in status or "InputError" in message:
+                        field, _, text = message.partition(": ")
+                        raise InputError(field.rsplit(" ", 1)[-1] or "input", text or message) from None
+                    if "UNAVAILABLE" not in status or attempt == self.retries:
+                        if "UNAVAILABLE" in status:
+                            raise InferenceUnavailable(
+                                f"Triton at {self.url} unavailable after {attempt + 1} attempts: {message}") from None
+                        raise
+                    time.sleep(self.backoff_s * 2**attempt)
+        names = outputs or [o.name for o in result.get_response().outputs]
+        return {n: result.as_numpy(n) for n in names}
+
+
+def client_from_env() -> InferenceClient:
+    """LIKENESS_TRITON_URL set -> Triton over gRPC; unset -> in-process (the embedded default)."""
+    url = os.environ.get("LIKENESS_TRITON_URL", "").strip()
+    if url:
+        return TritonClient(url, timeout_s=float(os.environ.get("LIKENESS_TRITON_TIMEOUT", "60")))
+    return InProcessClient()

@@ -1,0 +1,132 @@
+"""The embedded pipeline: photo + script -> talking video, every stage in-process.
+
+Small named stages wired in one direction (tts -> expression -> render -> encode), in the
+spirit of LivePortrait's pipeline object. The gateway service composes the same stages over
+gRPC; this object is the no-servers default behind `likeness generate`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from services.common.errors import InputError
+from services.common.expression_track import ExpressionTrack
+from services.common.speech import Speech
+
+# Stage names double as progress labels and as keys of stage outputs in object storage.
+STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
+ProgressFn = Callable[[str, float], None]
+
+EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
+EXPRESSIVENESS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    photo: bytes | str | Path
+    script: str
+    size: int = 512
+    fps: float = 25.0
+    seed: int = 0
+    emotion: str = "neutral"
+    expressiveness: str = "medium"
+    language: str = "en-us"
+
+    def validate(self) -> None:
+        """Cheap checks that need no model, so bad requests fail before any work is done."""
+        if not isinstance(self.size, int) or not 128 <= self.size <= 1080 or self.size % 2:
+            raise InputError("size", f"must be an even number of pixels from 128 to 1080, got {self.size}")
+        if not 10 <= self.fps <= 60:
+            raise InputError("fps", f"must be from 10 to 60, got {self.fps}")
+        if self.emotion not in EMOTIONS:
+            raise InputError("emotion", f"unknown emotion {self.emotion!r}; supported: {', '.join(EMOTIONS)}")
+        if self.expressiveness not in EXPRESSIVENESS:
+            raise InputError("expressiveness",
+                             f"unknown level {self.expressiveness!r}; supported: {', '.join(EXPRESSIVENESS)}")
+        if not 0 <= self.seed < 2**31:
+            raise InputError("seed", f"must be from 0 to 2^31-1, got {self.seed}")
+
+
+@dataclass
+class VideoResult:
+    path: Path
+    speech: Speech
+    track: ExpressionTrack
+    warnings: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4",)) -> Path:
+    """Fail before any work if the result could not be written."""
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise InputError("out", f"{out} must end with {' or '.join(suffixes)}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError("out", f"directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InputError("out", f"cannot write to {out}")
+    if out.is_dir():
+        raise InputError("out", f"{out} is a directory")
+    return out
+
+
+class EmbeddedPipeline:
+    """Loads each stage's model once; `generate` can then be called many times."""
+
+    def __init__(self) -> None:
+        # Imported here so `likeness --help` stays fast and bad-argument errors come back at once.
+        from services.tts import TextToSpeech
+
+        self.tts = TextToSpeech()
+
+    def generate(self, request: VideoRequest, out_path: str | Path,
+                 progress: ProgressFn = lambda stage, fraction: None) -> VideoResult:
+        import time
+
+        from services.expression import animate
+        from services.render.encode import encode_mp4
+        from services.render.photo import load_photo
+        from services.render.renderer import Renderer
+        from services.render.rig import build_rig
+
+        request.validate()
+        out = check_output_path(out_path)
+        seconds: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        progress("rig", 0.0)
+        rig = build_rig(load_photo(request.photo), size=request.size)
+        seconds["rig"] = time.perf_counter() - t0
+        progress("rig", 1.0)
+
+        t0 = time.perf_counter()
+        progress("tts", 0.0)
+        speech = self.tts.synthesize(request.script, seed=request.seed, language=request.language)
+        seconds["tts"] = time.perf_counter() - t0
+        progress("tts", 1.0)
+
+        t0 = time.perf_counter()
+        progress("expression", 0.0)
+        track = animate(speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
+                        expressiveness=request.expressiveness)
+        seconds["expression"] = time.perf_counter() - t0
+        progress("expression", 1.0)
+
+        t0 = time.perf_counter()
+        renderer = Renderer(rig)
+        total = len(track)
+
+        def frames():
+            for i, frame in enumerate(renderer.render_track(track)):
+                if i % 10 == 0:
+                    progress("render", i / total)
+                yield frame
+
+        encode_mp4(frames(), speech.audio, speech.sample_rate, track.fps, out)
+        seconds["render"] = time.perf_counter() - t0
+        progress("render", 1.0)
+        return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings),
+                           stage_seconds=seconds)
