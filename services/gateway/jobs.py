@@ -1,0 +1,243 @@
+"""Asynchronous jobs: bounded concurrency, a bounded queue, idempotent submission, cancel, watch.
+
+The manager knows nothing about gRPC or about what a job does: it runs `run(job, ctx)` on a worker
+thread and records state. A `JobStore` (object storage in the platform) keeps every job record, so
+a restarted gateway can list old jobs and re-queue unfinished ones; they resume from the last
+stage whose output is already stored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable, Iterator, Protocol
+
+
+class JobState(str, Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass
+class Job:
+    job_id: str
+    request: dict  # the validated request, JSON-serialisable (asset keys, script, spec, seed, ...)
+    client_request_id: str = ""
+    state: JobState = JobState.QUEUED
+    stage: str = ""
+    progress: float = 0.0
+    message: str = ""
+    error_code: str = ""  # a grpc.StatusCode name
+    error_field: str = ""
+    stage_outputs: dict[str, str] = field(default_factory=dict)  # stage -> object key
+    result: dict[str, str] = field(default_factory=dict)  # video_key, blendshapes_key
+    warnings: list[str] = field(default_factory=list)
+    attempts: int = 0
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps({**dataclasses.asdict(self), "state": self.state.value})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Job":
+        data = json.loads(text)
+        data["state"] = JobState(data["state"])
+        return cls(**data)
+
+
+class QueueFull(Exception):
+    pass
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobStore(Protocol):
+    def save(self, job: Job) -> None: ...
+    def load_all(self) -> list[Job]: ...
+
+
+class MemoryJobStore:
+    def __init__(self) -> None:
+        self.jobs: dict[str, str] = {}
+
+    def save(self, job: Job) -> None:
+        self.jobs[job.job_id] = job.to_json()
+
+    def load_all(self) -> list[Job]:
+        return [Job.from_json(text) for text in self.jobs.values()]
+
+
+class JobContext:
+    """Handed to the job function: progress reports and cooperative cancellation."""
+
+    def __init__(self, manager: "JobManager", job: Job) -> None:
+        self._manager, self.job = manager, job
+        self.cancelled = threading.Event()
+
+    def report(self, stage: str, fraction: float, message: str = "") -> None:
+        self.check_cancelled()
+        self._manager._update(self.job, stage=stage, progress=max(0.0, min(1.0, fraction)), message=message)
+
+    def stage_done(self, stage: str, key: str) -> None:
+        self.job.stage_outputs[stage] = key
+        self._manager._update(self.job, stage=stage, progress=1.0)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled(self.job.job_id)
+
+
+JobFn = Callable[[Job, JobContext], None]
+
+
+class JobManager:
+    def __init__(self, run: JobFn, *, max_concurrent: int = 2, max_queued: int = 16,
+                 store: JobStore | None = None,
+                 on_finish: Callable[[Job, float], None] = lambda job, seconds: None) -> None:
+        self._run = run
+        self._store = store or MemoryJobStore()
+        self._on_finish = on_finish
+        self._lock = threading.Condition()
+        self._jobs: dict[str, Job] = {}
+        self._by_request_id: dict[str, str] = {}
+        self._contexts: dict[str, JobContext] = {}
+        self._queue: queue.Queue[str] = queue.Queue()
+        self.max_queued = max_queued
+        self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
+                         for i in range(max_concurrent)]
+        for job in self._store.load_all():  # a restarted gateway keeps its jobs
+            self._jobs[job.job_id] = job
+            if job.client_request_id:
+                self._by_request_id[job.client_request_id] = job.job_id
+            if not job.state.terminal:
+                job.state = JobState.QUEUED
+                self._contexts[job.job_id] = JobContext(self, job)
+                self._queue.put(job.job_id)
+        for worker in self._workers:
+            worker.start()
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def submit(self, request: dict, client_request_id: str = "") -> tuple[Job, bool]:
+        """Returns (job, existing). Same client_request_id -> the same job, not a new one."""
+        with self._lock:
+            if client_request_id and client_request_id in self._by_request_id:
+                return self._jobs[self._by_request_id[client_request_id]], True
+            if self.queue_depth >= self.max_queued:
+                raise QueueFull(f"{self.queue_depth} jobs are queued (limit {self.max_queued}); retry later")
+            job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id)
+            self._jobs[job.job_id] = job
+            if client_request_id:
+                self._by_request_id[client_request_id] = job.job_id
+            self._contexts[job.job_id] = JobContext(self, job)
+            self._store.save(job)
+            self._queue.put(job.job_id)
+            self._lock.notify_all()
+            return job, False
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            return self._jobs[job_id]
+
+    def cancel(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs[job_id]
+            if not job.state.terminal:
+                self._contexts[job_id].cancelled.set()
+                if job.state is JobState.QUEUED:  # never started: done right away
+                    self._finish(job, JobState.CANCELLED, message="cancelled before it started")
+            return job
+
+    def list(self, *, state: JobState | None = None, page_size: int = 50,
+             page_token: str = "") -> tuple[list[Job], str]:
+        with self._lock:
+            jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.job_id))
+        if state is not None:
+            jobs = [j for j in jobs if j.state is state]
+        start = int(page_token or 0)
+        page = jobs[start:start + page_size]
+        return page, str(start + page_size) if start + page_size < len(jobs) else ""
+
+    def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[Job]:
+        """Yields a snapshot on every change until the job ends (the last one is terminal)."""
+        deadline = time.monotonic() + timeout_s
+        last = -1.0
+        while True:
+            with self._lock:
+                job = self._jobs[job_id]
+                while job.updated_at == last and not job.state.terminal:
+                    if not self._lock.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
+                        if time.monotonic() >= deadline:
+                            return
+                last = job.updated_at
+                snapshot = dataclasses.replace(job, stage_outputs=dict(job.stage_outputs),
+                                               result=dict(job.result), warnings=list(job.warnings))
+            yield snapshot
+            if snapshot.state.terminal:
+                return
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.state is JobState.QUEUED)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.state is JobState.RUNNING)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _update(self, job: Job, **changes) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                setattr(job, name, value)
+            job.updated_at = max(time.time(), job.updated_at + 1e-6)
+            self._store.save(job)
+            self._lock.notify_all()
+
+    def _finish(self, job: Job, state: JobState, **changes) -> None:
+        self._update(job, state=state, **changes)
+        self._on_finish(job, job.updated_at - job.created_at)
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            with self._lock:
+                job = self._jobs[job_id]
+                if job.state is not JobState.QUEUED:  # cancelled while queued
+                    continue
+                ctx = self._contexts[job_id]
+                self._update(job, state=JobState.RUNNING, attempts=job.attempts + 1)
+            try:
+                self._run(job, ctx)
+            except JobCancelled:
+                self._finish(job, JobState.CANCELLED, message="cancelled")
+            except JobFailed as exc:
+                self._finish(job, JobState.FAILED, error_code=exc.code, error_field=exc.field,
+                             message=str(exc))
+            except Exception as exc:  # a bug or an exhausted retry: the job fails, the gateway lives
+                self._finish(job, JobState.FAILED, error_code="INTERNAL", message=f"{type(exc).__name__}: {exc}")
+            else:
+                self._finish(job, JobState.SUCCEEDED, progress=1.0, message="done")
+
+
+class JobFailed(Exception):
+    """A job ends with a status the client can act on (e.g. INVALID_ARGUMENT, UNAVAILABLE)."""
+
+    def __init__(self, code: str, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.code, self.field = code, field

@@ -1,0 +1,115 @@
+"""The gateway's job manager on its own: queue limits, idempotency, cancel, watch, restart."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from services.gateway.jobs import JobFailed, JobManager, JobState, MemoryJobStore, QueueFull
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_runs_jobs_and_reports_progress():
+    def run(job, ctx):
+        for i in range(3):
+            ctx.report("render", i / 3)
+        ctx.stage_done("render", f"jobs/{job.job_id}/video.mp4")
+        job.result["video_key"] = f"jobs/{job.job_id}/video.mp4"
+
+    manager = JobManager(run, max_concurrent=1)
+    job, existing = manager.submit({"script": "hi"})
+    events = list(manager.watch(job.job_id, timeout_s=5))
+    assert not existing
+    assert events[-1].state is JobState.SUCCEEDED and events[-1].progress == 1.0
+    assert events[-1].result["video_key"].endswith("video.mp4")
+    assert any(e.stage == "render" and 0 < e.progress < 1 for e in events) or len(events) >= 1
+
+
+def test_same_client_request_id_is_the_same_job():
+    manager = JobManager(lambda job, ctx: None, max_concurrent=1)
+    first, existing1 = manager.submit({"a": 1}, client_request_id="req-1")
+    second, existing2 = manager.submit({"a": 1}, client_request_id="req-1")
+    assert first.job_id == second.job_id and not existing1 and existing2
+
+
+def test_queue_full_is_refused_then_accepts_again():
+    release = threading.Event()
+    manager = JobManager(lambda job, ctx: release.wait(5), max_concurrent=1, max_queued=2)
+    running, _ = manager.submit({})
+    assert wait_for(lambda: manager.get(running.job_id).state is JobState.RUNNING)
+    manager.submit({})
+    manager.submit({})
+    with pytest.raises(QueueFull):
+        manager.submit({})
+    release.set()
+    assert wait_for(lambda: manager.queue_depth == 0)
+    manager.submit({})
+
+
+def test_cancel_running_and_queued_jobs():
+    started = threading.Event()
+
+    def run(job, ctx):
+        started.set()
+        while True:
+            ctx.report("render", 0.5)
+            time.sleep(0.01)
+
+    manager = JobManager(run, max_concurrent=1)
+    running, _ = manager.submit({})
+    queued, _ = manager.submit({})
+    assert started.wait(5)
+    assert manager.cancel(queued.job_id).state is JobState.CANCELLED
+    manager.cancel(running.job_id)
+    assert wait_for(lambda: manager.get(running.job_id).state is JobState.CANCELLED)
+
+
+def test_failures_carry_a_status_and_the_gateway_lives_on():
+    def run(job, ctx):
+        if job.request.get("bad"):
+            raise JobFailed("INVALID_ARGUMENT", "no face found", field="photo")
+        raise RuntimeError("boom")
+
+    manager = JobManager(run, max_concurrent=1)
+    bad, _ = manager.submit({"bad": True})
+    bug, _ = manager.submit({})
+    assert wait_for(lambda: manager.get(bug.job_id).state.terminal)
+    assert (manager.get(bad.job_id).error_code, manager.get(bad.job_id).error_field) == ("INVALID_ARGUMENT", "photo")
+    assert manager.get(bug.job_id).state is JobState.FAILED and "boom" in manager.get(bug.job_id).message
+
+
+def test_restart_requeues_unfinished_jobs_and_keeps_finished_ones():
+    store = MemoryJobStore()
+    block = threading.Event()
+    first = JobManager(lambda job, ctx: block.wait(0.5) or ctx.report("tts", 1.0), max_concurrent=1, store=store)
+    done, _ = first.submit({"n": 1}, client_request_id="done")
+    assert wait_for(lambda: first.get(done.job_id).state is JobState.SUCCEEDED)
+    # a job recorded as RUNNING when the old gateway died
+    pending, _ = first.submit({"n": 2}, client_request_id="pending")
+    record = store.jobs[pending.job_id].replace('"QUEUED"', '"RUNNING"')
+    store.jobs[pending.job_id] = record
+
+    ran = []
+    second = JobManager(lambda job, ctx: ran.append(job.job_id), max_concurrent=1, store=store)
+    assert wait_for(lambda: second.get(pending.job_id).state is JobState.SUCCEEDED)
+    assert second.get(done.job_id).state is JobState.SUCCEEDED and pending.job_id in ran
+    assert second.submit({}, client_request_id="done")[0].job_id == done.job_id
+
+
+def test_list_pages_and_filters():
+    manager = JobManager(lambda job, ctx: None, max_concurrent=2)
+    ids = [manager.submit({"i": i})[0].job_id for i in range(5)]
+    assert wait_for(lambda: all(manager.get(i).state is JobState.SUCCEEDED for i in ids))
+    page1, token = manager.list(page_size=3)
+    page2, token2 = manager.list(page_size=3, page_token=token)
+    assert [j.job_id for j in page1 + page2] == ids and token2 == ""
+    assert manager.list(state=JobState.FAILED)[0] == []
