@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.likeness-installed
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps protos demo test bench clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) protos
 
 system-deps:
 	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
@@ -27,6 +27,10 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PIP) install -q --no-deps mediapipe==0.10.21
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Generated gRPC code (services/common/proto_gen/) is produced by the build, never committed.
+protos: $(STAMP)
+	$(PY) -m services.common.protogen
 
 demo: setup
 	$(PY) -m services.cli generate --photo assets/photos/grace_hopper.jpg \
