@@ -111,5 +111,6 @@ def test_list_pages_and_filters():
     assert wait_for(lambda: all(manager.get(i).state is JobState.SUCCEEDED for i in ids))
     page1, token = manager.list(page_size=3)
     page2, token2 = manager.list(page_size=3, page_token=token)
-    assert [j.job_id for j in page1 + page2] == ids and token2 == ""
-    assert manager.list(state=JobState.FAILED)[0] == []
+    assert [j.job_id for j in page1 + page2] == ids[::-1] and token2 == ""
+    assert manager.list(states={JobState.FAILED})[0] == []
+    assert len(manager.list(states={JobState.SUCCEEDED})[0]) == 5

@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _pairs(violations: Violations) -> list[tuple[str, str]]:
     if isinstance(violations, InputError):
-        return [(violations.field, violations.message)]
+        return list(violations.violations)
     return [(str(field), str(description)) for field, description in violations]
 
 

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
 from services.common.grpc_errors import maps_input_errors
+from services.common.tracing import mark_error
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
     def _record(service: str, method: str, code: str, started: float) -> None:
         REQUESTS.labels(service, method, code).inc()
         DURATION.labels(service, method).observe(time.perf_counter() - started)
+        if code != "OK":  # the OTel grpc instrumentation leaves aborted server spans UNSET
+            mark_error(code, f"{service}/{method}")
 
     def _unary(self, fn: Callable, service: str, method: str) -> Callable:
         fn = maps_input_errors(fn)

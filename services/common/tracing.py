@@ -97,3 +97,16 @@ def extract_context(metadata: Sequence[tuple[str, str | bytes]] | None):
 def mark_error(code_name: str, message: str) -> None:
     """Set ERROR on the current (server) span, e.g. before context.abort()."""
     trace.get_current_span().set_status(Status(StatusCode.ERROR, f"{code_name}: {message}"))
+
+
+def grpc_server_interceptors() -> list:
+    """Server-side span per call, parented by the caller's traceparent metadata."""
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    return [server_interceptor()]
+
+
+def grpc_client_interceptors() -> list:
+    from opentelemetry.instrumentation.grpc import client_interceptor
+
+    return [client_interceptor()]

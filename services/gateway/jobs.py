@@ -120,7 +120,7 @@ class JobManager:
         self.max_queued = max_queued
         self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
                          for i in range(max_concurrent)]
-        for job in self._store.load_all():  # a restarted gateway keeps its jobs
+        for job in sorted(self._store.load_all(), key=lambda j: j.created_at):  # a restarted gateway keeps its jobs
             self._jobs[job.job_id] = job
             if job.client_request_id:
                 self._by_request_id[job.client_request_id] = job.job_id

@@ -1,0 +1,55 @@
+"""Client side of the internal gRPC calls: traced channels, deadlines, retries on UNAVAILABLE."""
+from __future__ import annotations
+
+import time
+from typing import Callable, TypeVar
+
+import grpc
+
+from services.common.grpc_server import channel_options
+from services.common.tracing import grpc_client_interceptors
+
+T = TypeVar("T")
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+def open_channel(address: str) -> grpc.Channel:
+    """An insecure channel (in-cluster traffic; NetworkPolicies fence it) that carries trace context."""
+    channel = grpc.insecure_channel(address, options=channel_options())
+    return grpc.intercept_channel(channel, *grpc_client_interceptors())
+
+
+class Deadline:
+    """A job's deadline, handed down so each downstream call gets only the time that is left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expires = time.monotonic() + seconds
+
+    def remaining(self, cap: float | None = None) -> float:
+        left = self.expires - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the job's deadline passed")
+        return min(left, cap) if cap else left
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+def with_retries(call: Callable[[float], T], deadline: Deadline, *, attempts: int = 6,
+                 backoff_s: float = 0.5, max_backoff_s: float = 8.0,
+                 on_retry: Callable[[int, grpc.RpcError], None] = lambda n, e: None) -> T:
+    """Runs call(timeout_s), retrying UNAVAILABLE with exponential backoff inside the deadline.
+
+    A restarted service (Kubernetes reschedule, crash) typically answers again within seconds,
+    so the backoff sums to ~30 s before the error surfaces as UNAVAILABLE to the caller.
+    """
+    for attempt in range(attempts):
+        try:
+            return call(deadline.remaining())
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRYABLE or attempt == attempts - 1:
+                raise
+            on_retry(attempt + 1, exc)
+            time.sleep(min(max_backoff_s, backoff_s * 2**attempt, max(0.0, deadline.remaining() - 0.1)))
+    raise AssertionError("unreachable")

@@ -1,0 +1,99 @@
+"""Conversions between the domain types (Speech, ExpressionTrack, ...) and likeness.v1 messages.
+
+One place for them, so every service encodes audio, timelines and frames the same way.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from services.common.arkit import ARKIT_52, HEAD_POSE
+from services.common.errors import InputError
+from services.common.expression_track import ExpressionTrack
+from services.common.proto_gen.likeness.v1 import common_pb2 as pb
+from services.common.speech import Phone, Speech, Word
+
+EMOTIONS = {pb.EMOTION_UNSPECIFIED: "neutral", pb.EMOTION_NEUTRAL: "neutral", pb.EMOTION_HAPPY: "happy",
+            pb.EMOTION_SAD: "sad", pb.EMOTION_ANGRY: "angry", pb.EMOTION_SURPRISED: "surprised"}
+EXPRESSIVENESS = {pb.EXPRESSIVENESS_UNSPECIFIED: "medium", pb.EXPRESSIVENESS_LOW: "low",
+                  pb.EXPRESSIVENESS_MEDIUM: "medium", pb.EXPRESSIVENESS_HIGH: "high"}
+EMOTION_ENUM = {name: value for value, name in EMOTIONS.items() if value != pb.EMOTION_UNSPECIFIED}
+EXPRESSIVENESS_ENUM = {name: value for value, name in EXPRESSIVENESS.items()
+                       if value != pb.EXPRESSIVENESS_UNSPECIFIED}
+
+
+# -- audio ---------------------------------------------------------------------------------------
+
+def audio_to_pb(samples: np.ndarray, sample_rate: int,
+                encoding: int = pb.AUDIO_ENCODING_PCM_S16LE) -> pb.Audio:
+    samples = np.asarray(samples, np.float32)
+    if encoding == pb.AUDIO_ENCODING_PCM_F32LE:
+        data = samples.astype("<f4").tobytes()
+    else:
+        encoding = pb.AUDIO_ENCODING_PCM_S16LE
+        data = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    return pb.Audio(format=pb.AudioFormat(encoding=encoding, sample_rate=sample_rate, channels=1), data=data)
+
+
+def pcm_to_float(data: bytes, fmt: pb.AudioFormat, field: str = "audio") -> np.ndarray:
+    """Raw PCM bytes -> float32 mono (channels averaged)."""
+    if fmt.sample_rate < 8000 or fmt.sample_rate > 192000:
+        raise InputError(f"{field}.format.sample_rate", f"must be 8000..192000 Hz, got {fmt.sample_rate}")
+    channels = fmt.channels or 1
+    if fmt.encoding == pb.AUDIO_ENCODING_PCM_F32LE:
+        width = 4
+    elif fmt.encoding in (pb.AUDIO_ENCODING_PCM_S16LE, pb.AUDIO_ENCODING_UNSPECIFIED):
+        width = 2
+    else:
+        raise InputError(f"{field}.format.encoding", "unsupported encoding")
+    if len(data) % (width * channels):
+        raise InputError(f"{field}.data", f"length {len(data)} is not a whole number of {channels}-channel frames")
+    if width == 4:
+        samples = np.frombuffer(data, "<f4").astype(np.float32)
+    else:
+        samples = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+    return samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples
+
+
+def audio_from_pb(audio: pb.Audio, field: str = "audio") -> tuple[np.ndarray, int]:
+    return pcm_to_float(audio.data, audio.format, field), audio.format.sample_rate
+
+
+# -- timeline / speech ---------------------------------------------------------------------------
+
+def timeline_to_pb(speech: Speech, language: str = "") -> pb.Timeline:
+    return pb.Timeline(
+        phones=[pb.Phone(symbol=p.symbol, start=p.start, end=p.end, stress=p.stress, word_index=p.word_index)
+                for p in speech.phones],
+        words=[pb.Word(text=w.text, start=w.start, end=w.end) for w in speech.words],
+        text=speech.text, language=language, duration=speech.duration)
+
+
+def speech_from_pb(audio: np.ndarray, sample_rate: int, timeline: pb.Timeline | None) -> Speech:
+    if timeline is None:
+        return Speech(audio=audio, sample_rate=sample_rate)
+    return Speech(audio=audio, sample_rate=sample_rate, text=timeline.text,
+                  phones=[Phone(p.symbol, p.start, p.end, p.stress, p.word_index) for p in timeline.phones],
+                  words=[Word(w.text, w.start, w.end) for w in timeline.words])
+
+
+# -- expression frames ---------------------------------------------------------------------------
+
+def blendshape_header(fps: float) -> pb.BlendshapeHeader:
+    return pb.BlendshapeHeader(blendshape_names=list(ARKIT_52), head_pose_names=list(HEAD_POSE), fps=fps)
+
+
+def frames_to_pb(track: ExpressionTrack, start: int = 0, stop: int | None = None) -> list[pb.ExpressionFrame]:
+    stop = len(track) if stop is None else stop
+    return [pb.ExpressionFrame(time_code=i / track.fps, weights=track.weights[i].tolist(),
+                               head_pose=track.head_pose[i].tolist()) for i in range(start, stop)]
+
+
+def track_from_pb(fps: float, frames: list[pb.ExpressionFrame], field: str = "frames") -> ExpressionTrack:
+    for i, frame in enumerate(frames):
+        if len(frame.weights) != len(ARKIT_52) or len(frame.head_pose) != len(HEAD_POSE):
+            raise InputError(f"{field}[{i}]", f"needs {len(ARKIT_52)} weights and {len(HEAD_POSE)} head_pose values")
+    weights = np.array([f.weights for f in frames], np.float32).reshape(-1, len(ARKIT_52))
+    pose = np.array([f.head_pose for f in frames], np.float32).reshape(-1, len(HEAD_POSE))
+    if not np.isfinite(weights).all() or not np.isfinite(pose).all():
+        raise InputError(field, "weights and head_pose must be finite numbers")
+    return ExpressionTrack(fps=fps, weights=np.clip(weights, 0.0, 1.0), head_pose=pose)

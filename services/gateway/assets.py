@@ -1,0 +1,60 @@
+"""Uploaded assets: admission checks per kind, content-addressed keys (assets/<sha256>)."""
+from __future__ import annotations
+
+import io
+import os
+import re
+
+from services.common.errors import InputError
+from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+
+MiB = 1024 * 1024
+MAX_BYTES = {
+    gw.ASSET_KIND_PHOTO: int(os.environ.get("LIKENESS_MAX_PHOTO_BYTES", 20 * MiB)),
+    gw.ASSET_KIND_VOICE_SAMPLE: int(os.environ.get("LIKENESS_MAX_AUDIO_BYTES", 50 * MiB)),
+    gw.ASSET_KIND_DRIVING_AUDIO: int(os.environ.get("LIKENESS_MAX_AUDIO_BYTES", 50 * MiB)),
+    gw.ASSET_KIND_SCRIPT: 256 * 1024,
+}
+MAX_PHOTO_PIXELS = int(os.environ.get("LIKENESS_MAX_PHOTO_PIXELS", 40_000_000))
+ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def asset_key(asset_id: str) -> str:
+    if not ASSET_ID.match(asset_id):
+        raise InputError("asset_id", "must be the 64-hex-digit id UploadAsset returned")
+    return f"assets/{asset_id}"
+
+
+def check_header(header: gw.UploadAssetHeader) -> None:
+    if header.kind not in MAX_BYTES:
+        raise InputError("header.kind", "must be PHOTO, VOICE_SAMPLE, DRIVING_AUDIO or SCRIPT")
+    if not ASSET_ID.match(header.sha256.lower()):
+        raise InputError("header.sha256", "must be the lowercase hex SHA-256 of the content (64 digits)")
+    if header.size_bytes <= 0:
+        raise InputError("header.size_bytes", "must be the total size in bytes (> 0)")
+    if header.size_bytes > MAX_BYTES[header.kind]:
+        raise InputError("header.size_bytes", f"{header.size_bytes} bytes is over the limit of "
+                                              f"{MAX_BYTES[header.kind]} for this kind")
+
+
+def check_content(kind: int, data: bytes) -> None:
+    """Cheap admission checks so a job does not fail minutes later on an obviously bad asset."""
+    if kind == gw.ASSET_KIND_PHOTO:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > MAX_PHOTO_PIXELS:
+                    raise InputError("photo", f"{image.width}x{image.height} is over {MAX_PHOTO_PIXELS} pixels")
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise InputError("photo", f"not a readable image: {exc}") from None
+    elif kind in (gw.ASSET_KIND_VOICE_SAMPLE, gw.ASSET_KIND_DRIVING_AUDIO):
+        from services.common.audio_io import decode_audio
+
+        decode_audio(data, field="audio")
+    elif kind == gw.ASSET_KIND_SCRIPT:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("script", "must be UTF-8 text") from None

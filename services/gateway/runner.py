@@ -1,0 +1,172 @@
+"""Runs one video job across the services: tts -> expression -> render, checkpointed in storage.
+
+Every stage writes its output under jobs/<job_id>/ before the next starts, and skips itself when
+that output already exists, so a retried or re-queued job resumes from the last finished stage and
+a failure leaves the inputs and finished stages intact. Every call carries the job's remaining
+deadline and is retried with backoff on UNAVAILABLE (a service restarting).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import json_format
+
+from services.common import wire
+from services.common.grpc_client import Deadline, DeadlineExceeded, open_channel, with_retries
+from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
+                                                   render_pb2_grpc, tts_pb2, tts_pb2_grpc)
+from services.common.storage import Storage
+from services.common.tracing import span
+from services.gateway.jobs import Job, JobContext, JobFailed
+from services.gateway.metrics import STAGE_SECONDS
+
+log = logging.getLogger(__name__)
+FRAMES_PER_CHUNK = 25
+
+
+@dataclass(frozen=True)
+class Downstream:
+    tts: str
+    expression: str
+    render: str
+
+    @classmethod
+    def from_env(cls) -> "Downstream":
+        return cls(tts=os.environ.get("LIKENESS_TTS_ADDR", "127.0.0.1:50052"),
+                   expression=os.environ.get("LIKENESS_EXPRESSION_ADDR", "127.0.0.1:50053"),
+                   render=os.environ.get("LIKENESS_RENDER_ADDR", "127.0.0.1:50054"))
+
+
+def job_keys(job_id: str) -> dict[str, str]:
+    base = f"jobs/{job_id}"
+    return {"audio": f"{base}/speech.wav", "timeline": f"{base}/timeline.json",
+            "blendshapes": f"{base}/blendshapes.json", "video": f"{base}/video.mp4"}
+
+
+class JobRunner:
+    """Callable handed to the JobManager: run(job, ctx)."""
+
+    def __init__(self, storage: Storage, downstream: Downstream, *,
+                 deadline_s: float = float(os.environ.get("LIKENESS_JOB_DEADLINE_S", "1800"))) -> None:
+        self.storage = storage
+        self.deadline_s = deadline_s
+        self.tts = tts_pb2_grpc.TtsServiceStub(open_channel(downstream.tts))
+        self.expression = expression_pb2_grpc.ExpressionServiceStub(open_channel(downstream.expression))
+        self.render = render_pb2_grpc.RenderServiceStub(open_channel(downstream.render))
+
+    def __call__(self, job: Job, ctx: JobContext) -> None:
+        deadline = Deadline(self.deadline_s)
+        keys = job_keys(job.job_id)
+        with span("job", {"job.id": job.job_id, "job.attempt": job.attempts}):
+            try:
+                self._stage("tts", keys["timeline"], ctx, lambda: self._speech(job, keys, deadline))
+                self._stage("expression", keys["blendshapes"], ctx, lambda: self._expression(job, keys, deadline))
+                self._stage("render", keys["video"], ctx, lambda: self._render(job, keys, deadline, ctx))
+            except grpc.RpcError as exc:
+                from services.common.grpc_errors import field_violations
+
+                violations = field_violations(exc) if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else []
+                raise JobFailed(exc.code().name, exc.details() or exc.code().name,
+                                field=violations[0][0] if violations else "") from None
+            except DeadlineExceeded as exc:
+                raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
+        job.result["video_key"] = keys["video"]
+        if job.request.get("export_blendshapes"):
+            job.result["blendshapes_key"] = keys["blendshapes"]
+
+    def _stage(self, stage: str, output_key: str, ctx: JobContext, work) -> None:
+        ctx.check_cancelled()
+        if self.storage.exists(output_key):  # finished by an earlier attempt: resume after it
+            ctx.stage_done(stage, output_key)
+            return
+        ctx.report(stage, 0.0)
+        started = time.perf_counter()
+        with span(f"stage {stage}", {"stage": stage}):
+            work()
+        STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
+        ctx.stage_done(stage, output_key)
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def _speech(self, job: Job, keys: dict[str, str], deadline: Deadline) -> None:
+        request = job.request
+        if request.get("script"):
+            call = tts_pb2.SynthesizeRequest(text=request["script"], language=request.get("language", ""),
+                                             seed=request["seed"])
+            response = with_retries(lambda t: self.tts.Synthesize(call, timeout=t), deadline)
+        else:
+            call = tts_pb2.AlignRequest(audio=common_pb2.AudioSource(object=self._ref(request["driving_audio_key"])),
+                                        transcript=request.get("transcript", ""),
+                                        language=request.get("language", ""))
+            response = with_retries(lambda t: self.tts.Align(call, timeout=t), deadline)
+        if response.warnings:
+            job.warnings.extend(response.warnings)
+        samples, rate = wire.audio_from_pb(response.audio)
+        from services.common.audio_io import encode_wav
+
+        self.storage.put_bytes(keys["audio"], encode_wav(samples, rate), "audio/wav")
+        # the timeline is written last: its presence marks the stage finished
+        self.storage.put_bytes(keys["timeline"], json_format.MessageToJson(response.timeline).encode(),
+                               "application/json")
+
+    def _expression(self, job: Job, keys: dict[str, str], deadline: Deadline) -> None:
+        from services.common.audio_io import decode_audio
+
+        request = job.request
+        samples, rate = decode_audio(self.storage.get_bytes(keys["audio"]))
+        timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
+        call = expression_pb2.AnimateRequest(
+            audio=wire.audio_to_pb(samples, rate), timeline=timeline,
+            params=expression_pb2.ExpressionParams(
+                fps=request["fps"], seed=request["seed"], emotion=wire.EMOTION_ENUM[request["emotion"]],
+                expressiveness=wire.EXPRESSIVENESS_ENUM[request["expressiveness"]]))
+        response = with_retries(lambda t: self.expression.Animate(call, timeout=t), deadline)
+        track = wire.track_from_pb(response.header.fps, list(response.frames))
+        self.storage.put_bytes(keys["blendshapes"], track.to_json().encode(), "application/json")
+
+    def _render(self, job: Job, keys: dict[str, str], deadline: Deadline, ctx: JobContext) -> None:
+        from services.common.expression_track import ExpressionTrack
+
+        request = job.request
+        spec = common_pb2.VideoSpec(resolution=request["size"], fps=request["fps"])
+        rig = with_retries(lambda t: self.render.PrepareRig(
+            render_pb2.PrepareRigRequest(photo_object=self._ref(request["photo_key"]), video=spec), timeout=t),
+            deadline)
+        for warning in rig.warnings:
+            if warning not in job.warnings:
+                job.warnings.append(warning)
+        track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
+        frames = wire.frames_to_pb(track)
+        header = render_pb2.RenderVideoHeader(
+            rig_object=rig.rig, video=spec, audio=common_pb2.AudioSource(object=self._ref(keys["audio"])),
+            output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"], content_type="video/mp4"),
+            blendshapes=wire.blendshape_header(track.fps), expected_frames=len(frames))
+
+        def messages():
+            yield render_pb2.RenderVideoRequest(header=header)
+            for i in range(0, len(frames), FRAMES_PER_CHUNK):
+                yield render_pb2.RenderVideoRequest(
+                    frames=render_pb2.ExpressionFrameChunk(frames=frames[i:i + FRAMES_PER_CHUNK]))
+            yield render_pb2.RenderVideoRequest(end=render_pb2.EndOfFrames())
+
+        def stream(timeout: float) -> render_pb2.RenderResult:
+            call = self.render.RenderVideo(messages(), timeout=timeout)
+            try:
+                for response in call:
+                    if response.HasField("progress") and response.progress.frames_total:
+                        ctx.report("render", response.progress.frames_rendered / response.progress.frames_total)
+                    elif response.HasField("result"):
+                        return response.result
+            finally:
+                call.cancel()  # no-op when finished; stops the render when the job is cancelled
+            raise JobFailed("INTERNAL", "the render stream ended without a result")
+
+        result = with_retries(stream, deadline)
+        job.warnings.extend(w for w in result.warnings if w not in job.warnings)
+
+    def _ref(self, key: str) -> common_pb2.ObjectRef:
+        return common_pb2.ObjectRef(bucket=self.storage.bucket, key=key)

@@ -1,0 +1,275 @@
+"""GatewayService: the public API. Thin: validation and conversion here, work in jobs/runner."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from datetime import timedelta
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common import grpc_errors, wire
+from services.common.errors import InputError
+from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
+from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
+from services.common.storage import Storage
+from services.common.tracing import configure, grpc_server_interceptors
+from services.gateway import assets
+from services.gateway.jobs import Job, JobManager, JobState, QueueFull
+from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
+from services.gateway.runner import Downstream, JobRunner
+
+log = logging.getLogger(__name__)
+MAX_SCRIPT_CHARS = int(os.environ.get("LIKENESS_MAX_SCRIPT_CHARS", "5000"))
+URL_TTL = timedelta(seconds=int(os.environ.get("LIKENESS_RESULT_URL_TTL_S", "900")))
+STAGES = {"tts": gw.STAGE_TTS, "expression": gw.STAGE_EXPRESSION, "render": gw.STAGE_RENDER}
+STATES = {s: getattr(gw, f"JOB_STATE_{s.value}") for s in JobState}
+
+
+class StorageJobStore:
+    """Job records as JSON objects (jobs/<id>/job.json): a restarted gateway keeps its jobs."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def save(self, job: Job) -> None:
+        self.storage.put_bytes(f"jobs/{job.job_id}/job.json", job.to_json().encode(), "application/json")
+
+    def load_all(self) -> list[Job]:
+        return [Job.from_json(self.storage.get_bytes(key).decode())
+                for key in self.storage.list("jobs/") if key.endswith("/job.json")]
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, storage: Storage, manager: JobManager) -> None:
+        self.storage = storage
+        self.manager = manager
+
+    # -- assets ----------------------------------------------------------------------------------
+
+    def UploadAsset(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise InputError("header", "the first message must be the header")
+        header = first.header
+        assets.check_header(header)
+        limit, chunks, size = assets.MAX_BYTES[header.kind], [], 0
+        for message in request_iterator:
+            if not message.HasField("chunk"):
+                raise InputError("chunk", "only chunks may follow the header")
+            if len(message.chunk) > 1024 * 1024:
+                raise InputError("chunk", "chunks must be at most 1 MiB")
+            size += len(message.chunk)
+            if size > limit:
+                raise InputError("chunk", f"more than {limit} bytes")
+            chunks.append(message.chunk)
+        data = b"".join(chunks)
+        sha = hashlib.sha256(data).hexdigest()
+        if size != header.size_bytes:
+            raise InputError("header.size_bytes", f"declared {header.size_bytes} bytes, received {size}")
+        if sha != header.sha256.lower():
+            raise InputError("header.sha256", f"declared {header.sha256}, received content hashes to {sha}")
+        assets.check_content(header.kind, data)
+        key = assets.asset_key(sha)
+        existing = self.storage.exists(key)
+        info = self.storage.stat(key) if existing else self.storage.put_bytes(
+            key, data, header.content_type or "application/octet-stream")
+        return gw.UploadAssetResponse(asset_id=sha, existing=existing, object=common_pb2.ObjectRef(
+            bucket=info.bucket, key=info.key, sha256=sha, size_bytes=info.size, content_type=info.content_type))
+
+    def _asset(self, source: gw.AssetSource, field: str) -> str:
+        which = source.WhichOneof("source")
+        if which is None:
+            raise InputError(field, "is required (asset_id or object)")
+        if which == "asset_id":
+            key = assets.asset_key(source.asset_id)
+        else:
+            if source.object.bucket and source.object.bucket != self.storage.bucket:
+                raise InputError(f"{field}.object.bucket", f"must be {self.storage.bucket!r}")
+            key = source.object.key
+        if not key or not self.storage.exists(key):
+            raise InputError(field, f"asset {key or '(empty)'} not found; upload it first")
+        return key
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def SubmitVideo(self, request: gw.SubmitVideoRequest, context):
+        job_request = self._validate(request)
+        try:
+            job, existing = self.manager.submit(job_request, request.client_request_id)
+        except QueueFull as exc:
+            grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject="job-queue")
+        self._gauges()
+        return gw.SubmitVideoResponse(job_id=job.job_id, existing=existing)
+
+    def GetJob(self, request, context):
+        return gw.GetJobResponse(job=self._job_pb(self._get(request.job_id)))
+
+    def WatchJob(self, request, context):
+        self._get(request.job_id)
+        for job in self.manager.watch(request.job_id, timeout_s=max(1.0, context.time_remaining() or 3600)):
+            yield gw.WatchJobResponse(job=self._job_pb(job), stage=STAGES.get(job.stage, gw.STAGE_UNSPECIFIED),
+                                      stage_fraction=job.progress, message=job.message,
+                                      terminal=job.state.terminal)
+
+    def CancelJob(self, request, context):
+        self._get(request.job_id)
+        return gw.CancelJobResponse(job=self._job_pb(self.manager.cancel(request.job_id)))
+
+    def ListJobs(self, request, context):
+        if request.page_size < 0:
+            raise InputError("page_size", "must be >= 0")
+        if request.page_token and not request.page_token.isdigit():
+            raise InputError("page_token", "use next_page_token from the previous page")
+        states = {s for s, v in STATES.items() if v in set(request.states)}
+        jobs, token = self.manager.list(states=states or None, page_size=min(request.page_size or 50, 500),
+                                        page_token=request.page_token)
+        return gw.ListJobsResponse(jobs=[self._job_pb(j) for j in jobs], next_page_token=token)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _get(self, job_id: str) -> Job:
+        try:
+            return self.manager.get(job_id)
+        except KeyError:
+            raise InputError("job_id", f"no job {job_id!r}") from None
+
+    def _gauges(self) -> None:
+        QUEUE_DEPTH.set(self.manager.queue_depth)
+        IN_FLIGHT.set(self.manager.in_flight)
+
+    def _validate(self, r: gw.SubmitVideoRequest) -> dict:
+        """Everything the gateway can check itself, all at once: one BadRequest with every violation."""
+        violations: list[tuple[str, str]] = []
+
+        def check(field: str, fn):
+            try:
+                return fn()
+            except InputError as exc:
+                violations.append((exc.field if exc.field.startswith(field) else field, exc.message))
+
+        job: dict = {"export_blendshapes": r.export_blendshapes, "language": r.language or "en-us"}
+        if not r.HasField("photo"):
+            violations.append(("photo", "is required"))
+        else:
+            job["photo_key"] = check("photo", lambda: self._asset(r.photo, "photo"))
+        which = r.WhichOneof("speech")
+        if which is None:
+            violations.append(("script", "a script, script_asset or driving_audio is required"))
+        elif which == "driving_audio":
+            violations.append(("driving_audio", "driving by a recording is not supported yet; send a script"))
+        else:
+            text = r.script if which == "script" else check(
+                "script_asset", lambda: self.storage.get_bytes(self._asset(r.script_asset, "script_asset")).decode(
+                    "utf-8", errors="strict"))
+            if text is not None:
+                if not text.strip():
+                    violations.append((which, "is empty"))
+                elif len(text) > MAX_SCRIPT_CHARS:
+                    violations.append((which, f"{len(text)} characters is over the limit of {MAX_SCRIPT_CHARS}"))
+                job["script"] = text
+        if r.HasField("voice_sample"):
+            violations.append(("voice_sample", "voice cloning is not supported yet"))
+        spec = r.video
+        size = spec.resolution if spec.WhichOneof("size") == "resolution" else 512
+        if spec.WhichOneof("size") == "frame_size":
+            violations.append(("video.frame_size", "only square output (video.resolution) is supported yet"))
+        if not 128 <= size <= 1080 or size % 2:
+            violations.append(("video.resolution", f"must be an even number from 128 to 1080, got {size}"))
+        if spec.aspect_ratio not in (common_pb2.ASPECT_RATIO_UNSPECIFIED, common_pb2.ASPECT_RATIO_1_1):
+            violations.append(("video.aspect_ratio", "only 1:1 is supported yet"))
+        if spec.HasField("background"):
+            violations.append(("video.background", "background replacement is not supported yet"))
+        fps = spec.fps or 25.0
+        if not 10 <= fps <= 60:
+            violations.append(("video.fps", f"must be from 10 to 60, got {fps}"))
+        if r.emotion not in wire.EMOTIONS:
+            violations.append(("emotion", "unknown value"))
+        if r.expressiveness not in wire.EXPRESSIVENESS:
+            violations.append(("expressiveness", "unknown value"))
+        if len(r.client_request_id) > 128:
+            violations.append(("client_request_id", "at most 128 characters"))
+        if violations:
+            raise InputError.many(violations)
+        job.update(size=size, fps=fps, seed=r.seed if r.HasField("seed") else random.randrange(2**31),
+                   emotion=wire.EMOTIONS[r.emotion], expressiveness=wire.EXPRESSIVENESS[r.expressiveness])
+        return job
+
+    def _job_pb(self, job: Job) -> gw.Job:
+        message = gw.Job(job_id=job.job_id, state=STATES[job.state],
+                         stage=STAGES.get(job.stage, gw.STAGE_UNSPECIFIED), progress=self._progress(job),
+                         create_time=_ts(job.created_at), update_time=_ts(job.updated_at),
+                         warnings=job.warnings, client_request_id=job.client_request_id,
+                         seed=job.request.get("seed", 0))
+        for stage, key in job.stage_outputs.items():
+            message.stage_outputs.add(stage=STAGES.get(stage, gw.STAGE_UNSPECIFIED), name=stage,
+                                      object=common_pb2.ObjectRef(bucket=self.storage.bucket, key=key))
+        if job.state is JobState.FAILED:
+            code = getattr(grpc.StatusCode, job.error_code or "INTERNAL", grpc.StatusCode.INTERNAL)
+            message.error.CopyFrom(grpc_errors.error_status(
+                code, job.message, [(job.error_field, job.message)] if job.error_field else []))
+        if job.state is JobState.SUCCEEDED and "video_key" in job.result:
+            video = self.storage.stat(job.result["video_key"])
+            expires = Timestamp()
+            expires.FromSeconds(int(time.time() + URL_TTL.total_seconds()))
+            message.result.video.CopyFrom(common_pb2.ObjectRef(
+                bucket=video.bucket, key=video.key, sha256=video.sha256 or "", size_bytes=video.size,
+                content_type=video.content_type))
+            message.result.presigned_url = self.storage.presigned_get_url(video.key, URL_TTL)
+            message.result.url_expires_at.CopyFrom(expires)
+            message.result.fps = job.request.get("fps", 25.0)
+            message.result.frame_size.width = message.result.frame_size.height = job.request.get("size", 512)
+            if "blendshapes_key" in job.result:
+                message.result.blendshapes.CopyFrom(common_pb2.ObjectRef(
+                    bucket=self.storage.bucket, key=job.result["blendshapes_key"], content_type="application/json"))
+        return message
+
+    @staticmethod
+    def _progress(job: Job) -> float:
+        """Overall progress: tts 10%, expression 5%, render 85% of the work."""
+        if job.state is JobState.SUCCEEDED:
+            return 1.0
+        weights = {"tts": (0.0, 0.10), "expression": (0.10, 0.05), "render": (0.15, 0.85)}
+        start, share = weights.get(job.stage, (0.0, 0.0))
+        return start + share * job.progress
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LIKENESS_LOG_LEVEL", "INFO"))
+    configure("gateway")
+    storage = Storage.from_env()
+    storage.ensure_bucket()
+
+    def finished(job: Job, seconds: float) -> None:
+        JOBS.labels(job.state.value.lower()).inc()
+
+    manager = JobManager(JobRunner(storage, Downstream.from_env()),
+                         max_concurrent=int(os.environ.get("LIKENESS_MAX_CONCURRENT_JOBS", "2")),
+                         max_queued=int(os.environ.get("LIKENESS_MAX_QUEUED_JOBS", "16")),
+                         store=StorageJobStore(storage), on_finish=finished)
+    servicer = GatewayServicer(storage, manager)
+    start_metrics_server(metrics_port(9101))
+    server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
+                   port=grpc_port(50051), service_names=["likeness.v1.GatewayService"],
+                   interceptors=grpc_server_interceptors())
+    def refresh_gauges() -> None:  # gauges also move when jobs finish, not only on calls
+        while True:
+            servicer._gauges()
+            time.sleep(1.0)
+
+    threading.Thread(target=refresh_gauges, daemon=True).start()
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()
