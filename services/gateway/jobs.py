@@ -163,12 +163,13 @@ class JobManager:
                     self._finish(job, JobState.CANCELLED, message="cancelled before it started")
             return job
 
-    def list(self, *, state: JobState | None = None, page_size: int = 50,
+    def list(self, *, states: set[JobState] | None = None, page_size: int = 50,
              page_token: str = "") -> tuple[list[Job], str]:
+        """Newest first."""
         with self._lock:
-            jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.job_id))
-        if state is not None:
-            jobs = [j for j in jobs if j.state is state]
+            jobs = list(self._jobs.values())[::-1]  # insertion order = submission order
+        if states:
+            jobs = [j for j in jobs if j.state in states]
         start = int(page_token or 0)
         page = jobs[start:start + page_size]
         return page, str(start + page_size) if start + page_size < len(jobs) else ""
