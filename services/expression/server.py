@@ -1,0 +1,115 @@
+"""ExpressionService: audio (+ phoneme timeline) -> ARKit-52 frames, unary and Audio2Face-3D-style stream.
+
+The model runs where LIKENESS_TRITON_URL points (Triton) or in-process when it is unset.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterator
+
+import grpc
+import numpy as np
+
+from services.common import wire
+from services.common.arkit import ARKIT_52
+from services.common.errors import InputError
+from services.common.expression_track import ExpressionTrack
+from services.common.grpc_errors import error_status
+from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
+from services.common.inference import InferenceClient, client_from_env
+from services.common.proto_gen.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
+from services.common.speech import Speech
+from services.common.tracing import configure, grpc_server_interceptors
+from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
+
+log = logging.getLogger(__name__)
+DEFAULT_FPS = 25.0
+MAX_AUDIO_SECONDS = float(os.environ.get("LIKENESS_MAX_AUDIO_SECONDS", "600"))
+
+
+def apply_gains(track: ExpressionTrack, params: ex.ExpressionParams) -> ExpressionTrack:
+    """Audio2Face-style per-blendshape multipliers then offsets, clamped to [0, 1]."""
+    if not params.blendshape_multipliers and not params.blendshape_offsets:
+        return track
+    gain, offset = np.ones(len(ARKIT_52), np.float32), np.zeros(len(ARKIT_52), np.float32)
+    for field, table, target in (("blendshape_multipliers", params.blendshape_multipliers, gain),
+                                 ("blendshape_offsets", params.blendshape_offsets, offset)):
+        for name, value in table.items():
+            if name not in ARKIT_52:
+                raise InputError(f"params.{field}", f"{name!r} is not an ARKit-52 blendshape name")
+            target[ARKIT_52.index(name)] = value
+    return ExpressionTrack(track.fps, np.clip(track.weights * gain + offset, 0.0, 1.0), track.head_pose)
+
+
+class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
+    def __init__(self, client: InferenceClient) -> None:
+        self.client = client
+
+    def _animate(self, speech: Speech, params: ex.ExpressionParams) -> ExpressionTrack:
+        if not speech.phones:
+            raise InputError("timeline", "a phoneme timeline is required: audio-only driving is not available yet")
+        if speech.duration > MAX_AUDIO_SECONDS:
+            raise InputError("audio", f"{speech.duration:.0f} s is over the limit of {MAX_AUDIO_SECONDS:.0f} s")
+        fps = params.fps or DEFAULT_FPS
+        if not 1 <= fps <= 120:
+            raise InputError("params.fps", f"must be from 1 to 120, got {fps}")
+        if params.emotion not in wire.EMOTIONS:
+            raise InputError("params.emotion", "unknown value")
+        if params.expressiveness not in wire.EXPRESSIVENESS:
+            raise InputError("params.expressiveness", "unknown value")
+        tensors = to_tensors(speech, fps=fps, seed=params.seed, emotion=wire.EMOTIONS[params.emotion],
+                             expressiveness=wire.EXPRESSIVENESS[params.expressiveness])
+        return apply_gains(track_from_tensors(self.client.infer(MODEL_NAME, tensors), fps), params)
+
+    def Animate(self, request: ex.AnimateRequest, context) -> ex.AnimateResponse:
+        samples, rate = wire.audio_from_pb(request.audio)
+        track = self._animate(wire.speech_from_pb(samples, rate, request.timeline), request.params)
+        return ex.AnimateResponse(header=wire.blendshape_header(track.fps), frames=wire.frames_to_pb(track))
+
+    def StreamExpression(self, request_iterator, context) -> Iterator[ex.StreamExpressionResponse]:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise InputError("header", "the first message must be the header")
+        header = first.header
+        chunks: list[bytes] = []
+        warnings: list[str] = []
+        ended = False
+        for message in request_iterator:
+            kind = message.WhichOneof("request")
+            if kind == "audio_chunk":
+                chunks.append(message.audio_chunk)
+            elif kind == "emotion":
+                warnings.append("time-coded emotions are not applied yet: the header's emotion is used")
+            elif kind == "end_of_audio":
+                ended = True
+                break
+            else:
+                raise InputError("header", "only one header may be sent")
+        if not ended:
+            raise InputError("end_of_audio", "the stream must end with end_of_audio")
+        samples = wire.pcm_to_float(b"".join(chunks), header.audio_format, field="audio_format")
+        # The procedural model needs the whole timeline and its prosody: frames go out once the
+        # audio is complete. The streaming diffusion model will emit them window by window.
+        track = self._animate(wire.speech_from_pb(samples, header.audio_format.sample_rate, header.timeline),
+                              header.params)
+        yield ex.StreamExpressionResponse(header=wire.blendshape_header(track.fps))
+        for frame in wire.frames_to_pb(track):
+            yield ex.StreamExpressionResponse(frame=frame)
+        status = error_status(grpc.StatusCode.OK, "; ".join(dict.fromkeys(warnings)) or "ok")
+        yield ex.StreamExpressionResponse(status=status)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LIKENESS_LOG_LEVEL", "INFO"))
+    configure("expression")
+    start_metrics_server(metrics_port(9103))
+    server = serve([(expression_pb2_grpc.add_ExpressionServiceServicer_to_server,
+                     ExpressionServicer(client_from_env()))],
+                   port=grpc_port(50053), service_names=["likeness.v1.ExpressionService"],
+                   interceptors=grpc_server_interceptors())
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()
