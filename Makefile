@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.likeness-installed
 
-.PHONY: setup system-deps protos demo test bench clean
+.PHONY: setup system-deps protos deploy-tools demo test bench clean
 
 setup: system-deps $(STAMP) protos
 
@@ -36,7 +36,11 @@ demo: setup
 	$(PY) -m services.cli generate --photo assets/photos/grace_hopper.jpg \
 	  --script-file assets/scripts/welcome.txt --out out/demo.mp4 --export-blendshapes out/demo_blendshapes.json
 
-test: setup
+# Offline checkers for deploy/ (kubectl/kustomize, kubernetes-validate, checkov, promtool) in .venv-deploy
+deploy-tools:
+	bash scripts/install-deploy-tools.sh
+
+test: setup deploy-tools
 	$(PY) -m pytest -q tests
 
 bench: setup
