@@ -162,7 +162,11 @@ def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[*interceptors, MetricsInterceptor()],
-        options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)])
+        options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
+                 # Recycle connections so clients re-resolve and spread over new replicas (HPA
+                 # scale-out behind a ClusterIP Service balances per connection, not per call).
+                 ("grpc.max_connection_age_ms", _env_int("LIKENESS_GRPC_MAX_CONNECTION_AGE_S", 300) * 1000),
+                 ("grpc.max_connection_age_grace_ms", 600_000)])
     for add_fn, servicer in servicers:
         add_fn(servicer, server)
 
