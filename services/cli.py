@@ -5,8 +5,11 @@ Bad input never ends in a traceback: a one-line `error: FIELD: message` on stder
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -97,8 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _divert_native_logs() -> str:
+    """TFLite/mediapipe write INFO/WARNING lines straight to fd 2. Send fd 2 to a log file and keep
+    Python's sys.stderr on the terminal, so the user sees progress and one-line errors only."""
+    log = tempfile.NamedTemporaryFile(prefix="likeness-", suffix=".log", delete=False)
+    terminal = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    return log.name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_path = "" if os.environ.get("LIKENESS_VERBOSE") else _divert_native_logs()
+    keep_log = False
     try:
         return args.func(args)
     except InputError as exc:
@@ -107,6 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: keep the traceback, say where it is
+        if not log_path:
+            raise
+        with open(log_path, "a", encoding="utf-8") as log:
+            traceback.print_exc(file=log)
+        keep_log = True
+        print(f"error: internal: {type(exc).__name__}: {exc} (traceback in {log_path})", file=sys.stderr)
+        return 1
+    finally:
+        if log_path and not keep_log:
+            os.unlink(log_path)
 
 
 if __name__ == "__main__":
