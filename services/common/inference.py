@@ -19,9 +19,9 @@ from services.common.errors import InputError
 
 # Model name -> "module:Class" of its TensorModel. The Triton model repository uses the same names.
 MODELS: dict[str, str] = {
-    "tts_piper": "services.tts.voice:PiperTensorModel",
+    "tts_piper": "services.tts.tensor_model:PiperTensorModel",
     "expression_procedural": "services.expression.tensor_model:ProceduralTensorModel",
-    "face_mesh": "services.render.face_mesh_model:FaceMeshTensorModel",
+    "face_mesh": "services.render.tensor_model:FaceMeshTensorModel",
 }
 
 

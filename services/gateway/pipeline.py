@@ -13,6 +13,7 @@ from typing import Callable
 
 from services.common.errors import InputError
 from services.common.expression_track import ExpressionTrack
+from services.common.inference import InferenceClient, client_from_env
 from services.common.speech import Speech
 
 # Stage names double as progress labels and as keys of stage outputs in object storage.
@@ -74,19 +75,25 @@ def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4",)) -
 
 
 class EmbeddedPipeline:
-    """Loads each stage's model once; `generate` can then be called many times."""
+    """Loads each stage's model once; `generate` can then be called many times.
 
-    def __init__(self) -> None:
+    Models run through `client`: in-process by default, or a Triton server when
+    LIKENESS_TRITON_URL is set (see services.common.inference).
+    """
+
+    def __init__(self, client: InferenceClient | None = None) -> None:
         # Imported here so `likeness --help` stays fast and bad-argument errors come back at once.
         from services.tts import TextToSpeech
+        from services.tts.tensor_model import ModelVoice
 
-        self.tts = TextToSpeech()
+        self.client = client or client_from_env()
+        self.tts = TextToSpeech(voice=ModelVoice(self.client))
 
     def generate(self, request: VideoRequest, out_path: str | Path,
                  progress: ProgressFn = lambda stage, fraction: None) -> VideoResult:
         import time
 
-        from services.expression import animate
+        from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
         from services.render.encode import encode_mp4
         from services.render.photo import load_photo
         from services.render.renderer import Renderer
@@ -110,8 +117,9 @@ class EmbeddedPipeline:
 
         t0 = time.perf_counter()
         progress("expression", 0.0)
-        track = animate(speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
-                        expressiveness=request.expressiveness)
+        tensors = to_tensors(speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
+                             expressiveness=request.expressiveness)
+        track = track_from_tensors(self.client.infer(MODEL_NAME, tensors), request.fps)
         seconds["expression"] = time.perf_counter() - t0
         progress("expression", 1.0)
 
