@@ -1,0 +1,166 @@
+"""The whole platform on loopback, for development (`likeness serve`) and the tests.
+
+A real S3 server (seaweedfs), a real Triton server on model_repository/, and the four gRPC
+services as separate processes wired by env vars, each waited for through gRPC health checking.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.ports import free_ports
+from services.common.s3_server import S3Server
+from services.common.triton_server import TritonServer
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_REPOSITORY = ROOT / "model_repository"
+SERVICES = ("tts", "expression", "render", "gateway")  # start order: the gateway last
+HEALTH_NAMES = {"tts": "likeness.v1.TtsService", "expression": "likeness.v1.ExpressionService",
+                "render": "likeness.v1.RenderService", "gateway": "likeness.v1.GatewayService"}
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
+@dataclass
+class LocalStack:
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="likeness-stack-")))
+    model_repository: Path = MODEL_REPOSITORY
+    env: dict[str, str] = field(default_factory=dict)  # extra env for every service
+    start_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.s3: S3Server | None = None
+        self.triton: TritonServer | None = None
+        ports = free_ports(2 * len(SERVICES))
+        self.services = {name: ServiceProcess(name, ports[2 * i], ports[2 * i + 1],
+                                              self.workdir / "logs" / f"{name}.log")
+                         for i, name in enumerate(SERVICES)}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> "LocalStack":
+        try:
+            self.s3 = S3Server(self.workdir / "s3", log_path=self.workdir / "logs" / "s3.log").start()
+            self.storage().ensure_bucket()
+            self.triton = TritonServer(self.model_repository, log_path=self.workdir / "logs" / "triton.log",
+                                       start_timeout=self.start_timeout).start()
+            for name in SERVICES:
+                self.start_service(name)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def service_env(self, name: str) -> dict[str, str]:
+        service = self.services[name]
+        return {
+            **os.environ, **self.s3.env(),
+            "LIKENESS_GRPC_PORT": str(service.grpc_port),
+            "LIKENESS_METRICS_PORT": str(service.metrics_port),
+            "LIKENESS_TRITON_URL": self.triton.grpc_url,
+            "LIKENESS_TTS_ADDR": self.services["tts"].address,
+            "LIKENESS_EXPRESSION_ADDR": self.services["expression"].address,
+            "LIKENESS_RENDER_ADDR": self.services["render"].address,
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+
+    def start_service(self, name: str) -> ServiceProcess:
+        service = self.services[name]
+        log = open(service.log_path, "ab")
+        service.proc = subprocess.Popen([sys.executable, "-m", f"services.{name}.server"], cwd=ROOT,
+                                        env=self.service_env(name), stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        log.close()
+        self.wait_healthy(name)
+        return service
+
+    def wait_healthy(self, name: str) -> None:
+        service = self.services[name]
+        deadline = time.monotonic() + self.start_timeout
+        with grpc.insecure_channel(service.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if service.proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {service.proc.returncode}:\n{self.log_tail(name)}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_NAMES[name]), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"{name} not healthy after {self.start_timeout:.0f} s:\n{self.log_tail(name)}")
+
+    def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.services[name].proc
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name in reversed(SERVICES):
+            proc = self.services[name].proc
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for name in reversed(SERVICES):
+            proc = self.services[name].proc
+            if proc is not None:
+                try:
+                    proc.wait(timeout=25)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        if self.triton is not None:
+            self.triton.stop()
+        if self.s3 is not None:
+            self.s3.stop()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @property
+    def gateway_address(self) -> str:
+        return self.services["gateway"].address
+
+    def storage(self):
+        from services.common.storage import Storage
+
+        env = self.s3.env()
+        return Storage(env["LIKENESS_S3_ENDPOINT"], env["LIKENESS_S3_ACCESS_KEY"], env["LIKENESS_S3_SECRET_KEY"],
+                       env["LIKENESS_S3_BUCKET"])
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.services[name].log_path
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
