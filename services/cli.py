@@ -1,4 +1,5 @@
-"""`likeness` command line: the embedded default (no servers) and, later, the platform client.
+"""`likeness` command line: the embedded default (`generate`, no servers), the local platform
+(`serve`) and its client (`submit`).
 
 Bad input never ends in a traceback: a one-line `error: FIELD: message` on stderr and exit code 2.
 """
@@ -78,25 +79,106 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from services.stack import LocalStack
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("starting S3, Triton and the tts/expression/render/gateway services ...", file=sys.stderr)
+    kwargs = {"workdir": Path(args.workdir)} if args.workdir else {}
+    with LocalStack(**kwargs) as stack:
+        print(f"gateway   {stack.gateway_address}")
+        for name, service in stack.services.items():
+            print(f"{name:<10}{service.address}  metrics {service.metrics_url}")
+        print(f"triton    {stack.triton.grpc_url}  metrics {stack.triton.metrics_url}")
+        print(f"s3        {stack.s3.endpoint}  (data in {stack.workdir / 's3'})")
+        print(f"logs      {stack.workdir / 'logs'}")
+        print(f"try: likeness submit --server {stack.gateway_address} --photo PHOTO --script TEXT --out out.mp4",
+              flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import grpc
+
+    from services.client import JobFailedError, LikenessClient
+    from services.common.grpc_errors import field_violations
+
+    script = _read_script(args)
+    photo = Path(args.photo)
+    if not photo.is_file():
+        raise InputError("photo", f"{photo}: no such file")
+    bar = StageProgress()
+    with LikenessClient(args.server) as client:
+        try:
+            asset = client.upload(photo, kind="photo")
+            job_id = client.submit(photo=asset, script=script, resolution=args.size, fps=args.fps,
+                                   seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness)
+            print(f"job {job_id}", file=sys.stderr)
+            job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
+                                                                    event.stage_fraction))
+        except grpc.RpcError as exc:
+            violations = field_violations(exc)
+            if violations:
+                raise InputError.many(violations) from None
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        except JobFailedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        client.download(job, args.out)
+    for warning in job.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.out}  (job {job.job_id}, s3://{job.result.video.bucket}/{job.result.video.key})")
+    return 0
+
+
+def _stage_name(stage: int) -> str:
+    from services.common.proto_gen.likeness.v1 import gateway_pb2
+
+    return gateway_pb2.Stage.Name(stage).removeprefix("STAGE_").lower() if stage else "queued"
+
+
+def _video_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--photo", required=True, help="portrait photo (jpg/png/webp)")
+    script = parser.add_mutually_exclusive_group(required=True)
+    script.add_argument("--script", help="text to speak")
+    script.add_argument("--script-file", help="UTF-8 text file to speak")
+    parser.add_argument("--out", required=True, help="output .mp4 (H.264 + AAC)")
+    parser.add_argument("--size", type=int, default=512, help="output width = height in pixels (default 512)")
+    parser.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for voice variation, blinks and head motion")
+    parser.add_argument("--emotion", default="neutral", help="neutral, happy, sad, angry or surprised")
+    parser.add_argument("--expressiveness", default="medium", help="low, medium or high")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="likeness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="photo + script -> talking video, in-process (no servers)")
-    gen.add_argument("--photo", required=True, help="portrait photo (jpg/png/webp)")
-    script = gen.add_mutually_exclusive_group(required=True)
-    script.add_argument("--script", help="text to speak")
-    script.add_argument("--script-file", help="UTF-8 text file to speak")
+    _video_options(gen)
     gen.add_argument("--voice", help="a sample of your voice (wav); not used yet")
-    gen.add_argument("--out", required=True, help="output .mp4 (H.264 + AAC)")
-    gen.add_argument("--size", type=int, default=512, help="output width = height in pixels (default 512)")
-    gen.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
-    gen.add_argument("--seed", type=int, default=0, help="seed for voice variation, blinks and head motion")
-    gen.add_argument("--emotion", default="neutral", help="neutral, happy, sad, angry or surprised")
-    gen.add_argument("--expressiveness", default="medium", help="low, medium or high")
     gen.add_argument("--export-blendshapes", metavar="PATH",
                      help="also write the ARKit-52 blendshape + head pose track (.json or .csv)")
     gen.set_defaults(func=cmd_generate)
+
+    srv = sub.add_parser("serve", help="run the whole platform on loopback: S3, Triton, the four services")
+    srv.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
+    srv.set_defaults(func=cmd_serve)
+
+    sub_ = sub.add_parser("submit", help="send a job to a running gateway and download the video")
+    sub_.add_argument("--server", default=os.environ.get("LIKENESS_GATEWAY_ADDR", "127.0.0.1:50051"),
+                      help="gateway address (default $LIKENESS_GATEWAY_ADDR or 127.0.0.1:50051)")
+    _video_options(sub_)
+    sub_.set_defaults(func=cmd_submit)
     return parser
 
 

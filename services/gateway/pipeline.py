@@ -98,6 +98,7 @@ class EmbeddedPipeline:
         from services.render.photo import load_photo
         from services.render.renderer import Renderer
         from services.render.rig import build_rig
+        from services.render.tensor_model import detector
 
         request.validate()
         out = check_output_path(out_path)
@@ -105,7 +106,7 @@ class EmbeddedPipeline:
 
         t0 = time.perf_counter()
         progress("rig", 0.0)
-        rig = build_rig(load_photo(request.photo), size=request.size)
+        rig = build_rig(load_photo(request.photo), size=request.size, detect=detector(self.client))
         seconds["rig"] = time.perf_counter() - t0
         progress("rig", 1.0)
 

@@ -1,0 +1,110 @@
+"""The Python client for the Likeness gateway: what product backends import.
+
+    from services.client import LikenessClient
+    with LikenessClient("gateway:50051") as client:
+        photo = client.upload("me.jpg", kind="photo")
+        job_id = client.submit(photo=photo, script="Hello!", resolution=512)
+        job = client.wait(job_id, on_progress=lambda job: print(job.progress))
+        client.download(job, "hello.mp4")
+"""
+from __future__ import annotations
+
+import hashlib
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+
+from services.common.grpc_server import channel_options
+from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
+
+CHUNK = 1024 * 1024
+KINDS = {"photo": gw.ASSET_KIND_PHOTO, "voice_sample": gw.ASSET_KIND_VOICE_SAMPLE,
+         "driving_audio": gw.ASSET_KIND_DRIVING_AUDIO, "script": gw.ASSET_KIND_SCRIPT}
+EMOTIONS = {"neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_HAPPY,
+            "sad": common_pb2.EMOTION_SAD, "angry": common_pb2.EMOTION_ANGRY,
+            "surprised": common_pb2.EMOTION_SURPRISED}
+EXPRESSIVENESS = {"low": common_pb2.EXPRESSIVENESS_LOW, "medium": common_pb2.EXPRESSIVENESS_MEDIUM,
+                  "high": common_pb2.EXPRESSIVENESS_HIGH}
+TERMINAL = (gw.JOB_STATE_SUCCEEDED, gw.JOB_STATE_FAILED, gw.JOB_STATE_CANCELLED)
+
+
+class JobFailedError(RuntimeError):
+    def __init__(self, job: gw.Job) -> None:
+        super().__init__(f"job {job.job_id} {gw.JobState.Name(job.state)}: {job.error.message}")
+        self.job = job
+
+
+class LikenessClient:
+    def __init__(self, address: str, *, timeout_s: float = 60.0) -> None:
+        self.channel = grpc.insecure_channel(address, options=channel_options())
+        self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "LikenessClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def upload(self, source: str | Path | bytes, *, kind: str, filename: str = "",
+               content_type: str = "") -> str:
+        """Streams a file (or bytes) to the gateway; returns the asset id (its sha256)."""
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        header = gw.UploadAssetHeader(kind=KINDS[kind], size_bytes=len(data),
+                                      sha256=hashlib.sha256(data).hexdigest(),
+                                      filename=filename or ("" if isinstance(source, bytes) else Path(source).name),
+                                      content_type=content_type)
+
+        def messages() -> Iterator[gw.UploadAssetRequest]:
+            yield gw.UploadAssetRequest(header=header)
+            for i in range(0, len(data), CHUNK):
+                yield gw.UploadAssetRequest(chunk=data[i:i + CHUNK])
+
+        return self.stub.UploadAsset(messages(), timeout=self.timeout_s).asset_id
+
+    def submit(self, *, photo: str, script: str, resolution: int = 512, fps: float = 25.0,
+               seed: int | None = None, emotion: str = "neutral", expressiveness: str = "medium",
+               export_blendshapes: bool = False, client_request_id: str = "", language: str = "") -> str:
+        request = gw.SubmitVideoRequest(
+            client_request_id=client_request_id, photo=gw.AssetSource(asset_id=photo), script=script,
+            video=common_pb2.VideoSpec(resolution=resolution, fps=fps), emotion=EMOTIONS[emotion],
+            expressiveness=EXPRESSIVENESS[expressiveness], export_blendshapes=export_blendshapes,
+            language=language)
+        if seed is not None:
+            request.seed = seed
+        return self.stub.SubmitVideo(request, timeout=self.timeout_s).job_id
+
+    def get(self, job_id: str) -> gw.Job:
+        return self.stub.GetJob(gw.GetJobRequest(job_id=job_id), timeout=self.timeout_s).job
+
+    def cancel(self, job_id: str) -> gw.Job:
+        return self.stub.CancelJob(gw.CancelJobRequest(job_id=job_id), timeout=self.timeout_s).job
+
+    def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[gw.WatchJobResponse]:
+        yield from self.stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=timeout_s)
+
+    def wait(self, job_id: str, *, timeout_s: float = 3600.0,
+             on_progress: Callable[[gw.WatchJobResponse], None] = lambda event: None) -> gw.Job:
+        """Follows the job to its end; raises JobFailedError unless it succeeded."""
+        job = None
+        for event in self.watch(job_id, timeout_s=timeout_s):
+            on_progress(event)
+            job = event.job
+        if job is None or job.state not in TERMINAL:
+            job = self.get(job_id)
+        if job.state != gw.JOB_STATE_SUCCEEDED:
+            raise JobFailedError(job)
+        return job
+
+    @staticmethod
+    def download(job: gw.Job, path: str | Path) -> Path:
+        """Fetches the video through its presigned URL (valid for a short time)."""
+        target = Path(path)
+        with urllib.request.urlopen(job.result.presigned_url, timeout=120) as response:
+            target.write_bytes(response.read())
+        return target

@@ -1,0 +1,198 @@
+"""RenderService: photo -> rig (cached in storage), then rig + streamed expression frames -> video.
+
+Frames are rendered as they arrive and fed to the encoder on a worker thread, while progress
+goes back on the response stream. The video is uploaded only when complete, so its key existing
+means the stage finished (the gateway resumes on that).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import tempfile
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from prometheus_client import Counter
+
+from services.common import wire
+from services.common.arkit import ARKIT_52, HEAD_POSE
+from services.common.audio_io import decode_audio
+from services.common.errors import InputError
+from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
+from services.common.inference import InferenceClient, client_from_env
+from services.common.proto_gen.likeness.v1 import common_pb2, render_pb2 as rd, render_pb2_grpc
+from services.common.storage import ObjectNotFoundError, Storage
+from services.common.tracing import configure, grpc_server_interceptors, span
+from services.render.encode import encode_mp4
+from services.render.photo import load_photo
+from services.render.renderer import Renderer
+from services.render.rig import RIG_VERSION, FaceRig, build_rig
+from services.render.tensor_model import detector
+
+log = logging.getLogger(__name__)
+FRAMES_RENDERED = Counter("likeness_frames_rendered_total", "Video frames rendered.")
+PROGRESS_EVERY = 25  # frames between progress messages
+_END = object()
+
+
+def spec_size(spec: common_pb2.VideoSpec) -> tuple[int, float]:
+    which = spec.WhichOneof("size")
+    if which == "frame_size":
+        raise InputError("video.frame_size", "only square output (video.resolution) is supported yet")
+    size = spec.resolution if which == "resolution" else 512
+    if not 128 <= size <= 1080 or size % 2:
+        raise InputError("video.resolution", f"must be an even number from 128 to 1080, got {size}")
+    fps = spec.fps or 25.0
+    if not 1 <= fps <= 60:
+        raise InputError("video.fps", f"must be from 1 to 60, got {fps}")
+    return size, fps
+
+
+class RenderServicer(render_pb2_grpc.RenderServiceServicer):
+    def __init__(self, storage: Storage, client: InferenceClient) -> None:
+        self.storage = storage
+        self.detect = detector(client)
+
+    def _get(self, ref: common_pb2.ObjectRef, field: str) -> bytes:
+        if ref.bucket and ref.bucket != self.storage.bucket:
+            raise InputError(f"{field}.bucket", f"must be {self.storage.bucket!r}")
+        try:
+            return self.storage.get_bytes(ref.key)
+        except ObjectNotFoundError:
+            raise InputError(field, f"{ref.key or '(empty key)'} not found") from None
+
+    # -- rig -------------------------------------------------------------------------------------
+
+    def PrepareRig(self, request: rd.PrepareRigRequest, context) -> rd.PrepareRigResponse:
+        size, _ = spec_size(request.video)
+        which = request.WhichOneof("photo")
+        if which is None:
+            raise InputError("photo_data", "a photo (photo_data or photo_object) is required")
+        data = request.photo_data if which == "photo_data" else self._get(request.photo_object, "photo_object")
+        rig_id = f"{hashlib.sha256(data).hexdigest()}-{size}-v{RIG_VERSION}"
+        key = f"rigs/{rig_id}.npz"
+        if self.storage.exists(key):
+            rig = FaceRig.from_bytes(self.storage.get_bytes(key))
+            cached = True
+        else:
+            with span("build_rig", {"size": size}):
+                rig = build_rig(load_photo(data), size=size, detect=self.detect)
+            self.storage.put_bytes(key, rig.to_bytes(), "application/x-npz")
+            cached = False
+        return rd.PrepareRigResponse(rig_id=rig_id, cached=cached, warnings=rig.warnings,
+                                     rig=common_pb2.ObjectRef(bucket=self.storage.bucket, key=key))
+
+    # -- video -----------------------------------------------------------------------------------
+
+    def RenderVideo(self, request_iterator, context) -> Iterator[rd.RenderVideoResponse]:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise InputError("header", "the first message must be the header")
+        header = first.header
+        size, fps = spec_size(header.video)
+        if header.HasField("blendshapes"):
+            names = list(header.blendshapes.blendshape_names)
+            if names and names != list(ARKIT_52):
+                raise InputError("header.blendshapes.blendshape_names", "must be the ARKit-52 names in order")
+            if list(header.blendshapes.head_pose_names) not in ([], list(HEAD_POSE)):
+                raise InputError("header.blendshapes.head_pose_names", f"must be {', '.join(HEAD_POSE)}")
+            fps = header.blendshapes.fps or fps
+        if header.output.content_type not in ("", "video/mp4"):
+            raise InputError("header.output.content_type", "only video/mp4 is supported yet")
+        if not header.output.key:
+            raise InputError("header.output.key", "is required")
+        rig_key = f"rigs/{header.rig_id}.npz" if header.WhichOneof("rig") == "rig_id" else header.rig_object.key
+        rig = FaceRig.from_bytes(self._get(common_pb2.ObjectRef(key=rig_key), "header.rig"))
+        if rig.size != size:
+            raise InputError("header.video.resolution", f"the rig was prepared for {rig.size} px, not {size}")
+        audio, rate = self._audio(header)
+        renderer = Renderer(rig)
+
+        frames: queue.Queue = queue.Queue(maxsize=256)
+        rendered = [0]
+        failure: list[BaseException] = []
+        workdir = tempfile.mkdtemp(prefix="likeness-render-")
+        out_path = Path(workdir) / "video.mp4"
+
+        def produce() -> Iterator[np.ndarray]:
+            while (item := frames.get()) is not _END:
+                weights, pose = item
+                yield renderer.render(weights, pose)
+                rendered[0] += 1
+                FRAMES_RENDERED.inc()
+
+        def encode() -> None:
+            try:
+                encode_mp4(produce(), audio, rate, fps, out_path)
+            except BaseException as exc:  # reported on the stream below
+                failure.append(exc)
+                while frames.get() is not _END:  # drain so the reader never blocks
+                    pass
+
+        worker = threading.Thread(target=encode, name="encode", daemon=True)
+        worker.start()
+        received, reported, ended = 0, 0, False
+        try:
+            for message in request_iterator:
+                kind = message.WhichOneof("request")
+                if kind == "frames":
+                    chunk = wire.track_from_pb(fps, list(message.frames.frames), field="frames")
+                    for weights, pose in zip(chunk.weights, chunk.head_pose):
+                        frames.put((weights, pose))
+                    received += len(chunk)
+                    if rendered[0] - reported >= PROGRESS_EVERY:
+                        reported = rendered[0]
+                        yield rd.RenderVideoResponse(progress=rd.RenderProgress(
+                            frames_rendered=reported, frames_total=header.expected_frames))
+                elif kind == "end":
+                    ended = True
+                    break
+                else:
+                    raise InputError("header", "only one header may be sent")
+            if not ended:
+                raise InputError("end", "the stream must end with an end message")
+            if received == 0:
+                raise InputError("frames", "no frames were sent")
+        finally:
+            frames.put(_END)
+        worker.join()
+        if failure:
+            raise failure[0]
+        yield rd.RenderVideoResponse(progress=rd.RenderProgress(frames_rendered=rendered[0],
+                                                                 frames_total=header.expected_frames))
+        info = self.storage.put_file(header.output.key, out_path, "video/mp4")
+        os.unlink(out_path)
+        os.rmdir(workdir)
+        yield rd.RenderVideoResponse(result=rd.RenderResult(
+            video=common_pb2.ObjectRef(bucket=info.bucket, key=info.key, sha256=info.sha256 or "",
+                                       size_bytes=info.size, content_type=info.content_type),
+            frame_count=rendered[0], duration_seconds=rendered[0] / fps,
+            frame_size=common_pb2.FrameSize(width=size, height=size), warnings=rig.warnings))
+
+    def _audio(self, header: rd.RenderVideoHeader) -> tuple[np.ndarray, int]:
+        which = header.audio.WhichOneof("source")
+        if which == "audio":
+            return wire.audio_from_pb(header.audio.audio, field="header.audio.audio")
+        if which == "object":
+            return decode_audio(self._get(header.audio.object, "header.audio.object"), field="header.audio")
+        return np.zeros(0, np.float32), 16000  # a silent video
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LIKENESS_LOG_LEVEL", "INFO"))
+    configure("render")
+    storage = Storage.from_env()
+    storage.ensure_bucket()
+    start_metrics_server(metrics_port(9104))
+    server = serve([(render_pb2_grpc.add_RenderServiceServicer_to_server, RenderServicer(storage, client_from_env()))],
+                   port=grpc_port(50054), service_names=["likeness.v1.RenderService"],
+                   interceptors=grpc_server_interceptors(), max_workers=4)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()
