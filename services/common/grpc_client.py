@@ -7,7 +7,7 @@ from typing import Callable, TypeVar
 import grpc
 
 from services.common.grpc_server import channel_options
-from services.common.tracing import grpc_client_interceptors
+from services.common.tracing import traced_channel
 
 T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
@@ -15,8 +15,7 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
 def open_channel(address: str) -> grpc.Channel:
     """An insecure channel (in-cluster traffic; NetworkPolicies fence it) that carries trace context."""
-    channel = grpc.insecure_channel(address, options=channel_options())
-    return grpc.intercept_channel(channel, *grpc_client_interceptors())
+    return traced_channel(grpc.insecure_channel(address, options=channel_options()))
 
 
 class Deadline:

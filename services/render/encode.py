@@ -1,0 +1,137 @@
+"""Frames + audio -> H.264 (yuv420p) / AAC mp4 with PyAV, written atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+AAC_BITRATE = 128_000
+
+
+def _preset() -> str:
+    # "veryfast" keeps 512x512 encoding at ~2-3 ms/frame on 2 cores with little size penalty.
+    return os.environ.get("LIKENESS_X264_PRESET", "veryfast")
+
+
+def _fps_fraction(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1001)
+
+
+def encode_mp4(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: float,
+               path: str | Path, *, crf: int = 20) -> None:
+    """Encode RGB uint8 frames [H, W, 3] and mono/stereo float audio in [-1, 1] into `path`.
+
+    The file appears only when complete: it is written to a temporary name in the same directory and
+    renamed at the end, so a failure (including one raised by the `frames` iterator) leaves nothing.
+    Odd frame sizes are rejected (yuv420p needs even width and height).
+    """
+    path = Path(path)
+    if fps <= 0 or sample_rate <= 0:
+        raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
+    audio = _audio_planar(audio)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.mp4",
+                                    dir=path.parent if str(path.parent) else ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _encode(frames, audio, sample_rate, fps, tmp, crf)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _audio_planar(audio: np.ndarray) -> np.ndarray:
+    """-> float32 [channels, samples] in [-1, 1]."""
+    a = np.asarray(audio, dtype=np.float32)
+    if a.ndim == 1:
+        a = a[None, :]
+    elif a.ndim == 2 and a.shape[0] > a.shape[1]:
+        a = a.T  # [samples, channels]
+    if a.ndim != 2 or a.shape[0] not in (1, 2):
+        raise ValueError(f"audio must be mono [N] or stereo [N, 2], got {np.shape(audio)}")
+    return np.ascontiguousarray(np.clip(np.nan_to_num(a), -1.0, 1.0))
+
+
+def _encode(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: float,
+            path: Path, crf: int) -> None:
+    rate = _fps_fraction(fps)
+    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.pix_fmt = "yuv420p"
+        video.options = {"crf": str(crf), "preset": _preset()}
+        sound = container.add_stream("aac", rate=sample_rate, layout=layout)
+        sound.bit_rate = AAC_BITRATE
+        audio_sent = 0
+
+        def send_audio(until: int) -> None:
+            # Interleave: audio up to the current video time goes in with each frame.
+            nonlocal audio_sent
+            until = min(until, audio.shape[1])
+            if until <= audio_sent:
+                return
+            aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, audio_sent:until]),
+                                                format="fltp", layout=layout)
+            aframe.sample_rate = sample_rate
+            aframe.pts = audio_sent
+            aframe.time_base = Fraction(1, sample_rate)
+            container.mux(sound.encode(aframe))
+            audio_sent = until
+
+        count = 0
+        for rgb in frames:
+            rgb = np.ascontiguousarray(rgb)
+            if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+                raise ValueError(f"frame {count}: expected RGB uint8 [H, W, 3], got "
+                                 f"{rgb.dtype} {rgb.shape}")
+            if count == 0:
+                h, w = rgb.shape[:2]
+                if h % 2 or w % 2:
+                    raise ValueError(f"frame size {w}x{h}: yuv420p needs even width and height")
+                video.width, video.height = w, h
+            elif rgb.shape[:2] != (video.height, video.width):
+                raise ValueError(f"frame {count}: size changed to {rgb.shape[1]}x{rgb.shape[0]}")
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = count
+            frame.time_base = 1 / rate
+            container.mux(video.encode(frame))
+            count += 1
+            send_audio(int((count / rate) * sample_rate))
+        if count == 0:
+            raise ValueError("no frames to encode")
+        container.mux(video.encode(None))
+        send_audio(audio.shape[1])
+        container.mux(sound.encode(None))
+
+
+def decode_mp4(path: str | Path) -> tuple[list[np.ndarray], np.ndarray, int, float]:
+    """(RGB frames, mono float32 audio, sample_rate, fps) of an mp4: for tests and checks."""
+    with av.open(str(path)) as container:
+        vstream = container.streams.video[0]
+        fps = float(vstream.average_rate or vstream.base_rate)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(vstream)]
+    audio_parts: list[np.ndarray] = []
+    sample_rate = 0
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            astream = container.streams.audio[0]
+            sample_rate = int(astream.rate)
+            for f in container.decode(astream):
+                arr = f.to_ndarray()
+                audio_parts.append(arr.mean(axis=0) if arr.ndim == 2 and f.format.is_planar
+                                   else arr.reshape(-1))
+    audio = np.concatenate(audio_parts).astype(np.float32) if audio_parts else np.zeros(0, np.float32)
+    return frames, audio, sample_rate, fps
+
+
+def iter_decoded_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Stream RGB frames of a video without holding them all."""
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            yield frame.to_ndarray(format="rgb24")

@@ -1,0 +1,291 @@
+"""Per-frame composition: blendshapes + head pose -> posed mesh -> warp -> mouth interior -> lids."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from services.common.arkit import ARKIT_52, HEAD_POSE, INDEX
+from services.common.expression_track import ExpressionTrack
+from services.render.basis import ContactConstraints, build_basis
+from services.render.head import HeadPose, build_rings
+from services.render.mouth import MouthInterior
+from services.render.rig import (
+    FACE_OVAL, LEFT_EYE, LIP_LOWER_INNER, LIP_UPPER_INNER, NUM_MESH, RIGHT_EYE, EyeTopology, FaceRig,
+    eye_opening_triangles, face_triangles, mouth_opening_triangles, rest_mesh, strip_triangles,
+)
+from services.render.warp import PiecewiseAffineWarp
+
+# Head pose is clamped to what a 2D warp of one photo can show (about 20 degrees, 0.3 face heights).
+POSE_LIMIT = np.array([0.35, 0.35, 0.35, 0.3, 0.3, 0.3])
+RING_FOLLOWS_OVAL = 0.85
+
+
+class Renderer:
+    """Renders frames of one rig (~5 ms per 512x512 frame on one core).
+
+    Not thread-safe (it reuses buffers): one Renderer per thread; they can share the FaceRig.
+    """
+
+    def __init__(self, rig: FaceRig) -> None:
+        self.rig = rig
+        self.image = np.ascontiguousarray(rig.image)
+        size = rig.size
+        lm = rest_mesh(rig.landmarks)
+        self.rest = lm
+        self.basis = build_basis(lm).reshape(len(ARKIT_52), -1).astype(np.float64)
+        self.constraints = ContactConstraints(lm)
+        self.head = HeadPose(lm)
+        self.rings = build_rings(lm, size)
+
+        # Control points: the 468 mesh points (irises excluded: they fold triangles in a blink),
+        # then the head ring, then the fixed anchor ring.
+        k = len(FACE_OVAL)
+        self.head_ring = np.arange(NUM_MESH, NUM_MESH + k)
+        self.anchor_ring = np.arange(NUM_MESH + k, NUM_MESH + 2 * k)
+        src = np.concatenate([lm[:NUM_MESH, :2], self.rings.head[:, :2], self.rings.anchor])
+        oval = list(FACE_OVAL) + [FACE_OVAL[0]]
+        ring = list(self.head_ring) + [self.head_ring[0]]
+        anchor = list(self.anchor_ring) + [self.anchor_ring[0]]
+        eye_tris = {name: eye_opening_triangles(eye) for name, eye in
+                    (("right", RIGHT_EYE), ("left", LEFT_EYE))}
+        triangles = [*map(tuple, face_triangles()), *mouth_opening_triangles(),
+                     *eye_tris["right"], *eye_tris["left"],
+                     *strip_triangles(tuple(oval), tuple(ring)),
+                     *strip_triangles(tuple(ring), tuple(anchor))]
+        self.triangles = np.array(triangles, dtype=np.int32)
+        n_before_eyes = len(face_triangles()) + len(mouth_opening_triangles())
+        n_right = len(eye_tris["right"])
+        self.eye_triangles = {
+            "right": np.arange(n_before_eyes, n_before_eyes + n_right),
+            "left": np.arange(n_before_eyes + n_right, n_before_eyes + n_right + len(eye_tris["left"])),
+        }
+        lo, hi = self.rings.anchor.min(axis=0), self.rings.anchor.max(axis=0)
+        region = (int(lo[0]) - 1, int(lo[1]) - 1, int(np.ceil(hi[0])) + 2, int(np.ceil(hi[1])) + 2)
+        depth = np.concatenate([lm[:NUM_MESH, 2], self.rings.head[:, 2],
+                                np.full(k, self.rings.head[0, 2] + size)])[self.triangles].mean(axis=1)
+        self.warp = PiecewiseAffineWarp(src, self.triangles, self.image.shape[:2], region, depth)
+        self.mouth = MouthInterior(rig)
+        self.lids = _Eyelids(rig, lm)
+        self.gaze = _Gaze(lm)
+        self._src_eye_refs = {name: _eye_reference(lm, eye) for name, eye in
+                              (("right", RIGHT_EYE), ("left", LEFT_EYE))}
+
+    # ---------------------------------------------------------------------------------------------
+    def deform(self, weights: np.ndarray) -> np.ndarray:
+        """Blendshape-deformed landmarks [478, 3] before head pose (contacts resolved)."""
+        pts = self.rest + (weights @ self.basis).reshape(-1, 3)
+        return self.constraints.apply(pts)
+
+    def pose_mesh(self, weights: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
+        """Posed landmark positions [478, 2] for these weights and head pose (irises included)."""
+        return self._pose(self.deform(weights), head_pose)
+
+    def _pose(self, pts: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
+        posed = self.head.apply(pts, head_pose)
+        for name, eye in (("right", RIGHT_EYE), ("left", LEFT_EYE)):
+            # Irises ride rigidly with the eyeball, not with the lids.
+            ref = self._src_eye_refs[name]
+            fwd = _affine_from(ref, self.head.apply(ref, head_pose))
+            posed[list(eye.iris)] = self.rest[list(eye.iris), :2] @ fwd[:, :2].T + fwd[:, 2]
+        return posed
+
+    def render(self, weights: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
+        """One RGB uint8 frame [size, size, 3] for ARKit-52 `weights` and a 6-value `head_pose`."""
+        weights = np.nan_to_num(np.asarray(weights, dtype=np.float64).reshape(-1), nan=0.0)
+        head_pose = np.nan_to_num(np.asarray(head_pose, dtype=np.float64).reshape(-1), nan=0.0)
+        if weights.shape != (len(ARKIT_52),) or head_pose.shape != (len(HEAD_POSE),):
+            raise ValueError(f"weights must be [52] and head_pose [6], got {weights.shape}, "
+                             f"{head_pose.shape}")
+        weights = np.clip(weights, 0.0, 1.0)
+        head_pose = np.clip(head_pose, -POSE_LIMIT, POSE_LIMIT)
+        out = self.image.copy()
+        if not weights.any() and not head_pose.any():
+            return out
+        pts = self.deform(weights)
+        posed = self._pose(pts, head_pose)
+        # The head ring follows the face oval's own deformation (a dropped jaw moves the neck line).
+        oval_delta = pts[list(FACE_OVAL)] - self.rest[list(FACE_OVAL)]
+        ring_rest = self.rings.head + RING_FOLLOWS_OVAL * oval_delta
+        rings = self.head.apply(ring_rest, head_pose, self.rings.head_follow)
+        dst = np.concatenate([posed[:NUM_MESH], rings, self.rings.anchor])
+
+        overrides_idx, overrides_aff = [], []
+        for name in ("right", "left"):
+            ref = self._src_eye_refs[name]
+            inv = _affine_from(self.head.apply(ref, head_pose), ref[:, :2])
+            overrides_idx.append(self.eye_triangles[name])
+            overrides_aff.append(np.repeat(inv.reshape(1, 6), len(self.eye_triangles[name]), 0))
+        self.warp.warp(self.image, dst, out,
+                       (np.concatenate(overrides_idx), np.concatenate(overrides_aff)))
+
+        scale = float(np.linalg.det(self.head.matrix(head_pose)[0][:2, :2])) ** 0.5
+        self.mouth.render(out, posed[list(LIP_UPPER_INNER)], posed[list(LIP_LOWER_INNER)],
+                          scale=scale, tongue_out=float(weights[INDEX["tongueOut"]]))
+        self.gaze.render(out, posed, weights)
+        self.lids.render(out, posed, self.head.apply(self.rest, head_pose))
+        return out
+
+    def render_track(self, track: ExpressionTrack) -> Iterator[np.ndarray]:
+        for i in range(len(track)):
+            yield self.render(track.weights[i], track.head_pose[i])
+
+
+def _eye_reference(lm: np.ndarray, eye: EyeTopology) -> np.ndarray:
+    """Three 3D points fixed to the eyeball: the two corners and a point above the eye centre."""
+    outer, inner = lm[eye.corners[0]], lm[eye.corners[1]]
+    centre = (outer + inner) / 2
+    across = inner[:2] - outer[:2]
+    up = np.array([across[1], -across[0]]) * 0.5
+    if up[1] > 0:
+        up = -up
+    third = np.array([centre[0] + up[0], centre[1] + up[1], centre[2]])
+    return np.stack([outer, inner, third])
+
+
+def _affine_from(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 affine mapping 3 points src[:, :2] -> dst[:, :2] (as a [2, 3] array)."""
+    return cv2.getAffineTransform(src[:, :2].astype(np.float32), dst[:, :2].astype(np.float32))
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class _Eyelids:
+    """As an upper lid comes down, eyelid skin covers the eye and the lash line darkens.
+
+    The warp alone stretches the thin band of lid (lashes included) above the margin into a dark
+    smudge; the band the lid sweeps over is repainted with lid-skin colour sampled above the eye,
+    fading out toward the new margin so the lashes stay at the edge.
+    """
+
+    def __init__(self, rig: FaceRig, rest: np.ndarray) -> None:
+        img = rig.image.astype(np.float32)
+        luma = img @ _LUMA
+        self.eyes = []
+        for eye in (RIGHT_EYE, LEFT_EYE):
+            margin = [eye.corners[0], *eye.upper[0], eye.corners[1]]
+            if rest[margin[0], 0] > rest[margin[-1], 0]:
+                margin = margin[::-1]  # left to right in the image, for np.interp
+            rest_gap = float(np.mean(rest[list(eye.lower[0][2:5]), 1] - rest[list(eye.upper[0][2:5]), 1]))
+            band = np.concatenate([rest[list(eye.upper[1]), :2], rest[list(eye.upper[2])[::-1], :2]])
+            mask = np.zeros(luma.shape, np.uint8)
+            cv2.fillPoly(mask, [np.round(band).astype(np.int32)], 1)
+            pix, lum = img[mask > 0], luma[mask > 0]
+            if len(pix) < 5:
+                continue
+            # Lid skin: the brighter part of the band (skips lashes, brow hairs, glasses rims).
+            skin = np.median(pix[lum >= np.percentile(lum, 60)], axis=0)
+            lash = np.median(pix[lum <= np.percentile(lum, 10)], axis=0) * 0.85
+            self.eyes.append((eye, margin, max(rest_gap, 1.0), skin, lash))
+
+    def render(self, frame: np.ndarray, posed: np.ndarray, rest_posed: np.ndarray) -> None:
+        """posed / rest_posed: [478, 2] current and rest (head pose only) landmark positions."""
+        for eye, margin, rest_gap, skin, lash in self.eyes:
+            gap = float(np.mean(posed[list(eye.lower[0][2:5]), 1] - posed[list(eye.upper[0][2:5]), 1]))
+            closed = float(np.clip(1.0 - gap / rest_gap, 0.0, 1.0))
+            if closed < 0.15:
+                continue
+            now, was = posed[margin], rest_posed[margin]
+            x0 = max(int(np.floor(min(now[:, 0].min(), was[:, 0].min()))) - 2, 0)
+            x1 = min(int(np.ceil(max(now[:, 0].max(), was[:, 0].max()))) + 3, frame.shape[1])
+            pad = int(rest_gap) + 3  # context for the skin fill
+            y0 = max(int(np.floor(min(now[:, 1].min(), was[:, 1].min()))) - pad, 0)
+            y1 = min(int(np.ceil(max(now[:, 1].max(), was[:, 1].max()))) + pad, frame.shape[0])
+            if x1 - x0 < 3 or y1 - y0 < 3:
+                continue
+            xs = np.arange(x0, x1, dtype=np.float32)
+            ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+            now = now.copy()
+            now[1:-1] = (now[:-2] + 2 * now[1:-1] + now[2:]) / 4  # the clamped seam is jittery
+            y_now = np.interp(xs, _increasing(now[:, 0]), now[:, 1])[None, :]
+            y_was = np.interp(xs, _increasing(was[:, 0]), was[:, 1])[None, :]
+            inside = (xs > now[0, 0]) & (xs < now[-1, 0])
+            swept = np.clip((ys - y_was + 3.0) / 4.0, 0, 1) * np.clip((y_now - ys - 1.0) / 2.5, 0, 1)
+            a_skin = swept * inside[None, :] * 0.9 * _smooth(closed, 0.15, 0.7)
+            roi = frame[y0:y1, x0:x1].astype(np.float32)
+            # Lid colour: the surrounding skin, smoothly filled in (normalised convolution over
+            # the pixels that are not dark), so the lid matches the light around the eye.
+            skin_luma = float(skin @ _LUMA)
+            ok = np.clip((roi @ _LUMA - 0.75 * skin_luma) / (0.15 * skin_luma), 0, 1) * (1 - swept)
+            sigma = 0.4 * rest_gap + 1.0
+            num = cv2.GaussianBlur(roi * ok[..., None], (0, 0), sigma)
+            den = cv2.GaussianBlur(ok, (0, 0), sigma)[..., None]
+            colour = np.where(den > 0.05, num / np.maximum(den, 1e-3), skin[None, None, :])
+            depth = np.clip((y_now - ys) / max(rest_gap, 1.0), 0, 1)  # the lid darkens to its edge
+            colour = colour * (0.93 + 0.07 * depth)[..., None]
+            # Replace what is darker than skin (stretched lashes, iris) and keep the skin's texture.
+            darker = (skin_luma - roi @ _LUMA) / max(skin_luma, 1.0)
+            a_skin = a_skin * np.clip(0.3 + 2.5 * darker, 0.3, 1.0)
+            # Lash line: a soft dark curve along the current margin.
+            d = ys - y_now
+            a_lash = np.exp(-((d + 0.3) / 1.1) ** 2) * inside[None, :] * 0.4 * _smooth(closed, 0.4, 1.0)
+            roi += (colour - roi) * a_skin[..., None]
+            roi += (lash[None, None, :] - roi) * a_lash[..., None]
+            frame[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
+
+
+class _Gaze:
+    """eyeLook*: the iris slides inside the current eye opening (lids and corners stay put).
+
+    A smooth displacement centred on the iris, masked to the eye opening: the iris moves by the
+    full amount, the white around it stretches or compresses, the corners do not move.
+    """
+
+    EYE_RANGE = 0.6  # radians of eye rotation that eyeLook* = 1 stands for (as the expression stage)
+    EYEBALL_TO_IRIS = 2.05  # eyeball radius / iris radius (12 mm / 5.9 mm)
+
+    def __init__(self, rest: np.ndarray) -> None:
+        self.eyes = []
+        for eye, side in ((RIGHT_EYE, "Right"), (LEFT_EYE, "Left")):
+            radius = float(np.mean(np.linalg.norm(rest[list(eye.iris[1:]), :2] - rest[eye.iris[0], :2],
+                                                  axis=1)))
+            # Image-x direction of "out" for this eye: the subject's right eye looks out to image left.
+            out_sign = -1.0 if side == "Right" else 1.0
+            names = [INDEX[f"eyeLook{d}{side}"] for d in ("In", "Out", "Up", "Down")]
+            opening = [eye.corners[0], *eye.upper[0], eye.corners[1], *eye.lower[0][::-1]]
+            self.eyes.append((eye, radius, out_sign, names, opening))
+
+    def render(self, frame: np.ndarray, posed: np.ndarray, weights: np.ndarray) -> None:
+        for eye, radius, out_sign, (w_in, w_out, w_up, w_down), opening in self.eyes:
+            horizontal = (weights[w_out] - weights[w_in]) * out_sign
+            vertical = weights[w_down] - weights[w_up]
+            reach = self.EYEBALL_TO_IRIS * radius
+            d = np.array([reach * np.sin(self.EYE_RANGE * horizontal),
+                          0.5 * reach * np.sin(self.EYE_RANGE * vertical)])
+            d = np.clip(d, -0.9 * radius, 0.9 * radius)
+            if np.abs(d).max() < 0.05:
+                continue
+            poly = posed[opening]
+            x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 2
+            x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 3
+            x0, y0 = max(x0, 0), max(y0, 0)
+            x1, y1 = min(x1, frame.shape[1]), min(y1, frame.shape[0])
+            if x1 - x0 < 3 or y1 - y0 < 3:
+                continue
+            mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            cv2.fillPoly(mask, [np.round((poly - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+            if not mask.any():
+                continue
+            centre = posed[eye.iris[0]] + d
+            xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+            ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+            sigma = 1.3 * radius
+            k = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma * sigma))
+            map_x = (xs - d[0] * k).astype(np.float32)
+            map_y = (ys - d[1] * k).astype(np.float32)
+            moved = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            alpha = (mask.astype(np.float32) / 255)[..., None]
+            roi = frame[y0:y1, x0:x1].astype(np.float32)
+            frame[y0:y1, x0:x1] = (roi + (moved.astype(np.float32) - roi) * alpha).astype(np.uint8)
+
+
+def _increasing(x: np.ndarray) -> np.ndarray:
+    """Sample positions for np.interp must increase (a rolled head can bend a curve back)."""
+    return np.maximum.accumulate(x + np.arange(len(x)) * 1e-3)
+
+
+def _smooth(x: float, edge0: float, edge1: float) -> float:
+    t = min(1.0, max(0.0, (x - edge0) / (edge1 - edge0)))
+    return t * t * (3 - 2 * t)

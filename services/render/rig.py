@@ -1,0 +1,310 @@
+"""The face rig: a square crop around the face plus mediapipe's 478 landmarks on it.
+
+Building a rig is the only step that runs a neural network (mediapipe face mesh, ~50 ms); everything
+per frame is geometry on these landmarks. A rig is serialisable so it can be cached per photo.
+
+Also the mesh topology the renderer relies on (index sets on mediapipe's 478-point face mesh).
+Left/right are the SUBJECT's, as in ARKit: the subject's left eye is on the image's right.
+"""
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from services.common.errors import InputError
+
+RIG_VERSION = 1
+NUM_LANDMARKS = 478
+NUM_MESH = 468  # 468..477 are the iris points (refine_landmarks=True)
+
+# Lip rings, each 11 points from the image-left corner to the image-right corner, column-aligned
+# (column k of every ring lies on one vertical-ish line across the lips).
+LIP_UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LIP_LOWER_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+LIP_UPPER_SEMI_INNER = (62, 183, 42, 41, 38, 12, 268, 271, 272, 407, 292)
+LIP_LOWER_SEMI_INNER = (62, 96, 89, 179, 86, 15, 316, 403, 319, 325, 292)
+LIP_UPPER_SEMI_OUTER = (76, 184, 74, 73, 72, 11, 302, 303, 304, 408, 306)
+LIP_LOWER_SEMI_OUTER = (76, 77, 90, 180, 85, 16, 315, 404, 320, 307, 306)
+LIP_UPPER_OUTER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+LIP_LOWER_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+LIP_UPPER_RINGS = (LIP_UPPER_INNER, LIP_UPPER_SEMI_INNER, LIP_UPPER_SEMI_OUTER, LIP_UPPER_OUTER)
+LIP_LOWER_RINGS = (LIP_LOWER_INNER, LIP_LOWER_SEMI_INNER, LIP_LOWER_SEMI_OUTER, LIP_LOWER_OUTER)
+
+
+@dataclass(frozen=True)
+class EyeTopology:
+    """One eye: eyelid rings from the lid margin (0) outwards, each 7 points outer -> inner corner."""
+
+    corners: tuple[int, int]  # (outer, inner) corner of the lid margin
+    upper: tuple[tuple[int, ...], ...]  # rings 0 (margin), 1, 2
+    lower: tuple[tuple[int, ...], ...]  # rings 0 (margin), 1, 2
+    ring_corners: tuple[tuple[int, int], ...]  # (outer, inner) corner of rings 1, 2
+    iris: tuple[int, ...]  # centre first
+    brow_upper: tuple[int, ...]  # outer -> inner
+    brow_lower: tuple[int, ...]  # outer -> inner
+    cheek: tuple[int, ...]  # below the lower lid (ring 3)
+
+
+RIGHT_EYE = EyeTopology(  # subject's right = image left
+    corners=(33, 133),
+    upper=((246, 161, 160, 159, 158, 157, 173), (247, 30, 29, 27, 28, 56, 190),
+           (113, 225, 224, 223, 222, 221, 189)),
+    lower=((7, 163, 144, 145, 153, 154, 155), (25, 110, 24, 23, 22, 26, 112),
+           (31, 228, 229, 230, 231, 232, 233)),
+    ring_corners=((130, 243), (226, 244)),
+    iris=(468, 469, 470, 471, 472),
+    brow_upper=(156, 70, 63, 105, 66, 107, 55, 193),
+    brow_lower=(35, 124, 46, 53, 52, 65),
+    cheek=(143, 111, 117, 118, 119, 120, 121, 128, 245),
+)
+LEFT_EYE = EyeTopology(  # subject's left = image right
+    corners=(263, 362),
+    upper=((466, 388, 387, 386, 385, 384, 398), (467, 260, 259, 257, 258, 286, 414),
+           (342, 445, 444, 443, 442, 441, 413)),
+    lower=((249, 390, 373, 374, 380, 381, 382), (255, 339, 254, 253, 252, 256, 341),
+           (261, 448, 449, 450, 451, 452, 453)),
+    ring_corners=((359, 463), (446, 464)),
+    iris=(473, 474, 475, 476, 477),
+    brow_upper=(383, 300, 293, 334, 296, 336, 285, 417),
+    brow_lower=(265, 353, 276, 283, 282, 295),
+    cheek=(372, 340, 346, 347, 348, 349, 350, 357, 465),
+)
+# Face silhouette, clockwise in the image from the top of the forehead (10).
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+FOREHEAD_TOP, CHIN, NOSE_TIP = 10, 152, 1
+NOSE_WINGS = {"right": (98, 64, 48, 102, 129, 219, 235), "left": (327, 294, 278, 331, 358, 439, 455)}
+CHEEKS = {"right": (205, 50, 123, 187, 207, 216, 147), "left": (425, 280, 352, 411, 427, 436, 376)}
+
+
+@lru_cache(maxsize=1)
+def face_triangles() -> np.ndarray:
+    """mediapipe's own tessellation of the 468 mesh points (mouth and eyes are holes), [F, 3]."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    neighbours: dict[int, set[int]] = {}
+    for a, b in FACEMESH_TESSELATION:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    triangles = {tuple(sorted((a, b, c))) for a, b in FACEMESH_TESSELATION
+                 for c in neighbours[a] & neighbours[b]}
+    return np.array(sorted(triangles), dtype=np.int32)
+
+
+def strip_triangles(upper: tuple[int, ...], lower: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Triangles filling the band between two column-aligned polylines (shared ends allowed)."""
+    out = []
+    for k in range(len(upper) - 1):
+        a, b, c, d = upper[k], upper[k + 1], lower[k], lower[k + 1]
+        if a == c:
+            out.append((a, b, d))
+        elif b == d:
+            out.append((a, b, c))
+        else:
+            out += [(a, b, d), (a, d, c)]
+    return out
+
+
+def eye_opening_triangles(eye: EyeTopology) -> list[tuple[int, int, int]]:
+    outer, inner = eye.corners
+    return strip_triangles((outer, *eye.upper[0], inner), (outer, *eye.lower[0], inner))
+
+
+def mouth_opening_triangles() -> list[tuple[int, int, int]]:
+    return strip_triangles(LIP_UPPER_INNER, LIP_LOWER_INNER)
+
+
+def rest_mesh(landmarks: np.ndarray) -> np.ndarray:
+    """Landmarks as the animation uses them: lid margins moved off the iris disc.
+
+    mediapipe's lid margins often run a pixel or two inside the visible iris; those iris pixels
+    would then belong to the eyelid skin, ride down with a blinking lid and leave a dark smudge on
+    a closed eye. Moving the margins outward only enlarges the eye opening, which at rest maps onto
+    itself (the rest frame is unchanged); the upper margin moves at most half an iris radius.
+    """
+    out = np.array(landmarks, dtype=np.float64, copy=True)
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        centre = out[eye.iris[0], :2]
+        radius = float(np.mean(np.linalg.norm(out[list(eye.iris[1:]), :2] - centre, axis=1)))
+        for i in eye.lower[0]:
+            dx = (out[i, 0] - centre[0]) / max(radius, 1e-6)
+            if abs(dx) < 1.0:
+                iris_bottom = centre[1] + radius * np.sqrt(1 - dx * dx) + 0.5
+                out[i, 1] = max(out[i, 1], iris_bottom)
+        for i in eye.upper[0]:
+            dx = (out[i, 0] - centre[0]) / max(radius, 1e-6)
+            if abs(dx) < 1.0:
+                iris_top = centre[1] - radius * np.sqrt(1 - dx * dx) - 0.5
+                out[i, 1] = min(out[i, 1], max(iris_top, out[i, 1] - 0.5 * radius))
+    return out
+
+
+@dataclass
+class FaceRig:
+    """A photo prepared for animation. All coordinates are pixels of `image`."""
+
+    image: np.ndarray  # [size, size, 3] RGB uint8: square crop around the face
+    landmarks: np.ndarray  # [478, 3] float32: x, y, depth (mediapipe z, same pixel scale; + = away)
+    crop: np.ndarray  # [3] float64: scale, x0, y0 -> photo_xy = crop_xy / scale + (x0, y0)
+    warnings: list[str] = field(default_factory=list)
+    version: int = RIG_VERSION
+
+    @property
+    def size(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def face_height(self) -> float:
+        """Forehead-top (10) to chin (152) distance in pixels: the unit of every displacement."""
+        return float(np.linalg.norm(self.landmarks[FOREHEAD_TOP, :2] - self.landmarks[CHIN, :2]))
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        meta = json.dumps({"warnings": self.warnings, "version": self.version})
+        np.savez_compressed(buf, image=self.image, landmarks=self.landmarks, crop=self.crop,
+                            meta=np.frombuffer(meta.encode(), dtype=np.uint8))
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "FaceRig":
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            meta = json.loads(npz["meta"].tobytes().decode())
+            if meta["version"] != RIG_VERSION:
+                raise ValueError(f"rig version {meta['version']} != {RIG_VERSION}: rebuild the rig")
+            return cls(image=npz["image"], landmarks=npz["landmarks"], crop=npz["crop"],
+                       warnings=list(meta["warnings"]), version=int(meta["version"]))
+
+
+# Crop geometry: the forehead-to-chin span fills this fraction of the output height, with its centre
+# this far down the frame, which leaves room for hair above and the neck/shoulders below.
+FACE_FRACTION = 0.42
+FACE_CENTRE_Y = 0.47
+DETECT_MAX_SIDE = 1280  # the first (locating) pass runs on a copy no larger than this
+
+_local = threading.local()
+
+
+def _face_mesh():
+    """One FaceMesh graph per thread (they are not thread-safe; building one costs ~30 ms)."""
+    mesh = getattr(_local, "mesh", None)
+    if mesh is None:
+        import mediapipe as mp
+
+        mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                               max_num_faces=5)
+        _local.mesh = mesh
+    return mesh
+
+
+def detect_faces(rgb: np.ndarray) -> list[np.ndarray]:
+    """All faces mediapipe finds, each [478, 3] in pixels (x, y, z scaled like x), largest first."""
+    h, w = rgb.shape[:2]
+    result = _face_mesh().process(np.ascontiguousarray(rgb))
+    faces = []
+    for face in result.multi_face_landmarks or []:
+        pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float64)
+        if pts.shape[0] == NUM_LANDMARKS:
+            faces.append(pts)
+    faces.sort(key=lambda p: -_face_area(p))
+    return faces
+
+
+def _face_area(pts: np.ndarray) -> float:
+    span = pts[:NUM_MESH, :2].max(axis=0) - pts[:NUM_MESH, :2].min(axis=0)
+    return float(span[0] * span[1])
+
+
+FaceDetector = Callable[[np.ndarray], list[np.ndarray]]
+
+
+def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None = None) -> FaceRig:
+    """Find the (largest) face, crop a square around it, resize to `size`, and re-fit the mesh.
+
+    `detect` (default: `detect_faces`, mediapipe in-process) maps an RGB image to every face's
+    [478, 3] landmarks in pixels; a server can pass one that runs the model elsewhere (Triton).
+    """
+    detect = detect or detect_faces
+    if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+        raise InputError("photo", f"expected an RGB uint8 image, got {photo.dtype} {photo.shape}")
+    warnings: list[str] = []
+    h, w = photo.shape[:2]
+    shrink = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    small = photo if shrink == 1.0 else cv2.resize(photo, (round(w * shrink), round(h * shrink)),
+                                                    interpolation=cv2.INTER_AREA)
+    faces = sorted((np.asarray(f, dtype=np.float64) for f in detect(small)), key=lambda p: -_face_area(p))
+    if not faces:
+        raise InputError("photo", "no face found: use a photo of a person facing the camera, "
+                                  "eyes and mouth visible")
+    if len(faces) > 1:
+        warnings.append(f"{len(faces)} faces found; animating the largest")
+    face = faces[0] / shrink
+
+    face_h = float(np.linalg.norm(face[FOREHEAD_TOP, :2] - face[CHIN, :2]))
+    side = face_h / FACE_FRACTION  # crop side in photo pixels
+    cx = float(face[list(FACE_OVAL), 0].mean())
+    cy = float((face[FOREHEAD_TOP, 1] + face[CHIN, 1]) / 2)
+    x0, y0 = cx - side / 2, cy - FACE_CENTRE_Y * side
+    scale = size / side
+    image = _crop(photo, x0, y0, scale, size)
+    if x0 < -0.02 * side or y0 < -0.02 * side or x0 + side > w * 1.02 or y0 + side > h * 1.02:
+        warnings.append("the photo is tight around the face; the missing margin was filled")
+    if scale > 3.0:
+        warnings.append(f"the face is small ({face_h:.0f} px tall); the video will look soft")
+
+    # Second pass on the crop: landmarks at the final resolution (the first pass saw a tiny face).
+    refit = [np.asarray(f, dtype=np.float64) for f in detect(image)]
+    expected = (face[:, :2] - (x0, y0)) * scale
+    if refit:
+        landmarks = min(refit, key=lambda p: float(np.abs(p[:, :2] - expected).mean()))
+    else:
+        landmarks = np.concatenate([expected, face[:, 2:] * scale], axis=1)
+    warnings += _pose_warnings(landmarks)
+    return FaceRig(image=image, landmarks=landmarks.astype(np.float32),
+                   crop=np.array([scale, x0, y0], dtype=np.float64), warnings=warnings)
+
+
+def _crop(photo: np.ndarray, x0: float, y0: float, scale: float, size: int) -> np.ndarray:
+    """Square crop with resampling; outside the photo, a blurred edge-replicate fill."""
+    h, w = photo.shape[:2]
+    src = photo
+    if scale < 0.75:  # downscale with area averaging first: warpAffine alone would alias
+        src = cv2.resize(photo, (max(1, round(w * scale)), max(1, round(h * scale))),
+                         interpolation=cv2.INTER_AREA)
+        sx, sy = src.shape[1] / w, src.shape[0] / h
+        matrix = np.array([[scale / sx, 0, -x0 * scale], [0, scale / sy, -y0 * scale]])
+    else:
+        matrix = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
+    interp = cv2.INTER_LANCZOS4 if scale > 1.2 else cv2.INTER_LINEAR
+    out = cv2.warpAffine(src, matrix, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.full(src.shape[:2], 255, np.uint8), matrix, (size, size),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if inside.min() < 255:
+        # Replicated edges streak (and the corners turn into flat blocks); a wide blur turns them
+        # into soft gradients of the photo's edge colours.
+        blurred = cv2.GaussianBlur(out, (0, 0), sigmaX=size / 12)
+        alpha = cv2.GaussianBlur(inside, (0, 0), sigmaX=size / 200).astype(np.float32)[..., None] / 255
+        out = (out * alpha + blurred * (1 - alpha)).astype(np.uint8)
+    return out
+
+
+def _pose_warnings(landmarks: np.ndarray) -> list[str]:
+    """Photos the 2D rig handles poorly: strongly turned or tilted faces."""
+    out = []
+    right_eye = landmarks[list(RIGHT_EYE.corners), :2].mean(axis=0)
+    left_eye = landmarks[list(LEFT_EYE.corners), :2].mean(axis=0)
+    roll = np.degrees(np.arctan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0]))
+    # Yaw proxy: nose tip offset from the midpoint of the cheek contour, relative to face width.
+    cheek_r, cheek_l = landmarks[234, 0], landmarks[454, 0]
+    yaw = (landmarks[NOSE_TIP, 0] - (cheek_r + cheek_l) / 2) / max(1e-6, cheek_l - cheek_r)
+    if abs(roll) > 20:
+        out.append(f"the head is tilted {roll:.0f} degrees; expect less natural motion")
+    if abs(yaw) > 0.2:
+        out.append("the face is turned away from the camera; expect less natural motion")
+    return out
