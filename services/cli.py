@@ -27,10 +27,15 @@ class StageProgress:
         self.tty = stream.isatty()
         self.stage: str | None = None
         self.started = 0.0
+        self.finished = False
 
     def __call__(self, stage: str, fraction: float) -> None:
         if stage != self.stage:
-            self.stage, self.started = stage, time.perf_counter()
+            if self.stage is not None and not self.tty and not self.finished:
+                print(f"{self.stage:<11}done in {time.perf_counter() - self.started:.1f}s", file=self.stream)
+            self.stage, self.started, self.finished = stage, time.perf_counter(), False
+        if self.finished:
+            return
         if self.tty:
             filled = int(24 * fraction)
             self.stream.write(f"\r{stage:<11}[{'#' * filled}{'.' * (24 - filled)}] {fraction:4.0%}")
@@ -39,6 +44,7 @@ class StageProgress:
             self.stream.flush()
         elif fraction >= 1.0:
             print(f"{stage:<11}done in {time.perf_counter() - self.started:.1f}s", file=self.stream)
+        self.finished = fraction >= 1.0
 
 
 def _read_script(args: argparse.Namespace) -> str:

@@ -453,3 +453,13 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("samples", [5, 1000, 217_175, 22050 * 60 + 13])
+def test_prosody_frames_cover_any_length_without_drift(samples):
+    # regression: an integer hop (220 for 22050 Hz) drifted from hop_s and ran past the end of long audio
+    from services.expression.prosody import rms_db, yin_f0
+
+    audio = np.random.default_rng(0).standard_normal(samples).astype(np.float32) * 0.1
+    expected = int(np.ceil(samples / (0.01 * 22050)))
+    assert len(rms_db(audio, 22050)) == expected == len(yin_f0(audio, 22050)[0])

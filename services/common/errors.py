@@ -20,3 +20,11 @@ class InputError(ValueError):
         error = cls(*violations[0])
         error.violations = list(violations)
         return error
+
+
+class ModelUnavailable(RuntimeError):
+    """The model server could not be reached after retries (-> gRPC UNAVAILABLE)."""
+
+
+class NotFound(LookupError):
+    """A referenced thing (job, asset) does not exist (-> gRPC NOT_FOUND)."""

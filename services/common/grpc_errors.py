@@ -18,7 +18,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.common.errors import InputError
+from services.common.errors import InputError, ModelUnavailable, NotFound
 
 Violations = Iterable[tuple[str, str]] | InputError
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,16 +118,31 @@ def input_error_status(error: InputError) -> Any:
     return error_status(grpc.StatusCode.INVALID_ARGUMENT, str(error), _pairs(error))
 
 
+DOMAIN_ERRORS = (InputError, ModelUnavailable, NotFound)
+
+
+def abort_for(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    """The status a domain error means: bad input, a model server down, a missing thing."""
+    if isinstance(exc, InputError):
+        invalid_argument(context, exc)
+    if isinstance(exc, ModelUnavailable):
+        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    raise AssertionError("abort returned")
+
+
 def maps_input_errors(handler: F) -> F:
-    """Wraps a servicer method (unary or streaming) so an InputError aborts with INVALID_ARGUMENT."""
+    """Wraps a servicer method (unary or streaming) so domain errors abort with their status
+    (InputError -> INVALID_ARGUMENT with field details, ModelUnavailable -> UNAVAILABLE,
+    NotFound -> NOT_FOUND)."""
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(handler)
         def stream_wrapper(*args: Any) -> Any:
             context = args[-1]
             try:
                 yield from handler(*args)
-            except InputError as exc:
-                invalid_argument(context, exc)
+            except DOMAIN_ERRORS as exc:
+                abort_for(context, exc)
         return stream_wrapper  # type: ignore[return-value]
 
     @functools.wraps(handler)
@@ -135,8 +150,8 @@ def maps_input_errors(handler: F) -> F:
         context = args[-1]
         try:
             result = handler(*args)
-        except InputError as exc:
-            invalid_argument(context, exc)
+        except DOMAIN_ERRORS as exc:
+            abort_for(context, exc)
         if inspect.isgenerator(result):  # a plain function returning a response iterator
             return _guard_iterator(result, context)
         return result
@@ -146,5 +161,5 @@ def maps_input_errors(handler: F) -> F:
 def _guard_iterator(responses: Any, context: grpc.ServicerContext) -> Any:
     try:
         yield from responses
-    except InputError as exc:
-        invalid_argument(context, exc)
+    except DOMAIN_ERRORS as exc:
+        abort_for(context, exc)

@@ -15,7 +15,7 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from services.common.errors import InputError
+from services.common.errors import InputError, ModelUnavailable
 
 # Model name -> "module:Class" of its TensorModel. The Triton model repository uses the same names.
 MODELS: dict[str, str] = {
@@ -27,10 +27,6 @@ MODELS: dict[str, str] = {
 
 class TensorModel(Protocol):
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-class InferenceUnavailable(RuntimeError):
-    """The model server could not be reached (after retries)."""
 
 
 class InferenceClient(Protocol):
@@ -110,7 +106,7 @@ class TritonClient:
                         raise InputError(field.rsplit(" ", 1)[-1] or "input", text or message) from None
                     if "UNAVAILABLE" not in status or attempt == self.retries:
                         if "UNAVAILABLE" in status:
-                            raise InferenceUnavailable(
+                            raise ModelUnavailable(
                                 f"Triton at {self.url} unavailable after {attempt + 1} attempts: {message}") from None
                         raise
                     time.sleep(self.backoff_s * 2**attempt)

@@ -53,16 +53,20 @@ class Prosody:
         return np.clip((level - (self.rms_db.max() - floor_db)) / floor_db, 0.0, 1.0)
 
 
+def _frame_count(samples: int, sample_rate: int, hop_s: float) -> int:
+    return int(np.ceil(samples / (hop_s * sample_rate))) if samples else 0
+
+
 def rms_db(audio: np.ndarray, sample_rate: int, hop_s: float = 0.01, window_s: float = 0.03) -> np.ndarray:
     """Level of a window centred on each hop, from a running sum of squares (O(n), any length)."""
     x = np.asarray(audio, np.float64)
-    hop = max(1, int(round(hop_s * sample_rate)))
-    count = int(np.ceil(len(x) / hop)) if len(x) else 0
+    count = _frame_count(len(x), sample_rate, hop_s)
     if count == 0:
         return np.zeros(0)
     half = max(1, int(round(window_s * sample_rate)) // 2)
     cs = np.concatenate([[0.0], np.cumsum(x * x)])
-    centres = np.arange(count) * hop
+    # frame i is centred at exactly i * hop_s seconds (a rounded integer hop would drift: 220 vs 220.5)
+    centres = np.round(np.arange(count) * hop_s * sample_rate).astype(np.int64)
     power = (cs[np.clip(centres + half, 0, len(x))] - cs[np.clip(centres - half, 0, len(x))]) / (2 * half)
     return np.maximum(10.0 * np.log10(np.maximum(power, 1e-12)), SILENCE_DB)
 
@@ -120,7 +124,7 @@ def yin_f0(audio: np.ndarray, sample_rate: int, hop_s: float = 0.01, *, fmin: fl
     Frames are processed `block` at a time so memory stays bounded for long audio.
     """
     x, sr = _decimate(np.asarray(audio, np.float64), sample_rate)
-    count = int(np.ceil(len(audio) / max(1, round(hop_s * sample_rate)))) if len(audio) else 0
+    count = _frame_count(len(audio), sample_rate, hop_s)
     if count == 0:
         return np.zeros(0), np.zeros(0)
     w = max(8, int(round(window_s * sr)))
@@ -128,7 +132,8 @@ def yin_f0(audio: np.ndarray, sample_rate: int, hop_s: float = 0.01, *, fmin: fl
     min_lag = max(2, int(np.floor(sr / fmax)))
     hop = hop_s * sr
     starts = np.round(np.arange(count) * hop).astype(int)
-    padded = np.concatenate([np.zeros(w // 2), x, np.zeros(w + max_lag + int(hop) + 2)])
+    tail = max(0, int(starts[-1]) + w + max_lag - (w // 2 + len(x))) + 1  # frames may reach past the end
+    padded = np.concatenate([np.zeros(w // 2), x, np.zeros(tail)])
     offsets = np.arange(w + max_lag)[None, :]
     period, value = np.empty(count), np.empty(count)
     for lo in range(0, count, block):

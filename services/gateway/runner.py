@@ -63,9 +63,11 @@ class JobRunner:
         keys = job_keys(job.job_id)
         with span("job", {"job.id": job.job_id, "job.attempt": job.attempts}):
             try:
+                # the rig first: a photo without a face fails the job before any other work
+                rig = self._prepare_rig(job, deadline)
                 self._stage("tts", keys["timeline"], ctx, lambda: self._speech(job, keys, deadline))
                 self._stage("expression", keys["blendshapes"], ctx, lambda: self._expression(job, keys, deadline))
-                self._stage("render", keys["video"], ctx, lambda: self._render(job, keys, deadline, ctx))
+                self._stage("render", keys["video"], ctx, lambda: self._render(job, keys, rig, deadline, ctx))
             except grpc.RpcError as exc:
                 from services.common.grpc_errors import field_violations
 
@@ -128,17 +130,23 @@ class JobRunner:
         track = wire.track_from_pb(response.header.fps, list(response.frames))
         self.storage.put_bytes(keys["blendshapes"], track.to_json().encode(), "application/json")
 
-    def _render(self, job: Job, keys: dict[str, str], deadline: Deadline, ctx: JobContext) -> None:
+    @staticmethod
+    def _spec(job: Job) -> common_pb2.VideoSpec:
+        return common_pb2.VideoSpec(resolution=job.request["size"], fps=job.request["fps"])
+
+    def _prepare_rig(self, job: Job, deadline: Deadline) -> render_pb2.PrepareRigResponse:
+        """Cached by the render service (photo sha256 + size), so a resumed job pays nothing."""
+        call = render_pb2.PrepareRigRequest(photo_object=self._ref(job.request["photo_key"]), video=self._spec(job))
+        with span("prepare rig"):
+            rig = with_retries(lambda t: self.render.PrepareRig(call, timeout=t), deadline)
+        job.warnings.extend(w for w in rig.warnings if w not in job.warnings)
+        return rig
+
+    def _render(self, job: Job, keys: dict[str, str], rig: render_pb2.PrepareRigResponse, deadline: Deadline,
+                ctx: JobContext) -> None:
         from services.common.expression_track import ExpressionTrack
 
-        request = job.request
-        spec = common_pb2.VideoSpec(resolution=request["size"], fps=request["fps"])
-        rig = with_retries(lambda t: self.render.PrepareRig(
-            render_pb2.PrepareRigRequest(photo_object=self._ref(request["photo_key"]), video=spec), timeout=t),
-            deadline)
-        for warning in rig.warnings:
-            if warning not in job.warnings:
-                job.warnings.append(warning)
+        spec = self._spec(job)
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
         frames = wire.frames_to_pb(track)
         header = render_pb2.RenderVideoHeader(

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import grpc_errors, wire
-from services.common.errors import InputError
+from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 from services.common.storage import Storage
@@ -136,7 +136,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             return self.manager.get(job_id)
         except KeyError:
-            raise InputError("job_id", f"no job {job_id!r}") from None
+            raise NotFound(f"no job {job_id!r}") from None
 
     def _gauges(self) -> None:
         QUEUE_DEPTH.set(self.manager.queue_depth)

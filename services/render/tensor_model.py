@@ -7,7 +7,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from services.common.inference import InferenceClient
-from services.render.rig import detect_faces
+from services.render.rig import NUM_LANDMARKS, detect_faces
 
 MODEL_NAME = "face_mesh"
 
@@ -16,7 +16,7 @@ class FaceMeshTensorModel:
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         image = np.asarray(inputs["image"], np.uint8)
         faces = detect_faces(image)
-        return {"landmarks": np.array(faces, np.float64).reshape(len(faces), -1, 3)}
+        return {"landmarks": np.array(faces, np.float64).reshape(len(faces), NUM_LANDMARKS, 3)}
 
 
 def detector(client: InferenceClient) -> Callable[[np.ndarray], list[np.ndarray]]:

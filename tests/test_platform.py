@@ -1,0 +1,289 @@
+"""The platform for real: a Triton server, an S3 server and the four gRPC services as separate
+processes on loopback (services.stack.LocalStack), driven through the public client.
+
+Tests run in file order and share one stack; the last one stops Triton.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from services.client import JobFailedError, LikenessClient
+from services.common.grpc_errors import field_violations
+from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw
+from services.stack import HEALTH_NAMES, LocalStack
+from tests.video_instrument import decode
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "assets" / "photos" / "grace_hopper.jpg"
+SCRIPT = "Maybe Bob will pay me back. Please bring the big map."
+LONG_SCRIPT = " ".join(["People bring maps and books to the big market by the bay."] * 6)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    trace_file = Path(tempfile.mkdtemp(prefix="likeness-traces-")) / "spans.jsonl"
+    env = {"LIKENESS_TRACE_FILE": str(trace_file), "LIKENESS_MAX_CONCURRENT_JOBS": "1",
+           "LIKENESS_MAX_QUEUED_JOBS": "2"}
+    with LocalStack(env=env) as running:
+        running.trace_file = trace_file
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    with LikenessClient(stack.gateway_address, timeout_s=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def photo_id(client):
+    return client.upload(PHOTO, kind="photo")
+
+
+def wait_state(client, job_id, states, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(job_id)
+        if job.state in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {states}: {client.get(job_id)}")
+
+
+def spans(stack) -> list[dict]:
+    return [json.loads(line) for line in stack.trace_file.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+
+def test_every_service_is_healthy_and_reflects(stack):
+    for name, service in stack.services.items():
+        with grpc.insecure_channel(service.address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=HEALTH_NAMES[name]), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            reply = next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+            assert HEALTH_NAMES[name] in [s.name for s in reply.list_services_response.service]
+
+
+def test_job_through_the_gateway_gives_a_playable_mp4(stack, client, photo_id, tmp_path):
+    events = []
+    job_id = client.submit(photo=photo_id, script=SCRIPT, seed=7, export_blendshapes=True,
+                           client_request_id="first-video")
+    job = client.wait(job_id, on_progress=events.append, timeout_s=300)
+    assert job.state == gw.JOB_STATE_SUCCEEDED and job.seed == 7
+    assert {e.stage for e in events} >= {gw.STAGE_RENDER} and events[-1].terminal
+    assert {o.name for o in job.stage_outputs} == {"tts", "expression", "render"}
+    video = decode(client.download(job, tmp_path / "job.mp4"))
+    assert video.frames.shape[1:] == (512, 512, 3) and video.fps == pytest.approx(25)
+    assert abs(video.video_duration - video.audio_duration) <= 1 / 25 + 0.03
+    assert np.sqrt(np.mean(video.audio ** 2)) > 0.01
+    # the same request id is the same job, not a new one
+    assert client.submit(photo=photo_id, script=SCRIPT, seed=7, client_request_id="first-video") == job_id
+
+
+def test_platform_and_embedded_paths_give_the_same_track(stack, client, photo_id):
+    from services.common.inference import InProcessClient
+    from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
+    from services.tts import TextToSpeech
+    from services.tts.tensor_model import ModelVoice
+
+    job = client.wait(client.submit(photo=photo_id, script=SCRIPT, seed=7, export_blendshapes=True))
+    stored = json.loads(stack.storage().get_bytes(job.result.blendshapes.key))
+    platform = np.array([f["weights"] for f in stored["frames"]])
+    inproc = InProcessClient()
+    speech = TextToSpeech(voice=ModelVoice(inproc)).synthesize(SCRIPT, seed=7)
+    speech.audio = np.round(speech.audio * 32767) / 32767  # the platform stores 16-bit PCM
+    embedded = track_from_tensors(inproc.infer(MODEL_NAME, to_tensors(
+        speech, fps=25.0, seed=7, emotion="neutral", expressiveness="medium")), 25.0).weights
+    assert platform.shape == embedded.shape
+    assert np.abs(platform - embedded).max() < 2e-3, np.abs(platform - embedded).max()
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), field_violations(info.value)
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda r: r.ClearField("photo"), "photo"),
+    (lambda r: r.photo.CopyFrom(gw.AssetSource(asset_id="0" * 64)), "photo"),
+    (lambda r: setattr(r, "script", "   "), "script"),
+    (lambda r: setattr(r, "script", "a" * 6000), "script"),
+    (lambda r: setattr(r.video, "resolution", 99), "video.resolution"),
+    (lambda r: setattr(r.video, "fps", 500), "video.fps"),
+    (lambda r: r.voice_sample.CopyFrom(gw.AssetSource(asset_id="0" * 64)), "voice_sample"),
+    (lambda r: setattr(r.video, "aspect_ratio", common_pb2.ASPECT_RATIO_16_9), "video.aspect_ratio"),
+])
+def test_invalid_submission_is_invalid_argument_with_the_field(client, photo_id, change, field):
+    request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id), script="Hello.",
+                                    video=common_pb2.VideoSpec(resolution=256))
+    change(request)
+    code, violations = violations_of(lambda: client.stub.SubmitVideo(request, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in [f for f, _ in violations], violations
+
+
+def test_every_violation_is_reported_at_once(client):
+    request = gw.SubmitVideoRequest(script="", video=common_pb2.VideoSpec(resolution=7, fps=1000))
+    code, violations = violations_of(lambda: client.stub.SubmitVideo(request, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"photo", "script", "video.resolution", "video.fps"} <= {f for f, _ in violations}
+
+
+@pytest.mark.parametrize("case", ["sha256", "size", "not an image", "first message"])
+def test_invalid_upload_is_invalid_argument(client, case):
+    import hashlib
+
+    data = b"definitely not a picture" if case == "not an image" else PHOTO.read_bytes()
+    header = gw.UploadAssetHeader(kind=gw.ASSET_KIND_PHOTO, size_bytes=len(data),
+                                  sha256=hashlib.sha256(data).hexdigest())
+    if case == "sha256":
+        header.sha256 = "ab" * 32
+    if case == "size":
+        header.size_bytes = len(data) + 1
+    messages = [gw.UploadAssetRequest(header=header), gw.UploadAssetRequest(chunk=data)]
+    if case == "first message":
+        messages = messages[::-1]
+    code, violations = violations_of(lambda: client.stub.UploadAsset(iter(messages), timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and violations, violations
+
+
+def test_unknown_job_is_not_found(client):
+    with pytest.raises(grpc.RpcError) as info:
+        client.get("no-such-job")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_photo_without_a_face_fails_the_job_with_the_field(client):
+    cat = client.upload(ROOT / "assets/photos/cat.png", kind="photo")
+    with pytest.raises(JobFailedError) as info:
+        client.wait(client.submit(photo=cat, script="Meow.", resolution=256), timeout_s=120)
+    job = info.value.job
+    assert job.state == gw.JOB_STATE_FAILED and job.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert field_violations(job.error)[0][0] == "photo" and "no face" in job.error.message
+
+
+# ------------------------------------------------------------------------------ queue and cancel
+
+
+def test_queue_full_then_cancel(client, photo_id):
+    running = client.submit(photo=photo_id, script=LONG_SCRIPT, resolution=256)
+    wait_state(client, running, {gw.JOB_STATE_RUNNING})
+    queued = [client.submit(photo=photo_id, script=LONG_SCRIPT, resolution=256) for _ in range(2)]
+    with pytest.raises(grpc.RpcError) as info:
+        client.submit(photo=photo_id, script=LONG_SCRIPT, resolution=256)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for job_id in queued:
+        assert client.cancel(job_id).state == gw.JOB_STATE_CANCELLED
+    client.cancel(running)
+    assert wait_state(client, running, {gw.JOB_STATE_CANCELLED}, timeout=60).state == gw.JOB_STATE_CANCELLED
+    listed = client.stub.ListJobs(gw.ListJobsRequest(states=[gw.JOB_STATE_CANCELLED]), timeout=10).jobs
+    assert {running, *queued} <= {j.job_id for j in listed}
+
+
+def test_service_killed_mid_job_and_restarted(stack, client, photo_id, tmp_path):
+    job_id = client.submit(photo=photo_id, script=LONG_SCRIPT, resolution=256, seed=3)
+    deadline = time.monotonic() + 120
+    while client.get(job_id).stage != gw.STAGE_RENDER and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stack.kill_service("render")  # SIGKILL: no goodbye
+    time.sleep(1.0)
+    stack.start_service("render")
+    job = client.wait(job_id, timeout_s=300)
+    assert job.state == gw.JOB_STATE_SUCCEEDED
+    assert decode(client.download(job, tmp_path / "resumed.mp4")).frames.shape[1:] == (256, 256, 3)
+
+
+# -------------------------------------------------------------------------- traces and metrics
+
+
+def test_one_trace_from_gateway_through_services_to_triton(stack):
+    records = spans(stack)
+    by_trace: dict[str, set] = {}
+    for s in records:
+        by_trace.setdefault(s["trace_id"], set()).add((s["service"], s["name"].split(" ")[0]))
+    complete = [t for t, names in by_trace.items()
+                if {svc for svc, _ in names} >= {"gateway", "tts", "expression", "render"}
+                and ("tts", "triton.infer") in names and ("expression", "triton.infer") in names]
+    assert complete, {t: sorted(n) for t, n in list(by_trace.items())[:3]}
+
+
+def test_failed_calls_have_error_spans(stack):
+    failed = [s for s in spans(stack) if s["status"] == "ERROR"]
+    assert any(s["service"] == "render" and "PrepareRig" in s["name"] for s in failed), failed[:5]
+    assert any(s["service"] == "gateway" and "SubmitVideo" in s["name"] for s in failed)
+
+
+def test_metrics_are_exposed_and_scraped_by_prometheus(stack, tmp_path):
+    texts = {name: urllib.request.urlopen(s.metrics_url, timeout=5).read().decode()
+             for name, s in stack.services.items()}
+    assert all("likeness_grpc_requests_total" in t for t in texts.values())
+    assert 'likeness_jobs_total{status="succeeded"}' in texts["gateway"]
+    assert "likeness_stage_duration_seconds_bucket" in texts["gateway"]
+    assert "likeness_job_queue_depth" in texts["gateway"]
+    frames = [line for line in texts["render"].splitlines() if line.startswith("likeness_frames_rendered_total")]
+    assert frames and float(frames[0].split()[-1]) > 0
+    triton = urllib.request.urlopen(stack.triton.metrics_url, timeout=5).read().decode()
+    assert 'nv_inference_request_success{model="tts_piper"' in triton
+
+    prometheus = "/usr/bin/prometheus"
+    assert os.path.exists(prometheus), "run scripts/install-deploy-tools.sh (Debian prometheus)"
+    from services.common.ports import free_port
+
+    targets = [s.metrics_url.split("//")[1].split("/")[0] for s in stack.services.values()]
+    targets.append(stack.triton.metrics_url.split("//")[1].split("/")[0])
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: likeness\n"
+                      f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n")
+    port = free_port()
+    proc = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        query = f"http://127.0.0.1:{port}/api/v1/query?query=sum(likeness_grpc_requests_total)%20by%20(service)"
+        deadline, result = time.monotonic() + 90, []
+        while time.monotonic() < deadline and len(result) < 4:
+            time.sleep(1)
+            try:
+                result = json.loads(urllib.request.urlopen(query, timeout=5).read())["data"]["result"]
+            except OSError:
+                continue
+        services = {r["metric"]["service"] for r in result}
+        assert {"likeness.v1.GatewayService", "likeness.v1.TtsService", "likeness.v1.ExpressionService",
+                "likeness.v1.RenderService"} <= services, result
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- Triton down (last: it stays down)
+
+
+def test_triton_unavailable_fails_the_job_clearly(stack, client, photo_id):
+    stack.triton.stop()
+    started = time.monotonic()
+    with pytest.raises(JobFailedError) as info:
+        client.wait(client.submit(photo=photo_id, script="Triton is down.", resolution=256), timeout_s=180)
+    job = info.value.job
+    assert job.error.code == grpc.StatusCode.UNAVAILABLE.value[0], job.error
+    assert "Triton" in job.error.message and time.monotonic() - started < 120
