@@ -66,6 +66,14 @@ def metric(metrics_url: str, name: str, model: str) -> float:
     raise AssertionError(f"{name} for {model} not in {metrics_url}")
 
 
+def metric_reaches(metrics_url: str, name: str, model: str, expected: float, timeout: float = 10.0) -> float:
+    """Triton updates its statistics after the response is sent: poll briefly instead of racing it."""
+    deadline = time.monotonic() + timeout
+    while (value := metric(metrics_url, name, model)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
 def infer_add_one(client: grpcclient.InferenceServerClient, x: np.ndarray, model: str = "add_one") -> np.ndarray:
     inp = grpcclient.InferInput("X", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
@@ -80,7 +88,7 @@ def test_infer_over_grpc_and_metrics(triton_server_factory: TritonFactory, add_o
 
     x = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
     np.testing.assert_array_equal(infer_add_one(client, x), x + 1)
-    assert metric(server.metrics_url, "nv_inference_request_success", "add_one") == before + 1
+    assert metric_reaches(server.metrics_url, "nv_inference_request_success", "add_one", before + 1) == before + 1
 
 
 def test_dynamic_batching_merges_concurrent_requests(triton_server_factory: TritonFactory, add_one_repo: Path) -> None:
@@ -105,7 +113,8 @@ def test_dynamic_batching_merges_concurrent_requests(triton_server_factory: Trit
 
     for i in range(8):
         np.testing.assert_array_equal(results[i], np.full((1, 4), i + 1, dtype=np.float32))
-    assert metric(server.metrics_url, "nv_inference_request_success", "add_one") == requests_before + 8
+    assert metric_reaches(server.metrics_url, "nv_inference_request_success", "add_one",
+                          requests_before + 8) == requests_before + 8
     executions = metric(server.metrics_url, "nv_inference_exec_count", "add_one") - execs_before
     assert 1 <= executions < 8  # the 100 ms queue delay let the batcher merge requests
 
