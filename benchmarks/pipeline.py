@@ -35,7 +35,9 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     request = VideoRequest(photo=Path(args.photo).read_bytes(), script=SCRIPT_10S, size=args.size, fps=args.fps)
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline.generate(request, Path(tmp) / "warmup.mp4")  # first call warms caches (mediapipe graph, ORT)
+        t0 = time.perf_counter()
+        pipeline.generate(request, Path(tmp) / "warmup.mp4")  # loads the models (lazily) and warms caches
+        cold_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = pipeline.generate(request, Path(tmp) / "bench.mp4")
         total_s = time.perf_counter() - t0
@@ -51,14 +53,14 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.python_version()}",
         "size": args.size, "fps": args.fps, "audio_seconds": round(audio_s, 3), "frames": frames,
-        "model_load_seconds": round(load_s, 3),
+        "setup_seconds": round(load_s, 3), "cold_first_call_seconds": round(cold_s, 3),
         "stages": {name: {"seconds": round(sec, 3), "rtf": round(rtf, 4)} for name, sec, rtf in rows},
         "render_encode_fps": round(render_fps, 1),
         "targets": {"rtf_total_max": 0.5, "render_encode_fps_min": 60},
         "meets_targets": {"rtf_total": total_s / audio_s <= 0.5, "render_encode_fps": render_fps >= 60},
     }
     print(f"pipeline benchmark  {args.size}x{args.size} @ {args.fps:g} fps, {audio_s:.2f} s of speech, "
-          f"{frames} frames (model load {load_s:.2f} s, not counted)")
+          f"{frames} frames (first call with model loading: {cold_s:.2f} s, not counted)")
     print(f"{'stage':<12}{'seconds':>10}{'RTF':>10}")
     for name, sec, rtf in rows:
         print(f"{name:<12}{sec:>10.3f}{rtf:>10.3f}")
