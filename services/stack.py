@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.child_process import die_with_parent, log_tail
 from services.common.ports import free_ports
 from services.common.s3_server import S3Server
 from services.common.triton_server import TritonServer
@@ -96,7 +97,7 @@ class LocalStack:
         log = open(service.log_path, "ab")
         service.proc = subprocess.Popen([sys.executable, "-m", f"services.{name}.server"], cwd=ROOT,
                                         env=self.service_env(name), stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=die_with_parent)
         log.close()
         self.wait_healthy(name)
         return service
@@ -162,5 +163,4 @@ class LocalStack:
                        env["LIKENESS_S3_BUCKET"])
 
     def log_tail(self, name: str, lines: int = 40) -> str:
-        path = self.services[name].log_path
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+        return log_tail(self.services[name].log_path, lines)

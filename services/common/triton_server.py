@@ -17,7 +17,6 @@ prints LIKENESS_TRITON_URL=host:port once every model is ready, then runs until 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import os
 import shutil
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from services.common.child_process import die_with_parent, log_tail
 from services.common.ports import free_ports
 
 DEFAULT_START_TIMEOUT_S = 120.0
@@ -97,13 +97,6 @@ def pytriton_dirs() -> tuple[Path, Path]:
         raise TritonServerError("nvidia-pytriton is not installed: pip install nvidia-pytriton==0.7.0")
     package_dir = Path(spec.origin).parent
     return package_dir / "tritonserver", package_dir.parent / "nvidia_pytriton.libs"
-
-
-def _die_with_parent() -> None:
-    """Child-side: SIGKILL tritonserver if the launching thread dies (stubs then exit on their own), so a
-    killed test run leaves no server behind."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -215,9 +208,7 @@ class TritonServer:
         return self._proc is not None and self._proc.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -289,7 +280,7 @@ class TritonServer:
             self._proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=self._run_dir, start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
 
     def _wait_ready(self) -> None:
