@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
+from services.common import deadline
 from services.common.grpc_errors import maps_input_errors
 from services.common.tracing import mark_error
 
@@ -124,12 +125,14 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             started, failed = time.perf_counter(), False
+            token = deadline.set_remaining(context.time_remaining())
             try:
                 return fn(request, context)
             except BaseException:
                 failed = True
                 raise
             finally:
+                deadline.reset(token)
                 self._record(service, method, _final_code(context, failed=failed), started)
         return handle
 
@@ -138,6 +141,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started, code = time.perf_counter(), None
+            # a generator runs in grpc's context, not a copied one: set per step via the context var
+            deadline.set_remaining(context.time_remaining())
             try:
                 yield from fn(request, context)
             except GeneratorExit:  # grpc dropped the stream: client cancelled or deadline passed

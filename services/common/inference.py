@@ -15,6 +15,7 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
+from services.common import deadline
 from services.common.errors import InputError, ModelUnavailable
 
 # Model name -> "module:Class" of its TensorModel. The Triton model repository uses the same names.
@@ -22,6 +23,9 @@ MODELS: dict[str, str] = {
     "tts_piper": "services.tts.tensor_model:PiperTensorModel",
     "expression_procedural": "services.expression.tensor_model:ProceduralTensorModel",
     "face_mesh": "services.render.tensor_model:FaceMeshTensorModel",
+    "speaker_encoder": "services.tts.cloning.encoder:SpeakerEncoderTensorModel",
+    "voice_converter": "services.tts.cloning.converter:VoiceConverterTensorModel",
+    "expression_diffusion": "services.expression.diffusion.tensor_model:DiffusionTensorModel",
 }
 
 
@@ -89,14 +93,15 @@ class TritonClient:
             tensor.set_data_from_numpy(array)
             request_inputs.append(tensor)
         requested = [self._grpcclient.InferRequestedOutput(n) for n in outputs] if outputs else None
-        deadline = timeout_s if timeout_s is not None else self.timeout_s
+        # never wait longer than the gRPC call that asked for this inference has left
+        limit = deadline.remaining(timeout_s if timeout_s is not None else self.timeout_s)
 
         with span(f"triton.infer {model}", {"triton.model": model, "triton.url": self.url}):
             call_headers = inject_headers(dict(headers or {}))
             for attempt in range(self.retries + 1):
                 try:
                     result = self._client.infer(model, request_inputs, outputs=requested,
-                                                client_timeout=deadline, headers=call_headers)
+                                                client_timeout=limit, headers=call_headers)
                     break
                 except InferenceServerException as exc:
                     status = (exc.status() or "").upper()
