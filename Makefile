@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.likeness-installed
 
-.PHONY: setup system-deps protos deploy-tools demo test bench clean
+.PHONY: setup system-deps protos deploy-tools demo test bench clean train-expression
 
 setup: system-deps $(STAMP) protos
 
@@ -22,7 +22,10 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip 'setuptools<81' wheel
-	$(PIP) install -q -c constraints.txt -r requirements.txt
+	# PIP_CONSTRAINT also pins the build environments of pyworld/webrtcvad (sdists): setuptools<81, numpy 1.26
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) install -q -c constraints.txt -r requirements.txt
+	# resemblyzer 0.1.4 declares the obsolete `typing` backport; its real deps are in requirements.txt
+	$(PIP) install -q --no-deps resemblyzer==0.1.4
 	# mediapipe 0.10.21 without its heavy optional deps (jax, opencv-contrib): see README
 	$(PIP) install -q --no-deps mediapipe==0.10.21
 	$(PIP) install -q --no-deps --no-build-isolation -e .
@@ -45,6 +48,11 @@ test: setup deploy-tools
 
 bench: setup
 	$(PY) benchmarks/pipeline.py
+
+# Seeded CPU training of the audio->expression diffusion model (synthetic voices, procedural teacher):
+# rewrites services/expression/diffusion/weights/ and docs/expression-training/ (data cached in ~/.cache/likeness)
+train-expression: setup
+	$(PY) -m services.expression.diffusion.train
 
 clean:
 	rm -rf out build .pytest_cache

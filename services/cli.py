@@ -53,23 +53,45 @@ def _read_script(args: argparse.Namespace) -> str:
             return Path(args.script_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError("script-file", f"cannot read {args.script_file}: {exc}") from None
-    return args.script
+    return args.script or ""
+
+
+def _read_audio(path: str | None, field: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(field, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_speech_options(args: argparse.Namespace) -> None:
+    """--script/--script-file, --voice and --audio combine as: script (+ voice) or audio (+ script)."""
+    has_script = args.script is not None or args.script_file is not None
+    audio = getattr(args, "audio", None)
+    if audio is None and not has_script:
+        raise InputError("script", "pass --script or --script-file (or --audio with your own recording)")
+    if audio is not None and getattr(args, "voice", None):
+        raise InputError("voice", "--voice clones a voice for a script; --audio already is your voice: "
+                                  "use one of them")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from services.gateway.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
+    from services.render.formats import check_output
 
+    _check_speech_options(args)
     script = _read_script(args)
-    if args.voice:
-        print("warning: --voice is accepted but voice cloning is not available yet; "
-              "using the bundled voice", file=sys.stderr)
+    voice_sample = _read_audio(args.voice, "voice")
+    driving_audio = _read_audio(args.audio, "audio")
     photo = Path(args.photo)
     if not photo.is_file():
         raise InputError("photo", f"{photo}: no such file")
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
-                           emotion=args.emotion, expressiveness=args.expressiveness)
+                           voice_sample=voice_sample, driving_audio=driving_audio,
+                           emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
     request.validate()
-    check_output_path(args.out)
+    check_output(args.out, alpha=request.frame.alpha)
     if args.export_blendshapes:
         check_output_path(args.export_blendshapes, suffixes=(".json", ".csv"))
 
@@ -83,6 +105,40 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"blendshapes: {target}", file=sys.stderr)
     print(f"{result.path}  ({result.speech.duration:.1f} s, {len(result.track)} frames)")
     return 0
+
+
+def _framing(args: argparse.Namespace) -> dict:
+    """--aspect/--fit/--background/--keypoints -> VideoRequest fields (validated there)."""
+    from services.render.keypoints import parse_keypoints
+    from services.render.layout import Background
+
+    out = {"aspect": args.aspect, "fit": args.fit}
+    if args.background:
+        out["background"] = Background.parse(args.background)
+    if args.keypoints:
+        out["keypoints"] = tuple(map(tuple, parse_keypoints(args.keypoints).tolist()))
+    return out
+
+
+def _submit_framing(client, args: argparse.Namespace) -> dict:
+    """The framing options as LikenessClient.submit arguments (a background image is uploaded)."""
+    from services.render.formats import check_output, output_kind
+    from services.render.keypoints import parse_keypoints
+
+    out = {"aspect": args.aspect, "fit": args.fit}
+    background = (args.background or "").strip()
+    if background.lower() == "transparent" or background.startswith("#"):
+        out["background"] = background.lower()
+    elif background:
+        if not Path(background).is_file():
+            raise InputError("background", f"{background!r} is not '#RRGGBB', 'transparent' or an image file")
+        out["background_image"] = client.upload_object(background, kind="photo").object
+    if output_kind(args.out) == "png":
+        raise InputError("out", "the platform returns .mp4 or .webm; PNG sequences are generate-only")
+    check_output(args.out, alpha=background.lower() == "transparent")
+    if args.keypoints:
+        out["keypoints"] = [tuple(p) for p in parse_keypoints(args.keypoints).tolist()]
+    return out
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -117,7 +173,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from services.client import JobFailedError, LikenessClient
     from services.common.grpc_errors import field_violations
 
+    _check_speech_options(args)
     script = _read_script(args)
+    voice_sample = _read_audio(args.voice, "voice")
+    driving_audio = _read_audio(args.audio, "audio")
     photo = Path(args.photo)
     if not photo.is_file():
         raise InputError("photo", f"{photo}: no such file")
@@ -125,8 +184,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with LikenessClient(args.server) as client:
         try:
             asset = client.upload(photo, kind="photo")
+            voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
+            audio_id = client.upload(driving_audio, kind="driving_audio") if driving_audio else None
             job_id = client.submit(photo=asset, script=script, resolution=args.size, fps=args.fps,
-                                   seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness)
+                                   seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
+                                   voice_sample=voice_id, driving_audio=audio_id,
+                                   **_submit_framing(client, args))
             print(f"job {job_id}", file=sys.stderr)
             job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
                                                                     event.stage_fraction))
@@ -154,11 +217,28 @@ def _stage_name(stage: int) -> str:
 
 def _video_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photo", required=True, help="portrait photo (jpg/png/webp)")
-    script = parser.add_mutually_exclusive_group(required=True)
-    script.add_argument("--script", help="text to speak")
+    script = parser.add_mutually_exclusive_group()
+    script.add_argument("--script", help="text to speak (with --audio: what the recording says)")
     script.add_argument("--script-file", help="UTF-8 text file to speak")
-    parser.add_argument("--out", required=True, help="output .mp4 (H.264 + AAC)")
-    parser.add_argument("--size", type=int, default=512, help="output width = height in pixels (default 512)")
+    parser.add_argument("--voice", help="a 3-60 s sample of a voice (any text; wav/mp3/m4a/ogg/webm): "
+                                        "the script is spoken in that voice")
+    parser.add_argument("--audio", help="your own recording (wav/mp3/m4a/ogg/webm) to lip-sync to instead "
+                                        "of synthesized speech; with --script it is aligned to the text")
+    parser.add_argument("--out", required=True,
+                        help="output: .mp4 (H.264 + AAC), .webm (VP9 + Opus; alpha with --background "
+                             "transparent) or a directory (PNG sequence + audio.wav)")
+    parser.add_argument("--size", type=int, default=512,
+                        help="the frame's shorter side in pixels, 128-1080 (default 512)")
+    parser.add_argument("--aspect", default="1:1", help="frame aspect ratio: 1:1, 9:16, 16:9 or 4:5 (default 1:1)")
+    parser.add_argument("--fit", default="cover",
+                        help="cover: the photo fills the frame around the face (default); "
+                             "contain: the whole photo, padded")
+    parser.add_argument("--background", help="'#RRGGBB', 'transparent' or an image file: replaces the "
+                                             "photo's background (person segmented)")
+    parser.add_argument("--keypoints", help="for faces no detector finds (pets, cartoons): 5 points "
+                                            "'x,y;x,y;x,y;x,y;x,y' in photo pixels, or a JSON file: eye "
+                                            "(image left), eye (image right), nose tip, mouth corner "
+                                            "(image left), mouth corner (image right)")
     parser.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed for voice variation, blinks and head motion")
     parser.add_argument("--emotion", default="neutral", help="neutral, happy, sad, angry or surprised")
@@ -171,7 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="photo + script -> talking video, in-process (no servers)")
     _video_options(gen)
-    gen.add_argument("--voice", help="a sample of your voice (wav); not used yet")
     gen.add_argument("--export-blendshapes", metavar="PATH",
                      help="also write the ARKit-52 blendshape + head pose track (.json or .csv)")
     gen.set_defaults(func=cmd_generate)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import grpc
 
@@ -27,6 +27,9 @@ EMOTIONS = {"neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_H
             "surprised": common_pb2.EMOTION_SURPRISED}
 EXPRESSIVENESS = {"low": common_pb2.EXPRESSIVENESS_LOW, "medium": common_pb2.EXPRESSIVENESS_MEDIUM,
                   "high": common_pb2.EXPRESSIVENESS_HIGH}
+ASPECTS = {"1:1": common_pb2.ASPECT_RATIO_1_1, "9:16": common_pb2.ASPECT_RATIO_9_16,
+           "16:9": common_pb2.ASPECT_RATIO_16_9, "4:5": common_pb2.ASPECT_RATIO_4_5}
+FITS = {"cover": common_pb2.FIT_COVER, "contain": common_pb2.FIT_CONTAIN}
 TERMINAL = (gw.JOB_STATE_SUCCEEDED, gw.JOB_STATE_FAILED, gw.JOB_STATE_CANCELLED)
 
 
@@ -54,6 +57,11 @@ class LikenessClient:
     def upload(self, source: str | Path | bytes, *, kind: str, filename: str = "",
                content_type: str = "") -> str:
         """Streams a file (or bytes) to the gateway; returns the asset id (its sha256)."""
+        return self.upload_object(source, kind=kind, filename=filename, content_type=content_type).asset_id
+
+    def upload_object(self, source: str | Path | bytes, *, kind: str, filename: str = "",
+                      content_type: str = "") -> gw.UploadAssetResponse:
+        """As upload, returning the stored object too (e.g. for submit(background_image=...))."""
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         header = gw.UploadAssetHeader(kind=KINDS[kind], size_bytes=len(data),
                                       sha256=hashlib.sha256(data).hexdigest(),
@@ -65,18 +73,45 @@ class LikenessClient:
             for i in range(0, len(data), CHUNK):
                 yield gw.UploadAssetRequest(chunk=data[i:i + CHUNK])
 
-        return self.stub.UploadAsset(messages(), timeout=self.timeout_s).asset_id
+        return self.stub.UploadAsset(messages(), timeout=self.timeout_s)
 
-    def submit(self, *, photo: str, script: str, resolution: int = 512, fps: float = 25.0,
+    def submit(self, *, photo: str, script: str = "", resolution: int = 512, fps: float = 25.0,
                seed: int | None = None, emotion: str = "neutral", expressiveness: str = "medium",
-               export_blendshapes: bool = False, client_request_id: str = "", language: str = "") -> str:
+               export_blendshapes: bool = False, client_request_id: str = "", language: str = "",
+               aspect: str = "1:1", fit: str = "cover", background: str | None = None,
+               background_image: common_pb2.ObjectRef | None = None,
+               keypoints: Sequence[tuple[float, float]] | None = None,
+               voice_sample: str | None = None, driving_audio: str | None = None) -> str:
+        """aspect 1:1/9:16/16:9/4:5; fit cover/contain; background '#RRGGBB' or 'transparent' (the
+        video is then VP9 WebM with alpha), or background_image = upload_object(...).object;
+        keypoints: 5 (x, y) photo pixels for faces no detector finds (see services.render.keypoints).
+        Speech: `script`, spoken in the voice of the `voice_sample` asset if given, or instead the
+        `driving_audio` asset (a recording to lip-sync to; `script` is then its optional transcript);
+        asset ids come from upload()."""
+        video = common_pb2.VideoSpec(resolution=resolution, fps=fps, aspect_ratio=ASPECTS[aspect],
+                                     fit=FITS[fit])
+        if background == "transparent":
+            video.background.transparent = True
+        elif background:
+            video.background.color = background
+        elif background_image is not None:
+            video.background.image.CopyFrom(background_image)
+        for x, y in keypoints or ():
+            video.keypoints.points.add(x=float(x), y=float(y))
         request = gw.SubmitVideoRequest(
-            client_request_id=client_request_id, photo=gw.AssetSource(asset_id=photo), script=script,
-            video=common_pb2.VideoSpec(resolution=resolution, fps=fps), emotion=EMOTIONS[emotion],
+            client_request_id=client_request_id, photo=gw.AssetSource(asset_id=photo),
+            video=video, emotion=EMOTIONS[emotion],
             expressiveness=EXPRESSIVENESS[expressiveness], export_blendshapes=export_blendshapes,
             language=language)
         if seed is not None:
             request.seed = seed
+        if driving_audio is not None:
+            request.driving_audio.asset_id = driving_audio
+            request.transcript = script or ""  # optional: exact lip timing by forced alignment
+        else:
+            request.script = script
+        if voice_sample is not None:
+            request.voice_sample.asset_id = voice_sample
         return self.stub.SubmitVideo(request, timeout=self.timeout_s).job_id
 
     def get(self, job_id: str) -> gw.Job:

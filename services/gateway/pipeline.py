@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from services.common.errors import InputError
 from services.common.expression_track import ExpressionTrack
 from services.common.inference import InferenceClient, client_from_env
 from services.common.speech import Speech
+from services.render.keypoints import validate_keypoints
+from services.render.layout import Background, FrameSpec
 
 # Stage names double as progress labels and as keys of stage outputs in object storage.
 STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
@@ -34,9 +38,28 @@ class VideoRequest:
     emotion: str = "neutral"
     expressiveness: str = "medium"
     language: str = "en-us"
+    # Framing and output (services.render.layout): `size` is the SHORTER side of the frame.
+    aspect: str = "1:1"  # 1:1, 9:16, 16:9 or 4:5
+    fit: str = "cover"  # cover: fill the frame (crop); contain: the whole photo, padded
+    background: Background | None = None  # None: the photo's own background
+    keypoints: tuple[tuple[float, float], ...] | None = None  # 5 points for faces no detector finds
+    voice_sample: bytes | None = None  # a recording of the voice to clone for the script
+    driving_audio: bytes | None = None  # a recording to lip-sync to; `script` (optional) is its transcript
+
+    @property
+    def frame(self) -> FrameSpec:
+        return FrameSpec(size=self.size, aspect=self.aspect, fit=self.fit, background=self.background)
 
     def validate(self) -> None:
         """Cheap checks that need no model, so bad requests fail before any work is done."""
+        if self.driving_audio is not None and self.voice_sample is not None:
+            raise InputError("voice_sample", "a driving recording already carries the voice; "
+                                             "send a voice sample only with a script to synthesize")
+        if self.driving_audio is None and not (self.script or "").strip():
+            raise InputError("script", "is empty (send a script, or a driving recording)")
+        for name in ("voice_sample", "driving_audio"):
+            if getattr(self, name) is not None and not getattr(self, name):
+                raise InputError(name, "is empty")
         if not isinstance(self.size, int) or not 128 <= self.size <= 1080 or self.size % 2:
             raise InputError("size", f"must be an even number of pixels from 128 to 1080, got {self.size}")
         if not 10 <= self.fps <= 60:
@@ -48,6 +71,9 @@ class VideoRequest:
                              f"unknown level {self.expressiveness!r}; supported: {', '.join(EXPRESSIVENESS)}")
         if not 0 <= self.seed < 2**31:
             raise InputError("seed", f"must be from 0 to 2^31-1, got {self.seed}")
+        self.frame.validate()
+        if self.keypoints is not None:
+            validate_keypoints(np.asarray(self.keypoints, dtype=np.float64))
 
 
 @dataclass
@@ -88,44 +114,70 @@ class EmbeddedPipeline:
 
         self.client = client or client_from_env()
         self.tts = TextToSpeech(voice=ModelVoice(self.client))
+        self._cloner = None
+
+    def speech(self, request: VideoRequest) -> tuple[Speech, list[str]]:
+        """The request's speech: synthesized (in a cloned voice with a voice sample) or the user's own
+        recording, prepared and aligned to the script when there is one."""
+        from services.tts.recording import DRIVING, driving_speech, prepare_recording
+
+        if request.driving_audio is not None:
+            prepared = prepare_recording(request.driving_audio, field=DRIVING)
+            return driving_speech(prepared, request.script, field=DRIVING), list(prepared.warnings)
+        speech = self.tts.synthesize(request.script, seed=request.seed, language=request.language)
+        if request.voice_sample is None:
+            return speech, []
+        from services.tts.cloning import VoiceCloner
+        from services.tts.cloning.store import ProfileCache
+
+        if self._cloner is None:
+            self._cloner = VoiceCloner(self.tts, self.client)
+        profile = ProfileCache.from_env().get_or_build(request.voice_sample, self._cloner.build_profile)
+        return self._cloner.clone(speech, profile), list(profile.warnings)
 
     def generate(self, request: VideoRequest, out_path: str | Path,
                  progress: ProgressFn = lambda stage, fraction: None) -> VideoResult:
         import time
 
         from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
-        from services.render.encode import encode_mp4
+        from services.render.formats import check_output, write_video
+        from services.render.layout import Compositor
         from services.render.photo import load_photo
         from services.render.renderer import Renderer
         from services.render.rig import build_rig
         from services.render.tensor_model import detector
 
         request.validate()
-        out = check_output_path(out_path)
+        out, _ = check_output(out_path, alpha=request.frame.alpha)
         seconds: dict[str, float] = {}
 
         t0 = time.perf_counter()
         progress("rig", 0.0)
-        rig = build_rig(load_photo(request.photo), size=request.size, detect=detector(self.client))
+        keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
+        rig = build_rig(load_photo(request.photo), frame=request.frame, detect=detector(self.client),
+                        keypoints=keypoints)
         seconds["rig"] = time.perf_counter() - t0
         progress("rig", 1.0)
 
         t0 = time.perf_counter()
         progress("tts", 0.0)
-        speech = self.tts.synthesize(request.script, seed=request.seed, language=request.language)
+        speech, speech_warnings = self.speech(request)
         seconds["tts"] = time.perf_counter() - t0
         progress("tts", 1.0)
 
         t0 = time.perf_counter()
         progress("expression", 0.0)
-        tensors = to_tensors(speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
-                             expressiveness=request.expressiveness)
-        track = track_from_tensors(self.client.infer(MODEL_NAME, tensors), request.fps)
+        if speech.phones:
+            tensors = to_tensors(speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
+                                 expressiveness=request.expressiveness)
+            track = track_from_tensors(self.client.infer(MODEL_NAME, tensors), request.fps)
+        else:  # a recording without a script: the audio-only expression model
+            track = _animate_audio(speech, request)
         seconds["expression"] = time.perf_counter() - t0
         progress("expression", 1.0)
 
         t0 = time.perf_counter()
-        renderer = Renderer(rig)
+        renderer = Renderer(rig) if rig.stage is None else Compositor(Renderer(rig), rig.stage)
         total = len(track)
 
         def frames():
@@ -134,8 +186,17 @@ class EmbeddedPipeline:
                     progress("render", i / total)
                 yield frame
 
-        encode_mp4(frames(), speech.audio, speech.sample_rate, track.fps, out)
+        write_video(frames(), speech.audio, speech.sample_rate, track.fps, out, alpha=request.frame.alpha)
         seconds["render"] = time.perf_counter() - t0
         progress("render", 1.0)
-        return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings),
+        return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings) + speech_warnings,
                            stage_seconds=seconds)
+
+
+def _animate_audio(speech: Speech, request: VideoRequest) -> ExpressionTrack:
+    try:
+        from services.expression import animate_audio
+    except ImportError:
+        raise InputError("script", "audio-only driving needs the expression model: pass --script") from None
+    return animate_audio(speech.audio, speech.sample_rate, fps=request.fps, seed=request.seed,
+                         emotion=request.emotion, expressiveness=request.expressiveness)

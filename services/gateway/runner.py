@@ -99,6 +99,8 @@ class JobRunner:
         if request.get("script"):
             call = tts_pb2.SynthesizeRequest(text=request["script"], language=request.get("language", ""),
                                              seed=request["seed"])
+            if request.get("voice_sample_key"):
+                call.voice_reference.profile.CopyFrom(self._voice_profile(request["voice_sample_key"], deadline))
             response = with_retries(lambda t: self.tts.Synthesize(call, timeout=t), deadline)
         else:
             call = tts_pb2.AlignRequest(audio=common_pb2.AudioSource(object=self._ref(request["driving_audio_key"])),
@@ -114,6 +116,23 @@ class JobRunner:
         # the timeline is written last: its presence marks the stage finished
         self.storage.put_bytes(keys["timeline"], json_format.MessageToJson(response.timeline).encode(),
                                "application/json")
+
+    def _voice_profile(self, sample_key: str, deadline: Deadline) -> common_pb2.ObjectRef:
+        """The sample's speaker profile (voices/<sample sha256>.profile), built by the TTS service the
+        first time a sample is used and reused by every later job."""
+        import hashlib
+
+        from services.tts.cloning.store import profile_key
+
+        name = sample_key.rsplit("/", 1)[-1]
+        sha = name if sample_key.startswith("assets/") else hashlib.sha256(self.storage.get_bytes(sample_key)).hexdigest()
+        key = profile_key(sha)
+        if not self.storage.exists(key):
+            call = tts_pb2.BuildSpeakerProfileRequest(sample=common_pb2.AudioSource(object=self._ref(sample_key)),
+                                                      output=self._ref(key))
+            with span("build speaker profile"):
+                with_retries(lambda t: self.tts.BuildSpeakerProfile(call, timeout=t), deadline)
+        return self._ref(key)
 
     def _expression(self, job: Job, keys: dict[str, str], deadline: Deadline) -> None:
         from services.common.audio_io import decode_audio
@@ -132,7 +151,9 @@ class JobRunner:
 
     @staticmethod
     def _spec(job: Job) -> common_pb2.VideoSpec:
-        return common_pb2.VideoSpec(resolution=job.request["size"], fps=job.request["fps"])
+        spec = json_format.ParseDict(job.request.get("video_spec", {}), common_pb2.VideoSpec())
+        spec.resolution, spec.fps = job.request["size"], job.request["fps"]
+        return spec
 
     def _prepare_rig(self, job: Job, deadline: Deadline) -> render_pb2.PrepareRigResponse:
         """Cached by the render service (photo sha256 + size), so a resumed job pays nothing."""
@@ -151,7 +172,8 @@ class JobRunner:
         frames = wire.frames_to_pb(track)
         header = render_pb2.RenderVideoHeader(
             rig_object=rig.rig, video=spec, audio=common_pb2.AudioSource(object=self._ref(keys["audio"])),
-            output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"], content_type="video/mp4"),
+            output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"],
+                                        content_type="video/webm" if job.request.get("alpha") else "video/mp4"),
             blendshapes=wire.blendshape_header(track.fps), expected_frames=len(frames))
 
         def messages():

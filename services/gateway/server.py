@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import grpc_errors, wire
@@ -22,6 +23,7 @@ from services.gateway import assets
 from services.gateway.jobs import Job, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner
+from services.render.spec import frame_from_pb
 
 log = logging.getLogger(__name__)
 MAX_SCRIPT_CHARS = int(os.environ.get("LIKENESS_MAX_SCRIPT_CHARS", "5000"))
@@ -160,9 +162,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         which = r.WhichOneof("speech")
         if which is None:
             violations.append(("script", "a script, script_asset or driving_audio is required"))
-        elif which == "driving_audio":
-            violations.append(("driving_audio", "driving by a recording is not supported yet; send a script"))
+        elif which == "driving_audio":  # the TTS service trims, normalises and checks it
+            job["driving_audio_key"] = check("driving_audio", lambda: self._asset(r.driving_audio, "driving_audio"))
+            if len(r.transcript) > MAX_SCRIPT_CHARS:
+                violations.append(("transcript", f"{len(r.transcript)} characters is over the limit of "
+                                                 f"{MAX_SCRIPT_CHARS}"))
+            job["transcript"] = r.transcript
         else:
+            if r.transcript:
+                violations.append(("transcript", "goes with driving_audio only; a script is spoken as written"))
             text = r.script if which == "script" else check(
                 "script_asset", lambda: self.storage.get_bytes(self._asset(r.script_asset, "script_asset")).decode(
                     "utf-8", errors="strict"))
@@ -173,17 +181,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     violations.append((which, f"{len(text)} characters is over the limit of {MAX_SCRIPT_CHARS}"))
                 job["script"] = text
         if r.HasField("voice_sample"):
-            violations.append(("voice_sample", "voice cloning is not supported yet"))
+            if which == "driving_audio":
+                violations.append(("voice_sample", "a driving recording already carries the voice; send a "
+                                                   "voice sample only with a script to synthesize"))
+            else:
+                job["voice_sample_key"] = check("voice_sample", lambda: self._asset(r.voice_sample, "voice_sample"))
         spec = r.video
         size = spec.resolution if spec.WhichOneof("size") == "resolution" else 512
-        if spec.WhichOneof("size") == "frame_size":
-            violations.append(("video.frame_size", "only square output (video.resolution) is supported yet"))
-        if not 128 <= size <= 1080 or size % 2:
-            violations.append(("video.resolution", f"must be an even number from 128 to 1080, got {size}"))
-        if spec.aspect_ratio not in (common_pb2.ASPECT_RATIO_UNSPECIFIED, common_pb2.ASPECT_RATIO_1_1):
-            violations.append(("video.aspect_ratio", "only 1:1 is supported yet"))
-        if spec.HasField("background"):
-            violations.append(("video.background", "background replacement is not supported yet"))
+        frame = check("video", lambda: frame_from_pb(spec)[0])  # aspect, fit, background, keypoints
+        if spec.background.WhichOneof("kind") == "image" and spec.background.image.key:
+            check("video.background.image", lambda: self._asset(
+                gw.AssetSource(object=spec.background.image), "video.background.image"))
         fps = spec.fps or 25.0
         if not 10 <= fps <= 60:
             violations.append(("video.fps", f"must be from 10 to 60, got {fps}"))
@@ -195,6 +203,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             violations.append(("client_request_id", "at most 128 characters"))
         if violations:
             raise InputError.many(violations)
+        # The whole spec travels to the render service as JSON (aspect, fit, background, keypoints).
+        job.update(video_spec=json_format.MessageToDict(spec), alpha=bool(frame and frame.alpha))
         job.update(size=size, fps=fps, seed=r.seed if r.HasField("seed") else random.randrange(2**31),
                    emotion=wire.EMOTIONS[r.emotion], expressiveness=wire.EXPRESSIVENESS[r.expressiveness])
         return job

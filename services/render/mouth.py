@@ -134,7 +134,8 @@ class MouthInterior:
         # Cavity: darkest deep in the middle, warmer toward the lips (the wet inner lip).
         depth = np.exp(-((t - 0.55 * g) / (0.5 * g + 1)) ** 2) * np.exp(-(s / 1.2) ** 2)
         colour = self.cavity[None, None, :] * (1.3 - 0.6 * depth)[..., None]
-        inner_lip = np.exp(-b / (0.03 * g + 0.8))
+        # b < 0 below the lower lip (outside the coverage): clipped so exp cannot overflow to inf.
+        inner_lip = np.exp(-np.maximum(b, 0.0) / (0.03 * g + 0.8))
         colour = _over(colour, self.lip[None, None, :] * 0.45, inner_lip * 0.6)
 
         # Tongue: a low mound behind the lower teeth, rising as the jaw drops.

@@ -69,6 +69,9 @@ class Renderer:
         self.mouth = MouthInterior(rig)
         self.lids = _Eyelids(rig, lm)
         self.gaze = _Gaze(lm)
+        # A template fitted to keypoints does not know the eye size: lids and irises stay put.
+        self.still_eyes = (np.array([i for n, i in INDEX.items() if n.startswith("eye")])
+                           if rig.source == "keypoints" else None)
         self._src_eye_refs = {name: _eye_reference(lm, eye) for name, eye in
                               (("right", RIGHT_EYE), ("left", LEFT_EYE))}
 
@@ -99,9 +102,12 @@ class Renderer:
             raise ValueError(f"weights must be [52] and head_pose [6], got {weights.shape}, "
                              f"{head_pose.shape}")
         weights = np.clip(weights, 0.0, 1.0)
+        if self.still_eyes is not None:
+            weights[self.still_eyes] = 0.0
         head_pose = np.clip(head_pose, -POSE_LIMIT, POSE_LIMIT)
         out = self.image.copy()
         if not weights.any() and not head_pose.any():
+            self.warp.last_maps = None  # the rest frame: nothing moved
             return out
         pts = self.deform(weights)
         posed = self._pose(pts, head_pose)
@@ -126,6 +132,10 @@ class Renderer:
         self.gaze.render(out, posed, weights)
         self.lids.render(out, posed, self.head.apply(self.rest, head_pose))
         return out
+
+    def warp_like_last(self, image: np.ndarray) -> np.ndarray:
+        """An image aligned with the rig (e.g. a person matte) moved as the last rendered frame."""
+        return self.warp.warp_like_last(image)
 
     def render_track(self, track: ExpressionTrack) -> Iterator[np.ndarray]:
         for i in range(len(track)):

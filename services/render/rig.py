@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from services.common.errors import InputError
+from services.render.layout import FrameSpec, Stage, build_stage, plan_window, take_square
 
 RIG_VERSION = 1
 NUM_LANDMARKS = 478
@@ -155,6 +157,8 @@ class FaceRig:
     crop: np.ndarray  # [3] float64: scale, x0, y0 -> photo_xy = crop_xy / scale + (x0, y0)
     warnings: list[str] = field(default_factory=list)
     version: int = RIG_VERSION
+    stage: Stage | None = None  # the still frame around the square, for non-default framing
+    source: str = "mesh"  # "mesh" (detected) or "keypoints" (template fitted to 5 user points)
 
     @property
     def size(self) -> int:
@@ -167,9 +171,10 @@ class FaceRig:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        meta = json.dumps({"warnings": self.warnings, "version": self.version})
+        meta = json.dumps({"warnings": self.warnings, "version": self.version, "source": self.source})
+        extra = self.stage.arrays() if self.stage is not None else {}
         np.savez_compressed(buf, image=self.image, landmarks=self.landmarks, crop=self.crop,
-                            meta=np.frombuffer(meta.encode(), dtype=np.uint8))
+                            meta=np.frombuffer(meta.encode(), dtype=np.uint8), **extra)
         return buf.getvalue()
 
     @classmethod
@@ -179,13 +184,15 @@ class FaceRig:
             if meta["version"] != RIG_VERSION:
                 raise ValueError(f"rig version {meta['version']} != {RIG_VERSION}: rebuild the rig")
             return cls(image=npz["image"], landmarks=npz["landmarks"], crop=npz["crop"],
-                       warnings=list(meta["warnings"]), version=int(meta["version"]))
+                       warnings=list(meta["warnings"]), version=int(meta["version"]),
+                       stage=Stage.from_arrays(npz), source=meta.get("source", "mesh"))
 
 
 # Crop geometry: the forehead-to-chin span fills this fraction of the output height, with its centre
 # this far down the frame, which leaves room for hair above and the neck/shoulders below.
 FACE_FRACTION = 0.42
 FACE_CENTRE_Y = 0.47
+TIGHTEST_FRAMING = 1.2  # the smallest crop side, in face heights, for close-up photos
 DETECT_MAX_SIDE = 1280  # the first (locating) pass runs on a copy no larger than this
 
 _local = threading.local()
@@ -224,54 +231,144 @@ def _face_area(pts: np.ndarray) -> float:
 FaceDetector = Callable[[np.ndarray], list[np.ndarray]]
 
 
-def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None = None) -> FaceRig:
+def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None = None,
+              frame: FrameSpec | None = None, keypoints: np.ndarray | None = None,
+              segment: Callable[[np.ndarray], np.ndarray] | None = None) -> FaceRig:
     """Find the (largest) face, crop a square around it, resize to `size`, and re-fit the mesh.
 
     `detect` (default: `detect_faces`, mediapipe in-process) maps an RGB image to every face's
     [478, 3] landmarks in pixels; a server can pass one that runs the model elsewhere (Triton).
+    `frame` (default: a `size` square around the face) sets aspect, fit and background: the rig
+    then also carries the still frame (rig.stage) the animated face square is pasted into.
+    `keypoints` [5, 2] (photo pixels, see keypoints.py) replace detection: pets, cartoons.
+    `segment` (default: mediapipe selfie segmentation) is used only to replace the background.
     """
     detect = detect or detect_faces
+    frame = frame or FrameSpec(size=size)
+    frame.validate()
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
         raise InputError("photo", f"expected an RGB uint8 image, got {photo.dtype} {photo.shape}")
     warnings: list[str] = []
+    h, w = photo.shape[:2]
+    if keypoints is not None:
+        from services.render.keypoints import fit_template, validate_keypoints
+
+        face = fit_template(validate_keypoints(keypoints, photo.shape))
+        warnings.append("face placed from keypoints: the eyes are kept still (their size is unknown)")
+    else:
+        face = _locate(photo, detect, warnings)
+        check_pose(face)
+
+    face_h = float(np.linalg.norm(face[FOREHEAD_TOP, :2] - face[CHIN, :2]))
+    side = face_h / FACE_FRACTION  # crop side in photo pixels
+    if frame.fit == "cover" and side > min(h, w):
+        # A close-up: zoom in (down to a margin around the face) rather than fill a wide border.
+        side = max(float(min(h, w)), TIGHTEST_FRAMING * face_h)
+    cx = float(face[list(FACE_OVAL), 0].mean())
+    cy = float((face[FOREHEAD_TOP, 1] + face[CHIN, 1]) / 2)
+    x0, y0 = cx - side / 2, cy - FACE_CENTRE_Y * side
+    stage = None
+    if frame.is_plain:
+        scale = frame.size / side
+        image = _crop(photo, x0, y0, scale, frame.size)
+    else:
+        window = plan_window(photo.shape, (x0, y0, side), frame)
+        stage, layer = build_stage(photo, window, frame, segment)
+        warnings += stage.warnings
+        scale = window.scale
+        x0, y0 = window.x0 + window.square_offset[0] / scale, window.y0 + window.square_offset[1] / scale
+        image = take_square(layer, *window.square_offset, window.square_size)
+    size = image.shape[0]
+    if frame.fit == "cover" and (x0 < -0.02 * side or y0 < -0.02 * side or x0 + side > w * 1.02
+                                 or y0 + side > h * 1.02):
+        warnings.append("the photo is tight around the face; the missing margin was filled")
+    if scale > 3.0:
+        warnings.append(f"the face is small ({face_h:.0f} px tall); the video will look soft")
+    if size < 96:
+        warnings.append(f"the face is only {size} px wide in this framing; use fit=cover or a larger size")
+
+    expected = (face[:, :2] - (x0, y0)) * scale
+    landmarks = np.concatenate([expected, face[:, 2:] * scale], axis=1)
+    if keypoints is None:
+        # Second pass on the crop: landmarks at the final resolution (the first saw a small face).
+        refit = [np.asarray(f, dtype=np.float64) for f in detect(image)]
+        if refit:
+            landmarks = min(refit, key=lambda p: float(np.abs(p[:, :2] - expected).mean()))
+        warnings += _pose_warnings(landmarks)
+    return FaceRig(image=image, landmarks=landmarks.astype(np.float32),
+                   crop=np.array([scale, x0, y0], dtype=np.float64), warnings=warnings, stage=stage,
+                   source="mesh" if keypoints is None else "keypoints")
+
+
+def _locate(photo: np.ndarray, detect: FaceDetector, warnings: list[str]) -> np.ndarray:
+    """The largest face's [478, 3] landmarks in photo pixels (first pass, on a bounded copy)."""
     h, w = photo.shape[:2]
     shrink = min(1.0, DETECT_MAX_SIDE / max(h, w))
     small = photo if shrink == 1.0 else cv2.resize(photo, (round(w * shrink), round(h * shrink)),
                                                     interpolation=cv2.INTER_AREA)
     faces = sorted((np.asarray(f, dtype=np.float64) for f in detect(small)), key=lambda p: -_face_area(p))
     if not faces:
-        raise InputError("photo", "no face found: use a photo of a person facing the camera, "
-                                  "eyes and mouth visible")
+        raise InputError("photo", "no face found: use a photo of a person facing the camera, eyes and "
+                                  "mouth visible; for a pet, cartoon or illustration give 5 keypoints "
+                                  "(eyes, nose tip, mouth corners)")
     if len(faces) > 1:
         warnings.append(f"{len(faces)} faces found; animating the largest")
-    face = faces[0] / shrink
+    return faces[0] / shrink
 
-    face_h = float(np.linalg.norm(face[FOREHEAD_TOP, :2] - face[CHIN, :2]))
-    side = face_h / FACE_FRACTION  # crop side in photo pixels
-    cx = float(face[list(FACE_OVAL), 0].mean())
-    cy = float((face[FOREHEAD_TOP, 1] + face[CHIN, 1]) / 2)
-    x0, y0 = cx - side / 2, cy - FACE_CENTRE_Y * side
-    scale = size / side
-    image = _crop(photo, x0, y0, scale, size)
-    if x0 < -0.02 * side or y0 < -0.02 * side or x0 + side > w * 1.02 or y0 + side > h * 1.02:
-        warnings.append("the photo is tight around the face; the missing margin was filled")
-    if scale > 3.0:
-        warnings.append(f"the face is small ({face_h:.0f} px tall); the video will look soft")
 
-    # Second pass on the crop: landmarks at the final resolution (the first pass saw a tiny face).
-    refit = [np.asarray(f, dtype=np.float64) for f in detect(image)]
-    expected = (face[:, :2] - (x0, y0)) * scale
-    if refit:
-        landmarks = min(refit, key=lambda p: float(np.abs(p[:, :2] - expected).mean()))
-    else:
-        landmarks = np.concatenate([expected, face[:, 2:] * scale], axis=1)
-    warnings += _pose_warnings(landmarks)
-    return FaceRig(image=image, landmarks=landmarks.astype(np.float32),
-                   crop=np.array([scale, x0, y0], dtype=np.float64), warnings=warnings)
+def max_photo_angles() -> tuple[float, float, float]:
+    """(yaw, pitch, roll) limits in degrees beyond which a photo is refused."""
+    return (float(os.environ.get("LIKENESS_MAX_PHOTO_YAW_DEG", "40")),
+            float(os.environ.get("LIKENESS_MAX_PHOTO_PITCH_DEG", "35")),
+            float(os.environ.get("LIKENESS_MAX_PHOTO_ROLL_DEG", "40")))
+
+
+def photo_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) of the face in degrees, from the mesh's own depth.
+
+    yaw: the cheek-to-cheek line (234 -> 454) against the image plane (> 0: turned toward the
+    image right); pitch: the eye-midpoint-to-mouth line against it (> 0: face tilted down); roll:
+    the eye-corner line in the image plane. Calibrated on renders of known rotation: mediapipe's
+    depth reads yaw at 0.75x, and pitch at 1.2x with a 12 degree offset on frontal photos.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    across = lm[454] - lm[234]
+    yaw = np.degrees(np.arctan2(across[2], across[0])) / YAW_GAIN
+    eyes = (lm[33] + lm[133] + lm[263] + lm[362]) / 4
+    down = (lm[13] + lm[14]) / 2 - eyes
+    pitch = (PITCH_OFFSET - np.degrees(np.arctan2(-down[2], down[1]))) / PITCH_GAIN
+    corners = lm[263] - lm[33]
+    roll = np.degrees(np.arctan2(corners[1], corners[0]))
+    return float(yaw), float(pitch), float(roll)
+
+
+YAW_GAIN, PITCH_GAIN, PITCH_OFFSET = 0.75, 1.2, 12.0
+
+
+def check_pose(landmarks: np.ndarray) -> None:
+    """InputError("photo", ...) when the face is turned or tilted beyond what the rig can animate."""
+    yaw, pitch, roll = photo_pose(landmarks)
+    max_yaw, max_pitch, max_roll = max_photo_angles()
+    problems = []
+    if abs(yaw) > max_yaw:
+        problems.append(f"turned {abs(yaw):.0f} degrees to the {'right' if yaw > 0 else 'left'} "
+                        f"(limit {max_yaw:.0f})")
+    if abs(pitch) > max_pitch:
+        problems.append(f"tilted {abs(pitch):.0f} degrees {'down' if pitch > 0 else 'up'} "
+                        f"(limit {max_pitch:.0f})")
+    if abs(roll) > max_roll:
+        problems.append(f"rolled {abs(roll):.0f} degrees (limit {max_roll:.0f})")
+    if problems:
+        raise InputError("photo", "the face is " + " and ".join(problems) + ": the pose is too extreme "
+                                  "to animate; use a photo where both eyes and the mouth face the camera")
 
 
 def _crop(photo: np.ndarray, x0: float, y0: float, scale: float, size: int) -> np.ndarray:
-    """Square crop with resampling; outside the photo, a blurred edge-replicate fill."""
+    """Square crop with resampling; outside the photo, a blurred edge-replicate fill.
+
+    (Kept bit-identical to the original for the default framing; layout.crop_window is the
+    rectangular generalisation.)
+    """
     h, w = photo.shape[:2]
     src = photo
     if scale < 0.75:  # downscale with area averaging first: warpAffine alone would alias

@@ -27,10 +27,12 @@ from services.common.inference import InferenceClient, client_from_env
 from services.common.proto_gen.likeness.v1 import common_pb2, render_pb2 as rd, render_pb2_grpc
 from services.common.storage import ObjectNotFoundError, Storage
 from services.common.tracing import configure, grpc_server_interceptors, span
-from services.render.encode import encode_mp4
+from services.render.formats import write_video
+from services.render.layout import Compositor, FrameSpec
 from services.render.photo import load_photo
 from services.render.renderer import Renderer
 from services.render.rig import RIG_VERSION, FaceRig, build_rig
+from services.render.spec import CONTENT_TYPES, frame_from_pb
 from services.render.tensor_model import detector
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,18 @@ PROGRESS_EVERY = 25  # frames between progress messages
 _END = object()
 
 
-def spec_size(spec: common_pb2.VideoSpec) -> tuple[int, float]:
-    which = spec.WhichOneof("size")
-    if which == "frame_size":
-        raise InputError("video.frame_size", "only square output (video.resolution) is supported yet")
-    size = spec.resolution if which == "resolution" else 512
-    if not 128 <= size <= 1080 or size % 2:
-        raise InputError("video.resolution", f"must be an even number from 128 to 1080, got {size}")
+def spec_fps(spec: common_pb2.VideoSpec) -> float:
     fps = spec.fps or 25.0
     if not 1 <= fps <= 60:
         raise InputError("video.fps", f"must be from 1 to 60, got {fps}")
-    return size, fps
+    return fps
+
+
+def rig_key(photo: bytes, frame: FrameSpec, keypoints: np.ndarray | None) -> str:
+    """Cache id of a rig: the photo, the framing and the keypoints all change it."""
+    kp = "" if keypoints is None else "-kp" + hashlib.sha256(
+        np.asarray(keypoints, np.float64).tobytes()).hexdigest()[:12]
+    return f"{hashlib.sha256(photo).hexdigest()}-{frame.key()}{kp}-v{RIG_VERSION}"
 
 
 class RenderServicer(render_pb2_grpc.RenderServiceServicer):
@@ -68,19 +71,20 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     # -- rig -------------------------------------------------------------------------------------
 
     def PrepareRig(self, request: rd.PrepareRigRequest, context) -> rd.PrepareRigResponse:
-        size, _ = spec_size(request.video)
+        spec_fps(request.video)
+        frame, keypoints = frame_from_pb(request.video, self._get)
         which = request.WhichOneof("photo")
         if which is None:
             raise InputError("photo_data", "a photo (photo_data or photo_object) is required")
         data = request.photo_data if which == "photo_data" else self._get(request.photo_object, "photo_object")
-        rig_id = f"{hashlib.sha256(data).hexdigest()}-{size}-v{RIG_VERSION}"
+        rig_id = rig_key(data, frame, keypoints)
         key = f"rigs/{rig_id}.npz"
         if self.storage.exists(key):
             rig = FaceRig.from_bytes(self.storage.get_bytes(key))
             cached = True
         else:
-            with span("build_rig", {"size": size}):
-                rig = build_rig(load_photo(data), size=size, detect=self.detect)
+            with span("build_rig", {"size": frame.size, "aspect": frame.aspect, "fit": frame.fit}):
+                rig = build_rig(load_photo(data), frame=frame, detect=self.detect, keypoints=keypoints)
             self.storage.put_bytes(key, rig.to_bytes(), "application/x-npz")
             cached = False
         return rd.PrepareRigResponse(rig_id=rig_id, cached=cached, warnings=rig.warnings,
@@ -93,7 +97,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         if first is None or not first.HasField("header"):
             raise InputError("header", "the first message must be the header")
         header = first.header
-        size, fps = spec_size(header.video)
+        fps = spec_fps(header.video)
+        frame, _ = frame_from_pb(header.video, prefix="header.video")
         if header.HasField("blendshapes"):
             names = list(header.blendshapes.blendshape_names)
             if names and names != list(ARKIT_52):
@@ -101,22 +106,28 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             if list(header.blendshapes.head_pose_names) not in ([], list(HEAD_POSE)):
                 raise InputError("header.blendshapes.head_pose_names", f"must be {', '.join(HEAD_POSE)}")
             fps = header.blendshapes.fps or fps
-        if header.output.content_type not in ("", "video/mp4"):
-            raise InputError("header.output.content_type", "only video/mp4 is supported yet")
+        content_type = header.output.content_type or "video/mp4"
+        if content_type not in CONTENT_TYPES:
+            raise InputError("header.output.content_type", f"must be one of {', '.join(CONTENT_TYPES)}")
+        if frame.alpha and content_type != "video/webm":
+            raise InputError("header.output.content_type", "a transparent background needs video/webm")
         if not header.output.key:
             raise InputError("header.output.key", "is required")
         rig_key = f"rigs/{header.rig_id}.npz" if header.WhichOneof("rig") == "rig_id" else header.rig_object.key
         rig = FaceRig.from_bytes(self._get(common_pb2.ObjectRef(key=rig_key), "header.rig"))
-        if rig.size != size:
-            raise InputError("header.video.resolution", f"the rig was prepared for {rig.size} px, not {size}")
+        rig_frame = rig.stage.size if rig.stage is not None else (rig.size, rig.size)
+        if rig_frame != frame.frame_size or (rig.stage is not None and rig.stage.transparent) != frame.alpha:
+            raise InputError("header.video", f"the rig was prepared for a {rig_frame[0]}x{rig_frame[1]} "
+                                             f"frame{' with alpha' if frame.alpha else ''}; prepare it with "
+                                             f"this VideoSpec")
         audio, rate = self._audio(header)
-        renderer = Renderer(rig)
+        renderer = Renderer(rig) if rig.stage is None else Compositor(Renderer(rig), rig.stage)
 
         frames: queue.Queue = queue.Queue(maxsize=256)
         rendered = [0]
         failure: list[BaseException] = []
         workdir = tempfile.mkdtemp(prefix="likeness-render-")
-        out_path = Path(workdir) / "video.mp4"
+        out_path = Path(workdir) / ("video.webm" if content_type == "video/webm" else "video.mp4")
 
         def produce() -> Iterator[np.ndarray]:
             while (item := frames.get()) is not _END:
@@ -127,7 +138,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
 
         def encode() -> None:
             try:
-                encode_mp4(produce(), audio, rate, fps, out_path)
+                write_video(produce(), audio, rate, fps, out_path, alpha=frame.alpha)
             except BaseException as exc:  # reported on the stream below
                 failure.append(exc)
                 while frames.get() is not _END:  # drain so the reader never blocks
@@ -164,14 +175,14 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             raise failure[0]
         yield rd.RenderVideoResponse(progress=rd.RenderProgress(frames_rendered=rendered[0],
                                                                  frames_total=header.expected_frames))
-        info = self.storage.put_file(header.output.key, out_path, "video/mp4")
+        info = self.storage.put_file(header.output.key, out_path, content_type)
         os.unlink(out_path)
         os.rmdir(workdir)
         yield rd.RenderVideoResponse(result=rd.RenderResult(
             video=common_pb2.ObjectRef(bucket=info.bucket, key=info.key, sha256=info.sha256 or "",
                                        size_bytes=info.size, content_type=info.content_type),
             frame_count=rendered[0], duration_seconds=rendered[0] / fps,
-            frame_size=common_pb2.FrameSize(width=size, height=size), warnings=rig.warnings))
+            frame_size=common_pb2.FrameSize(width=rig_frame[0], height=rig_frame[1]), warnings=rig.warnings))
 
     def _audio(self, header: rd.RenderVideoHeader) -> tuple[np.ndarray, int]:
         which = header.audio.WhichOneof("source")

@@ -37,6 +37,7 @@ class PiecewiseAffineWarp:
         self.paint_order = far_first.astype(np.int64)
         self._ids = np.empty((y1 - y0, x1 - x0), dtype=np.int32)
         self.last_folded = 0
+        self.last_maps: tuple[np.ndarray, np.ndarray] | None = None
 
     def inverse_affines(self, dst_points: np.ndarray) -> np.ndarray:
         """[F, 6] (a, b, c, d, e, f): src = (a x + b y + c, d x + e y + f) for dst (x, y)."""
@@ -85,6 +86,16 @@ class PiecewiseAffineWarp:
         map_y = table[:, 3][ids] * self.grid_x + table[:, 4][ids] * self.grid_y + table[:, 5][ids]
         out[y0:y1, x0:x1] = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_REPLICATE)
+        self.last_maps = (map_x, map_y)
+
+    def warp_like_last(self, image: np.ndarray) -> np.ndarray:
+        """Another image of the same size (e.g. a person matte) moved exactly as the last frame."""
+        out = image.copy()
+        if self.last_maps is not None:
+            x0, y0, x1, y1 = self.region
+            out[y0:y1, x0:x1] = cv2.remap(image, *self.last_maps, cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REPLICATE)
+        return out
 
     @property
     def ids(self) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""TtsService: script -> speech + phoneme timeline; recording + transcript -> timeline (alignment).
+"""TtsService: script -> speech + phoneme timeline (optionally in a cloned voice); a recording ->
+prepared audio + timeline (forced alignment with a transcript, empty without); voice sample -> profile.
 
 The neural voice runs where LIKENESS_TRITON_URL points (Triton) or in-process when it is unset;
 phonemization (espeak-ng) and alignment (pocketsphinx) run here.
@@ -8,8 +9,6 @@ from __future__ import annotations
 import logging
 import os
 
-import grpc
-
 from services.common import wire
 from services.common.audio_io import decode_audio
 from services.common.errors import InputError
@@ -18,7 +17,9 @@ from services.common.inference import client_from_env
 from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 from services.common.storage import ObjectNotFoundError, Storage
 from services.common.tracing import configure, grpc_server_interceptors
+from services.tts.cloning import SpeakerProfile, VoiceCloner
 from services.tts.engine import TextToSpeech
+from services.tts.recording import prepare_recording
 from services.tts.tensor_model import ModelVoice
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,18 @@ def espeak_language(tag: str) -> str:
 
 
 class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
-    def __init__(self, tts: TextToSpeech, storage: Storage | None = None) -> None:
+    def __init__(self, tts: TextToSpeech, storage: Storage | None = None,
+                 cloner: VoiceCloner | None = None) -> None:
         self.tts = tts
         self._storage = storage
+        self._cloner = cloner
+
+    @property
+    def cloner(self) -> VoiceCloner:
+        if self._cloner is None:  # the speaker encoder is only loaded when a voice is cloned
+            client = getattr(self.tts.voice, "client", None) or client_from_env()
+            self._cloner = VoiceCloner(self.tts, client)
+        return self._cloner
 
     @property
     def storage(self) -> Storage:
@@ -52,29 +62,68 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
             return decode_audio(data, field=field)
         raise InputError(field, "is required")
 
+    def _raw_audio(self, source: common_pb2.AudioSource, field: str) -> bytes | tuple:
+        """Encoded bytes of a stored object (decoded by the caller) or inline PCM as (samples, rate)."""
+        which = source.WhichOneof("source")
+        if which == "object":
+            try:
+                return self.storage.get_bytes(source.object.key)
+            except ObjectNotFoundError:
+                raise InputError(f"{field}.object", f"{source.object.key} not found") from None
+        return self._audio(source, field)
+
+    def _profile(self, reference: tts_pb2.VoiceReference) -> SpeakerProfile:
+        which = reference.WhichOneof("source")
+        if which == "sample":
+            return self.cloner.build_profile(self._raw_audio(reference.sample, "voice_reference.sample"),
+                                             field="voice_reference.sample")
+        if which == "profile":
+            try:
+                data = self.storage.get_bytes(reference.profile.key)
+            except ObjectNotFoundError:
+                raise InputError("voice_reference.profile", f"{reference.profile.key} not found") from None
+            return SpeakerProfile.from_bytes(data, "voice_reference.profile")
+        if which == "profile_data":
+            return SpeakerProfile.from_bytes(reference.profile_data)
+        raise InputError("voice_reference", "needs a sample, profile or profile_data")
+
     def Synthesize(self, request: tts_pb2.SynthesizeRequest, context) -> tts_pb2.SynthesizeResponse:
-        warnings = []
-        if request.HasField("voice_reference"):
-            warnings.append("voice cloning is not available yet: the default voice was used")
+        warnings: list[str] = []
+        profile = self._profile(request.voice_reference) if request.HasField("voice_reference") else None
         language = espeak_language(request.language)
         speech = self.tts.synthesize(request.text, seed=request.seed, speed=request.speed or 1.0,
                                      language=language)
+        if profile is not None:
+            speech = self.cloner.clone(speech, profile)
+            warnings += profile.warnings
         return tts_pb2.SynthesizeResponse(
             audio=wire.audio_to_pb(speech.audio, speech.sample_rate, request.output_encoding),
             timeline=wire.timeline_to_pb(speech, language), warnings=warnings)
 
     def Align(self, request: tts_pb2.AlignRequest, context) -> tts_pb2.AlignResponse:
-        from services.tts.align import align
+        """Trims and normalises the recording; with a transcript, aligns it. Without one, the timeline
+        is empty (the expression stage then works from the audio alone)."""
+        from services.tts.recording import driving_speech
 
-        if not request.transcript.strip():
-            raise InputError("transcript", "is empty: audio-only driving is not available yet")
-        samples, rate = self._audio(request.audio, "audio")
-        speech = align(samples, rate, request.transcript)
+        prepared = prepare_recording(self._raw_audio(request.audio, "audio"), field="audio")
+        speech = driving_speech(prepared, request.transcript, field="audio")
         return tts_pb2.AlignResponse(timeline=wire.timeline_to_pb(speech, espeak_language(request.language)),
-                                     audio=wire.audio_to_pb(speech.audio, speech.sample_rate))
+                                     audio=wire.audio_to_pb(speech.audio, speech.sample_rate),
+                                     warnings=prepared.warnings)
 
-    def BuildSpeakerProfile(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "voice cloning is not available yet")
+    def BuildSpeakerProfile(self, request: tts_pb2.BuildSpeakerProfileRequest, context):
+        if not request.HasField("sample"):
+            raise InputError("sample", "is required")
+        profile = self.cloner.build_profile(self._raw_audio(request.sample, "sample"), field="sample")
+        data = profile.to_bytes()
+        response = tts_pb2.BuildSpeakerProfileResponse(
+            profile_data=data, embedding=profile.embedding.tolist(), voiced_seconds=profile.voiced_seconds,
+            warnings=profile.warnings)
+        if request.HasField("output") and request.output.key:
+            info = self.storage.put_bytes(request.output.key, data, "application/json")
+            response.profile.CopyFrom(common_pb2.ObjectRef(bucket=info.bucket, key=info.key,
+                                                           size_bytes=info.size, content_type=info.content_type))
+        return response
 
 
 def main() -> None:

@@ -1,0 +1,61 @@
+"""Speaker profiles are computed once per voice sample and reused: keyed by the sample's sha256.
+
+`profile_key(sha)` is the object-storage key (voices/<sha256>.profile) the gateway uses;
+`ProfileCache` is the embedded pipeline's equivalent: memory plus a directory
+(LIKENESS_VOICE_CACHE_DIR, default ~/.cache/likeness/voices; empty disables the disk cache).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+from services.common.errors import InputError
+from services.tts.cloning.profile import SpeakerProfile
+
+
+def profile_key(sample_sha256: str) -> str:
+    return f"voices/{sample_sha256}.profile"
+
+
+class ProfileCache:
+    _memory: dict[str, SpeakerProfile] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    @classmethod
+    def from_env(cls) -> "ProfileCache":
+        raw = os.environ.get("LIKENESS_VOICE_CACHE_DIR", str(Path.home() / ".cache" / "likeness" / "voices"))
+        return cls(Path(raw) if raw.strip() else None)
+
+    def get_or_build(self, sample: bytes, build: Callable[[bytes], SpeakerProfile]) -> SpeakerProfile:
+        sha = hashlib.sha256(sample).hexdigest()
+        with self._lock:
+            if sha in self._memory:
+                return self._memory[sha]
+        path = self.directory / f"{sha}.profile" if self.directory else None
+        profile = None
+        if path is not None and path.is_file():
+            try:
+                profile = SpeakerProfile.from_bytes(path.read_bytes(), "voice_sample")
+            except InputError:  # an old or damaged cache entry: rebuild it
+                profile = None
+        if profile is None:
+            profile = build(sample)
+            if path is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_bytes(profile.to_bytes())
+                    tmp.replace(path)
+                except OSError:
+                    pass  # a read-only home: the profile still works, it just isn't kept
+        with self._lock:
+            self._memory[sha] = profile
+            while len(self._memory) > 32:  # a bounded memo: profiles are a few kB, samples unbounded
+                self._memory.pop(next(iter(self._memory)))
+        return profile

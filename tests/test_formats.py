@@ -1,0 +1,251 @@
+"""Output framing and formats: every aspect ratio x fit, background colour/image, transparent
+WebM (VP9 alpha) and PNG sequences, the VideoSpec conversion, and the CLI. Measured on the output
+(mediapipe face mesh on the frames, decoded alpha), not on the code's own numbers."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.common.arkit import INDEX
+from services.common.errors import InputError
+from services.common.proto_gen.likeness.v1 import common_pb2
+from services.render.formats import check_output, decode_frames, output_kind, write_video
+from services.render.layout import ASPECTS, Background, Compositor, FrameSpec
+from services.render.photo import load_photo
+from services.render.renderer import Renderer
+from services.render.rig import FaceRig, build_rig, detect_faces
+from services.render.spec import frame_from_pb, frame_to_pb
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "assets" / "photos" / "grace_hopper.jpg"
+SIZE = 256
+
+
+def jaw(v: float) -> np.ndarray:
+    w = np.zeros(52)
+    w[INDEX["jawOpen"]] = v
+    return w
+
+
+def pose(yaw: float = 0.0) -> np.ndarray:
+    return np.array([0.0, yaw, 0.0, 0.0, 0.0, 0.0])
+
+
+def mouth_aperture(rgb: np.ndarray) -> float:
+    faces = detect_faces(rgb[..., :3])
+    assert faces, "no face in the rendered frame"
+    p = faces[0]
+    return float(np.linalg.norm(p[13, :2] - p[14, :2]) / np.linalg.norm(p[10, :2] - p[152, :2]))
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return load_photo(PHOTO)
+
+
+def compositor(photo: np.ndarray, spec: FrameSpec) -> Compositor:
+    rig = build_rig(photo, frame=spec)
+    assert rig.stage is not None
+    return Compositor(Renderer(rig), rig.stage)
+
+
+def test_frame_sizes():
+    assert FrameSpec(1080, "9:16").frame_size == (1080, 1920)
+    assert FrameSpec(1080, "16:9").frame_size == (1920, 1080)
+    assert FrameSpec(1080, "4:5").frame_size == (1080, 1350)
+    assert FrameSpec(512, "1:1").frame_size == (512, 512)
+    for aspect, (a, b) in ASPECTS.items():
+        w, h = FrameSpec(720, aspect).frame_size
+        assert min(w, h) == 720 and w % 2 == 0 and h % 2 == 0
+        assert abs(w / h - a / b) < 0.01
+    for bad in (dict(size=100), dict(size=1081), dict(size=2000), dict(aspect="3:2"), dict(fit="stretch")):
+        with pytest.raises(InputError):
+            FrameSpec(**{"size": 512, **bad}).validate()
+
+
+@pytest.mark.parametrize("aspect", ["9:16", "16:9", "4:5", "1:1"])
+@pytest.mark.parametrize("fit", ["cover", "contain"])
+def test_aspect_and_fit(photo, aspect, fit):
+    spec = FrameSpec(SIZE, aspect, fit)
+    if spec.is_plain:
+        rig = build_rig(photo, frame=spec)
+        assert rig.stage is None and rig.image.shape == (SIZE, SIZE, 3)
+        return
+    comp = compositor(photo, spec)
+    rest, opened, turned = (comp.render(jaw(0), pose()), comp.render(jaw(0.6), pose()),
+                            comp.render(jaw(0), pose(0.25)))
+    w, h = spec.frame_size
+    assert rest.shape == (h, w, 3)
+    # The face is animated in the full frame: the instrument sees the mouth open.
+    assert mouth_aperture(opened) > mouth_aperture(rest) + 0.04
+    # Everything away from the face stays bit-identical while the head turns.
+    moved = np.abs(turned.astype(int) - rest.astype(int)).max(axis=2) > 0
+    ys, xs = np.nonzero(moved)
+    assert len(ys) > 100
+    box_w, box_h = xs.max() - xs.min(), ys.max() - ys.min()
+    assert box_w * box_h < 0.6 * w * h
+    if fit == "contain":
+        # The whole photo is visible: the frame holds the photo scaled down, matched pixel by pixel.
+        ph, pw = photo.shape[:2]
+        scale = min(w / pw, h / ph)
+        small = np.asarray(Image.fromarray(photo).resize((round(pw * scale), round(ph * scale)),
+                                                          Image.Resampling.BILINEAR))
+        y0, x0 = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
+        # Compare a corner patch (the face region animates; the corners never do).
+        patch = rest[y0 + 2:y0 + 30, x0 + 2:x0 + 30].astype(float)
+        ref = small[2:30, 2:30].astype(float)
+        assert np.abs(patch - ref).mean() < 12
+
+
+def test_background_colour_and_image(photo, tmp_path):
+    spec = FrameSpec(SIZE, "9:16", "contain", Background(color=(0, 200, 0)))
+    frame = compositor(photo, spec).render(jaw(0.3), pose(0.1))
+    h, w = frame.shape[:2]
+    # Padding above and below the photo and the photo's own backdrop are now the chosen green.
+    assert np.abs(frame[3, w // 2].astype(int) - (0, 200, 0)).max() <= 2
+    assert np.abs(frame[h - 3, 3].astype(int) - (0, 200, 0)).max() <= 2
+    greenish = (frame[..., 1] > 180) & (frame[..., 0] < 40) & (frame[..., 2] < 40)
+    assert 0.3 < greenish.mean() < 0.9  # the person is not green
+    assert mouth_aperture(frame) > 0.0
+    plate = np.zeros((64, 64, 3), np.uint8)
+    plate[:, :, 2] = 230
+    buf = io.BytesIO()
+    Image.fromarray(plate).save(buf, format="PNG")
+    spec = FrameSpec(SIZE, "1:1", "cover", Background(image=buf.getvalue()))
+    frame = compositor(photo, spec).render(jaw(0), pose())
+    assert np.abs(frame[2, 2].astype(int) - (0, 0, 230)).max() <= 3
+
+
+def test_transparent_webm_and_png_sequence(photo, tmp_path):
+    spec = FrameSpec(SIZE, "9:16", "cover", Background(transparent=True))
+    comp = compositor(photo, spec)
+    frames = [comp.render(jaw(0.5 * (i % 2)), pose(0.2 * np.sin(i))) for i in range(8)]
+    assert frames[0].shape[2] == 4
+    audio = (0.1 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 200)).astype(np.float32)
+    webm = write_video(iter(frames), audio, 16000, 25, tmp_path / "a.webm", alpha=True)
+    decoded = list(decode_frames(webm, alpha=True))
+    assert len(decoded) == 8 and decoded[0].shape == frames[0].shape
+    alpha = decoded[3][..., 3]
+    face = detect_faces(np.ascontiguousarray(decoded[3][..., :3]))[0]
+    nose = face[1, :2].astype(int)
+    assert alpha[nose[1], nose[0]] > 250  # the person is opaque
+    assert alpha[5, 5] < 5 and alpha[5, -5] < 5  # the backdrop is transparent
+    assert (alpha < 5).mean() > 0.2 and (alpha > 250).mean() > 0.2
+    # The matte moves with the head: alpha follows the (different) poses of frames 2 and 3.
+    assert np.abs(decoded[2][..., 3].astype(int) - decoded[3][..., 3].astype(int)).max() > 100
+    import av
+
+    with av.open(str(webm)) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+        assert container.streams.audio[0].codec_context.name == "opus"
+    seq = write_video(iter(frames), audio, 16000, 25, tmp_path / "seq", alpha=True)
+    pngs = sorted(seq.glob("frame_*.png"))
+    assert len(pngs) == 8 and (seq / "audio.wav").stat().st_size > 30000
+    back = list(decode_frames(seq, alpha=True))
+    assert np.array_equal(back[5], frames[5])  # lossless
+
+
+def test_output_checks(tmp_path):
+    assert output_kind(tmp_path / "a.mp4") == "mp4" and output_kind(tmp_path / "a.WEBM") == "webm"
+    assert output_kind(tmp_path / "frames") == "png" and output_kind(str(tmp_path) + "/") == "png"
+    with pytest.raises(InputError, match="alpha"):
+        check_output(tmp_path / "a.mp4", alpha=True)
+    with pytest.raises(InputError, match=".mp4 or .webm"):
+        check_output(tmp_path / "a.avi")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(InputError, match="empty directory"):
+        check_output(tmp_path / "full")
+    with pytest.raises(InputError, match="does not exist"):
+        check_output(tmp_path / "nope" / "a.webm")
+
+
+def test_videospec_round_trip_and_errors():
+    frame = FrameSpec(720, "4:5", "contain", Background(color=(1, 2, 3)))
+    kp = [[10, 10], [30, 10], [20, 20], [12, 28], [28, 28]]
+    back, points = frame_from_pb(frame_to_pb(frame, fps=30, keypoints=kp))
+    assert back == frame and np.allclose(points, kp)
+    for mutate, field in [(lambda s: setattr(s, "resolution", 2000), "video.resolution"),
+                          (lambda s: setattr(s.background, "color", "red"), "video.background.color"),
+                          (lambda s: s.keypoints.points.add(x=1, y=1), "video.keypoints"),
+                          (lambda s: s.frame_size.CopyFrom(common_pb2.FrameSize(width=10, height=10)),
+                           "video.frame_size")]:
+        spec = frame_to_pb(frame, keypoints=kp)
+        mutate(spec)
+        with pytest.raises(InputError) as err:
+            frame_from_pb(spec)
+        assert err.value.field == field
+
+
+def test_rig_with_stage_round_trips(photo):
+    spec = FrameSpec(SIZE, "16:9", "cover", Background(transparent=True))
+    rig = build_rig(photo, frame=spec)
+    again = FaceRig.from_bytes(rig.to_bytes())
+    assert again.stage is not None and again.stage.transparent and again.stage.offset == rig.stage.offset
+    a = Compositor(Renderer(rig), rig.stage).render(jaw(0.4), pose(0.1))
+    b = Compositor(Renderer(again), again.stage).render(jaw(0.4), pose(0.1))
+    assert np.array_equal(a, b)
+
+
+def test_cli_transparent_webm(tmp_path):
+    out = tmp_path / "t.webm"
+    run = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTO),
+                          "--script", "Hello there.", "--size", "256", "--aspect", "9:16",
+                          "--background", "transparent", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    first = next(decode_frames(out, alpha=True))
+    assert first.shape == (456, 256, 4) and first[..., 3].min() < 5 and first[..., 3].max() > 250
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTO),
+                          "--script", "Hi.", "--background", "transparent", "--out", str(tmp_path / "t.mp4")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: out:")
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTO),
+                          "--script", "Hi.", "--aspect", "3:2", "--out", str(tmp_path / "t.mp4")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "aspect" in bad.stderr
+
+
+def test_render_service_transparent_webm(storage, tmp_path):
+    """The render servicer (real S3 storage): a 9:16 transparent spec -> rig with a stage -> WebM."""
+    from services.common import wire
+    from services.common.expression_track import ExpressionTrack
+    from services.common.inference import InProcessClient
+    from services.common.proto_gen.likeness.v1 import render_pb2 as rd
+    from services.render.server import RenderServicer
+
+    servicer = RenderServicer(storage, InProcessClient())
+    spec = frame_to_pb(FrameSpec(SIZE, "9:16", "cover", Background(transparent=True)), fps=25)
+    rig = servicer.PrepareRig(rd.PrepareRigRequest(photo_data=PHOTO.read_bytes(), video=spec), None)
+    again = servicer.PrepareRig(rd.PrepareRigRequest(photo_data=PHOTO.read_bytes(), video=spec), None)
+    assert again.cached and again.rig_id == rig.rig_id
+    square = servicer.PrepareRig(rd.PrepareRigRequest(photo_data=PHOTO.read_bytes(),
+                                                      video=common_pb2.VideoSpec(resolution=SIZE)), None)
+    assert square.rig_id != rig.rig_id  # the framing is part of the cache key
+    t = 10
+    weights = np.zeros((t, 52), np.float32)
+    weights[:, INDEX["jawOpen"]] = np.linspace(0, 0.6, t)
+    track = ExpressionTrack(fps=25.0, weights=weights, head_pose=np.zeros((t, 6), np.float32))
+
+    def messages(content_type):
+        yield rd.RenderVideoRequest(header=rd.RenderVideoHeader(
+            rig_id=rig.rig_id, video=spec, blendshapes=wire.blendshape_header(25.0),
+            output=common_pb2.ObjectRef(key="out/v.webm", content_type=content_type)))
+        yield rd.RenderVideoRequest(frames=rd.ExpressionFrameChunk(frames=wire.frames_to_pb(track)))
+        yield rd.RenderVideoRequest(end=rd.EndOfFrames())
+
+    with pytest.raises(InputError, match="webm"):
+        list(servicer.RenderVideo(messages("video/mp4"), None))
+    result = [r for r in servicer.RenderVideo(messages("video/webm"), None) if r.HasField("result")][0].result
+    assert (result.frame_size.width, result.frame_size.height) == (256, 456)
+    assert result.video.content_type == "video/webm" and result.frame_count == t
+    path = tmp_path / "v.webm"
+    path.write_bytes(storage.get_bytes("out/v.webm"))
+    frames = list(decode_frames(path, alpha=True))
+    assert len(frames) == t and frames[0][..., 3].min() < 5 and frames[0][..., 3].max() > 250

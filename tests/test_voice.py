@@ -1,0 +1,162 @@
+"""Voice cloning from a sample: the profile (built once, stored, reused), the conversion moving the
+TTS voice toward a real speaker (measured with the speaker encoder and F0), and bad samples.
+The sample is a real LibriVox reader (tests/data/librivox)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.audio_io import encode_wav
+from services.common.errors import InputError
+from services.common.inference import InProcessClient
+from services.tts.cloning import SpeakerProfile, VoiceCloner
+from services.tts.cloning.encoder import cosine, embed
+from services.tts.cloning.store import ProfileCache, profile_key
+from services.tts.wavio import read_wav
+
+DATA = Path(__file__).parent / "data" / "librivox"
+SCRIPT = "Please remember to water the plants on the balcony before you leave on Monday."
+
+
+@pytest.fixture(scope="module")
+def sample() -> bytes:
+    parts = [read_wav(DATA / f"sense_and_sensibility_01_austen_64kb-{u}.wav")[0] for u in ("0930", "0880")]
+    return encode_wav(np.concatenate(parts), 16000)
+
+
+@pytest.fixture(scope="module")
+def cloner() -> VoiceCloner:
+    from services.tts import TextToSpeech
+    from services.tts.tensor_model import ModelVoice
+
+    client = InProcessClient()
+    return VoiceCloner(TextToSpeech(voice=ModelVoice(client)), client)
+
+
+@pytest.fixture(scope="module")
+def profile(cloner: VoiceCloner, sample: bytes) -> SpeakerProfile:
+    return cloner.build_profile(sample)
+
+
+def _median_f0(audio: np.ndarray, rate: int) -> float:
+    from services.tts.cloning.world import analyse
+
+    f0 = analyse(audio, rate).f0
+    return float(np.median(f0[f0 > 0]))
+
+
+def test_cloned_speech_sounds_like_the_sample(cloner: VoiceCloner, sample: bytes, profile: SpeakerProfile) -> None:
+    speech = cloner.tts.synthesize(SCRIPT, seed=3)
+    cloned = cloner.clone(speech, profile)
+    # timing untouched: the lips keep the TTS timeline
+    assert len(cloned.audio) == len(speech.audio) and cloned.phones == speech.phones
+    client = cloner.client
+    before = cosine(embed(client, speech.audio, speech.sample_rate), profile.embedding)
+    after = cosine(embed(client, cloned.audio, cloned.sample_rate), profile.embedding)
+    assert after > before + 0.05, (before, after)
+    target_f0 = _median_f0(*read_wav(DATA / "sense_and_sensibility_01_austen_64kb-0930.wav"))
+    tts_f0, cloned_f0 = _median_f0(speech.audio, speech.sample_rate), _median_f0(cloned.audio, cloned.sample_rate)
+    assert abs(np.log(cloned_f0 / target_f0)) < 0.5 * abs(np.log(tts_f0 / target_f0)), (tts_f0, cloned_f0, target_f0)
+
+
+def test_profile_round_trips_and_rejects_garbage(profile: SpeakerProfile) -> None:
+    data = profile.to_bytes()
+    again = SpeakerProfile.from_bytes(data)
+    assert np.allclose(again.conversion.as_vector(), profile.conversion.as_vector(), atol=1e-4)
+    assert again.voiced_seconds == pytest.approx(profile.voiced_seconds, abs=1e-3) and again.voiced_seconds > 1.5
+    for bad in (b"not json", b'{"format": "other"}', data.replace(b'"version":1', b'"version":99')):
+        with pytest.raises(InputError) as info:
+            SpeakerProfile.from_bytes(bad)
+        assert info.value.field == "voice_reference.profile_data"
+
+
+def test_bad_voice_samples(cloner: VoiceCloner, sample: bytes) -> None:
+    audio, rate = read_wav(DATA / "sense_and_sensibility_01_austen_64kb-0930.wav")
+    cases = [(encode_wav(audio[:2 * rate], rate), "too short"),
+             (encode_wav(np.zeros(5 * rate, np.float32), rate), "silent"),
+             (encode_wav(np.clip(audio * 8, -1, 1), rate), "clipped"),
+             (b"ID3 this is not audio at all" * 10, "cannot decode")]
+    for data, match in cases:
+        with pytest.raises(InputError, match=match) as info:
+            cloner.build_profile(data)
+        assert info.value.field == "voice_sample"
+
+
+def test_profile_is_built_once_and_reused(tmp_path: Path, profile: SpeakerProfile) -> None:
+    calls: list[bytes] = []
+
+    def build(data: bytes) -> SpeakerProfile:
+        calls.append(data)
+        return profile
+
+    sample = b"a distinct sample for this test"
+    cache = ProfileCache(tmp_path)
+    assert cache.get_or_build(sample, build) is profile
+    assert cache.get_or_build(sample, build) is profile
+    ProfileCache._memory.clear()  # a new process: only the disk cache is left
+    reloaded = ProfileCache(tmp_path).get_or_build(sample, build)
+    assert len(calls) == 1 and len(list(tmp_path.glob("*.profile"))) == 1
+    assert np.allclose(reloaded.conversion.as_vector(), profile.conversion.as_vector(), atol=1e-4)
+
+
+def test_tts_service_builds_stores_and_uses_a_profile(cloner: VoiceCloner, sample: bytes, profile: SpeakerProfile,
+                                                     storage) -> None:
+    from services.common import wire
+    from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2
+    from services.tts.server import TtsServicer
+
+    servicer = TtsServicer(cloner.tts, storage, cloner=cloner)
+    storage.put_bytes("assets/sample", sample, "audio/wav")
+    key = profile_key("0" * 64)
+    built = servicer.BuildSpeakerProfile(tts_pb2.BuildSpeakerProfileRequest(
+        sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/sample")),
+        output=common_pb2.ObjectRef(key=key)), None)
+    assert storage.exists(key) and built.profile.key == key and len(built.embedding) == 256
+    assert cosine(np.asarray(built.embedding), profile.embedding) > 0.99  # same sample, same speaker embedding
+
+    plain = servicer.Synthesize(tts_pb2.SynthesizeRequest(text=SCRIPT, seed=1), None)
+    request = tts_pb2.SynthesizeRequest(text=SCRIPT, seed=1)
+    request.voice_reference.profile.CopyFrom(common_pb2.ObjectRef(key=key))
+    cloned = servicer.Synthesize(request, None)
+    assert len(cloned.timeline.phones) == len(plain.timeline.phones)
+    a, rate = wire.audio_from_pb(plain.audio)
+    b, _ = wire.audio_from_pb(cloned.audio)
+    assert len(a) == len(b)
+    assert cosine(embed(cloner.client, b, rate), profile.embedding) > cosine(embed(cloner.client, a, rate),
+                                                                              profile.embedding)
+    bad = tts_pb2.SynthesizeRequest(text=SCRIPT)
+    bad.voice_reference.profile_data = b"garbage"
+    with pytest.raises(InputError, match="not a valid speaker profile"):
+        servicer.Synthesize(bad, None)
+    missing = tts_pb2.SynthesizeRequest(text=SCRIPT)
+    missing.voice_reference.profile.CopyFrom(common_pb2.ObjectRef(key="voices/none.profile"))
+    with pytest.raises(InputError, match="not found"):
+        servicer.Synthesize(missing, None)
+
+
+def test_non_english_script_speaks_or_fails_clearly(cloner: VoiceCloner) -> None:
+    speech = cloner.tts.synthesize("Bonjour, je m'appelle Marie.", language="fr")
+    assert speech.duration > 0.8 and len(speech.words) == 4
+    with pytest.raises(InputError, match="supported") as info:
+        cloner.tts.synthesize("Hello.", language="xx-nowhere")
+    assert info.value.field == "language"
+
+
+def test_cloning_models_run_in_triton(triton_server_factory, profile: SpeakerProfile, cloner: VoiceCloner) -> None:
+    """speaker_encoder and voice_converter served by a real Triton give what the in-process models give."""
+    from services.common.inference import TritonClient
+    from services.tts.cloning.converter import convert_with
+
+    root = Path(__file__).resolve().parents[1]
+    server = triton_server_factory(root / "model_repository", models=["speaker_encoder", "voice_converter"])
+    triton = TritonClient(server.grpc_url)
+    speech = cloner.tts.synthesize("Good morning to you.", seed=0)
+    remote = convert_with(triton, speech.audio, speech.sample_rate, profile.conversion)
+    local = convert_with(cloner.client, speech.audio, speech.sample_rate, profile.conversion)
+    assert remote.shape == local.shape and np.max(np.abs(remote - local)) < 1e-4
+    assert cosine(embed(triton, remote, speech.sample_rate), embed(cloner.client, local, speech.sample_rate)) > 0.999
+    with pytest.raises(InputError):
+        triton.infer("voice_converter", {"audio": speech.audio, "sample_rate": np.array([speech.sample_rate], np.int32),
+                                         "conversion": np.zeros(5, np.float32)})
