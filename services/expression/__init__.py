@@ -1,4 +1,15 @@
-"""Expression stage: speech timeline -> ARKit-52 blendshapes + head pose (procedural teacher model)."""
+"""Expression stage: speech timeline -> ARKit-52 blendshapes + head pose (procedural teacher model);
+audio alone -> the same, by the learned diffusion model (`animate_audio`, imported lazily: torch)."""
+from typing import Any
+
 from services.expression.procedural import EMOTIONS, EXPRESSIVENESS_GAIN, animate, frame_count
 
-__all__ = ["EMOTIONS", "EXPRESSIVENESS_GAIN", "animate", "frame_count"]
+__all__ = ["EMOTIONS", "EXPRESSIVENESS_GAIN", "animate", "animate_audio", "frame_count"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "animate_audio":
+        from services.expression.diffusion.drive import animate_audio
+
+        return animate_audio
+    raise AttributeError(f"module 'services.expression' has no attribute {name!r}")

@@ -22,6 +22,7 @@ from services.common.proto_gen.likeness.v1 import expression_pb2 as ex, expressi
 from services.common.speech import Speech
 from services.common.tracing import configure, grpc_server_interceptors
 from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
+from services.expression.diffusion import tensor_model as diffusion
 
 log = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0
@@ -47,8 +48,6 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
         self.client = client
 
     def _animate(self, speech: Speech, params: ex.ExpressionParams) -> ExpressionTrack:
-        if not speech.phones:
-            raise InputError("timeline", "a phoneme timeline is required: audio-only driving is not available yet")
         if speech.duration > MAX_AUDIO_SECONDS:
             raise InputError("audio", f"{speech.duration:.0f} s is over the limit of {MAX_AUDIO_SECONDS:.0f} s")
         fps = params.fps or DEFAULT_FPS
@@ -58,9 +57,13 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
             raise InputError("params.emotion", "unknown value")
         if params.expressiveness not in wire.EXPRESSIVENESS:
             raise InputError("params.expressiveness", "unknown value")
-        tensors = to_tensors(speech, fps=fps, seed=params.seed, emotion=wire.EMOTIONS[params.emotion],
-                             expressiveness=wire.EXPRESSIVENESS[params.expressiveness])
-        return apply_gains(track_from_tensors(self.client.infer(MODEL_NAME, tensors), fps), params)
+        style = {"emotion": wire.EMOTIONS[params.emotion], "expressiveness": wire.EXPRESSIVENESS[params.expressiveness]}
+        if speech.phones:
+            model, tensors = MODEL_NAME, to_tensors(speech, fps=fps, seed=params.seed, **style)
+        else:  # no timeline (a recording, singing): the audio-driven diffusion model
+            model, tensors = diffusion.MODEL_NAME, diffusion.to_tensors(
+                speech.audio, speech.sample_rate, fps=fps, seed=params.seed, **style)
+        return apply_gains(track_from_tensors(self.client.infer(model, tensors), fps), params)
 
     def Animate(self, request: ex.AnimateRequest, context) -> ex.AnimateResponse:
         samples, rate = wire.audio_from_pb(request.audio)
