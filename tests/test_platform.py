@@ -132,7 +132,8 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r.video, "resolution", 99), "video.resolution"),
     (lambda r: setattr(r.video, "fps", 500), "video.fps"),
     (lambda r: r.voice_sample.CopyFrom(gw.AssetSource(asset_id="0" * 64)), "voice_sample"),
-    (lambda r: setattr(r.video, "aspect_ratio", common_pb2.ASPECT_RATIO_16_9), "video.aspect_ratio"),
+    (lambda r: setattr(r.video, "aspect_ratio", 99), "video.aspect_ratio"),
+    (lambda r: setattr(r.video.background, "color", "blue-ish"), "video.background.color"),
 ])
 def test_invalid_submission_is_invalid_argument_with_the_field(client, photo_id, change, field):
     request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id), script="Hello.",
