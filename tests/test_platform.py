@@ -215,6 +215,43 @@ def test_service_killed_mid_job_and_restarted(stack, client, photo_id, tmp_path)
     assert decode(client.download(job, tmp_path / "resumed.mp4")).frames.shape[1:] == (256, 256, 3)
 
 
+# ------------------------------------------------------------------ your own voice, via the gateway
+
+LIBRIVOX = ROOT / "tests/data/librivox/sense_and_sensibility_01_austen_64kb-0930"
+
+
+def test_own_recording_with_its_transcript_drives_the_video(stack, client, photo_id, tmp_path):
+    recording = client.upload(LIBRIVOX.with_suffix(".wav"), kind="driving_audio")
+    transcript = LIBRIVOX.with_suffix(".txt").read_text().strip()
+    job = client.wait(client.submit(photo=photo_id, script=transcript, driving_audio=recording, resolution=256,
+                                    export_blendshapes=True), timeout_s=300)
+    timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
+    assert [w["text"].lower() for w in timeline["words"]][:3] == ["he", "might", "even"]
+    video = decode(client.download(job, tmp_path / "own.mp4"))
+    assert abs(video.video_duration - video.audio_duration) <= 1 / 25 + 0.03
+
+
+def test_recording_alone_drives_the_video_through_the_diffusion_model(stack, client, photo_id):
+    recording = client.upload(LIBRIVOX.with_suffix(".wav"), kind="driving_audio")
+    job = client.wait(client.submit(photo=photo_id, driving_audio=recording, resolution=256,
+                                    export_blendshapes=True), timeout_s=300)
+    frames = json.loads(stack.storage().get_bytes(job.result.blendshapes.key))["frames"]
+    jaw = np.array([f["weights"][17] for f in frames])
+    assert jaw.max() > 0.15 and jaw.std() > 0.03  # the mouth moves with the speech
+
+
+def test_voice_sample_clones_the_voice_through_the_gateway(stack, client, photo_id):
+    sample = client.upload(LIBRIVOX.with_suffix(".wav"), kind="voice_sample")
+    job = client.wait(client.submit(photo=photo_id, script="Hello from a cloned voice.", voice_sample=sample,
+                                    resolution=256), timeout_s=300)
+    assert job.state == gw.JOB_STATE_SUCCEEDED
+    profiles = stack.storage().list("voices/")
+    assert profiles, "the speaker profile is stored once, for reuse"
+    again = client.wait(client.submit(photo=photo_id, script="And again.", voice_sample=sample, resolution=256),
+                        timeout_s=300)
+    assert again.state == gw.JOB_STATE_SUCCEEDED and stack.storage().list("voices/") == profiles
+
+
 # -------------------------------------------------------------------------- traces and metrics
 
 
