@@ -76,10 +76,8 @@ def _check_speech_options(args: argparse.Namespace) -> None:
                                   "use one of them")
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
-    from services.render.formats import check_output
-
+def _read_inputs(args: argparse.Namespace) -> tuple[str | None, bytes | None, bytes | None, Path]:
+    """Script, voice sample, driving recording and photo path, checked the same way for every command."""
     _check_speech_options(args)
     script = _read_script(args)
     voice_sample = _read_audio(args.voice, "voice")
@@ -87,6 +85,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     photo = Path(args.photo)
     if not photo.is_file():
         raise InputError("photo", f"{photo}: no such file")
+    return script, voice_sample, driving_audio, photo
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
+    from services.render.formats import check_output
+
+    script, voice_sample, driving_audio, photo = _read_inputs(args)
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
                            voice_sample=voice_sample, driving_audio=driving_audio,
                            emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
@@ -173,13 +179,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from services.client import JobFailedError, LikenessClient
     from services.common.grpc_errors import field_violations
 
-    _check_speech_options(args)
-    script = _read_script(args)
-    voice_sample = _read_audio(args.voice, "voice")
-    driving_audio = _read_audio(args.audio, "audio")
-    photo = Path(args.photo)
-    if not photo.is_file():
-        raise InputError("photo", f"{photo}: no such file")
+    script, voice_sample, driving_audio, photo = _read_inputs(args)
     bar = StageProgress()
     with LikenessClient(args.server) as client:
         try:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from services.common.errors import InputError
-from services.render.layout import FrameSpec, Stage, build_stage, plan_window, take_square
+from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 
 RIG_VERSION = 1
 NUM_LANDMARKS = 478
@@ -270,7 +270,7 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     stage = None
     if frame.is_plain:
         scale = frame.size / side
-        image = _crop(photo, x0, y0, scale, frame.size)
+        image = crop_window(photo, x0, y0, scale, frame.size, frame.size)[0]
     else:
         window = plan_window(photo.shape, (x0, y0, side), frame)
         stage, layer = build_stage(photo, window, frame, segment)
@@ -363,32 +363,6 @@ def check_pose(landmarks: np.ndarray) -> None:
                                   "to animate; use a photo where both eyes and the mouth face the camera")
 
 
-def _crop(photo: np.ndarray, x0: float, y0: float, scale: float, size: int) -> np.ndarray:
-    """Square crop with resampling; outside the photo, a blurred edge-replicate fill.
-
-    (Kept bit-identical to the original for the default framing; layout.crop_window is the
-    rectangular generalisation.)
-    """
-    h, w = photo.shape[:2]
-    src = photo
-    if scale < 0.75:  # downscale with area averaging first: warpAffine alone would alias
-        src = cv2.resize(photo, (max(1, round(w * scale)), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_AREA)
-        sx, sy = src.shape[1] / w, src.shape[0] / h
-        matrix = np.array([[scale / sx, 0, -x0 * scale], [0, scale / sy, -y0 * scale]])
-    else:
-        matrix = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
-    interp = cv2.INTER_LANCZOS4 if scale > 1.2 else cv2.INTER_LINEAR
-    out = cv2.warpAffine(src, matrix, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
-    inside = cv2.warpAffine(np.full(src.shape[:2], 255, np.uint8), matrix, (size, size),
-                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if inside.min() < 255:
-        # Replicated edges streak (and the corners turn into flat blocks); a wide blur turns them
-        # into soft gradients of the photo's edge colours.
-        blurred = cv2.GaussianBlur(out, (0, 0), sigmaX=size / 12)
-        alpha = cv2.GaussianBlur(inside, (0, 0), sigmaX=size / 200).astype(np.float32)[..., None] / 255
-        out = (out * alpha + blurred * (1 - alpha)).astype(np.uint8)
-    return out
 
 
 def _pose_warnings(landmarks: np.ndarray) -> list[str]:
