@@ -196,3 +196,18 @@ def test_several_faces_animates_the_largest_and_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "faces found" in proc.stderr and "largest" in proc.stderr, proc.stderr
     assert out.exists()
+
+
+@pytest.mark.parametrize("with_script", [False, True])
+def test_own_recording_drives_the_video(tmp_path, with_script):
+    """--audio: aligned to its script when given, else the audio-only diffusion model."""
+    recording = ROOT / "tests/data/librivox/sense_and_sensibility_01_austen_64kb-0930"
+    video, blend = tmp_path / "own.mp4", tmp_path / "own.json"
+    extra = ["--script-file", str(recording.with_suffix(".txt"))] if with_script else []
+    proc = run_cli("generate", "--photo", str(PHOTOS / "astronaut.png"), "--audio", str(recording.with_suffix(".wav")),
+                   "--out", str(video), "--export-blendshapes", str(blend), "--size", "256", *extra)
+    assert proc.returncode == 0, proc.stderr
+    decoded = decode(video)
+    assert abs(decoded.video_duration - decoded.audio_duration) <= 1 / 25 + 0.03
+    jaw = channel(json.loads(blend.read_text()), "jawOpen")
+    assert jaw.max() > 0.15 and jaw.std() > 0.03

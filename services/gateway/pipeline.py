@@ -135,6 +135,15 @@ class EmbeddedPipeline:
         profile = ProfileCache.from_env().get_or_build(request.voice_sample, self._cloner.build_profile)
         return self._cloner.clone(speech, profile), list(profile.warnings)
 
+    def _animate_audio(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
+        """A recording without a script: the audio-only diffusion model, in-process or on Triton."""
+        from services.expression.diffusion.tensor_model import MODEL_NAME, to_tensors
+
+        tensors = to_tensors(speech.audio, speech.sample_rate, fps=request.fps, seed=request.seed,
+                             emotion=request.emotion, expressiveness=request.expressiveness)
+        outputs = self.client.infer(MODEL_NAME, tensors)
+        return ExpressionTrack(fps=request.fps, weights=outputs["weights"], head_pose=outputs["head_pose"])
+
     def generate(self, request: VideoRequest, out_path: str | Path,
                  progress: ProgressFn = lambda stage, fraction: None) -> VideoResult:
         import time
@@ -172,7 +181,7 @@ class EmbeddedPipeline:
                                  expressiveness=request.expressiveness)
             track = track_from_tensors(self.client.infer(MODEL_NAME, tensors), request.fps)
         else:  # a recording without a script: the audio-only expression model
-            track = _animate_audio(speech, request)
+            track = self._animate_audio(speech, request)
         seconds["expression"] = time.perf_counter() - t0
         progress("expression", 1.0)
 
@@ -191,12 +200,3 @@ class EmbeddedPipeline:
         progress("render", 1.0)
         return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings) + speech_warnings,
                            stage_seconds=seconds)
-
-
-def _animate_audio(speech: Speech, request: VideoRequest) -> ExpressionTrack:
-    try:
-        from services.expression import animate_audio
-    except ImportError:
-        raise InputError("script", "audio-only driving needs the expression model: pass --script") from None
-    return animate_audio(speech.audio, speech.sample_rate, fps=request.fps, seed=request.seed,
-                         emotion=request.emotion, expressiveness=request.expressiveness)
