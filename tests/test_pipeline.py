@@ -122,6 +122,9 @@ def test_csv_export(tmp_path):
     assert header.split(",")[:3] == ["time", "eyeBlinkLeft", "eyeLookDownLeft"]
     assert len(header.split(",")) == 1 + 52 + 6 and len(rows) >= 10
     assert decode(video).frames.shape[1:] == (256, 256, 3)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert video.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's private 0600
 
 
 # ---------------------------------------------------------------- bad input: exit 2, one line, no file

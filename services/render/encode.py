@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,6 +22,29 @@ def _fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` into a hidden sibling, then rename it over `path`: a failure (including one raised
+    by a frame iterator) leaves nothing behind. The result gets the usual 0666 & ~umask mode, not
+    mkstemp's private 0600."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix,
+                                dir=path.parent if str(path.parent) else ".")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def encode_mp4(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: float,
                path: str | Path, *, crf: int = 20) -> None:
     """Encode RGB uint8 frames [H, W, 3] and mono/stereo float audio in [-1, 1] into `path`.
@@ -34,16 +57,7 @@ def encode_mp4(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int
     if fps <= 0 or sample_rate <= 0:
         raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
     audio = _audio_planar(audio)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.mp4",
-                                    dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _encode(frames, audio, sample_rate, fps, tmp, crf)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda tmp: _encode(frames, audio, sample_rate, fps, tmp, crf))
 
 
 def _audio_planar(audio: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from services.common.errors import InputError
-from services.render.encode import _audio_planar, _fps_fraction, encode_mp4
+from services.render.encode import _audio_planar, _fps_fraction, encode_mp4, write_atomically
 
 OPUS_RATE = 48000
 OPUS_BITRATE = 96_000
@@ -76,23 +76,10 @@ def write_video(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: in
     if kind == "mp4":
         encode_mp4(frames, audio, sample_rate, fps, out)
     elif kind == "webm":
-        _atomic_file(out, lambda tmp: _encode_webm(frames, audio, sample_rate, fps, tmp, alpha))
+        write_atomically(out, lambda tmp: _encode_webm(frames, audio, sample_rate, fps, tmp, alpha))
     else:
         write_png_sequence(frames, audio, sample_rate, out, alpha=alpha)
     return out
-
-
-def _atomic_file(path: Path, write) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix,
-                                dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _encode_webm(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: float,
