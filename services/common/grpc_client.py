@@ -36,8 +36,7 @@ class DeadlineExceeded(Exception):
 
 
 def with_retries(call: Callable[[float], T], deadline: Deadline, *, attempts: int = 6,
-                 backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-                 on_retry: Callable[[int, grpc.RpcError], None] = lambda n, e: None) -> T:
+                 backoff_s: float = 0.5, max_backoff_s: float = 8.0) -> T:
     """Runs call(timeout_s), retrying UNAVAILABLE with exponential backoff inside the deadline.
 
     A restarted service (Kubernetes reschedule, crash) typically answers again within seconds,
@@ -49,6 +48,5 @@ def with_retries(call: Callable[[float], T], deadline: Deadline, *, attempts: in
         except grpc.RpcError as exc:
             if exc.code() not in RETRYABLE or attempt == attempts - 1:
                 raise
-            on_retry(attempt + 1, exc)
             time.sleep(min(max_backoff_s, backoff_s * 2**attempt, max(0.0, deadline.remaining() - 0.1)))
     raise AssertionError("unreachable")

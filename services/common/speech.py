@@ -1,9 +1,15 @@
 """Speech with its timeline: what TTS (or alignment of a recording) hands to the expression stage."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def max_script_chars() -> int:
+    """The longest script accepted, everywhere (gateway admission and the TTS itself)."""
+    return int(os.environ.get("LIKENESS_MAX_SCRIPT_CHARS", "5000"))
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ import os
 import threading
 from typing import Iterator, Mapping, Sequence
 
+import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 _configured = False
 _lock = threading.Lock()
@@ -106,39 +107,22 @@ def grpc_server_interceptors() -> list:
     return [server_interceptor()]
 
 
-def traced_channel(channel):
+def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     """Wraps a channel so every call opens a client span and sends W3C traceparent metadata.
 
     A plain grpc interceptor rather than OTel's grpcext one: grpcext turns streaming calls into
     bare generators, which lose `cancel()` (the gateway cancels renders of cancelled jobs)."""
-    import grpc
-
     return grpc.intercept_channel(channel, _TracingClientInterceptor())
 
 
-def _client_interceptor_base():
-    import grpc
-
-    return (grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-            grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor)
-
-
-class _TracingClientInterceptor(*_client_interceptor_base()):
+class _TracingClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                                grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     def _call(self, continuation, details, request):
-        import collections
-
-        from opentelemetry.trace import SpanKind
-
         name = details.method.lstrip("/")
         with tracer().start_as_current_span(name, kind=SpanKind.CLIENT,
                                             attributes={"rpc.system": "grpc", "rpc.method": name}) as current:
-            metadata = list(details.metadata or [])
-            metadata += list(inject_headers({}).items())
-            fields = collections.namedtuple("Details", ["method", "timeout", "metadata", "credentials",
-                                                        "wait_for_ready", "compression"])
-            new_details = fields(details.method, details.timeout, metadata, details.credentials,
-                                 getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
-            response = continuation(new_details, request)
+            metadata = [*(details.metadata or ()), *inject_headers({}).items()]
+            response = continuation(details._replace(metadata=metadata), request)  # grpc's details are a namedtuple
             code = response.code() if hasattr(response, "done") and response.done() else None
             if code is not None and code.name != "OK":
                 current.set_status(Status(StatusCode.ERROR, f"{code.name}: {response.details()}"))

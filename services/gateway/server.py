@@ -17,6 +17,7 @@ from services.common import grpc_errors, wire
 from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
+from services.common.speech import max_script_chars
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets
@@ -26,7 +27,6 @@ from services.gateway.runner import Downstream, JobRunner
 from services.render.spec import frame_from_pb
 
 log = logging.getLogger(__name__)
-MAX_SCRIPT_CHARS = int(os.environ.get("LIKENESS_MAX_SCRIPT_CHARS", "5000"))
 URL_TTL = timedelta(seconds=int(os.environ.get("LIKENESS_RESULT_URL_TTL_S", "900")))
 STAGES = {"tts": gw.STAGE_TTS, "expression": gw.STAGE_EXPRESSION, "render": gw.STAGE_RENDER}
 STATES = {s: getattr(gw, f"JOB_STATE_{s.value}") for s in JobState}
@@ -160,13 +160,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         else:
             job["photo_key"] = check("photo", lambda: self._asset(r.photo, "photo"))
         which = r.WhichOneof("speech")
+        script_limit = max_script_chars()
         if which is None:
             violations.append(("script", "a script, script_asset or driving_audio is required"))
         elif which == "driving_audio":  # the TTS service trims, normalises and checks it
             job["driving_audio_key"] = check("driving_audio", lambda: self._asset(r.driving_audio, "driving_audio"))
-            if len(r.transcript) > MAX_SCRIPT_CHARS:
+            if len(r.transcript) > script_limit:
                 violations.append(("transcript", f"{len(r.transcript)} characters is over the limit of "
-                                                 f"{MAX_SCRIPT_CHARS}"))
+                                                 f"{script_limit}"))
             job["transcript"] = r.transcript
         else:
             if r.transcript:
@@ -177,8 +178,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if text is not None:
                 if not text.strip():
                     violations.append((which, "is empty"))
-                elif len(text) > MAX_SCRIPT_CHARS:
-                    violations.append((which, f"{len(text)} characters is over the limit of {MAX_SCRIPT_CHARS}"))
+                elif len(text) > script_limit:
+                    violations.append((which, f"{len(text)} characters is over the limit of {script_limit}"))
                 job["script"] = text
         if r.HasField("voice_sample"):
             if which == "driving_audio":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.errors import InputError
-from services.common.speech import Phone, Speech, Word
+from services.common.speech import Phone, Speech, Word, max_script_chars
 from services.tts.phonemize import DEFAULT_LANGUAGE, Clause, phonemize
 from services.tts.phones import SILENCE, STRESS_MARKS, group_phones, syllable_stress
 from services.tts.voice import HOP_LENGTH, PiperVoice
@@ -32,10 +32,6 @@ __all__ = ["TextToSpeech", "read_wav", "write_wav", "max_script_chars"]
 
 PEAK = 10 ** (-1 / 20)  # peak-normalise to -1 dBFS
 SPEED_RANGE = (0.5, 2.0)
-
-
-def max_script_chars() -> int:
-    return int(os.environ.get("LIKENESS_MAX_SCRIPT_CHARS", "5000"))
 
 
 def _sentence_silence() -> float:
