@@ -114,3 +114,43 @@ def test_list_pages_and_filters():
     assert [j.job_id for j in page1 + page2] == ids[::-1] and token2 == ""
     assert manager.list(states={JobState.FAILED})[0] == []
     assert len(manager.list(states={JobState.SUCCEEDED})[0]) == 5
+
+
+class CountingStore(MemoryJobStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, str, float]] = []
+
+    def save(self, job) -> None:
+        super().save(job)
+        self.writes.append((job.state.value, job.stage, job.progress))
+
+
+def test_progress_is_persisted_sparingly_but_state_changes_always():
+    store = CountingStore()
+    halfway, resume = threading.Event(), threading.Event()
+
+    def run(job, ctx):
+        for stage in ("tts", "render"):
+            for i in range(200):
+                ctx.report(stage, i / 200)
+                if stage == "render" and i == 100:
+                    halfway.set()
+                    resume.wait(5)
+            ctx.stage_done(stage, f"jobs/{job.job_id}/{stage}")
+
+    manager = JobManager(run, max_concurrent=1, store=store, progress_save_interval_s=60.0)
+    job, _ = manager.submit({})
+    assert halfway.wait(5)
+    # watchers read progress from memory; the stored record still has the stage's first report
+    assert manager.get(job.job_id).progress == pytest.approx(0.5)
+    stored = store.load_all()[0]
+    assert (stored.stage, stored.progress, stored.state) == ("render", 0.0, JobState.RUNNING)
+    resume.set()
+    assert wait_for(lambda: manager.get(job.job_id).state.terminal)
+    # submit, start, first report of each stage, each stage's output, the end: never one per report
+    states = [w[0] for w in store.writes]
+    assert states[0] == "QUEUED" and states[-1] == "SUCCEEDED" and "RUNNING" in states
+    assert len(store.writes) <= 8, store.writes
+    final = store.load_all()[0]
+    assert final.state is JobState.SUCCEEDED and set(final.stage_outputs) == {"tts", "render"}

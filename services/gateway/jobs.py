@@ -91,7 +91,10 @@ class JobContext:
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         self.check_cancelled()
-        self._manager._update(self.job, stage=stage, progress=max(0.0, min(1.0, fraction)), message=message)
+        # Progress within a stage is only worth persisting now and then: watchers read it from
+        # memory, and a restarted gateway resumes from stage outputs, not from a percentage.
+        self._manager._update(self.job, persist=stage != self.job.stage,
+                              stage=stage, progress=max(0.0, min(1.0, fraction)), message=message)
 
     def stage_done(self, stage: str, key: str) -> None:
         self.job.stage_outputs[stage] = key
@@ -107,10 +110,12 @@ JobFn = Callable[[Job, JobContext], None]
 
 class JobManager:
     def __init__(self, run: JobFn, *, max_concurrent: int = 2, max_queued: int = 16,
-                 store: JobStore | None = None,
+                 store: JobStore | None = None, progress_save_interval_s: float = 2.0,
                  on_finish: Callable[[Job, float], None] = lambda job, seconds: None) -> None:
         self._run = run
         self._store = store or MemoryJobStore()
+        self._progress_save_interval_s = progress_save_interval_s
+        self._saved_at: dict[str, float] = {}  # job_id -> monotonic time of its last store write
         self._on_finish = on_finish
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
@@ -145,7 +150,7 @@ class JobManager:
             if client_request_id:
                 self._by_request_id[client_request_id] = job.job_id
             self._contexts[job.job_id] = JobContext(self, job)
-            self._store.save(job)
+            self._save(job)
             self._queue.put(job.job_id)
             self._lock.notify_all()
             return job, False
@@ -202,13 +207,21 @@ class JobManager:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _update(self, job: Job, **changes) -> None:
+    def _update(self, job: Job, *, persist: bool = True, **changes) -> None:
+        """Every change wakes watchers; the store gets state changes at once and progress-only
+        changes at most every `progress_save_interval_s` per job."""
         with self._lock:
             for name, value in changes.items():
                 setattr(job, name, value)
             job.updated_at = max(time.time(), job.updated_at + 1e-6)
-            self._store.save(job)
+            since = time.monotonic() - self._saved_at.get(job.job_id, float("-inf"))
+            if persist or job.state.terminal or since >= self._progress_save_interval_s:
+                self._save(job)
             self._lock.notify_all()
+
+    def _save(self, job: Job) -> None:
+        self._store.save(job)
+        self._saved_at[job.job_id] = time.monotonic()
 
     def _finish(self, job: Job, state: JobState, **changes) -> None:
         self._update(job, state=state, **changes)

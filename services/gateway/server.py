@@ -267,7 +267,8 @@ def main() -> None:
     manager = JobManager(JobRunner(storage, Downstream.from_env()),
                          max_concurrent=int(os.environ.get("LIKENESS_MAX_CONCURRENT_JOBS", "2")),
                          max_queued=int(os.environ.get("LIKENESS_MAX_QUEUED_JOBS", "16")),
-                         store=StorageJobStore(storage), on_finish=finished)
+                         store=StorageJobStore(storage), on_finish=finished,
+                         progress_save_interval_s=float(os.environ.get("LIKENESS_JOB_SAVE_INTERVAL_S", "2")))
     servicer = GatewayServicer(storage, manager)
     start_metrics_server(metrics_port(9101))
     server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
