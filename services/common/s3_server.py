@@ -24,12 +24,11 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import urllib3
 from minio import Minio
 
-from services.common.child_process import die_with_parent, log_tail
+from services.common.child_process import ManagedServer, die_with_parent, run_until_signalled
 from services.common.ports import free_port_pair, free_ports
 from services.common.storage import Storage
 
@@ -55,7 +54,7 @@ def weed_binary() -> Path:
     return Path(found)
 
 
-class S3Server:
+class S3Server(ManagedServer):
     """Context manager running `weed mini` on 127.0.0.1; `endpoint` is "127.0.0.1:PORT" (S3 API, plain HTTP)."""
 
     def __init__(
@@ -101,14 +100,6 @@ class S3Server:
     def url(self) -> str:
         return f"http://{self.endpoint}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def env(self, bucket: str = "likeness") -> dict[str, str]:
         """The LIKENESS_S3_* settings that point a service (Storage.from_env) at this server."""
         return {
@@ -122,9 +113,6 @@ class S3Server:
     def _log_label(self) -> str:
         # a log in the private run dir is deleted on stop: only name a log the caller asked for
         return f"log {self.log_path}" if self._log_path_arg is not None else "log tail"
-
-    def log_tail(self, lines: int = 40) -> str:
-        return log_tail(self.log_path, lines)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -223,19 +211,6 @@ class S3Server:
         except ProcessLookupError:
             proc.wait()
 
-    def stop(self) -> None:
-        self._terminate()
-        if self._run_dir is not None:
-            # the run dir holds the log (unless log_path was given) and, without data_dir, the data
-            shutil.rmtree(self._run_dir, ignore_errors=True)
-            self._run_dir = None
-
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,25 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         args.dir, port=args.port, host=args.host, log_path=args.log or args.dir / "weed.log",
         access_key=os.environ.get("LIKENESS_S3_ACCESS_KEY"), secret_key=os.environ.get("LIKENESS_S3_SECRET_KEY"),
     )
-    stop_requested = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     with server:
         Storage(server.endpoint, server.access_key, server.secret_key, args.bucket).ensure_bucket()
         for name, value in server.env(args.bucket).items():
             print(f"{name}={value}")
         print(f"# S3 endpoint {server.url}, data {server.data_dir}, log {server.log_path}", flush=True)
-        while not stop_requested and server.running:
-            time.sleep(0.2)
-        if not server.running:
-            print(f"S3 server exited unexpectedly; log tail:\n{server.log_tail()}", file=sys.stderr)
-            return 1
-    return 0
+        return run_until_signalled(server, "S3 server")
 
 
 if __name__ == "__main__":

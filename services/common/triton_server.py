@@ -29,9 +29,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from services.common.child_process import die_with_parent, log_tail
+from services.common.child_process import ManagedServer, die_with_parent, run_until_signalled
 from services.common.ports import free_ports
 
 DEFAULT_START_TIMEOUT_S = 120.0
@@ -130,7 +129,7 @@ def python_backend_shm_regions(pids: Sequence[int]) -> set[Path]:
     return regions
 
 
-class TritonServer:
+class TritonServer(ManagedServer):
     """Context manager running tritonserver on `model_repository`, bound to loopback on free ports.
 
     grpc_url / http_url are "host:port" (tritonclient's format, and LIKENESS_TRITON_URL's); metrics_url is
@@ -198,17 +197,6 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"http://{self._addr(self.metrics_port)}/metrics"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        return log_tail(self.log_path, lines)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -404,18 +392,6 @@ class TritonServer:
         for region in shm_regions:  # a SIGKILLed server leaves its python-backend shared memory behind
             region.unlink(missing_ok=True)
 
-    def stop(self) -> None:
-        self._terminate()
-        if self._run_dir is not None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)  # backend copy, and the log unless log_path was given
-            self._run_dir = None
-
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,14 +411,6 @@ def main(argv: list[str] | None = None) -> int:
         args.model_repository, models=args.models, host=args.host, grpc_port=args.grpc_port,
         http_port=args.http_port, metrics_port=args.metrics_port, log_path=args.log, log_verbose=args.log_verbose,
     )
-    stop_requested = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     try:
         server.start()
     except TritonServerError as exc:
@@ -453,14 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         models = ", ".join(server.ready_models) or "-"
         print(f"# http {server.http_url}, metrics {server.metrics_url}, models {models}, log {server.log_path}",
               flush=True)
-        while not stop_requested and server.running:
-            time.sleep(0.2)
-        if not server.running:
-            print(f"tritonserver exited unexpectedly; log tail:\n{server.log_tail()}", file=sys.stderr)
-            return 1
+        return run_until_signalled(server, "tritonserver")
     finally:
         server.stop()
-    return 0
 
 
 if __name__ == "__main__":
