@@ -8,7 +8,9 @@ Ground truth: pocketsphinx forced alignment of the known transcript -> the proce
   loudness    a trivial baseline: jawOpen = smoothed normalised RMS loudness
 Metrics: jawOpen Pearson r, bilabial (p/b/m) closure hit rate, audio-visual offset (cross-correlation
 lag of jawOpen, frames), blink rate (/min), head-motion diversity (std of rotation, deg) and its
-correlation with loudness, and CPU time for a 10 s clip.
+correlation with loudness, and CPU time for a 10 s clip. Also: the sung set (benchmarks/singing.py:
+mouth aperture on sustained vowels, closure on /m/) and questions vs statements from audio alone
+(mean browInnerUp over the last 0.6 s of speech, flite kal/slt + festival kal).
 
     python benchmarks/expression.py   (prints a table, writes benchmarks/results/expression.json)
 Needs flite + festival (apt) and the pocketsphinx sdist: LIKENESS_POCKETSPHINX_SDIST (folder holding
@@ -143,6 +145,16 @@ def evaluate(clips) -> dict:
         base[:, INDEX["jawOpen"]] = loud * vowel_ref / max(loud.max(), 1e-6)
         runs = [("diffusion", t.weights[:n], t.head_pose[:n])
                 for t in (animate_audio(audio, sr, fps=FPS, seed=seed) for seed in SEEDS)]
+        saved = os.environ.get("LIKENESS_DIFFUSION_BLINK_TOPUP")
+        os.environ["LIKENESS_DIFFUSION_BLINK_TOPUP"] = "0"  # the model's own blinks only (no blinks.py top-up)
+        try:
+            runs += [("diffusion-model-blinks-only", t.weights[:n], t.head_pose[:n])
+                     for t in (animate_audio(audio, sr, fps=FPS, seed=seed) for seed in SEEDS)]
+        finally:
+            if saved is None:
+                os.environ.pop("LIKENESS_DIFFUSION_BLINK_TOPUP")
+            else:
+                os.environ["LIKENESS_DIFFUSION_BLINK_TOPUP"] = saved
         runs += [("teacher", gt.weights, gt.head_pose), ("loudness", base, np.zeros((n, 6)))]
         for s, w, pose in runs:
             jaw = w[:, INDEX["jawOpen"]]
@@ -192,22 +204,61 @@ def cpu_time_10s() -> dict:
 
 def singing() -> dict:
     """The synthetic sung set (benchmarks/singing.py): mouth openness per vowel, closure on each /m/."""
-    from benchmarks.singing import SR, sung_clip
+    from benchmarks.singing import sung_clip
 
-    audio, spans = sung_clip()
-    track = animate_audio(audio, SR, fps=FPS, seed=0)
-    ap = aperture(track.weights)
+    audio, sr, spans = sung_clip()
     out: dict = {}
+    apertures = [aperture(animate_audio(audio, sr, fps=FPS, seed=seed).weights) for seed in SEEDS]
     for vowel in ("a", "o", "i"):
-        vals = [ap[int((a + 0.2 * (b - a)) * FPS):int((b - 0.2 * (b - a)) * FPS)].mean() for v, a, b in spans if v == vowel]
+        vals = [ap[int((a + 0.2 * (b - a)) * FPS):int((b - 0.2 * (b - a)) * FPS)].mean()
+                for ap in apertures for v, a, b in spans if v == vowel]
         out[f"aperture_{vowel}"] = round(float(np.mean(vals)), 3)
     ref = float(np.median([out["aperture_a"], out["aperture_o"], out["aperture_i"]]))
     nasals = [(a, b) for v, a, b in spans if v == "m"]
     hits = [ap[max(int(a * FPS) - 1, 0):int(np.ceil(b * FPS)) + 2].min() <= 0.3 * ref and ref > 0.05
-            for a, b in nasals]
+            for ap in apertures for a, b in nasals]
     out["m_closure_hit_rate"] = round(float(np.mean(hits)), 3)
     out["notes"] = len(nasals)
+    out["seeds"] = len(SEEDS)
     return out
+
+
+# Question / statement pairs (not from the training script generator): intonation alone must raise
+# the brows at the end of a question.
+QUESTION_PAIRS = [("The lemons make fine punch.", "The lemons make fine punch?"),
+                  ("It is easy to tell the depth of a well.", "Is it easy to tell the depth of a well?"),
+                  ("The canoe slid on the planks.", "Did the canoe slide on the planks?"),
+                  ("Rice is served in round bowls.", "Is rice served in round bowls?")]
+QUESTION_TAIL_S = 0.6
+
+
+def speech_end(audio: np.ndarray, sr: int) -> float:
+    """Time (s) of the last frame within 35 dB of the loudest: the end of the spoken words."""
+    _, energy = log_mel(resample(audio, sr))
+    db = 10 * np.log10(np.exp(energy) + 1e-10)
+    return float(np.flatnonzero(db > db.max() - 35)[-1] + 1) / 100.0
+
+
+def question_brows(voices=(("flite/kal", ["flite", "-voice", "kal"], False), ("flite/slt", ["flite", "-voice", "slt"], False),
+                           ("festival/kal", ["text2wave"], True))) -> dict:
+    """Mean browInnerUp over the last QUESTION_TAIL_S of speech, questions vs statements, audio only."""
+    tails: dict[str, list[float]] = {".": [], "?": []}
+    per_voice: dict[str, dict[str, list[float]]] = {}
+    for name, cmd, stdin in voices:
+        for pair in QUESTION_PAIRS:
+            for text in pair:
+                audio, sr = _engine(cmd, text, stdin)
+                end = speech_end(audio, sr)
+                for seed in SEEDS:
+                    w = animate_audio(audio, sr, fps=FPS, seed=seed).weights
+                    span = slice(max(0, int((end - QUESTION_TAIL_S) * FPS)), int(np.ceil(end * FPS)) + 1)
+                    tails[text[-1]].append(float(w[span, INDEX["browInnerUp"]].mean()))
+                    per_voice.setdefault(name, {".": [], "?": []})[text[-1]].append(tails[text[-1]][-1])
+    q, st = np.array(tails["?"]), np.array(tails["."])
+    return {"brow_inner_up_questions": round(float(q.mean()), 3), "brow_inner_up_statements": round(float(st.mean()), 3),
+            "pairs_question_higher": round(float(np.mean(q > st)), 3), "clips": len(q) + len(st),
+            "per_voice_questions_minus_statements": {
+                v: round(float(np.mean(d["?"]) - np.mean(d["."])), 3) for v, d in per_voice.items()}}
 
 
 def main() -> None:
@@ -215,6 +266,7 @@ def main() -> None:
     results = evaluate(clips)
     speed = cpu_time_10s()
     sung = singing()
+    brows = question_brows()
     cols = ("jaw_r", "closure_hit_rate", "av_offset_frames", "blinks_per_min", "head_rot_std_deg",
             "head_speed_loudness_r", "clips")
     print(f"held-out clips: {len(clips)} ({sum(len(a) / sr for _, a, sr, _ in clips):.0f} s)")
@@ -223,10 +275,11 @@ def main() -> None:
     for key in sorted(results, key=lambda k: (k.split("@")[0] != "diffusion", "@" in k, k)):
         print(f"| {key} | " + " | ".join(str(results[key][c]) for c in cols) + " |")
     print(f"singing (synthetic, {sung['notes']} notes): " + ", ".join(f"{k} {v}" for k, v in sung.items()))
+    print("questions vs statements (held-out flite/festival, audio only): " + ", ".join(f"{k} {v}" for k, v in brows.items()))
     print(f"10 s clip, diffusion ({sampling_steps()} DDIM steps, guidance on): CPU {speed['cpu_s']} s, wall {speed['wall_s']} s")
     out = ROOT / "benchmarks" / "results" / "expression.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": "2026-11-26", "systems": results, "speed_10s": speed, "singing": sung, "ddim_steps": sampling_steps(),
+    out.write_text(json.dumps({"date": "2026-11-26", "systems": results, "speed_10s": speed, "singing": sung, "questions": brows, "ddim_steps": sampling_steps(),
                                "clips": [c[0] for c in clips]}, indent=1))
 
 

@@ -23,6 +23,8 @@ from services.common.speech import Speech
 from services.common.tracing import configure, grpc_server_interceptors
 from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
 from services.expression.diffusion import tensor_model as diffusion
+from services.expression.diffusion.drive import blend_emotions
+from services.expression.procedural import frame_count
 
 log = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0
@@ -47,7 +49,9 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
     def __init__(self, client: InferenceClient) -> None:
         self.client = client
 
-    def _animate(self, speech: Speech, params: ex.ExpressionParams) -> ExpressionTrack:
+    def _animate(self, speech: Speech, params: ex.ExpressionParams,
+                 emotions: list[tuple[float, str, float]] | None = None) -> ExpressionTrack:
+        """`emotions`: time-coded changes (seconds, emotion, strength) after params.emotion."""
         if speech.duration > MAX_AUDIO_SECONDS:
             raise InputError("audio", f"{speech.duration:.0f} s is over the limit of {MAX_AUDIO_SECONDS:.0f} s")
         fps = params.fps or DEFAULT_FPS
@@ -59,11 +63,19 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
             raise InputError("params.expressiveness", "unknown value")
         style = {"emotion": wire.EMOTIONS[params.emotion], "expressiveness": wire.EXPRESSIVENESS[params.expressiveness]}
         if speech.phones:
-            model, tensors = MODEL_NAME, to_tensors(speech, fps=fps, seed=params.seed, **style)
-        else:  # no timeline (a recording, singing): the audio-driven diffusion model
-            model, tensors = diffusion.MODEL_NAME, diffusion.to_tensors(
-                speech.audio, speech.sample_rate, fps=fps, seed=params.seed, **style)
-        return apply_gains(track_from_tensors(self.client.infer(model, tensors), fps), params)
+            def procedural(emotion: str) -> ExpressionTrack:
+                tensors = to_tensors(speech, fps=fps, seed=params.seed, emotion=emotion,
+                                     expressiveness=style["expressiveness"])
+                return track_from_tensors(self.client.infer(MODEL_NAME, tensors), fps)
+
+            # The procedural model takes one emotion: one call per emotion used, mixed per frame.
+            track = (blend_emotions(style["emotion"], emotions, frame_count(speech.duration, fps), fps, procedural)
+                     if emotions else procedural(style["emotion"]))
+        else:  # no timeline (a recording, singing): the audio-driven diffusion model, per-frame style
+            tensors = diffusion.to_tensors(speech.audio, speech.sample_rate, fps=fps, seed=params.seed,
+                                           emotions=emotions or (), **style)
+            track = track_from_tensors(self.client.infer(diffusion.MODEL_NAME, tensors), fps)
+        return apply_gains(track, params)
 
     def Animate(self, request: ex.AnimateRequest, context) -> ex.AnimateResponse:
         samples, rate = wire.audio_from_pb(request.audio)
@@ -76,14 +88,17 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
             raise InputError("header", "the first message must be the header")
         header = first.header
         chunks: list[bytes] = []
-        warnings: list[str] = []
+        emotions: list[tuple[float, str, float]] = []
         ended = False
         for message in request_iterator:
             kind = message.WhichOneof("request")
             if kind == "audio_chunk":
                 chunks.append(message.audio_chunk)
-            elif kind == "emotion":
-                warnings.append("time-coded emotions are not applied yet: the header's emotion is used")
+            elif kind == "emotion":  # from its time code on (eased in), on top of the header's emotion
+                timed = message.emotion
+                if timed.emotion not in wire.EMOTIONS:
+                    raise InputError("emotion.emotion", "unknown value")
+                emotions.append((timed.time_code, wire.EMOTIONS[timed.emotion], timed.strength or 1.0))
             elif kind == "end_of_audio":
                 ended = True
                 break
@@ -95,11 +110,11 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
         # The procedural model needs the whole timeline and its prosody: frames go out once the
         # audio is complete. The streaming diffusion model will emit them window by window.
         track = self._animate(wire.speech_from_pb(samples, header.audio_format.sample_rate, header.timeline),
-                              header.params)
+                              header.params, emotions)
         yield ex.StreamExpressionResponse(header=wire.blendshape_header(track.fps))
         for frame in wire.frames_to_pb(track):
             yield ex.StreamExpressionResponse(frame=frame)
-        status = error_status(grpc.StatusCode.OK, "; ".join(dict.fromkeys(warnings)) or "ok")
+        status = error_status(grpc.StatusCode.OK, "ok")
         yield ex.StreamExpressionResponse(status=status)
 
 

@@ -1,9 +1,13 @@
 """Training-set synthesis: synthetic voices x scripts -> (audio features, teacher expression targets).
 
-Voices used for training (and ONLY these): the piper voice (seeds, speaking rates) and espeak-ng
-voices with their variants, rates and pitches. flite, festival and every recording of a real person
-are reserved for evaluation (benchmarks/expression.py) and must never appear here.
-Timings: piper's are exact by construction; espeak-ng's come from the project's forced aligner.
+Voices used for training (and ONLY these): the piper voice (seeds, speaking rates), espeak-ng
+voices with their variants, rates and pitches, Kokoro-82M (services.tts.kokoro: its five style
+packs and random mixes of two, random speed), and sung examples: piper utterances or syllables
+sung on random melodies with WORLD (services.expression.diffusion.singing, formant-shifted so the
+"singer" is another voice than the benchmark's). flite, festival and every recording of a real
+person are reserved for evaluation (benchmarks/expression.py) and must never appear here.
+Timings: piper's are exact by construction (and re-timed exactly when sung); espeak-ng's and
+Kokoro's come from the project's forced aligner.
 Augmentation so features transfer to real voices: resampling (pitch and tempo together, the
 teacher re-run on the re-timed phones), noise, reverb and level. Targets: the procedural teacher
 with a random emotion, expressiveness and seed; several targets share one audio.
@@ -11,6 +15,7 @@ with a random emotion, expressiveness and seed; several targets share one audio.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 import wave
@@ -52,32 +57,95 @@ def _espeak(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, i
 _tts = None
 
 
-def synth(index: int, seed: int) -> tuple[str, Speech]:
-    """Utterance `index`: even indices piper, odd espeak-ng (aligned). Deterministic in (index, seed)."""
-    global _tts
-    rng = np.random.default_rng([seed, index])
-    text = script(rng)
-    if index % 2 == 0:
-        if _tts is None:
-            from services.tts.engine import TextToSpeech
-
-            _tts = TextToSpeech()
-        speed = float(rng.uniform(0.8, 1.25))
-        return f"piper/s{speed:.2f}", _tts.synthesize(text, seed=int(rng.integers(1 << 30)), speed=speed)
+def _aligned(audio: np.ndarray, sr: int, text: str) -> Speech:
     from services.tts.align import align
 
-    voice = ESPEAK_VOICES[int(rng.integers(len(ESPEAK_VOICES)))] + ESPEAK_VARIANTS[int(rng.integers(len(ESPEAK_VARIANTS)))]
-    rate, pitch = int(rng.integers(130, 200)), int(rng.integers(25, 75))
-    audio, sr = _espeak(text, voice, rate, pitch)
     saved = os.environ.get("LIKENESS_ALIGN_MIN_SCORE")
     os.environ["LIKENESS_ALIGN_MIN_SCORE"] = ALIGN_MIN_SCORE
     try:
-        return f"espeak/{voice}", align(audio, sr, text)
+        return align(audio, sr, text)
     finally:
         if saved is None:
             os.environ.pop("LIKENESS_ALIGN_MIN_SCORE")
         else:
             os.environ["LIKENESS_ALIGN_MIN_SCORE"] = saved
+
+
+def _piper():
+    global _tts
+    if _tts is None:
+        from services.tts.engine import TextToSpeech
+
+        _tts = TextToSpeech()
+    return _tts
+
+
+_kokoro = None
+KOKORO = "kokoro"
+SUNG = "sung"
+# Sung lyrics: syllables (the benchmark's "Mah"/"Mee"/"Moe" are left out) or a spoken script's words.
+SYLLABLES = ("La", "Lee", "Loo", "Da", "Doo", "Na", "No", "Bee", "Bah", "Boo", "Pa", "Moo", "May", "My",
+             "Oh", "Ah", "Hey", "Yeah", "Sha", "Fa", "So", "Tee", "Wah", "Oo", "Mine", "Baby", "Love", "Home")
+
+
+def synth_kokoro(index: int, seed: int) -> tuple[str, Speech]:
+    """Kokoro-82M with a shipped style pack or a random mix of two; timings by the forced aligner."""
+    global _kokoro
+    from services.tts.kokoro import KokoroVoice
+
+    if _kokoro is None:
+        _kokoro = KokoroVoice()
+    rng = np.random.default_rng([seed, index, 7])
+    text = script(rng)
+    packs = _kokoro.styles()
+    names = sorted(packs)
+    a, b = (names[int(i)] for i in rng.choice(len(names), 2, replace=False))
+    mix = float(rng.uniform(0.0, 1.0)) if rng.random() < 0.6 else 1.0
+    style = mix * packs[a] + (1.0 - mix) * packs[b]
+    audio, sr = _kokoro.synthesize(text, style, speed=float(rng.uniform(0.85, 1.2)))
+    label = a if mix == 1.0 else f"{a}+{b}"
+    return f"{KOKORO}/{label}", _aligned(audio, sr, text)
+
+
+def synth_sung(index: int, seed: int) -> tuple[str, Speech]:
+    """Piper sings syllables or a script, one word per note of a random melody (WORLD re-synthesis,
+    formant-shifted away from the unshifted benchmark voice)."""
+    from services.expression.diffusion.singing import random_melody, sing
+
+    rng = np.random.default_rng([seed, index, 11])
+    if rng.random() < 0.6:
+        words = [SYLLABLES[int(i)] for i in rng.integers(len(SYLLABLES), size=int(rng.integers(4, 11)))]
+        text = ", ".join(words) + "."
+    else:
+        text = re.split(r"(?<=[.!?]) ", script(rng))[0]  # one sentence
+    speech = _piper().synthesize(text, seed=int(rng.integers(1 << 30)), speed=float(rng.uniform(0.9, 1.2)))
+    low = float(rng.uniform(36, 52))
+    notes = random_melody(rng, max(1, len(speech.words)), low_midi=low, high_midi=low + 17)
+    shift = float(rng.choice([-1, 1]) * rng.uniform(0.05, 0.15) + 1.0)
+    sung = sing(speech, notes, vibrato_semitones=float(rng.uniform(0.0, 0.6)), vibrato_hz=float(rng.uniform(4.5, 6.5)),
+                formant_shift=shift)
+    return f"{SUNG}/piper-f{shift:.2f}", sung
+
+
+def synth(index: int, seed: int, kind: str = "speech") -> tuple[str, Speech]:
+    if kind == KOKORO:
+        return synth_kokoro(index, seed)
+    if kind == SUNG:
+        return synth_sung(index, seed)
+    return synth_speech(index, seed)
+
+
+def synth_speech(index: int, seed: int) -> tuple[str, Speech]:
+    """Utterance `index`: even indices piper, odd espeak-ng (aligned). Deterministic in (index, seed)."""
+    rng = np.random.default_rng([seed, index])
+    text = script(rng)
+    if index % 2 == 0:
+        speed = float(rng.uniform(0.8, 1.25))
+        return f"piper/s{speed:.2f}", _piper().synthesize(text, seed=int(rng.integers(1 << 30)), speed=speed)
+    voice = ESPEAK_VOICES[int(rng.integers(len(ESPEAK_VOICES)))] + ESPEAK_VARIANTS[int(rng.integers(len(ESPEAK_VARIANTS)))]
+    rate, pitch = int(rng.integers(130, 200)), int(rng.integers(25, 75))
+    audio, sr = _espeak(text, voice, rate, pitch)
+    return f"espeak/{voice}", _aligned(audio, sr, text)
 
 
 def retime(speech: Speech, factor: float) -> Speech:
@@ -124,14 +192,16 @@ def teacher_targets(speech: Speech, rng: np.random.Generator, k: int) -> tuple[n
     return np.stack(targets).astype(np.float32), np.array(styles, np.int64)
 
 
-def make_examples(index: int, seed: int, *, variants: int = 2, styles_per_variant: int = 2) -> list[Utterance]:
-    """All training examples from utterance `index`: a clean variant and re-timed/degraded ones."""
+def make_examples(index: int, seed: int, kind: str = "speech", *, variants: int = 2,
+                  styles_per_variant: int = 2) -> list[Utterance]:
+    """All training examples from utterance `index` of `kind` (speech, kokoro, sung): a clean
+    variant and re-timed/degraded ones."""
     try:
-        voice, speech = synth(index, seed)
+        voice, speech = synth(index, seed, kind)
     except Exception as exc:  # an espeak clip the aligner rejects: skip it, the set is large
         print(f"skip utterance {index}: {exc}", flush=True)
         return []
-    rng = np.random.default_rng([seed, index, 1])
+    rng = np.random.default_rng([seed, index, 1] if kind == "speech" else [seed, index, 1, len(kind)])
     out = []
     for v in range(variants):
         s = speech if v == 0 else retime(speech, float(rng.uniform(0.88, 1.12)))
@@ -142,11 +212,15 @@ def make_examples(index: int, seed: int, *, variants: int = 2, styles_per_varian
     return out
 
 
-def build(count: int, seed: int, workers: int = 2) -> list[Utterance]:
+def build(count: int, seed: int, workers: int = 2, *, kokoro: int = 0, sung: int = 0) -> list[Utterance]:
+    """`count` spoken utterances (piper / espeak-ng), `kokoro` Kokoro ones and `sung` sung ones."""
     from concurrent.futures import ProcessPoolExecutor
 
+    jobs = ([(i, "speech") for i in range(count)] + [(i, KOKORO) for i in range(kokoro)]
+            + [(i, SUNG) for i in range(sung)])
     with ProcessPoolExecutor(workers) as pool:
-        parts = list(pool.map(make_examples, range(count), [seed] * count, chunksize=8))
+        parts = list(pool.map(make_examples, [i for i, _ in jobs], [seed] * len(jobs), [k for _, k in jobs],
+                              chunksize=4))
     return [u for part in parts for u in part]
 
 

@@ -3,7 +3,8 @@
 Tokens, in time order: CONTEXT frames (the end of the previous window, clean), WINDOW frames (noisy,
 to be denoised) and LOOKAHEAD frames (audio only: the mouth moves before the sound it makes). Every
 token carries its frame's audio features; the diffusion timestep and the style (emotion +
-expressiveness, or the null style for classifier-free guidance) modulate each block (adaLN).
+expressiveness, or the null style for classifier-free guidance) modulate each block (adaLN); the
+style may be given per token, so an emotion can change inside a window (time-coded emotions).
 Output: the predicted clean window x0 in normalised units.
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        s1, c1, g1, s2, c2, g2 = self.mod(cond)[:, None, :].chunk(6, dim=-1)
+        s1, c1, g1, s2, c2, g2 = self.mod(cond).chunk(6, dim=-1)  # cond [B, 1 or N, d]
         h = self.ln1(x) * (1 + c1) + s1
         q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
@@ -92,7 +93,8 @@ class Denoiser(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, context: torch.Tensor,
                 context_valid: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """x_t [B, W, M] noisy window; t [B]; audio [B, C+W+L, F]; context [B, C, M] clean previous
-        frames; context_valid [B, C] 1 where context is known; style [B, S]. Returns x0 [B, W, M]."""
+        frames; context_valid [B, C] 1 where context is known; style [B, S] (one per window) or [B, C+W+L, S]
+        (one per token). Returns x0 [B, W, M]."""
         cfg = self.cfg
         b = x_t.shape[0]
         look = x_t.new_zeros(b, cfg.lookahead, cfg.motion_dim)
@@ -101,8 +103,8 @@ class Denoiser(nn.Module):
         flags[:, :cfg.context, 0] = context_valid
         flags[:, cfg.context:cfg.context + cfg.window, 1] = 1.0
         h = self.audio(audio.transpose(1, 2)).transpose(1, 2) + self.motion(torch.cat([motion, flags], -1)) + self.pos
-        cond = self.time(timestep_embedding(t, cfg.d_model)) + self.style(style)
-        cond = F.silu(cond)
+        style = style[:, None, :] if style.dim() == 2 else style
+        cond = F.silu(self.time(timestep_embedding(t, cfg.d_model))[:, None, :] + self.style(style))
         for block in self.blocks:
             h = block(h, cond)
         return self.out(self.ln_out(h))[:, cfg.context:cfg.context + cfg.window]

@@ -39,7 +39,8 @@ def window_starts(n: int, window: int, overlap: int = OVERLAP) -> list[int]:
 @torch.no_grad()
 def generate(ckpt: Checkpoint, features: np.ndarray, style: np.ndarray, *, seed: int, steps: int = 8,
              guidance: float = 1.5, eta: float = 0.0) -> np.ndarray:
-    """[N, F] frame features -> [N, 58] motion (blendshapes + head pose, de-normalised)."""
+    """[N, F] frame features -> [N, 58] motion (blendshapes + head pose, de-normalised). `style` is
+    one vector [S] or one per frame [N, S] (an emotion timeline)."""
     model, cfg = ckpt.model, ckpt.model.cfg
     C, W, L = cfg.context, cfg.window, cfg.lookahead
     n = len(features)
@@ -49,13 +50,16 @@ def generate(ckpt: Checkpoint, features: np.ndarray, style: np.ndarray, *, seed:
     sched = Scheduler()
     gen = torch.Generator().manual_seed(int(seed))
     guided = abs(guidance - 1.0) > 1e-6
-    styles = torch.from_numpy(np.stack([style, np.zeros_like(style)] if guided else [style])).float()
-    B = len(styles)
+    style = np.asarray(style, np.float32)
+    per_frame = style.ndim == 2
+    B = 2 if guided else 1
     timesteps = sched.timesteps(steps)
     fade = np.linspace(0.0, 1.0, OVERLAP + 2, dtype=np.float32)[1:-1, None]  # old -> new over the overlap
     for start in window_starts(n, W):
         idx = np.arange(start - C, start + W + L)
         audio = torch.from_numpy(features[np.clip(idx, 0, n - 1)]).expand(B, -1, -1)
+        s = style[np.clip(idx, 0, n - 1)] if per_frame else style
+        styles = torch.from_numpy(np.stack([s, np.zeros_like(s)] if guided else [s]))
         ctx_idx = idx[:C]
         ctx_ok = ctx_idx >= 0
         context = torch.from_numpy(np.where(ctx_ok[:, None], out[np.clip(ctx_idx, 0, n - 1)], 0.0)).float()

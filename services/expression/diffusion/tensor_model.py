@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from services.common.errors import InputError
 from services.expression.diffusion.features import FPS, frame_features
-from services.expression.diffusion.style import GUIDANCE, style_vector
+from services.expression.diffusion.style import GUIDANCE, style_timeline, style_vector
 from services.expression.procedural import frame_count
 
 MODEL_NAME = "expression_diffusion"
@@ -31,15 +31,26 @@ def sampling_eta() -> float:
     return float(os.environ.get("LIKENESS_DIFFUSION_ETA", "1"))
 
 
+def blink_top_up() -> bool:
+    return os.environ.get("LIKENESS_DIFFUSION_BLINK_TOPUP", "1") not in ("0", "false", "no", "")
+
+
 def inference_threads() -> int:
     return int(os.environ.get("LIKENESS_DIFFUSION_THREADS", "1"))
 
 
 def to_tensors(audio: np.ndarray, sample_rate: int, *, fps: float, seed: int, emotion: str,
-               expressiveness: str) -> dict[str, np.ndarray]:
-    return {"audio": np.asarray(audio, np.float32).reshape(-1), "sample_rate": np.array([sample_rate], np.int32),
-            "fps": np.array([fps], np.float32), "seed": np.array([seed], np.int64),
-            "style": np.array([emotion.encode(), expressiveness.encode()], np.object_)}
+               expressiveness: str, emotions: Sequence[tuple] = ()) -> dict[str, np.ndarray]:
+    """`emotions`: time-coded changes (seconds, emotion name[, strength]) after the start `emotion`;
+    sent as the optional inputs emotion_times / emotion_names / emotion_strengths only when there are any."""
+    tensors = {"audio": np.asarray(audio, np.float32).reshape(-1), "sample_rate": np.array([sample_rate], np.int32),
+               "fps": np.array([fps], np.float32), "seed": np.array([seed], np.int64),
+               "style": np.array([emotion.encode(), expressiveness.encode()], np.object_)}
+    if emotions:
+        tensors["emotion_times"] = np.array([c[0] for c in emotions], np.float32)
+        tensors["emotion_names"] = np.array([c[1].encode() for c in emotions], np.object_)
+        tensors["emotion_strengths"] = np.array([c[2] if len(c) > 2 else 1.0 for c in emotions], np.float32)
+    return tensors
 
 
 def _strings(array: np.ndarray) -> list[str]:
@@ -79,9 +90,19 @@ class DiffusionTensorModel:
             raise InputError("fps", f"must be a positive number, got {fps}")
         if seed < 0:
             raise InputError("seed", f"must be a non-negative integer, got {seed}")
-        style = style_vector(emotion, expressiveness)
         duration = len(audio) / rate
         n_model = frame_count(duration, FPS)
+        times = np.asarray(inputs.get("emotion_times", np.zeros(0)), np.float64).reshape(-1)
+        names = _strings(inputs["emotion_names"]) if "emotion_names" in inputs else []
+        strengths = np.asarray(inputs.get("emotion_strengths", np.ones(len(times))), np.float64).reshape(-1)
+        if not len(times) == len(names) == len(strengths):
+            raise InputError("emotion_times", f"{len(times)} time codes for {len(names)} emotions "
+                                              f"and {len(strengths)} strengths")
+        if len(times):  # per-frame style: an emotion change acts from its time code on
+            changes = list(zip(times.tolist(), names, strengths.tolist()))
+            style = style_timeline(emotion, expressiveness, changes, n_model, FPS)
+        else:
+            style = style_vector(emotion, expressiveness)
         features = frame_features(audio, rate, n_model)
         with self._lock:
             # Many tiny ops: one thread is ~10x cheaper in CPU time than two spinning on a busy machine.
@@ -92,6 +113,10 @@ class DiffusionTensorModel:
                                   guidance=GUIDANCE[expressiveness], eta=sampling_eta())
             finally:
                 self._torch.set_num_threads(previous)
+        if blink_top_up():  # the teacher's seeded blink process where the model left gaps (blinks.py)
+            from services.expression.diffusion.blinks import top_up
+
+            motion[:, :52] = top_up(motion[:, :52], features, FPS, seed)
         motion = resample_frames(motion, FPS, frame_count(duration, fps), fps) if fps != FPS else motion
         return {"weights": np.clip(motion[:, :52], 0.0, 1.0).astype(np.float32),
                 "head_pose": motion[:, 52:].astype(np.float32)}

@@ -13,6 +13,9 @@ import os
 import time
 from pathlib import Path
 
+# Before torch loads OpenMP: on a shared 2-core box spinning worker threads cost ~6x in wall time.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import torch
 
@@ -31,16 +34,21 @@ CONTEXT_DROP = 0.2  # how often the previous window is withheld (the first windo
 CONTEXT_NOISE = 0.05  # robustness to the model's own previous output (no drift)
 
 
-def cache_path(count: int, seed: int) -> Path:
+DATA_VERSION = "v2"  # bump when the features or the data recipe change: the cache is keyed on it
+BLINK_WEIGHT = 6.0  # blinks are rare, short and seeded: without extra weight the model averages them away
+BROW_WEIGHT = 3.0
+
+
+def cache_path(count: int, seed: int, kokoro: int = 0, sung: int = 0) -> Path:
     root = Path(os.environ.get("LIKENESS_DIFFUSION_CACHE", Path.home() / ".cache" / "likeness"))
-    return root / f"expression-diffusion-data-n{count}-s{seed}-v1.npz"
+    return root / f"expression-diffusion-data-n{count}-k{kokoro}-m{sung}-s{seed}-{DATA_VERSION}.npz"
 
 
-def load_or_build(count: int, seed: int) -> list[data.Utterance]:
-    path = cache_path(count, seed)
+def load_or_build(count: int, seed: int, kokoro: int = 0, sung: int = 0) -> list[data.Utterance]:
+    path = cache_path(count, seed, kokoro, sung)
     if path.exists():
         return data.load(str(path))
-    utterances = data.build(count, seed)
+    utterances = data.build(count, seed, kokoro=kokoro, sung=sung)
     path.parent.mkdir(parents=True, exist_ok=True)
     data.save(utterances, str(path))
     return utterances
@@ -55,7 +63,9 @@ def channel_weights(dim: int) -> np.ndarray:
     w = np.ones(dim, np.float32)
     for name in MOUTH_CHANNELS:  # lip sync is what viewers judge first
         w[INDEX[name]] = 2.0
-    w[INDEX["eyeBlinkLeft"]] = w[INDEX["eyeBlinkRight"]] = 2.0
+    w[INDEX["eyeBlinkLeft"]] = w[INDEX["eyeBlinkRight"]] = BLINK_WEIGHT
+    for name in ("browInnerUp", "browOuterUpLeft", "browOuterUpRight"):  # a question's raise is rare too
+        w[INDEX[name]] = BROW_WEIGHT
     return w
 
 
@@ -196,7 +206,11 @@ def plot(history: list[dict], path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--utterances", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_UTTERANCES", "400")))
-    p.add_argument("--steps", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_TRAIN_STEPS", "2500")))
+    p.add_argument("--kokoro", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_KOKORO", "48")),
+                   help="Kokoro-82M utterances (0 without the kokoro wheels)")
+    p.add_argument("--sung", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_SUNG", "96")),
+                   help="sung utterances (piper + WORLD)")
+    p.add_argument("--steps", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_TRAIN_STEPS", "4000")))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=WEIGHTS)
@@ -212,7 +226,7 @@ def main() -> None:
         log_file.flush()
 
     t0 = time.time()
-    utterances = load_or_build(args.utterances, args.seed)
+    utterances = load_or_build(args.utterances, args.seed, args.kokoro, args.sung)
     voices = sorted({u.voice.split("/")[0] for u in utterances})
     assert not set(voices) & set(data.HELD_OUT_ENGINES), voices
     log(f"data: {len(utterances)} examples from engines {voices} in {time.time() - t0:.0f} s")
