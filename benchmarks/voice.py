@@ -4,7 +4,10 @@ Cloning, per speaker: a profile from a SAMPLE, then scripts spoken by (a) the un
 (b) the cloned voice; both compared with HELD-OUT speech of the same speaker (resemblyzer cosine),
 next to the genuine same-speaker pair sample vs held-out (the ceiling). Intelligibility: WER of
 pocketsphinx (its en-us LM) + jiwer against the script, for the untouched and the cloned voice.
-RTF: (TTS + conversion) seconds per second of speech; profile build seconds.
+RTF: (TTS + conversion) seconds per second of speech; profile build seconds. Methods side by side
+(LIKENESS_BENCH_METHODS, default "world,kokoro"): "world" = Piper + WORLD conversion, "kokoro" =
+Kokoro style search (+ WORLD on top when it scores higher on the calibration text). The untouched
+voices are Piper (the default TTS; the WER ratio is against it) and Kokoro's shipped jm_kumo style.
 
 Speakers:
   real (held out: never used for any development choice): the LibriVox reader of the pocketsphinx
@@ -124,14 +127,15 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
     return float(jiwer.wer([norm(r) for r in references], [norm(h) for h in hypotheses]))
 
 
-def clone_bench(cloner: VoiceCloner, recognise: Recogniser, data: Path) -> list[dict]:
+def clone_bench(cloner: VoiceCloner, recognise: Recogniser, data: Path, method: str, plain: dict) -> list[dict]:
+    """One cloning method (LIKENESS_CLONE_METHOD) over every speaker; `plain` holds the untouched
+    voices' embeddings and transcripts (computed once)."""
+    os.environ["LIKENESS_CLONE_METHOD"] = method
     client = cloner.client
-    tts = cloner.tts
-    plain = [tts.synthesize(s, seed=i) for i, s in enumerate(SCRIPTS)]
-    plain_emb = [embed(client, s.audio, s.sample_rate) for s in plain]
-    plain_hyp = [recognise(s.audio, s.sample_rate) for s in plain]
     rows = []
     for spk in speakers(data):
+        if spk["kind"] not in _kinds():
+            continue
         sample, rate = spk["sample"]
         held, held_rate = spk["held"]
         e_held = embed(client, held, held_rate)
@@ -141,24 +145,77 @@ def clone_bench(cloner: VoiceCloner, recognise: Recogniser, data: Path) -> list[
         sims, hyps, seconds, audio_s = [], [], 0.0, 0.0
         for i, script in enumerate(SCRIPTS):
             t0 = time.perf_counter()
-            cloned = cloner.clone(tts.synthesize(script, seed=i), profile)
+            cloned = cloner.speak(script, profile, seed=i)  # TTS + cloning, as a job runs it
             seconds += time.perf_counter() - t0
             audio_s += cloned.duration
             sims.append(cosine(embed(client, cloned.audio, cloned.sample_rate), e_held))
             hyps.append(recognise(cloned.audio, cloned.sample_rate))
-        row = {"speaker": spk["name"], "kind": spk["kind"], "sample_s": round(len(sample) / rate, 1),
+        rows += _style_only(cloner, recognise, spk, profile, e_held, method, build_s, plain)
+        row = {"speaker": spk["name"], "kind": spk["kind"], "method": method,
+               "sample_s": round(len(sample) / rate, 1),
                "ceiling": cosine(embed(client, sample, rate), e_held),
-               "tts": float(np.mean([cosine(e, e_held) for e in plain_emb])),
+               "tts": float(np.mean([cosine(e, e_held) for e in plain["piper_emb"]])),
+               "tts_kokoro": float(np.mean([cosine(e, e_held) for e in plain["kokoro_emb"]])),
                "cloned": float(np.mean(sims)),
-               "wer_tts": wer(SCRIPTS, plain_hyp), "wer_cloned": wer(SCRIPTS, hyps),
+               "wer_tts": wer(SCRIPTS, plain["piper_hyp"]), "wer_tts_kokoro": wer(SCRIPTS, plain["kokoro_hyp"]),
+               "wer_cloned": wer(SCRIPTS, hyps),
                "rtf_clone": seconds / audio_s, "profile_build_s": build_s,
-               "warp": profile.conversion.warp, "strength": profile.conversion.correction_strength}
+               "warp": profile.conversion.warp, "strength": profile.conversion.correction_strength,
+               "world_on_top": bool(profile.convert), "calibration_similarity": profile.calibration_similarity}
         rows.append(row)
-        print(f"{row['speaker']:<18} {row['kind']:<5} ceiling {row['ceiling']:.3f}  tts {row['tts']:.3f}  "
-              f"cloned {row['cloned']:.3f}  gap {row['ceiling'] - row['cloned']:.3f}  WER tts {row['wer_tts']:.3f} "
-              f"cloned {row['wer_cloned']:.3f}  RTF {row['rtf_clone']:.3f}  profile {build_s:.1f}s  "
-              f"warp {row['warp']:.3f} strength {row['strength']:g}", flush=True)
+        print(f"{method:<6} {row['speaker']:<18} {row['kind']:<5} ceiling {row['ceiling']:.3f}  tts {row['tts']:.3f}  "
+              f"kokoro {row['tts_kokoro']:.3f}  cloned {row['cloned']:.3f}  gap {row['ceiling'] - row['cloned']:.3f}  "
+              f"WER tts {row['wer_tts']:.3f} cloned {row['wer_cloned']:.3f}  RTF {row['rtf_clone']:.3f}  "
+              f"profile {build_s:.1f}s  world-on-top {row['world_on_top']}", flush=True)
     return rows
+
+
+def _style_only(cloner: VoiceCloner, recognise: Recogniser, spk: dict, profile, e_held: np.ndarray, method: str,
+                build_s: float, plain: dict) -> list[dict]:
+    """For a Kokoro profile with WORLD on top, the same profile without it (the found style alone)."""
+    from dataclasses import replace
+
+    if profile.style is None or not profile.convert:
+        return []
+    bare = replace(profile, convert=False)
+    sims, hyps, seconds, audio_s = [], [], 0.0, 0.0
+    for i, script in enumerate(SCRIPTS):
+        t0 = time.perf_counter()
+        spoken = cloner.speak(script, bare, seed=i)
+        seconds += time.perf_counter() - t0
+        audio_s += spoken.duration
+        sims.append(cosine(embed(cloner.client, spoken.audio, spoken.sample_rate), e_held))
+        hyps.append(recognise(spoken.audio, spoken.sample_rate))
+    sample, rate = spk["sample"]
+    row = {"speaker": spk["name"], "kind": spk["kind"], "method": f"{method}-style-only",
+           "sample_s": round(len(sample) / rate, 1),
+           "ceiling": cosine(embed(cloner.client, sample, rate), e_held),
+           "tts": float(np.mean([cosine(e, e_held) for e in plain["piper_emb"]])),
+           "tts_kokoro": float(np.mean([cosine(e, e_held) for e in plain["kokoro_emb"]])),
+           "cloned": float(np.mean(sims)), "wer_tts": wer(SCRIPTS, plain["piper_hyp"]),
+           "wer_tts_kokoro": wer(SCRIPTS, plain["kokoro_hyp"]), "wer_cloned": wer(SCRIPTS, hyps),
+           "rtf_clone": seconds / audio_s, "profile_build_s": build_s, "warp": 1.0, "strength": 0.0,
+           "world_on_top": False, "calibration_similarity": profile.calibration_similarity}
+    print(f"{row['method']:<6} {row['speaker']:<18} {row['kind']:<5} cloned {row['cloned']:.3f}  "
+          f"WER cloned {row['wer_cloned']:.3f}  RTF {row['rtf_clone']:.3f}", flush=True)
+    return [row]
+
+
+def _kinds() -> set[str]:
+    return set(os.environ.get("LIKENESS_BENCH_KINDS", "real,dev").split(","))
+
+
+def plain_voices(cloner: VoiceCloner, recognise: Recogniser) -> dict:
+    """The untouched voices on the scripts: Piper (the default TTS) and Kokoro's jm_kumo style."""
+    from services.tts.kokoro import shipped_styles
+
+    client = cloner.client
+    piper = [cloner.tts.synthesize(s, seed=i) for i, s in enumerate(SCRIPTS)]
+    kokoro = [cloner._kokoro().synthesize(s, shipped_styles()["jm_kumo"]) for s in SCRIPTS]
+    return {"piper_emb": [embed(client, s.audio, s.sample_rate) for s in piper],
+            "piper_hyp": [recognise(s.audio, s.sample_rate) for s in piper],
+            "kokoro_emb": [embed(client, s.audio, s.sample_rate) for s in kokoro],
+            "kokoro_hyp": [recognise(s.audio, s.sample_rate) for s in kokoro]}
 
 
 def align_bench(data: Path) -> dict:
@@ -189,32 +246,52 @@ def main() -> None:
     client = InProcessClient()
     tts = TextToSpeech(voice=ModelVoice(client))
     cloner = VoiceCloner(tts, client)
+    script = " ".join(SCRIPTS)
+    tts.synthesize(script, seed=0)
     t0 = time.perf_counter()
-    speech = tts.synthesize(" ".join(SCRIPTS), seed=0)
-    tts.synthesize(" ".join(SCRIPTS), seed=0)
-    tts_rtf = (time.perf_counter() - t0) / 2 / speech.duration
-    rows = clone_bench(cloner, Recogniser(), data)
+    speech = tts.synthesize(script, seed=0)
+    tts_rtf = (time.perf_counter() - t0) / speech.duration
+    from services.tts.kokoro import shipped_styles
+
+    kokoro_style = shipped_styles()["jm_kumo"]
+    cloner._kokoro().synthesize(SCRIPTS[0], kokoro_style)
+    t0 = time.perf_counter()
+    spoken = cloner._kokoro().synthesize(script, kokoro_style)
+    kokoro_rtf = (time.perf_counter() - t0) / spoken.duration
+    print(f"TTS alone RTF: Piper {tts_rtf:.3f}, Kokoro {kokoro_rtf:.3f} (load average {os.getloadavg()[0]:.1f})",
+          flush=True)
+    recognise = Recogniser()
+    plain = plain_voices(cloner, recognise)
+    rows = []
+    for method in os.environ.get("LIKENESS_BENCH_METHODS", "world,kokoro").split(","):
+        rows += clone_bench(cloner, recognise, data, method, plain)
     alignment = align_bench(data)
-    summary = {}
-    for kind in ("real", "dev"):
-        sel = [r for r in rows if r["kind"] == kind]
-        summary[kind] = {k: float(np.mean([r[k] for r in sel])) for k in
-                         ("ceiling", "tts", "cloned", "wer_tts", "wer_cloned", "rtf_clone", "profile_build_s")}
-        s = summary[kind]
-        s["gap_to_ceiling"] = s["ceiling"] - s["cloned"]
-        s["wer_ratio"] = s["wer_cloned"] / max(s["wer_tts"], 1e-9)
-    print(f"\nTTS alone RTF {tts_rtf:.3f}")
-    print("| speakers | ceiling | untouched TTS | cloned | gap | WER TTS | WER cloned | ratio | RTF | profile s |")
+    summary: dict[str, dict] = {}
+    for method in sorted({r["method"] for r in rows}):
+        for kind in ("real", "dev"):
+            sel = [r for r in rows if r["kind"] == kind and r["method"] == method]
+            if not sel:
+                continue
+            s = {k: float(np.mean([r[k] for r in sel])) for k in
+                 ("ceiling", "tts", "tts_kokoro", "cloned", "wer_tts", "wer_tts_kokoro", "wer_cloned", "rtf_clone",
+                  "profile_build_s")}
+            s["gap_to_ceiling"] = s["ceiling"] - s["cloned"]
+            s["wer_ratio"] = s["wer_cloned"] / max(s["wer_tts"], 1e-9)
+            summary[f"{method}/{kind}"] = s
+    print(f"\nTTS alone RTF: Piper {tts_rtf:.3f}, Kokoro {kokoro_rtf:.3f}; load average {os.getloadavg()}")
+    print("| method / speakers | ceiling | untouched TTS (Piper / Kokoro) | cloned | gap | WER TTS (Piper / Kokoro) "
+          "| WER cloned | ratio to Piper | RTF TTS+clone | profile s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for kind, s in summary.items():
-        print(f"| {kind} | {s['ceiling']:.3f} | {s['tts']:.3f} | {s['cloned']:.3f} | {s['gap_to_ceiling']:.3f} | "
-              f"{s['wer_tts']:.3f} | {s['wer_cloned']:.3f} | {s['wer_ratio']:.2f} | {s['rtf_clone']:.3f} | "
-              f"{s['profile_build_s']:.1f} |")
+    for key, s in summary.items():
+        print(f"| {key} | {s['ceiling']:.3f} | {s['tts']:.3f} / {s['tts_kokoro']:.3f} | {s['cloned']:.3f} | "
+              f"{s['gap_to_ceiling']:.3f} | {s['wer_tts']:.3f} / {s['wer_tts_kokoro']:.3f} | {s['wer_cloned']:.3f} | "
+              f"{s['wer_ratio']:.2f} | {s['rtf_clone']:.3f} | {s['profile_build_s']:.1f} |")
     print(f"alignment: {alignment['phones']} phones, median onset error {alignment['median_onset_error_ms']:.1f} ms, "
           f"p90 {alignment['p90_onset_error_ms']:.1f} ms")
-    out = ROOT / "benchmarks" / "results" / "voice.json"
+    out = Path(os.environ.get("LIKENESS_BENCH_OUT", ROOT / "benchmarks" / "results" / "voice.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "tts_rtf": tts_rtf, "speakers": rows,
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "tts_rtf": tts_rtf, "kokoro_rtf": kokoro_rtf,
+                               "load_average": os.getloadavg(), "speakers": rows,
                                "summary": summary, "alignment": alignment,
                                "targets": {"gap_to_ceiling": 0.06, "wer_ratio": 1.3, "rtf": 0.2,
                                            "median_onset_error_ms": 20}}, indent=2))

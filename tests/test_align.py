@@ -95,3 +95,35 @@ def test_unusable_input(audio, rate, text, field):
     with pytest.raises(InputError) as err:
         align(audio, rate, text)
     assert err.value.field == field
+
+
+def test_aligner_model_runs_in_triton(triton_server_factory):
+    """The `aligner` model served by a real Triton gives the in-process alignment; a recording that
+    does not match its script is an InputError on the audio; the driving path goes through it."""
+    from services.common.inference import InProcessClient, TritonClient
+    from services.tts.align_model import align_with
+    from services.tts.recording import driving_speech, prepare_recording
+
+    root = Path(__file__).resolve().parents[1]
+    server = triton_server_factory(root / "model_repository",
+                                   models=["speaker_encoder", "voice_converter", "tts_kokoro", "aligner"])
+    triton = TritonClient(server.grpc_url)
+    audio, rate, text, _ = _load(UTTERANCES[1])
+    remote = align_with(triton, audio, rate, text)
+    local = align_with(InProcessClient(), audio, rate, text)
+    assert remote.phones == local.phones and remote.words == local.words
+    assert [w.text for w in remote.words] == text.split() and len(remote.phones) > 20
+    with pytest.raises(InputError) as info:
+        align_with(triton, audio, rate, "Four score and seven years ago our fathers brought forth a new nation")
+    assert info.value.field == "audio"
+    driven = driving_speech(prepare_recording((audio, rate)), text, client=triton)
+    assert [w.text for w in driven.words] == text.split()
+
+
+def test_alignment_score_tells_clear_speech_from_the_wrong_words():
+    from services.tts.align import alignment_score, min_score
+
+    audio, rate, text, _ = _load(UTTERANCES[0])
+    right = alignment_score(audio, rate, text)
+    wrong = alignment_score(audio, rate, "Four score and seven years ago our fathers brought forth")
+    assert right > min_score() > wrong, (right, wrong)

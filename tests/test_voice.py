@@ -17,6 +17,8 @@ from services.tts.cloning.store import ProfileCache, profile_key
 from services.tts.wavio import read_wav
 
 DATA = Path(__file__).parent / "data" / "librivox"
+# one Triton server for the voice tests (test_align.py asks for the same list, so it is shared)
+TRITON_VOICE_MODELS = ["speaker_encoder", "voice_converter", "tts_kokoro", "aligner"]
 SCRIPT = "Please remember to water the plants on the balcony before you leave on Monday."
 
 
@@ -37,7 +39,19 @@ def cloner() -> VoiceCloner:
 
 @pytest.fixture(scope="module")
 def profile(cloner: VoiceCloner, sample: bytes) -> SpeakerProfile:
-    return cloner.build_profile(sample)
+    """The default method (Piper + WORLD conversion)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("LIKENESS_CLONE_METHOD", raising=False)
+        return cloner.build_profile(sample)
+
+
+@pytest.fixture(scope="module")
+def kokoro_profile(cloner: VoiceCloner, sample: bytes) -> SpeakerProfile:
+    """The Kokoro style search, kept short (4 steps) for the suite."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIKENESS_CLONE_METHOD", "kokoro")
+        mp.setenv("LIKENESS_CLONE_STYLE_EVALS", "4")
+        return cloner.build_profile(sample)
 
 
 def _median_f0(audio: np.ndarray, rate: int) -> float:
@@ -48,6 +62,7 @@ def _median_f0(audio: np.ndarray, rate: int) -> float:
 
 
 def test_cloned_speech_sounds_like_the_sample(cloner: VoiceCloner, sample: bytes, profile: SpeakerProfile) -> None:
+    assert profile.style is None  # the default method: Piper + WORLD conversion
     speech = cloner.tts.synthesize(SCRIPT, seed=3)
     cloned = cloner.clone(speech, profile)
     # timing untouched: the lips keep the TTS timeline
@@ -61,15 +76,51 @@ def test_cloned_speech_sounds_like_the_sample(cloner: VoiceCloner, sample: bytes
     assert abs(np.log(cloned_f0 / target_f0)) < 0.5 * abs(np.log(tts_f0 / target_f0)), (tts_f0, cloned_f0, target_f0)
 
 
+def test_kokoro_style_clone_is_closer_clear_and_exactly_timed(cloner: VoiceCloner,
+                                                             kokoro_profile: SpeakerProfile) -> None:
+    profile = kokoro_profile
+    assert profile.style is not None and profile.style.shape == (256,)
+    speech = cloner.tts.synthesize(SCRIPT, seed=3)
+    cloned = cloner.clone(speech, profile)
+    # Kokoro re-speaks the script: same words, and a timeline that covers its own audio exactly
+    assert [w.text for w in cloned.words] == [w.text for w in speech.words]
+    assert cloned.phones[-1].end == pytest.approx(cloned.duration, abs=1e-6)
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(cloned.phones, cloned.phones[1:]))
+    client = cloner.client
+    before = cosine(embed(client, speech.audio, speech.sample_rate), profile.embedding)
+    after = cosine(embed(client, cloned.audio, cloned.sample_rate), profile.embedding)
+    assert after > before + 0.02, (before, after)
+    # the lips follow the heard speech: the forced aligner finds the words where the timeline says,
+    # and hears them clearly (the search's intelligibility gate)
+    from services.tts.align import align, alignment_score, min_score
+
+    heard = align(cloned.audio, cloned.sample_rate, SCRIPT)
+    errors = [abs(a.start - b.start) for a, b in zip(cloned.words, heard.words)]
+    assert np.median(errors) <= 0.03, errors
+    assert cloner.speak(SCRIPT, profile).audio.size == cloned.audio.size  # speak() is the same path
+    assert alignment_score(cloned.audio, cloned.sample_rate, SCRIPT) > min_score()
+
+
 def test_profile_round_trips_and_rejects_garbage(profile: SpeakerProfile) -> None:
     data = profile.to_bytes()
     again = SpeakerProfile.from_bytes(data)
     assert np.allclose(again.conversion.as_vector(), profile.conversion.as_vector(), atol=1e-4)
-    assert again.voiced_seconds == pytest.approx(profile.voiced_seconds, abs=1e-3) and again.voiced_seconds > 1.5
-    for bad in (b"not json", b'{"format": "other"}', data.replace(b'"version":1', b'"version":99')):
+    assert again.style is None and again.voiced_seconds == pytest.approx(profile.voiced_seconds, abs=1e-3)
+    assert again.voiced_seconds > 1.5
+    for bad in (b"not json", b'{"format": "other"}', data.replace(b'"version":2', b'"version":99')):
         with pytest.raises(InputError) as info:
             SpeakerProfile.from_bytes(bad)
         assert info.value.field == "voice_reference.profile_data"
+
+
+def test_kokoro_profile_round_trips_and_rejects_a_bad_style(kokoro_profile: SpeakerProfile) -> None:
+    data = kokoro_profile.to_bytes()
+    again = SpeakerProfile.from_bytes(data)
+    assert np.allclose(again.style, kokoro_profile.style, atol=1e-5) and again.convert == kokoro_profile.convert
+    style_at = data.index(b'"kokoro_style":[') + len(b'"kokoro_style":[')
+    for bad in (data[:style_at] + b"1e9," + data[style_at:], data[:style_at] + b"0.5," + data[style_at:]):
+        with pytest.raises(InputError, match="Kokoro style"):
+            SpeakerProfile.from_bytes(bad)
 
 
 def test_bad_voice_samples(cloner: VoiceCloner, sample: bytes) -> None:
@@ -144,13 +195,15 @@ def test_non_english_script_speaks_or_fails_clearly(cloner: VoiceCloner) -> None
     assert info.value.field == "language"
 
 
-def test_cloning_models_run_in_triton(triton_server_factory, profile: SpeakerProfile, cloner: VoiceCloner) -> None:
-    """speaker_encoder and voice_converter served by a real Triton give what the in-process models give."""
+def test_cloning_models_run_in_triton(triton_server_factory, profile: SpeakerProfile, cloner: VoiceCloner,
+                                     kokoro_profile: SpeakerProfile) -> None:
+    """speaker_encoder, voice_converter and tts_kokoro served by a real Triton give what the in-process
+    models give."""
     from services.common.inference import TritonClient
     from services.tts.cloning.converter import convert_with
 
     root = Path(__file__).resolve().parents[1]
-    server = triton_server_factory(root / "model_repository", models=["speaker_encoder", "voice_converter"])
+    server = triton_server_factory(root / "model_repository", models=TRITON_VOICE_MODELS)
     triton = TritonClient(server.grpc_url)
     speech = cloner.tts.synthesize("Good morning to you.", seed=0)
     remote = convert_with(triton, speech.audio, speech.sample_rate, profile.conversion)
@@ -160,3 +213,9 @@ def test_cloning_models_run_in_triton(triton_server_factory, profile: SpeakerPro
     with pytest.raises(InputError):
         triton.infer("voice_converter", {"audio": speech.audio, "sample_rate": np.array([speech.sample_rate], np.int32),
                                          "conversion": np.zeros(5, np.float32)})
+    from services.tts.kokoro_speech import KokoroSpeech
+    from services.tts.tensor_model import ModelKokoro
+
+    served = KokoroSpeech(ModelKokoro(triton)).synthesize("Good morning to you.", kokoro_profile.style)
+    here = KokoroSpeech(ModelKokoro(cloner.client)).synthesize("Good morning to you.", kokoro_profile.style)
+    assert np.allclose(served.audio, here.audio, atol=1e-5) and served.phones == here.phones

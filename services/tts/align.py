@@ -75,6 +75,19 @@ class Aligner:
                              f"{score:.1f} per frame, expected above {min_score():.0f})")
         return _to_speech(samples, int(sample_rate), transcript, words, word_phones, entries, n_frames)
 
+    def score(self, audio: np.ndarray, sample_rate: int, transcript: str) -> float:
+        """Mean per-frame acoustic score of the forced alignment (higher: the audio says the script
+        more clearly; see min_score()). Used as an intelligibility check of synthetic speech."""
+        samples = _as_mono_float(audio)
+        words = [w for ws, _ in split_clauses(clean_text(transcript or "")) for w in ws]
+        if not words or len(samples) < 0.1 * sample_rate:
+            raise InputError("audio", "nothing to score")
+        pcm = _to_pcm16(samples, int(sample_rate))
+        with self._lock:
+            decoder = self._get_decoder()
+            keys, _ = self._pronounce(decoder, words)
+            return float(_decode(decoder, keys, pcm.tobytes())[2])
+
     def _pronounce(self, decoder, words: list[str]) -> tuple[list[str], list[tuple[list[str], list[int]]]]:
         """Dictionary keys for the words (adding missing ones) and each word's espeak IPA phones
         with their stress (used to give aligned vowels their stress)."""
@@ -109,6 +122,15 @@ def align(audio: np.ndarray, sample_rate: int, transcript: str) -> Speech:
         if _default is None:
             _default = Aligner()
     return _default.align(audio, sample_rate, transcript)
+
+
+def alignment_score(audio: np.ndarray, sample_rate: int, transcript: str) -> float:
+    """The shared aligner's Aligner.score."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Aligner()
+    return _default.score(audio, sample_rate, transcript)
 
 
 def _as_mono_float(audio: np.ndarray) -> np.ndarray:

@@ -106,16 +106,20 @@ def prepare_recording(data: bytes | tuple[np.ndarray, int], *, field: str = DRIV
                          gain_db=float(gain_db), warnings=warnings)
 
 
-def driving_speech(prepared: PreparedAudio, transcript: str = "", *, field: str = DRIVING) -> Speech:
+def driving_speech(prepared: PreparedAudio, transcript: str = "", *, field: str = DRIVING,
+                   client=None) -> Speech:
     """A prepared recording -> Speech. With a transcript, phones and words come from forced alignment
-    (a recording that does not match it raises InputError(field, ...)); without, the Speech has no
-    timeline and the expression stage works from the audio alone."""
+    by the `aligner` model through `client` (default: services.common.inference.client_from_env(), so
+    Triton when LIKENESS_TRITON_URL is set); a recording that does not match it raises
+    InputError(field, ...). Without a transcript the Speech has no timeline and the expression stage
+    works from the audio alone."""
     if not (transcript or "").strip():
         return Speech(audio=prepared.samples, sample_rate=prepared.sample_rate)
-    from services.tts.align import align
+    from services.common.inference import client_from_env
+    from services.tts.align_model import align_with
 
     try:
-        speech = align(prepared.samples, prepared.sample_rate, transcript)
+        speech = align_with(client or client_from_env(), prepared.samples, prepared.sample_rate, transcript)
     except InputError as exc:
         if exc.field != "audio":  # e.g. "script": a word that cannot be pronounced
             raise

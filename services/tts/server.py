@@ -91,11 +91,13 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
         warnings: list[str] = []
         profile = self._profile(request.voice_reference) if request.HasField("voice_reference") else None
         language = espeak_language(request.language)
-        speech = self.tts.synthesize(request.text, seed=request.seed, speed=request.speed or 1.0,
-                                     language=language)
-        if profile is not None:
-            speech = self.cloner.clone(speech, profile)
+        if profile is not None:  # spoken in the cloned voice (Kokoro style, or Piper + WORLD)
+            speech = self.cloner.speak(request.text, profile, seed=request.seed, speed=request.speed or 1.0,
+                                       language=language)
             warnings += profile.warnings
+        else:
+            speech = self.tts.synthesize(request.text, seed=request.seed, speed=request.speed or 1.0,
+                                         language=language)
         return tts_pb2.SynthesizeResponse(
             audio=wire.audio_to_pb(speech.audio, speech.sample_rate, request.output_encoding),
             timeline=wire.timeline_to_pb(speech, language), warnings=warnings)
@@ -106,7 +108,8 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
         from services.tts.recording import driving_speech
 
         prepared = prepare_recording(self._raw_audio(request.audio, "audio"), field="audio")
-        speech = driving_speech(prepared, request.transcript, field="audio")
+        speech = driving_speech(prepared, request.transcript, field="audio",
+                                client=getattr(getattr(self.tts, "voice", None), "client", None))
         return tts_pb2.AlignResponse(timeline=wire.timeline_to_pb(speech, espeak_language(request.language)),
                                      audio=wire.audio_to_pb(speech.audio, speech.sample_rate),
                                      warnings=prepared.warnings)

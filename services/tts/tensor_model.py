@@ -47,3 +47,54 @@ class ModelVoice(PiperVoice):
         })
         return VoiceOutput(audio=np.asarray(out["audio"], np.float32).reshape(-1),
                            durations=np.asarray(out["durations"], np.int64).reshape(-1))
+
+
+KOKORO_MODEL_NAME = "tts_kokoro"
+
+
+class KokoroTensorModel:
+    """tokens INT64 [N], style FP32 [256] (or a [510, 256] pack), speed FP32 [1]
+    -> audio FP32 [samples] (24 kHz), durations INT64 [N + 2] (frames of 600 samples)."""
+
+    def __init__(self) -> None:
+        from services.tts.kokoro import KokoroVoice
+
+        self.voice = KokoroVoice()
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from services.common.errors import InputError
+        from services.tts.kokoro import MAX_TOKENS, STYLE_DIM
+
+        tokens = np.asarray(inputs["tokens"], np.int64).reshape(-1)
+        style = np.asarray(inputs["style"], np.float32)
+        speed = float(np.asarray(inputs["speed"]).reshape(-1)[0])
+        if not 0 < tokens.size <= MAX_TOKENS or tokens.min() < 0 or tokens.max() > 177:
+            raise InputError("tokens", f"needs 1-{MAX_TOKENS} Kokoro token ids")
+        if style.size % STYLE_DIM or not np.all(np.isfinite(style)):
+            raise InputError("style", f"must be finite with a multiple of {STYLE_DIM} values")
+        if not 0.25 <= speed <= 4.0:
+            raise InputError("speed", "must be from 0.25 to 4")
+        out = self.voice.synthesize_tokens(tokens.tolist(), style.reshape(-1, STYLE_DIM), speed)
+        return {"audio": out.audio, "durations": out.durations}
+
+
+class ModelKokoro:
+    """The Kokoro voice through any InferenceClient (in-process or Triton); tokenisation stays local."""
+
+    def __init__(self, client: InferenceClient) -> None:
+        from services.tts.kokoro import vocabulary
+
+        self.client = client
+        self.vocab = vocabulary()
+
+    def synthesize_tokens(self, tokens: list[int], style: np.ndarray, speed: float = 1.0,
+                          sources: list[int] | None = None):
+        from services.tts.kokoro import KokoroOutput
+
+        out = self.client.infer(KOKORO_MODEL_NAME, {
+            "tokens": np.asarray(tokens, np.int64),
+            "style": np.asarray(style, np.float32).reshape(-1),
+            "speed": np.array([speed], np.float32)})
+        return KokoroOutput(np.asarray(out["audio"], np.float32).reshape(-1),
+                            np.asarray(out["durations"], np.int64).reshape(-1), tuple(tokens),
+                            tuple(sources if sources is not None else range(len(tokens))))

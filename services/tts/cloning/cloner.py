@@ -1,13 +1,21 @@
 """Voice cloning from a sample: build a SpeakerProfile once, then speak any script in that voice.
 
-build_profile: the sample is prepared like any recording (checks, trim, loudness), analysed with
-WORLD (Harvest F0) and compared with the TTS voice's own statistics (from a fixed calibration
-text, computed once per cloner). That gives the F0 mapping, the vocal-tract warp and the envelope
-correction. Then a small search picks the correction strength whose converted calibration speech
-the speaker encoder finds most similar to the sample (the objective the benchmark measures).
+build_profile: the sample is prepared like any recording (checks, trim, loudness) and embedded by
+the speaker encoder. Then (LIKENESS_CLONE_METHOD):
+  * "world" (default; it won the benchmark, docs/notes/voice.md): the Piper voice with WORLD
+    conversion.
+  * "kokoro": a search in Kokoro-82M's 256-d style space for the style whose speech the speaker
+    encoder finds closest to the sample: the shipped styles first, then a seeded (1+1) evolution
+    strategy (LIKENESS_CLONE_STYLE_EVALS evaluations) on a short calibration text; a candidate
+    counts only if the forced aligner still hears the words (LIKENESS_CLONE_MIN_CLARITY). WORLD
+    conversion relative to that Kokoro voice is kept on top only if it scores higher and stays clear.
+WORLD conversion: the sample is analysed (Harvest F0) and compared with the voice's statistics on
+the calibration text; that gives the F0 mapping, the vocal-tract warp and the envelope correction,
+whose strength is picked by the same speaker-encoder objective.
 
-clone: TTS speech -> the voice_converter model. Timing is untouched, so the phone timeline stays
-exact for the lips.
+clone: the Kokoro path re-speaks the script in the found style (its duration output gives the exact
+phone timeline); the WORLD path converts the Piper speech without touching its timing. Either way
+the phone timeline stays exact for the lips.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from services.common.speech import Speech
 from services.tts.cloning import encoder, world
 from services.tts.cloning.converter import convert_with
 from services.tts.cloning.profile import SpeakerProfile
+from services.tts.phonemize import DEFAULT_LANGUAGE
 from services.tts.recording import VOICE_SAMPLE, prepare_recording
 
 CALIBRATION_TEXT = (
@@ -33,6 +42,29 @@ CALIBRATION_TEXT = (
     "Rice is often served in round bowls. The juice of lemons makes fine punch.")
 ANALYSIS_MAX_RATE = 22050  # the TTS voice has nothing above 11 kHz to convert
 MIN_VOICED_S = 1.5
+
+
+STYLE_CALIBRATION_TEXT = "The birch canoe slid on the smooth planks."  # ~3 s: each search step speaks it
+# Only the first half of a Kokoro style is searched: it conditions the decoder (timbre); the second
+# half drives the duration/F0 predictor, whose shipped values keep the speech intelligible.
+TIMBRE_DIMS = 128
+
+
+def _method() -> str:
+    method = os.environ.get("LIKENESS_CLONE_METHOD", "world").strip().lower()
+    return method if method in ("kokoro", "world") else "world"
+
+
+def _min_clarity() -> float:
+    """Forced-alignment score (services.tts.align.alignment_score) a candidate voice must keep on the
+    calibration text. Measured on dev material: the intelligible shipped style (jm_kumo) -10, good
+    searched styles -8 to -11, styles that made pocketsphinx miss most words -13 to -33; the
+    Japanese female styles (unintelligible in English) -18."""
+    return float(os.environ.get("LIKENESS_CLONE_MIN_CLARITY", "-12"))
+
+
+def _style_evals() -> int:
+    return max(0, int(os.environ.get("LIKENESS_CLONE_STYLE_EVALS", "16")))
 
 
 def _strengths() -> tuple[float, ...]:
@@ -46,6 +78,7 @@ class VoiceCloner:
         self.tts = tts  # a services.tts.TextToSpeech
         self.client = client
         self._calibration: tuple[Speech, world.Analysis, world.VoiceStats] | None = None
+        self._kokoro_speech = None
         self._lock = threading.Lock()
 
     def _calibrate(self) -> tuple[Speech, world.Analysis, world.VoiceStats]:
@@ -55,6 +88,15 @@ class VoiceCloner:
                 analysis = world.analyse(speech.audio, speech.sample_rate)
                 self._calibration = (speech, analysis, world.voice_stats(analysis))
             return self._calibration
+
+    def _kokoro(self):
+        with self._lock:
+            if self._kokoro_speech is None:
+                from services.tts.kokoro_speech import KokoroSpeech
+                from services.tts.tensor_model import ModelKokoro
+
+                self._kokoro_speech = KokoroSpeech(ModelKokoro(self.client))
+            return self._kokoro_speech
 
     def build_profile(self, sample: bytes | tuple[np.ndarray, int], *, field: str = VOICE_SAMPLE) -> SpeakerProfile:
         """A voice sample (encoded bytes or (samples, rate); 3-60 s of speech, any text) -> profile.
@@ -70,32 +112,110 @@ class VoiceCloner:
         if target is None or target.voiced_seconds < MIN_VOICED_S:
             raise InputError(field, f"has too little voiced speech to learn a voice from (need "
                                     f"{MIN_VOICED_S:g} s of voiced speech)")
-        calibration, cal_analysis, source = self._calibrate()
-        warp = world.fit_warp(source, target)
-        base = world.Conversion(logf0_source=(source.logf0_mean, source.logf0_std),
-                                logf0_target=(target.logf0_mean, target.logf0_std), warp=warp,
-                                correction=world.envelope_correction(source, target, warp))
         sample_embedding = encoder.embed(self.client, prepared.samples, prepared.sample_rate)
-        best, best_similarity = base, -1.0
-        for strength in _strengths():  # keep what the speaker encoder says sounds most like the sample
-            candidate = replace(base, correction_strength=strength)
-            converted = world.convert(calibration.audio, calibration.sample_rate, candidate, cal_analysis)
-            similarity = encoder.cosine(encoder.embed(self.client, converted, calibration.sample_rate),
-                                        sample_embedding)
-            if similarity > best_similarity:
-                best, best_similarity = candidate, similarity
         warnings = list(prepared.warnings)
         if prepared.duration < 5:
             warnings.append(f"the voice sample has only {prepared.duration:.1f} s of speech; 10-30 s "
                             "clones the voice better")
-        return SpeakerProfile(conversion=best, embedding=sample_embedding, voiced_seconds=target.voiced_seconds,
-                              sample_sha256=sha, calibration_similarity=best_similarity, warnings=warnings)
+        common = dict(embedding=sample_embedding, voiced_seconds=target.voiced_seconds, sample_sha256=sha,
+                      warnings=warnings)
+        if _method() == "kokoro":
+            style, cal_audio, style_similarity = self._search_style(sample_embedding, sha)
+            from services.tts.kokoro import SAMPLE_RATE
 
-    def clone(self, speech: Speech, profile: SpeakerProfile) -> Speech:
-        """The same words, timing and timeline, in the profile's voice."""
+            cal_analysis = world.analyse(cal_audio, SAMPLE_RATE)
+            conversion, similarity = self._fit_conversion(world.voice_stats(cal_analysis), target, cal_audio,
+                                                          SAMPLE_RATE, cal_analysis, sample_embedding)
+            converted = world.convert(cal_audio, SAMPLE_RATE, conversion, cal_analysis)
+            # WORLD on top only where it brings the voice closer and keeps the words clear
+            convert = similarity > style_similarity and _clarity(converted, SAMPLE_RATE) >= _min_clarity()
+            return SpeakerProfile(conversion=conversion, calibration_similarity=max(similarity, style_similarity),
+                                  style=style, convert=convert, **common)
+        calibration, cal_analysis, source = self._calibrate()
+        conversion, similarity = self._fit_conversion(source, target, calibration.audio, calibration.sample_rate,
+                                                      cal_analysis, sample_embedding)
+        return SpeakerProfile(conversion=conversion, calibration_similarity=similarity, **common)
+
+    def _fit_conversion(self, source: world.VoiceStats, target: world.VoiceStats, cal_audio: np.ndarray,
+                        cal_rate: int, cal_analysis: world.Analysis,
+                        sample_embedding: np.ndarray) -> tuple[world.Conversion, float]:
+        """WORLD conversion source -> target; the correction strength the speaker encoder likes best."""
+        warp = world.fit_warp(source, target)
+        base = world.Conversion(logf0_source=(source.logf0_mean, source.logf0_std),
+                                logf0_target=(target.logf0_mean, target.logf0_std), warp=warp,
+                                correction=world.envelope_correction(source, target, warp))
+        best, best_similarity = base, -1.0
+        for strength in _strengths():  # keep what the speaker encoder says sounds most like the sample
+            candidate = replace(base, correction_strength=strength)
+            converted = world.convert(cal_audio, cal_rate, candidate, cal_analysis)
+            similarity = encoder.cosine(encoder.embed(self.client, converted, cal_rate), sample_embedding)
+            if similarity > best_similarity:
+                best, best_similarity = candidate, similarity
+        return best, best_similarity
+
+    def _search_style(self, sample_embedding: np.ndarray, sha: str) -> tuple[np.ndarray, np.ndarray, float]:
+        """The Kokoro style whose calibration speech sounds most like the sample: the shipped styles,
+        then a (1+1)-ES with the 1/5th-success step rule, seeded by the sample (same sample, same
+        profile). Returns (style [256], its calibration audio at 24 kHz, similarity)."""
+        from services.tts.kokoro import SAMPLE_RATE, ipa_to_tokens, sentence_ipas, shipped_styles
+
+        backend = self._kokoro().voice
+        ids, _ = ipa_to_tokens(" ".join(sentence_ipas(STYLE_CALIBRATION_TEXT)), backend.vocab)
+
+        def score(style: np.ndarray) -> tuple[float, float, np.ndarray]:
+            speech = backend.synthesize_tokens(ids, style).audio
+            similarity = encoder.cosine(encoder.embed(self.client, speech, SAMPLE_RATE), sample_embedding)
+            return similarity, _clarity(speech, SAMPLE_RATE), speech
+
+        # Start from the most similar shipped style that stays intelligible (else the clearest one).
+        packs = shipped_styles()
+        scale = np.concatenate(list(packs.values())).std(axis=0)  # per-dimension spread of real styles
+        starts = []
+        for pack in packs.values():
+            row = pack[min(len(ids), len(pack) - 1)].copy()
+            starts.append((row, *score(row)))
+        clear = [s for s in starts if s[2] >= _min_clarity()]
+        best_style, best, _, best_audio = (max(clear, key=lambda s: s[1]) if clear else max(starts, key=lambda s: s[2]))
+        rng = np.random.default_rng(int(sha[:12], 16))
+        sigma = 0.5
+        for _ in range(_style_evals()):
+            candidate = best_style.copy()
+            candidate[:TIMBRE_DIMS] += sigma * scale[:TIMBRE_DIMS] * rng.standard_normal(TIMBRE_DIMS)
+            similarity, clarity, speech = score(candidate)
+            if similarity > best and clarity >= _min_clarity():  # closer, and still says the words
+                best_style, best_audio, best, sigma = candidate, speech, similarity, min(sigma * 1.3, 2.0)
+            else:
+                sigma = max(sigma * 0.9, 0.05)
+        return best_style, best_audio, best
+
+    def clone(self, speech: Speech, profile: SpeakerProfile, *, speed: float = 1.0,
+              language: str = DEFAULT_LANGUAGE) -> Speech:
+        """The same words in the profile's voice, with an exact timeline. A Kokoro profile re-speaks
+        `speech.text` (with `speed` and `language`); a WORLD profile converts `speech` keeping its timing."""
+        if profile.style is not None:
+            return self.speak(speech.text, profile, speed=speed, language=language)
         audio = convert_with(self.client, speech.audio, speech.sample_rate, profile.conversion)
         return Speech(audio=audio, sample_rate=speech.sample_rate, phones=list(speech.phones),
                       words=list(speech.words), text=speech.text)
+
+    def speak(self, text: str, profile: SpeakerProfile, *, seed: int = 0, speed: float = 1.0,
+              language: str = DEFAULT_LANGUAGE) -> Speech:
+        """Script -> speech in the profile's voice (Kokoro style, or Piper + WORLD conversion)."""
+        if profile.style is None:
+            return self.clone(self.tts.synthesize(text, seed=seed, speed=speed, language=language), profile)
+        spoken = self._kokoro().synthesize(text, profile.style, speed=speed, language=language)
+        if profile.convert:
+            spoken.audio = convert_with(self.client, spoken.audio, spoken.sample_rate, profile.conversion)
+        return spoken
+
+
+def _clarity(audio: np.ndarray, rate: int) -> float:
+    from services.tts.align import alignment_score
+
+    try:
+        return alignment_score(audio, rate, STYLE_CALIBRATION_TEXT)
+    except InputError:  # could not be aligned at all
+        return -1e9
 
 
 def _at_most(audio: np.ndarray, rate: int, max_rate: int) -> tuple[np.ndarray, int]:

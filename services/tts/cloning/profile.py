@@ -15,7 +15,8 @@ from services.common.errors import InputError
 from services.tts.cloning.world import GRID_HZ, Conversion
 
 FORMAT = "likeness.speaker_profile"
-VERSION = 1
+VERSION = 2  # 2: optional Kokoro style (+ whether WORLD conversion runs on top); 1 still reads
+STYLE_DIM = 256
 
 
 @dataclass
@@ -26,6 +27,9 @@ class SpeakerProfile:
     sample_sha256: str = ""
     calibration_similarity: float = 0.0  # converted calibration speech vs the sample
     warnings: list[str] = field(default_factory=list)
+    # Kokoro style found for this speaker (256-d); None: the Piper voice + WORLD conversion (version 1)
+    style: np.ndarray | None = None
+    convert: bool = True  # run the WORLD conversion (on top of the Kokoro voice when `style` is set)
 
     def to_bytes(self) -> bytes:
         c = self.conversion
@@ -39,6 +43,9 @@ class SpeakerProfile:
                                "grid_hz": [float(GRID_HZ[0]), float(GRID_HZ[-1]), len(GRID_HZ)],
                                "correction": np.round(c.correction, 5).tolist()},
                 "warnings": self.warnings}
+        if self.style is not None:
+            body["kokoro_style"] = [round(float(x), 6) for x in self.style]
+            body["convert"] = bool(self.convert)
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -47,7 +54,7 @@ class SpeakerProfile:
             body = json.loads(bytes(data).decode("utf-8"))
             if body.get("format") != FORMAT:
                 raise ValueError("not a speaker profile")
-            if body.get("version") != VERSION:
+            if body.get("version") not in (1, VERSION):
                 raise ValueError(f"profile version {body.get('version')} is not supported (expected {VERSION})")
             c = body["conversion"]
             if c["grid_hz"] != [float(GRID_HZ[0]), float(GRID_HZ[-1]), len(GRID_HZ)]:
@@ -61,9 +68,15 @@ class SpeakerProfile:
                                     float(c["f0_strength"]), float(c["correction_strength"]))
             if not 0.5 < conversion.warp < 2.0 or len(conversion.logf0_target) != 2:
                 raise ValueError("bad conversion parameters")
+            style = None
+            if body.get("kokoro_style") is not None:
+                style = np.asarray(body["kokoro_style"], np.float32)
+                if style.shape != (STYLE_DIM,) or not np.all(np.isfinite(style)) or np.abs(style).max() > 50:
+                    raise ValueError("bad Kokoro style")
             return cls(conversion=conversion, embedding=embedding, voiced_seconds=float(body["voiced_seconds"]),
                        sample_sha256=str(body.get("sample_sha256", "")),
                        calibration_similarity=float(body.get("calibration_similarity", 0.0)),
-                       warnings=[str(w) for w in body.get("warnings", [])])
+                       warnings=[str(w) for w in body.get("warnings", [])], style=style,
+                       convert=bool(body.get("convert", True)))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise InputError(field_name, f"is not a valid speaker profile ({exc})") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from services.common.errors import InputError
-from services.tts.cloning.profile import SpeakerProfile
+from services.tts.cloning.profile import VERSION, SpeakerProfile
 
 
 def profile_key(sample_sha256: str) -> str:
@@ -37,7 +37,8 @@ class ProfileCache:
         with self._lock:
             if sha in self._memory:
                 return self._memory[sha]
-        path = self.directory / f"{sha}.profile" if self.directory else None
+        # the format version in the name: a newer method rebuilds instead of reusing an old profile
+        path = self.directory / f"{sha}.v{VERSION}.profile" if self.directory else None
         profile = None
         if path is not None and path.is_file():
             try:
