@@ -143,7 +143,10 @@ def measure(entry: dict, track, sheets: Path | None) -> dict:
     rig = build_rig(entry["photo"], frame=spec, keypoints=kp)
     comp = Compositor(Renderer(rig), rig.stage) if rig.stage is not None else Renderer(rig)
     if sheets is not None:
-        write_sheet(entry["name"], comp, track, sheets)
+        if entry["name"] == "half_body" and getattr(comp, "body", None) is not None:
+            write_half_body_sheet(rig, track, sheets)
+        else:
+            write_sheet(entry["name"], comp, track, sheets)
     return out
 
 
@@ -173,6 +176,68 @@ def write_sheet(name: str, renderer, track, folder: Path) -> None:
     rows = [np.hstack(tiles[:4]), np.hstack(tiles[4:8])]
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.vstack(rows)).save(folder / f"{name}.png", optimize=True)
+
+
+def _tile(img: np.ndarray, label: str, h: int = 256) -> np.ndarray:
+    img = cv2.resize(img[..., :3], (round(img.shape[1] * h / img.shape[0]), h), interpolation=cv2.INTER_AREA)
+    cv2.putText(img, label, (6, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.putText(img, label, (6, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+def write_half_body_sheet(rig, track, folder: Path) -> None:
+    """Half-body 9:16 sheet: rest, mouth open, blink, yaw +15; then breathing (bottom and top of a
+    breath, their difference x10: only the body moves) and the shoulders following a 15 degree roll."""
+    from PIL import Image
+
+    from services.common.arkit import INDEX
+    from services.render.layout import Compositor
+    from services.render.renderer import Renderer
+
+    def frame(weights, pose, t=0.0):
+        comp = Compositor(Renderer(rig), rig.stage, seed=3)
+        comp._frame = int(round(t * comp.fps))  # render at time t of the breathing cycle
+        return comp.render(weights, pose)
+
+    w = track.weights
+    i_jaw = int(np.argmax(w[:, INDEX["jawOpen"]]))
+    i_blink = int(np.argmax(w[:, INDEX["eyeBlinkLeft"]]))
+    body = Compositor(Renderer(rig), rig.stage, seed=3).body
+    ts = np.arange(0, 1 / body.rate_hz, 1 / 25.0)
+    lifts = [body.lift(t) for t in ts]
+    low, high = ts[int(np.argmin(lifts))], ts[int(np.argmax(lifts))]
+    zero = np.zeros(52)
+    a, b = frame(zero, np.zeros(6), low), frame(zero, np.zeros(6), high)
+    diff = np.clip(np.abs(a.astype(int) - b.astype(int)) * 10, 0, 255).astype(np.uint8)
+    tiles = [_tile(frame(zero, np.zeros(6)), "rest"), _tile(frame(w[i_jaw], track.head_pose[i_jaw]), "mouth open"),
+             _tile(frame(w[i_blink], track.head_pose[i_blink]), "blink"),
+             _tile(frame(zero, np.array([0, np.radians(15), 0, 0, 0, 0])), "yaw +15"),
+             _tile(a, "breath low"), _tile(b, f"high +{max(lifts):.1f}px"), _tile(diff, "diff x10"),
+             _tile(frame(zero, np.array([0, 0, np.radians(15), 0, 0, 0]), low), "roll +15")]
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.vstack([np.hstack(tiles[:4]), np.hstack(tiles[4:])])).save(folder / "half_body.png", optimize=True)
+
+
+def write_head_rotation_sheet(track, folder: Path) -> None:
+    """+-15 degree pitch / yaw / roll on the frontal and the half-body photo (1:1, 512 -> 200 px)."""
+    from PIL import Image
+
+    from services.render.photo import load_photo
+    from services.render.renderer import Renderer
+    from services.render.rig import build_rig
+
+    rows = []
+    for name in ("grace_hopper.jpg", "astronaut.png"):
+        r = Renderer(build_rig(load_photo(ROOT / "assets/photos" / name), size=512))
+        tiles = []
+        for axis, label in enumerate(("pitch", "yaw", "roll")):
+            for deg in (-15, 15):
+                pose = np.zeros(6)
+                pose[axis] = np.radians(deg)
+                tiles.append(_tile(r.render(np.zeros(52), pose), f"{label} {deg:+d}", h=200))
+        rows.append(np.hstack(tiles))
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.vstack(rows)).save(folder / "head_rotation.png", optimize=True)
 
 
 def write_formats_sheet(photo: np.ndarray, track, folder: Path) -> None:
@@ -220,6 +285,7 @@ def main() -> None:
         from services.render.photo import load_photo
 
         write_formats_sheet(load_photo(ROOT / "assets/photos/grace_hopper.jpg"), track, Path(args.sheets))
+        write_head_rotation_sheet(track, Path(args.sheets))
     rows = [measure(entry, track, Path(args.sheets) if args.sheets else None) for entry in photo_set()]
     cols = ["photo", "fps_512", "fps_1080", "static_change", "aperture_r", "identity_landmark_error",
             "identity_pixel_mae", "drift_60s_max_abs"]

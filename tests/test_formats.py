@@ -77,9 +77,10 @@ def test_aspect_and_fit(photo, aspect, fit):
         rig = build_rig(photo, frame=spec)
         assert rig.stage is None and rig.image.shape == (SIZE, SIZE, 3)
         return
-    comp = compositor(photo, spec)
-    rest, opened, turned = (comp.render(jaw(0), pose()), comp.render(jaw(0.6), pose()),
-                            comp.render(jaw(0), pose(0.25)))
+    rig = build_rig(photo, frame=spec)
+    # A fresh compositor per frame: all three at t = 0 of the breathing cycle (services.render.body).
+    rest, opened, turned = (Compositor(Renderer(rig), rig.stage).render(w, p)
+                            for w, p in ((jaw(0), pose()), (jaw(0.6), pose()), (jaw(0), pose(0.25))))
     w, h = spec.frame_size
     assert rest.shape == (h, w, 3)
     # The face is animated in the full frame: the instrument sees the mouth open.
@@ -249,3 +250,36 @@ def test_render_service_transparent_webm(storage, tmp_path):
     path.write_bytes(storage.get_bytes("out/v.webm"))
     frames = list(decode_frames(path, alpha=True))
     assert len(frames) == t and frames[0][..., 3].min() < 5 and frames[0][..., 3].max() > 250
+
+
+@pytest.mark.parametrize("aspect", ["1:1", "16:9", "4:5", "9:16"])
+def test_cover_on_a_narrow_photo_zooms_instead_of_padding(aspect):
+    """A 9:16 crop of the half-body photo asked for any aspect in cover mode: every frame pixel is
+    the photo itself (found again in the photo by template matching), no blurred padding; contain
+    still pads."""
+    full = load_photo(ROOT / "assets" / "photos" / "astronaut.png")
+    narrow = np.ascontiguousarray(full[:, 112:400])  # 288x512 = 9:16
+    spec = FrameSpec(SIZE, aspect, "cover")
+    rig = build_rig(narrow, frame=spec)
+    renderer = Renderer(rig)
+    frame = (Compositor(renderer, rig.stage) if rig.stage is not None else renderer).render(jaw(0), pose())
+    assert not any("filled" in w for w in rig.warnings)
+    scale = float(rig.crop[0])
+    back = np.asarray(Image.fromarray(frame).resize((int(frame.shape[1] / scale), int(frame.shape[0] / scale)),
+                                                   Image.Resampling.BILINEAR))
+    # matchTemplate only tries placements fully inside the photo: a frame with padding has none.
+    import cv2
+
+    score = cv2.matchTemplate(narrow, back, cv2.TM_CCOEFF_NORMED)
+    assert score.max() > 0.97
+    # The frame's borders are as sharp as the photo there (a blurred fill has almost no detail).
+    assert _border_detail(frame) > 2.0
+    if aspect != "9:16":  # contain pads this photo (beside it) with a blurred copy
+        assert _border_detail(compositor(narrow, FrameSpec(SIZE, aspect, "contain")).render(jaw(0), pose())) < 1.0
+
+
+def _border_detail(frame: np.ndarray) -> float:
+    """The least mean absolute neighbour difference over the four 6-px frame borders."""
+    edges = [frame[:6], frame[-6:], frame[:, :6], frame[:, -6:]]
+    return min(float(np.abs(np.diff(e.astype(float), axis=0)).mean() + np.abs(np.diff(e.astype(float), axis=1)).mean())
+               for e in edges)

@@ -80,7 +80,7 @@ def test_template_fit_lands_on_the_points_and_recovers_a_real_mesh(grace):
     assert np.allclose(template_mesh()[468, 0], -0.5) and np.allclose(template_mesh()[473, 0], 0.5)
 
 
-def test_cat_with_keypoints_talks_and_keeps_its_eyes():
+def test_cat_with_keypoints_talks():
     cat = load_photo(PHOTOS / "cat.png")
     with pytest.raises(InputError, match="keypoints"):
         build_rig(cat)  # no detector finds a cat: the message says what to do
@@ -89,7 +89,6 @@ def test_cat_with_keypoints_talks_and_keeps_its_eyes():
     renderer = Renderer(rig)
     rest = renderer.render(weights(), np.zeros(6))
     opened = renderer.render(weights(jawOpen=0.6), np.zeros(6))
-    blink = renderer.render(weights(eyeBlinkLeft=1, eyeBlinkRight=1), np.zeros(6))
     lm = rig.landmarks
     diff = np.abs(opened.astype(int) - rest.astype(int)).max(axis=2) > 30
     ys, xs = np.nonzero(diff)
@@ -98,7 +97,67 @@ def test_cat_with_keypoints_talks_and_keeps_its_eyes():
     # The change is around the mouth (below the nose), not elsewhere on the face.
     assert diff.sum() > 200
     assert np.median(np.hypot(xs - mouth[0], ys - mouth[1])) < 0.6 * eye_dist
-    assert np.array_equal(blink, rest)  # eye animation is off for template faces
+    # The gaze stays put (the iris size is unknown).
+    assert np.array_equal(renderer.render(weights(eyeLookUpLeft=1, eyeLookUpRight=1), np.zeros(6)), rest)
+
+
+def _eye_masks(rig) -> np.ndarray:
+    """Pixels inside either eye's outer lid ring (dilated a little), [H, W] bool."""
+    import cv2
+
+    from services.render.rig import LEFT_EYE, RIGHT_EYE
+
+    mask = np.zeros(rig.image.shape[:2], np.uint8)
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        corners = eye.ring_corners[1]
+        ring = [corners[0], *eye.upper[2], corners[1], *eye.lower[2][::-1]]
+        cv2.fillPoly(mask, [np.round(rig.landmarks[ring, :2]).astype(np.int32)], 1)
+    return cv2.dilate(mask, np.ones((9, 9), np.uint8)) > 0
+
+
+def test_keypoint_eyes_are_sized_from_the_eye_distance():
+    from services.render.keypoints import EYE_ASPECT, EYE_WIDTH
+    from services.render.rig import LEFT_EYE, RIGHT_EYE
+
+    rig = build_rig(load_photo(PHOTOS / "cat.png"), keypoints=CAT_KEYPOINTS)
+    lm = rig.landmarks[:, :2]
+    iod = np.linalg.norm(lm[473] - lm[468])
+    nose_below_eyes = np.linalg.norm(lm[1] - (lm[468] + lm[473]) / 2)  # the cat's face is upright
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        width = np.linalg.norm(lm[eye.corners[0]] - lm[eye.corners[1]])
+        height = np.linalg.norm(lm[eye.upper[0][3]] - lm[eye.lower[0][3]])
+        assert abs(width / iod - EYE_WIDTH) < 0.02
+        assert abs(height - min(EYE_ASPECT * width, 0.6 * nose_below_eyes)) < 0.05 * width
+        # The lid rings stay outside the opening, the brow above the outer ring.
+        top = [lm[eye.upper[r][3]] for r in range(3)]
+        brow = lm[list(eye.brow_lower)]
+        above = brow[np.argmin(np.abs(brow[:, 0] - top[2][0])), 1]
+        assert top[0][1] > top[1][1] > top[2][1] > above
+
+
+def test_cat_blinks():
+    """Eye-region change follows the blink weight: none with open eyes (or while talking), a lid
+    over most of each eye when shut, and nothing outside the eyes moves."""
+    rig = build_rig(load_photo(PHOTOS / "cat.png"), keypoints=CAT_KEYPOINTS)
+    renderer = Renderer(rig)
+    eyes = _eye_masks(rig)
+    rest = renderer.render(weights(), np.zeros(6)).astype(int)
+    blink = np.array([0, 0, 0.3, 0.7, 1.0, 0.6, 0.2, 0, 0])
+    talk = np.array([0.4, 0, 0.5, 0, 0.3, 0.6, 0, 0.2, 0.5])  # the jaw moves all along
+    eye_change, elsewhere = [], []
+    for b, j in zip(blink, talk):
+        frame = renderer.render(weights(eyeBlinkLeft=b, eyeBlinkRight=b, jawOpen=j), np.zeros(6)).astype(int)
+        talking = renderer.render(weights(jawOpen=j), np.zeros(6)).astype(int)
+        changed = np.abs(frame - talking).max(axis=2) > 25  # what the blink itself changed
+        eye_change.append(changed[eyes].mean())
+        elsewhere.append(changed[~eyes].sum())
+        if b == 0:
+            assert np.array_equal(frame[eyes], rest[eyes])  # talking leaves the eyes alone
+    eye_change = np.array(eye_change)
+    assert np.all(eye_change[blink == 0] == 0)
+    assert eye_change[blink == 1.0][0] > 0.4, eye_change  # most of the eye area is covered
+    assert np.corrcoef(blink, eye_change)[0, 1] > 0.9, eye_change
+    assert max(elsewhere) < 0.02 * eyes.sum(), elsewhere
 
 
 def _rotated(landmarks: np.ndarray, yaw_deg: float) -> np.ndarray:

@@ -361,3 +361,151 @@ def test_doc_frames(name, renderers, instrument):
         stem = Path(name).stem
         for key, frame in frames.items():
             Image.fromarray(frame).save(out / f"{stem}_{key}.png", optimize=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mouth interior: measured on the rendered pixels along the posed mesh's centre column
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _teeth_bands(renderer: Renderer, w: np.ndarray) -> dict[str, float]:
+    """Bright runs in the opening's centre column (7 px wide): the upper and the lower teeth."""
+    frame = renderer.render(w, pose())
+    posed = renderer.pose_mesh(w, pose())
+    x, top, bottom = int(round(posed[13, 0])), posed[13, 1], posed[14, 1]
+    y0, y1 = int(np.floor(top)), int(np.ceil(bottom)) + 1
+    profile = (frame[y0:y1, x - 3:x + 4] @ _LUMA).mean(axis=1)
+    idx = np.nonzero(profile > 0.5 * (profile.max() + profile.min()))[0]
+    runs = np.split(idx, np.nonzero(np.diff(idx) > 1)[0] + 1)
+    return {"upper_top": y0 + runs[0][0], "upper_edge": y0 + runs[0][-1] + 1, "lower_tip": y0 + runs[-1][0],
+            "lip": top, "lower_lip": bottom, "runs": len(runs),
+            "chin": float(posed[152, 1]), "face_h": float(np.linalg.norm(posed[10] - posed[152]))}
+
+
+@pytest.fixture(scope="module")
+def grace_1080() -> Renderer:
+    return Renderer(build_rig(load_photo(PHOTOS / "grace_hopper.jpg"), size=1080))
+
+
+def test_teeth_scale_with_the_face(renderers, grace_1080):
+    heights = {}
+    for size, renderer in ((512, renderers["grace_hopper.jpg"]), (1080, grace_1080)):
+        b = _teeth_bands(renderer, weights(jawOpen=0.6))
+        heights[size] = (b["upper_edge"] - b["lip"]) / b["face_h"]  # upper teeth showing, face heights
+    assert 0.025 < heights[512] < 0.06, heights  # ~10 mm of incisor on a ~230 mm face
+    assert abs(heights[1080] - heights[512]) < 0.15 * heights[512], heights
+
+
+@pytest.mark.parametrize("name", PORTRAITS)
+def test_upper_teeth_stay_with_the_lip_lower_teeth_follow_the_jaw(name, renderers):
+    renderer = renderers[name]
+    bands = [_teeth_bands(renderer, weights(jawOpen=j)) for j in (0.7, 0.85, 1.0)]
+    assert all(b["runs"] >= 2 for b in bands), bands  # two rows of teeth with the cavity between
+    # The upper row hangs at a fixed distance below the upper lip...
+    upper = [b["upper_edge"] - b["lip"] for b in bands]
+    assert max(upper) - min(upper) <= 1.5, upper
+    # ...the lower row moves down with the jaw, behind the lower lip (its tips just above it).
+    tips = [b["lower_tip"] for b in bands]
+    chin = [b["chin"] for b in bands]
+    assert tips[0] < tips[1] < tips[2], tips
+    assert tips[2] - tips[0] > 0.6 * (chin[2] - chin[0]), (tips, chin)
+    assert all(0 < b["lower_lip"] - b["lower_tip"] < 0.1 * b["face_h"] for b in bands), bands
+
+
+def test_lip_edges_are_soft(renderers, grace_1080):
+    """The largest one-pixel luma step across the inner lip contour (within 2 px of it), relative
+    to the lip/cavity contrast: a hard polygon edge puts all of it in one step. The feather is
+    ~1.5 px at 512 and ~3 px at 1080 (the hard-edged interior before: 0.47 and 0.39)."""
+    from services.render.rig import LIP_LOWER_INNER, LIP_UPPER_INNER
+
+    for renderer, bound in ((renderers["grace_hopper.jpg"], 0.45), (renderers["astronaut.png"], 0.45),
+                            (grace_1080, 0.3)):
+        w = weights(jawOpen=0.8)
+        frame = (renderer.render(w, pose()) @ _LUMA).astype(np.float64)
+        posed = renderer.pose_mesh(w, pose())
+        steps = []
+        for ring in (LIP_UPPER_INNER, LIP_LOWER_INNER):
+            for k in ring[3:8]:
+                x, y = np.round(posed[k]).astype(int)
+                steps.append(np.abs(np.diff(frame[y - 2:y + 3, x])).max())
+        contrast = float((renderer.mouth.lip - renderer.mouth.cavity) @ _LUMA)
+        assert max(steps) < bound * contrast, (renderer.rig.size, max(steps), contrast)
+
+
+def test_photo_teeth_are_reused(renderers):
+    """A photo showing its teeth (made by the renderer itself at jawOpen 0.4, with a random texture
+    painted on the teeth so that synthetic teeth cannot match it): opening the mouth further
+    carries the photo's own teeth with the upper lip."""
+    from services.render.rig import LIP_LOWER_INNER, LIP_UPPER_INNER
+
+    first = renderers["grace_hopper.jpg"]
+    w_open = weights(jawOpen=0.4)
+    photo = first.render(w_open, pose()).astype(np.float64)
+    posed = first.pose_mesh(w_open, pose())
+    inner = np.concatenate([posed[list(LIP_UPPER_INNER)], posed[list(LIP_LOWER_INNER)][::-1]])
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], 1)
+    rng = np.random.default_rng(3)
+    noise = cv2.resize(rng.uniform(-1, 1, (photo.shape[0] // 3, photo.shape[1] // 3)), photo.shape[1::-1],
+                       interpolation=cv2.INTER_NEAREST)
+    teeth = (mask > 0) & (photo @ _LUMA > 120)
+    photo[teeth] *= (1 + 0.5 * noise[teeth])[:, None]
+    photo = np.clip(photo, 0, 255).astype(np.uint8)
+
+    rig = build_rig(photo)
+    renderer = Renderer(rig)
+    assert renderer.mouth.photo_teeth
+    # Of the shipped photos, the smiling astronaut shows her teeth, Grace Hopper does not.
+    assert renderers["astronaut.png"].mouth.photo_teeth and not first.mouth.photo_teeth
+    lm = rig.landmarks[:, :2]
+    w = weights(jawOpen=0.8)
+    now = renderer.pose_mesh(w, pose())
+
+    def upper_band(frame: np.ndarray, curve: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Luma in a band of `depth` px below the upper inner lip, middle 60% of the mouth."""
+        xs = np.arange(int(curve[2, 0]), int(curve[8, 0]))
+        top = np.interp(xs, curve[:, 0], curve[:, 1])
+        rows = [frame[int(round(y)) + 1 + np.arange(len(depth)), x] for x, y in zip(xs, top)]
+        return np.array(rows) @ _LUMA
+
+    depth = np.arange(int(0.6 * renderer.mouth.rest_split[3:8].min()))
+    source = upper_band(rig.image, lm[list(LIP_UPPER_INNER)], depth)
+    reused = upper_band(renderer.render(w, pose()), now[list(LIP_UPPER_INNER)], depth)
+    renderer.mouth.photo_teeth = False  # the same frame with drawn teeth, for contrast
+    drawn = upper_band(renderer.render(w, pose()), now[list(LIP_UPPER_INNER)], depth)
+
+    def texture(band: np.ndarray) -> np.ndarray:  # without the lip's shading and the tooth gaps
+        band = band - band.mean(axis=0, keepdims=True)
+        return (band - band.mean(axis=1, keepdims=True)).ravel()
+
+    r_reused = np.corrcoef(texture(source), texture(reused))[0, 1]
+    r_drawn = np.corrcoef(texture(source), texture(drawn))[0, 1]
+    assert r_reused > 0.6 and r_drawn < 0.4, (r_reused, r_drawn)
+
+
+@pytest.mark.parametrize("name", PORTRAITS)
+def test_tongue_behind_the_lower_teeth_and_out(name, renderers):
+    renderer = renderers[name]
+
+    def column(w: np.ndarray, y0: int, y1: int) -> np.ndarray:  # 7-px column at the mouth centre
+        x = int(round(renderer.pose_mesh(w, pose())[13, 0]))
+        return renderer.render(w, pose())[y0:y1, x - 3:x + 4].astype(float).mean(axis=1)
+
+    # Wide open: dark toward the throat, the (redder, lighter) tongue just above the lower teeth.
+    w = weights(jawOpen=0.9)
+    b = _teeth_bands(renderer, w)
+    gap = column(w, b["upper_edge"], b["lower_tip"])
+    luma, redness = gap @ _LUMA, gap[:, 0] / np.maximum(gap[:, 1], 1)
+    tongue = slice(len(gap) - max(2, len(gap) // 6), len(gap))
+    darkest = int(np.argmin(luma))
+    assert darkest < tongue.start, (luma, darkest)
+    assert luma[tongue].mean() > 1.8 * luma[darkest] and redness[tongue].mean() > redness[darkest] + 0.3
+    # tongueOut: the tongue comes forward over the lower teeth.
+    posed = renderer.pose_mesh(weights(jawOpen=0.6), pose())
+    y0, y1 = int(posed[13, 1]), int(posed[14, 1])
+    bottom = slice(-((y1 - y0) // 3), None)
+    inside = column(weights(jawOpen=0.6), y0, y1)[bottom]
+    out = column(weights(jawOpen=0.6, tongueOut=0.8), y0, y1)[bottom]
+    red = [float(np.mean(c[:, 0] / np.maximum(c[:, 1], 1))) for c in (inside, out)]
+    assert red[1] > red[0] + 0.3, red

@@ -21,10 +21,13 @@ from services.common.errors import InputError, ModelUnavailable
 # Model name -> "module:Class" of its TensorModel. The Triton model repository uses the same names.
 MODELS: dict[str, str] = {
     "tts_piper": "services.tts.tensor_model:PiperTensorModel",
+    "tts_kokoro": "services.tts.tensor_model:KokoroTensorModel",
     "expression_procedural": "services.expression.tensor_model:ProceduralTensorModel",
     "face_mesh": "services.render.tensor_model:FaceMeshTensorModel",
+    "selfie_segmentation": "services.render.tensor_model:SelfieSegmentationTensorModel",
     "speaker_encoder": "services.tts.cloning.encoder:SpeakerEncoderTensorModel",
     "voice_converter": "services.tts.cloning.converter:VoiceConverterTensorModel",
+    "aligner": "services.tts.align_model:AlignerTensorModel",
     "expression_diffusion": "services.expression.diffusion.tensor_model:DiffusionTensorModel",
 }
 

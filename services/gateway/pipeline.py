@@ -133,7 +133,7 @@ class EmbeddedPipeline:
         if self._cloner is None:
             self._cloner = VoiceCloner(self.tts, self.client)
         profile = ProfileCache.from_env().get_or_build(request.voice_sample, self._cloner.build_profile)
-        return self._cloner.clone(speech, profile), list(profile.warnings)
+        return self._cloner.clone(speech, profile, language=request.language), list(profile.warnings)
 
     def _animate_audio(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
         """A recording without a script: the audio-only diffusion model, in-process or on Triton."""
@@ -154,7 +154,7 @@ class EmbeddedPipeline:
         from services.render.photo import load_photo
         from services.render.renderer import Renderer
         from services.render.rig import build_rig
-        from services.render.tensor_model import detector
+        from services.render.tensor_model import detector, segmenter
 
         request.validate()
         out, _ = check_output(out_path, alpha=request.frame.alpha)
@@ -164,6 +164,7 @@ class EmbeddedPipeline:
         progress("rig", 0.0)
         keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
         rig = build_rig(load_photo(request.photo), frame=request.frame, detect=detector(self.client),
+                        segment=segmenter(self.client),
                         keypoints=keypoints)
         seconds["rig"] = time.perf_counter() - t0
         progress("rig", 1.0)
@@ -186,7 +187,8 @@ class EmbeddedPipeline:
         progress("expression", 1.0)
 
         t0 = time.perf_counter()
-        renderer = Renderer(rig) if rig.stage is None else Compositor(Renderer(rig), rig.stage)
+        renderer = (Renderer(rig) if rig.stage is None
+                    else Compositor(Renderer(rig), rig.stage, seed=request.seed or 0))
         total = len(track)
 
         def frames():

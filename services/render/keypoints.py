@@ -5,10 +5,16 @@ left, the eye on the image right, the nose tip, the mouth corner on the image le
 corner on the image right. A frontal template of mediapipe's 478-point mesh (template_face.py) is
 fitted to them: a least-squares affine map, then a smooth radial correction so the five points
 land exactly where the user put them. The renderer then animates it like any detected mesh.
+
+The eye openings are then resized (`shape_eyes`): five points say nothing about an eye's size, and
+the human template's almond is far too narrow for a cat or a cartoon. Each opening is set to a
+fraction of the inter-ocular distance wide and rounder than a human eye (kept well above the nose),
+so a blink brings an eyelid down over the whole eye.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +26,10 @@ KEYPOINT_NAMES = ("eye (image left)", "eye (image right)", "nose tip", "mouth co
 # Template indices of the same five points (the image-left eye is the subject's right: iris 468).
 _TEMPLATE_IDS = ((468,), (473,), (1,), (61,), (291,))
 MIN_EYE_DISTANCE = 8.0  # pixels
+# Eye opening of a keypoint face: width as a fraction of the inter-ocular distance (cats, people
+# and most cartoons: 0.4-0.5) and height / width (a person ~0.3, a cat ~0.8, cartoons 0.7-1).
+EYE_WIDTH = float(os.environ.get("LIKENESS_KEYPOINT_EYE_WIDTH", "0.5"))
+EYE_ASPECT = float(os.environ.get("LIKENESS_KEYPOINT_EYE_ASPECT", "0.85"))
 
 
 def parse_keypoints(text: str | Path, field: str = "keypoints") -> np.ndarray:
@@ -112,6 +122,66 @@ def fit_template(points: np.ndarray, template: np.ndarray | None = None) -> np.n
     xy = xy + kt @ weights
     scale = float(np.sqrt(abs(np.linalg.det(affine[:2]))))
     return np.column_stack([xy, template[:, 2] * scale])
+
+
+def shape_eyes(landmarks: np.ndarray, width: float = EYE_WIDTH, aspect: float = EYE_ASPECT) -> np.ndarray:
+    """The fitted mesh [478, 3] with each eye opening made an ellipse `width` x the inter-ocular
+    distance wide and `aspect` x that tall (at most 0.6 of the eye-to-nose distance), centred on
+    the pupil keypoint. The points around it (brow, cheek, nose side) are pushed out smoothly, by
+    maps that are monotone along every ray from the pupil."""
+    from services.render.rig import LEFT_EYE, NOSE_TIP, RIGHT_EYE
+
+    lm = np.array(landmarks, np.float64)
+    iod = float(np.linalg.norm(lm[473, :2] - lm[468, :2]))
+    across = (lm[473, :2] - lm[468, :2]) / max(iod, 1e-9)
+    up = np.array([across[1], -across[0]])  # image up, perpendicular to the eye line
+    nose_d = float((lm[NOSE_TIP, :2] - (lm[468, :2] + lm[473, :2]) / 2) @ -up)
+    target_w = width * iod
+    target_h = min(aspect * target_w, 0.6 * max(nose_d, 0.0))
+    if target_h <= 0:
+        return lm
+
+    def own(eye) -> set[int]:  # the eye's lid rings and iris
+        return {*eye.corners, *[i for c in eye.ring_corners for i in c], *eye.iris,
+                *[i for r in eye.upper for i in r], *[i for r in eye.lower for i in r]}
+
+    out = lm.copy()
+    for eye, other in ((RIGHT_EYE, LEFT_EYE), (LEFT_EYE, RIGHT_EYE)):
+        centre = lm[eye.iris[0], :2]
+        a0 = 0.5 * abs(float((lm[eye.corners[1], :2] - lm[eye.corners[0], :2]) @ across))
+        b0 = 0.5 * float(np.mean((lm[list(eye.lower[0][2:5]), :2] - lm[list(eye.upper[0][2:5]), :2]) @ -up))
+        if a0 < 1e-6 or b0 < 1e-6:
+            continue
+        # 1. A radial map in units of the template's eye opening: scaled by the target ellipse
+        #    inside it, fading out beyond (slowly enough to stay monotone).
+        movable = np.array(sorted(set(range(len(lm))) - own(other)))
+        kx, ky = max(target_w / 2 / a0, 0.5), max(target_h / 2 / b0, 0.5)
+        d = lm[movable, :2] - centre
+        u, v = (d @ across) / a0, (d @ up) / b0
+        rho = np.hypot(u, v)
+        safe = np.maximum(rho, 1e-9)
+        cos, sin = np.where(rho > 1e-9, u / safe, 1.0), np.where(rho > 1e-9, v / safe, 0.0)
+        k = 1.0 / np.sqrt((cos / kx) ** 2 + (sin / ky) ** 2)  # the target ellipse along this ray
+        tau = max(1.5, 0.9 * (max(kx, ky) - 1) + 0.3)
+        moved = (k - 1) * np.where(rho <= 1, rho, np.exp(-((rho - 1) / tau) ** 2))
+        out[movable, :2] += (moved * cos * a0)[:, None] * across + (moved * sin * b0)[:, None] * up
+        # 2. Everything else near the eye stays outside the outer lid ring: radii r in target-ellipse
+        #    units become r + 1.45 exp(-(r / 1.45)^2) (at least 1.45, monotone, -> r far away).
+        others = np.array(sorted(set(range(len(lm))) - own(eye) - own(other)))
+        d = out[others, :2] - centre
+        r = np.hypot((d @ across) / (0.5 * target_w), (d @ up) / (0.5 * target_h))
+        out[others, :2] += d * (1.45 * np.exp(-(r / 1.45) ** 2) / np.maximum(r, 1e-9))[:, None]
+        # 3. The lid rings become ellipses (a human almond scaled up is lopsided): the margin on
+        #    the target, the outer rings a little larger, points evenly spread in angle.
+        outward = across if float((lm[eye.corners[0], :2] - centre) @ across) > 0 else -across
+        for ring, corners, size in ((0, eye.corners, 1.0), (1, eye.ring_corners[0], 1.15),
+                                    (2, eye.ring_corners[1], 1.3)):
+            phi = np.linspace(0.0, np.pi, len(eye.upper[ring]) + 2)
+            for ids, sign in ((eye.upper[ring], 1.0), (eye.lower[ring], -1.0)):
+                out[[corners[0], *ids, corners[1]], :2] = centre + size * (
+                    0.5 * target_w * np.cos(phi)[:, None] * outward
+                    + sign * 0.5 * target_h * np.sin(phi)[:, None] * up)
+    return out
 
 
 def make_template(landmarks: np.ndarray) -> np.ndarray:

@@ -110,6 +110,7 @@ class Stage:
     background: np.ndarray | None = None  # [H, W, 3] uint8 what shows where matte < 255
     transparent: bool = False
     warnings: list[str] = field(default_factory=list)
+    body: np.ndarray | None = None  # [H, W] uint8 person alpha for breathing (services.render.body)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -122,6 +123,8 @@ class Stage:
             out["stage_matte"] = self.matte
         if self.background is not None:
             out["stage_background"] = self.background
+        if self.body is not None:
+            out["stage_body"] = self.body
         return out
 
     @classmethod
@@ -129,9 +132,9 @@ class Stage:
         if "stage_base" not in npz:
             return None
         return cls(base=npz["stage_base"], offset=tuple(int(v) for v in npz["stage_offset"]),
-                   matte=npz["stage_matte"] if "stage_matte" in npz else None,
-                   background=npz["stage_background"] if "stage_background" in npz else None,
-                   transparent=bool(npz["stage_transparent"]))
+                   matte=npz["stage_matte"] if "stage_matte" in npz else None, background=npz["stage_background"] if "stage_background" in npz else None,
+                   transparent=bool(npz["stage_transparent"]),
+                   body=npz["stage_body"] if "stage_body" in npz else None)
 
 
 @dataclass(frozen=True)
@@ -151,15 +154,24 @@ def plan_window(photo_shape: tuple[int, ...], square: tuple[float, float, float]
                 spec: FrameSpec) -> Window:
     """Where the frame sits on the photo, given the face square (x0, y0, side) in photo pixels.
 
-    cover: the frame is the face square widened to the aspect ratio, slid so as much of it as
-    possible lies on the photo without losing any of the face square; the face square maps to
-    exactly `size` pixels. contain: the whole photo is scaled into the frame, centred.
+    cover: the frame is the face square widened to the aspect ratio and slid onto the photo; the
+    face square maps to exactly `size` pixels. When the photo is too narrow (or too short) for that
+    window, the frame zooms in around the face (a tighter face square) until the window fits on the
+    photo: cover never pads. contain: the whole photo is scaled into the frame, centred.
     """
     ph, pw = photo_shape[:2]
     W, H = spec.frame_size
     sx0, sy0, side = square
     if spec.fit == "cover":
         scale = min(W, H) / side
+        need = max(W / pw, H / ph)  # the smallest scale at which the frame lies on the photo
+        if need > scale:
+            tight = min(W, H) / need  # the zoomed face square, same centre
+            sx0, sy0, side, scale = sx0 + (side - tight) / 2, sy0 + (side - tight) / 2, tight, need
+        # A face near the photo's edge: the face square slides onto the photo (off centre) rather
+        # than leave a margin to fill.
+        sx0 = min(max(sx0, 0.0), max(pw - side, 0.0))
+        sy0 = min(max(sy0, 0.0), max(ph - side, 0.0))
         ww, wh = W / scale, H / scale
         wx0 = sx0 - (ww - side) / 2
         wy0 = sy0 - (wh - side) * (TALL_EXTRA_ABOVE if H > W else 0.5)
@@ -247,7 +259,9 @@ def build_stage(photo: np.ndarray, window: Window, spec: FrameSpec,
             pad = background_plate(bg_spec, W, H)
         a = (inside.astype(np.float32) / 255)[..., None]
         base = (base * a + pad * (1 - a)).round().astype(np.uint8)
-    if bg_spec is None:
+    from services.render.body import breathing_enabled
+
+    if bg_spec is None and not breathing_enabled():
         return Stage(base=base, offset=window.square_offset, warnings=warnings), base
     if segment is None:
         from services.render.segment import person_matte as segment
@@ -255,6 +269,9 @@ def build_stage(photo: np.ndarray, window: Window, spec: FrameSpec,
     if spec.fit == "contain":  # padding is never the person (cover's filled margin may be)
         matte = matte * (inside.astype(np.float32) / 255)
     matte8 = np.clip(matte * 255 + 0.5, 0, 255).astype(np.uint8)
+    body = matte8.copy() if matte8.max() >= 128 else None  # no person found: no breathing
+    if bg_spec is None:  # the matte only drives breathing (services.render.body)
+        return Stage(base=base, offset=window.square_offset, warnings=warnings, body=body), base
     if matte8.max() < 128:
         warnings.append("no person found to separate from the background; the photo is kept whole")
         matte8[:] = np.where(inside > 0, 255, 0).astype(np.uint8)
@@ -262,7 +279,7 @@ def build_stage(photo: np.ndarray, window: Window, spec: FrameSpec,
     # Transparent output keeps the photo's colours under the alpha (no dark fringe when composited).
     composed = base if bg_spec.transparent else _over(base, matte8, plate)
     return Stage(base=composed, offset=window.square_offset, matte=matte8, background=plate,
-                 transparent=bg_spec.transparent, warnings=warnings), base
+                 transparent=bg_spec.transparent, warnings=warnings, body=body), base
 
 
 def background_plate(bg: Background, width: int, height: int) -> np.ndarray:
@@ -294,9 +311,21 @@ class Compositor:
     square's region re-composited with the warped matte.
     """
 
-    def __init__(self, renderer, stage: Stage) -> None:
+    def __init__(self, renderer, stage: Stage, seed: int = 0, fps: float = 25.0) -> None:
+        from services.render.body import BodyMotion
+        from services.render.rig import CHIN, FACE_OVAL
+
         self.renderer = renderer
         self.stage = stage
+        self.fps = fps
+        self._frame = 0
+        self.body = None
+        if stage.body is not None:
+            lm = renderer.rig.landmarks
+            ox, oy = stage.offset
+            oval_x = lm[list(FACE_OVAL), 0] + ox
+            self.body = BodyMotion.build(stage.body, float(lm[CHIN, 1] + oy), float(renderer.rig.face_height),
+                                         (float(oval_x.min()), float(oval_x.max())), seed=seed)
         W, H = stage.size
         S = renderer.rig.size
         ox, oy = stage.offset
@@ -319,10 +348,12 @@ class Compositor:
         fx0, fy0, fx1, fy1 = self.frame_box
         sx0, sy0, sx1, sy1 = self.square_box
         st = self.stage
+        t = self._frame / self.fps
+        self._frame += 1
         if st.matte is None:
             out = st.base.copy()
             out[fy0:fy1, fx0:fx1] = square[sy0:sy1, sx0:sx1]
-            return out
+            return self._breathe(out, t, head_pose)
         matte = self.renderer.warp_like_last(self.square_matte)
         part_m = matte[sy0:sy1, sx0:sx1]
         part_rgb = square[sy0:sy1, sx0:sx1]
@@ -330,12 +361,18 @@ class Compositor:
             out = self.static_rgba.copy()
             out[fy0:fy1, fx0:fx1, :3] = part_rgb
             out[fy0:fy1, fx0:fx1, 3] = part_m
-            return out
+            return self._breathe(out, t, head_pose)
         out = st.base.copy()
         out[fy0:fy1, fx0:fx1] = _over(part_rgb, part_m, st.background[fy0:fy1, fx0:fx1])
+        return self._breathe(out, t, head_pose)
+
+    def _breathe(self, out: np.ndarray, t: float, head_pose: np.ndarray) -> np.ndarray:
+        if self.body is not None:
+            self.body.apply(out, t, np.asarray(head_pose, np.float64).reshape(-1))
         return out
 
     def render_track(self, track):
+        self.fps = float(track.fps)
         for i in range(len(track)):
             yield self.render(track.weights[i], track.head_pose[i])
 

@@ -2,11 +2,21 @@
 
 A piecewise-affine warp can only stretch what the photo shows; an opened mouth would show the lip
 seam smeared into streaks. Instead the opening is filled column by column between the current
-upper and lower inner-lip curves with: a dark cavity, an upper-teeth band hanging from the upper
-lip, lower teeth rising from the lower lip as the jaw drops, and the tongue at the bottom. Colours
-come from the photo (lip colour darkened for the cavity; the photo's own teeth when it shows them),
-so the interior matches skin tone and lighting. Where the mouth is no wider open than in the photo,
-the photo itself (warped) is kept, so a smiling photo closes naturally with its lips over its teeth.
+upper and lower inner-lip curves, back to front: a cavity darkening toward the throat, the tongue
+(a mound behind the lower teeth, darker toward the back), the lower teeth (carried by the jaw,
+partly hidden by the lower lip), the upper teeth (fixed to the skull just under the rest upper lip,
+so they stay with the upper lip; a little gum shows only when the lip lifts above its rest line),
+and the wet inner face of the lower lip. Edges against the lips are feathered over ~1.2-3 px (by
+face size) instead of a hard polygon edge.
+
+Tooth sizes come from the face: a mouth-width unit clamped to 0.6-1.0 of the inter-ocular distance
+(a smiling or pursed photo does not give giant or tiny teeth). Colours come from the photo (lip
+colour darkened for the cavity, the skin's light for the ivory). When the photo shows its own teeth
+(an open mouth with bright pixels inside the lips, less saturated than the skin), those pixels are
+reused: the part above the gap between the rows of teeth (the darkest row, at least half-way down)
+stays with the upper teeth, the part below travels with the lower lip. Where the mouth is no wider
+open than in the photo, the warped photo itself is kept, so a smiling photo closes naturally with
+its lips over its teeth.
 """
 from __future__ import annotations
 
@@ -18,10 +28,15 @@ from services.render.rig import (
     FACE_OVAL, LIP_LOWER_INNER, LIP_LOWER_OUTER, LIP_UPPER_INNER, LIP_UPPER_OUTER, FaceRig,
 )
 
-UPPER_TEETH_HEIGHT = 0.13  # visible upper-incisor height, mouth widths
-LOWER_TEETH_HEIGHT = 0.065
-TEETH_HALF_WIDTH = 0.43  # half the visible dental arch, mouth widths
-
+# All in mouth units (u: the face's mouth width, see MouthInterior.unit).
+UPPER_TEETH_HEIGHT = 0.13  # upper incisor showing below the rest upper lip
+UPPER_CROWN = 0.17  # full upper crown: above it, the gum (seen only when the lip lifts)
+LOWER_CROWN = 0.16
+OVERBITE = 0.03  # lower incisor tips sit this far above the upper ones (behind them)
+JAW_TO_INCISOR = 0.85  # the lower incisors drop this fraction of the chin's drop (nearer the hinge)
+TEETH_HALF_WIDTH = 0.43  # half the visible upper dental arch
+LOWER_ARCH = 0.8  # the lower arch is narrower
+UNIT_IOD = (0.6, 1.0)  # mouth unit clamped to this range of the inter-ocular distance
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -30,6 +45,22 @@ def _polygon_mask(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
     mask = np.zeros(shape, np.uint8)
     cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
     return mask > 127
+
+
+def _saturation(pixels: np.ndarray) -> float:
+    """Median HSV-style saturation of RGB pixels [N, 3]."""
+    return float(np.median((pixels.max(axis=1) - pixels.min(axis=1)) / np.maximum(pixels.max(axis=1), 1.0)))
+
+
+def shows_teeth(pixels: np.ndarray, face_highlight: float, skin_saturation: float) -> bool:
+    """Bright (vs the face's highlights) pixels less saturated than the skin: teeth, not tongue,
+    lips or cavity (the skin's saturation is the reference: warm light tints teeth too)."""
+    if len(pixels) < 20:
+        return False
+    luma = pixels @ _LUMA
+    top = pixels[luma >= np.percentile(luma, 70)]
+    return float(np.mean(top @ _LUMA)) > 0.55 * face_highlight \
+        and _saturation(top) < max(0.3, 0.8 * skin_saturation)
 
 
 class MouthInterior:
@@ -43,8 +74,12 @@ class MouthInterior:
         outer = np.concatenate([lm[list(LIP_UPPER_OUTER)], lm[list(LIP_LOWER_OUTER)][::-1]])
         inner = np.concatenate([upper_in, lower_in[::-1]])
         self.image = rig.image
-        self.rest_upper = upper_in
+        self.rest_upper, self.rest_lower = upper_in, lower_in
         self.mouth_width = float(np.linalg.norm(lm[291] - lm[61]))
+        iod = float(np.linalg.norm(lm[473] - lm[468]))
+        # (Not for faces placed from keypoints: a cat's mouth is far narrower than a person's.)
+        self.unit = float(np.clip(self.mouth_width, UNIT_IOD[0] * iod, UNIT_IOD[1] * iod)) \
+            if iod > 1 and rig.source != "keypoints" else self.mouth_width
         self.rest_gap = np.maximum(0.0, lower_in[:, 1] - upper_in[:, 1])  # per lip column, px
 
         lips = _polygon_mask(shape, outer) & ~_polygon_mask(shape, inner)
@@ -54,59 +89,102 @@ class MouthInterior:
         bright = float(np.percentile(luma[face], 97)) if face.any() else 200.0
         skin = np.median(img[face], axis=0) if face.any() else np.array([200, 160, 140.0])
 
-        # Teeth: the photo's own when it shows them (bright pixels inside an open mouth); their
-        # texture is then reused as the upper teeth, carried by the upper lip.
+        # Teeth: the photo's own when it shows them (bright, greyish pixels inside an open mouth).
         teeth = None
+        self.rest_split = 0.5 * self.rest_gap
         if self.rest_gap.max() > 0.06 * self.mouth_width:
             inside = _polygon_mask(shape, inner)
-            if inside.sum() > 20:
+            skin_sat = _saturation(img[face]) if face.any() else 0.3
+            if shows_teeth(img[inside], bright, skin_sat):
                 top = img[inside][luma[inside] >= np.percentile(luma[inside], 70)]
-                if float(np.mean(top @ _LUMA)) > 0.55 * bright:
-                    teeth = np.median(top, axis=0)
+                teeth = np.median(top, axis=0)
+                self.rest_split = self._darkest_rows(luma)
         self.photo_teeth = teeth is not None
         if teeth is None:  # ivory a little below the face's highlights, tinted like the skin's light
             tint = skin / max(1.0, float(skin @ _LUMA))
-            level = min(bright * 0.92, 225.0)
-            teeth = np.clip(level * (0.55 * np.array([0.98, 0.93, 0.82]) + 0.45 * tint), 0, 255)
+            # (mostly ivory: a stronger skin tint reads as grey-green beside warm skin)
+            level = min(bright * 0.97, 230.0)
+            teeth = np.clip(level * (0.85 * np.array([0.98, 0.95, 0.87]) + 0.15 * tint), 0, 255)
         self.teeth = teeth.astype(np.float32)
         self.lip = lip.astype(np.float32)
+        self.gum = np.clip(lip * np.array([1.05, 0.78, 0.8]) + 12, 0, 255).astype(np.float32)
         self.cavity = (0.16 * lip + np.array([6, 2, 2])).astype(np.float32)
         # Tongue: the lip's hue, more saturated (wet tissue in shade).
-        self.tongue = np.clip(lip * np.array([0.8, 0.52, 0.52]), 0, 255).astype(np.float32)
+        self.tongue = np.clip(lip * np.array([0.82, 0.5, 0.5]), 0, 255).astype(np.float32)
+
+    def _darkest_rows(self, luma: np.ndarray) -> np.ndarray:
+        """Per lip column: px below the rest upper lip where the photo's interior is split, at its
+        darkest row (the gap between upper and lower teeth): above it travels with the upper lip,
+        below it with the jaw."""
+        split = np.empty(len(self.rest_gap))
+        for k, (a, b) in enumerate(zip(self.rest_upper, self.rest_lower)):
+            n = max(int(np.ceil(b[1] - a[1])), 0)
+            if n < 3:
+                split[k] = 0.5
+                continue
+            tt = np.linspace(0.15, 0.85, n)
+            pts = a + (b - a) * tt[:, None]
+            vals = cv2.remap(luma, pts[:, 0].astype(np.float32)[None], pts[:, 1].astype(np.float32)[None],
+                             cv2.INTER_LINEAR)[0]
+            vals = np.convolve(vals, np.ones(3) / 3, mode="same")
+            split[k] = tt[int(np.argmin(vals))]
+        # One fraction for the whole mouth, from the middle columns (the corners are in shadow),
+        # and at least half the gap: a smile shows mostly upper teeth.
+        fraction = float(np.clip(np.median(split[3:8]), 0.5, 0.9))
+        return fraction * self.rest_gap
 
     def render(self, frame: np.ndarray, upper: np.ndarray, lower: np.ndarray, scale: float = 1.0,
-               tongue_out: float = 0.0) -> None:
+               tongue_out: float = 0.0, skull_upper: np.ndarray | None = None,
+               jaw_drop: float | None = None) -> None:
         """Composite into `frame` (in place) between the inner-lip curves upper/lower [11, 2].
 
         `scale`: the head's current image scale (teeth keep their size relative to the skull).
+        `skull_upper` [11, 2]: the rest upper inner lip moved by the head pose only (where the
+        upper teeth hang); default: the current upper lip. `jaw_drop`: px the chin dropped from
+        rest along the face (carries the lower teeth); default: from the opening.
         """
-        opening = (lower[:, 1] - upper[:, 1]) - self.rest_gap
+        opening = (lower[:, 1] - upper[:, 1]) - self.rest_gap * scale
         if np.all(np.abs(opening) < 0.4) and tongue_out <= 0.0:
             return
-        upper, lower = _smooth_curve(upper), _smooth_curve(lower)
+        if skull_upper is None:
+            skull_upper = upper
+        if jaw_drop is None:
+            jaw_drop = max(0.0, float(opening[5]))
+        # A photo with an open mouth has its jaw dropped already (by about its own lip gap).
+        jaw_drop += float(self.rest_gap[5]) * scale
+        upper, lower = _smooth_curve(upper, 3), _smooth_curve(lower, 3)
         h, w = frame.shape[:2]
         pts = np.concatenate([upper, lower])
-        x0 = max(0, int(np.floor(pts[:, 0].min())) - 2)
-        x1 = min(w, int(np.ceil(pts[:, 0].max())) + 3)
-        y0 = max(0, int(np.floor(pts[:, 1].min())) - 2)
-        y1 = min(h, int(np.ceil(pts[:, 1].max())) + 3)
+        x0 = max(0, int(np.floor(pts[:, 0].min())) - 3)
+        x1 = min(w, int(np.ceil(pts[:, 0].max())) + 4)
+        y0 = max(0, int(np.floor(pts[:, 1].min())) - 3)
+        y1 = min(h, int(np.ceil(pts[:, 1].max())) + 4)
         if x1 - x0 < 3 or y1 - y0 < 2:
             return
         xs = np.arange(x0, x1, dtype=np.float32)
         ys = np.arange(y0, y1, dtype=np.float32)[:, None]
         ux, lx = _monotone(upper[:, 0]), _monotone(lower[:, 0])
-        y_up = np.interp(xs, ux, upper[:, 1])[None, :]
-        y_lo = np.interp(xs, lx, lower[:, 1])[None, :]
+        f32 = np.float32  # per-pixel work in float32: half the memory traffic of float64
+        y_up = np.interp(xs, ux, upper[:, 1]).astype(f32)[None, :]
+        y_lo = np.interp(xs, lx, lower[:, 1]).astype(f32)[None, :]
+        sk = _smooth_curve(skull_upper, 3)
+        y_sk = np.interp(xs, _monotone(sk[:, 0]), sk[:, 1]).astype(f32)[None, :]
         # Per column: how much wider than in the photo (> 0: interior; < 0: lips closing over it).
         n = len(upper)
-        col = np.interp(xs, ux, np.linspace(0, 10, n, dtype=np.float32))
-        rest_gap = np.interp(col, np.arange(11), self.rest_gap)[None, :]
+        col = np.interp(xs, ux, np.linspace(0, 10, n)).astype(f32)
+        rest_gap = (np.interp(col, np.arange(11), self.rest_gap) * scale).astype(f32)[None, :]
         g = np.maximum(y_lo - y_up, 0.0)
         wider = smoothstep(0.2, 1.0, (g - rest_gap) / np.maximum(2.0, 0.3 * rest_gap))
-        inside_x = ((xs > ux[0]) & (xs < ux[-1]))[None, :]
-        coverage = np.clip(ys - y_up + 0.5, 0, 1) * np.clip(y_lo - ys + 0.5, 0, 1) * inside_x
-        colour = self._interior(xs, ys, y_up, y_lo, float(upper[n // 2, 0]), scale, tongue_out, col,
-                                rest_gap)
+        u = self.unit * scale
+        feather = float(np.clip(0.02 * u, 1.2, 3.0))  # px over which a lip edge fades
+        # Soft ends at the corners too (the curves meet there, so the gap fades in over a pixel).
+        inside_x = (np.clip((xs - ux[0]) / feather, 0, 1) * np.clip((ux[-1] - xs) / feather, 0, 1))[None, :]
+        # Centred half a pixel outside the lip lines: it also covers the photo's dark lip seam,
+        # which the warp stretches along the inner lip edges.
+        coverage = np.clip((ys - y_up + 0.5) / feather + 0.5, 0, 1) \
+            * np.clip((y_lo - ys + 0.5) / feather + 0.5, 0, 1) * inside_x
+        colour = self._interior(xs, ys, y_up, y_lo, y_sk, float(sk[len(sk) // 2, 0]), u, scale,
+                                jaw_drop, tongue_out, col, rest_gap)
         alpha = coverage * np.maximum(wider, min(1.0, tongue_out * 4))
 
         # Closing over a mouth the photo shows open: the squeezed interior would read as a light
@@ -121,79 +199,127 @@ class MouthInterior:
         roi = frame[y0:y1, x0:x1].astype(np.float32)
         frame[y0:y1, x0:x1] = np.clip(roi + (colour - roi) * alpha[..., None], 0, 255).astype(np.uint8)
 
-    def _interior(self, xs, ys, y_up, y_lo, centre_x: float, scale: float, tongue_out: float,
-                  col: np.ndarray, rest_gap: np.ndarray):
-        """RGB float [len(ys), len(xs), 3]: cavity, tongue, lower teeth, upper teeth (back to front)."""
-        mw = self.mouth_width * scale
-        s = (xs[None, :] - centre_x) / (TEETH_HALF_WIDTH * mw)  # -1..1 across the dental arch
+    def _interior(self, xs, ys, y_up, y_lo, y_sk, centre_x: float, u: float, scale: float,
+                  jaw_drop: float, tongue_out: float, col: np.ndarray, rest_gap: np.ndarray):
+        """RGB float [len(ys), len(xs), 3]: cavity, tongue, lower teeth, upper teeth, inner lip."""
+        s = (xs[None, :] - centre_x) / (TEETH_HALF_WIDTH * u)  # -1..1 across the upper dental arch
+        s_lo = s / LOWER_ARCH
         t = ys - y_up  # px below the upper lip
         b = y_lo - ys  # px above the lower lip
         g = np.maximum(y_lo - y_up, 1e-3)
         arch = np.sqrt(np.clip(1 - s * s, 0, 1))
+        arch_lo = np.sqrt(np.clip(1 - s_lo * s_lo, 0, 1))
+        edge_aa = 0.6  # px: tooth edges are anti-aliased, not feathered like the lips
 
-        # Cavity: darkest deep in the middle, warmer toward the lips (the wet inner lip).
-        depth = np.exp(-((t - 0.55 * g) / (0.5 * g + 1)) ** 2) * np.exp(-(s / 1.2) ** 2)
-        colour = self.cavity[None, None, :] * (1.3 - 0.6 * depth)[..., None]
-        # b < 0 below the lower lip (outside the coverage): clipped so exp cannot overflow to inf.
-        inner_lip = np.exp(-np.maximum(b, 0.0) / (0.03 * g + 0.8))
-        colour = _over(colour, self.lip[None, None, :] * 0.45, inner_lip * 0.6)
+        # Cavity: darkest deep in the middle (toward the throat), lighter toward the lips.
+        mid = 0.5 * (y_up + y_lo)
+        depth = np.exp(-((ys - mid) / (0.35 * g + 1)) ** 2) * np.exp(-(s / 0.9) ** 2)
+        colour = self.cavity[None, None, :] * (1.35 - 0.75 * depth)[..., None]
 
-        # Tongue: a low mound behind the lower teeth, rising as the jaw drops.
-        tongue_h = (0.36 * g + tongue_out * 0.5 * g) * np.clip(1 - (s / 1.1) ** 2, 0, 1) ** 0.7
-        tongue_a = np.clip(tongue_h - b + 0.5, 0, 1) * smoothstep(0.1 * mw, 0.3 * mw, g)
-        tongue_shade = 0.5 + 0.5 * np.clip(1 - (b - 1) / np.maximum(tongue_h, 1), 0, 1) ** 0.6
-        tongue = self.tongue[None, None, :] * tongue_shade[..., None]
-        colour = _over(colour, tongue, tongue_a * (1 - 0.5 * tongue_out))
+        # Lower teeth: carried by the jaw; their tips start just above the upper incisal edge.
+        upper_edge = y_sk + UPPER_TEETH_HEIGHT * u
+        lo_tip = upper_edge - OVERBITE * u + JAW_TO_INCISOR * jaw_drop \
+            + 0.05 * u * (1 - arch_lo) + _notches(s_lo, u * LOWER_ARCH, 0.7)
+        below_tip = ys - lo_tip
+        lt_a = np.clip(below_tip / edge_aa + 0.5, 0, 1) * np.clip((1.0 - np.abs(s_lo)) * 5, 0, 1)
 
-        # Lower incisors: behind the lower lip for small openings, their tips showing as it drops.
-        lt_h = LOWER_TEETH_HEIGHT * mw * np.sqrt(np.clip(1 - (s / 0.5) ** 2, 0, 1)) \
-            * smoothstep(0.22 * mw, 0.55 * mw, g)
-        lt_h = lt_h - _notches(s, mw, 0.8)
-        lt_a = np.clip(lt_h - b + 0.5, 0, 1) * (lt_h > 0.3)
-        lt_shade = (0.7 - 0.5 * s * s) * (0.75 + 0.25 * np.clip(b / np.maximum(lt_h, 1), 0, 1)) \
-            * _tooth_gaps(s, mw)
-        colour = _over(colour, self.teeth[None, None, :] * lt_shade[..., None], lt_a)
-        if tongue_out > 0:  # the tongue comes forward over the lower teeth
-            colour = _over(colour, tongue, tongue_a * tongue_out)
+        # Tongue: a mound behind the lower teeth, its back (higher, deeper) darker.
+        # It lies on the floor of the mouth: its back shows above the lower incisors once the jaw
+        # has dropped, its sides fall away toward the corners.
+        open_ = smoothstep(0.05 * u, 0.35 * u, jaw_drop)
+        tongue_top = lo_tip + (0.03 - 0.09 * open_ - 0.3 * tongue_out) * u + 0.2 * u * s * s
+        tongue_a = np.clip((ys - tongue_top) / 1.2 + 0.5, 0, 1) * np.clip((1.15 - np.abs(s)) * 4, 0, 1)
+        back = np.clip((ys - tongue_top) / (0.12 * u + 1), 0, 1)  # 0 at the back .. 1 at the front
+        tongue = self.tongue[None, None, :] * (0.45 + 0.55 * back ** 0.7 - 0.15 * s * s)[..., None]
+        colour = _over(colour, tongue, tongue_a)
 
-        # Upper teeth: hang from the upper lip; the arch recedes (shorter, darker) to the sides.
-        ut_h = UPPER_TEETH_HEIGHT * mw * (0.3 + 0.7 * arch) - _notches(s, mw, 0.9)
-        ut_a = np.clip((ut_h - t) / 1.2 + 0.5, 0, 1) * np.clip((1.0 - np.abs(s)) * 6, 0, 1)
-        lip_shadow = 0.72 + 0.28 * smoothstep(0.0, 0.4 * ut_h + 1, t)
-        ut_shade = 0.95 * (1.0 - 0.6 * s * s) * lip_shadow * _tooth_gaps(s, mw)
+        gum_lo = ys - (lo_tip + LOWER_CROWN * u)
+        lower_teeth = self.teeth[None, None, :] * \
+            ((0.8 - 0.35 * s_lo * s_lo) * _tooth_gaps(s_lo, u * LOWER_ARCH))[..., None]
+        lower_teeth = _over(lower_teeth, self.gum * 0.8, np.clip(gum_lo / 1.5 + 0.5, 0, 1))
+        colour = _over(colour, lower_teeth, lt_a)
+        tongue_fwd = tongue_a * min(1.0, 2.0 * tongue_out)
+        if tongue_out > 0:  # the tongue comes forward over the lower teeth (behind the upper ones)
+            colour = _over(colour, tongue, tongue_fwd)
+
+        # Upper teeth: hang from the skull just under the rest upper lip; the arch recedes
+        # (shorter, darker) to the sides; the upper lip shades their top.
+        ut_edge = upper_edge - 0.7 * UPPER_TEETH_HEIGHT * u * (1 - arch) - _notches(s, u, 0.9)
+        ut_a = np.clip((ut_edge - ys) / edge_aa + 0.5, 0, 1) * np.clip((1.0 - np.abs(s)) * 6, 0, 1)
+        lip_shadow = 0.7 + 0.3 * smoothstep(0.0, 0.05 * u + 1, t)
+        ut_shade = 0.97 * (1.0 - 0.55 * s * s) * lip_shadow * _tooth_gaps(s, u)
         upper_teeth = self.teeth[None, None, :] * ut_shade[..., None]
-        if self.photo_teeth:
-            # The photo shows its own upper teeth: carry that texture with the upper lip.
-            src_x = np.interp(col, np.arange(11), self.rest_upper[:, 0]).astype(np.float32)
-            src_top = np.interp(col, np.arange(11), self.rest_upper[:, 1]).astype(np.float32)
-            map_x = np.broadcast_to(src_x[None, :], t.shape).astype(np.float32)
-            map_y = (src_top[None, :] + t / scale).astype(np.float32)
-            photo = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-            photo_h = np.maximum(0.0, 0.8 * rest_gap * scale - 1.0)
-            use_photo = np.clip(photo_h - t + 0.5, 0, 1)[..., None]
-            upper_teeth = upper_teeth + (photo - upper_teeth) * use_photo
-            ut_a = np.maximum(ut_a, use_photo[..., 0])
+        gum_line = upper_edge - UPPER_CROWN * u  # above it, gum (only shows when the lip lifts)
+        upper_teeth = _over(upper_teeth, self.gum * lip_shadow[..., None],
+                            np.clip((gum_line - ys) / 1.5 + 0.5, 0, 1))
+        ut_a = np.maximum(ut_a, np.clip((gum_line - ys) / 1.5 + 0.5, 0, 1)
+                          * np.clip((1.0 - np.abs(s)) * 6, 0, 1))
         colour = _over(colour, upper_teeth, ut_a)
-        return cv2.GaussianBlur(colour.astype(np.float32), (0, 0), 0.6)
+
+        if self.photo_teeth:
+            # The photo's interior: its lower part carried by the lower lip (over the drawn upper
+            # teeth: it is what the photo shows there), then its upper teeth, fixed to the skull.
+            top, a_top, bottom, a_bottom = self._photo_teeth(ys - y_sk, b, col, scale, rest_gap)
+            colour = _over(colour, bottom, a_bottom)
+            if tongue_out > 0:
+                colour = _over(colour, tongue, tongue_fwd * a_bottom * (1 - ut_a))
+            colour = _over(colour, top, a_top)
+
+        # The wet inner face of the lower lip, a thin band along its edge.
+        inner_lip = np.exp(-np.maximum(b, 0.0) / (0.025 * u + 0.6)) * smoothstep(0.03 * u, 0.12 * u, g)
+        colour = _over(colour, self.lip[None, None, :] * 0.55, inner_lip * 0.55)
+        sigma = float(np.clip(0.005 * u, 0.45, 1.0))
+        return cv2.GaussianBlur(colour.astype(np.float32), (0, 0), sigma)
+
+    def _photo_teeth(self, t, b, col, scale: float, rest_gap: np.ndarray):
+        """The photo's own interior as (top, top alpha, bottom, bottom alpha): rows above its split
+        carried with the skull (like the drawn upper teeth; `t` px below the rest upper lip), rows
+        below it by the lower lip (`b` px above it); the rest of a wider opening stays drawn."""
+        ks = np.arange(11)
+        split = (np.interp(col, ks, self.rest_split) * scale).astype(np.float32)[None, :]
+        up_x = np.interp(col, ks, self.rest_upper[:, 0]).astype(np.float32)[None, :]
+        up_y = np.interp(col, ks, self.rest_upper[:, 1]).astype(np.float32)[None, :]
+        lo_x = np.interp(col, ks, self.rest_lower[:, 0]).astype(np.float32)[None, :]
+        lo_y = np.interp(col, ks, self.rest_lower[:, 1]).astype(np.float32)[None, :]
+        shape = t.shape
+        top = cv2.remap(self.image, np.broadcast_to(up_x, shape).astype(np.float32),
+                        (up_y + np.maximum(t, 1.0) / scale).astype(np.float32), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        bottom = cv2.remap(self.image, np.broadcast_to(lo_x, shape).astype(np.float32),
+                           (lo_y - b / scale).astype(np.float32), cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        # Above the rest lip line (a lifted lip) the teeth's top row continues up to the gum.
+        gum = (UPPER_TEETH_HEIGHT - UPPER_CROWN) * self.unit * scale
+        a_top = np.clip(split - t + 0.5, 0, 1) * np.clip((t - gum) / 1.5 + 0.5, 0, 1) * (rest_gap > 1.0)
+        a_bottom = np.clip((rest_gap - split) - b + 0.5, 0, 1) * (rest_gap > 1.0)
+        return top, a_top, bottom, a_bottom
 
 
 def _over(base: np.ndarray, top: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    return base + (top - base) * alpha[..., None]
+    """`top` over `base` with coverage `alpha` (base, a fresh layer, is updated in place)."""
+    shape = np.broadcast_shapes(base.shape, np.shape(top), alpha.shape + (1,))
+    if base.shape != shape or base.dtype != np.float32:
+        base = np.array(np.broadcast_to(base, shape), dtype=np.float32)
+    d = np.subtract(top, base, dtype=np.float32)
+    d *= alpha[..., None]
+    base += d
+    return base
 
 
-def _tooth_gaps(s: np.ndarray, mouth_width_px: float) -> np.ndarray:
+def _tooth_gaps(s: np.ndarray, mouth_unit_px: float) -> np.ndarray:
     """Faint darker lines between the incisors (positions on the arch, -1..1), ~0.7 px wide."""
-    lines = np.array([0.0, 0.24, -0.24, 0.45, -0.45])
-    d = np.min(np.abs(s[..., None] - lines), axis=-1) * TEETH_HALF_WIDTH * mouth_width_px
-    return 1.0 - 0.16 * np.exp(-(d / 0.7) ** 2)
+    lines = np.array([0.0, 0.24, -0.24, 0.45, -0.45, 0.64, -0.64])
+    d = np.min(np.abs(s[..., None] - lines), axis=-1) * TEETH_HALF_WIDTH * mouth_unit_px
+    width = max(0.7, 0.004 * mouth_unit_px)
+    return 1.0 - 0.16 * np.exp(-(d / width) ** 2)
 
 
-def _notches(s: np.ndarray, mouth_width_px: float, depth_px: float) -> np.ndarray:
+def _notches(s: np.ndarray, mouth_unit_px: float, depth_px: float) -> np.ndarray:
     """Rounded tooth corners: the biting edge rises a little at each gap between teeth."""
     lines = np.array([0.0, 0.24, -0.24, 0.45, -0.45, 0.64, -0.64])
-    d = np.min(np.abs(s[..., None] - lines), axis=-1) * TEETH_HALF_WIDTH * mouth_width_px
-    return depth_px * np.exp(-(d / 1.0) ** 2)
+    d = np.min(np.abs(s[..., None] - lines), axis=-1) * TEETH_HALF_WIDTH * mouth_unit_px
+    k = max(1.0, 0.006 * mouth_unit_px)
+    return depth_px * k * np.exp(-(d / (1.4 * k)) ** 2)
 
 
 def _smooth_curve(points: np.ndarray, iterations: int = 2) -> np.ndarray:

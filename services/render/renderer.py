@@ -12,7 +12,8 @@ from services.render.basis import ContactConstraints, build_basis
 from services.render.head import HeadPose, build_rings
 from services.render.mouth import MouthInterior
 from services.render.rig import (
-    FACE_OVAL, LEFT_EYE, LIP_LOWER_INNER, LIP_UPPER_INNER, NUM_MESH, RIGHT_EYE, EyeTopology, FaceRig,
+    CHIN, FACE_OVAL, FOREHEAD_TOP, LEFT_EYE, LIP_LOWER_INNER, LIP_UPPER_INNER, NUM_MESH, RIGHT_EYE,
+    EyeTopology, FaceRig,
     eye_opening_triangles, face_triangles, mouth_opening_triangles, rest_mesh, strip_triangles,
 )
 from services.render.warp import PiecewiseAffineWarp
@@ -67,10 +68,11 @@ class Renderer:
                                 np.full(k, self.rings.head[0, 2] + size)])[self.triangles].mean(axis=1)
         self.warp = PiecewiseAffineWarp(src, self.triangles, self.image.shape[:2], region, depth)
         self.mouth = MouthInterior(rig)
-        self.lids = _Eyelids(rig, lm)
+        self.lids = _Eyelids(rig, lm, curtain=rig.source == "keypoints")
         self.gaze = _Gaze(lm)
-        # A template fitted to keypoints does not know the eye size: lids and irises stay put.
-        self.still_eyes = (np.array([i for n, i in INDEX.items() if n.startswith("eye")])
+        # A template fitted to keypoints knows where the pupils are but not the iris size: the
+        # lids blink (the eye opening was sized from the eye distance), the gaze stays put.
+        self.still_eyes = (np.array([i for n, i in INDEX.items() if n.startswith("eyeLook")])
                            if rig.source == "keypoints" else None)
         self._src_eye_refs = {name: _eye_reference(lm, eye) for name, eye in
                               (("right", RIGHT_EYE), ("left", LEFT_EYE))}
@@ -127,10 +129,14 @@ class Renderer:
                        (np.concatenate(overrides_idx), np.concatenate(overrides_aff)))
 
         scale = float(np.linalg.det(self.head.matrix(head_pose)[0][:2, :2])) ** 0.5
+        skull = self.head.apply(self.rest, head_pose)  # rest face moved by the head pose only
+        down = skull[CHIN, :2] - skull[FOREHEAD_TOP, :2]
+        jaw_drop = float((posed[CHIN] - skull[CHIN, :2]) @ down / max(np.linalg.norm(down), 1e-6))
         self.mouth.render(out, posed[list(LIP_UPPER_INNER)], posed[list(LIP_LOWER_INNER)],
-                          scale=scale, tongue_out=float(weights[INDEX["tongueOut"]]))
+                          scale=scale, tongue_out=float(weights[INDEX["tongueOut"]]),
+                          skull_upper=skull[list(LIP_UPPER_INNER), :2], jaw_drop=max(jaw_drop, 0.0))
         self.gaze.render(out, posed, weights)
-        self.lids.render(out, posed, self.head.apply(self.rest, head_pose))
+        self.lids.render(out, posed, skull)
         return out
 
     def warp_like_last(self, image: np.ndarray) -> np.ndarray:
@@ -168,9 +174,14 @@ class _Eyelids:
     The warp alone stretches the thin band of lid (lashes included) above the margin into a dark
     smudge; the band the lid sweeps over is repainted with lid-skin colour sampled above the eye,
     fading out toward the new margin so the lashes stay at the edge.
+
+    `curtain` (faces placed from keypoints: pets, cartoons): the eye is large and round and the lid
+    is fur or flat paint; the lid is then the texture just above the eye slid down over it, its
+    edge the rest margin's own line.
     """
 
-    def __init__(self, rig: FaceRig, rest: np.ndarray) -> None:
+    def __init__(self, rig: FaceRig, rest: np.ndarray, curtain: bool = False) -> None:
+        self.curtain = curtain
         img = rig.image.astype(np.float32)
         luma = img @ _LUMA
         self.eyes = []
@@ -212,9 +223,12 @@ class _Eyelids:
             y_now = np.interp(xs, _increasing(now[:, 0]), now[:, 1])[None, :]
             y_was = np.interp(xs, _increasing(was[:, 0]), was[:, 1])[None, :]
             inside = (xs > now[0, 0]) & (xs < now[-1, 0])
+            roi = frame[y0:y1, x0:x1].astype(np.float32)
+            if self.curtain:
+                self._curtain(frame, roi, (x0, y0), xs, ys, y_now, y_was, closed, now[0, 0], now[-1, 0])
+                continue
             swept = np.clip((ys - y_was + 3.0) / 4.0, 0, 1) * np.clip((y_now - ys - 1.0) / 2.5, 0, 1)
             a_skin = swept * inside[None, :] * 0.9 * _smooth(closed, 0.15, 0.7)
-            roi = frame[y0:y1, x0:x1].astype(np.float32)
             # Lid colour: the surrounding skin, smoothly filled in (normalised convolution over
             # the pixels that are not dark), so the lid matches the light around the eye.
             skin_luma = float(skin @ _LUMA)
@@ -234,6 +248,26 @@ class _Eyelids:
             roi += (colour - roi) * a_skin[..., None]
             roi += (lash[None, None, :] - roi) * a_lash[..., None]
             frame[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
+
+
+    @staticmethod
+    def _curtain(frame, roi, origin, xs, ys, y_now, y_was, closed: float, left: float,
+                 right: float) -> None:
+        """The texture above the rest margin slid down by how far the margin came down."""
+        x0, y0 = origin
+        shift = np.maximum(y_now - y_was, 0.0)  # [1, W]
+        # Soft sides: the lid narrows into the corners instead of ending in a vertical cut.
+        span = max(float(right - left), 1.0)
+        sides = np.clip(np.minimum(xs - left, right - xs) / (0.12 * span), 0, 1)[None, :]
+        map_x = np.broadcast_to(xs[None, :] - x0, roi.shape[:2]).astype(np.float32)
+        map_y = (ys - shift - y0).astype(np.float32)
+        lid = cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # The slid texture fades in below the rest margin (no seam where it meets the fur above).
+        fade = np.maximum(2.0, 0.35 * shift)
+        swept = np.clip((ys - y_was + 1.0) / fade, 0, 1) * np.clip((y_now - ys) / 1.5 + 0.5, 0, 1)
+        alpha = swept * sides * _smooth(closed, 0.15, 0.3)
+        roi += (lid - roi) * alpha[..., None]
+        frame[y0:y0 + roi.shape[0], x0:x0 + roi.shape[1]] = np.clip(roi, 0, 255).astype(np.uint8)
 
 
 class _Gaze:

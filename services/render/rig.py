@@ -22,7 +22,7 @@ import numpy as np
 from services.common.errors import InputError
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 
-RIG_VERSION = 1
+RIG_VERSION = 2  # 2: keypoint faces' eye openings are resized (keypoints.shape_eyes)
 NUM_LANDMARKS = 478
 NUM_MESH = 468  # 468..477 are the iris points (refine_landmarks=True)
 
@@ -251,10 +251,11 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     warnings: list[str] = []
     h, w = photo.shape[:2]
     if keypoints is not None:
-        from services.render.keypoints import fit_template, validate_keypoints
+        from services.render.keypoints import fit_template, shape_eyes, validate_keypoints
 
-        face = fit_template(validate_keypoints(keypoints, photo.shape))
-        warnings.append("face placed from keypoints: the eyes are kept still (their size is unknown)")
+        face = shape_eyes(fit_template(validate_keypoints(keypoints, photo.shape)))
+        warnings.append("face placed from keypoints: eye size estimated from the eye distance, "
+                        "gaze kept still")
     else:
         face = _locate(photo, detect, warnings)
         check_pose(face)
@@ -269,6 +270,11 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     x0, y0 = cx - side / 2, cy - FACE_CENTRE_Y * side
     stage = None
     if frame.is_plain:
+        # Cover never pads where the photo allows: a face near the edge slides off centre.
+        if side <= w:
+            x0 = min(max(x0, 0.0), w - side)
+        if side <= h:
+            y0 = min(max(y0, 0.0), h - side)
         scale = frame.size / side
         image = crop_window(photo, x0, y0, scale, frame.size, frame.size)[0]
     else:
@@ -276,6 +282,7 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
         stage, layer = build_stage(photo, window, frame, segment)
         warnings += stage.warnings
         scale = window.scale
+        side = window.square_size / scale  # cover may have zoomed in to fill the frame
         x0, y0 = window.x0 + window.square_offset[0] / scale, window.y0 + window.square_offset[1] / scale
         image = take_square(layer, *window.square_offset, window.square_size)
     size = image.shape[0]

@@ -33,7 +33,7 @@ from services.render.photo import load_photo
 from services.render.renderer import Renderer
 from services.render.rig import RIG_VERSION, FaceRig, build_rig
 from services.render.spec import CONTENT_TYPES, frame_from_pb
-from services.render.tensor_model import detector
+from services.render.tensor_model import detector, segmenter
 
 log = logging.getLogger(__name__)
 FRAMES_RENDERED = Counter("likeness_frames_rendered_total", "Video frames rendered.")
@@ -59,6 +59,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     def __init__(self, storage: Storage, client: InferenceClient) -> None:
         self.storage = storage
         self.detect = detector(client)
+        self.segment = segmenter(client)
 
     def _get(self, ref: common_pb2.ObjectRef, field: str) -> bytes:
         if ref.bucket and ref.bucket != self.storage.bucket:
@@ -84,7 +85,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             cached = True
         else:
             with span("build_rig", {"size": frame.size, "aspect": frame.aspect, "fit": frame.fit}):
-                rig = build_rig(load_photo(data), frame=frame, detect=self.detect, keypoints=keypoints)
+                rig = build_rig(load_photo(data), frame=frame, detect=self.detect, keypoints=keypoints,
+                                segment=self.segment)
             self.storage.put_bytes(key, rig.to_bytes(), "application/x-npz")
             cached = False
         return rd.PrepareRigResponse(rig_id=rig_id, cached=cached, warnings=rig.warnings,
@@ -121,7 +123,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                                              f"frame{' with alpha' if frame.alpha else ''}; prepare it with "
                                              f"this VideoSpec")
         audio, rate = self._audio(header)
-        renderer = Renderer(rig) if rig.stage is None else Compositor(Renderer(rig), rig.stage)
+        renderer = Renderer(rig) if rig.stage is None else Compositor(Renderer(rig), rig.stage, fps=fps)
 
         frames: queue.Queue = queue.Queue(maxsize=256)
         rendered = [0]

@@ -1,0 +1,117 @@
+"""Contact sheets of the face details: mouth close-ups across visemes, a cat blinking.
+
+    python benchmarks/face_sheets.py [--out docs/contact]
+
+mouth.png: rows = grace_hopper at 512 and 1080 (closed-mouth photo: drawn teeth), astronaut at 512
+(her photo shows teeth: they are reused), the cat placed from keypoints; columns = visemes. Each tile
+is the mouth region scaled to the same width (512-px rigs upscaled with nearest-neighbour, x~3, so
+the pixels and the lip-edge feathering are visible). cat_blink.png: the cat's eyes over one blink.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CAT_KEYPOINTS = np.array([[170, 112], [317, 137], [262, 240], [238, 272], [292, 276]], float)
+TILE_W = 240
+
+
+def weights(**values: float) -> np.ndarray:
+    from services.common.arkit import INDEX
+
+    w = np.zeros(52)
+    for name, v in values.items():
+        w[INDEX[name]] = v
+    return w
+
+
+VISEMES = {
+    "rest": (weights(), 0.0),
+    "jaw 0.2": (weights(jawOpen=0.2), 0.0),
+    "jaw 0.5 (aa)": (weights(jawOpen=0.5), 0.0),
+    "jaw 0.9": (weights(jawOpen=0.9), 0.0),
+    "funnel (oo)": (weights(jawOpen=0.25, mouthFunnel=0.8), 0.0),
+    "smile (ee)": (weights(jawOpen=0.25, mouthSmileLeft=0.7, mouthSmileRight=0.7), 0.0),
+    "upper lip up": (weights(jawOpen=0.3, mouthUpperUpLeft=0.8, mouthUpperUpRight=0.8), 0.0),
+    "tongue (th)": (weights(jawOpen=0.35, tongueOut=0.6), 0.0),
+    "press (p/b/m)": (weights(jawOpen=0.1, mouthPressLeft=0.8, mouthPressRight=0.8, mouthClose=0.3), 0.0),
+    "yaw 12deg, jaw 0.5": (weights(jawOpen=0.5), np.radians(12)),
+}
+
+
+def mouth_tile(renderer, w: np.ndarray, yaw: float) -> np.ndarray:
+    lm = renderer.rest
+    centre = lm[[61, 291], :2].mean(axis=0)
+    half = 0.95 * float(np.linalg.norm(lm[291, :2] - lm[61, :2]))
+    frame = renderer.render(w, np.array([0, yaw, 0, 0, 0, 0]))
+    x0, y0 = int(centre[0] - half), int(centre[1] - 0.55 * half)
+    crop = frame[y0:y0 + int(1.3 * half), x0:x0 + int(2 * half)]
+    interp = cv2.INTER_NEAREST if crop.shape[1] < TILE_W else cv2.INTER_AREA
+    return cv2.resize(crop, (TILE_W, int(TILE_W * 0.65)), interpolation=interp)
+
+
+def label(img: np.ndarray, text: str) -> np.ndarray:
+    out = img.copy()
+    cv2.putText(out, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def mouth_sheet() -> np.ndarray:
+    from services.render.photo import load_photo
+    from services.render.renderer import Renderer
+    from services.render.rig import build_rig
+
+    photos = ROOT / "assets" / "photos"
+    grace = load_photo(photos / "grace_hopper.jpg")
+    rows = [("grace 512", Renderer(build_rig(grace, size=512))),
+            ("grace 1080", Renderer(build_rig(grace, size=1080))),
+            ("astronaut 512 (photo teeth)", Renderer(build_rig(load_photo(photos / "astronaut.png")))),
+            ("cat 512 (keypoints)",
+             Renderer(build_rig(load_photo(photos / "cat.png"), keypoints=CAT_KEYPOINTS)))]
+    out = []
+    for row_name, renderer in rows:
+        tiles = [label(mouth_tile(renderer, w, yaw), f"{row_name}: {name}" if i == 0 else name)
+                 for i, (name, (w, yaw)) in enumerate(VISEMES.items())]
+        out.append(np.concatenate([np.concatenate(tiles[:5], 1), np.concatenate(tiles[5:], 1)], 0))
+    return np.concatenate(out, 0)
+
+
+def cat_blink_sheet() -> np.ndarray:
+    from services.render.photo import load_photo
+    from services.render.renderer import Renderer
+    from services.render.rig import build_rig
+
+    rig = build_rig(load_photo(ROOT / "assets" / "photos" / "cat.png"), keypoints=CAT_KEYPOINTS)
+    renderer = Renderer(rig)
+    lm = rig.landmarks[:, :2]
+    eyes = lm[[33, 133, 263, 362, 159, 145, 386, 374]]
+    (x0, y0), (x1, y1) = eyes.min(axis=0), eyes.max(axis=0)
+    pad = 0.25 * (x1 - x0)
+    box = (slice(max(int(y0 - pad), 0), int(y1 + pad)), slice(max(int(x0 - pad), 0), int(x1 + pad)))
+    tiles = []
+    for b in (0.0, 0.25, 0.5, 0.75, 1.0, 0.5):
+        frame = renderer.render(weights(eyeBlinkLeft=b, eyeBlinkRight=b), np.zeros(6))[box]
+        tiles.append(label(cv2.resize(frame, (300, int(300 * frame.shape[0] / frame.shape[1])),
+                                      interpolation=cv2.INTER_AREA), f"eyeBlink {b:g}"))
+    return np.concatenate([np.concatenate(tiles[:3], 1), np.concatenate(tiles[3:], 1)], 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "contact")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, sheet in (("mouth", mouth_sheet()), ("cat_blink", cat_blink_sheet())):
+        path = args.out / f"{name}.jpg"
+        Image.fromarray(sheet).save(path, quality=88)
+        print(path, sheet.shape, f"{path.stat().st_size // 1024} KB")
+
+
+if __name__ == "__main__":
+    main()
