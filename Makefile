@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.likeness-installed
 
-.PHONY: setup system-deps protos deploy-tools demo test bench clean train-expression
+.PHONY: setup system-deps protos deploy-tools demo test bench eval-data clean train-expression
 
 setup: system-deps $(STAMP) protos
 
@@ -46,8 +46,18 @@ deploy-tools:
 test: setup deploy-tools
 	$(PY) -m pytest -q tests
 
-bench: setup
+# Every benchmark (tables on stdout, JSON in benchmarks/results/); the quality ones need the held-out
+# evaluation data (flite, festival, the pocketsphinx sdist recordings) that eval-data installs.
+bench: setup eval-data
 	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/platform_overhead.py
+	$(PY) benchmarks/expression.py
+	$(PY) benchmarks/singing.py
+	$(PY) benchmarks/voice.py
+	$(PY) benchmarks/render.py
+
+eval-data: setup
+	PY=$(PY) bash scripts/install-eval-data.sh
 
 # Seeded CPU training of the audio->expression diffusion model (synthetic voices, procedural teacher):
 # rewrites services/expression/diffusion/weights/ and docs/expression-training/ (data cached in ~/.cache/likeness)
