@@ -216,3 +216,22 @@ def test_a_head_crop_without_shoulders_does_not_breathe():
     full = Compositor(Renderer(build_rig(grace, frame=FrameSpec(256, "9:16", "cover"))),
                       build_rig(grace, frame=FrameSpec(256, "9:16", "cover")).stage)
     assert full.body is not None
+
+
+def test_the_default_square_crop_breathes_when_it_shows_shoulders():
+    """The plain 1:1 crop (no stage needed for framing) still breathes when shoulders are in it;
+    a head-only crop stays exactly as before (no stage at all)."""
+    grace = load_photo(PHOTOS / "grace_hopper.jpg")
+    rig = build_rig(grace, frame=FrameSpec(256))
+    assert rig.stage is not None and rig.stage.offset == (0, 0) and rig.stage.size == (256, 256)
+    comp = Compositor(Renderer(rig), rig.stage)
+    assert comp.body is not None
+    frames = np.stack(list(comp.render_track(_still_track(4.0)))).astype(int)
+    moving = np.abs(frames - frames[0]).max(axis=(0, 3)) > 2
+    ys, _ = np.nonzero(moving)
+    chin = float(rig.landmarks[152, 1])
+    assert len(ys) > 50 and ys.min() > chin  # only below the chin ...
+    top = frames[:, : int(rig.landmarks[10, 1]) - 5]  # ... the background above the head is untouched
+    assert (top == top[0]).all()
+    head = np.ascontiguousarray(grace[40:330, 110:400])
+    assert build_rig(head, frame=FrameSpec(256)).stage is None

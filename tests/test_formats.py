@@ -75,7 +75,10 @@ def test_aspect_and_fit(photo, aspect, fit):
     spec = FrameSpec(SIZE, aspect, fit)
     if spec.is_plain:
         rig = build_rig(photo, frame=spec)
-        assert rig.stage is None and rig.image.shape == (SIZE, SIZE, 3)
+        assert rig.image.shape == (SIZE, SIZE, 3)
+        # the square is the frame; a stage only carries the body matte when shoulders show
+        assert rig.stage is None or (rig.stage.size == (SIZE, SIZE) and rig.stage.offset == (0, 0)
+                                     and rig.stage.body is not None and rig.stage.matte is None)
         return
     rig = build_rig(photo, frame=spec)
     # A fresh compositor per frame: all three at t = 0 of the breathing cycle (services.render.body).

@@ -188,7 +188,7 @@ class EmbeddedPipeline:
 
         t0 = time.perf_counter()
         renderer = (Renderer(rig) if rig.stage is None
-                    else Compositor(Renderer(rig), rig.stage, seed=request.seed or 0))
+                    else Compositor(Renderer(rig), rig.stage, seed=request.seed))
         total = len(track)
 
         def frames():

@@ -174,7 +174,8 @@ class JobRunner:
             rig_object=rig.rig, video=spec, audio=common_pb2.AudioSource(object=self._ref(keys["audio"])),
             output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"],
                                         content_type="video/webm" if job.request.get("alpha") else "video/mp4"),
-            blendshapes=wire.blendshape_header(track.fps), expected_frames=len(frames))
+            blendshapes=wire.blendshape_header(track.fps), expected_frames=len(frames),
+            seed=job.request["seed"] or 0)
 
         def messages():
             yield render_pb2.RenderVideoRequest(header=header)

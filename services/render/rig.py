@@ -22,7 +22,7 @@ import numpy as np
 from services.common.errors import InputError
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 
-RIG_VERSION = 2  # 2: keypoint faces' eye openings are resized (keypoints.shape_eyes)
+RIG_VERSION = 3  # 2: keypoint faces' eye openings resized; 3: plain crops that show shoulders breathe
 NUM_LANDMARKS = 478
 NUM_MESH = 468  # 468..477 are the iris points (refine_landmarks=True)
 
@@ -277,6 +277,7 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
             y0 = min(max(y0, 0.0), h - side)
         scale = frame.size / side
         image = crop_window(photo, x0, y0, scale, frame.size, frame.size)[0]
+        stage = _breathing_stage(image, (face[:, :2] - (x0, y0)) * scale, segment)
     else:
         window = plan_window(photo.shape, (x0, y0, side), frame)
         stage, layer = build_stage(photo, window, frame, segment)
@@ -305,6 +306,25 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     return FaceRig(image=image, landmarks=landmarks.astype(np.float32),
                    crop=np.array([scale, x0, y0], dtype=np.float64), warnings=warnings, stage=stage,
                    source="mesh" if keypoints is None else "keypoints")
+
+
+def _breathing_stage(image: np.ndarray, face: np.ndarray,
+                     segment: Callable[[np.ndarray], np.ndarray] | None) -> Stage | None:
+    """The plain square crop needs no stage, unless it shows shoulders: then a still frame equal to
+    the square carries the person matte, so the body breathes (services.render.body)."""
+    from services.render.body import breathing_enabled, shows_shoulders
+
+    if not breathing_enabled():
+        return None
+    if segment is None:
+        from services.render.segment import person_matte as segment
+    matte = np.clip(segment(image) * 255 + 0.5, 0, 255).astype(np.uint8)
+    face_h = float(np.linalg.norm(face[FOREHEAD_TOP] - face[CHIN]))
+    oval_x = face[list(FACE_OVAL), 0]
+    if matte.max() < 128 or not shows_shoulders(matte, float(face[CHIN, 1]), face_h,
+                                                (float(oval_x.min()), float(oval_x.max()))):
+        return None
+    return Stage(base=image, offset=(0, 0), body=matte)
 
 
 def _locate(photo: np.ndarray, detect: FaceDetector, warnings: list[str]) -> np.ndarray:

@@ -123,7 +123,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                                              f"frame{' with alpha' if frame.alpha else ''}; prepare it with "
                                              f"this VideoSpec")
         audio, rate = self._audio(header)
-        renderer = Renderer(rig) if rig.stage is None else Compositor(Renderer(rig), rig.stage, fps=fps)
+        renderer = (Renderer(rig) if rig.stage is None
+                    else Compositor(Renderer(rig), rig.stage, seed=header.seed, fps=fps))
 
         frames: queue.Queue = queue.Queue(maxsize=256)
         rendered = [0]
