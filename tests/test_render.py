@@ -509,3 +509,19 @@ def test_tongue_behind_the_lower_teeth_and_out(name, renderers):
     out = column(weights(jawOpen=0.6, tongueOut=0.8), y0, y1)[bottom]
     red = [float(np.mean(c[:, 0] / np.maximum(c[:, 1], 1))) for c in (inside, out)]
     assert red[1] > red[0] + 0.3, red
+
+
+def test_mouth_close_only_closes_against_the_open_jaw(rigs, renderers):
+    """ARKit's mouthClose seals the lips over an open jaw; over a closed jaw (the procedural model's
+    p/b/m sends it with jawOpen near 0) it must not push the lower lip up and smear the chin."""
+    renderer, fh = renderers["grace_hopper.jpg"], rigs["grace_hopper.jpg"].face_height
+    rest = renderer.pose_mesh(weights(), pose())
+    pressed = renderer.pose_mesh(weights(mouthClose=0.7, mouthPressLeft=0.6, mouthPressRight=0.6), pose())
+    moved = np.linalg.norm(pressed - rest, axis=1)
+    assert moved[17] < 0.015 * fh  # the lower lip's bottom edge (the press thins the lip a little)
+    assert moved[[18, 200]].max() < 0.005 * fh  # the skin below it
+    # against an open jaw the lips still meet: the inner-lip gap is (nearly) closed
+    opened = renderer.pose_mesh(weights(jawOpen=0.5), pose())
+    sealed = renderer.pose_mesh(weights(jawOpen=0.5, mouthClose=0.5), pose())
+    assert opened[14, 1] - opened[13, 1] > 0.05 * fh
+    assert sealed[14, 1] - sealed[13, 1] < 0.01 * fh

@@ -1,6 +1,6 @@
 """ARKit-52 blendshapes as landmark displacements, built by hand on mediapipe's face-mesh topology.
 
-`build_basis(landmarks)` returns B [52, 478, 3] (pixels): the posed mesh is rest + weights @ B,
+`build_basis(landmarks)` returns B [53, 478, 3] (pixels): the posed mesh is rest + [weights, min(mouthClose, jawOpen)] @ B,
 followed by `apply_contact_constraints` (lips and eyelids meet, they never pass through each other).
 Amplitudes are in face heights and are scaled by this face's own measurements (lip thickness, eye
 opening, mouth width), so one basis works for any photo and output size. Iris points never move
@@ -55,15 +55,22 @@ def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
+# Not an ARKit channel: the part of mouthClose that brings the lips together over the open jaw.
+# It is weighted by min(mouthClose, jawOpen) (the renderer does that), so mouthClose over a closed
+# jaw only seals the photo's own rest opening instead of pushing the lower lip up into the upper.
+CLOSE_OVER_JAW = len(INDEX)
+
+
 def build_basis(landmarks: np.ndarray) -> np.ndarray:
-    """Displacement basis [52, 478, 3] in pixels for a face with these rest landmarks [478, 3]."""
+    """Displacement basis [53, 478, 3] in pixels for a face with these rest landmarks [478, 3]:
+    the ARKit-52 shapes in order, then CLOSE_OVER_JAW."""
     f = FaceFrame(landmarks)
-    basis = np.zeros((len(INDEX), NUM_LANDMARKS, 3))
+    basis = np.zeros((len(INDEX) + 1, NUM_LANDMARKS, 3))
     builder = _Builder(f)
     for name, (du, dv, dz) in builder.shapes().items():
         d = f.to_pixels(du, dv, dz)
         d[NUM_MESH:] = 0.0  # iris: moved with the eyeball, never by the lids
-        basis[INDEX[name]] = d
+        basis[CLOSE_OVER_JAW if name == "_closeOverJaw" else INDEX[name]] = d
     return basis.astype(np.float32)
 
 
@@ -188,13 +195,14 @@ class _Builder:
         gap = f.v[lower_inner] - f.v[upper_inner]  # rest opening per column (0 for closed lips)
         jaw_dv = self.jaw_d[1]
 
-        # mouthClose: lips meet over an open jaw (ARKit uses it together with jawOpen).
-        du, dv, dz = self.zeros()
-        for col in range(1, 10):
-            travel = jaw_dv[lower_inner[col]] + gap[col]
-            dv[_LIP_UPPER[:, col]] += 0.3 * travel
-            dv[_LIP_LOWER[:, col]] -= 0.7 * travel + 0.01
-        shapes["mouthClose"] = (du, dv, dz)
+        # mouthClose: lips meet over an open jaw (ARKit uses it together with jawOpen): the rest
+        # opening here, the jaw's travel in _closeOverJaw (see CLOSE_OVER_JAW).
+        for name, travel in (("mouthClose", gap), ("_closeOverJaw", jaw_dv[lower_inner])):
+            du, dv, dz = self.zeros()
+            for col in range(1, 10):
+                dv[_LIP_UPPER[:, col]] += 0.3 * travel[col]
+                dv[_LIP_LOWER[:, col]] -= 0.7 * travel[col] + (0.01 if name == "mouthClose" else 0.0)
+            shapes[name] = (du, dv, dz)
 
         # mouthPress: seal the rest opening and thin both lips, per side.
         thick_u = f.v[_LIP_UPPER[0]] - f.v[_LIP_UPPER[3]]

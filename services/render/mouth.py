@@ -102,9 +102,9 @@ class MouthInterior:
         self.photo_teeth = teeth is not None
         if teeth is None:  # ivory a little below the face's highlights, tinted like the skin's light
             tint = skin / max(1.0, float(skin @ _LUMA))
-            # (mostly ivory: a stronger skin tint reads as grey-green beside warm skin)
-            level = min(bright * 0.97, 230.0)
-            teeth = np.clip(level * (0.85 * np.array([0.98, 0.95, 0.87]) + 0.15 * tint), 0, 255)
+            # (a neutral ivory reads as grey-blue beside warm skin: teeth take the light's warmth)
+            level = min(bright * 1.0, 235.0)
+            teeth = np.clip(level * (0.6 * np.array([0.98, 0.94, 0.84]) + 0.4 * tint), 0, 255)
         self.teeth = teeth.astype(np.float32)
         self.lip = lip.astype(np.float32)
         self.gum = np.clip(lip * np.array([1.05, 0.78, 0.8]) + 12, 0, 255).astype(np.float32)

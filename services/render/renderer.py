@@ -23,6 +23,9 @@ POSE_LIMIT = np.array([0.35, 0.35, 0.35, 0.3, 0.3, 0.3])
 RING_FOLLOWS_OVAL = 0.85
 
 
+_CLOSE, _JAW = INDEX["mouthClose"], INDEX["jawOpen"]
+
+
 class Renderer:
     """Renders frames of one rig (~5 ms per 512x512 frame on one core).
 
@@ -35,7 +38,7 @@ class Renderer:
         size = rig.size
         lm = rest_mesh(rig.landmarks)
         self.rest = lm
-        self.basis = build_basis(lm).reshape(len(ARKIT_52), -1).astype(np.float64)
+        self.basis = build_basis(lm).reshape(len(ARKIT_52) + 1, -1).astype(np.float64)
         self.constraints = ContactConstraints(lm)
         self.head = HeadPose(lm)
         self.rings = build_rings(lm, size)
@@ -80,7 +83,10 @@ class Renderer:
     # ---------------------------------------------------------------------------------------------
     def deform(self, weights: np.ndarray) -> np.ndarray:
         """Blendshape-deformed landmarks [478, 3] before head pose (contacts resolved)."""
-        pts = self.rest + (weights @ self.basis).reshape(-1, 3)
+        # ARKit's mouthClose closes the lips against an open jaw: its jaw-travel part is weighted by
+        # min(mouthClose, jawOpen), or a closed jaw would push the lower lip up and smear the chin.
+        over_jaw = min(weights[_CLOSE], max(weights[_JAW], 0.0))
+        pts = self.rest + (np.append(weights, over_jaw) @ self.basis).reshape(-1, 3)
         return self.constraints.apply(pts)
 
     def pose_mesh(self, weights: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
