@@ -101,6 +101,25 @@ def test_kokoro_style_clone_is_closer_clear_and_exactly_timed(cloner: VoiceClone
     assert alignment_score(cloned.audio, cloned.sample_rate, SCRIPT) > min_score()
 
 
+def test_auto_method_keeps_the_profile_that_sounds_closer(cloner: VoiceCloner, sample: bytes,
+                                                          profile: SpeakerProfile,
+                                                          kokoro_profile: SpeakerProfile) -> None:
+    """"auto" builds both and keeps the one whose speech of one fixed sentence the speaker encoder
+    finds closer to the sample; both builds are deterministic, so it is exactly one of them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIKENESS_CLONE_METHOD", "auto")
+        mp.setenv("LIKENESS_CLONE_STYLE_EVALS", "4")
+        chosen = cloner.build_profile(sample)
+    scores = {"world": cloner._judge(profile, profile.embedding),
+              "kokoro": cloner._judge(kokoro_profile, kokoro_profile.embedding)}
+    winner = max(scores, key=scores.get)
+    assert ("kokoro" if chosen.style is not None else "world") == winner, scores
+    expected = kokoro_profile if winner == "kokoro" else profile
+    assert np.allclose(chosen.conversion.as_vector(), expected.conversion.as_vector())
+    if winner == "kokoro":
+        assert np.allclose(chosen.style, kokoro_profile.style)
+
+
 def test_profile_round_trips_and_rejects_garbage(profile: SpeakerProfile) -> None:
     data = profile.to_bytes()
     again = SpeakerProfile.from_bytes(data)

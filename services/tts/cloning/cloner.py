@@ -2,8 +2,9 @@
 
 build_profile: the sample is prepared like any recording (checks, trim, loudness) and embedded by
 the speaker encoder. Then (LIKENESS_CLONE_METHOD):
-  * "world" (default; it won the benchmark, docs/notes/voice.md): the Piper voice with WORLD
-    conversion.
+  * "world" (default; the fastest): the Piper voice with WORLD conversion.
+  * "auto": both of the below, then the one whose speech of the same sentence the speaker encoder
+    finds closer to the sample (speakers differ in which method suits them).
   * "kokoro": a search in Kokoro-82M's 256-d style space for the style whose speech the speaker
     encoder finds closest to the sample: the shipped styles first, then a seeded (1+1) evolution
     strategy (LIKENESS_CLONE_STYLE_EVALS evaluations) on a short calibration text; a candidate
@@ -45,6 +46,7 @@ MIN_VOICED_S = 1.5
 
 
 STYLE_CALIBRATION_TEXT = "The birch canoe slid on the smooth planks."  # ~3 s: each search step speaks it
+JUDGE_TEXT = "Four hours of steady work faced us. The wide road shimmered in the hot sun."
 # Only the first half of a Kokoro style is searched: it conditions the decoder (timbre); the second
 # half drives the duration/F0 predictor, whose shipped values keep the speech intelligible.
 TIMBRE_DIMS = 128
@@ -52,7 +54,7 @@ TIMBRE_DIMS = 128
 
 def _method() -> str:
     method = os.environ.get("LIKENESS_CLONE_METHOD", "world").strip().lower()
-    return method if method in ("kokoro", "world") else "world"
+    return method if method in ("auto", "kokoro", "world") else "world"
 
 
 def _min_clarity() -> float:
@@ -119,22 +121,41 @@ class VoiceCloner:
                             "clones the voice better")
         common = dict(embedding=sample_embedding, voiced_seconds=target.voiced_seconds, sample_sha256=sha,
                       warnings=warnings)
-        if _method() == "kokoro":
-            style, cal_audio, style_similarity = self._search_style(sample_embedding, sha)
-            from services.tts.kokoro import SAMPLE_RATE
+        method = _method()
+        if method == "auto":
+            candidates = [self._world_profile(target, sample_embedding, common),
+                          self._kokoro_profile(target, sample_embedding, sha, common)]
+            return max(candidates, key=lambda profile: self._judge(profile, sample_embedding))
+        if method == "kokoro":
+            return self._kokoro_profile(target, sample_embedding, sha, common)
+        return self._world_profile(target, sample_embedding, common)
 
-            cal_analysis = world.analyse(cal_audio, SAMPLE_RATE)
-            conversion, similarity = self._fit_conversion(world.voice_stats(cal_analysis), target, cal_audio,
-                                                          SAMPLE_RATE, cal_analysis, sample_embedding)
-            converted = world.convert(cal_audio, SAMPLE_RATE, conversion, cal_analysis)
-            # WORLD on top only where it brings the voice closer and keeps the words clear
-            convert = similarity > style_similarity and _clarity(converted, SAMPLE_RATE) >= _min_clarity()
-            return SpeakerProfile(conversion=conversion, calibration_similarity=max(similarity, style_similarity),
-                                  style=style, convert=convert, **common)
+    def _world_profile(self, target: world.VoiceStats, sample_embedding: np.ndarray,
+                       common: dict) -> SpeakerProfile:
         calibration, cal_analysis, source = self._calibrate()
         conversion, similarity = self._fit_conversion(source, target, calibration.audio, calibration.sample_rate,
                                                       cal_analysis, sample_embedding)
         return SpeakerProfile(conversion=conversion, calibration_similarity=similarity, **common)
+
+    def _kokoro_profile(self, target: world.VoiceStats, sample_embedding: np.ndarray, sha: str,
+                        common: dict) -> SpeakerProfile:
+        from services.tts.kokoro import SAMPLE_RATE
+
+        style, cal_audio, style_similarity = self._search_style(sample_embedding, sha)
+        cal_analysis = world.analyse(cal_audio, SAMPLE_RATE)
+        conversion, similarity = self._fit_conversion(world.voice_stats(cal_analysis), target, cal_audio,
+                                                      SAMPLE_RATE, cal_analysis, sample_embedding)
+        converted = world.convert(cal_audio, SAMPLE_RATE, conversion, cal_analysis)
+        # WORLD on top only where it brings the voice closer and keeps the words clear
+        convert = similarity > style_similarity and _clarity(converted, SAMPLE_RATE) >= _min_clarity()
+        return SpeakerProfile(conversion=conversion, calibration_similarity=max(similarity, style_similarity),
+                              style=style, convert=convert, **common)
+
+    def _judge(self, profile: SpeakerProfile, sample_embedding: np.ndarray) -> float:
+        """How close the profile's speech of one fixed sentence sounds to the sample (the profiles'
+        calibration scores come from texts of different lengths: not comparable)."""
+        spoken = self.speak(JUDGE_TEXT, profile)
+        return encoder.cosine(encoder.embed(self.client, spoken.audio, spoken.sample_rate), sample_embedding)
 
     def _fit_conversion(self, source: world.VoiceStats, target: world.VoiceStats, cal_audio: np.ndarray,
                         cal_rate: int, cal_analysis: world.Analysis,
