@@ -36,6 +36,7 @@ def test_server_sets_the_callers_deadline(timeout, upper):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             reply = expression_pb2_grpc.ExpressionServiceStub(channel).Animate(ex.AnimateRequest(), timeout=timeout)
         seen = float(reply.warnings[0])
-        assert upper - 1.0 < seen <= upper
+        # gRPC sends the timeout rounded up to its wire unit: allow a few ms above it
+        assert upper - 1.0 < seen <= upper + 0.05
     finally:
         server.stop(0)
