@@ -36,6 +36,7 @@ protos: $(STAMP)
 	$(PY) -m services.common.protogen
 
 demo: setup
+	mkdir -p out
 	$(PY) -m services.cli generate --photo assets/photos/grace_hopper.jpg \
 	  --script-file assets/scripts/welcome.txt --out out/demo.mp4 --export-blendshapes out/demo_blendshapes.json
 
