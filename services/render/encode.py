@@ -51,7 +51,7 @@ def encode_mp4(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int
 
     The file appears only when complete: it is written to a temporary name in the same directory and
     renamed at the end, so a failure (including one raised by the `frames` iterator) leaves nothing.
-    Odd frame sizes are rejected (yuv420p needs even width and height).
+    Odd frame sizes are rejected (4:2:0 needs even width and height).
     """
     path = Path(path)
     if fps <= 0 or sample_rate <= 0:
@@ -82,46 +82,62 @@ def _encode(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, f
         video.options = {"crf": str(crf), "preset": _preset()}
         sound = container.add_stream("aac", rate=sample_rate, layout=layout)
         sound.bit_rate = AAC_BITRATE
-        audio_sent = 0
+        mux_interleaved(container, video, sound, frames, audio, sample_rate, rate)
 
-        def send_audio(until: int) -> None:
-            # Interleave: audio up to the current video time goes in with each frame.
-            nonlocal audio_sent
-            until = min(until, audio.shape[1])
-            if until <= audio_sent:
-                return
-            aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, audio_sent:until]),
-                                                format="fltp", layout=layout)
-            aframe.sample_rate = sample_rate
-            aframe.pts = audio_sent
-            aframe.time_base = Fraction(1, sample_rate)
-            container.mux(sound.encode(aframe))
-            audio_sent = until
 
-        count = 0
-        for rgb in frames:
-            rgb = np.ascontiguousarray(rgb)
-            if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-                raise ValueError(f"frame {count}: expected RGB uint8 [H, W, 3], got "
-                                 f"{rgb.dtype} {rgb.shape}")
-            if count == 0:
-                h, w = rgb.shape[:2]
-                if h % 2 or w % 2:
-                    raise ValueError(f"frame size {w}x{h}: yuv420p needs even width and height")
-                video.width, video.height = w, h
-            elif rgb.shape[:2] != (video.height, video.width):
-                raise ValueError(f"frame {count}: size changed to {rgb.shape[1]}x{rgb.shape[0]}")
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = count
-            frame.time_base = 1 / rate
-            container.mux(video.encode(frame))
-            count += 1
-            send_audio(int((count / rate) * sample_rate))
+def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio: np.ndarray,
+                    sample_rate: int, rate: Fraction, *, alpha: bool = False,
+                    resampler: "av.AudioResampler | None" = None) -> None:
+    """Encode uint8 frames (RGB, or RGBA when `alpha`) into `video` and planar float audio
+    [channels, samples] into `sound`, interleaved: audio up to each frame's end goes in with it.
+    `resampler` converts the audio first where the codec needs another rate (Opus: 48 kHz).
+    Rejects frames of the wrong shape, odd sizes (4:2:0) and a size change mid-stream."""
+    channels = 4 if alpha else 3
+    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    audio_sent = 0
+
+    def encode_audio(frame: "av.AudioFrame | None") -> None:
+        for part in (resampler.resample(frame) if resampler is not None else [frame]):
+            container.mux(sound.encode(part))
+
+    def send_audio(until: int) -> None:
+        nonlocal audio_sent
+        until = min(until, audio.shape[1])
+        if until <= audio_sent:
+            return
+        aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, audio_sent:until]),
+                                            format="fltp", layout=layout)
+        aframe.sample_rate = sample_rate
+        aframe.pts = audio_sent
+        aframe.time_base = Fraction(1, sample_rate)
+        encode_audio(aframe)
+        audio_sent = until
+
+    count = 0
+    for img in frames:
+        img = np.ascontiguousarray(img)
+        if img.ndim != 3 or img.shape[2] != channels or img.dtype != np.uint8:
+            raise ValueError(f"frame {count}: expected uint8 [H, W, {channels}], got {img.dtype} {img.shape}")
         if count == 0:
-            raise ValueError("no frames to encode")
-        container.mux(video.encode(None))
-        send_audio(audio.shape[1])
-        container.mux(sound.encode(None))
+            h, w = img.shape[:2]
+            if h % 2 or w % 2:
+                raise ValueError(f"frame size {w}x{h}: 4:2:0 needs even width and height")
+            video.width, video.height = w, h
+        elif img.shape[:2] != (video.height, video.width):
+            raise ValueError(f"frame {count}: size changed to {img.shape[1]}x{img.shape[0]}")
+        frame = av.VideoFrame.from_ndarray(img, format="rgba" if alpha else "rgb24")
+        frame.pts = count
+        frame.time_base = 1 / rate
+        container.mux(video.encode(frame))
+        count += 1
+        send_audio(int(count / rate * sample_rate))
+    if count == 0:
+        raise ValueError("no frames to encode")
+    container.mux(video.encode(None))
+    send_audio(audio.shape[1])
+    if resampler is not None:
+        encode_audio(None)  # flush the resampler
+    container.mux(sound.encode(None))
 
 
 def decode_mp4(path: str | Path) -> tuple[list[np.ndarray], np.ndarray, int, float]:

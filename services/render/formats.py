@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -21,7 +20,7 @@ import cv2
 import numpy as np
 
 from services.common.errors import InputError
-from services.render.encode import _audio_planar, _fps_fraction, encode_mp4, write_atomically
+from services.render.encode import _audio_planar, _fps_fraction, encode_mp4, mux_interleaved, write_atomically
 
 OPUS_RATE = 48000
 OPUS_BITRATE = 96_000
@@ -89,53 +88,14 @@ def _encode_webm(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: i
     planar = _audio_planar(audio)
     layout = "mono" if planar.shape[0] == 1 else "stereo"
     rate = _fps_fraction(fps)
-    channels = 4 if alpha else 3
     with av.open(str(path), mode="w", format="webm") as container:
         video = container.add_stream("libvpx-vp9", rate=rate)
         video.pix_fmt = "yuva420p" if alpha else "yuv420p"
         video.options = _vp9_options()
         sound = container.add_stream("libopus", rate=OPUS_RATE, layout=layout)
         sound.bit_rate = OPUS_BITRATE
-        resampler = av.AudioResampler(format="flt", layout=layout, rate=OPUS_RATE)
-        sent = 0
-
-        def send_audio(until: int) -> None:
-            nonlocal sent
-            until = min(until, planar.shape[1])
-            if until <= sent:
-                return
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, sent:until]), format="fltp",
-                                               layout=layout)
-            chunk.sample_rate = sample_rate
-            chunk.pts = sent
-            chunk.time_base = Fraction(1, sample_rate)
-            for resampled in resampler.resample(chunk):
-                container.mux(sound.encode(resampled))
-            sent = until
-
-        count = 0
-        for img in frames:
-            img = np.ascontiguousarray(img)
-            if img.ndim != 3 or img.shape[2] != channels or img.dtype != np.uint8:
-                raise ValueError(f"frame {count}: expected uint8 [H, W, {channels}], got {img.dtype} {img.shape}")
-            if count == 0:
-                h, w = img.shape[:2]
-                if h % 2 or w % 2:
-                    raise ValueError(f"frame size {w}x{h}: 4:2:0 needs even width and height")
-                video.width, video.height = w, h
-            frame = av.VideoFrame.from_ndarray(img, format="rgba" if alpha else "rgb24")
-            frame.pts = count
-            frame.time_base = 1 / rate
-            container.mux(video.encode(frame))
-            count += 1
-            send_audio(int(count / rate * sample_rate))
-        if count == 0:
-            raise ValueError("no frames to encode")
-        container.mux(video.encode(None))
-        send_audio(planar.shape[1])
-        for resampled in resampler.resample(None):
-            container.mux(sound.encode(resampled))
-        container.mux(sound.encode(None))
+        mux_interleaved(container, video, sound, frames, planar, sample_rate, rate, alpha=alpha,
+                        resampler=av.AudioResampler(format="flt", layout=layout, rate=OPUS_RATE))
 
 
 def write_png_sequence(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int,
