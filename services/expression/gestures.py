@@ -58,15 +58,16 @@ def smooth(x: np.ndarray, sigma_frames: float) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """0 below 0, 1 above 1, a smooth cubic ramp between."""
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
 
 
 def envelope(times: np.ndarray, start: float, end: float, attack_s: float, release_s: float) -> np.ndarray:
     """0 -> 1 over [start - attack, start], 1 until end, back to 0 over [end, end + release]."""
-    rise = _smoothstep((times - (start - attack_s)) / attack_s)
-    fall = 1.0 - _smoothstep((times - end) / release_s)
+    rise = smoothstep((times - (start - attack_s)) / attack_s)
+    fall = 1.0 - smoothstep((times - end) / release_s)
     return np.minimum(rise, fall)
 
 
@@ -146,8 +147,8 @@ def blink_curve(blinks: list[Blink], times: np.ndarray) -> np.ndarray:
         closed_from, closed_to = b.peak - 0.5 * b.hold_s, b.peak + 0.5 * b.hold_s
         lo, hi = np.searchsorted(times, [closed_from - b.close_s, closed_to + b.open_s])
         t = times[lo:hi]
-        closing = _smoothstep((t - (closed_from - b.close_s)) / b.close_s)
-        opening = 1.0 - _smoothstep((t - closed_to) / b.open_s)
+        closing = smoothstep((t - (closed_from - b.close_s)) / b.close_s)
+        opening = 1.0 - smoothstep((t - closed_to) / b.open_s)
         out[lo:hi] = np.maximum(out[lo:hi], np.minimum(closing, opening))
     return out
 

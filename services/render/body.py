@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from services.render.basis import smoothstep
+
 BREATH_LIFT = 0.010  # chest/shoulder lift at the top of a breath, in face heights
 BREATH_HZ = (0.22, 0.28)
 ROLL_FOLLOW = 0.08  # the shoulder line tilts by this fraction of the head's roll
@@ -65,8 +67,7 @@ class BodyMotion:
             return None
         h, w = matte.shape
         ys = np.arange(h, dtype=np.float32)[:, None]
-        t = np.clip((ys - chin_y - NECK_START * face_h) / ((CHEST_FULL - NECK_START) * face_h), 0, 1)
-        vertical = t * t * (3 - 2 * t)
+        vertical = smoothstep(chin_y + NECK_START * face_h, chin_y + CHEST_FULL * face_h, ys)
         # The lift fades out toward the frame's bottom edge (nothing to pull in from below).
         bottom = np.clip((h - 1 - ys) / max(0.25 * face_h, 1.0), 0, 1)
         person = cv2.dilate((matte > 127).astype(np.uint8), np.ones((5, 5), np.uint8))

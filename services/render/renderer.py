@@ -8,7 +8,7 @@ import numpy as np
 
 from services.common.arkit import ARKIT_52, HEAD_POSE, INDEX
 from services.common.expression_track import ExpressionTrack
-from services.render.basis import ContactConstraints, build_basis
+from services.render.basis import ContactConstraints, build_basis, smoothstep
 from services.render.head import HeadPose, build_rings
 from services.render.mouth import MouthInterior
 from services.render.rig import (
@@ -234,7 +234,7 @@ class _Eyelids:
                 self._curtain(frame, roi, (x0, y0), xs, ys, y_now, y_was, closed, now[0, 0], now[-1, 0])
                 continue
             swept = np.clip((ys - y_was + 3.0) / 4.0, 0, 1) * np.clip((y_now - ys - 1.0) / 2.5, 0, 1)
-            a_skin = swept * inside[None, :] * 0.9 * _smooth(closed, 0.15, 0.7)
+            a_skin = swept * inside[None, :] * 0.9 * smoothstep(0.15, 0.7, closed)
             # Lid colour: the surrounding skin, smoothly filled in (normalised convolution over
             # the pixels that are not dark), so the lid matches the light around the eye.
             skin_luma = float(skin @ _LUMA)
@@ -250,7 +250,7 @@ class _Eyelids:
             a_skin = a_skin * np.clip(0.3 + 2.5 * darker, 0.3, 1.0)
             # Lash line: a soft dark curve along the current margin.
             d = ys - y_now
-            a_lash = np.exp(-((d + 0.3) / 1.1) ** 2) * inside[None, :] * 0.4 * _smooth(closed, 0.4, 1.0)
+            a_lash = np.exp(-((d + 0.3) / 1.1) ** 2) * inside[None, :] * 0.4 * smoothstep(0.4, 1.0, closed)
             roi += (colour - roi) * a_skin[..., None]
             roi += (lash[None, None, :] - roi) * a_lash[..., None]
             frame[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
@@ -271,7 +271,7 @@ class _Eyelids:
         # The slid texture fades in below the rest margin (no seam where it meets the fur above).
         fade = np.maximum(2.0, 0.35 * shift)
         swept = np.clip((ys - y_was + 1.0) / fade, 0, 1) * np.clip((y_now - ys) / 1.5 + 0.5, 0, 1)
-        alpha = swept * sides * _smooth(closed, 0.15, 0.3)
+        alpha = swept * sides * smoothstep(0.15, 0.3, closed)
         roi += (lid - roi) * alpha[..., None]
         frame[y0:y0 + roi.shape[0], x0:x0 + roi.shape[1]] = np.clip(roi, 0, 255).astype(np.uint8)
 
@@ -335,7 +335,3 @@ def _increasing(x: np.ndarray) -> np.ndarray:
     """Sample positions for np.interp must increase (a rolled head can bend a curve back)."""
     return np.maximum.accumulate(x + np.arange(len(x)) * 1e-3)
 
-
-def _smooth(x: float, edge0: float, edge1: float) -> float:
-    t = min(1.0, max(0.0, (x - edge0) / (edge1 - edge0)))
-    return t * t * (3 - 2 * t)

@@ -10,6 +10,8 @@ import threading
 import cv2
 import numpy as np
 
+from services.render.basis import smoothstep
+
 _local = threading.local()
 # The model's soft probabilities -> alpha: below LOW is background, above HIGH is person.
 LOW, HIGH = 0.25, 0.75
@@ -37,5 +39,4 @@ def person_matte(rgb: np.ndarray) -> np.ndarray:
     prob = cv2.resize(np.asarray(prob, np.float32), (side, side), interpolation=cv2.INTER_LINEAR)[:h, :w]
     # A light blur removes the model's blockiness; the ramp gives a 1-3 px anti-aliased edge.
     prob = cv2.GaussianBlur(prob, (0, 0), sigmaX=max(1.0, side / 600))
-    t = np.clip((prob - LOW) / (HIGH - LOW), 0.0, 1.0)
-    return (t * t * (3 - 2 * t)).astype(np.float32)
+    return smoothstep(LOW, HIGH, prob).astype(np.float32)

@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from services.common.errors import InputError
+from services.expression.gestures import smoothstep
 from services.expression.procedural import EMOTIONS, EXPRESSIVENESS_GAIN
 
 EMOTION_NAMES: tuple[str, ...] = tuple(EMOTIONS)
@@ -53,8 +54,7 @@ def emotion_mix(emotion: str, changes: Sequence[tuple], n: int, fps: float,
             raise InputError("emotion.time_code", f"must be a non-negative number of seconds, got {time_code}")
         if name not in EMOTION_NAMES:
             raise InputError("emotion", f"unknown emotion {name!r}; supported: {', '.join(EMOTION_NAMES)}")
-        x = np.clip((times - time_code) / max(blend_s, 1e-6), 0.0, 1.0)
-        a = (x * x * (3.0 - 2.0 * x))[:, None]
+        a = smoothstep((times - time_code) / max(blend_s, 1e-6))[:, None]
         if not 0.0 < strength <= 1.0:
             raise InputError("emotion.strength", f"must be in [0, 1], got {strength}")
         target = np.zeros(len(EMOTION_NAMES), np.float32)
