@@ -16,6 +16,7 @@ import numpy as np
 
 from services.common.speech import Phone, Speech, Word
 from services.expression.visemes import phone_visemes
+from services.tts.cloning.world import warp_frequency_axis
 
 FRAME_MS = 5.0
 MAX_CONSONANT_S = 0.15
@@ -35,15 +36,6 @@ def midi_hz(midi: float) -> float:
 
 def _is_vowel(symbol: str) -> bool:
     return any(v.vowel for v in phone_visemes(symbol))
-
-
-def _warp(env: np.ndarray, factor: float) -> np.ndarray:
-    """Scale the spectral envelope's frequency axis: formants move by `factor` (another vocal tract)."""
-    if abs(factor - 1.0) < 1e-6:
-        return env
-    bins = np.arange(env.shape[1], dtype=np.float64)
-    src = np.clip(bins / factor, 0, env.shape[1] - 1)
-    return np.stack([np.interp(src, bins, row) for row in env])
 
 
 def sing(speech: Speech, notes: list[Note], *, vibrato_semitones: float = 0.3, vibrato_hz: float = 5.5,
@@ -138,7 +130,7 @@ def sing(speech: Speech, notes: list[Note], *, vibrato_semitones: float = 0.3, v
     vib = vibrato_semitones / 12.0 * np.sin(2 * np.pi * vibrato_hz * note_time) * onset
     voiced = ~np.isnan(np.concatenate(pitch))
     new_f0 = np.where(voiced, 2.0 ** (glided + vib), 0.0)
-    new_sp = _warp(sp[idx], formant_shift)
+    new_sp = warp_frequency_axis(sp[idx], formant_shift)
     new_ap = ap[idx]
     audio = pyworld.synthesize(new_f0, np.ascontiguousarray(new_sp), np.ascontiguousarray(new_ap), sr, FRAME_MS)
     audio = audio[: int(round(now * sr))]

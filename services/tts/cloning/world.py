@@ -122,6 +122,17 @@ def voice_stats(analysis: Analysis) -> VoiceStats:
                       voiced_seconds=float(voiced.sum() * analysis.frame_period_ms / 1000))
 
 
+def warp_frequency_axis(frames: np.ndarray, factor: float) -> np.ndarray:
+    """[frames, bins] (a spectral envelope, linear or log) with its frequency axis scaled by `factor`:
+    formants move together, as for another vocal-tract length. Linear interpolation, every frame
+    at once; bins beyond the top repeat the last one."""
+    n = frames.shape[1]
+    position = np.clip(np.arange(n) / factor, 0, n - 1)
+    lower = np.minimum(position.astype(np.int64), n - 2)
+    frac = position - lower
+    return frames[:, lower] * (1 - frac) + frames[:, lower + 1] * frac
+
+
 def _warp_env(env: np.ndarray, warp: float) -> np.ndarray:
     """An envelope on GRID_HZ with formants moved by `warp` (>1: higher, a shorter vocal tract)."""
     return np.interp(GRID_HZ / warp, GRID_HZ, env)
@@ -217,11 +228,7 @@ def convert(audio: np.ndarray, sample_rate: int, conversion: Conversion,
 
     bins = _bins_hz(a)
     log_sp = np.log(a.sp + 1e-20)
-    # frequency-axis warp of every frame at once (formants scale together): linear interpolation
-    position = np.clip(bins / conversion.warp, 0, bins[-1]) / (bins[1] - bins[0])
-    lower = np.minimum(position.astype(np.int64), len(bins) - 2)
-    frac = position - lower
-    warped = log_sp[:, lower] * (1 - frac) + log_sp[:, lower + 1] * frac
+    warped = warp_frequency_axis(log_sp, conversion.warp)
     correction = np.stack([np.interp(bins, GRID_HZ, c) for c in conversion.correction])
     warped += conversion.correction_strength * np.where(voiced[:, None], correction[0], correction[1])
     sp = np.exp(warped)
