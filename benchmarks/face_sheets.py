@@ -1,11 +1,12 @@
 """Contact sheets of the face details: mouth close-ups across visemes, a cat blinking.
 
-    python benchmarks/face_sheets.py [--out docs/contact]
+    python benchmarks/face_sheets.py [--out docs/contact] [--only cat_blink cat_mouth]
 
 mouth.png: rows = grace_hopper at 512 and 1080 (closed-mouth photo: drawn teeth), astronaut at 512
 (her photo shows teeth: they are reused), the cat placed from keypoints; columns = visemes. Each tile
 is the mouth region scaled to the same width (512-px rigs upscaled with nearest-neighbour, x~3, so
-the pixels and the lip-edge feathering are visible). cat_blink.png: the cat's eyes over one blink.
+the pixels and the lip-edge feathering are visible). cat_blink.jpg: the cat's eyes over one blink.
+cat_mouth.jpg: the cat's mouth (no human teeth: throat and tongue) across the visemes, x4.
 """
 from __future__ import annotations
 
@@ -62,6 +63,24 @@ def label(img: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
+def _viseme_rows(rows) -> np.ndarray:
+    out = []
+    for row_name, renderer in rows:
+        tiles = [label(mouth_tile(renderer, w, yaw), f"{row_name}: {name}" if i == 0 else name)
+                 for i, (name, (w, yaw)) in enumerate(VISEMES.items())]
+        out.append(np.concatenate([np.concatenate(tiles[:5], 1), np.concatenate(tiles[5:], 1)], 0))
+    return np.concatenate(out, 0)
+
+
+def cat_mouth_sheet() -> np.ndarray:
+    from services.render.photo import load_photo
+    from services.render.renderer import Renderer
+    from services.render.rig import build_rig
+
+    rig = build_rig(load_photo(ROOT / "assets" / "photos" / "cat.png"), keypoints=CAT_KEYPOINTS)
+    return _viseme_rows([("cat 512 (keypoints)", Renderer(rig))])
+
+
 def mouth_sheet() -> np.ndarray:
     from services.render.photo import load_photo
     from services.render.renderer import Renderer
@@ -74,12 +93,7 @@ def mouth_sheet() -> np.ndarray:
             ("astronaut 512 (photo teeth)", Renderer(build_rig(load_photo(photos / "astronaut.png")))),
             ("cat 512 (keypoints)",
              Renderer(build_rig(load_photo(photos / "cat.png"), keypoints=CAT_KEYPOINTS)))]
-    out = []
-    for row_name, renderer in rows:
-        tiles = [label(mouth_tile(renderer, w, yaw), f"{row_name}: {name}" if i == 0 else name)
-                 for i, (name, (w, yaw)) in enumerate(VISEMES.items())]
-        out.append(np.concatenate([np.concatenate(tiles[:5], 1), np.concatenate(tiles[5:], 1)], 0))
-    return np.concatenate(out, 0)
+    return _viseme_rows(rows)
 
 
 def cat_blink_sheet() -> np.ndarray:
@@ -105,9 +119,12 @@ def cat_blink_sheet() -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "contact")
+    sheets = {"mouth": mouth_sheet, "cat_blink": cat_blink_sheet, "cat_mouth": cat_mouth_sheet}
+    parser.add_argument("--only", nargs="+", choices=sorted(sheets), help="make only these sheets")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, sheet in (("mouth", mouth_sheet()), ("cat_blink", cat_blink_sheet())):
+    for name in args.only or sheets:
+        sheet = sheets[name]()
         path = args.out / f"{name}.jpg"
         Image.fromarray(sheet).save(path, quality=88)
         print(path, sheet.shape, f"{path.stat().st_size // 1024} KB")

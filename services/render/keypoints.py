@@ -8,8 +8,8 @@ land exactly where the user put them. The renderer then animates it like any det
 
 The eye openings are then resized (`shape_eyes`): five points say nothing about an eye's size, and
 the human template's almond is far too narrow for a cat or a cartoon. Each opening is set to a
-fraction of the inter-ocular distance wide and rounder than a human eye (kept well above the nose),
-so a blink brings an eyelid down over the whole eye.
+fraction of the inter-ocular distance wide, rounder than a human eye and tapering to its corners
+(kept well above the nose), so a blink brings an eyelid down over the whole eye.
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ MIN_EYE_DISTANCE = 8.0  # pixels
 # and most cartoons: 0.4-0.5) and height / width (a person ~0.3, a cat ~0.8, cartoons 0.7-1).
 EYE_WIDTH = float(os.environ.get("LIKENESS_KEYPOINT_EYE_WIDTH", "0.5"))
 EYE_ASPECT = float(os.environ.get("LIKENESS_KEYPOINT_EYE_ASPECT", "0.85"))
+# How far the lid profile bulges out from a parabola toward an ellipse (see lid_profile).
+LID_FULLNESS = 0.35
 
 
 def parse_keypoints(text: str | Path, field: str = "keypoints") -> np.ndarray:
@@ -124,10 +126,18 @@ def fit_template(points: np.ndarray, template: np.ndarray | None = None) -> np.n
     return np.column_stack([xy, template[:, 2] * scale])
 
 
+def lid_profile(x: np.ndarray, fullness: float = LID_FULLNESS) -> np.ndarray:
+    """Half-height of the eye opening (1 in the middle) at x in -1..1 along it: (1 - x^2)(1 + f x^2),
+    round in the middle, meeting the corners at a finite angle (slope 2 (1 + f) half-heights per
+    half-width), monotone for f <= 1."""
+    x2 = np.square(x)
+    return np.clip((1.0 - x2) * (1.0 + fullness * x2), 0.0, None)
+
+
 def shape_eyes(landmarks: np.ndarray, width: float = EYE_WIDTH, aspect: float = EYE_ASPECT) -> np.ndarray:
-    """The fitted mesh [478, 3] with each eye opening made an ellipse `width` x the inter-ocular
-    distance wide and `aspect` x that tall (at most 0.6 of the eye-to-nose distance), centred on
-    the pupil keypoint. The points around it (brow, cheek, nose side) are pushed out smoothly, by
+    """The fitted mesh [478, 3] with each eye opening a rounded shape tapering to its corners
+    (`lid_profile`), `width` x the inter-ocular distance wide and `aspect` x that tall (at most 0.6
+    of the eye-to-nose distance), centred on the pupil keypoint. The points around it (brow, cheek, nose side) are pushed out smoothly, by
     maps that are monotone along every ray from the pupil."""
     from services.render.rig import LEFT_EYE, NOSE_TIP, RIGHT_EYE
 
@@ -171,16 +181,18 @@ def shape_eyes(landmarks: np.ndarray, width: float = EYE_WIDTH, aspect: float = 
         d = out[others, :2] - centre
         r = np.hypot((d @ across) / (0.5 * target_w), (d @ up) / (0.5 * target_h))
         out[others, :2] += d * (1.45 * np.exp(-(r / 1.45) ** 2) / np.maximum(r, 1e-9))[:, None]
-        # 3. The lid rings become ellipses (a human almond scaled up is lopsided): the margin on
-        #    the target, the outer rings a little larger, points evenly spread in angle.
+        # 3. The lid rings get a lid profile (a human almond scaled up is lopsided): the margin on
+        #    the target, the outer rings a little larger. Not an ellipse: its ends are vertical, so
+        #    a closing lid would drop almost straight down at the corners (a hard step beside the
+        #    nose); the profile tapers to the corners at a finite slope, points even along the eye.
         outward = across if float((lm[eye.corners[0], :2] - centre) @ across) > 0 else -across
         for ring, corners, size in ((0, eye.corners, 1.0), (1, eye.ring_corners[0], 1.15),
                                     (2, eye.ring_corners[1], 1.3)):
-            phi = np.linspace(0.0, np.pi, len(eye.upper[ring]) + 2)
+            x = np.linspace(1.0, -1.0, len(eye.upper[ring]) + 2)
             for ids, sign in ((eye.upper[ring], 1.0), (eye.lower[ring], -1.0)):
                 out[[corners[0], *ids, corners[1]], :2] = centre + size * (
-                    0.5 * target_w * np.cos(phi)[:, None] * outward
-                    + sign * 0.5 * target_h * np.sin(phi)[:, None] * up)
+                    0.5 * target_w * x[:, None] * outward
+                    + sign * 0.5 * target_h * lid_profile(x)[:, None] * up)
     return out
 
 

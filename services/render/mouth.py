@@ -100,6 +100,10 @@ class MouthInterior:
                 teeth = np.median(top, axis=0)
                 self.rest_split = self._darkest_rows(luma)
         self.photo_teeth = teeth is not None
+        # Faces placed from keypoints (pets, cartoons) get no drawn human tooth rows: on a cat they
+        # read as dentures. Their open mouth is throat shading and the tongue (the photo's own
+        # teeth, when it shows them, are still reused).
+        self.drawn_teeth = rig.source != "keypoints"
         if teeth is None:  # ivory a little below the face's highlights, tinted like the skin's light
             tint = skin / max(1.0, float(skin @ _LUMA))
             # (a neutral ivory reads as grey-blue beside warm skin: teeth take the light's warmth)
@@ -218,8 +222,9 @@ class MouthInterior:
 
         # Lower teeth: carried by the jaw; their tips start just above the upper incisal edge.
         upper_edge = y_sk + UPPER_TEETH_HEIGHT * u
-        lo_tip = upper_edge - OVERBITE * u + JAW_TO_INCISOR * jaw_drop \
-            + 0.05 * u * (1 - arch_lo) + _notches(s_lo, u * LOWER_ARCH, 0.7)
+        lo_tip = upper_edge - OVERBITE * u + JAW_TO_INCISOR * jaw_drop + 0.05 * u * (1 - arch_lo)
+        if self.drawn_teeth:  # (without teeth, the tongue behind them keeps a smooth top)
+            lo_tip = lo_tip + _notches(s_lo, u * LOWER_ARCH, 0.7)
         below_tip = ys - lo_tip
         lt_a = np.clip(below_tip / edge_aa + 0.5, 0, 1) * np.clip((1.0 - np.abs(s_lo)) * 5, 0, 1)
 
@@ -237,7 +242,8 @@ class MouthInterior:
         lower_teeth = self.teeth[None, None, :] * \
             ((0.8 - 0.35 * s_lo * s_lo) * _tooth_gaps(s_lo, u * LOWER_ARCH))[..., None]
         lower_teeth = _over(lower_teeth, self.gum * 0.8, np.clip(gum_lo / 1.5 + 0.5, 0, 1))
-        colour = _over(colour, lower_teeth, lt_a)
+        if self.drawn_teeth:
+            colour = _over(colour, lower_teeth, lt_a)
         tongue_fwd = tongue_a * min(1.0, 2.0 * tongue_out)
         if tongue_out > 0:  # the tongue comes forward over the lower teeth (behind the upper ones)
             colour = _over(colour, tongue, tongue_fwd)
@@ -254,7 +260,10 @@ class MouthInterior:
                             np.clip((gum_line - ys) / 1.5 + 0.5, 0, 1))
         ut_a = np.maximum(ut_a, np.clip((gum_line - ys) / 1.5 + 0.5, 0, 1)
                           * np.clip((1.0 - np.abs(s)) * 6, 0, 1))
-        colour = _over(colour, upper_teeth, ut_a)
+        if self.drawn_teeth:
+            colour = _over(colour, upper_teeth, ut_a)
+        else:
+            ut_a = np.zeros_like(ut_a)
 
         if self.photo_teeth:
             # The photo's interior: its lower part carried by the lower lip (over the drawn upper

@@ -1,0 +1,100 @@
+"""How faces placed from keypoints (the cat) look: lids that taper into the eye corners, and an open
+mouth without human teeth (while a photo with a detected mesh keeps its drawn teeth)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from services.common.arkit import INDEX
+from services.render.keypoints import lid_profile
+from services.render.photo import load_photo
+from services.render.renderer import Renderer
+from services.render.rig import LEFT_EYE, LIP_LOWER_INNER, LIP_UPPER_INNER, RIGHT_EYE, build_rig
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT / "assets" / "photos"
+# Chelsea the cat: eyes, nose tip, mouth corners, marked by hand (as tests/test_keypoints.py).
+CAT_KEYPOINTS = np.array([[170, 112], [317, 137], [262, 240], [238, 272], [292, 276]], float)
+
+
+def weights(**values: float) -> np.ndarray:
+    w = np.zeros(52)
+    for name, v in values.items():
+        w[INDEX[name]] = v
+    return w
+
+
+@pytest.fixture(scope="module")
+def cat() -> Renderer:
+    return Renderer(build_rig(load_photo(PHOTOS / "cat.png"), keypoints=CAT_KEYPOINTS))
+
+
+def _slopes(points: np.ndarray) -> np.ndarray:
+    """|rise / run| of each segment of a polyline, measured against its end-to-end line."""
+    across = (points[-1] - points[0]) / np.linalg.norm(points[-1] - points[0])
+    normal = np.array([-across[1], across[0]])
+    d = np.diff(points, axis=0)
+    return np.abs(d @ normal) / np.maximum(np.abs(d @ across), 1e-6)
+
+
+def test_lid_profile_tapers_to_the_corners():
+    x = np.linspace(-1, 1, 201)
+    f = lid_profile(x)
+    assert f[100] == 1.0 and f[0] == 0.0 and f[-1] == 0.0
+    assert np.all(np.diff(f[100:]) < 0) and np.allclose(f, f[::-1])  # monotone, symmetric
+    # Finite slope at the corners (an ellipse's is infinite: the lid would drop straight down).
+    assert abs(np.diff(f[-2:])[0]) / (x[1] - x[0]) < 3.0
+
+
+def test_closed_lid_line_meets_the_corners_gently(cat):
+    """Shut, the lid line (upper margin on the lower one) slopes at most ~1 into each corner: a lid
+    line that drops steeply at the corner shows as a hard step beside the nose (it was 2.7)."""
+    posed = cat.pose_mesh(weights(eyeBlinkLeft=1.0, eyeBlinkRight=1.0), np.zeros(6))
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        line = posed[[eye.corners[0], *eye.upper[0], eye.corners[1]]]
+        slopes = _slopes(line)
+        assert slopes.max() < 1.4, slopes
+        # Shut, with the eye covered: the margins met (the contact clamp), the line sags inward.
+        lower = posed[[eye.corners[0], *eye.lower[0], eye.corners[1]]]
+        assert np.abs(line - lower).max() < 1.0
+
+
+def _tooth_coloured(frame: np.ndarray, polygon: np.ndarray) -> tuple[int, int]:
+    """(pixels inside the mouth polygon, of them bright and greyish like teeth)."""
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0  # not the feathered lip edge
+    px = frame[mask].astype(float)
+    luma = px @ np.array([0.299, 0.587, 0.114])
+    sat = (px.max(axis=1) - px.min(axis=1)) / np.maximum(px.max(axis=1), 1.0)
+    return int(mask.sum()), int(np.sum((luma > 140) & (sat < 0.4)))
+
+
+def _open_mouth(renderer: Renderer, jaw: float) -> tuple[int, int]:
+    w = weights(jawOpen=jaw)
+    posed = renderer.pose_mesh(w, np.zeros(6))
+    polygon = np.concatenate([posed[list(LIP_UPPER_INNER)], posed[list(LIP_LOWER_INNER)][::-1]])
+    return _tooth_coloured(renderer.render(w, np.zeros(6)), polygon)
+
+
+def test_keypoint_face_open_mouth_has_no_human_teeth(cat):
+    grace = Renderer(build_rig(load_photo(PHOTOS / "grace_hopper.jpg")))
+    for jaw in (0.5, 0.9):
+        area, teeth = _open_mouth(cat, jaw)
+        assert area > 150, area  # the cat's mouth does open
+        assert teeth <= 0.01 * area, (jaw, area, teeth)
+        area, teeth = _open_mouth(grace, jaw)  # a detected mesh keeps its drawn teeth
+        assert teeth > 0.1 * area, (jaw, area, teeth)
+    # Dark throat above a redder tongue: the opening's lower part is redder than its upper part.
+    w = weights(jawOpen=0.9)
+    posed, frame = cat.pose_mesh(w, np.zeros(6)), cat.render(w, np.zeros(6)).astype(float)
+    top, bottom = posed[13], posed[14]  # inner lip midpoints
+    x = int(round((top[0] + bottom[0]) / 2))
+    col = frame[int(top[1]) + 2:int(bottom[1]) - 1, x]
+    redness = col[:, 0] - col[:, 1]
+    third = len(col) // 3
+    assert col[:third].mean() < 70  # the throat is dark
+    assert redness[-third:].mean() > redness[:third].mean() + 10
