@@ -1,5 +1,6 @@
-"""How faces placed from keypoints (the cat) look: lids that taper into the eye corners, and an open
-mouth without human teeth (while a photo with a detected mesh keeps its drawn teeth)."""
+"""How faces placed from keypoints (the cat) look: eye openings measured around the actual eyes, lids
+that taper into the eye corners, and an open mouth without human teeth (while a photo with a detected
+mesh keeps its drawn teeth)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.common.arkit import INDEX
-from services.render.keypoints import lid_profile
+from services.render.keypoints import fit_template, lid_profile, measure_eye, shape_eyes
 from services.render.photo import load_photo
 from services.render.renderer import Renderer
 from services.render.rig import LEFT_EYE, LIP_LOWER_INNER, LIP_UPPER_INNER, RIGHT_EYE, build_rig
@@ -98,3 +99,70 @@ def test_keypoint_face_open_mouth_has_no_human_teeth(cat):
     third = len(col) // 3
     assert col[:third].mean() < 70  # the throat is dark
     assert redness[-third:].mean() > redness[:third].mean() + 10
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+    return image.astype(float) @ np.array([0.299, 0.587, 0.114])
+
+
+def test_cat_eye_opening_is_measured_around_the_actual_eye():
+    """The measured ellipse holds the pupil and iris pixels of the photo and leaves out the light fur
+    beside the nose; the lid margin of the shaped mesh holds the ellipse."""
+    photo = load_photo(PHOTOS / "cat.png")
+    iod = float(np.linalg.norm(CAT_KEYPOINTS[1] - CAT_KEYPOINTS[0]))
+    yy, xx = np.mgrid[:photo.shape[0], :photo.shape[1]]
+    pixels = np.column_stack([xx.ravel(), yy.ravel()]).astype(float)
+    luma = _luma(photo).ravel()
+    hsv = cv2.cvtColor(photo, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(float)  # fur: hue 12-16
+    # Fur beside the nose, next to each eye's inner side (looked up on the photo).
+    beside_nose = {0: np.array([[222.0, 125.0], [218.0, 140.0]]), 1: np.array([[280.0, 140.0], [284.0, 128.0]])}
+    eyes = []
+    for i, kp in enumerate(CAT_KEYPOINTS[:2]):
+        eye = measure_eye(photo, kp, iod)
+        assert eye is not None
+        near = np.hypot(*(pixels - kp).T)
+        pupil = (near < 0.15 * iod) & (luma < 40)
+        iris = (near < 0.3 * iod) & (hsv[:, 0] >= 18) & (hsv[:, 1] > 64) & (luma > 50)  # yellow-green
+        assert pupil.sum() > 50 and iris.sum() > 300, (pupil.sum(), iris.sum())
+        assert eye.contains(pixels[pupil]).mean() > 0.99
+        assert eye.contains(pixels[iris]).mean() > 0.97, eye.contains(pixels[iris]).mean()
+        assert not eye.contains(beside_nose[i]).any()
+        # Not the fixed 0.5 x eye distance: the image-right eye is narrower, the image-left wider.
+        eyes.append(eye.extents(np.array([1.0, 0.0]))[0] * 2 / iod)
+    assert eyes[1] < 0.4 < 0.5 < eyes[0], eyes
+    shaped = shape_eyes(fit_template(CAT_KEYPOINTS), photo)
+    for eye, kp in zip((RIGHT_EYE, LEFT_EYE), CAT_KEYPOINTS[:2]):
+        margin = shaped[[eye.corners[0], *eye.upper[0], eye.corners[1], *eye.lower[0][::-1]], :2]
+        ellipse = measure_eye(photo, kp, iod)
+        inside = [cv2.pointPolygonTest(margin.astype(np.float32), (float(x), float(y)), True)
+                  for x, y in ellipse.boundary(48)]
+        assert min(inside) > -1.0, min(inside)  # (the margin is a 16-point polygon: chords)
+        assert np.allclose(shaped[eye.iris[0], :2], kp)  # the pupil stays on its keypoint
+
+
+def test_eye_measurement_falls_back_on_flat_colour():
+    flat = np.full((300, 451, 3), (196, 150, 112), np.uint8)
+    noisy = np.clip(flat + np.random.default_rng(0).normal(0, 8, flat.shape), 0, 255).astype(np.uint8)
+    iod = float(np.linalg.norm(CAT_KEYPOINTS[1] - CAT_KEYPOINTS[0]))
+    fitted = fit_template(CAT_KEYPOINTS)
+    for image in (flat, noisy):
+        assert measure_eye(image, CAT_KEYPOINTS[0], iod) is None
+        assert np.array_equal(shape_eyes(fitted, image), shape_eyes(fitted))  # fixed proportions
+    # A keypoint on the cat's fur (forehead), not on an eye: no eye there either.
+    assert measure_eye(load_photo(PHOTOS / "cat.png"), np.array([245.0, 60.0]), iod) is None
+
+
+def test_cartoon_eyes_are_measured():
+    """Flat-painted cartoon eyes (white, outlined, a black pupil off centre) of different sizes."""
+    image = np.full((400, 400, 3), (240, 200, 160), np.uint8)
+    drawn = [((130, 170), (34, 26)), ((270, 170), (24, 30))]  # centre, half-axes
+    for (cx, cy), axes in drawn:
+        cv2.ellipse(image, (cx, cy), axes, 0, 0, 360, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.ellipse(image, (cx, cy), axes, 0, 0, 360, (20, 20, 20), 2, cv2.LINE_AA)
+        cv2.circle(image, (cx + 5, cy + 3), 9, (10, 10, 10), -1, cv2.LINE_AA)
+    for (cx, cy), (ax, ay) in drawn:
+        eye = measure_eye(image, np.array([cx + 5.0, cy + 3.0]), 140.0)
+        assert eye is not None
+        half_w, half_h = eye.extents(np.array([1.0, 0.0]))
+        assert np.hypot(eye.centre[0] - cx, eye.centre[1] - cy) < 3, eye
+        assert ax <= half_w < 1.25 * ax and ay <= half_h < 1.25 * ay, (eye, ax, ay)

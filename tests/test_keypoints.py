@@ -115,19 +115,16 @@ def _eye_masks(rig) -> np.ndarray:
     return cv2.dilate(mask, np.ones((9, 9), np.uint8)) > 0
 
 
-def test_keypoint_eyes_are_sized_from_the_eye_distance():
-    from services.render.keypoints import EYE_ASPECT, EYE_WIDTH
+def test_keypoint_eye_rings_stay_ordered_below_the_brow():
+    """(The opening's size is measured from the photo: tests/test_keypoint_faces_look.py.)"""
     from services.render.rig import LEFT_EYE, RIGHT_EYE
 
     rig = build_rig(load_photo(PHOTOS / "cat.png"), keypoints=CAT_KEYPOINTS)
     lm = rig.landmarks[:, :2]
     iod = np.linalg.norm(lm[473] - lm[468])
-    nose_below_eyes = np.linalg.norm(lm[1] - (lm[468] + lm[473]) / 2)  # the cat's face is upright
     for eye in (RIGHT_EYE, LEFT_EYE):
         width = np.linalg.norm(lm[eye.corners[0]] - lm[eye.corners[1]])
-        height = np.linalg.norm(lm[eye.upper[0][3]] - lm[eye.lower[0][3]])
-        assert abs(width / iod - EYE_WIDTH) < 0.02
-        assert abs(height - min(EYE_ASPECT * width, 0.6 * nose_below_eyes)) < 0.05 * width
+        assert 0.3 < width / iod < 0.9
         # The lid rings stay outside the opening, the brow above the outer ring.
         top = [lm[eye.upper[r][3]] for r in range(3)]
         brow = lm[list(eye.brow_lower)]

@@ -7,9 +7,12 @@ fitted to them: a least-squares affine map, then a smooth radial correction so t
 land exactly where the user put them. The renderer then animates it like any detected mesh.
 
 The eye openings are then resized (`shape_eyes`): five points say nothing about an eye's size, and
-the human template's almond is far too narrow for a cat or a cartoon. Each opening is set to a
-fraction of the inter-ocular distance wide, rounder than a human eye and tapering to its corners
-(kept well above the nose), so a blink brings an eyelid down over the whole eye.
+the human template's almond is far too narrow for a cat or a cartoon. Each eye is measured in the
+photo (`measure_eye`: GrabCut seeded at the keypoint, an ellipse fitted to the segment); the opening
+becomes the smallest lid-profile shape (round in the middle, tapering to its corners) around that
+ellipse, so a blink brings the eyelid down over the whole eye and no further. Where the
+segmentation is implausible (flat colour, a keypoint off the eye) the opening falls back to a fixed
+fraction of the inter-ocular distance.
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ import json
 import os
 from pathlib import Path
 
+from typing import NamedTuple
+
+import cv2
 import numpy as np
 
 from services.common.errors import InputError
@@ -32,6 +38,52 @@ EYE_WIDTH = float(os.environ.get("LIKENESS_KEYPOINT_EYE_WIDTH", "0.5"))
 EYE_ASPECT = float(os.environ.get("LIKENESS_KEYPOINT_EYE_ASPECT", "0.85"))
 # How far the lid profile bulges out from a parabola toward an ellipse (see lid_profile).
 LID_FULLNESS = 0.35
+# ... for an opening fitted around a measured eye: fuller, so its corners reach less far past the
+# eye (into the fur beside it) while the closed lid line still meets the corners gently.
+MEASURED_FULLNESS = 0.35
+MAX_MEASURED_ASPECT = 1.0
+# measure_eye: the search window (radius, eye distances), the side GrabCut runs at (pixels), the
+# margin added around the segment (the dark rim of the eye is often left out), and what counts as
+# an eye: its width and height (eye distances), how far its centre may lie from the keypoint, how
+# different in colour (Lab distance) from the ring of fur or skin around it.
+_SEARCH_RADIUS = 0.45
+_GRABCUT_SIDE = 160
+EYE_MARGIN = 1.08
+_EYE_SIZE_RANGE = (0.12, 0.75)
+_EYE_MAX_OFFSET = 0.15
+_EYE_MIN_CONTRAST = 12.0
+
+
+class EyeEllipse(NamedTuple):
+    """An eye measured in the photo: centre (x, y), full axes (w, h) and angle (degrees) as
+    cv2.fitEllipse reports them, the margin already added."""
+
+    centre: tuple[float, float]
+    axes: tuple[float, float]
+    angle: float
+
+    def extents(self, across: np.ndarray) -> tuple[float, float]:
+        """Half-extents of the ellipse along `across` and perpendicular to it."""
+        t = np.radians(self.angle)
+        ax, ay = np.cos(t), np.sin(t)  # first axis
+        a, b = self.axes[0] / 2, self.axes[1] / 2
+        c1, c2 = float(across @ [ax, ay]), float(across @ [-ay, ax])
+        return float(np.hypot(a * c1, b * c2)), float(np.hypot(a * c2, b * c1))
+
+    def boundary(self, n: int = 64) -> np.ndarray:
+        """[n, 2] points on the ellipse."""
+        t = np.radians(self.angle)
+        s = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        u, v = self.axes[0] / 2 * np.cos(s), self.axes[1] / 2 * np.sin(s)
+        return np.column_stack([self.centre[0] + u * np.cos(t) - v * np.sin(t),
+                                self.centre[1] + u * np.sin(t) + v * np.cos(t)])
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        t = np.radians(self.angle)
+        d = np.atleast_2d(points) - self.centre
+        u = d @ [np.cos(t), np.sin(t)]
+        v = d @ [-np.sin(t), np.cos(t)]
+        return (u / (self.axes[0] / 2)) ** 2 + (v / (self.axes[1] / 2)) ** 2 <= 1.0
 
 
 def parse_keypoints(text: str | Path, field: str = "keypoints") -> np.ndarray:
@@ -126,6 +178,74 @@ def fit_template(points: np.ndarray, template: np.ndarray | None = None) -> np.n
     return np.column_stack([xy, template[:, 2] * scale])
 
 
+def measure_eye(image: np.ndarray, keypoint: np.ndarray, eye_distance: float) -> EyeEllipse | None:
+    """The eye around a pupil keypoint in an RGB uint8 photo, or None where no plausible eye is found.
+
+    GrabCut in a window around the keypoint (the keypoint's surroundings certainly eye, a disk of
+    about an eye's size probably, beyond the window's radius certainly not), the connected segment
+    containing the keypoint, an ellipse fitted to its outline and grown by EYE_MARGIN. Rejected:
+    a segment that lost the keypoint or reaches the window's edge, an ellipse of implausible size or
+    far off the keypoint, and one whose inside has the colour of the ring around it (flat colour:
+    GrabCut then returns its initial disk, which says nothing about an eye).
+    """
+    h, w = image.shape[:2]
+    radius = _SEARCH_RADIUS * eye_distance
+    kx, ky = float(keypoint[0]), float(keypoint[1])
+    x0, y0 = max(int(kx - radius), 0), max(int(ky - radius), 0)
+    x1, y1 = min(int(np.ceil(kx + radius)) + 1, w), min(int(np.ceil(ky + radius)) + 1, h)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    scale = min(1.0, _GRABCUT_SIDE / max(x1 - x0, y1 - y0))  # GrabCut's cost grows with the area
+    crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+    if scale < 1.0:
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ch, cw = crop.shape[:2]
+    cx, cy = (kx - x0) * scale, (ky - y0) * scale
+    yy, xx = np.mgrid[:ch, :cw]
+    r = np.hypot(xx - cx, yy - cy) / (eye_distance * scale)
+    mask = np.full((ch, cw), cv2.GC_PR_BGD, np.uint8)
+    mask[r < 0.22] = cv2.GC_PR_FGD
+    mask[r < 0.04] = cv2.GC_FGD
+    mask[r > 0.9 * _SEARCH_RADIUS] = cv2.GC_BGD
+    cv2.setRNGSeed(0)  # GrabCut's k-means initialisation: the same photo gives the same eyes
+    models = np.zeros((1, 65)), np.zeros((1, 65))
+    cv2.grabCut(crop, mask, None, *models, 5, cv2.GC_INIT_WITH_MASK)
+    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels = cv2.connectedComponents(fg)
+    seed = labels[min(int(round(cy)), ch - 1), min(int(round(cx)), cw - 1)]
+    if seed == 0:
+        return None
+    comp = (labels == seed).astype(np.uint8)
+    comp = cv2.morphologyEx(comp, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    if np.any(comp & (r > 0.8 * _SEARCH_RADIUS)):
+        return None  # runs out of the window: not an eye on its own (fur of the same colour...)
+    contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    if len(contour) < 6:
+        return None
+    (ex, ey), (ew, eh), angle = cv2.fitEllipse(contour)
+    eye = EyeEllipse((x0 + (ex + 0.5) / scale - 0.5, y0 + (ey + 0.5) / scale - 0.5),
+                     (ew / scale * EYE_MARGIN, eh / scale * EYE_MARGIN), float(angle))
+    lo, hi = _EYE_SIZE_RANGE
+    if not (lo * eye_distance <= min(eye.axes) and max(eye.axes) <= hi * eye_distance):
+        return None
+    if np.hypot(eye.centre[0] - kx, eye.centre[1] - ky) > _EYE_MAX_OFFSET * eye_distance:
+        return None
+    # The inside must differ from the ring around it (median Lab colours).
+    lab = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    inner = np.zeros(lab.shape[:2], np.uint8)
+    outer = np.zeros(lab.shape[:2], np.uint8)
+    local = ((eye.centre[0] - x0, eye.centre[1] - y0), eye.axes, eye.angle)
+    cv2.ellipse(inner, (local[0], tuple(0.8 * a for a in eye.axes), eye.angle), 1, -1)
+    cv2.ellipse(outer, (local[0], tuple(1.5 * a for a in eye.axes), eye.angle), 1, -1)
+    cv2.ellipse(outer, (local[0], tuple(1.15 * a for a in eye.axes), eye.angle), 0, -1)
+    if inner.sum() < 10 or outer.sum() < 10:
+        return None
+    contrast = float(np.linalg.norm(np.median(lab[inner > 0], axis=0) - np.median(lab[outer > 0], axis=0)))
+    return eye if contrast >= _EYE_MIN_CONTRAST else None
+
+
 def lid_profile(x: np.ndarray, fullness: float = LID_FULLNESS) -> np.ndarray:
     """Half-height of the eye opening (1 in the middle) at x in -1..1 along it: (1 - x^2)(1 + f x^2),
     round in the middle, meeting the corners at a finite angle (slope 2 (1 + f) half-heights per
@@ -134,11 +254,34 @@ def lid_profile(x: np.ndarray, fullness: float = LID_FULLNESS) -> np.ndarray:
     return np.clip((1.0 - x2) * (1.0 + fullness * x2), 0.0, None)
 
 
-def shape_eyes(landmarks: np.ndarray, width: float = EYE_WIDTH, aspect: float = EYE_ASPECT) -> np.ndarray:
+def enclosing_opening(eye: EyeEllipse, across: np.ndarray, fullness: float = LID_FULLNESS,
+                      max_aspect: float = MAX_MEASURED_ASPECT) -> tuple[float, float]:
+    """(width, height) of the smallest lid-profile opening along `across`, centred on the ellipse,
+    that holds the whole ellipse: a lid profile is narrower than an ellipse toward its corners, so
+    it is made a little wider (the least area over widths 1-1.8x the ellipse's), and no taller than
+    `max_aspect` x its width (a round opening's closed lid line would sag steeply into the corners)."""
+    up = np.array([across[1], -across[0]])
+    d = eye.boundary(96) - eye.centre
+    u, v = np.abs(d @ across), np.abs(d @ up)
+    half_w, _ = eye.extents(across)
+    candidates = []
+    for k in np.linspace(1.0, 2.0, 41):
+        a = k * half_w * 1.001
+        b = float(np.max(v / np.maximum(lid_profile(u / a, fullness), 1e-6)))
+        candidates.append((b > max_aspect * a, a * b, a, b))
+    _, _, a, b = min(candidates)  # the least area among those not too tall
+    return 2 * a, 2 * b
+
+
+def shape_eyes(landmarks: np.ndarray, image: np.ndarray | None = None, width: float = EYE_WIDTH,
+               aspect: float = EYE_ASPECT) -> np.ndarray:
     """The fitted mesh [478, 3] with each eye opening a rounded shape tapering to its corners
-    (`lid_profile`), `width` x the inter-ocular distance wide and `aspect` x that tall (at most 0.6
-    of the eye-to-nose distance), centred on the pupil keypoint. The points around it (brow, cheek, nose side) are pushed out smoothly, by
-    maps that are monotone along every ray from the pupil."""
+    (`lid_profile`). With the photo (RGB uint8, the landmarks' pixels) each eye is measured
+    (`measure_eye`) and the opening is the smallest such shape around it; otherwise, or where the
+    measurement fails, it is `width` x the inter-ocular distance wide and `aspect` x that tall (at
+    most 0.6 of the eye-to-nose distance), centred on the pupil keypoint. The points around it
+    (brow, cheek, nose side) are pushed out smoothly, by maps that are monotone along every ray from
+    the eye centre; the pupil stays on its keypoint."""
     from services.render.rig import LEFT_EYE, NOSE_TIP, RIGHT_EYE
 
     lm = np.array(landmarks, np.float64)
@@ -146,10 +289,21 @@ def shape_eyes(landmarks: np.ndarray, width: float = EYE_WIDTH, aspect: float = 
     across = (lm[473, :2] - lm[468, :2]) / max(iod, 1e-9)
     up = np.array([across[1], -across[0]])  # image up, perpendicular to the eye line
     nose_d = float((lm[NOSE_TIP, :2] - (lm[468, :2] + lm[473, :2]) / 2) @ -up)
-    target_w = width * iod
-    target_h = min(aspect * target_w, 0.6 * max(nose_d, 0.0))
-    if target_h <= 0:
-        return lm
+    fixed_w = width * iod
+    fixed_h = min(aspect * fixed_w, 0.6 * max(nose_d, 0.0))
+    measured = {eye.iris[0]: measure_eye(image, lm[eye.iris[0], :2], iod) if image is not None else None
+                for eye in (RIGHT_EYE, LEFT_EYE)}
+    centres = {i: np.array(m.centre) if m is not None else lm[i, :2].copy() for i, m in measured.items()}
+    # The eye line through the opening centres: the blink closes the lids perpendicular to it.
+    line = centres[473] - centres[468]
+    across = line / max(float(np.linalg.norm(line)), 1e-9)
+    up = np.array([across[1], -across[0]])
+    targets = {}
+    for i, m in measured.items():
+        if m is not None:
+            targets[i] = (centres[i], *enclosing_opening(m, across, MEASURED_FULLNESS), MEASURED_FULLNESS)
+        elif fixed_h > 0:
+            targets[i] = (centres[i], fixed_w, fixed_h, LID_FULLNESS)
 
     def own(eye) -> set[int]:  # the eye's lid rings and iris
         return {*eye.corners, *[i for c in eye.ring_corners for i in c], *eye.iris,
@@ -157,7 +311,9 @@ def shape_eyes(landmarks: np.ndarray, width: float = EYE_WIDTH, aspect: float = 
 
     out = lm.copy()
     for eye, other in ((RIGHT_EYE, LEFT_EYE), (LEFT_EYE, RIGHT_EYE)):
-        centre = lm[eye.iris[0], :2]
+        if eye.iris[0] not in targets:
+            continue
+        centre, target_w, target_h, fullness = targets[eye.iris[0]]
         a0 = 0.5 * abs(float((lm[eye.corners[1], :2] - lm[eye.corners[0], :2]) @ across))
         b0 = 0.5 * float(np.mean((lm[list(eye.lower[0][2:5]), :2] - lm[list(eye.upper[0][2:5]), :2]) @ -up))
         if a0 < 1e-6 or b0 < 1e-6:
@@ -192,7 +348,11 @@ def shape_eyes(landmarks: np.ndarray, width: float = EYE_WIDTH, aspect: float = 
             for ids, sign in ((eye.upper[ring], 1.0), (eye.lower[ring], -1.0)):
                 out[[corners[0], *ids, corners[1]], :2] = centre + size * (
                     0.5 * target_w * x[:, None] * outward
-                    + sign * 0.5 * target_h * lid_profile(x)[:, None] * up)
+                    + sign * 0.5 * target_h * lid_profile(x, fullness)[:, None] * up)
+        # The iris rides along rigidly with its centre on the keypoint (the opening's centre may
+        # lie a little off the pupil).
+        iris = list(eye.iris)
+        out[iris, :2] += lm[eye.iris[0], :2] - out[eye.iris[0], :2]
     return out
 
 

@@ -74,7 +74,7 @@ class Renderer:
         self.lids = _Eyelids(rig, lm, curtain=rig.source == "keypoints")
         self.gaze = _Gaze(lm)
         # A template fitted to keypoints knows where the pupils are but not the iris size: the
-        # lids blink (the eye opening was sized from the eye distance), the gaze stays put.
+        # lids blink (the eye opening was measured in the photo), the gaze stays put.
         self.still_eyes = (np.array([i for n, i in INDEX.items() if n.startswith("eyeLook")])
                            if rig.source == "keypoints" else None)
         self._src_eye_refs = {name: _eye_reference(lm, eye) for name, eye in
@@ -264,7 +264,7 @@ class _Eyelids:
         shift = np.maximum(y_now - y_was, 0.0)  # [1, W]
         # Soft sides: the lid narrows into the corners instead of ending in a vertical cut.
         span = max(float(right - left), 1.0)
-        sides = np.clip(np.minimum(xs - left, right - xs) / (0.12 * span), 0, 1)[None, :]
+        sides = np.clip(np.minimum(xs - left, right - xs) / (0.2 * span), 0, 1)[None, :]
         map_x = np.broadcast_to(xs[None, :] - x0, roi.shape[:2]).astype(np.float32)
         map_y = (ys - shift - y0).astype(np.float32)
         lid = cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -22,7 +22,8 @@ import numpy as np
 from services.common.errors import InputError
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 
-RIG_VERSION = 3  # 2: keypoint faces' eye openings resized; 3: plain crops that show shoulders breathe
+RIG_VERSION = 4  # 2: keypoint faces' eye openings resized; 3: plain crops that show shoulders breathe;
+# 4: keypoint faces' eye openings measured in the photo
 NUM_LANDMARKS = 478
 NUM_MESH = 468  # 468..477 are the iris points (refine_landmarks=True)
 
@@ -253,9 +254,9 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     if keypoints is not None:
         from services.render.keypoints import fit_template, shape_eyes, validate_keypoints
 
-        face = shape_eyes(fit_template(validate_keypoints(keypoints, photo.shape)))
-        warnings.append("face placed from keypoints: eye size estimated from the eye distance, "
-                        "gaze kept still")
+        face = shape_eyes(fit_template(validate_keypoints(keypoints, photo.shape)), photo)
+        warnings.append("face placed from keypoints: eye openings measured in the photo (or "
+                        "estimated from the eye distance), gaze kept still")
     else:
         face = _locate(photo, detect, warnings)
         check_pose(face)
