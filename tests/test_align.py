@@ -106,7 +106,8 @@ def test_aligner_model_runs_in_triton(triton_server_factory):
 
     root = Path(__file__).resolve().parents[1]
     server = triton_server_factory(root / "model_repository",
-                                   models=["speaker_encoder", "voice_converter", "tts_kokoro", "aligner"])
+                                   models=["speaker_encoder", "voice_converter", "tts_kokoro", "aligner",
+                                           "timbre_matcher"])
     triton = TritonClient(server.grpc_url)
     audio, rate, text, _ = _load(UTTERANCES[1])
     remote = align_with(triton, audio, rate, text)

@@ -27,6 +27,7 @@ MODELS: dict[str, str] = {
     "selfie_segmentation": "services.render.tensor_model:SelfieSegmentationTensorModel",
     "speaker_encoder": "services.tts.cloning.encoder:SpeakerEncoderTensorModel",
     "voice_converter": "services.tts.cloning.converter:VoiceConverterTensorModel",
+    "timbre_matcher": "services.tts.cloning.timbre:TimbreMatcherTensorModel",
     "aligner": "services.tts.align_model:AlignerTensorModel",
     "expression_diffusion": "services.expression.diffusion.tensor_model:DiffusionTensorModel",
 }

@@ -5,7 +5,7 @@
     speech = cloner.clone(tts.synthesize(script), profile)
 
 Models (model_repository/, services.common.inference.MODELS): speaker_encoder (resemblyzer),
-voice_converter (WORLD re-synthesis).
+voice_converter (WORLD re-synthesis), timbre_matcher (EQ fitted through the speaker encoder).
 """
 from services.tts.cloning.cloner import VoiceCloner
 from services.tts.cloning.profile import SpeakerProfile

@@ -1,0 +1,6 @@
+"""Triton python-backend adapter; the model is services.tts.cloning.timbre.TimbreMatcherTensorModel."""
+from services.common.triton_adapter import TritonAdapter
+
+
+class TritonPythonModel(TritonAdapter):
+    model_name = "timbre_matcher"
