@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
+from services.common import config
 from services.common.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=cmd_serve)
 
     sub_ = sub.add_parser("submit", help="send a job to a running gateway and download the video")
-    sub_.add_argument("--server", default=os.environ.get("LIKENESS_GATEWAY_ADDR", "127.0.0.1:50051"),
+    sub_.add_argument("--server", default=config.get_str("LIKENESS_GATEWAY_ADDR"),
                       help="gateway address (default $LIKENESS_GATEWAY_ADDR or 127.0.0.1:50051)")
     _video_options(sub_)
     sub_.set_defaults(func=cmd_submit)
@@ -279,7 +280,7 @@ def _divert_native_logs() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    log_path = "" if os.environ.get("LIKENESS_VERBOSE") else _divert_native_logs()
+    log_path = "" if config.get_bool("LIKENESS_VERBOSE") else _divert_native_logs()
     keep_log = False
     try:
         return args.func(args)

@@ -14,7 +14,6 @@ they run outside the metrics interceptor.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
-from services.common import deadline
+from services.common import config, deadline
 from services.common.grpc_errors import maps_input_errors
 from services.common.tracing import mark_error
 
@@ -40,30 +39,24 @@ DURATION = Histogram("likeness_grpc_request_duration_seconds",
                      buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
                               120, 300, 600))
 
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # inline audio and frame chunks exceed gRPC's 4 MiB
 AddServicerFn = Callable[[Any, grpc.Server], None]
 
 # server -> its health servicer, for graceful shutdown (weak: tests create many servers).
 _HEALTH: "weakref.WeakKeyDictionary[grpc.Server, health.HealthServicer]" = weakref.WeakKeyDictionary()
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value else default
-
-
 def grpc_port(default: int) -> int:
     """LIKENESS_GRPC_PORT, else the service's default port."""
-    return _env_int("LIKENESS_GRPC_PORT", default)
+    return config.get_int("LIKENESS_GRPC_PORT", default)
 
 
 def metrics_port(default: int) -> int:
     """LIKENESS_METRICS_PORT, else the service's default port."""
-    return _env_int("LIKENESS_METRICS_PORT", default)
+    return config.get_int("LIKENESS_METRICS_PORT", default)
 
 
 def max_message_bytes() -> int:
-    return _env_int("LIKENESS_GRPC_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)
+    return config.get_int("LIKENESS_GRPC_MAX_MESSAGE_BYTES")
 
 
 def channel_options() -> list[tuple[str, int]]:
@@ -170,7 +163,7 @@ def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_
         options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
                  # Recycle connections so clients re-resolve and spread over new replicas (HPA
                  # scale-out behind a ClusterIP Service balances per connection, not per call).
-                 ("grpc.max_connection_age_ms", _env_int("LIKENESS_GRPC_MAX_CONNECTION_AGE_S", 300) * 1000),
+                 ("grpc.max_connection_age_ms", config.get_int("LIKENESS_GRPC_MAX_CONNECTION_AGE_S") * 1000),
                  ("grpc.max_connection_age_grace_ms", 600_000)])
     for add_fn, servicer in servicers:
         add_fn(servicer, server)
@@ -187,8 +180,8 @@ def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_
     server.start()
     _HEALTH[server] = health_servicer
     if handle_sigterm and threading.current_thread() is threading.main_thread():
-        grace = float(os.environ.get("LIKENESS_SHUTDOWN_GRACE_S", "20"))
-        drain = float(os.environ.get("LIKENESS_SHUTDOWN_DRAIN_S", "2"))
+        grace = config.get_float("LIKENESS_SHUTDOWN_GRACE_S")
+        drain = config.get_float("LIKENESS_SHUTDOWN_DRAIN_S")
         signal.signal(signal.SIGTERM, lambda signum, frame: stop_gracefully(server, grace, drain))
     log.info("gRPC serving %s on %s:%d", ", ".join(service_names), host, port)
     return server

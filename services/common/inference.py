@@ -8,14 +8,13 @@ over gRPC by `TritonClient`. Callers only see `InferenceClient.infer`.
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 import time
 from typing import Mapping, Protocol
 
 import numpy as np
 
-from services.common import deadline
+from services.common import config, deadline
 from services.common.errors import InputError, ModelUnavailable
 
 # Model name -> "module:Class" of its TensorModel. The Triton model repository uses the same names.
@@ -125,7 +124,7 @@ class TritonClient:
 
 def client_from_env() -> InferenceClient:
     """LIKENESS_TRITON_URL set -> Triton over gRPC; unset -> in-process (the embedded default)."""
-    url = os.environ.get("LIKENESS_TRITON_URL", "").strip()
+    url = config.get_str("LIKENESS_TRITON_URL").strip()
     if url:
-        return TritonClient(url, timeout_s=float(os.environ.get("LIKENESS_TRITON_TIMEOUT", "60")))
+        return TritonClient(url, timeout_s=config.get_float("LIKENESS_TRITON_TIMEOUT"))
     return InProcessClient()

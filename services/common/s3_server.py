@@ -28,11 +28,11 @@ from pathlib import Path
 import urllib3
 from minio import Minio
 
+from services.common import config
 from services.common.child_process import ManagedServer, die_with_parent, run_until_signalled
 from services.common.ports import free_port_pair, free_ports
 from services.common.storage import Storage
 
-DEFAULT_START_TIMEOUT_S = 30.0
 _LAUNCH_ATTEMPTS = 3  # a free port can be taken by someone else before weed binds it: relaunch on fresh ports
 _PORT_TAKEN_MARKERS = ("is not available", "address already in use")
 # weed's worker dials the admin gRPC port at admin http port + 10000 whatever -admin.port.grpc says.
@@ -75,7 +75,7 @@ class S3Server(ManagedServer):
         self.secret_key = secret_key or secrets.token_hex(20)
         self.start_timeout = (
             start_timeout if start_timeout is not None
-            else float(os.environ.get("LIKENESS_S3_START_TIMEOUT", DEFAULT_START_TIMEOUT_S))
+            else config.get_float("LIKENESS_S3_START_TIMEOUT")
         )
         self.stop_grace = stop_grace
         self.die_with_parent = die_with_parent
@@ -218,13 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", required=True, type=Path, help="data directory (kept between runs)")
     parser.add_argument("--port", type=int, default=None, help="S3 port (default: a free port)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--bucket", default=os.environ.get("LIKENESS_S3_BUCKET", "likeness"))
+    parser.add_argument("--bucket", default=config.get_str("LIKENESS_S3_BUCKET"))
     parser.add_argument("--log", type=Path, default=None, help="log file (default: DIR/weed.log)")
     args = parser.parse_args(argv)
 
     server = S3Server(
         args.dir, port=args.port, host=args.host, log_path=args.log or args.dir / "weed.log",
-        access_key=os.environ.get("LIKENESS_S3_ACCESS_KEY"), secret_key=os.environ.get("LIKENESS_S3_SECRET_KEY"),
+        access_key=config.get_str("LIKENESS_S3_ACCESS_KEY"), secret_key=config.get_str("LIKENESS_S3_SECRET_KEY"),
     )
     with server:
         Storage(server.endpoint, server.access_key, server.secret_key, args.bucket).ensure_bucket()

@@ -1,15 +1,17 @@
 """Speech with its timeline: what TTS (or alignment of a recording) hands to the expression stage."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.common import config
+
+
 
 def max_script_chars() -> int:
     """The longest script accepted, everywhere (gateway admission and the TTS itself)."""
-    return int(os.environ.get("LIKENESS_MAX_SCRIPT_CHARS", "5000"))
+    return config.get_int("LIKENESS_MAX_SCRIPT_CHARS")
 
 
 @dataclass(frozen=True)

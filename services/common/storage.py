@@ -23,6 +23,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
+from services.common import config
 from services.common.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -122,17 +123,17 @@ class Storage:
     @classmethod
     def from_env(cls, bucket: str | None = None) -> Storage:
         """LIKENESS_S3_ENDPOINT/ACCESS_KEY/SECRET_KEY/BUCKET/SECURE/MAX_ATTEMPTS."""
-        access_key = os.environ.get("LIKENESS_S3_ACCESS_KEY")
-        secret_key = os.environ.get("LIKENESS_S3_SECRET_KEY")
+        access_key = config.get_str("LIKENESS_S3_ACCESS_KEY")
+        secret_key = config.get_str("LIKENESS_S3_SECRET_KEY")
         if not access_key or not secret_key:
             raise RuntimeError("LIKENESS_S3_ACCESS_KEY and LIKENESS_S3_SECRET_KEY must be set")
         return cls(
-            os.environ.get("LIKENESS_S3_ENDPOINT", "127.0.0.1:9000"),
+            config.get_str("LIKENESS_S3_ENDPOINT"),
             access_key,
             secret_key,
-            bucket or os.environ.get("LIKENESS_S3_BUCKET", DEFAULT_BUCKET),
-            secure=os.environ.get("LIKENESS_S3_SECURE", "0") == "1",
-            max_attempts=int(os.environ.get("LIKENESS_S3_MAX_ATTEMPTS", "4")),
+            bucket or config.get_str("LIKENESS_S3_BUCKET"),
+            secure=config.get_bool("LIKENESS_S3_SECURE"),
+            max_attempts=config.get_int("LIKENESS_S3_MAX_ATTEMPTS"),
         )
 
     # -- retry -----------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from services.common import config
+
 _configured = False
 _lock = threading.Lock()
 
@@ -59,8 +61,9 @@ def configure(service_name: str) -> None:
         if _configured:
             return
         provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-        if os.environ.get("LIKENESS_TRACE_FILE"):
-            provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(os.environ["LIKENESS_TRACE_FILE"])))
+        trace_file = config.get_str("LIKENESS_TRACE_FILE")
+        if trace_file:
+            provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(trace_file)))
         if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

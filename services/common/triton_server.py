@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common import config
 from services.common.child_process import ManagedServer, die_with_parent, run_until_signalled
 from services.common.ports import free_ports
 
-DEFAULT_START_TIMEOUT_S = 120.0
 _LAUNCH_ATTEMPTS = 3  # a free port can be taken by someone else before tritonserver binds it
 _PORT_TAKEN_MARKER = "already in use"
 _FAILED_START_GRACE_S = 2.0  # nothing to drain after a failed start; a half-started server may ignore SIGTERM
@@ -160,7 +160,7 @@ class TritonServer(ManagedServer):
         self.host = host
         self.start_timeout = (
             start_timeout if start_timeout is not None
-            else float(os.environ.get("LIKENESS_TRITON_START_TIMEOUT", DEFAULT_START_TIMEOUT_S))
+            else config.get_float("LIKENESS_TRITON_START_TIMEOUT")
         )
         self.stop_grace = stop_grace
         self.log_verbose = log_verbose

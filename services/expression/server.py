@@ -5,13 +5,12 @@ The model runs where LIKENESS_TRITON_URL points (Triton) or in-process when it i
 from __future__ import annotations
 
 import logging
-import os
 from typing import Iterator
 
 import grpc
 import numpy as np
 
-from services.common import wire
+from services.common import config, wire
 from services.common.arkit import ARKIT_52
 from services.common.errors import InputError
 from services.common.expression_track import ExpressionTrack
@@ -28,7 +27,7 @@ from services.expression.procedural import frame_count
 
 log = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0
-MAX_AUDIO_SECONDS = float(os.environ.get("LIKENESS_MAX_AUDIO_SECONDS", "600"))
+MAX_AUDIO_SECONDS = config.get_float("LIKENESS_MAX_AUDIO_SECONDS")
 
 
 def apply_gains(track: ExpressionTrack, params: ex.ExpressionParams) -> ExpressionTrack:
@@ -119,7 +118,7 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LIKENESS_LOG_LEVEL", "INFO"))
+    logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
     configure("expression")
     start_metrics_server(metrics_port(9103))
     server = serve([(expression_pb2_grpc.add_ExpressionServiceServicer_to_server,

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 
+from services.common import config
 from services.common.errors import InputError
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
 
-MiB = 1024 * 1024
+# read once, at import (as the gateway always has)
 MAX_BYTES = {
-    gw.ASSET_KIND_PHOTO: int(os.environ.get("LIKENESS_MAX_PHOTO_BYTES", 20 * MiB)),
-    gw.ASSET_KIND_VOICE_SAMPLE: int(os.environ.get("LIKENESS_MAX_AUDIO_BYTES", 50 * MiB)),
-    gw.ASSET_KIND_DRIVING_AUDIO: int(os.environ.get("LIKENESS_MAX_AUDIO_BYTES", 50 * MiB)),
+    gw.ASSET_KIND_PHOTO: config.get_int("LIKENESS_MAX_PHOTO_BYTES"),
+    gw.ASSET_KIND_VOICE_SAMPLE: config.get_int("LIKENESS_MAX_AUDIO_BYTES"),
+    gw.ASSET_KIND_DRIVING_AUDIO: config.get_int("LIKENESS_MAX_AUDIO_BYTES"),
     gw.ASSET_KIND_SCRIPT: 256 * 1024,
 }
-MAX_PHOTO_PIXELS = int(os.environ.get("LIKENESS_MAX_PHOTO_PIXELS", 40_000_000))
+MAX_PHOTO_PIXELS = config.get_int("LIKENESS_MAX_PHOTO_PIXELS")
 ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
 
 

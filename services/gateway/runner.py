@@ -8,14 +8,13 @@ deadline and is retried with backoff on UNAVAILABLE (a service restarting).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf import json_format
 
-from services.common import wire
+from services.common import config, wire
 from services.common.grpc_client import Deadline, DeadlineExceeded, open_channel, with_retries
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
                                                    render_pb2_grpc, tts_pb2, tts_pb2_grpc)
@@ -36,9 +35,9 @@ class Downstream:
 
     @classmethod
     def from_env(cls) -> "Downstream":
-        return cls(tts=os.environ.get("LIKENESS_TTS_ADDR", "127.0.0.1:50052"),
-                   expression=os.environ.get("LIKENESS_EXPRESSION_ADDR", "127.0.0.1:50053"),
-                   render=os.environ.get("LIKENESS_RENDER_ADDR", "127.0.0.1:50054"))
+        return cls(tts=config.get_str("LIKENESS_TTS_ADDR"),
+                   expression=config.get_str("LIKENESS_EXPRESSION_ADDR"),
+                   render=config.get_str("LIKENESS_RENDER_ADDR"))
 
 
 def job_keys(job_id: str) -> dict[str, str]:
@@ -51,7 +50,8 @@ class JobRunner:
     """Callable handed to the JobManager: run(job, ctx)."""
 
     def __init__(self, storage: Storage, downstream: Downstream, *,
-                 deadline_s: float = float(os.environ.get("LIKENESS_JOB_DEADLINE_S", "1800"))) -> None:
+                 # the default is read once, at import
+                 deadline_s: float = config.get_float("LIKENESS_JOB_DEADLINE_S")) -> None:
         self.storage = storage
         self.deadline_s = deadline_s
         self.tts = tts_pb2_grpc.TtsServiceStub(open_channel(downstream.tts))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 import threading
 import time
@@ -13,7 +12,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common import grpc_errors, wire
+from services.common import config, grpc_errors, wire
 from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
@@ -27,7 +26,7 @@ from services.gateway.runner import Downstream, JobRunner
 from services.render.spec import frame_from_pb
 
 log = logging.getLogger(__name__)
-URL_TTL = timedelta(seconds=int(os.environ.get("LIKENESS_RESULT_URL_TTL_S", "900")))
+URL_TTL = timedelta(seconds=config.get_int("LIKENESS_RESULT_URL_TTL_S"))
 STAGES = {"tts": gw.STAGE_TTS, "expression": gw.STAGE_EXPRESSION, "render": gw.STAGE_RENDER}
 STATES = {s: getattr(gw, f"JOB_STATE_{s.value}") for s in JobState}
 
@@ -256,7 +255,7 @@ def _ts(seconds: float) -> Timestamp:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LIKENESS_LOG_LEVEL", "INFO"))
+    logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
     configure("gateway")
     storage = Storage.from_env()
     storage.ensure_bucket()
@@ -265,10 +264,10 @@ def main() -> None:
         JOBS.labels(job.state.value.lower()).inc()
 
     manager = JobManager(JobRunner(storage, Downstream.from_env()),
-                         max_concurrent=int(os.environ.get("LIKENESS_MAX_CONCURRENT_JOBS", "2")),
-                         max_queued=int(os.environ.get("LIKENESS_MAX_QUEUED_JOBS", "16")),
+                         max_concurrent=config.get_int("LIKENESS_MAX_CONCURRENT_JOBS"),
+                         max_queued=config.get_int("LIKENESS_MAX_QUEUED_JOBS"),
                          store=StorageJobStore(storage), on_finish=finished,
-                         progress_save_interval_s=float(os.environ.get("LIKENESS_JOB_SAVE_INTERVAL_S", "2")))
+                         progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"))
     servicer = GatewayServicer(storage, manager)
     start_metrics_server(metrics_port(9101))
     server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],

@@ -11,12 +11,12 @@ face. A head crop is left exactly as it was.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from services.common import config
 from services.render.basis import smoothstep
 
 BREATH_LIFT = 0.010  # chest/shoulder lift at the top of a breath, in face heights
@@ -32,7 +32,7 @@ EDGE_REACH = 6  # px: the weight reaches this far outside the silhouette (its ed
 
 def breathing_enabled() -> bool:
     """LIKENESS_BREATHING=0 turns breathing and shoulder motion off (default on)."""
-    return os.environ.get("LIKENESS_BREATHING", "1").strip().lower() not in ("0", "false", "no", "off")
+    return config.get_bool("LIKENESS_BREATHING")
 
 
 def shows_shoulders(matte: np.ndarray, chin_y: float, face_h: float, face_x: tuple[float, float]) -> bool:

@@ -10,12 +10,14 @@ from pathlib import Path
 import av
 import numpy as np
 
+from services.common import config
+
 AAC_BITRATE = 128_000
 
 
 def _preset() -> str:
     # "veryfast" keeps 512x512 encoding at ~2-3 ms/frame on 2 cores with little size penalty.
-    return os.environ.get("LIKENESS_X264_PRESET", "veryfast")
+    return config.get_str("LIKENESS_X264_PRESET")
 
 
 def _fps_fraction(fps: float) -> Fraction:

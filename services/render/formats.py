@@ -19,6 +19,7 @@ import av
 import cv2
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 from services.render.encode import _audio_planar, _fps_fraction, encode_mp4, mux_interleaved, write_atomically
 
@@ -29,8 +30,8 @@ CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "png": "application/x
 
 def _vp9_options() -> dict[str, str]:
     # realtime + cpu-used 8 keeps 1080p near 40 ms/frame on 2 cores; crf 30 is visually clean.
-    return {"crf": os.environ.get("LIKENESS_VP9_CRF", "30"), "b": "0", "deadline": "realtime",
-            "cpu-used": os.environ.get("LIKENESS_VP9_CPU_USED", "8"), "row-mt": "1",
+    return {"crf": str(config.get_int("LIKENESS_VP9_CRF")), "b": "0", "deadline": "realtime",
+            "cpu-used": str(config.get_int("LIKENESS_VP9_CPU_USED")), "row-mt": "1",
             "auto-alt-ref": "0"}
 
 

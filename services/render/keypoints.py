@@ -17,7 +17,6 @@ fraction of the inter-ocular distance.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from typing import NamedTuple
@@ -25,6 +24,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 
 KEYPOINT_NAMES = ("eye (image left)", "eye (image right)", "nose tip", "mouth corner (image left)",
@@ -34,8 +34,8 @@ _TEMPLATE_IDS = ((468,), (473,), (1,), (61,), (291,))
 MIN_EYE_DISTANCE = 8.0  # pixels
 # Eye opening of a keypoint face: width as a fraction of the inter-ocular distance (cats, people
 # and most cartoons: 0.4-0.5) and height / width (a person ~0.3, a cat ~0.8, cartoons 0.7-1).
-EYE_WIDTH = float(os.environ.get("LIKENESS_KEYPOINT_EYE_WIDTH", "0.5"))
-EYE_ASPECT = float(os.environ.get("LIKENESS_KEYPOINT_EYE_ASPECT", "0.85"))
+EYE_WIDTH = config.get_float("LIKENESS_KEYPOINT_EYE_WIDTH")  # read at import
+EYE_ASPECT = config.get_float("LIKENESS_KEYPOINT_EYE_ASPECT")
 # How far the lid profile bulges out from a parabola toward an ellipse (see lid_profile).
 LID_FULLNESS = 0.35
 # ... for an opening fitted around a measured eye: fuller, so its corners reach less far past the

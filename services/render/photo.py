@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from services.common import config
 from services.common.errors import InputError
 
 MIN_SIDE = 64
@@ -16,7 +16,7 @@ MIN_SIDE = 64
 
 def max_photo_pixels() -> int:
     """Largest accepted photo (width * height), checked from the header before any pixel is decoded."""
-    return int(os.environ.get("LIKENESS_MAX_PHOTO_PIXELS", "40000000"))
+    return config.get_int("LIKENESS_MAX_PHOTO_PIXELS")
 
 
 def load_photo(data: bytes | str | Path) -> np.ndarray:

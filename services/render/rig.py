@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 
@@ -346,9 +346,9 @@ def _locate(photo: np.ndarray, detect: FaceDetector, warnings: list[str]) -> np.
 
 def max_photo_angles() -> tuple[float, float, float]:
     """(yaw, pitch, roll) limits in degrees beyond which a photo is refused."""
-    return (float(os.environ.get("LIKENESS_MAX_PHOTO_YAW_DEG", "40")),
-            float(os.environ.get("LIKENESS_MAX_PHOTO_PITCH_DEG", "35")),
-            float(os.environ.get("LIKENESS_MAX_PHOTO_ROLL_DEG", "40")))
+    return (config.get_float("LIKENESS_MAX_PHOTO_YAW_DEG"),
+            config.get_float("LIKENESS_MAX_PHOTO_PITCH_DEG"),
+            config.get_float("LIKENESS_MAX_PHOTO_ROLL_DEG"))
 
 
 def photo_pose(landmarks: np.ndarray) -> tuple[float, float, float]:

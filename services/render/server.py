@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 from prometheus_client import Counter
 
-from services.common import wire
+from services.common import config, wire
 from services.common.arkit import ARKIT_52, HEAD_POSE
 from services.common.audio_io import decode_audio
 from services.common.errors import InputError
@@ -197,7 +197,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LIKENESS_LOG_LEVEL", "INFO"))
+    logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
     configure("render")
     storage = Storage.from_env()
     storage.ensure_bucket()

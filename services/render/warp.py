@@ -17,10 +17,11 @@ warp ~9 ms instead of ~12 ms per frame.
 """
 from __future__ import annotations
 
-import os
 
 import cv2
 import numpy as np
+
+from services.common import config
 
 _SHIFT = 4  # fillConvexPoly sub-pixel bits: vertices at 1/16 px
 _EXACT_MARGIN = 3  # full-resolution pixels computed exactly around an overridden triangle
@@ -33,7 +34,7 @@ _CELL = 16  # exact patches are unions of these cells (px), merged into connecte
 
 def default_map_step() -> int:
     """LIKENESS_WARP_MAP_STEP: 1 = exact per-pixel maps, 2 (default) = maps on a 2x coarser grid."""
-    return max(1, min(4, int(os.environ.get("LIKENESS_WARP_MAP_STEP", "2"))))
+    return max(1, min(4, config.get_int("LIKENESS_WARP_MAP_STEP")))
 
 
 class PiecewiseAffineWarp:

@@ -12,12 +12,12 @@ English (en-us acoustic model) only. Times are in 10 ms frames.
 from __future__ import annotations
 
 import difflib
-import os
 import threading
 from math import gcd
 
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 from services.common.speech import Phone, Speech, Word
 from services.tts.phonemize import clean_text, espeak_ipa, split_clauses
@@ -33,7 +33,7 @@ def min_score() -> float:
     """Mean per-frame acoustic score (log, relative to the best senone) below which the recording
     is taken not to be the script. Measured: matching speech (LibriVox, the TTS voice) -10 to -15,
     another sentence's script -50 to -80."""
-    return float(os.environ.get("LIKENESS_ALIGN_MIN_SCORE", "-32"))
+    return config.get_float("LIKENESS_ALIGN_MIN_SCORE")
 
 
 class Aligner:

@@ -16,11 +16,11 @@ Sentences are synthesized one at a time and joined with a short silence, as Pipe
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 from services.common.speech import Phone, Speech, Word, max_script_chars
 from services.tts.phonemize import DEFAULT_LANGUAGE, Clause, phonemize
@@ -35,11 +35,11 @@ SPEED_RANGE = (0.5, 2.0)
 
 
 def _sentence_silence() -> float:
-    return float(os.environ.get("LIKENESS_TTS_SENTENCE_SILENCE", "0.2"))
+    return config.get_float("LIKENESS_TTS_SENTENCE_SILENCE")
 
 
 def _max_chunk_phonemes() -> int:
-    return int(os.environ.get("LIKENESS_TTS_MAX_PHONEMES", "400"))
+    return config.get_int("LIKENESS_TTS_MAX_PHONEMES")
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ import functools
 import hashlib
 import importlib.resources as resources
 import json
-import os
 import re
 import threading
 import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+
+from services.common import config
 
 SAMPLE_RATE = 24000
 FRAME_SAMPLES = 600  # audio samples per predicted duration frame (checked on every call)
@@ -41,7 +42,7 @@ _SINGLE = {"r": "ɹ", "x": "k", "ɬ": "l", "ʲ": "j", "ɐ": "ə", "e": "ɛ", "ɝ
 
 
 def _threads() -> int:
-    return int(os.environ.get("LIKENESS_KOKORO_THREADS", os.environ.get("LIKENESS_TTS_THREADS", "0")))
+    return config.get_int("LIKENESS_KOKORO_THREADS", config.get_int("LIKENESS_TTS_THREADS"))
 
 
 @dataclass(frozen=True)

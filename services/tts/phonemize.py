@@ -12,7 +12,6 @@ as a separate text; items are separated by blank lines, which come back as blank
 from __future__ import annotations
 
 import functools
-import os
 import re
 import subprocess
 import unicodedata
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 from services.tts.phones import STRESS_MARKS
 
@@ -37,7 +37,7 @@ _MARKUP = re.compile(r"<[^<>]{0,200}>")  # HTML/SSML tags pasted into a script
 
 
 def _espeak() -> str:
-    return os.environ.get("LIKENESS_ESPEAK", "espeak-ng")
+    return config.get_str("LIKENESS_ESPEAK")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ stereo. Then, in order:
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.signal import lfilter
 
+from services.common import config
 from services.common.audio_io import decode_audio
 from services.common.errors import InputError
 from services.common.speech import Speech
@@ -28,10 +28,6 @@ DRIVING = "driving_audio"
 VOICE_SAMPLE = "voice_sample"
 
 
-def _env(name: str, default: float) -> float:
-    return float(os.environ.get(name, str(default)))
-
-
 @dataclass(frozen=True)
 class Limits:
     min_seconds: float
@@ -40,8 +36,9 @@ class Limits:
     @classmethod
     def for_kind(cls, kind: str) -> "Limits":
         if kind == VOICE_SAMPLE:
-            return cls(_env("LIKENESS_VOICE_SAMPLE_MIN_S", 3.0), _env("LIKENESS_VOICE_SAMPLE_MAX_S", 60.0))
-        return cls(_env("LIKENESS_RECORDING_MIN_S", 3.0), _env("LIKENESS_RECORDING_MAX_S", 300.0))
+            return cls(config.get_float("LIKENESS_VOICE_SAMPLE_MIN_S"),
+                       config.get_float("LIKENESS_VOICE_SAMPLE_MAX_S"))
+        return cls(config.get_float("LIKENESS_RECORDING_MIN_S"), config.get_float("LIKENESS_RECORDING_MAX_S"))
 
 
 @dataclass
@@ -91,7 +88,7 @@ def prepare_recording(data: bytes | tuple[np.ndarray, int], *, field: str = DRIV
     if seconds > limits.max_seconds:
         raise InputError(field, f"is too long: {seconds:.1f} s of speech; the limit is {limits.max_seconds:g} s")
     loudness = integrated_loudness(trimmed, rate)
-    target = _env("LIKENESS_AUDIO_TARGET_LUFS", -18.0)
+    target = config.get_float("LIKENESS_AUDIO_TARGET_LUFS")
     gain_db = target - loudness
     peak = float(np.max(np.abs(trimmed)))
     ceiling = 10 ** (PEAK_CEILING_DBFS / 20)
@@ -141,7 +138,7 @@ def _frame_db(samples: np.ndarray, rate: int) -> np.ndarray:
 def _check_not_silent(samples: np.ndarray, field: str) -> None:
     """Silent: the loudest 20 ms is below LIKENESS_AUDIO_SILENCE_DBFS (default -55 dBFS)."""
     loudest = float(np.max(_frame_db(samples, 8000 if len(samples) < 160 else 1000)))
-    threshold = _env("LIKENESS_AUDIO_SILENCE_DBFS", -55.0)
+    threshold = config.get_float("LIKENESS_AUDIO_SILENCE_DBFS")
     if loudest < threshold:
         raise InputError(field, f"is silent (loudest part {loudest:.0f} dBFS, below {threshold:.0f} dBFS)")
 
@@ -164,7 +161,7 @@ def clipped_fraction(samples: np.ndarray) -> float:
 
 def _check_not_clipped(samples: np.ndarray, field: str) -> None:
     fraction = clipped_fraction(samples)
-    limit = _env("LIKENESS_AUDIO_MAX_CLIPPED", 0.002)
+    limit = config.get_float("LIKENESS_AUDIO_MAX_CLIPPED")
     if fraction > limit:
         raise InputError(field, f"is clipped ({fraction:.1%} of samples flat at full scale, limit "
                                 f"{limit:.1%}); record again with a lower input level")
@@ -175,8 +172,8 @@ def speech_bounds(samples: np.ndarray, rate: int) -> tuple[int, int]:
     of the loud frames (95th percentile), plus PAD_S either side."""
     db = _frame_db(samples, rate)
     n = max(1, int(FRAME_S * rate))
-    threshold = max(np.percentile(db, 95) - _env("LIKENESS_AUDIO_TRIM_DB", 35.0),
-                    _env("LIKENESS_AUDIO_SILENCE_DBFS", -55.0))
+    threshold = max(np.percentile(db, 95) - config.get_float("LIKENESS_AUDIO_TRIM_DB"),
+                    config.get_float("LIKENESS_AUDIO_SILENCE_DBFS"))
     active = np.flatnonzero(db >= threshold)
     if active.size == 0:
         return 0, len(samples)

@@ -7,9 +7,8 @@ phonemization (espeak-ng) and alignment (pocketsphinx) run here.
 from __future__ import annotations
 
 import logging
-import os
 
-from services.common import wire
+from services.common import config, wire
 from services.common.audio_io import decode_audio
 from services.common.errors import InputError
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
@@ -130,7 +129,7 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LIKENESS_LOG_LEVEL", "INFO"))
+    logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
     configure("tts")
     tts = TextToSpeech(voice=ModelVoice(client_from_env()))
     start_metrics_server(metrics_port(9102))

@@ -16,12 +16,13 @@ Two changes to the graph, made in memory when the voice loads (the 63 MB file is
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from services.common import config
 
 HOP_LENGTH = 256  # samples per duration frame (VITS decoder upsampling 8*8*2*2)
 DURATIONS_TENSOR = "/Ceil_output_0"
@@ -37,7 +38,7 @@ class VoiceOutput:
 
 
 def _threads() -> int:
-    return int(os.environ.get("LIKENESS_TTS_THREADS", "0"))  # 0: onnxruntime decides
+    return config.get_int("LIKENESS_TTS_THREADS")  # 0: onnxruntime decides
 
 
 class PiperVoice:

@@ -14,7 +14,6 @@ with a random emotion, expressiveness and seed; several targets share one audio.
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import tempfile
@@ -23,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from services.common import config
 from services.common.speech import Phone, Speech, Word
 from services.expression.diffusion.features import FPS, frame_features
 from services.expression.diffusion.texts import script
@@ -60,15 +60,8 @@ _tts = None
 def _aligned(audio: np.ndarray, sr: int, text: str) -> Speech:
     from services.tts.align import align
 
-    saved = os.environ.get("LIKENESS_ALIGN_MIN_SCORE")
-    os.environ["LIKENESS_ALIGN_MIN_SCORE"] = ALIGN_MIN_SCORE
-    try:
+    with config.override("LIKENESS_ALIGN_MIN_SCORE", ALIGN_MIN_SCORE):
         return align(audio, sr, text)
-    finally:
-        if saved is None:
-            os.environ.pop("LIKENESS_ALIGN_MIN_SCORE")
-        else:
-            os.environ["LIKENESS_ALIGN_MIN_SCORE"] = saved
 
 
 def _piper():

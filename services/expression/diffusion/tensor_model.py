@@ -3,13 +3,13 @@ in-process (services.expression.diffusion.drive) and in Triton (model_repository
 the whole sampling loop inside the python backend)."""
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 from services.expression.diffusion.features import FPS, frame_features
 from services.expression.diffusion.style import GUIDANCE, style_timeline, style_vector
@@ -20,23 +20,23 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "expression_diff
 
 
 def weights_path() -> Path:
-    return Path(os.environ.get("LIKENESS_DIFFUSION_WEIGHTS", DEFAULT_WEIGHTS))
+    return Path(config.get_str("LIKENESS_DIFFUSION_WEIGHTS", str(DEFAULT_WEIGHTS)))
 
 
 def sampling_steps() -> int:
-    return int(os.environ.get("LIKENESS_DIFFUSION_STEPS", "8"))
+    return config.get_int("LIKENESS_DIFFUSION_STEPS")
 
 
 def sampling_eta() -> float:
-    return float(os.environ.get("LIKENESS_DIFFUSION_ETA", "1"))
+    return config.get_float("LIKENESS_DIFFUSION_ETA")
 
 
 def blink_top_up() -> bool:
-    return os.environ.get("LIKENESS_DIFFUSION_BLINK_TOPUP", "1") not in ("0", "false", "no", "")
+    return config.get_bool("LIKENESS_DIFFUSION_BLINK_TOPUP")
 
 
 def inference_threads() -> int:
-    return int(os.environ.get("LIKENESS_DIFFUSION_THREADS", "1"))
+    return config.get_int("LIKENESS_DIFFUSION_THREADS")
 
 
 def to_tensors(audio: np.ndarray, sample_rate: int, *, fps: float, seed: int, emotion: str,

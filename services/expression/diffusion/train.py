@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
+from services.common import config
 from services.expression.diffusion import data
 from services.expression.diffusion.model import Denoiser, ModelConfig
 from services.expression.diffusion.scheduler import Scheduler
@@ -40,7 +41,7 @@ BROW_WEIGHT = 3.0
 
 
 def cache_path(count: int, seed: int, kokoro: int = 0, sung: int = 0) -> Path:
-    root = Path(os.environ.get("LIKENESS_DIFFUSION_CACHE", Path.home() / ".cache" / "likeness"))
+    root = Path(config.get_str("LIKENESS_DIFFUSION_CACHE")).expanduser()
     return root / f"expression-diffusion-data-n{count}-k{kokoro}-m{sung}-s{seed}-{DATA_VERSION}.npz"
 
 
@@ -205,18 +206,18 @@ def plot(history: list[dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--utterances", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_UTTERANCES", "400")))
-    p.add_argument("--kokoro", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_KOKORO", "48")),
+    p.add_argument("--utterances", type=int, default=config.get_int("LIKENESS_DIFFUSION_UTTERANCES"))
+    p.add_argument("--kokoro", type=int, default=config.get_int("LIKENESS_DIFFUSION_KOKORO"),
                    help="Kokoro-82M utterances (0 without the kokoro wheels)")
-    p.add_argument("--sung", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_SUNG", "96")),
+    p.add_argument("--sung", type=int, default=config.get_int("LIKENESS_DIFFUSION_SUNG"),
                    help="sung utterances (piper + WORLD)")
-    p.add_argument("--steps", type=int, default=int(os.environ.get("LIKENESS_DIFFUSION_TRAIN_STEPS", "4000")))
+    p.add_argument("--steps", type=int, default=config.get_int("LIKENESS_DIFFUSION_TRAIN_STEPS"))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=WEIGHTS)
     p.add_argument("--log-dir", type=Path, default=LOG_DIR)
     args = p.parse_args()
-    torch.set_num_threads(int(os.environ.get("LIKENESS_TORCH_THREADS", "2")))
+    torch.set_num_threads(config.get_int("LIKENESS_TORCH_THREADS"))
     args.log_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(args.log_dir / "train_log.txt", "w")
 

@@ -23,13 +23,13 @@ the phone timeline stays exact for the lips.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from dataclasses import replace
 from math import gcd
 
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 from services.common.inference import InferenceClient
 from services.common.speech import Speech
@@ -56,8 +56,8 @@ TIMBRE_DIMS = 128
 
 
 def _method() -> str:
-    method = os.environ.get("LIKENESS_CLONE_METHOD", "world").strip().lower()
-    return method if method in ("auto", "kokoro", "world") else "world"
+    method = config.get_str("LIKENESS_CLONE_METHOD").strip().lower()
+    return method if method in ("auto", "kokoro", "world") else "world"  # unknown: the default, as documented
 
 
 def _min_clarity() -> float:
@@ -65,22 +65,21 @@ def _min_clarity() -> float:
     calibration text. Measured on dev material: the intelligible shipped style (jm_kumo) -10, good
     searched styles -8 to -11, styles that made pocketsphinx miss most words -13 to -33; the
     Japanese female styles (unintelligible in English) -18."""
-    return float(os.environ.get("LIKENESS_CLONE_MIN_CLARITY", "-12"))
+    return config.get_float("LIKENESS_CLONE_MIN_CLARITY")
 
 
 def _style_evals() -> int:
-    return max(0, int(os.environ.get("LIKENESS_CLONE_STYLE_EVALS", "16")))
+    return max(0, config.get_int("LIKENESS_CLONE_STYLE_EVALS"))
 
 
 def _timbre_steps() -> int:
     """Gradient steps of the timbre EQ fit (0: no fit). 60 at lr 0.1 reached what 150 at 0.05 did."""
-    return max(0, int(os.environ.get("LIKENESS_CLONE_TIMBRE_STEPS", "60")))
+    return max(0, config.get_int("LIKENESS_CLONE_TIMBRE_STEPS"))
 
 
 def _strengths() -> tuple[float, ...]:
     """Envelope-correction strengths tried when building a profile (LIKENESS_CLONE_STRENGTHS)."""
-    raw = os.environ.get("LIKENESS_CLONE_STRENGTHS", "0.5,1.0,1.5")
-    return tuple(float(s) for s in raw.split(",") if s.strip())
+    return config.get_floats("LIKENESS_CLONE_STRENGTHS")
 
 
 class VoiceCloner:

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from pathlib import Path
 from typing import Callable
 
+from services.common import config
 from services.common.errors import InputError
 from services.tts.cloning.profile import VERSION, SpeakerProfile
 
@@ -29,8 +29,8 @@ class ProfileCache:
 
     @classmethod
     def from_env(cls) -> "ProfileCache":
-        raw = os.environ.get("LIKENESS_VOICE_CACHE_DIR", str(Path.home() / ".cache" / "likeness" / "voices"))
-        return cls(Path(raw) if raw.strip() else None)
+        raw = config.get_str("LIKENESS_VOICE_CACHE_DIR")
+        return cls(Path(raw).expanduser() if raw.strip() else None)
 
     def get_or_build(self, sample: bytes, build: Callable[[bytes], SpeakerProfile]) -> SpeakerProfile:
         sha = hashlib.sha256(sample).hexdigest()

@@ -11,11 +11,12 @@ aperiodicity, so a TTS timeline stays exact, and changes three things:
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+from services.common import config
 
 FRAME_PERIOD_MS = 5.0  # analysis of voices (statistics)
 
@@ -23,7 +24,7 @@ FRAME_PERIOD_MS = 5.0  # analysis of voices (statistics)
 def convert_frame_ms() -> float:
     """WORLD frame period of the conversion itself (LIKENESS_CLONE_FRAME_MS). Measured on two dev
     voices: 10 ms saved 0-20% of the conversion time but lost 0.016-0.018 similarity, so 5 ms stays."""
-    return float(os.environ.get("LIKENESS_CLONE_FRAME_MS", "5"))
+    return config.get_float("LIKENESS_CLONE_FRAME_MS")
 GRID_HZ = np.arange(0.0, 12000.0 + 1, 50.0)  # where envelope statistics live (rate independent)
 F0_FLOOR, F0_CEIL = 60.0, 500.0
 WARP_RANGE = (0.82, 1.22)
@@ -80,7 +81,7 @@ def analyse(audio: np.ndarray, sample_rate: int, *, accurate_f0: bool = False,
         f0, t = pw.dio(x, sample_rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=frame_period_ms)
         f0 = pw.stonemask(x, f0, t, sample_rate)
     sp = pw.cheaptrick(x, f0, t, sample_rate)
-    step = max(1, int(os.environ.get("LIKENESS_CLONE_AP_STEP", "2")))
+    step = max(1, config.get_int("LIKENESS_CLONE_AP_STEP"))
     if step > 1:  # aperiodicity on every step-th frame (D4C is half the cost), linearly in between
         coarse = pw.d4c(x, np.ascontiguousarray(f0[::step]), np.ascontiguousarray(t[::step]), sample_rate)
         position = np.minimum(np.arange(len(f0)) / step, len(coarse) - 1)
