@@ -172,6 +172,8 @@ def _affine_from(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+# Keypoint faces: the lid's slide tapers to 0 over this many eye widths beyond each corner.
+CURTAIN_SIDE = 0.25
 
 
 class _Eyelids:
@@ -229,10 +231,10 @@ class _Eyelids:
             y_now = np.interp(xs, _increasing(now[:, 0]), now[:, 1])[None, :]
             y_was = np.interp(xs, _increasing(was[:, 0]), was[:, 1])[None, :]
             inside = (xs > now[0, 0]) & (xs < now[-1, 0])
-            roi = frame[y0:y1, x0:x1].astype(np.float32)
             if self.curtain:
-                self._curtain(frame, roi, (x0, y0), xs, ys, y_now, y_was, closed, now[0, 0], now[-1, 0])
+                self._curtain(frame, now, was, closed)
                 continue
+            roi = frame[y0:y1, x0:x1].astype(np.float32)
             swept = np.clip((ys - y_was + 3.0) / 4.0, 0, 1) * np.clip((y_now - ys - 1.0) / 2.5, 0, 1)
             a_skin = swept * inside[None, :] * 0.9 * smoothstep(0.15, 0.7, closed)
             # Lid colour: the surrounding skin, smoothly filled in (normalised convolution over
@@ -257,23 +259,60 @@ class _Eyelids:
 
 
     @staticmethod
-    def _curtain(frame, roi, origin, xs, ys, y_now, y_was, closed: float, left: float,
-                 right: float) -> None:
-        """The texture above the rest margin slid down by how far the margin came down."""
-        x0, y0 = origin
-        shift = np.maximum(y_now - y_was, 0.0)  # [1, W]
-        # Soft sides: the lid narrows into the corners instead of ending in a vertical cut.
-        span = max(float(right - left), 1.0)
-        sides = np.clip(np.minimum(xs - left, right - xs) / (0.2 * span), 0, 1)[None, :]
+    def _curtain(frame: np.ndarray, now: np.ndarray, was: np.ndarray, closed: float) -> None:
+        """The fur above the eye slid down over it, as a sheet continuous with the fur around it.
+
+        now / was: the current and rest upper margins, left to right. Each column slides by S(x), at
+        least what the margin came down inside the opening (the lid's edge shows the fur at the rest
+        margin or above it: the eye is covered), tapering smoothly to 0 over CURTAIN_SIDE x the eye's
+        width beyond its corners: neighbouring columns move by nearly the same amount, so no column
+        of slid fur stands beside unmoved fur (a vertical seam where a light strip meets darker fur).
+        Beyond the corners there is no eye to uncover: the slide fades out below the lid line by
+        squeezing the fur below (a displacement ramp, not a cross-fade of two textures)."""
+        left, right = float(now[0, 0]), float(now[-1, 0])
+        span = max(right - left, 1.0)
+        margin = CURTAIN_SIDE * span
+        x0 = max(int(np.floor(left - margin)) - 1, 0)
+        x1 = min(int(np.ceil(right + margin)) + 2, frame.shape[1])
+        if x1 - x0 < 3:
+            return
+        xs = np.arange(x0, x1, dtype=np.float32)
+        y_now = np.interp(xs, _increasing(now[:, 0]), now[:, 1])
+        y_was = np.interp(xs, _increasing(was[:, 0]), was[:, 1])
+        opening = (xs > left) & (xs < right)
+        shift = np.where(opening, np.maximum(y_now - y_was, 0.0), 0.0)
+        # S(x) = max over x' of shift(x') k((x - x') / margin), k a cos^2 bump: >= shift, smooth
+        # (slope <= pi/2 max(shift) / margin), 0 from `margin` beyond the corners.
+        u = np.clip((xs[:, None] - xs[None, :]) / margin, -1.0, 1.0)
+        slide = np.max(shift[None, :] * np.cos(0.5 * np.pi * u) ** 2, axis=1)
+        # Rounded off (a kink in the slide bends straight fur streaks into a V), still >= shift.
+        smooth = cv2.GaussianBlur(slide[None, :].astype(np.float64), (0, 0), 0.15 * margin,
+                                  borderType=cv2.BORDER_REPLICATE)[0]
+        slide = np.maximum(smooth, shift)
+        if slide.max() < 0.5:
+            return
+        fade = np.maximum(2.0, 0.35 * slide)  # the slid fur fades in above the lid's top
+        top = y_now - slide  # the row that lands on the lid line
+        below = 3.0 * slide + 2.0  # beyond the corners the slide eases out over this below the line
+        y0 = max(int(np.floor((top - fade).min() - slide.max())) - 2, 0)
+        y1 = min(int(np.ceil((y_now + below).max())) + 2, frame.shape[0])
+        if y1 - y0 < 3:
+            return
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        # 1 inside the opening away from its corners (the lid edge is a hard line over the eye),
+        # 0 at the corners and beyond (the lid is fur on fur there: no edge).
+        over_eye = smoothstep(0.0, 1.0, np.clip(np.minimum(xs - left, right - xs) / (0.1 * span), 0, 1))
+        ramp = 1.0 - smoothstep(0.0, 1.0, (ys - y_now) / below)  # eased: no crease at either end
+        shift_map = np.where(ys <= y_now, slide, slide * (1.0 - over_eye) * ramp)
+        roi = frame[y0:y1, x0:x1].astype(np.float32)
         map_x = np.broadcast_to(xs[None, :] - x0, roi.shape[:2]).astype(np.float32)
-        map_y = (ys - shift - y0).astype(np.float32)
+        map_y = (ys - shift_map - y0).astype(np.float32)
         lid = cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        # The slid texture fades in below the rest margin (no seam where it meets the fur above).
-        fade = np.maximum(2.0, 0.35 * shift)
-        swept = np.clip((ys - y_was + 1.0) / fade, 0, 1) * np.clip((y_now - ys) / 1.5 + 0.5, 0, 1)
-        alpha = swept * sides * smoothstep(0.15, 0.3, closed)
+        edge = np.clip((y_now - ys) / 1.5 + 0.5, 0, 1)  # antialiased lid line over the eye
+        alpha = (np.clip((ys - top + 1.0) / fade, 0, 1) * (1.0 - over_eye * (1.0 - edge))
+                 * smoothstep(0.15, 0.3, closed))
         roi += (lid - roi) * alpha[..., None]
-        frame[y0:y0 + roi.shape[0], x0:x0 + roi.shape[1]] = np.clip(roi, 0, 255).astype(np.uint8)
+        frame[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
 
 
 class _Gaze:
