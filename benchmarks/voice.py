@@ -154,6 +154,7 @@ def clone_bench(cloner: VoiceCloner, recognise: Recogniser, data: Path, method: 
         row = {"speaker": spk["name"], "kind": spk["kind"], "method": method,
                "sample_s": round(len(sample) / rate, 1),
                "ceiling": cosine(embed(client, sample, rate), e_held),
+               "vocoder_ceiling": vocoder_ceiling(client, sample, rate, e_held),
                "tts": float(np.mean([cosine(e, e_held) for e in plain["piper_emb"]])),
                "tts_kokoro": float(np.mean([cosine(e, e_held) for e in plain["kokoro_emb"]])),
                "cloned": float(np.mean(sims)),
@@ -163,11 +164,24 @@ def clone_bench(cloner: VoiceCloner, recognise: Recogniser, data: Path, method: 
                "warp": profile.conversion.warp, "strength": profile.conversion.correction_strength,
                "world_on_top": bool(profile.convert), "calibration_similarity": profile.calibration_similarity}
         rows.append(row)
-        print(f"{method:<6} {row['speaker']:<18} {row['kind']:<5} ceiling {row['ceiling']:.3f}  tts {row['tts']:.3f}  "
+        print(f"{method:<6} {row['speaker']:<18} {row['kind']:<5} ceiling {row['ceiling']:.3f} (WORLD resynthesis "
+              f"{row['vocoder_ceiling']:.3f})  tts {row['tts']:.3f}  "
               f"kokoro {row['tts_kokoro']:.3f}  cloned {row['cloned']:.3f}  gap {row['ceiling'] - row['cloned']:.3f}  "
               f"WER tts {row['wer_tts']:.3f} cloned {row['wer_cloned']:.3f}  RTF {row['rtf_clone']:.3f}  "
               f"profile {build_s:.1f}s  world-on-top {row['world_on_top']}", flush=True)
     return rows
+
+
+def vocoder_ceiling(client, sample: np.ndarray, rate: int, e_held: np.ndarray) -> float:
+    """The sample itself through WORLD analysis + synthesis vs the held-out speech: the most any
+    WORLD-vocoded conversion could reach for this speaker (the vocoder's own loss)."""
+    import pyworld
+
+    from services.tts.cloning import world
+
+    a = world.analyse(sample, rate, accurate_f0=True)
+    y = pyworld.synthesize(a.f0, a.sp, a.ap, rate, a.frame_period_ms).astype(np.float32)
+    return cosine(embed(client, y, rate), e_held)
 
 
 def _style_only(cloner: VoiceCloner, recognise: Recogniser, spk: dict, profile, e_held: np.ndarray, method: str,
@@ -190,6 +204,7 @@ def _style_only(cloner: VoiceCloner, recognise: Recogniser, spk: dict, profile, 
     row = {"speaker": spk["name"], "kind": spk["kind"], "method": f"{method}-style-only",
            "sample_s": round(len(sample) / rate, 1),
            "ceiling": cosine(embed(cloner.client, sample, rate), e_held),
+           "vocoder_ceiling": vocoder_ceiling(cloner.client, sample, rate, e_held),
            "tts": float(np.mean([cosine(e, e_held) for e in plain["piper_emb"]])),
            "tts_kokoro": float(np.mean([cosine(e, e_held) for e in plain["kokoro_emb"]])),
            "cloned": float(np.mean(sims)), "wer_tts": wer(SCRIPTS, plain["piper_hyp"]),
@@ -273,17 +288,17 @@ def main() -> None:
             if not sel:
                 continue
             s = {k: float(np.mean([r[k] for r in sel])) for k in
-                 ("ceiling", "tts", "tts_kokoro", "cloned", "wer_tts", "wer_tts_kokoro", "wer_cloned", "rtf_clone",
+                 ("ceiling", "vocoder_ceiling", "tts", "tts_kokoro", "cloned", "wer_tts", "wer_tts_kokoro", "wer_cloned", "rtf_clone",
                   "profile_build_s")}
             s["gap_to_ceiling"] = s["ceiling"] - s["cloned"]
             s["wer_ratio"] = s["wer_cloned"] / max(s["wer_tts"], 1e-9)
             summary[f"{method}/{kind}"] = s
     print(f"\nTTS alone RTF: Piper {tts_rtf:.3f}, Kokoro {kokoro_rtf:.3f}; load average {os.getloadavg()}")
-    print("| method / speakers | ceiling | untouched TTS (Piper / Kokoro) | cloned | gap | WER TTS (Piper / Kokoro) "
-          "| WER cloned | ratio to Piper | RTF TTS+clone | profile s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| method / speakers | ceiling | WORLD resynthesis | untouched TTS (Piper / Kokoro) | cloned | gap "
+          "| WER TTS (Piper / Kokoro) | WER cloned | ratio to Piper | RTF TTS+clone | profile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key, s in summary.items():
-        print(f"| {key} | {s['ceiling']:.3f} | {s['tts']:.3f} / {s['tts_kokoro']:.3f} | {s['cloned']:.3f} | "
+        print(f"| {key} | {s['ceiling']:.3f} | {s['vocoder_ceiling']:.3f} | {s['tts']:.3f} / {s['tts_kokoro']:.3f} | {s['cloned']:.3f} | "
               f"{s['gap_to_ceiling']:.3f} | {s['wer_tts']:.3f} / {s['wer_tts_kokoro']:.3f} | {s['wer_cloned']:.3f} | "
               f"{s['wer_ratio']:.2f} | {s['rtf_clone']:.3f} | {s['profile_build_s']:.1f} |")
     print(f"alignment: {alignment['phones']} phones, median onset error {alignment['median_onset_error_ms']:.1f} ms, "

@@ -3,29 +3,15 @@ that taper into the eye corners, and an open mouth without human teeth (while a 
 mesh keeps its drawn teeth)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
-from services.common.arkit import INDEX
 from services.render.keypoints import fit_template, lid_profile, measure_eye, shape_eyes
 from services.render.photo import load_photo
 from services.render.renderer import Renderer
 from services.render.rig import LEFT_EYE, LIP_LOWER_INNER, LIP_UPPER_INNER, RIGHT_EYE, build_rig
-
-ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ROOT / "assets" / "photos"
-# Chelsea the cat: eyes, nose tip, mouth corners, marked by hand (as tests/test_keypoints.py).
-CAT_KEYPOINTS = np.array([[170, 112], [317, 137], [262, 240], [238, 272], [292, 276]], float)
-
-
-def weights(**values: float) -> np.ndarray:
-    w = np.zeros(52)
-    for name, v in values.items():
-        w[INDEX[name]] = v
-    return w
+from tests.test_keypoints import CAT_KEYPOINTS, PHOTOS, weights  # Chelsea the cat, marked by hand
 
 
 @pytest.fixture(scope="module")
