@@ -124,6 +124,7 @@ _ALL = [
     _s("LIKENESS_WARP_MAP_STEP", "int", 2, "grid step of the warp's source maps, px (1: exact; clamped to 1-4)",
        "render"),
     _s("LIKENESS_BREATHING", "bool", True, "breathing and shoulder motion", "render"),
+    # (keypoint faces whose eyes cannot be measured in the photo: services/render/keypoints.measure_eye)
     _s("LIKENESS_KEYPOINT_EYE_WIDTH", "float", 0.5, "eye width / eye distance of keypoint faces", "render"),
     _s("LIKENESS_KEYPOINT_EYE_ASPECT", "float", 0.85, "eye height / width of keypoint faces", "render"),
     # -- every service ---------------------------------------------------------------------------------------
