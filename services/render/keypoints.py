@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import NamedTuple
 
 import cv2
@@ -38,9 +37,6 @@ EYE_WIDTH = config.get_float("LIKENESS_KEYPOINT_EYE_WIDTH")  # read at import
 EYE_ASPECT = config.get_float("LIKENESS_KEYPOINT_EYE_ASPECT")
 # How far the lid profile bulges out from a parabola toward an ellipse (see lid_profile).
 LID_FULLNESS = 0.35
-# ... for an opening fitted around a measured eye: fuller, so its corners reach less far past the
-# eye (into the fur beside it) while the closed lid line still meets the corners gently.
-MEASURED_FULLNESS = 0.35
 MAX_MEASURED_ASPECT = 1.0
 # measure_eye: the search window (radius, eye distances), the side GrabCut runs at (pixels), the
 # margin added around the segment (the dark rim of the eye is often left out), and what counts as
@@ -236,10 +232,10 @@ def measure_eye(image: np.ndarray, keypoint: np.ndarray, eye_distance: float) ->
     lab = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB).astype(np.float32)
     inner = np.zeros(lab.shape[:2], np.uint8)
     outer = np.zeros(lab.shape[:2], np.uint8)
-    local = ((eye.centre[0] - x0, eye.centre[1] - y0), eye.axes, eye.angle)
-    cv2.ellipse(inner, (local[0], tuple(0.8 * a for a in eye.axes), eye.angle), 1, -1)
-    cv2.ellipse(outer, (local[0], tuple(1.5 * a for a in eye.axes), eye.angle), 1, -1)
-    cv2.ellipse(outer, (local[0], tuple(1.15 * a for a in eye.axes), eye.angle), 0, -1)
+    local = (eye.centre[0] - x0, eye.centre[1] - y0)
+    cv2.ellipse(inner, (local, tuple(0.8 * a for a in eye.axes), eye.angle), 1, -1)
+    cv2.ellipse(outer, (local, tuple(1.5 * a for a in eye.axes), eye.angle), 1, -1)
+    cv2.ellipse(outer, (local, tuple(1.15 * a for a in eye.axes), eye.angle), 0, -1)
     if inner.sum() < 10 or outer.sum() < 10:
         return None
     contrast = float(np.linalg.norm(np.median(lab[inner > 0], axis=0) - np.median(lab[outer > 0], axis=0)))
@@ -254,11 +250,11 @@ def lid_profile(x: np.ndarray, fullness: float = LID_FULLNESS) -> np.ndarray:
     return np.clip((1.0 - x2) * (1.0 + fullness * x2), 0.0, None)
 
 
-def enclosing_opening(eye: EyeEllipse, across: np.ndarray, fullness: float = LID_FULLNESS,
+def enclosing_opening(eye: EyeEllipse, across: np.ndarray,
                       max_aspect: float = MAX_MEASURED_ASPECT) -> tuple[float, float]:
     """(width, height) of the smallest lid-profile opening along `across`, centred on the ellipse,
     that holds the whole ellipse: a lid profile is narrower than an ellipse toward its corners, so
-    it is made a little wider (the least area over widths 1-1.8x the ellipse's), and no taller than
+    it is made a little wider (the least area over widths 1-2x the ellipse's), and no taller than
     `max_aspect` x its width (a round opening's closed lid line would sag steeply into the corners)."""
     up = np.array([across[1], -across[0]])
     d = eye.boundary(96) - eye.centre
@@ -267,7 +263,7 @@ def enclosing_opening(eye: EyeEllipse, across: np.ndarray, fullness: float = LID
     candidates = []
     for k in np.linspace(1.0, 2.0, 41):
         a = k * half_w * 1.001
-        b = float(np.max(v / np.maximum(lid_profile(u / a, fullness), 1e-6)))
+        b = float(np.max(v / np.maximum(lid_profile(u / a), 1e-6)))
         candidates.append((b > max_aspect * a, a * b, a, b))
     _, _, a, b = min(candidates)  # the least area among those not too tall
     return 2 * a, 2 * b
@@ -301,9 +297,9 @@ def shape_eyes(landmarks: np.ndarray, image: np.ndarray | None = None, width: fl
     targets = {}
     for i, m in measured.items():
         if m is not None:
-            targets[i] = (centres[i], *enclosing_opening(m, across, MEASURED_FULLNESS), MEASURED_FULLNESS)
+            targets[i] = (centres[i], *enclosing_opening(m, across))
         elif fixed_h > 0:
-            targets[i] = (centres[i], fixed_w, fixed_h, LID_FULLNESS)
+            targets[i] = (centres[i], fixed_w, fixed_h)
 
     def own(eye) -> set[int]:  # the eye's lid rings and iris
         return {*eye.corners, *[i for c in eye.ring_corners for i in c], *eye.iris,
@@ -313,7 +309,7 @@ def shape_eyes(landmarks: np.ndarray, image: np.ndarray | None = None, width: fl
     for eye, other in ((RIGHT_EYE, LEFT_EYE), (LEFT_EYE, RIGHT_EYE)):
         if eye.iris[0] not in targets:
             continue
-        centre, target_w, target_h, fullness = targets[eye.iris[0]]
+        centre, target_w, target_h = targets[eye.iris[0]]
         a0 = 0.5 * abs(float((lm[eye.corners[1], :2] - lm[eye.corners[0], :2]) @ across))
         b0 = 0.5 * float(np.mean((lm[list(eye.lower[0][2:5]), :2] - lm[list(eye.upper[0][2:5]), :2]) @ -up))
         if a0 < 1e-6 or b0 < 1e-6:
@@ -348,7 +344,7 @@ def shape_eyes(landmarks: np.ndarray, image: np.ndarray | None = None, width: fl
             for ids, sign in ((eye.upper[ring], 1.0), (eye.lower[ring], -1.0)):
                 out[[corners[0], *ids, corners[1]], :2] = centre + size * (
                     0.5 * target_w * x[:, None] * outward
-                    + sign * 0.5 * target_h * lid_profile(x, fullness)[:, None] * up)
+                    + sign * 0.5 * target_h * lid_profile(x)[:, None] * up)
         # The iris rides along rigidly with its centre on the keypoint (the opening's centre may
         # lie a little off the pupil).
         iris = list(eye.iris)

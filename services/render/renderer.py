@@ -217,6 +217,9 @@ class _Eyelids:
             if closed < 0.15:
                 continue
             now, was = posed[margin], rest_posed[margin]
+            if self.curtain:
+                self._curtain(frame, _smoothed_seam(now), was, closed)
+                continue
             x0 = max(int(np.floor(min(now[:, 0].min(), was[:, 0].min()))) - 2, 0)
             x1 = min(int(np.ceil(max(now[:, 0].max(), was[:, 0].max()))) + 3, frame.shape[1])
             pad = int(rest_gap) + 3  # context for the skin fill
@@ -226,14 +229,10 @@ class _Eyelids:
                 continue
             xs = np.arange(x0, x1, dtype=np.float32)
             ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-            now = now.copy()
-            now[1:-1] = (now[:-2] + 2 * now[1:-1] + now[2:]) / 4  # the clamped seam is jittery
+            now = _smoothed_seam(now)
             y_now = np.interp(xs, _increasing(now[:, 0]), now[:, 1])[None, :]
             y_was = np.interp(xs, _increasing(was[:, 0]), was[:, 1])[None, :]
             inside = (xs > now[0, 0]) & (xs < now[-1, 0])
-            if self.curtain:
-                self._curtain(frame, now, was, closed)
-                continue
             roi = frame[y0:y1, x0:x1].astype(np.float32)
             swept = np.clip((ys - y_was + 3.0) / 4.0, 0, 1) * np.clip((y_now - ys - 1.0) / 2.5, 0, 1)
             a_skin = swept * inside[None, :] * 0.9 * smoothstep(0.15, 0.7, closed)
@@ -368,6 +367,13 @@ class _Gaze:
             alpha = (mask.astype(np.float32) / 255)[..., None]
             roi = frame[y0:y1, x0:x1].astype(np.float32)
             frame[y0:y1, x0:x1] = (roi + (moved.astype(np.float32) - roi) * alpha).astype(np.uint8)
+
+
+def _smoothed_seam(margin: np.ndarray) -> np.ndarray:
+    """The lid margin with its inner points averaged 1-2-1 (the clamped seam is jittery)."""
+    out = margin.copy()
+    out[1:-1] = (margin[:-2] + 2 * margin[1:-1] + margin[2:]) / 4
+    return out
 
 
 def _increasing(x: np.ndarray) -> np.ndarray:
