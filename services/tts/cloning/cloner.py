@@ -140,8 +140,8 @@ class VoiceCloner:
     def _world_profile(self, target: world.VoiceStats, sample_embedding: np.ndarray,
                        common: dict) -> SpeakerProfile:
         calibration, cal_analysis, source = self._calibrate()
-        conversion, similarity = self._fit_conversion(source, target, calibration.audio, calibration.sample_rate,
-                                                      cal_analysis, sample_embedding)
+        conversion, similarity, _ = self._fit_conversion(source, target, calibration.audio,
+                                                         calibration.sample_rate, cal_analysis, sample_embedding)
         return SpeakerProfile(conversion=conversion, calibration_similarity=similarity, **common)
 
     def _kokoro_profile(self, target: world.VoiceStats, sample_embedding: np.ndarray, sha: str,
@@ -150,9 +150,8 @@ class VoiceCloner:
 
         style, cal_audio, style_similarity = self._search_style(sample_embedding, sha)
         cal_analysis = world.analyse(cal_audio, SAMPLE_RATE)
-        conversion, similarity = self._fit_conversion(world.voice_stats(cal_analysis), target, cal_audio,
-                                                      SAMPLE_RATE, cal_analysis, sample_embedding)
-        converted = world.convert(cal_audio, SAMPLE_RATE, conversion, cal_analysis)
+        conversion, similarity, converted = self._fit_conversion(world.voice_stats(cal_analysis), target, cal_audio,
+                                                                 SAMPLE_RATE, cal_analysis, sample_embedding)
         # WORLD on top only where it brings the voice closer and keeps the words clear
         convert = similarity > style_similarity and _clarity(converted, SAMPLE_RATE) >= _min_clarity()
         return SpeakerProfile(conversion=conversion, calibration_similarity=max(similarity, style_similarity),
@@ -166,29 +165,35 @@ class VoiceCloner:
 
     def _fit_conversion(self, source: world.VoiceStats, target: world.VoiceStats, cal_audio: np.ndarray,
                         cal_rate: int, cal_analysis: world.Analysis,
-                        sample_embedding: np.ndarray) -> tuple[world.Conversion, float]:
-        """WORLD conversion source -> target; the correction strength the speaker encoder likes best."""
+                        sample_embedding: np.ndarray) -> tuple[world.Conversion, float, np.ndarray]:
+        """WORLD conversion source -> target; the correction strength the speaker encoder likes best,
+        then the timbre EQ on top where it helps. Returns (conversion, its similarity to the sample,
+        the calibration audio converted with it)."""
         warp = world.fit_warp(source, target)
         base = world.Conversion(logf0_source=(source.logf0_mean, source.logf0_std),
                                 logf0_target=(target.logf0_mean, target.logf0_std), warp=warp,
                                 correction=world.envelope_correction(source, target, warp))
-        best, best_similarity = base, -1.0
+
+        def score(conversion: world.Conversion) -> tuple[float, np.ndarray]:
+            converted = world.convert(cal_audio, cal_rate, conversion, cal_analysis)
+            return encoder.cosine(encoder.embed(self.client, converted, cal_rate), sample_embedding), converted
+
+        best, best_similarity, best_audio = base, -1.0, None
         for strength in _strengths():  # keep what the speaker encoder says sounds most like the sample
             candidate = replace(base, correction_strength=strength)
-            converted = world.convert(cal_audio, cal_rate, candidate, cal_analysis)
-            similarity = encoder.cosine(encoder.embed(self.client, converted, cal_rate), sample_embedding)
+            similarity, converted = score(candidate)
             if similarity > best_similarity:
-                best, best_similarity = candidate, similarity
+                best, best_similarity, best_audio = candidate, similarity, converted
+        if best_audio is None:  # (no strengths to try: the base conversion)
+            best_audio = world.convert(cal_audio, cal_rate, best, cal_analysis)
         if _timbre_steps() and best.correction_strength > 0:
-            converted = world.convert(cal_audio, cal_rate, best, cal_analysis)
-            gain = match_timbre(self.client, converted, cal_rate, sample_embedding, _timbre_steps())
+            gain = match_timbre(self.client, best_audio, cal_rate, sample_embedding, _timbre_steps())
             # (the converter scales the correction by its strength: fold the gain in unscaled)
             candidate = replace(best, correction=best.correction + gain[None] / best.correction_strength)
-            converted = world.convert(cal_audio, cal_rate, candidate, cal_analysis)
-            similarity = encoder.cosine(encoder.embed(self.client, converted, cal_rate), sample_embedding)
+            similarity, converted = score(candidate)
             if similarity > best_similarity:
-                best, best_similarity = candidate, similarity
-        return best, best_similarity
+                best, best_similarity, best_audio = candidate, similarity, converted
+        return best, best_similarity, best_audio
 
     def _search_style(self, sample_embedding: np.ndarray, sha: str) -> tuple[np.ndarray, np.ndarray, float]:
         """The Kokoro style whose calibration speech sounds most like the sample: the shipped styles,
