@@ -18,7 +18,6 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-CAT_KEYPOINTS = np.array([[170, 112], [317, 137], [262, 240], [238, 272], [292, 276]], float)
 TILE_W = 240
 
 
@@ -72,13 +71,19 @@ def _viseme_rows(rows) -> np.ndarray:
     return np.concatenate(out, 0)
 
 
-def cat_mouth_sheet() -> np.ndarray:
+def cat_renderer():
+    """The cat placed from its hand-marked keypoints (assets/photos/cat.keypoints.json), 512 px."""
+    from services.render.keypoints import parse_keypoints
     from services.render.photo import load_photo
     from services.render.renderer import Renderer
     from services.render.rig import build_rig
 
-    rig = build_rig(load_photo(ROOT / "assets" / "photos" / "cat.png"), keypoints=CAT_KEYPOINTS)
-    return _viseme_rows([("cat 512 (keypoints)", Renderer(rig))])
+    photos = ROOT / "assets" / "photos"
+    return Renderer(build_rig(load_photo(photos / "cat.png"), keypoints=parse_keypoints(photos / "cat.keypoints.json")))
+
+
+def cat_mouth_sheet() -> np.ndarray:
+    return _viseme_rows([("cat 512 (keypoints)", cat_renderer())])
 
 
 def mouth_sheet() -> np.ndarray:
@@ -91,19 +96,13 @@ def mouth_sheet() -> np.ndarray:
     rows = [("grace 512", Renderer(build_rig(grace, size=512))),
             ("grace 1080", Renderer(build_rig(grace, size=1080))),
             ("astronaut 512 (photo teeth)", Renderer(build_rig(load_photo(photos / "astronaut.png")))),
-            ("cat 512 (keypoints)",
-             Renderer(build_rig(load_photo(photos / "cat.png"), keypoints=CAT_KEYPOINTS)))]
+            ("cat 512 (keypoints)", cat_renderer())]
     return _viseme_rows(rows)
 
 
 def cat_blink_sheet() -> np.ndarray:
-    from services.render.photo import load_photo
-    from services.render.renderer import Renderer
-    from services.render.rig import build_rig
-
-    rig = build_rig(load_photo(ROOT / "assets" / "photos" / "cat.png"), keypoints=CAT_KEYPOINTS)
-    renderer = Renderer(rig)
-    lm = rig.landmarks[:, :2]
+    renderer = cat_renderer()
+    lm = renderer.rig.landmarks[:, :2]
     eyes = lm[[33, 133, 263, 362, 159, 145, 386, 374]]
     (x0, y0), (x1, y1) = eyes.min(axis=0), eyes.max(axis=0)
     pad = 0.25 * (x1 - x0)

@@ -24,10 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def stylize(rgb: np.ndarray) -> np.ndarray:
-    return cv2.stylization(rgb[..., ::-1], sigma_s=60, sigma_r=0.45)[..., ::-1].copy()
-
-
 def mediapipe_aperture(frames) -> tuple[np.ndarray, list]:
     from services.render.rig import detect_faces
 
@@ -73,7 +69,7 @@ def main() -> None:
     n = min(args.frames, len(track))
     astronaut = load_photo(ROOT / "assets/photos/astronaut.png")
     photos = {"frontal (grace_hopper)": load_photo(ROOT / "assets/photos/grace_hopper.jpg"),
-              "astronaut photo": astronaut, "illustration (stylized astronaut)": stylize(astronaut)}
+              "astronaut photo": astronaut, "illustration (stylized astronaut)": render_benchmark.stylize(astronaut)}
     results = {}
     for name, photo in photos.items():
         renderer = Renderer(build_rig(photo, size=512))
@@ -88,7 +84,7 @@ def main() -> None:
                          "mediapipe": fit(measured, commanded),
                          "pixels": fit(pixel_aperture(renderer, frames).astype(float), commanded)}
         if name == "astronaut photo":
-            restyled, _ = mediapipe_aperture([stylize(f) for f in frames])
+            restyled, _ = mediapipe_aperture([render_benchmark.stylize(f) for f in frames])
             results[name]["mediapipe_on_stylized_renders"] = fit(restyled, commanded)
         if name.startswith("illustration") and args.image is not None:
             i = int(np.argmax(commanded))

@@ -33,10 +33,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ("Hello, and welcome to Likeness. I am speaking from a single photo. Watch my lips: "
           "people, bubbles, and maps. Pretty good, right?")
-CAT_KEYPOINTS = [[170, 112], [317, 137], [262, 240], [238, 272], [292, 276]]
+
+
+def stylize(rgb: np.ndarray) -> np.ndarray:
+    """The benchmark's illustration: a photo through OpenCV's stylization filter (inked edges, flat paint)."""
+    return cv2.stylization(rgb[..., ::-1], sigma_s=60, sigma_r=0.45)[..., ::-1].copy()
 
 
 def photo_set() -> list[dict]:
+    from services.render.keypoints import parse_keypoints
     from services.render.photo import load_photo
     from services.render.renderer import Renderer
     from services.render.rig import build_rig
@@ -44,14 +49,13 @@ def photo_set() -> list[dict]:
     grace = load_photo(ROOT / "assets/photos/grace_hopper.jpg")
     astronaut = load_photo(ROOT / "assets/photos/astronaut.png")
     turned = Renderer(build_rig(grace)).render(np.zeros(52), np.array([0, np.radians(20), 0, 0, 0, 0]))
-    painted = cv2.stylization(astronaut[..., ::-1], sigma_s=60, sigma_r=0.45)[..., ::-1].copy()
     return [
         {"name": "frontal", "photo": grace, "aspect": "1:1"},
         {"name": "three_quarter", "photo": turned, "aspect": "1:1"},
         {"name": "half_body", "photo": astronaut, "aspect": "9:16"},
-        {"name": "illustration", "photo": painted, "aspect": "4:5"},
+        {"name": "illustration", "photo": stylize(astronaut), "aspect": "4:5"},
         {"name": "cat_keypoints", "photo": load_photo(ROOT / "assets/photos/cat.png"), "aspect": "1:1",
-         "keypoints": np.array(CAT_KEYPOINTS, float)},
+         "keypoints": parse_keypoints(ROOT / "assets/photos/cat.keypoints.json")},
     ]
 
 

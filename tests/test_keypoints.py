@@ -22,7 +22,7 @@ from services.render.template_face import template_mesh
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "assets" / "photos"
 # Chelsea the cat (assets/photos/cat.png): eyes, nose tip, mouth corners, marked by hand.
-CAT_KEYPOINTS = np.array([[170, 112], [317, 137], [262, 240], [238, 272], [292, 276]], float)
+CAT_KEYPOINTS = parse_keypoints(PHOTOS / "cat.keypoints.json")
 
 
 def weights(**values: float) -> np.ndarray:
