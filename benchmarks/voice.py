@@ -142,25 +142,10 @@ def clone_bench(cloner: VoiceCloner, recognise: Recogniser, data: Path, method: 
         t0 = time.perf_counter()
         profile = cloner.build_profile(encode_wav(sample, rate))
         build_s = time.perf_counter() - t0
-        sims, hyps, seconds, audio_s = [], [], 0.0, 0.0
-        for i, script in enumerate(SCRIPTS):
-            t0 = time.perf_counter()
-            cloned = cloner.speak(script, profile, seed=i)  # TTS + cloning, as a job runs it
-            seconds += time.perf_counter() - t0
-            audio_s += cloned.duration
-            sims.append(cosine(embed(client, cloned.audio, cloned.sample_rate), e_held))
-            hyps.append(recognise(cloned.audio, cloned.sample_rate))
+        sims, hyps, rtf = speak_scripts(cloner, recognise, profile, e_held)
         rows += _style_only(cloner, recognise, spk, profile, e_held, method, build_s, plain)
-        row = {"speaker": spk["name"], "kind": spk["kind"], "method": method,
-               "sample_s": round(len(sample) / rate, 1),
-               "ceiling": cosine(embed(client, sample, rate), e_held),
-               "vocoder_ceiling": vocoder_ceiling(client, sample, rate, e_held),
-               "tts": float(np.mean([cosine(e, e_held) for e in plain["piper_emb"]])),
-               "tts_kokoro": float(np.mean([cosine(e, e_held) for e in plain["kokoro_emb"]])),
-               "cloned": float(np.mean(sims)),
-               "wer_tts": wer(SCRIPTS, plain["piper_hyp"]), "wer_tts_kokoro": wer(SCRIPTS, plain["kokoro_hyp"]),
-               "wer_cloned": wer(SCRIPTS, hyps),
-               "rtf_clone": seconds / audio_s, "profile_build_s": build_s,
+        row = {**references(client, spk, e_held, plain), "method": method, "cloned": float(np.mean(sims)),
+               "wer_cloned": wer(SCRIPTS, hyps), "rtf_clone": rtf, "profile_build_s": build_s,
                "warp": profile.conversion.warp, "strength": profile.conversion.correction_strength,
                "world_on_top": bool(profile.convert), "calibration_similarity": profile.calibration_similarity}
         rows.append(row)
@@ -170,6 +155,37 @@ def clone_bench(cloner: VoiceCloner, recognise: Recogniser, data: Path, method: 
               f"WER tts {row['wer_tts']:.3f} cloned {row['wer_cloned']:.3f}  RTF {row['rtf_clone']:.3f}  "
               f"profile {build_s:.1f}s  world-on-top {row['world_on_top']}", flush=True)
     return rows
+
+
+def speak_scripts(cloner: VoiceCloner, recognise: Recogniser, profile, e_held: np.ndarray
+                  ) -> tuple[list[float], list[str], float]:
+    """The scripts in the profile's voice (TTS + cloning, as a job runs it): similarity of each to the
+    held-out speech, what pocketsphinx hears, and the RTF."""
+    sims, hyps, seconds, audio_s = [], [], 0.0, 0.0
+    for i, script in enumerate(SCRIPTS):
+        t0 = time.perf_counter()
+        spoken = cloner.speak(script, profile, seed=i)
+        seconds += time.perf_counter() - t0
+        audio_s += spoken.duration
+        sims.append(cosine(embed(cloner.client, spoken.audio, spoken.sample_rate), e_held))
+        hyps.append(recognise(spoken.audio, spoken.sample_rate))
+    return sims, hyps, seconds / audio_s
+
+
+def references(client, spk: dict, e_held: np.ndarray, plain: dict) -> dict:
+    """A speaker's reference numbers (the same for every method; computed once per speaker): the
+    same-speaker ceiling, the WORLD-resynthesis ceiling, the untouched voices and their WER."""
+    cache = plain.setdefault("references", {})
+    if spk["name"] not in cache:
+        sample, rate = spk["sample"]
+        cache[spk["name"]] = {
+            "speaker": spk["name"], "kind": spk["kind"], "sample_s": round(len(sample) / rate, 1),
+            "ceiling": cosine(embed(client, sample, rate), e_held),
+            "vocoder_ceiling": vocoder_ceiling(client, sample, rate, e_held),
+            "tts": float(np.mean([cosine(e, e_held) for e in plain["piper_emb"]])),
+            "tts_kokoro": float(np.mean([cosine(e, e_held) for e in plain["kokoro_emb"]])),
+            "wer_tts": wer(SCRIPTS, plain["piper_hyp"]), "wer_tts_kokoro": wer(SCRIPTS, plain["kokoro_hyp"])}
+    return cache[spk["name"]]
 
 
 def vocoder_ceiling(client, sample: np.ndarray, rate: int, e_held: np.ndarray) -> float:
@@ -192,25 +208,11 @@ def _style_only(cloner: VoiceCloner, recognise: Recogniser, spk: dict, profile, 
     if profile.style is None or not profile.convert:
         return []
     bare = replace(profile, convert=False)
-    sims, hyps, seconds, audio_s = [], [], 0.0, 0.0
-    for i, script in enumerate(SCRIPTS):
-        t0 = time.perf_counter()
-        spoken = cloner.speak(script, bare, seed=i)
-        seconds += time.perf_counter() - t0
-        audio_s += spoken.duration
-        sims.append(cosine(embed(cloner.client, spoken.audio, spoken.sample_rate), e_held))
-        hyps.append(recognise(spoken.audio, spoken.sample_rate))
-    sample, rate = spk["sample"]
-    row = {"speaker": spk["name"], "kind": spk["kind"], "method": f"{method}-style-only",
-           "sample_s": round(len(sample) / rate, 1),
-           "ceiling": cosine(embed(cloner.client, sample, rate), e_held),
-           "vocoder_ceiling": vocoder_ceiling(cloner.client, sample, rate, e_held),
-           "tts": float(np.mean([cosine(e, e_held) for e in plain["piper_emb"]])),
-           "tts_kokoro": float(np.mean([cosine(e, e_held) for e in plain["kokoro_emb"]])),
-           "cloned": float(np.mean(sims)), "wer_tts": wer(SCRIPTS, plain["piper_hyp"]),
-           "wer_tts_kokoro": wer(SCRIPTS, plain["kokoro_hyp"]), "wer_cloned": wer(SCRIPTS, hyps),
-           "rtf_clone": seconds / audio_s, "profile_build_s": build_s, "warp": 1.0, "strength": 0.0,
-           "world_on_top": False, "calibration_similarity": profile.calibration_similarity}
+    sims, hyps, rtf = speak_scripts(cloner, recognise, bare, e_held)
+    row = {**references(cloner.client, spk, e_held, plain), "method": f"{method}-style-only",
+           "cloned": float(np.mean(sims)), "wer_cloned": wer(SCRIPTS, hyps), "rtf_clone": rtf,
+           "profile_build_s": build_s, "warp": 1.0, "strength": 0.0, "world_on_top": False,
+           "calibration_similarity": profile.calibration_similarity}
     print(f"{row['method']:<6} {row['speaker']:<18} {row['kind']:<5} cloned {row['cloned']:.3f}  "
           f"WER cloned {row['wer_cloned']:.3f}  RTF {row['rtf_clone']:.3f}", flush=True)
     return [row]
