@@ -24,7 +24,8 @@ class SpeakerEncoder:
         self._encoder = None
         self._lock = threading.Lock()
 
-    def _load(self):
+    def load(self):
+        """The resemblyzer VoiceEncoder, loaded once (the timbre fit runs gradients through it too)."""
         with self._lock:
             if self._encoder is None:
                 with warnings.catch_warnings():  # webrtcvad imports pkg_resources
@@ -39,7 +40,7 @@ class SpeakerEncoder:
         audio = np.asarray(audio, np.float32).reshape(-1)
         if audio.size < 0.5 * sample_rate:
             raise InputError("audio", "at least 0.5 s of audio is needed for a speaker embedding")
-        encoder = self._load()
+        encoder = self.load()
         wav = preprocess_wav(audio, source_sr=int(sample_rate))
         if wav.size < 0.5 * 16000:  # the VAD removed almost everything: embed the raw audio
             wav = _resample16k(audio, sample_rate)

@@ -65,7 +65,7 @@ class TimbreMatcher:
         from resemblyzer import preprocess_wav
 
         freqs, basis, mel_filters = self._setup()
-        model = self.encoder._load()
+        model = self.encoder.load()
         for parameter in model.parameters():  # frozen: only the EQ curve is fitted
             parameter.requires_grad_(False)
         wav = preprocess_wav(np.asarray(audio, np.float32), source_sr=int(sample_rate))
