@@ -188,6 +188,21 @@ def test_profile_is_built_once_and_reused(tmp_path: Path, profile: SpeakerProfil
     reloaded = ProfileCache(tmp_path).get_or_build(sample, build)
     assert len(calls) == 1 and len(list(tmp_path.glob("*.profile"))) == 1
     assert np.allclose(reloaded.conversion.as_vector(), profile.conversion.as_vector(), atol=1e-4)
+    # One name for the disk cache and the object store, carrying how profiles are built: a profile an
+    # older method built is not reused.
+    import hashlib
+
+    from services.tts.cloning.profile import BUILD_REVISION
+
+    sha = hashlib.sha256(sample).hexdigest()
+    assert [p.name for p in tmp_path.glob("*.profile")] == [f"{sha}.r{BUILD_REVISION}.profile"]
+    assert profile_key(sha) == f"voices/{sha}.r{BUILD_REVISION}.profile"
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / f"{sha}.r{BUILD_REVISION - 1}.profile").write_bytes(profile.to_bytes())
+    ProfileCache._memory.clear()
+    ProfileCache(older).get_or_build(sample, build)
+    assert len(calls) == 2
 
 
 def test_tts_service_builds_stores_and_uses_a_profile(cloner: VoiceCloner, sample: bytes, profile: SpeakerProfile,

@@ -118,7 +118,7 @@ class JobRunner:
                                "application/json")
 
     def _voice_profile(self, sample_key: str, deadline: Deadline) -> common_pb2.ObjectRef:
-        """The sample's speaker profile (voices/<sample sha256>.profile), built by the TTS service the
+        """The sample's speaker profile (store.profile_key), built by the TTS service the
         first time a sample is used and reused by every later job."""
         import hashlib
 

@@ -1,6 +1,6 @@
 """A speaker profile: what one voice sample teaches about a voice, computed once and stored.
 
-Serialised as versioned JSON (a few kB), so it can be an S3 object (voices/<sample sha256>.profile),
+Serialised as versioned JSON (a few kB), so it can be an S3 object (store.profile_key),
 a cache file, or `profile_data` on the wire. Parsing never trusts the bytes: anything malformed is
 an InputError naming the field it came from.
 """
@@ -16,6 +16,9 @@ from services.tts.cloning.world import GRID_HZ, Conversion
 
 FORMAT = "likeness.speaker_profile"
 VERSION = 2  # 2: optional Kokoro style (+ whether WORLD conversion runs on top); 1 still reads
+# How profiles are built (not their format): stored profiles are named with it, so a better method
+# rebuilds them instead of reusing old ones. 3: WORLD correction + the EQ fitted through the encoder.
+BUILD_REVISION = 3
 STYLE_DIM = 256
 
 

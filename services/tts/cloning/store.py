@@ -1,8 +1,10 @@
 """Speaker profiles are computed once per voice sample and reused: keyed by the sample's sha256.
 
-`profile_key(sha)` is the object-storage key (voices/<sha256>.profile) the gateway uses;
-`ProfileCache` is the embedded pipeline's equivalent: memory plus a directory
-(LIKENESS_VOICE_CACHE_DIR, default ~/.cache/likeness/voices; empty disables the disk cache).
+`profile_key(sha)` is the object-storage key (voices/<sha256>.r<build revision>.profile) the gateway
+uses; `ProfileCache` is the embedded pipeline's equivalent: memory plus a directory
+(LIKENESS_VOICE_CACHE_DIR, default ~/.cache/likeness/voices; empty disables the disk cache) holding
+files of the same name. The build revision in the name (profile.BUILD_REVISION) makes a better
+cloning method rebuild profiles instead of reusing ones an older method built.
 """
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ from typing import Callable
 
 from services.common import config
 from services.common.errors import InputError
-from services.tts.cloning.profile import VERSION, SpeakerProfile
+from services.tts.cloning.profile import BUILD_REVISION, SpeakerProfile
 
 
 def profile_key(sample_sha256: str) -> str:
-    return f"voices/{sample_sha256}.profile"
+    return f"voices/{sample_sha256}.r{BUILD_REVISION}.profile"
 
 
 class ProfileCache:
@@ -37,8 +39,7 @@ class ProfileCache:
         with self._lock:
             if sha in self._memory:
                 return self._memory[sha]
-        # the format version in the name: a newer method rebuilds instead of reusing an old profile
-        path = self.directory / f"{sha}.v{VERSION}.profile" if self.directory else None
+        path = self.directory / Path(profile_key(sha)).name if self.directory else None
         profile = None
         if path is not None and path.is_file():
             try:
