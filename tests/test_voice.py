@@ -272,7 +272,10 @@ def test_cloning_models_run_in_triton(triton_server_factory, profile: SpeakerPro
              for client in (triton, cloner.client)]
     assert gains[0].shape == (len(GRID_HZ),) and np.abs(gains[0]).max() > 0
     assert np.allclose(gains[0], gains[1], atol=1e-3)
-    for field, bad in (("target", {"target": np.zeros(256, np.float32)}), ("steps", {"steps": np.array([0], np.int32)})):
+    for field, bad in (("target", {"target": np.zeros(256, np.float32)}), ("steps", {"steps": np.array([0], np.int32)}),
+                       ("audio", {"sample_rate": np.array([4000], np.int32)}),  # below 8 kHz
+                       ("audio", {"audio": np.full(1000, np.nan, np.float32)}),
+                       ("audio", {"audio": speech.audio[:speech.sample_rate // 5]})):  # 0.2 s: too little speech
         inputs = {"audio": speech.audio, "sample_rate": np.array([speech.sample_rate], np.int32),
                   "target": profile.embedding, "steps": np.array([5], np.int32), **bad}
         with pytest.raises(InputError) as info:
