@@ -205,6 +205,39 @@ def test_profile_is_built_once_and_reused(tmp_path: Path, profile: SpeakerProfil
     assert len(calls) == 2
 
 
+def test_a_profile_another_cloning_method_built_is_rebuilt(tmp_path: Path, profile: SpeakerProfile) -> None:
+    """Switching LIKENESS_CLONE_METHOD rebuilds cached profiles (memory and disk) instead of reusing them."""
+    from dataclasses import replace
+
+    from services.common import config
+
+    built_by: list[str] = []
+
+    def build(data: bytes) -> SpeakerProfile:
+        from services.tts.cloning.cloner import configured_method
+
+        built_by.append(configured_method())
+        return replace(profile, method=configured_method())
+
+    sample = b"a sample whose profile outlives a method change"
+    cache = ProfileCache(tmp_path)
+    with config.override("LIKENESS_CLONE_METHOD", "world"):
+        assert cache.get_or_build(sample, build).method == "world"
+        assert cache.get_or_build(sample, build).method == "world"
+    with config.override("LIKENESS_CLONE_METHOD", "auto"):
+        assert cache.get_or_build(sample, build).method == "auto"  # not the world profile from memory
+        ProfileCache._memory.clear()
+        assert ProfileCache(tmp_path).get_or_build(sample, build).method == "auto"  # the disk copy is current
+    with config.override("LIKENESS_CLONE_METHOD", "world"):
+        ProfileCache._memory.clear()
+        assert ProfileCache(tmp_path).get_or_build(sample, build).method == "world"  # the disk copy is not
+    assert built_by == ["world", "auto", "world"]
+    # the method travels with the profile; an unknown one is refused like any malformed profile
+    assert SpeakerProfile.from_bytes(replace(profile, method="kokoro").to_bytes()).method == "kokoro"
+    with pytest.raises(InputError, match="unknown cloning method"):
+        SpeakerProfile.from_bytes(profile.to_bytes().replace(b'"method":"world"', b'"method":"magic"'))
+
+
 def test_tts_service_builds_stores_and_uses_a_profile(cloner: VoiceCloner, sample: bytes, profile: SpeakerProfile,
                                                      storage) -> None:
     from services.common import wire
@@ -217,8 +250,21 @@ def test_tts_service_builds_stores_and_uses_a_profile(cloner: VoiceCloner, sampl
     built = servicer.BuildSpeakerProfile(tts_pb2.BuildSpeakerProfileRequest(
         sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/sample")),
         output=common_pb2.ObjectRef(key=key)), None)
-    assert storage.exists(key) and built.profile.key == key and len(built.embedding) == 256
+    assert storage.exists(key) and built.profile.key == key and len(built.embedding) == 256 and not built.reused
     assert cosine(np.asarray(built.embedding), profile.embedding) > 0.99  # same sample, same speaker embedding
+    # Asked again (every cloned-voice job asks): the stored profile is current, nothing is rebuilt ...
+    again = servicer.BuildSpeakerProfile(tts_pb2.BuildSpeakerProfileRequest(
+        sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/sample")),
+        output=common_pb2.ObjectRef(key=key)), None)
+    assert again.reused and again.profile_data == built.profile_data and again.profile.key == key
+    # ... unless another cloning method built it: then it is rebuilt and overwritten
+    from dataclasses import replace
+
+    storage.put_bytes(key, replace(SpeakerProfile.from_bytes(built.profile_data), method="kokoro").to_bytes())
+    rebuilt = servicer.BuildSpeakerProfile(tts_pb2.BuildSpeakerProfileRequest(
+        sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/sample")),
+        output=common_pb2.ObjectRef(key=key)), None)
+    assert not rebuilt.reused and SpeakerProfile.from_bytes(storage.get_bytes(key)).method == "world"
 
     plain = servicer.Synthesize(tts_pb2.SynthesizeRequest(text=SCRIPT, seed=1), None)
     request = tts_pb2.SynthesizeRequest(text=SCRIPT, seed=1)

@@ -119,7 +119,7 @@ class JobRunner:
 
     def _voice_profile(self, sample_key: str, deadline: Deadline) -> common_pb2.ObjectRef:
         """The sample's speaker profile (store.profile_key), built by the TTS service the
-        first time a sample is used and reused by every later job."""
+        first time a sample is used (again after its cloning method changed) and reused by later jobs."""
         import hashlib
 
         from services.tts.cloning.store import profile_key
@@ -127,11 +127,12 @@ class JobRunner:
         name = sample_key.rsplit("/", 1)[-1]
         sha = name if sample_key.startswith("assets/") else hashlib.sha256(self.storage.get_bytes(sample_key)).hexdigest()
         key = profile_key(sha)
-        if not self.storage.exists(key):
-            call = tts_pb2.BuildSpeakerProfileRequest(sample=common_pb2.AudioSource(object=self._ref(sample_key)),
-                                                      output=self._ref(key))
-            with span("build speaker profile"):
-                with_retries(lambda t: self.tts.BuildSpeakerProfile(call, timeout=t), deadline)
+        # Always asked: the TTS service reuses the stored profile when its cloning method built it
+        # (the gateway cannot know that method) and rebuilds it otherwise.
+        call = tts_pb2.BuildSpeakerProfileRequest(sample=common_pb2.AudioSource(object=self._ref(sample_key)),
+                                                  output=self._ref(key))
+        with span("speaker profile"):
+            with_retries(lambda t: self.tts.BuildSpeakerProfile(call, timeout=t), deadline)
         return self._ref(key)
 
     def _expression(self, job: Job, keys: dict[str, str], deadline: Deadline) -> None:

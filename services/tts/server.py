@@ -114,18 +114,34 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
                                      warnings=prepared.warnings)
 
     def BuildSpeakerProfile(self, request: tts_pb2.BuildSpeakerProfileRequest, context):
+        """With `output` set and a current profile already there (same build method), that one is
+        returned without rebuilding (`reused`): the object store is the profile cache."""
         if not request.HasField("sample"):
             raise InputError("sample", "is required")
-        profile = self.cloner.build_profile(self._raw_audio(request.sample, "sample"), field="sample")
+        output = request.output.key if request.HasField("output") else ""
+        profile = self._stored_current_profile(output) if output else None
+        reused = profile is not None
+        if profile is None:
+            profile = self.cloner.build_profile(self._raw_audio(request.sample, "sample"), field="sample")
         data = profile.to_bytes()
         response = tts_pb2.BuildSpeakerProfileResponse(
             profile_data=data, embedding=profile.embedding.tolist(), voiced_seconds=profile.voiced_seconds,
-            warnings=profile.warnings)
-        if request.HasField("output") and request.output.key:
-            info = self.storage.put_bytes(request.output.key, data, "application/json")
+            warnings=profile.warnings, reused=reused)
+        if output:
+            info = self.storage.stat(output) if reused else self.storage.put_bytes(output, data, "application/json")
             response.profile.CopyFrom(common_pb2.ObjectRef(bucket=info.bucket, key=info.key,
                                                            size_bytes=info.size, content_type=info.content_type))
         return response
+
+    def _stored_current_profile(self, key: str) -> SpeakerProfile | None:
+        """The profile stored at `key` if it is there, readable and built by this service's method."""
+        from services.tts.cloning.store import is_current
+
+        try:
+            profile = SpeakerProfile.from_bytes(self.storage.get_bytes(key), "output")
+        except (ObjectNotFoundError, InputError):  # none yet, or unreadable: build (and overwrite) it
+            return None
+        return profile if is_current(profile) else None
 
 
 def main() -> None:

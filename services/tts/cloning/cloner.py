@@ -35,7 +35,7 @@ from services.common.inference import InferenceClient
 from services.common.speech import Speech
 from services.tts.cloning import encoder, world
 from services.tts.cloning.converter import convert_with
-from services.tts.cloning.profile import SpeakerProfile
+from services.tts.cloning.profile import METHODS, SpeakerProfile
 from services.tts.cloning.timbre import match_timbre
 from services.tts.phonemize import DEFAULT_LANGUAGE
 from services.tts.recording import VOICE_SAMPLE, prepare_recording
@@ -55,9 +55,10 @@ JUDGE_TEXT = "Four hours of steady work faced us. The wide road shimmered in the
 TIMBRE_DIMS = 128
 
 
-def _method() -> str:
+def configured_method() -> str:
+    """LIKENESS_CLONE_METHOD: how profiles are built now (caches compare it with SpeakerProfile.method)."""
     method = config.get_str("LIKENESS_CLONE_METHOD").strip().lower()
-    return method if method in ("auto", "kokoro", "world") else "world"  # unknown: the default, as documented
+    return method if method in METHODS else "world"  # unknown: the default, as documented
 
 
 def _min_clarity() -> float:
@@ -128,14 +129,16 @@ class VoiceCloner:
                             "clones the voice better")
         common = dict(embedding=sample_embedding, voiced_seconds=target.voiced_seconds, sample_sha256=sha,
                       warnings=warnings)
-        method = _method()
+        method = configured_method()
         if method == "auto":
             candidates = [self._world_profile(target, sample_embedding, common),
                           self._kokoro_profile(target, sample_embedding, sha, common)]
-            return max(candidates, key=lambda profile: self._judge(profile, sample_embedding))
-        if method == "kokoro":
-            return self._kokoro_profile(target, sample_embedding, sha, common)
-        return self._world_profile(target, sample_embedding, common)
+            chosen = max(candidates, key=lambda profile: self._judge(profile, sample_embedding))
+        elif method == "kokoro":
+            chosen = self._kokoro_profile(target, sample_embedding, sha, common)
+        else:
+            chosen = self._world_profile(target, sample_embedding, common)
+        return replace(chosen, method=method)
 
     def _world_profile(self, target: world.VoiceStats, sample_embedding: np.ndarray,
                        common: dict) -> SpeakerProfile:

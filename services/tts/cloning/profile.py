@@ -20,6 +20,7 @@ VERSION = 2  # 2: optional Kokoro style (+ whether WORLD conversion runs on top)
 # rebuilds them instead of reusing old ones. 3: WORLD correction + the EQ fitted through the encoder.
 BUILD_REVISION = 3
 STYLE_DIM = 256
+METHODS = ("world", "kokoro", "auto")  # LIKENESS_CLONE_METHOD values a profile can be built by
 
 
 @dataclass
@@ -33,6 +34,9 @@ class SpeakerProfile:
     # Kokoro style found for this speaker (256-d); None: the Piper voice + WORLD conversion (version 1)
     style: np.ndarray | None = None
     convert: bool = True  # run the WORLD conversion (on top of the Kokoro voice when `style` is set)
+    # The LIKENESS_CLONE_METHOD that built it: a cache holding a profile another method built rebuilds it
+    # (profiles written before this field were all built by "world", the default).
+    method: str = "world"
 
     def to_bytes(self) -> bytes:
         c = self.conversion
@@ -45,7 +49,7 @@ class SpeakerProfile:
                                "correction_strength": c.correction_strength,
                                "grid_hz": [float(GRID_HZ[0]), float(GRID_HZ[-1]), len(GRID_HZ)],
                                "correction": np.round(c.correction, 5).tolist()},
-                "warnings": self.warnings}
+                "warnings": self.warnings, "method": self.method}
         if self.style is not None:
             body["kokoro_style"] = [round(float(x), 6) for x in self.style]
             body["convert"] = bool(self.convert)
@@ -71,6 +75,9 @@ class SpeakerProfile:
                                     float(c["f0_strength"]), float(c["correction_strength"]))
             if not 0.5 < conversion.warp < 2.0 or len(conversion.logf0_target) != 2:
                 raise ValueError("bad conversion parameters")
+            method = body.get("method", "world")
+            if method not in METHODS:
+                raise ValueError(f"unknown cloning method {method!r}")
             style = None
             if body.get("kokoro_style") is not None:
                 style = np.asarray(body["kokoro_style"], np.float32)
@@ -80,6 +87,6 @@ class SpeakerProfile:
                        sample_sha256=str(body.get("sample_sha256", "")),
                        calibration_similarity=float(body.get("calibration_similarity", 0.0)),
                        warnings=[str(w) for w in body.get("warnings", [])], style=style,
-                       convert=bool(body.get("convert", True)))
+                       convert=bool(body.get("convert", True)), method=method)
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise InputError(field_name, f"is not a valid speaker profile ({exc})") from None

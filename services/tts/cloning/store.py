@@ -4,7 +4,9 @@
 uses; `ProfileCache` is the embedded pipeline's equivalent: memory plus a directory
 (LIKENESS_VOICE_CACHE_DIR, default ~/.cache/likeness/voices; empty disables the disk cache) holding
 files of the same name. The build revision in the name (profile.BUILD_REVISION) makes a better
-cloning method rebuild profiles instead of reusing ones an older method built.
+cloning method rebuild profiles instead of reusing ones an older method built; a profile another
+LIKENESS_CLONE_METHOD built (SpeakerProfile.method) is rebuilt too (`is_current`). The object store's
+copy is checked the same way by the TTS service (BuildSpeakerProfile reuses only a current one).
 """
 from __future__ import annotations
 
@@ -15,11 +17,17 @@ from typing import Callable
 
 from services.common import config
 from services.common.errors import InputError
+from services.tts.cloning.cloner import configured_method
 from services.tts.cloning.profile import BUILD_REVISION, SpeakerProfile
 
 
 def profile_key(sample_sha256: str) -> str:
     return f"voices/{sample_sha256}.r{BUILD_REVISION}.profile"
+
+
+def is_current(profile: SpeakerProfile) -> bool:
+    """Built the way profiles are built now (the revision is in the name; the method is inside)."""
+    return profile.method == configured_method()
 
 
 class ProfileCache:
@@ -37,7 +45,7 @@ class ProfileCache:
     def get_or_build(self, sample: bytes, build: Callable[[bytes], SpeakerProfile]) -> SpeakerProfile:
         sha = hashlib.sha256(sample).hexdigest()
         with self._lock:
-            if sha in self._memory:
+            if sha in self._memory and is_current(self._memory[sha]):
                 return self._memory[sha]
         path = self.directory / Path(profile_key(sha)).name if self.directory else None
         profile = None
@@ -45,6 +53,8 @@ class ProfileCache:
             try:
                 profile = SpeakerProfile.from_bytes(path.read_bytes(), "voice_sample")
             except InputError:  # an old or damaged cache entry: rebuild it
+                profile = None
+            if profile is not None and not is_current(profile):
                 profile = None
         if profile is None:
             profile = build(sample)
