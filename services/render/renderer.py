@@ -24,6 +24,9 @@ RING_FOLLOWS_OVAL = 0.85
 
 
 _CLOSE, _JAW = INDEX["mouthClose"], INDEX["jawOpen"]
+# Channels that move the lids. On keypoint faces the warp leaves the lids where they are (it would drag
+# the fur above the eye down into streaks): the lid is painted over the eye instead (_Eyelids.curtain).
+_LID_CHANNELS = np.array([i for n, i in INDEX.items() if n.startswith(("eyeBlink", "eyeSquint", "eyeWide"))])
 
 
 class Renderer:
@@ -119,11 +122,16 @@ class Renderer:
             return out
         pts = self.deform(weights)
         posed = self._pose(pts, head_pose)
+        warped = posed
+        if self.lids.curtain and weights[_LID_CHANNELS].any():
+            still_lids = weights.copy()
+            still_lids[_LID_CHANNELS] = 0.0
+            warped = self._pose(self.deform(still_lids), head_pose)
         # The head ring follows the face oval's own deformation (a dropped jaw moves the neck line).
         oval_delta = pts[list(FACE_OVAL)] - self.rest[list(FACE_OVAL)]
         ring_rest = self.rings.head + RING_FOLLOWS_OVAL * oval_delta
         rings = self.head.apply(ring_rest, head_pose, self.rings.head_follow)
-        dst = np.concatenate([posed[:NUM_MESH], rings, self.rings.anchor])
+        dst = np.concatenate([warped[:NUM_MESH], rings, self.rings.anchor])
 
         overrides_idx, overrides_aff = [], []
         for name in ("right", "left"):
@@ -154,6 +162,30 @@ class Renderer:
             yield self.render(track.weights[i], track.head_pose[i])
 
 
+def _curtain_lines(image: np.ndarray, rest: np.ndarray, eye: EyeTopology) -> tuple[np.ndarray, np.ndarray]:
+    """(upper, lower) [n, 2] outlines of a keypoint face's eye, left to right, sampled at the same
+    x: the eye measured around its pupil (keypoints.measure_eye), else the mesh's own opening."""
+    from services.render.keypoints import measure_eye
+
+    ends = [eye.corners[0], eye.corners[1]]
+    upper, lower = rest[[ends[0], *eye.upper[0], ends[1]], :2], rest[[ends[0], *eye.lower[0], ends[1]], :2]
+    iod = float(np.linalg.norm(rest[473, :2] - rest[468, :2]))
+    found = measure_eye(image, rest[eye.iris[0], :2], iod)
+    if found is not None:
+        outline = found.boundary(256)
+        first, last = int(np.argmin(outline[:, 0])), int(np.argmax(outline[:, 0]))
+        arcs = (np.roll(outline, -first, axis=0)[:(last - first) % 256 + 1],
+                np.roll(outline, -last, axis=0)[:(first - last) % 256 + 1])
+        upper, lower = sorted(arcs, key=lambda arc: float(arc[:, 1].mean()))
+    xs = np.linspace(max(upper[:, 0].min(), lower[:, 0].min()), min(upper[:, 0].max(), lower[:, 0].max()), 33)
+
+    def at(arc: np.ndarray) -> np.ndarray:
+        order = np.argsort(arc[:, 0])
+        return np.column_stack([xs, np.interp(xs, arc[order, 0], arc[order, 1])])
+
+    return at(upper), at(lower)
+
+
 def _eye_reference(lm: np.ndarray, eye: EyeTopology) -> np.ndarray:
     """Three 3D points fixed to the eyeball: the two corners and a point above the eye centre."""
     outer, inner = lm[eye.corners[0]], lm[eye.corners[1]]
@@ -172,8 +204,9 @@ def _affine_from(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-# Keypoint faces: the lid's slide tapers to 0 over this many eye widths beyond each corner.
-CURTAIN_SIDE = 0.25
+# Keypoint faces' painted lid: how much it darkens toward its edge, and the edge line's darkening.
+CURTAIN_SHADE = 0.18
+CURTAIN_MARGIN_DARK = 0.35
 
 
 class _Eyelids:
@@ -184,8 +217,8 @@ class _Eyelids:
     fading out toward the new margin so the lashes stay at the edge.
 
     `curtain` (faces placed from keypoints: pets, cartoons): the eye is large and round and the lid
-    is fur or flat paint; the lid is then the texture just above the eye slid down over it, its
-    edge the rest margin's own line.
+    is fur or flat paint; the warp leaves the eye alone and the lid is the texture just above the eye
+    mirrored down over it (`_curtain`).
     """
 
     def __init__(self, rig: FaceRig, rest: np.ndarray, curtain: bool = False) -> None:
@@ -208,18 +241,25 @@ class _Eyelids:
             skin = np.median(pix[lum >= np.percentile(lum, 60)], axis=0)
             lash = np.median(pix[lum <= np.percentile(lum, 10)], axis=0) * 0.85
             self.eyes.append((eye, margin, max(rest_gap, 1.0), skin, lash))
+        # Keypoint faces: the lid closes the eye measured in the photo (the mesh's opening is made
+        # larger than the eye, to hold it), in rest coordinates; `rings` carry them with the head.
+        self.curtain_lines = {eye.iris[0]: _curtain_lines(rig.image, rest, eye) for eye, *_ in self.eyes} if curtain else {}
+        self.rings = {eye.iris[0]: [eye.corners[0], *eye.upper[0], eye.corners[1], *eye.lower[0]]
+                      for eye, *_ in self.eyes}
+        self.rest = rest[:, :2]
 
     def render(self, frame: np.ndarray, posed: np.ndarray, rest_posed: np.ndarray) -> None:
         """posed / rest_posed: [478, 2] current and rest (head pose only) landmark positions."""
         for eye, margin, rest_gap, skin, lash in self.eyes:
             gap = float(np.mean(posed[list(eye.lower[0][2:5]), 1] - posed[list(eye.upper[0][2:5]), 1]))
             closed = float(np.clip(1.0 - gap / rest_gap, 0.0, 1.0))
+            if self.curtain:
+                if closed > 0.0:
+                    self._curtain_eye(frame, eye, rest_posed, closed)
+                continue
             if closed < 0.15:
                 continue
             now, was = posed[margin], rest_posed[margin]
-            if self.curtain:
-                self._curtain(frame, _smoothed_seam(now), was, closed)
-                continue
             x0 = max(int(np.floor(min(now[:, 0].min(), was[:, 0].min()))) - 2, 0)
             x1 = min(int(np.ceil(max(now[:, 0].max(), was[:, 0].max()))) + 3, frame.shape[1])
             pad = int(rest_gap) + 3  # context for the skin fill
@@ -257,60 +297,52 @@ class _Eyelids:
             frame[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
 
 
+    def _curtain_eye(self, frame: np.ndarray, eye: EyeTopology, rest_posed: np.ndarray, closed: float) -> None:
+        """The measured eye, carried by the head pose (the affine that best maps the eye's rest rings
+        to where the pose put them), closed by `closed` of its height in every column."""
+        upper, lower = self.curtain_lines[eye.iris[0]]
+        ring = self.rings[eye.iris[0]]
+        src = np.column_stack([self.rest[ring], np.ones(len(ring))])
+        affine, *_ = np.linalg.lstsq(src, rest_posed[ring, :2], rcond=None)
+        top = np.column_stack([upper, np.ones(len(upper))]) @ affine
+        bottom = np.column_stack([lower, np.ones(len(lower))]) @ affine
+        self._curtain(frame, top + closed * (bottom - top), top, closed)
+
     @staticmethod
     def _curtain(frame: np.ndarray, now: np.ndarray, was: np.ndarray, closed: float) -> None:
-        """The fur above the eye slid down over it, as a sheet continuous with the fur around it.
+        """The lid of a keypoint face: the fur (or paint) just above the eye, mirrored down over it.
 
-        now / was: the current and rest upper margins, left to right. Each column slides by S(x), at
-        least what the margin came down inside the opening (the lid's edge shows the fur at the rest
-        margin or above it: the eye is covered), tapering smoothly to 0 over CURTAIN_SIDE x the eye's
-        width beyond its corners: neighbouring columns move by nearly the same amount, so no column
-        of slid fur stands beside unmoved fur (a vertical seam where a light strip meets darker fur).
-        Beyond the corners there is no eye to uncover: the slide fades out below the lid line by
-        squeezing the fur below (a displacement ramp, not a cross-fade of two textures)."""
+        now / was: the current and rest upper margins, left to right. The warp left the eye where it
+        was, so between the rest margin and the current one each column shows the texture above the
+        rest margin reflected about it: continuous with the fur at the margin, and nothing changes
+        beyond the corners (the lid's depth is 0 there), so no seam crosses the fur around the eye.
+        The lid darkens a little toward its edge (it curves over the eyeball) and its edge is a soft
+        dark line (a pet's lid margin; the closed eye's slit)."""
         left, right = float(now[0, 0]), float(now[-1, 0])
-        span = max(right - left, 1.0)
-        margin = CURTAIN_SIDE * span
-        x0 = max(int(np.floor(left - margin)) - 1, 0)
-        x1 = min(int(np.ceil(right + margin)) + 2, frame.shape[1])
+        x0, x1 = max(int(np.floor(left)) - 1, 0), min(int(np.ceil(right)) + 2, frame.shape[1])
         if x1 - x0 < 3:
             return
         xs = np.arange(x0, x1, dtype=np.float32)
         y_now = np.interp(xs, _increasing(now[:, 0]), now[:, 1])
         y_was = np.interp(xs, _increasing(was[:, 0]), was[:, 1])
         opening = (xs > left) & (xs < right)
-        shift = np.where(opening, np.maximum(y_now - y_was, 0.0), 0.0)
-        # S(x) = max over x' of shift(x') k((x - x') / margin), k a cos^2 bump: >= shift, smooth
-        # (slope <= pi/2 max(shift) / margin), 0 from `margin` beyond the corners.
-        u = np.clip((xs[:, None] - xs[None, :]) / margin, -1.0, 1.0)
-        slide = np.max(shift[None, :] * np.cos(0.5 * np.pi * u) ** 2, axis=1)
-        # Rounded off (a kink in the slide bends straight fur streaks into a V), still >= shift.
-        smooth = cv2.GaussianBlur(slide[None, :].astype(np.float64), (0, 0), 0.15 * margin,
-                                  borderType=cv2.BORDER_REPLICATE)[0]
-        slide = np.maximum(smooth, shift)
-        if slide.max() < 0.5:
+        depth = np.where(opening, np.maximum(y_now - y_was, 0.0), 0.0)
+        if depth.max() < 0.5:
             return
-        fade = np.maximum(2.0, 0.35 * slide)  # the slid fur fades in above the lid's top
-        top = y_now - slide  # the row that lands on the lid line
-        below = 3.0 * slide + 2.0  # beyond the corners the slide eases out over this below the line
-        y0 = max(int(np.floor((top - fade).min() - slide.max())) - 2, 0)
-        y1 = min(int(np.ceil((y_now + below).max())) + 2, frame.shape[0])
-        if y1 - y0 < 3:
-            return
+        y0 = max(int(np.floor((y_was - depth).min())) - 2, 0)  # the mirrored texture comes from here
+        y1 = min(int(np.ceil(y_now.max())) + 3, frame.shape[0])
         ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-        # 1 inside the opening away from its corners (the lid edge is a hard line over the eye),
-        # 0 at the corners and beyond (the lid is fur on fur there: no edge).
-        over_eye = smoothstep(0.0, 1.0, np.clip(np.minimum(xs - left, right - xs) / (0.1 * span), 0, 1))
-        ramp = 1.0 - smoothstep(0.0, 1.0, (ys - y_now) / below)  # eased: no crease at either end
-        shift_map = np.where(ys <= y_now, slide, slide * (1.0 - over_eye) * ramp)
         roi = frame[y0:y1, x0:x1].astype(np.float32)
         map_x = np.broadcast_to(xs[None, :] - x0, roi.shape[:2]).astype(np.float32)
-        map_y = (ys - shift_map - y0).astype(np.float32)
+        map_y = (np.where(ys > y_was, 2.0 * y_was - ys, ys) - y0).astype(np.float32)
         lid = cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        edge = np.clip((y_now - ys) / 1.5 + 0.5, 0, 1)  # antialiased lid line over the eye
-        alpha = (np.clip((ys - top + 1.0) / fade, 0, 1) * (1.0 - over_eye * (1.0 - edge))
-                 * smoothstep(0.15, 0.3, closed))
+        along = np.clip((ys - y_was) / np.maximum(depth, 1.0), 0, 1)
+        lid *= (1.0 - CURTAIN_SHADE * along ** 2)[..., None]
+        edge = np.clip((y_now - ys) / 1.2 + 0.5, 0, 1)  # antialiased lid edge
+        alpha = ((ys > y_was) & opening[None, :]) * edge
         roi += (lid - roi) * alpha[..., None]
+        line = np.exp(-((ys - y_now + 0.5) / 1.2) ** 2) * (depth > 0.5)[None, :]
+        roi *= (1.0 - CURTAIN_MARGIN_DARK * line * smoothstep(0.3, 0.8, closed))[..., None]
         frame[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
 
 
