@@ -150,7 +150,7 @@ def test_an_invalid_value_fails_naming_the_variable(name: str, raw: str, monkeyp
 def test_values_are_read_at_call_time_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:
     from services.common.speech import max_script_chars
     from services.render.body import breathing_enabled
-    from services.tts.cloning.cloner import _method, _strengths
+    from services.tts.cloning.cloner import _strengths, configured_method
 
     monkeypatch.delenv("LIKENESS_MAX_SCRIPT_CHARS", raising=False)
     assert max_script_chars() == 5000
@@ -161,9 +161,9 @@ def test_values_are_read_at_call_time_and_typed(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LIKENESS_CLONE_STRENGTHS", "0.25, 2")
     assert _strengths() == (0.25, 2.0)
     monkeypatch.setenv("LIKENESS_CLONE_METHOD", "Kokoro ")
-    assert _method() == "kokoro"
+    assert configured_method() == "kokoro"
     monkeypatch.setenv("LIKENESS_CLONE_METHOD", "no-such-method")
-    assert _method() == "world"  # the documented fallback for unknown methods
+    assert configured_method() == "world"  # the documented fallback for unknown methods
 
 
 def test_a_setting_without_a_default_needs_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
