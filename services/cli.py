@@ -89,7 +89,18 @@ def _read_inputs(args: argparse.Namespace) -> tuple[str | None, bytes | None, by
     return script, voice_sample, driving_audio, photo
 
 
+def _check_captions(args: argparse.Namespace, script: str | None, driving_audio: bytes | None) -> None:
+    from services.common.captions import FORMATS
+    from services.gateway.pipeline import check_output_path
+
+    if args.captions:
+        check_output_path(args.captions, suffixes=tuple(FORMATS), field="captions")
+        if driving_audio is not None and not script:
+            raise InputError("captions", "need the words: give the recording's transcript with --script")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    from services.common import captions
     from services.gateway.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
     from services.render.formats import check_output
 
@@ -101,6 +112,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_output(args.out, alpha=request.frame.alpha)
     if args.export_blendshapes:
         check_output_path(args.export_blendshapes, suffixes=(".json", ".csv"))
+    _check_captions(args, script, driving_audio)
 
     result = EmbeddedPipeline().generate(request, args.out, progress=StageProgress())
     for warning in result.warnings:
@@ -110,6 +122,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         text = result.track.to_csv() if target.suffix.lower() == ".csv" else result.track.to_json()
         target.write_text(text, encoding="utf-8")
         print(f"blendshapes: {target}", file=sys.stderr)
+    if args.captions:
+        target = Path(args.captions)
+        cues = captions.build_cues(result.speech.words, result.speech.text, result.speech.duration)
+        target.write_text(captions.FORMATS[target.suffix.lower()](cues), encoding="utf-8")
+        print(f"captions: {target} ({len(cues)} cues)", file=sys.stderr)
     print(f"{result.path}  ({result.speech.duration:.1f} s, {len(result.track)} frames)")
     return 0
 
@@ -181,6 +198,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from services.common.grpc_errors import field_violations
 
     script, voice_sample, driving_audio, photo = _read_inputs(args)
+    _check_captions(args, script, driving_audio)
     bar = StageProgress()
     with LikenessClient(args.server) as client:
         try:
@@ -204,6 +222,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         client.download(job, args.out)
+    if args.captions:
+        target = Path(args.captions)
+        captions = job.result.captions
+        target.write_text(captions.srt if target.suffix.lower() == ".srt" else captions.webvtt, encoding="utf-8")
+        print(f"captions: {target}", file=sys.stderr)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.out}  (job {job.job_id}, s3://{job.result.video.bucket}/{job.result.video.key})")
@@ -244,6 +267,8 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for voice variation, blinks and head motion")
     parser.add_argument("--emotion", default="neutral", help="neutral, happy, sad, angry or surprised")
     parser.add_argument("--expressiveness", default="medium", help="low, medium or high")
+    parser.add_argument("--captions", metavar="PATH",
+                        help="also write captions of what is said, timed by the spoken words (.vtt or .srt)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_make_demo_renders_the_bundled_video() -> None:
     out = ROOT / "out"
-    for name in ("demo.mp4", "demo_blendshapes.json"):
+    for name in ("demo.mp4", "demo_blendshapes.json", "demo.vtt"):
         (out / name).unlink(missing_ok=True)
     venv = Path(sys.executable).parents[1]
     run = subprocess.run(["make", "demo", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -27,3 +27,12 @@ def test_make_demo_renders_the_bundled_video() -> None:
     track = json.loads((out / "demo_blendshapes.json").read_text())
     assert len(track["blendshape_names"]) == 52
     assert abs(len(track["frames"]) / track["fps"] - seconds) < 0.2 and seconds > 5
+    # Captions of the bundled script: every word of it, in order, within the video's time.
+    vtt = (out / "demo.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n")
+    script = (ROOT / "assets" / "scripts" / "welcome.txt").read_text()
+    cue_lines = [line for line in vtt.splitlines()[1:] if line and "-->" not in line and not line.isdigit()]
+    assert " ".join(cue_lines).split() == script.split()
+    last_end = vtt.rsplit("-->", 1)[1].split()[0]
+    h, m, s = last_end.split(":")
+    assert float(s) + 60 * int(m) + 3600 * int(h) <= seconds + 0.05

@@ -93,6 +93,13 @@ def test_job_through_the_gateway_gives_a_playable_mp4(stack, client, photo_id, t
     assert video.frames.shape[1:] == (512, 512, 3) and video.fps == pytest.approx(25)
     assert abs(video.video_duration - video.audio_duration) <= 1 / 25 + 0.03
     assert np.sqrt(np.mean(video.audio ** 2)) > 0.01
+    # captions of the script, timed by its words, within the video
+    vtt = job.result.captions.webvtt
+    assert vtt.startswith("WEBVTT\n") and job.result.captions.srt.startswith("1\n00:00:")
+    said = [line for line in vtt.splitlines()[1:] if line and "-->" not in line and not line.isdigit()]
+    assert " ".join(said).split() == SCRIPT.split()
+    h, m, s = vtt.rsplit("-->", 1)[1].split()[0].split(":")
+    assert 3600 * int(h) + 60 * int(m) + float(s) <= video.audio_duration + 0.05
     # the same request id is the same job, not a new one
     assert client.submit(photo=photo_id, script=SCRIPT, seed=7, client_request_id="first-video") == job_id
 
@@ -227,6 +234,7 @@ def test_own_recording_with_its_transcript_drives_the_video(stack, client, photo
                                     export_blendshapes=True), timeout_s=300)
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
     assert [w["text"].lower() for w in timeline["words"]][:3] == ["he", "might", "even"]
+    assert job.result.captions.webvtt.split("\n")[4].lower().startswith("he might even")  # from the transcript
     video = decode(client.download(job, tmp_path / "own.mp4"))
     assert abs(video.video_duration - video.audio_duration) <= 1 / 25 + 0.03
 
@@ -238,6 +246,7 @@ def test_recording_alone_drives_the_video_through_the_diffusion_model(stack, cli
     frames = json.loads(stack.storage().get_bytes(job.result.blendshapes.key))["frames"]
     jaw = np.array([f["weights"][17] for f in frames])
     assert jaw.max() > 0.15 and jaw.std() > 0.03  # the mouth moves with the speech
+    assert not job.result.HasField("captions")  # no words to caption without a transcript
 
 
 def test_voice_sample_clones_the_voice_through_the_gateway(stack, client, photo_id):

@@ -85,18 +85,18 @@ class VideoResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4",)) -> Path:
+def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4",), field: str = "out") -> Path:
     """Fail before any work if the result could not be written."""
     out = Path(path)
     if out.suffix.lower() not in suffixes:
-        raise InputError("out", f"{out} must end with {' or '.join(suffixes)}")
+        raise InputError(field, f"{out} must end with {' or '.join(suffixes)}")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise InputError("out", f"directory {parent} does not exist")
+        raise InputError(field, f"directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise InputError("out", f"cannot write to {out}")
+        raise InputError(field, f"cannot write to {out}")
     if out.is_dir():
-        raise InputError("out", f"{out} is a directory")
+        raise InputError(field, f"{out} is a directory")
     return out
 
 

@@ -18,6 +18,7 @@ from services.common import config, wire
 from services.common.grpc_client import Deadline, DeadlineExceeded, open_channel, with_retries
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
                                                    render_pb2_grpc, tts_pb2, tts_pb2_grpc)
+from services.common.speech import Word
 from services.common.storage import Storage
 from services.common.tracing import span
 from services.gateway.jobs import Job, JobContext, JobFailed
@@ -79,6 +80,17 @@ class JobRunner:
         job.result["video_key"] = keys["video"]
         if job.request.get("export_blendshapes"):
             job.result["blendshapes_key"] = keys["blendshapes"]
+        job.result.update(self._captions(keys))
+
+    def _captions(self, keys: dict[str, str]) -> dict[str, str]:
+        """WebVTT and SRT captions from the stored timeline (none without words: a recording
+        driven without a transcript)."""
+        from services.common import captions
+
+        timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
+        cues = captions.build_cues([Word(w.text, w.start, w.end) for w in timeline.words], timeline.text,
+                                   timeline.duration or None)
+        return {"captions_vtt": captions.to_webvtt(cues), "captions_srt": captions.to_srt(cues)} if cues else {}
 
     def _stage(self, stage: str, output_key: str, ctx: JobContext, work) -> None:
         ctx.check_cancelled()

@@ -236,6 +236,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if "blendshapes_key" in job.result:
                 message.result.blendshapes.CopyFrom(common_pb2.ObjectRef(
                     bucket=self.storage.bucket, key=job.result["blendshapes_key"], content_type="application/json"))
+            if "captions_vtt" in job.result:
+                message.result.captions.webvtt = job.result["captions_vtt"]
+                message.result.captions.srt = job.result.get("captions_srt", "")
         return message
 
     @staticmethod
