@@ -104,6 +104,20 @@ def test_job_through_the_gateway_gives_a_playable_mp4(stack, client, photo_id, t
     assert client.submit(photo=photo_id, script=SCRIPT, seed=7, client_request_id="first-video") == job_id
 
 
+def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):
+    """`likeness submit`: the README's platform command, against the running gateway."""
+    import sys
+
+    out, srt = tmp_path / "cli.mp4", tmp_path / "cli.srt"
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--server", stack.gateway_address,
+                           "--photo", str(ROOT / "assets/photos/astronaut.png"), "--script", SCRIPT,
+                           "--size", "256", "--out", str(out), "--captions", str(srt)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert decode(out).frames.shape[1:] == (256, 256, 3)
+    assert srt.read_text().startswith("1\n00:00:00,") and "Maybe Bob will pay me back." in srt.read_text()
+
+
 def test_platform_and_embedded_paths_give_the_same_track(stack, client, photo_id):
     from services.common.inference import InProcessClient
     from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
