@@ -106,7 +106,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
-                           voice_sample=voice_sample, driving_audio=driving_audio,
+                           voice_sample=voice_sample, driving_audio=driving_audio, voice=args.voice_name or "",
                            emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
     request.validate()
     check_output(args.out, alpha=request.frame.alpha)
@@ -191,6 +191,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_voices(args: argparse.Namespace) -> int:
+    from services.tts.voices import DEFAULT_VOICE, VOICES
+
+    for v in VOICES.values():
+        print(f"{v.name:<14} {v.gender:<7} {v.engine:<7} {v.description}{' (default)' if v.name == DEFAULT_VOICE else ''}")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     import grpc
 
@@ -207,7 +215,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             audio_id = client.upload(driving_audio, kind="driving_audio") if driving_audio else None
             job_id = client.submit(photo=asset, script=script, resolution=args.size, fps=args.fps,
                                    seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
-                                   voice_sample=voice_id, driving_audio=audio_id,
+                                   voice_sample=voice_id, driving_audio=audio_id, voice=args.voice_name or "",
                                    **_submit_framing(client, args))
             print(f"job {job_id}", file=sys.stderr)
             job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
@@ -246,6 +254,8 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
     script.add_argument("--script-file", help="UTF-8 text file to speak")
     parser.add_argument("--voice", help="a 3-60 s sample of a voice (any text; wav/mp3/m4a/ogg/webm): "
                                         "the script is spoken in that voice")
+    parser.add_argument("--voice-name", help="a built-in voice for the script (`likeness voices`); "
+                                             "default: joe")
     parser.add_argument("--audio", help="your own recording (wav/mp3/m4a/ogg/webm) to lip-sync to instead "
                                         "of synthesized speech; with --script it is aligned to the text")
     parser.add_argument("--out", required=True,
@@ -284,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="run the whole platform on loopback: S3, Triton, the four services")
     srv.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
     srv.set_defaults(func=cmd_serve)
+
+    voices = sub.add_parser("voices", help="list the built-in voices (--voice-name)")
+    voices.set_defaults(func=cmd_voices)
 
     sub_ = sub.add_parser("submit", help="send a job to a running gateway and download the video")
     sub_.add_argument("--server", default=config.get_str("LIKENESS_GATEWAY_ADDR"),

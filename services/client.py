@@ -81,13 +81,13 @@ class LikenessClient:
                aspect: str = "1:1", fit: str = "cover", background: str | None = None,
                background_image: common_pb2.ObjectRef | None = None,
                keypoints: Sequence[tuple[float, float]] | None = None,
-               voice_sample: str | None = None, driving_audio: str | None = None) -> str:
+               voice_sample: str | None = None, driving_audio: str | None = None, voice: str = "") -> str:
         """aspect 1:1/9:16/16:9/4:5; fit cover/contain; background '#RRGGBB' or 'transparent' (the
         video is then VP9 WebM with alpha), or background_image = upload_object(...).object;
         keypoints: 5 (x, y) photo pixels for faces no detector finds (see services.render.keypoints).
         Speech: `script`, spoken in the voice of the `voice_sample` asset if given, or instead the
         `driving_audio` asset (a recording to lip-sync to; `script` is then its optional transcript);
-        asset ids come from upload()."""
+        asset ids come from upload(). `voice`: a built-in voice (voices()); "": the default."""
         video = common_pb2.VideoSpec(resolution=resolution, fps=fps, aspect_ratio=ASPECTS[aspect],
                                      fit=FITS[fit])
         if background == "transparent":
@@ -102,7 +102,7 @@ class LikenessClient:
             client_request_id=client_request_id, photo=gw.AssetSource(asset_id=photo),
             video=video, emotion=EMOTIONS[emotion],
             expressiveness=EXPRESSIVENESS[expressiveness], export_blendshapes=export_blendshapes,
-            language=language)
+            language=language, voice=voice)
         if seed is not None:
             request.seed = seed
         if driving_audio is not None:
@@ -113,6 +113,9 @@ class LikenessClient:
         if voice_sample is not None:
             request.voice_sample.asset_id = voice_sample
         return self.stub.SubmitVideo(request, timeout=self.timeout_s).job_id
+
+    def voices(self) -> list[gw.VoiceInfo]:
+        return list(self.stub.ListVoices(gw.ListVoicesRequest(), timeout=self.timeout_s).voices)
 
     def get(self, job_id: str) -> gw.Job:
         return self.stub.GetJob(gw.GetJobRequest(job_id=job_id), timeout=self.timeout_s).job

@@ -136,6 +136,26 @@ def test_platform_and_embedded_paths_give_the_same_track(stack, client, photo_id
     assert np.abs(platform - embedded).max() < 2e-3, np.abs(platform - embedded).max()
 
 
+def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id):
+    voices = {v.name: v for v in client.voices()}
+    assert {"joe", "kokoro-female", "kokoro-male"} <= set(voices) and voices["joe"].is_default
+    assert voices["kokoro-female"].gender == "female" and voices["kokoro-female"].engine == "kokoro"
+    job = client.wait(client.submit(photo=photo_id, script=SCRIPT, voice="kokoro-female", resolution=256),
+                      timeout_s=300)
+    assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
+    timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
+    assert [w["text"] for w in timeline["words"]][:3] == ["Maybe", "Bob", "will"]
+    from services.common.audio_io import decode_audio
+
+    audio, rate = decode_audio(stack.storage().get_bytes(f"jobs/{job.job_id}/speech.wav"))
+    assert rate == 24000  # Kokoro's, not Piper's 22050: the voice was the one asked for
+    # a voice sample brings its own voice: naming a built-in one as well is refused
+    request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id), script="Hello.", voice="kokoro-male")
+    request.voice_sample.asset_id = photo_id
+    code, violations = violations_of(lambda: client.stub.SubmitVideo(request, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "voice" in [f for f, _ in violations]
+
+
 # ------------------------------------------------------------------------------------ bad input
 
 
@@ -155,6 +175,7 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: r.voice_sample.CopyFrom(gw.AssetSource(asset_id="0" * 64)), "voice_sample"),
     (lambda r: setattr(r.video, "aspect_ratio", 99), "video.aspect_ratio"),
     (lambda r: setattr(r.video.background, "color", "blue-ish"), "video.background.color"),
+    (lambda r: setattr(r, "voice", "nope"), "voice"),
 ])
 def test_invalid_submission_is_invalid_argument_with_the_field(client, photo_id, change, field):
     request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id), script="Hello.",

@@ -45,6 +45,7 @@ class VideoRequest:
     keypoints: tuple[tuple[float, float], ...] | None = None  # 5 points for faces no detector finds
     voice_sample: bytes | None = None  # a recording of the voice to clone for the script
     driving_audio: bytes | None = None  # a recording to lip-sync to; `script` (optional) is its transcript
+    voice: str = ""  # a built-in voice (services.tts.voices); "": the default
 
     @property
     def frame(self) -> FrameSpec:
@@ -60,6 +61,12 @@ class VideoRequest:
         for name in ("voice_sample", "driving_audio"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise InputError(name, "is empty")
+        if self.voice:
+            from services.tts.voices import check_voice
+
+            if self.voice_sample is not None or self.driving_audio is not None:
+                raise InputError("voice", "a voice sample or a driving recording brings its own voice")
+            check_voice(self.voice)
         if not isinstance(self.size, int) or not 128 <= self.size <= 1080 or self.size % 2:
             raise InputError("size", f"must be an even number of pixels from 128 to 1080, got {self.size}")
         if not 10 <= self.fps <= 60:
@@ -112,8 +119,11 @@ class EmbeddedPipeline:
         from services.tts import TextToSpeech
         from services.tts.tensor_model import ModelVoice
 
+        from services.tts.voices import VoiceBank
+
         self.client = client or client_from_env()
         self.tts = TextToSpeech(voice=ModelVoice(self.client))
+        self.voices = VoiceBank(self.tts, self.client)
         self._cloner = None
 
     def speech(self, request: VideoRequest) -> tuple[Speech, list[str]]:
@@ -124,9 +134,10 @@ class EmbeddedPipeline:
         if request.driving_audio is not None:
             prepared = prepare_recording(request.driving_audio, field=DRIVING)
             return driving_speech(prepared, request.script, field=DRIVING), list(prepared.warnings)
-        speech = self.tts.synthesize(request.script, seed=request.seed, language=request.language)
         if request.voice_sample is None:
-            return speech, []
+            return self.voices.speak(request.script, request.voice, seed=request.seed,
+                                     language=request.language), []
+        speech = self.tts.synthesize(request.script, seed=request.seed, language=request.language)
         from services.tts.cloning import VoiceCloner
         from services.tts.cloning.store import ProfileCache
 

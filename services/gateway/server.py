@@ -24,6 +24,7 @@ from services.gateway.jobs import Job, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner
 from services.render.spec import frame_from_pb
+from services.tts.voices import DEFAULT_VOICE, VOICES, check_voice
 
 log = logging.getLogger(__name__)
 URL_TTL = timedelta(seconds=config.get_int("LIKENESS_RESULT_URL_TTL_S"))
@@ -131,6 +132,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                                         page_token=request.page_token)
         return gw.ListJobsResponse(jobs=[self._job_pb(j) for j in jobs], next_page_token=token)
 
+    def ListVoices(self, request, context):
+        return gw.ListVoicesResponse(voices=[
+            gw.VoiceInfo(name=v.name, gender=v.gender, engine=v.engine, description=v.description,
+                         is_default=v.name == DEFAULT_VOICE) for v in VOICES.values()])
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _get(self, job_id: str) -> Job:
@@ -180,6 +186,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 elif len(text) > script_limit:
                     violations.append((which, f"{len(text)} characters is over the limit of {script_limit}"))
                 job["script"] = text
+        if r.voice:
+            if r.HasField("voice_sample") or which == "driving_audio":
+                violations.append(("voice", "a voice sample or a driving recording brings its own voice"))
+            else:
+                job["voice"] = check("voice", lambda: check_voice(r.voice))
         if r.HasField("voice_sample"):
             if which == "driving_audio":
                 violations.append(("voice_sample", "a driving recording already carries the voice; send a "

@@ -41,7 +41,8 @@ class _Knows:
 
 
 class KokoroSpeech:
-    """`synthesize(text, style, ...)` -> Speech at 24 kHz; deterministic (the graph has no noise)."""
+    """`synthesize(text, style, ...)` -> Speech at 24 kHz; deterministic (the graph has no noise).
+    `style`: one 256-d vector, or a [n, 256] pack whose row k serves inputs of k tokens."""
 
     sample_rate = SAMPLE_RATE
 
@@ -65,7 +66,8 @@ class KokoroSpeech:
                 continue
             if len(ids) > MAX_TOKENS:
                 raise InputError("script", f"a sentence is too long for the voice ({len(ids)} symbols)")
-            out = self.voice.synthesize_tokens(ids, style, speed, sources)
+            row = style[min(len(ids), len(style) - 1)] if style.ndim == 2 else style  # a pack: by length
+            out = self.voice.synthesize_tokens(ids, row, speed, sources)
             for seg in engine._segments(tokens, _piper_layout(out.durations, sources, len(tokens))):
                 times.append((seg, offset, offset + seg.frames * FRAME_SAMPLES))
                 offset += seg.frames * FRAME_SAMPLES

@@ -20,6 +20,7 @@ from services.tts.cloning import SpeakerProfile, VoiceCloner
 from services.tts.engine import TextToSpeech
 from services.tts.recording import prepare_recording
 from services.tts.tensor_model import ModelVoice
+from services.tts.voices import VoiceBank, check_voice
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
     def __init__(self, tts: TextToSpeech, storage: Storage | None = None,
                  cloner: VoiceCloner | None = None) -> None:
         self.tts = tts
+        self.voices = VoiceBank(tts)
         self._storage = storage
         self._cloner = cloner
 
@@ -88,6 +90,9 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
 
     def Synthesize(self, request: tts_pb2.SynthesizeRequest, context) -> tts_pb2.SynthesizeResponse:
         warnings: list[str] = []
+        if request.voice and request.HasField("voice_reference"):
+            raise InputError("voice", "a cloned voice (voice_reference) replaces the built-in one: send one")
+        voice = check_voice(request.voice)
         profile = self._profile(request.voice_reference) if request.HasField("voice_reference") else None
         language = espeak_language(request.language)
         if profile is not None:  # spoken in the cloned voice (Kokoro style, or Piper + WORLD)
@@ -95,8 +100,8 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
                                        language=language)
             warnings += profile.warnings
         else:
-            speech = self.tts.synthesize(request.text, seed=request.seed, speed=request.speed or 1.0,
-                                         language=language)
+            speech = self.voices.speak(request.text, voice, seed=request.seed, speed=request.speed or 1.0,
+                                       language=language)
         return tts_pb2.SynthesizeResponse(
             audio=wire.audio_to_pb(speech.audio, speech.sample_rate, request.output_encoding),
             timeline=wire.timeline_to_pb(speech, language), warnings=warnings)
