@@ -93,6 +93,8 @@ def test_job_through_the_gateway_gives_a_playable_mp4(stack, client, photo_id, t
     assert video.frames.shape[1:] == (512, 512, 3) and video.fps == pytest.approx(25)
     assert abs(video.video_duration - video.audio_duration) <= 1 / 25 + 0.03
     assert np.sqrt(np.mean(video.audio ** 2)) > 0.01
+    assert (job.result.frame_size.width, job.result.frame_size.height) == (512, 512)
+    assert abs(job.result.duration_seconds - video.video_duration) <= 1 / 25 + 0.01
     # captions of the script, timed by its words, within the video
     vtt = job.result.captions.webvtt
     assert vtt.startswith("WEBVTT\n") and job.result.captions.srt.startswith("1\n00:00:")
@@ -140,9 +142,20 @@ def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id
     voices = {v.name: v for v in client.voices()}
     assert {"joe", "kokoro-female", "kokoro-male"} <= set(voices) and voices["joe"].is_default
     assert voices["kokoro-female"].gender == "female" and voices["kokoro-female"].engine == "kokoro"
-    job = client.wait(client.submit(photo=photo_id, script=SCRIPT, voice="kokoro-female", resolution=256),
-                      timeout_s=300)
+    job = client.wait(client.submit(photo=photo_id, script=SCRIPT, voice="kokoro-female", resolution=256,
+                                    aspect="9:16"), timeout_s=300)
     assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
+    # (a tall frame: the result reports the frame as rendered, and the same after a resume)
+    assert (job.result.frame_size.width, job.result.frame_size.height) == (256, 456)
+    from services.gateway.jobs import Job
+    from services.gateway.runner import Downstream, JobRunner, job_keys
+
+    record = Job.from_json(stack.storage().get_bytes(f"jobs/{job.job_id}/job.json").decode())
+    facts = {k: record.result.pop(k) for k in ("frame_count", "duration_s", "width", "height")}
+    JobRunner(stack.storage(), Downstream.from_env())._video_facts(record, job_keys(job.job_id))
+    assert record.result["width"] == facts["width"] == "256" and record.result["height"] == facts["height"] == "456"
+    assert record.result["frame_count"] == facts["frame_count"]
+    assert abs(float(record.result["duration_s"]) - float(facts["duration_s"])) < 1e-3
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
     assert [w["text"] for w in timeline["words"]][:3] == ["Maybe", "Bob", "will"]
     from services.common.audio_io import decode_audio
@@ -254,7 +267,9 @@ def test_service_killed_mid_job_and_restarted(stack, client, photo_id, tmp_path)
     stack.start_service("render")
     job = client.wait(job_id, timeout_s=300)
     assert job.state == gw.JOB_STATE_SUCCEEDED
-    assert decode(client.download(job, tmp_path / "resumed.mp4")).frames.shape[1:] == (256, 256, 3)
+    video = decode(client.download(job, tmp_path / "resumed.mp4"))
+    assert video.frames.shape[1:] == (256, 256, 3)
+    assert abs(job.result.duration_seconds - video.video_duration) <= 1 / 25 + 0.01
 
 
 # ------------------------------------------------------------------ your own voice, via the gateway

@@ -42,7 +42,7 @@ class Job:
     error_code: str = ""  # a grpc.StatusCode name
     error_field: str = ""
     stage_outputs: dict[str, str] = field(default_factory=dict)  # stage -> object key
-    result: dict[str, str] = field(default_factory=dict)  # video_key, blendshapes_key
+    result: dict[str, str] = field(default_factory=dict)  # video_key, blendshapes_key, video facts, captions
     warnings: list[str] = field(default_factory=list)
     attempts: int = 0
     created_at: float = field(default_factory=time.time)

@@ -78,6 +78,8 @@ class JobRunner:
             except DeadlineExceeded as exc:
                 raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
         job.result["video_key"] = keys["video"]
+        if "frame_count" not in job.result:  # the render ran in an earlier attempt: the same facts
+            self._video_facts(job, keys)
         if job.request.get("export_blendshapes"):
             job.result["blendshapes_key"] = keys["blendshapes"]
         job.result.update(self._captions(keys))
@@ -211,6 +213,18 @@ class JobRunner:
 
         result = with_retries(stream, deadline)
         job.warnings.extend(w for w in result.warnings if w not in job.warnings)
+        job.result.update(frame_count=str(result.frame_count), duration_s=f"{result.duration_seconds:.3f}",
+                          width=str(result.frame_size.width), height=str(result.frame_size.height))
+
+    def _video_facts(self, job: Job, keys: dict[str, str]) -> None:
+        """Frame count, duration and frame size of a video rendered before (from its track and spec)."""
+        from services.common.expression_track import ExpressionTrack
+        from services.render.spec import frame_from_pb
+
+        track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
+        width, height = frame_from_pb(self._spec(job))[0].frame_size
+        job.result.update(frame_count=str(len(track)), duration_s=f"{len(track) / track.fps:.3f}",
+                          width=str(width), height=str(height))
 
     def _ref(self, key: str) -> common_pb2.ObjectRef:
         return common_pb2.ObjectRef(bucket=self.storage.bucket, key=key)

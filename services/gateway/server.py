@@ -243,7 +243,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             message.result.presigned_url = self.storage.presigned_get_url(video.key, URL_TTL)
             message.result.url_expires_at.CopyFrom(expires)
             message.result.fps = job.request.get("fps", 25.0)
-            message.result.frame_size.width = message.result.frame_size.height = job.request.get("size", 512)
+            message.result.duration_seconds = float(job.result.get("duration_s", 0.0))
+            size = job.request.get("size", 512)  # (records written before the facts were kept: square)
+            message.result.frame_size.width = int(job.result.get("width", size))
+            message.result.frame_size.height = int(job.result.get("height", size))
             if "blendshapes_key" in job.result:
                 message.result.blendshapes.CopyFrom(common_pb2.ObjectRef(
                     bucket=self.storage.bucket, key=job.result["blendshapes_key"], content_type="application/json"))
