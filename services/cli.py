@@ -107,6 +107,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
                            voice_sample=voice_sample, driving_audio=driving_audio, voice=args.voice_name or "",
+                           speed=args.speed,
                            emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
     request.validate()
     check_output(args.out, alpha=request.frame.alpha)
@@ -216,6 +217,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             job_id = client.submit(photo=asset, script=script, resolution=args.size, fps=args.fps,
                                    seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
                                    voice_sample=voice_id, driving_audio=audio_id, voice=args.voice_name or "",
+                                   speed=args.speed,
                                    **_submit_framing(client, args))
             print(f"job {job_id}", file=sys.stderr)
             job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
@@ -256,6 +258,7 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
                                         "the script is spoken in that voice")
     parser.add_argument("--voice-name", help="a built-in voice for the script (`likeness voices`); "
                                              "default: joe")
+    parser.add_argument("--speed", type=float, default=1.0, help="speaking rate of the script, 0.5-2.0 (default 1)")
     parser.add_argument("--audio", help="your own recording (wav/mp3/m4a/ogg/webm) to lip-sync to instead "
                                         "of synthesized speech; with --script it is aligned to the text")
     parser.add_argument("--out", required=True,

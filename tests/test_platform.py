@@ -189,6 +189,7 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r.video, "aspect_ratio", 99), "video.aspect_ratio"),
     (lambda r: setattr(r.video.background, "color", "blue-ish"), "video.background.color"),
     (lambda r: setattr(r, "voice", "nope"), "voice"),
+    (lambda r: setattr(r, "speed", 3.0), "speed"),
 ])
 def test_invalid_submission_is_invalid_argument_with_the_field(client, photo_id, change, field):
     request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id), script="Hello.",

@@ -96,3 +96,21 @@ def test_cli_lists_voices_and_speaks_in_one(tmp_path):
 
     with av.open(str(out)) as container:
         assert container.streams.audio and float(container.duration) / av.time_base > 1.0
+
+
+def test_speaking_rate_reaches_every_voice_and_is_checked(bank):
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+
+    pipeline = EmbeddedPipeline(bank.client)
+    for name in VOICES:
+        normal, _ = pipeline.speech(VideoRequest(photo=b"x", script=SENTENCES, voice=name))
+        fast, _ = pipeline.speech(VideoRequest(photo=b"x", script=SENTENCES, voice=name, speed=1.5))
+        assert fast.duration < 0.8 * normal.duration, (name, fast.duration, normal.duration)
+        assert [w.text for w in fast.words] == [w.text for w in normal.words]
+    for bad in (dict(speed=3.0), dict(speed=0.1), dict(speed=1.2, driving_audio=b"rec", script="")):
+        with pytest.raises(InputError) as info:
+            VideoRequest(photo=b"x", **{"script": "Hi.", **bad}).validate()
+        assert info.value.field == "speed"
+    proc = run_cli("generate", "--photo", str(PHOTOS / "astronaut.png"), "--script", "Hello.",
+                   "--out", "/tmp/never.mp4", "--speed", "5")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: speed: must be from 0.5 to 2"), proc.stderr

@@ -46,6 +46,7 @@ class VideoRequest:
     voice_sample: bytes | None = None  # a recording of the voice to clone for the script
     driving_audio: bytes | None = None  # a recording to lip-sync to; `script` (optional) is its transcript
     voice: str = ""  # a built-in voice (services.tts.voices); "": the default
+    speed: float = 1.0  # speaking rate of the script (0.5-2.0)
 
     @property
     def frame(self) -> FrameSpec:
@@ -61,6 +62,12 @@ class VideoRequest:
         for name in ("voice_sample", "driving_audio"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise InputError(name, "is empty")
+        if self.speed != 1.0:
+            from services.tts.engine import check_speed
+
+            if self.driving_audio is not None:
+                raise InputError("speed", "a recording is lip-synced at its own pace")
+            check_speed(self.speed)
         if self.voice:
             from services.tts.voices import check_voice
 
@@ -135,16 +142,17 @@ class EmbeddedPipeline:
             prepared = prepare_recording(request.driving_audio, field=DRIVING)
             return driving_speech(prepared, request.script, field=DRIVING), list(prepared.warnings)
         if request.voice_sample is None:
-            return self.voices.speak(request.script, request.voice, seed=request.seed,
+            return self.voices.speak(request.script, request.voice, seed=request.seed, speed=request.speed,
                                      language=request.language), []
-        speech = self.tts.synthesize(request.script, seed=request.seed, language=request.language)
+        speech = self.tts.synthesize(request.script, seed=request.seed, speed=request.speed, language=request.language)
         from services.tts.cloning import VoiceCloner
         from services.tts.cloning.store import ProfileCache
 
         if self._cloner is None:
             self._cloner = VoiceCloner(self.tts, self.client)
         profile = ProfileCache.from_env().get_or_build(request.voice_sample, self._cloner.build_profile)
-        return self._cloner.clone(speech, profile, language=request.language), list(profile.warnings)
+        return (self._cloner.clone(speech, profile, speed=request.speed, language=request.language),
+                list(profile.warnings))
 
     def _animate_audio(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
         """A recording without a script: the audio-only diffusion model, in-process or on Triton."""

@@ -112,7 +112,8 @@ class JobRunner:
         request = job.request
         if request.get("script"):
             call = tts_pb2.SynthesizeRequest(text=request["script"], language=request.get("language", ""),
-                                             seed=request["seed"], voice=request.get("voice", ""))
+                                             seed=request["seed"], voice=request.get("voice", ""),
+                                             speed=request.get("speed", 1.0))
             if request.get("voice_sample_key"):
                 call.voice_reference.profile.CopyFrom(self._voice_profile(request["voice_sample_key"], deadline))
             response = with_retries(lambda t: self.tts.Synthesize(call, timeout=t), deadline)

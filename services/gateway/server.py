@@ -24,6 +24,7 @@ from services.gateway.jobs import Job, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner
 from services.render.spec import frame_from_pb
+from services.tts.engine import check_speed
 from services.tts.voices import DEFAULT_VOICE, VOICES, check_voice
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 elif len(text) > script_limit:
                     violations.append((which, f"{len(text)} characters is over the limit of {script_limit}"))
                 job["script"] = text
+        if r.speed:
+            if which == "driving_audio":
+                violations.append(("speed", "a recording is lip-synced at its own pace"))
+            else:
+                check("speed", lambda: check_speed(r.speed))
+                job["speed"] = float(r.speed)
         if r.voice:
             if r.HasField("voice_sample") or which == "driving_audio":
                 violations.append(("voice", "a voice sample or a driving recording brings its own voice"))

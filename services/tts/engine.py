@@ -113,12 +113,17 @@ def _validate(text: str, seed: int, speed: float) -> None:
                                    "(LIKENESS_MAX_SCRIPT_CHARS)")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError("seed", f"must be a non-negative integer, got {seed!r}")
+    check_speed(speed)
+
+
+def check_speed(speed: float) -> None:
+    """Speaking rate multiplier within SPEED_RANGE (every entry point checks it before any work)."""
     try:
         ok = SPEED_RANGE[0] <= float(speed) <= SPEED_RANGE[1]
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise InputError("speed", f"must be from {SPEED_RANGE[0]} to {SPEED_RANGE[1]}, got {speed}")
+        raise InputError("speed", f"must be from {SPEED_RANGE[0]:g} to {SPEED_RANGE[1]:g}, got {speed}")
 
 
 def _chunks(clauses: list[Clause], voice: PiperVoice) -> list[tuple[list[_Token], bool]]:
