@@ -265,6 +265,12 @@ def test_tts_service_builds_stores_and_uses_a_profile(cloner: VoiceCloner, sampl
         sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/sample")),
         output=common_pb2.ObjectRef(key=key)), None)
     assert not rebuilt.reused and SpeakerProfile.from_bytes(storage.get_bytes(key)).method == "world"
+    # ... or another sample's profile is stored under that name
+    storage.put_bytes("assets/other-sample", sample + b"\0", "audio/wav")
+    other = servicer.BuildSpeakerProfile(tts_pb2.BuildSpeakerProfileRequest(
+        sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/other-sample")),
+        output=common_pb2.ObjectRef(key=key)), None)
+    assert not other.reused
 
     plain = servicer.Synthesize(tts_pb2.SynthesizeRequest(text=SCRIPT, seed=1), None)
     request = tts_pb2.SynthesizeRequest(text=SCRIPT, seed=1)

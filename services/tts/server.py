@@ -17,6 +17,7 @@ from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2, tts_pb2_g
 from services.common.storage import ObjectNotFoundError, Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.tts.cloning import SpeakerProfile, VoiceCloner
+from services.tts.cloning.cloner import sample_sha256
 from services.tts.engine import TextToSpeech
 from services.tts.recording import prepare_recording
 from services.tts.tensor_model import ModelVoice
@@ -124,10 +125,11 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
         if not request.HasField("sample"):
             raise InputError("sample", "is required")
         output = request.output.key if request.HasField("output") else ""
-        profile = self._stored_current_profile(output) if output else None
+        sample = self._raw_audio(request.sample, "sample")
+        profile = self._stored_current_profile(output, sample_sha256(sample)) if output else None
         reused = profile is not None
         if profile is None:
-            profile = self.cloner.build_profile(self._raw_audio(request.sample, "sample"), field="sample")
+            profile = self.cloner.build_profile(sample, field="sample")
         data = profile.to_bytes()
         response = tts_pb2.BuildSpeakerProfileResponse(
             profile_data=data, embedding=profile.embedding.tolist(), voiced_seconds=profile.voiced_seconds,
@@ -138,15 +140,16 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
                                                            size_bytes=info.size, content_type=info.content_type))
         return response
 
-    def _stored_current_profile(self, key: str) -> SpeakerProfile | None:
-        """The profile stored at `key` if it is there, readable and built by this service's method."""
+    def _stored_current_profile(self, key: str, sha: str) -> SpeakerProfile | None:
+        """The profile stored at `key` if it is there, readable, of this sample and built by this
+        service's method."""
         from services.tts.cloning.store import is_current
 
         try:
             profile = SpeakerProfile.from_bytes(self.storage.get_bytes(key), "output")
         except (ObjectNotFoundError, InputError):  # none yet, or unreadable: build (and overwrite) it
             return None
-        return profile if is_current(profile) else None
+        return profile if is_current(profile) and profile.sample_sha256 == sha else None
 
 
 def main() -> None:

@@ -111,8 +111,7 @@ class VoiceCloner:
     def build_profile(self, sample: bytes | tuple[np.ndarray, int], *, field: str = VOICE_SAMPLE) -> SpeakerProfile:
         """A voice sample (encoded bytes or (samples, rate); 3-60 s of speech, any text) -> profile.
         Raises InputError(field, ...) for unusable samples."""
-        sha = hashlib.sha256(sample if isinstance(sample, bytes) else
-                             np.ascontiguousarray(sample[0], np.float32).tobytes()).hexdigest()
+        sha = sample_sha256(sample)
         prepared = prepare_recording(sample, field=field, kind=VOICE_SAMPLE)
         audio, rate = _at_most(prepared.samples, prepared.sample_rate, ANALYSIS_MAX_RATE)
         try:
@@ -252,6 +251,12 @@ class VoiceCloner:
         if profile.convert:
             spoken.audio = convert_with(self.client, spoken.audio, spoken.sample_rate, profile.conversion)
         return spoken
+
+
+def sample_sha256(sample: bytes | tuple[np.ndarray, int]) -> str:
+    """What a profile's `sample_sha256` is computed from: the encoded bytes, or the float32 samples."""
+    return hashlib.sha256(sample if isinstance(sample, bytes) else
+                          np.ascontiguousarray(sample[0], np.float32).tobytes()).hexdigest()
 
 
 def _clarity(audio: np.ndarray, rate: int) -> float:
