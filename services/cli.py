@@ -196,7 +196,8 @@ def cmd_voices(args: argparse.Namespace) -> int:
     from services.tts.voices import DEFAULT_VOICE, VOICES
 
     for v in VOICES.values():
-        print(f"{v.name:<14} {v.gender:<7} {v.engine:<7} {v.description}{' (default)' if v.name == DEFAULT_VOICE else ''}")
+        default = " (default)" if v.name == DEFAULT_VOICE else ""
+        print(f"{v.name:<14} {v.gender:<7} {v.engine:<7} {v.description}{default}")
     return 0
 
 

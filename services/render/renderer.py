@@ -243,7 +243,8 @@ class _Eyelids:
             self.eyes.append((eye, margin, max(rest_gap, 1.0), skin, lash))
         # Keypoint faces: the lid closes the eye measured in the photo (the mesh's opening is made
         # larger than the eye, to hold it), in rest coordinates; `rings` carry them with the head.
-        self.curtain_lines = {eye.iris[0]: _curtain_lines(rig.image, rest, eye) for eye, *_ in self.eyes} if curtain else {}
+        measured = self.eyes if curtain else []
+        self.curtain_lines = {eye.iris[0]: _curtain_lines(rig.image, rest, eye) for eye, *_ in measured}
         self.rings = {eye.iris[0]: [eye.corners[0], *eye.upper[0], eye.corners[1], *eye.lower[0]]
                       for eye, *_ in self.eyes}
         self.rest = rest[:, :2]
