@@ -56,6 +56,7 @@ bench: setup eval-data
 	$(PY) benchmarks/expression.py
 	$(PY) benchmarks/singing.py
 	$(PY) benchmarks/voice.py
+	$(PY) benchmarks/voices.py
 	$(PY) benchmarks/render.py
 
 eval-data: setup

@@ -8,10 +8,10 @@ are Japanese voices (four female, one male) speaking English through espeak-ng p
                  pocketsphinx understands in English (jf_alpha: WER 0.86, jf_tebukuro 0.5+).
   kokoro-male    Kokoro-82M with the shipped jm_kumo style.
 
-Measured here on 6 Harvard sentences (pocketsphinx WER; median F0 by pyin / Harvest): joe 0.24,
-~85-120 Hz; kokoro-female 0.16, ~220 Hz; kokoro-male 0.22, ~90 Hz. Both Kokoro voices have a
-Japanese accent and run ~2-3x slower than Piper. A cloned voice (services.tts.cloning) replaces
-the built-in one.
+Measured by benchmarks/voices.py on 6 Harvard sentences (pocketsphinx WER; median F0 by Harvest /
+pyin; RTF): joe 0.24, 133 / 92 Hz, 0.07; kokoro-female 0.16, 220 / 226 Hz, 0.31; kokoro-male 0.22,
+90 / 90 Hz, 0.32. Both Kokoro voices have a Japanese accent. A cloned voice (services.tts.cloning)
+replaces the built-in one.
 """
 from __future__ import annotations
 
