@@ -169,6 +169,23 @@ def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "voice" in [f for f, _ in violations]
 
 
+def test_emotion_tags_in_the_script_drive_the_face(stack, client, photo_id):
+    from services.common.arkit import INDEX
+
+    script = "[happy] What a wonderful morning this is, I love it. [sad] But then the rain came and ruined everything."
+    job = client.wait(client.submit(photo=photo_id, script=script, resolution=256, export_blendshapes=True),
+                      timeout_s=300)
+    assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
+    timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
+    assert timeline["text"].startswith("What a wonderful") and "[" not in job.result.captions.webvtt
+    but = next(w for w in timeline["words"] if w["text"] == "But")
+    stored = json.loads(stack.storage().get_bytes(job.result.blendshapes.key))
+    weights, fps = np.array([f["weights"] for f in stored["frames"]]), stored["fps"]
+    smile = weights[:, [INDEX["mouthSmileLeft"], INDEX["mouthSmileRight"]]].mean(axis=1)
+    happy, sad = smile[int(0.3 * fps):int((but["start"] - 0.3) * fps)], smile[int((but["start"] + 0.5) * fps):]
+    assert happy.mean() > sad.mean() + 0.1
+
+
 # ------------------------------------------------------------------------------------ bad input
 
 
@@ -190,6 +207,7 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r.video.background, "color", "blue-ish"), "video.background.color"),
     (lambda r: setattr(r, "voice", "nope"), "voice"),
     (lambda r: setattr(r, "speed", 3.0), "speed"),
+    (lambda r: setattr(r, "script", "[happy 7] Hello."), "script"),
 ])
 def test_invalid_submission_is_invalid_argument_with_the_field(client, photo_id, change, field):
     request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id), script="Hello.",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.speech import Word
+from services.common.speech import Word, word_offsets
 
 MAX_LINE_CHARS = 42
 MAX_LINES = 2
@@ -36,13 +36,9 @@ class Cue:
 def _tokens(words: Sequence[Word], text: str) -> list[tuple[int, int]]:
     """(start, end) character span in `text` of each word with the punctuation around it; words
     are found in order, case-insensitively. Empty when the words do not come from `text`."""
-    lower, starts, pos = text.lower(), [], 0
-    for word in words:
-        i = lower.find(word.text.lower(), pos)
-        if i < 0:
-            return []
-        starts.append(i)
-        pos = i + len(word.text)
+    starts = word_offsets(words, text)
+    if not starts:
+        return []
     # Each token runs from its word to the next one; an opening quote or bracket before the next
     # word belongs to it, and text before the first word to the first.
     bounds = [len(text) - len(text.lstrip())]

@@ -1,6 +1,7 @@
 """Speech with its timeline: what TTS (or alignment of a recording) hands to the expression stage."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,3 +44,16 @@ class Speech:
     @property
     def duration(self) -> float:
         return len(self.audio) / float(self.sample_rate)
+
+
+def word_offsets(words: Sequence[Word], text: str) -> list[int]:
+    """Where each word starts in `text` (found in order, case-insensitively): timelines carry bare
+    words ("Hello", "p.m"), the text has the punctuation. Empty when the words do not come from it."""
+    lower, starts, pos = text.lower(), [], 0
+    for word in words:
+        i = lower.find(word.text.lower(), pos)
+        if i < 0:
+            return []
+        starts.append(i)
+        pos = i + len(word.text)
+    return starts

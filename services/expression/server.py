@@ -20,10 +20,7 @@ from services.common.inference import InferenceClient, client_from_env
 from services.common.proto_gen.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
 from services.common.speech import Speech
 from services.common.tracing import configure, grpc_server_interceptors
-from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
-from services.expression.diffusion import tensor_model as diffusion
-from services.expression.diffusion.drive import blend_emotions
-from services.expression.procedural import frame_count
+from services.expression.animate import animate
 
 log = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0
@@ -44,6 +41,12 @@ def apply_gains(track: ExpressionTrack, params: ex.ExpressionParams) -> Expressi
     return ExpressionTrack(track.fps, np.clip(track.weights * gain + offset, 0.0, 1.0), track.head_pose)
 
 
+def _timed(timed: ex.TimedEmotion, field: str = "emotion") -> tuple[float, str, float]:
+    if timed.emotion not in wire.EMOTIONS:
+        raise InputError(f"{field}.emotion", "unknown value")
+    return timed.time_code, wire.EMOTIONS[timed.emotion], timed.strength or 1.0
+
+
 class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
     def __init__(self, client: InferenceClient) -> None:
         self.client = client
@@ -60,25 +63,14 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
             raise InputError("params.emotion", "unknown value")
         if params.expressiveness not in wire.EXPRESSIVENESS:
             raise InputError("params.expressiveness", "unknown value")
-        style = {"emotion": wire.EMOTIONS[params.emotion], "expressiveness": wire.EXPRESSIVENESS[params.expressiveness]}
-        if speech.phones:
-            def procedural(emotion: str) -> ExpressionTrack:
-                tensors = to_tensors(speech, fps=fps, seed=params.seed, emotion=emotion,
-                                     expressiveness=style["expressiveness"])
-                return track_from_tensors(self.client.infer(MODEL_NAME, tensors), fps)
-
-            # The procedural model takes one emotion: one call per emotion used, mixed per frame.
-            track = (blend_emotions(style["emotion"], emotions, frame_count(speech.duration, fps), fps, procedural)
-                     if emotions else procedural(style["emotion"]))
-        else:  # no timeline (a recording, singing): the audio-driven diffusion model, per-frame style
-            tensors = diffusion.to_tensors(speech.audio, speech.sample_rate, fps=fps, seed=params.seed,
-                                           emotions=emotions or (), **style)
-            track = track_from_tensors(self.client.infer(diffusion.MODEL_NAME, tensors), fps)
+        track = animate(self.client, speech, fps=fps, seed=params.seed, emotion=wire.EMOTIONS[params.emotion],
+                        expressiveness=wire.EXPRESSIVENESS[params.expressiveness], emotions=emotions or ())
         return apply_gains(track, params)
 
     def Animate(self, request: ex.AnimateRequest, context) -> ex.AnimateResponse:
         samples, rate = wire.audio_from_pb(request.audio)
-        track = self._animate(wire.speech_from_pb(samples, rate, request.timeline), request.params)
+        emotions = [_timed(e) for e in request.emotions]
+        track = self._animate(wire.speech_from_pb(samples, rate, request.timeline), request.params, emotions)
         return ex.AnimateResponse(header=wire.blendshape_header(track.fps), frames=wire.frames_to_pb(track))
 
     def StreamExpression(self, request_iterator, context) -> Iterator[ex.StreamExpressionResponse]:
@@ -94,10 +86,7 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
             if kind == "audio_chunk":
                 chunks.append(message.audio_chunk)
             elif kind == "emotion":  # from its time code on (eased in), on top of the header's emotion
-                timed = message.emotion
-                if timed.emotion not in wire.EMOTIONS:
-                    raise InputError("emotion.emotion", "unknown value")
-                emotions.append((timed.time_code, wire.EMOTIONS[timed.emotion], timed.strength or 1.0))
+                emotions.append(_timed(message.emotion))
             elif kind == "end_of_audio":
                 ended = True
                 break

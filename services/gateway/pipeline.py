@@ -49,6 +49,13 @@ class VideoRequest:
     speed: float = 1.0  # speaking rate of the script (0.5-2.0)
 
     @property
+    def spoken_script(self) -> tuple[str, list]:
+        """(the script without its emotion tags, the tags: services.common.emotion_tags)."""
+        from services.common.emotion_tags import strip_tags
+
+        return strip_tags(self.script or "")
+
+    @property
     def frame(self) -> FrameSpec:
         return FrameSpec(size=self.size, aspect=self.aspect, fit=self.fit, background=self.background)
 
@@ -59,6 +66,8 @@ class VideoRequest:
                                              "send a voice sample only with a script to synthesize")
         if self.driving_audio is None and not (self.script or "").strip():
             raise InputError("script", "is empty (send a script, or a driving recording)")
+        if self.script and not self.spoken_script[0] and self.driving_audio is None:
+            raise InputError("script", "has nothing to say but emotion tags")
         for name in ("voice_sample", "driving_audio"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise InputError(name, "is empty")
@@ -138,13 +147,14 @@ class EmbeddedPipeline:
         recording, prepared and aligned to the script when there is one."""
         from services.tts.recording import DRIVING, driving_speech, prepare_recording
 
+        script = request.spoken_script[0]
         if request.driving_audio is not None:
             prepared = prepare_recording(request.driving_audio, field=DRIVING)
-            return driving_speech(prepared, request.script, field=DRIVING), list(prepared.warnings)
+            return driving_speech(prepared, script, field=DRIVING), list(prepared.warnings)
         if request.voice_sample is None:
-            return self.voices.speak(request.script, request.voice, seed=request.seed, speed=request.speed,
+            return self.voices.speak(script, request.voice, seed=request.seed, speed=request.speed,
                                      language=request.language), []
-        speech = self.tts.synthesize(request.script, seed=request.seed, speed=request.speed, language=request.language)
+        speech = self.tts.synthesize(script, seed=request.seed, speed=request.speed, language=request.language)
         from services.tts.cloning import VoiceCloner
         from services.tts.cloning.store import ProfileCache
 
@@ -154,20 +164,20 @@ class EmbeddedPipeline:
         return (self._cloner.clone(speech, profile, speed=request.speed, language=request.language),
                 list(profile.warnings))
 
-    def _animate_audio(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
-        """A recording without a script: the audio-only diffusion model, in-process or on Triton."""
-        from services.expression.diffusion.tensor_model import MODEL_NAME, to_tensors
+    def expression(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
+        """The speech's expression track (services.expression.animate), the script's emotion tags
+        timed by its words."""
+        from services.common.emotion_tags import timed_emotions
+        from services.expression.animate import animate
 
-        tensors = to_tensors(speech.audio, speech.sample_rate, fps=request.fps, seed=request.seed,
-                             emotion=request.emotion, expressiveness=request.expressiveness)
-        outputs = self.client.infer(MODEL_NAME, tensors)
-        return ExpressionTrack(fps=request.fps, weights=outputs["weights"], head_pose=outputs["head_pose"])
+        emotions = timed_emotions(request.spoken_script[1], speech.words, speech.text)
+        return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
+                       expressiveness=request.expressiveness, emotions=emotions)
 
     def generate(self, request: VideoRequest, out_path: str | Path,
                  progress: ProgressFn = lambda stage, fraction: None) -> VideoResult:
         import time
 
-        from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
         from services.render.formats import check_output, write_video
         from services.render.layout import Compositor
         from services.render.photo import load_photo
@@ -196,12 +206,7 @@ class EmbeddedPipeline:
 
         t0 = time.perf_counter()
         progress("expression", 0.0)
-        if speech.phones:
-            tensors = to_tensors(speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
-                                 expressiveness=request.expressiveness)
-            track = track_from_tensors(self.client.infer(MODEL_NAME, tensors), request.fps)
-        else:  # a recording without a script: the audio-only expression model
-            track = self._animate_audio(speech, request)
+        track = self.expression(speech, request)
         seconds["expression"] = time.perf_counter() - t0
         progress("expression", 1.0)
 

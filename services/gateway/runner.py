@@ -18,6 +18,7 @@ from services.common import config, wire
 from services.common.grpc_client import Deadline, DeadlineExceeded, open_channel, with_retries
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
                                                    render_pb2_grpc, tts_pb2, tts_pb2_grpc)
+from services.common.emotion_tags import EmotionTag, timed_emotions
 from services.common.speech import Word
 from services.common.storage import Storage
 from services.common.tracing import span
@@ -39,6 +40,10 @@ class Downstream:
         return cls(tts=config.get_str("LIKENESS_TTS_ADDR"),
                    expression=config.get_str("LIKENESS_EXPRESSION_ADDR"),
                    render=config.get_str("LIKENESS_RENDER_ADDR"))
+
+
+def _words(timeline: common_pb2.Timeline) -> list[Word]:
+    return [Word(w.text, w.start, w.end) for w in timeline.words]
 
 
 def job_keys(job_id: str) -> dict[str, str]:
@@ -90,8 +95,7 @@ class JobRunner:
         from services.common import captions
 
         timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
-        cues = captions.build_cues([Word(w.text, w.start, w.end) for w in timeline.words], timeline.text,
-                                   timeline.duration or None)
+        cues = captions.build_cues(_words(timeline), timeline.text, timeline.duration or None)
         return {"captions_vtt": captions.to_webvtt(cues), "captions_srt": captions.to_srt(cues)} if cues else {}
 
     def _stage(self, stage: str, output_key: str, ctx: JobContext, work) -> None:
@@ -156,8 +160,11 @@ class JobRunner:
         request = job.request
         samples, rate = decode_audio(self.storage.get_bytes(keys["audio"]))
         timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
+        tags = [EmotionTag(**t) for t in request.get("emotion_tags", [])]
+        emotions = [expression_pb2.TimedEmotion(time_code=t, emotion=wire.EMOTION_ENUM[name], strength=strength)
+                    for t, name, strength in timed_emotions(tags, _words(timeline), timeline.text)]
         call = expression_pb2.AnimateRequest(
-            audio=wire.audio_to_pb(samples, rate), timeline=timeline,
+            audio=wire.audio_to_pb(samples, rate), timeline=timeline, emotions=emotions,
             params=expression_pb2.ExpressionParams(
                 fps=request["fps"], seed=request["seed"], emotion=wire.EMOTION_ENUM[request["emotion"]],
                 expressiveness=wire.EXPRESSIVENESS_ENUM[request["expressiveness"]]))

@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+from dataclasses import asdict
 from datetime import timedelta
 
 import grpc
@@ -13,6 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import config, grpc_errors, wire
+from services.common.emotion_tags import strip_tags
 from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
@@ -174,19 +176,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if len(r.transcript) > script_limit:
                 violations.append(("transcript", f"{len(r.transcript)} characters is over the limit of "
                                                  f"{script_limit}"))
-            job["transcript"] = r.transcript
+            tagged = check("transcript", lambda: strip_tags(r.transcript, "transcript"))
+            if tagged is not None:
+                job["transcript"], job["emotion_tags"] = tagged[0], [asdict(t) for t in tagged[1]]
         else:
             if r.transcript:
                 violations.append(("transcript", "goes with driving_audio only; a script is spoken as written"))
             text = r.script if which == "script" else check(
                 "script_asset", lambda: self.storage.get_bytes(self._asset(r.script_asset, "script_asset")).decode(
                     "utf-8", errors="strict"))
-            if text is not None:
-                if not text.strip():
-                    violations.append((which, "is empty"))
+            tagged = check(which, lambda: strip_tags(text, which)) if text is not None else None
+            if tagged is not None:
+                if not tagged[0]:
+                    violations.append((which, "is empty" if not text.strip() else "has nothing to say but emotion tags"))
                 elif len(text) > script_limit:
                     violations.append((which, f"{len(text)} characters is over the limit of {script_limit}"))
-                job["script"] = text
+                job["script"], job["emotion_tags"] = tagged[0], [asdict(t) for t in tagged[1]]
         if r.speed:
             if which == "driving_audio":
                 violations.append(("speed", "a recording is lip-synced at its own pace"))
