@@ -60,4 +60,4 @@ def test_the_face_follows_the_tags(pipeline):
     plain = pipeline.expression(speech, VideoRequest(photo=b"unused", script=strip_tags(SCRIPT)[0]))
     assert _mean(plain, smile, *happy_part) < _mean(track, smile, *happy_part) - 0.1  # the tag did it
     with pytest.raises(InputError, match="nothing to say"):
-        VideoRequest(photo=b"unused", script="[happy] [sad]").validate()
+        VideoRequest(photo=b"unused", script="[happy] [pause 1] [sad]").validate()

@@ -172,13 +172,16 @@ def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id
 def test_emotion_tags_in_the_script_drive_the_face(stack, client, photo_id):
     from services.common.arkit import INDEX
 
-    script = "[happy] What a wonderful morning this is, I love it. [sad] But then the rain came and ruined everything."
+    script = ("[happy] What a wonderful morning this is, I love it. [pause 1] [sad] But then the rain came and "
+              "ruined everything.")
     job = client.wait(client.submit(photo=photo_id, script=script, resolution=256, export_blendshapes=True),
                       timeout_s=300)
     assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
     assert timeline["text"].startswith("What a wonderful") and "[" not in job.result.captions.webvtt
     but = next(w for w in timeline["words"] if w["text"] == "But")
+    it = timeline["words"][timeline["words"].index(but) - 1]
+    assert 0.95 <= but["start"] - it["end"] < 1.2  # the pause tag, spoken by the TTS service
     stored = json.loads(stack.storage().get_bytes(job.result.blendshapes.key))
     weights, fps = np.array([f["weights"] for f in stored["frames"]]), stored["fps"]
     smile = weights[:, [INDEX["mouthSmileLeft"], INDEX["mouthSmileRight"]]].mean(axis=1)
@@ -208,6 +211,7 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r, "voice", "nope"), "voice"),
     (lambda r: setattr(r, "speed", 3.0), "speed"),
     (lambda r: setattr(r, "script", "[happy 7] Hello."), "script"),
+    (lambda r: setattr(r, "script", "Hello [pause 99] there."), "script"),
 ])
 def test_invalid_submission_is_invalid_argument_with_the_field(client, photo_id, change, field):
     request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id), script="Hello.",

@@ -57,3 +57,26 @@ def word_offsets(words: Sequence[Word], text: str) -> list[int]:
         starts.append(i)
         pos = i + len(word.text)
     return starts
+
+
+def join_speech(parts: Sequence[Speech], gaps: Sequence[float], silence: str = "sil") -> Speech:
+    """Speech pieces (one sample rate) one after another, `gaps[i]` seconds of silence after piece
+    i: audio, phones (a silence phone per gap), words and their indices shifted; texts joined."""
+    rate = parts[0].sample_rate
+    audio, phones, words, offset = [], [], [], 0.0
+    for part, gap in zip(parts, gaps):
+        if part.sample_rate != rate:
+            raise ValueError("speech pieces at different sample rates")
+        base = len(words)
+        phones += [Phone(p.symbol, p.start + offset, p.end + offset, p.stress,
+                         p.word_index + base if p.word_index >= 0 else -1) for p in part.phones]
+        words += [Word(w.text, w.start + offset, w.end + offset) for w in part.words]
+        audio.append(np.asarray(part.audio, np.float32))
+        offset += part.duration
+        silent = int(round(gap * rate))
+        if silent:
+            audio.append(np.zeros(silent, np.float32))
+            phones.append(Phone(silence, offset, offset + silent / rate))
+            offset += silent / rate
+    return Speech(audio=np.concatenate(audio), sample_rate=rate, phones=phones, words=words,
+                  text=" ".join(p.text for p in parts))

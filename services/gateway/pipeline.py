@@ -66,8 +66,12 @@ class VideoRequest:
                                              "send a voice sample only with a script to synthesize")
         if self.driving_audio is None and not (self.script or "").strip():
             raise InputError("script", "is empty (send a script, or a driving recording)")
-        if self.script and not self.spoken_script[0] and self.driving_audio is None:
-            raise InputError("script", "has nothing to say but emotion tags")
+        if self.script and self.driving_audio is None:
+            from services.tts.pauses import split_pauses, strip_pauses
+
+            split_pauses(self.spoken_script[0])  # a bad pause tag fails here, before any work
+            if not strip_pauses(self.spoken_script[0]):
+                raise InputError("script", "has nothing to say but tags")
         for name in ("voice_sample", "driving_audio"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise InputError(name, "is empty")
@@ -147,22 +151,24 @@ class EmbeddedPipeline:
         recording, prepared and aligned to the script when there is one."""
         from services.tts.recording import DRIVING, driving_speech, prepare_recording
 
+        from services.tts.pauses import speak_with_pauses, strip_pauses
+
         script = request.spoken_script[0]
         if request.driving_audio is not None:
             prepared = prepare_recording(request.driving_audio, field=DRIVING)
-            return driving_speech(prepared, script, field=DRIVING), list(prepared.warnings)
+            return driving_speech(prepared, strip_pauses(script), field=DRIVING), list(prepared.warnings)
         if request.voice_sample is None:
-            return self.voices.speak(script, request.voice, seed=request.seed, speed=request.speed,
-                                     language=request.language), []
-        speech = self.tts.synthesize(script, seed=request.seed, speed=request.speed, language=request.language)
+            return speak_with_pauses(script, lambda text: self.voices.speak(
+                text, request.voice, seed=request.seed, speed=request.speed, language=request.language)), []
         from services.tts.cloning import VoiceCloner
         from services.tts.cloning.store import ProfileCache
 
         if self._cloner is None:
             self._cloner = VoiceCloner(self.tts, self.client)
         profile = ProfileCache.from_env().get_or_build(request.voice_sample, self._cloner.build_profile)
-        return (self._cloner.clone(speech, profile, speed=request.speed, language=request.language),
-                list(profile.warnings))
+        return speak_with_pauses(script, lambda text: self._cloner.clone(
+            self.tts.synthesize(text, seed=request.seed, speed=request.speed, language=request.language),
+            profile, speed=request.speed, language=request.language)), list(profile.warnings)
 
     def expression(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
         """The speech's expression track (services.expression.animate), the script's emotion tags
@@ -170,7 +176,8 @@ class EmbeddedPipeline:
         from services.common.emotion_tags import timed_emotions
         from services.expression.animate import animate
 
-        emotions = timed_emotions(request.spoken_script[1], speech.words, speech.text)
+        script, tags = request.spoken_script  # (tag offsets are in the script as written, pause tags included)
+        emotions = timed_emotions(tags, speech.words, script)
         return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
                        expressiveness=request.expressiveness, emotions=emotions)
 

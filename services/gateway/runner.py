@@ -162,7 +162,8 @@ class JobRunner:
         timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
         tags = [EmotionTag(**t) for t in request.get("emotion_tags", [])]
         emotions = [expression_pb2.TimedEmotion(time_code=t, emotion=wire.EMOTION_ENUM[name], strength=strength)
-                    for t, name, strength in timed_emotions(tags, _words(timeline), timeline.text)]
+                    for t, name, strength in timed_emotions(tags, _words(timeline), request.get("script")
+                                                            or request.get("transcript", ""))]
         call = expression_pb2.AnimateRequest(
             audio=wire.audio_to_pb(samples, rate), timeline=timeline, emotions=emotions,
             params=expression_pb2.ExpressionParams(

@@ -27,6 +27,7 @@ from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner
 from services.render.spec import frame_from_pb
 from services.tts.engine import check_speed
+from services.tts.pauses import split_pauses, strip_pauses
 from services.tts.voices import DEFAULT_VOICE, VOICES, check_voice
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     "utf-8", errors="strict"))
             tagged = check(which, lambda: strip_tags(text, which)) if text is not None else None
             if tagged is not None:
-                if not tagged[0]:
-                    violations.append((which, "is empty" if not text.strip() else "has nothing to say but emotion tags"))
+                check(which, lambda: split_pauses(tagged[0], which))
+                if not strip_pauses(tagged[0]):
+                    violations.append((which, "is empty" if not text.strip() else "has nothing to say but tags"))
                 elif len(text) > script_limit:
                     violations.append((which, f"{len(text)} characters is over the limit of {script_limit}"))
                 job["script"], job["emotion_tags"] = tagged[0], [asdict(t) for t in tagged[1]]

@@ -19,6 +19,7 @@ from services.common.tracing import configure, grpc_server_interceptors
 from services.tts.cloning import SpeakerProfile, VoiceCloner
 from services.tts.cloning.cloner import sample_sha256
 from services.tts.engine import TextToSpeech
+from services.tts.pauses import speak_with_pauses, strip_pauses
 from services.tts.recording import prepare_recording
 from services.tts.tensor_model import ModelVoice
 from services.tts.voices import VoiceBank, check_voice
@@ -97,12 +98,12 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
         profile = self._profile(request.voice_reference) if request.HasField("voice_reference") else None
         language = espeak_language(request.language)
         if profile is not None:  # spoken in the cloned voice (Kokoro style, or Piper + WORLD)
-            speech = self.cloner.speak(request.text, profile, seed=request.seed, speed=request.speed or 1.0,
-                                       language=language)
+            speech = speak_with_pauses(request.text, lambda text: self.cloner.speak(
+                text, profile, seed=request.seed, speed=request.speed or 1.0, language=language))
             warnings += profile.warnings
         else:
-            speech = self.voices.speak(request.text, voice, seed=request.seed, speed=request.speed or 1.0,
-                                       language=language)
+            speech = speak_with_pauses(request.text, lambda text: self.voices.speak(
+                text, voice, seed=request.seed, speed=request.speed or 1.0, language=language))
         return tts_pb2.SynthesizeResponse(
             audio=wire.audio_to_pb(speech.audio, speech.sample_rate, request.output_encoding),
             timeline=wire.timeline_to_pb(speech, language), warnings=warnings)
@@ -113,7 +114,7 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
         from services.tts.recording import driving_speech
 
         prepared = prepare_recording(self._raw_audio(request.audio, "audio"), field="audio")
-        speech = driving_speech(prepared, request.transcript, field="audio",
+        speech = driving_speech(prepared, strip_pauses(request.transcript), field="audio",
                                 client=getattr(getattr(self.tts, "voice", None), "client", None))
         return tts_pb2.AlignResponse(timeline=wire.timeline_to_pb(speech, espeak_language(request.language)),
                                      audio=wire.audio_to_pb(speech.audio, speech.sample_rate),
