@@ -107,7 +107,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
                            voice_sample=voice_sample, driving_audio=driving_audio, voice=args.voice_name or "",
-                           speed=args.speed,
+                           speed=args.speed, burn_captions=args.burn_captions,
                            emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
     request.validate()
     check_output(args.out, alpha=request.frame.alpha)
@@ -150,7 +150,7 @@ def _submit_framing(client, args: argparse.Namespace) -> dict:
     from services.render.formats import check_output, output_kind
     from services.render.keypoints import parse_keypoints
 
-    out = {"aspect": args.aspect, "fit": args.fit}
+    out = {"aspect": args.aspect, "fit": args.fit, "burn_captions": args.burn_captions}
     background = (args.background or "").strip()
     if background.lower() == "transparent" or background.startswith("#"):
         out["background"] = background.lower()
@@ -283,6 +283,8 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expressiveness", default="medium", help="low, medium or high")
     parser.add_argument("--captions", metavar="PATH",
                         help="also write captions of what is said, timed by the spoken words (.vtt or .srt)")
+    parser.add_argument("--burn-captions", action="store_true",
+                        help="draw the captions into the video (needs the words: a script or a transcript)")
 
 
 def build_parser() -> argparse.ArgumentParser:

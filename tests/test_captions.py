@@ -93,3 +93,46 @@ def test_cli_writes_srt(tmp_path):
                    "--out", str(out), "--size", "128", "--captions", str(captions))
     assert proc.returncode == 0, proc.stderr
     assert captions.read_text().startswith("1\n00:00:00,") and "Hi there.\n\n2\n" in captions.read_text()
+
+
+def test_burned_captions_draw_each_cue_only_while_it_is_on():
+    import numpy as np
+
+    from services.common.captions import Cue
+    from services.render.caption_overlay import CaptionOverlay
+
+    cues = [Cue(0.5, 1.5, "Hello there,\nmy friend."), Cue(2.0, 3.0, "A much longer line of words that must be "
+                                                                       "wrapped to fit a narrow frame.")]
+    overlay = CaptionOverlay(cues, (288, 512))
+    base = np.full((512, 288, 3), 90, np.uint8)
+    assert np.array_equal(overlay.apply(base.copy(), 0.2), base)  # before the first cue: untouched
+    on = overlay.apply(base.copy(), 1.0)
+    changed = np.abs(on.astype(int) - base).max(axis=2) > 0
+    rows, cols = np.nonzero(changed)
+    assert rows.min() > 0.6 * 512 and rows.max() < 0.95 * 512  # near the bottom, above the margin
+    assert abs((cols.min() + cols.max()) / 2 - 144) < 6  # centred
+    assert (on[changed] >= 250).all(axis=1).sum() > 200 and (on[changed] <= 40).all(axis=1).sum() > 200  # white, outlined
+    wrapped = np.abs(overlay.apply(base.copy(), 2.5).astype(int) - base).max(axis=2) > 0
+    assert wrapped[:, :2].sum() == 0 and wrapped[:, -2:].sum() == 0  # re-wrapped inside the frame
+    rgba = np.zeros((512, 288, 4), np.uint8)  # a transparent frame: the text is made opaque
+    assert overlay.apply(rgba, 1.0)[..., 3].max() == 255
+
+
+def test_cli_burns_captions_into_the_video(tmp_path):
+    import numpy as np
+
+    from tests.video_instrument import decode
+
+    plain, burned = tmp_path / "plain.mp4", tmp_path / "burned.mp4"
+    for out, extra in ((plain, []), (burned, ["--burn-captions"])):
+        proc = run_cli("generate", "--photo", str(PHOTOS / "astronaut.png"), "--script", "Hello there, my friend.",
+                       "--out", str(out), "--size", "256", *extra)
+        assert proc.returncode == 0, proc.stderr
+    a, b = decode(plain).frames, decode(burned).frames
+    mid = len(a) // 2
+    diff = np.abs(a[mid].astype(int) - b[mid].astype(int)).max(axis=2) > 40
+    assert diff[int(0.6 * 256):].sum() > 300 and diff[:int(0.5 * 256)].sum() == 0  # text at the bottom only
+    recording = ROOT / "tests" / "data" / "librivox" / "sense_and_sensibility_01_austen_64kb-0930.wav"
+    proc = run_cli("generate", "--photo", str(PHOTOS / "astronaut.png"), "--audio", str(recording),
+                   "--out", str(tmp_path / "x.mp4"), "--burn-captions")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: burn_captions:"), proc.stderr

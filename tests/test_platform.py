@@ -104,6 +104,13 @@ def test_job_through_the_gateway_gives_a_playable_mp4(stack, client, photo_id, t
     assert 3600 * int(h) + 60 * int(m) + float(s) <= video.audio_duration + 0.05
     # the same request id is the same job, not a new one
     assert client.submit(photo=photo_id, script=SCRIPT, seed=7, client_request_id="first-video") == job_id
+    # the same job with the captions drawn in: the same frames but for the text at the bottom
+    burned = decode(client.download(client.wait(client.submit(photo=photo_id, script=SCRIPT, seed=7,
+                                                              burn_captions=True), timeout_s=300),
+                                    tmp_path / "burned.mp4")).frames
+    mid = len(burned) // 2
+    diff = np.abs(burned[mid].astype(int) - video.frames[mid].astype(int)).max(axis=2)
+    assert (diff[int(0.6 * 512):] > 60).sum() > 500 and diff[:int(0.5 * 512)].mean() < 1.0
 
 
 def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):

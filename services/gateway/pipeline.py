@@ -47,6 +47,7 @@ class VideoRequest:
     driving_audio: bytes | None = None  # a recording to lip-sync to; `script` (optional) is its transcript
     voice: str = ""  # a built-in voice (services.tts.voices); "": the default
     speed: float = 1.0  # speaking rate of the script (0.5-2.0)
+    burn_captions: bool = False  # draw the captions into the frames
 
     @property
     def spoken_script(self) -> tuple[str, list]:
@@ -66,6 +67,8 @@ class VideoRequest:
                                              "send a voice sample only with a script to synthesize")
         if self.driving_audio is None and not (self.script or "").strip():
             raise InputError("script", "is empty (send a script, or a driving recording)")
+        if self.burn_captions and self.driving_audio is not None and not (self.script or "").strip():
+            raise InputError("burn_captions", "needs the words: give the recording's transcript as the script")
         if self.script and self.driving_audio is None:
             from services.tts.pauses import split_pauses, strip_pauses
 
@@ -222,11 +225,18 @@ class EmbeddedPipeline:
                     else Compositor(Renderer(rig), rig.stage, seed=request.seed))
         total = len(track)
 
+        overlay = None
+        if request.burn_captions:
+            from services.common.captions import build_cues
+            from services.render.caption_overlay import CaptionOverlay
+
+            overlay = CaptionOverlay(build_cues(speech.words, speech.text, speech.duration), request.frame.frame_size)
+
         def frames():
             for i, frame in enumerate(renderer.render_track(track)):
                 if i % 10 == 0:
                     progress("render", i / total)
-                yield frame
+                yield overlay.apply(frame, i / track.fps) if overlay else frame
 
         write_video(frames(), speech.audio, speech.sample_rate, track.fps, out, alpha=request.frame.alpha)
         seconds["render"] = time.perf_counter() - t0

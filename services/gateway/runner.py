@@ -89,13 +89,23 @@ class JobRunner:
             job.result["blendshapes_key"] = keys["blendshapes"]
         job.result.update(self._captions(keys))
 
+    def _cues(self, keys: dict[str, str]) -> list:
+        from services.common import captions
+
+        timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
+        return captions.build_cues(_words(timeline), timeline.text, timeline.duration or None)
+
+    def _burned_captions(self, spec: common_pb2.VideoSpec, keys: dict[str, str]) -> list[render_pb2.CaptionCue]:
+        if not spec.burn_in_captions:
+            return []
+        return [render_pb2.CaptionCue(start=c.start, end=c.end, text=c.text) for c in self._cues(keys)]
+
     def _captions(self, keys: dict[str, str]) -> dict[str, str]:
         """WebVTT and SRT captions from the stored timeline (none without words: a recording
         driven without a transcript)."""
         from services.common import captions
 
-        timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
-        cues = captions.build_cues(_words(timeline), timeline.text, timeline.duration or None)
+        cues = self._cues(keys)
         return {"captions_vtt": captions.to_webvtt(cues), "captions_srt": captions.to_srt(cues)} if cues else {}
 
     def _stage(self, stage: str, output_key: str, ctx: JobContext, work) -> None:
@@ -199,7 +209,7 @@ class JobRunner:
             output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"],
                                         content_type="video/webm" if job.request.get("alpha") else "video/mp4"),
             blendshapes=wire.blendshape_header(track.fps), expected_frames=len(frames),
-            seed=job.request["seed"] or 0)
+            seed=job.request["seed"] or 0, captions=self._burned_captions(spec, keys))
 
         def messages():
             yield render_pb2.RenderVideoRequest(header=header)

@@ -212,6 +212,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             else:
                 job["voice_sample_key"] = check("voice_sample", lambda: self._asset(r.voice_sample, "voice_sample"))
         spec = r.video
+        if spec.burn_in_captions and which == "driving_audio" and not strip_pauses(r.transcript):
+            violations.append(("video.burn_in_captions", "needs the words: send the recording's transcript"))
         size = spec.resolution if spec.WhichOneof("size") == "resolution" else 512
         frame = check("video", lambda: frame_from_pb(spec)[0])  # aspect, fit, background, keypoints
         if spec.background.WhichOneof("kind") == "image" and spec.background.image.key:

@@ -132,10 +132,13 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         workdir = tempfile.mkdtemp(prefix="likeness-render-")
         out_path = Path(workdir) / ("video.webm" if content_type == "video/webm" else "video.mp4")
 
+        overlay = _caption_overlay(header, frame.frame_size)
+
         def produce() -> Iterator[np.ndarray]:
             while (item := frames.get()) is not _END:
                 weights, pose = item
-                yield renderer.render(weights, pose)
+                image = renderer.render(weights, pose)
+                yield overlay.apply(image, rendered[0] / fps) if overlay else image
                 rendered[0] += 1
                 FRAMES_RENDERED.inc()
 
@@ -196,6 +199,19 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         return np.zeros(0, np.float32), 16000  # a silent video
 
 
+def _caption_overlay(header: rd.RenderVideoHeader, frame_size: tuple[int, int]):
+    """The header's caption cues to draw into the frames, or None."""
+    if not header.captions:
+        return None
+    from services.common.captions import Cue
+    from services.render.caption_overlay import CaptionOverlay
+
+    for c in header.captions:
+        if not (np.isfinite(c.start) and np.isfinite(c.end) and 0 <= c.start <= c.end):
+            raise InputError("header.captions", f"a cue must have 0 <= start <= end, got {c.start}..{c.end}")
+    return CaptionOverlay([Cue(c.start, c.end, c.text) for c in header.captions], frame_size)
+
+
 def main() -> None:
     logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
     configure("render")
@@ -210,3 +226,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
