@@ -51,6 +51,12 @@ def test_each_voice_speaks_the_words_with_a_timeline(bank, name):
     assert 0 < spoken[0].start < 0.5 and abs(speech.phones[-1].end - speech.duration) < 0.3
     heard = _heard(speech.audio, speech.sample_rate)
     assert len(set(heard) & set(words)) >= 0.6 * len(set(words)), heard  # pocketsphinx understands it
+    # the timeline is where the words are heard: word onsets against the forced aligner's
+    from services.tts.align import align
+
+    heard_at = [w.start for w in align(speech.audio, speech.sample_rate, SENTENCES).words]
+    assert len(heard_at) == len(speech.words)
+    assert np.median(np.abs(np.array([w.start for w in speech.words]) - heard_at)) < 0.04
     f0 = _median_f0(speech.audio, speech.sample_rate)
     if VOICES[name].gender == "female":
         assert f0 > 180, f0

@@ -10,7 +10,8 @@ are Japanese voices (four female, one male) speaking English through espeak-ng p
 
 Measured by benchmarks/voices.py on 6 Harvard sentences (pocketsphinx WER; median F0 by Harvest /
 pyin; RTF): joe 0.24, 133 / 92 Hz, 0.07; kokoro-female 0.16, 220 / 226 Hz, 0.31; kokoro-male 0.22,
-90 / 90 Hz, 0.32. Both Kokoro voices have a Japanese accent. A cloned voice (services.tts.cloning)
+90 / 90 Hz, 0.32. Word onsets of every voice's timeline agree with the forced aligner's within
+15 ms (median; p90 36-45 ms). Both Kokoro voices have a Japanese accent. A cloned voice (services.tts.cloning)
 replaces the built-in one.
 """
 from __future__ import annotations
