@@ -92,11 +92,14 @@ def _read_inputs(args: argparse.Namespace) -> tuple[str | None, bytes | None, by
 def _check_captions(args: argparse.Namespace, script: str | None, driving_audio: bytes | None) -> None:
     from services.common.captions import FORMATS
     from services.gateway.pipeline import check_output_path
+    from services.gateway.speech_rules import WORDS, check_speech
 
     if args.captions:
         check_output_path(args.captions, suffixes=tuple(FORMATS), field="captions")
-        if driving_audio is not None and not script:
-            raise InputError("captions", "need the words: give the recording's transcript with --script")
+        checked = check_speech(script or "", recording=driving_audio is not None, cloned=False, needs_words=True)
+        for name, message in checked.violations:
+            if name == WORDS:
+                raise InputError("captions", f"{message} (--script)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -62,34 +62,17 @@ class VideoRequest:
 
     def validate(self) -> None:
         """Cheap checks that need no model, so bad requests fail before any work is done."""
-        if self.driving_audio is not None and self.voice_sample is not None:
-            raise InputError("voice_sample", "a driving recording already carries the voice; "
-                                             "send a voice sample only with a script to synthesize")
-        if self.driving_audio is None and not (self.script or "").strip():
-            raise InputError("script", "is empty (send a script, or a driving recording)")
-        if self.burn_captions and self.driving_audio is not None and not (self.script or "").strip():
-            raise InputError("burn_captions", "needs the words: give the recording's transcript as the script")
-        if self.script and self.driving_audio is None:
-            from services.tts.pauses import split_pauses, strip_pauses
+        from services.gateway.speech_rules import WORDS, check_speech
 
-            split_pauses(self.spoken_script[0])  # a bad pause tag fails here, before any work
-            if not strip_pauses(self.spoken_script[0]):
-                raise InputError("script", "has nothing to say but tags")
+        checked = check_speech(self.script or "", recording=self.driving_audio is not None,
+                               cloned=self.voice_sample is not None, voice=self.voice, speed=self.speed,
+                               needs_words=self.burn_captions)
+        if checked.violations:
+            name, message = checked.violations[0]
+            raise InputError("burn_captions" if name == WORDS else name, message)
         for name in ("voice_sample", "driving_audio"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise InputError(name, "is empty")
-        if self.speed != 1.0:
-            from services.tts.engine import check_speed
-
-            if self.driving_audio is not None:
-                raise InputError("speed", "a recording is lip-synced at its own pace")
-            check_speed(self.speed)
-        if self.voice:
-            from services.tts.voices import check_voice
-
-            if self.voice_sample is not None or self.driving_audio is not None:
-                raise InputError("voice", "a voice sample or a driving recording brings its own voice")
-            check_voice(self.voice)
         if not isinstance(self.size, int) or not 128 <= self.size <= 1080 or self.size % 2:
             raise InputError("size", f"must be an even number of pixels from 128 to 1080, got {self.size}")
         if not 10 <= self.fps <= 60:

@@ -14,7 +14,6 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import config, grpc_errors, wire
-from services.common.emotion_tags import strip_tags
 from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
@@ -26,9 +25,8 @@ from services.gateway.jobs import Job, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner
 from services.render.spec import frame_from_pb
-from services.tts.engine import check_speed
-from services.tts.pauses import split_pauses, strip_pauses
-from services.tts.voices import DEFAULT_VOICE, VOICES, check_voice
+from services.gateway.speech_rules import WORDS, check_speech
+from services.tts.voices import DEFAULT_VOICE, VOICES
 
 log = logging.getLogger(__name__)
 URL_TTL = timedelta(seconds=config.get_int("LIKENESS_RESULT_URL_TTL_S"))
@@ -170,50 +168,36 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             job["photo_key"] = check("photo", lambda: self._asset(r.photo, "photo"))
         which = r.WhichOneof("speech")
         script_limit = max_script_chars()
+        recording = which == "driving_audio"
+        text: str | None = None
         if which is None:
             violations.append(("script", "a script, script_asset or driving_audio is required"))
-        elif which == "driving_audio":  # the TTS service trims, normalises and checks it
+        elif recording:  # the TTS service trims, normalises and checks it
             job["driving_audio_key"] = check("driving_audio", lambda: self._asset(r.driving_audio, "driving_audio"))
-            if len(r.transcript) > script_limit:
-                violations.append(("transcript", f"{len(r.transcript)} characters is over the limit of "
-                                                 f"{script_limit}"))
-            tagged = check("transcript", lambda: strip_tags(r.transcript, "transcript"))
-            if tagged is not None:
-                job["transcript"], job["emotion_tags"] = tagged[0], [asdict(t) for t in tagged[1]]
+            text = r.transcript
         else:
             if r.transcript:
                 violations.append(("transcript", "goes with driving_audio only; a script is spoken as written"))
             text = r.script if which == "script" else check(
                 "script_asset", lambda: self.storage.get_bytes(self._asset(r.script_asset, "script_asset")).decode(
                     "utf-8", errors="strict"))
-            tagged = check(which, lambda: strip_tags(text, which)) if text is not None else None
-            if tagged is not None:
-                check(which, lambda: split_pauses(tagged[0], which))
-                if not strip_pauses(tagged[0]):
-                    violations.append((which, "is empty" if not text.strip() else "has nothing to say but tags"))
-                elif len(text) > script_limit:
-                    violations.append((which, f"{len(text)} characters is over the limit of {script_limit}"))
-                job["script"], job["emotion_tags"] = tagged[0], [asdict(t) for t in tagged[1]]
-        if r.speed:
-            if which == "driving_audio":
-                violations.append(("speed", "a recording is lip-synced at its own pace"))
-            else:
-                check("speed", lambda: check_speed(r.speed))
-                job["speed"] = float(r.speed)
-        if r.voice:
-            if r.HasField("voice_sample") or which == "driving_audio":
-                violations.append(("voice", "a voice sample or a driving recording brings its own voice"))
-            else:
-                job["voice"] = check("voice", lambda: check_voice(r.voice))
-        if r.HasField("voice_sample"):
-            if which == "driving_audio":
-                violations.append(("voice_sample", "a driving recording already carries the voice; send a "
-                                                   "voice sample only with a script to synthesize"))
-            else:
-                job["voice_sample_key"] = check("voice_sample", lambda: self._asset(r.voice_sample, "voice_sample"))
+        text_field = "transcript" if recording else which or "script"
+        if text is not None and len(text) > script_limit:
+            violations.append((text_field, f"{len(text)} characters is over the limit of {script_limit}"))
         spec = r.video
-        if spec.burn_in_captions and which == "driving_audio" and not strip_pauses(r.transcript):
-            violations.append(("video.burn_in_captions", "needs the words: send the recording's transcript"))
+        checked = check_speech(text, recording=recording, cloned=r.HasField("voice_sample"), voice=r.voice,
+                               speed=r.speed or 1.0, needs_words=spec.burn_in_captions, script_field=text_field)
+        violations += [("video.burn_in_captions" if name == WORDS else name, message)
+                       for name, message in checked.violations]
+        if checked.text is not None:
+            job["transcript" if recording else "script"] = checked.text
+            job["emotion_tags"] = [asdict(t) for t in checked.tags]
+        if r.speed:
+            job["speed"] = float(r.speed)
+        if checked.voice:
+            job["voice"] = checked.voice
+        if r.HasField("voice_sample") and not recording:
+            job["voice_sample_key"] = check("voice_sample", lambda: self._asset(r.voice_sample, "voice_sample"))
         size = spec.resolution if spec.WhichOneof("size") == "resolution" else 512
         frame = check("video", lambda: frame_from_pb(spec)[0])  # aspect, fit, background, keypoints
         if spec.background.WhichOneof("kind") == "image" and spec.background.image.key:

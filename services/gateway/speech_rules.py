@@ -1,0 +1,63 @@
+"""What a request says and in which voice: the rules the gateway's admission (every violation at
+once) and the embedded pipeline's VideoRequest (the first one) share, so both refuse the same
+requests with the same words."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.common.emotion_tags import EmotionTag, strip_tags
+from services.common.errors import InputError
+
+WORDS = "words"  # the field of "needs the words" (captions); each caller names it its own way
+
+
+@dataclass
+class CheckedSpeech:
+    text: str | None  # the script (or transcript) without its emotion tags; None: not known
+    tags: list[EmotionTag] = field(default_factory=list)
+    voice: str = ""  # the built-in voice's catalogue name; "": the default
+    violations: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: str = "", speed: float = 1.0,
+                 needs_words: bool = False, script_field: str = "script") -> CheckedSpeech:
+    """`script`: the text to speak, or a recording's transcript (`recording`); None when it could not
+    be read (its own violation is reported elsewhere). `cloned`: a voice sample was sent.
+    `needs_words`: captions were asked for."""
+    from services.tts.engine import check_speed
+    from services.tts.pauses import split_pauses, strip_pauses
+    from services.tts.voices import check_voice
+
+    out = CheckedSpeech(text=None)
+
+    def check(name: str, fn):
+        try:
+            return fn()
+        except InputError as exc:
+            out.violations.append((name, exc.message))
+
+    if recording and cloned:
+        out.violations.append(("voice_sample", "a driving recording already carries the voice; send a voice "
+                                               "sample only with a script to synthesize"))
+    if script is not None:
+        tagged = check(script_field, lambda: strip_tags(script, script_field))
+        if tagged is not None:
+            out.text, out.tags = tagged
+            if not recording:
+                check(script_field, lambda: split_pauses(out.text, script_field))
+                if not strip_pauses(out.text):
+                    out.violations.append((script_field, "is empty (send a script, or a driving recording)"
+                                           if not script.strip() else "has nothing to say but tags"))
+            elif needs_words and not strip_pauses(out.text):
+                out.violations.append((WORDS, "needs the words: send the recording's transcript"))
+    if speed != 1.0:
+        if recording:
+            out.violations.append(("speed", "a recording is lip-synced at its own pace"))
+        else:
+            check("speed", lambda: check_speed(speed))
+    if voice:
+        if cloned or recording:
+            out.violations.append(("voice", "a voice sample or a driving recording brings its own voice"))
+        else:
+            out.voice = check("voice", lambda: check_voice(voice)) or ""
+    return out
