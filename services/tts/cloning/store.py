@@ -10,14 +10,13 @@ copy is checked the same way by the TTS service (BuildSpeakerProfile reuses only
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 from typing import Callable
 
 from services.common import config
 from services.common.errors import InputError
-from services.tts.cloning.cloner import configured_method
+from services.tts.cloning.cloner import configured_method, sample_sha256
 from services.tts.cloning.profile import BUILD_REVISION, SpeakerProfile
 
 
@@ -43,7 +42,7 @@ class ProfileCache:
         return cls(Path(raw).expanduser() if raw.strip() else None)
 
     def get_or_build(self, sample: bytes, build: Callable[[bytes], SpeakerProfile]) -> SpeakerProfile:
-        sha = hashlib.sha256(sample).hexdigest()
+        sha = sample_sha256(sample)
         with self._lock:
             if sha in self._memory and is_current(self._memory[sha]):
                 return self._memory[sha]
