@@ -221,6 +221,8 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r, "script", "Hello [pause 99] there."), "script"),
     (lambda r: (r.driving_audio.CopyFrom(gw.AssetSource(asset_id="0" * 64)),
                 setattr(r.video, "burn_in_captions", True)), "video.burn_in_captions"),
+    (lambda r: (r.driving_audio.CopyFrom(gw.AssetSource(asset_id="0" * 64)), setattr(r, "transcript", "[happy]"),
+                setattr(r.video, "burn_in_captions", True)), "video.burn_in_captions"),
 ])
 def test_invalid_submission_is_invalid_argument_with_the_field(client, photo_id, change, field):
     request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id), script="Hello.",
