@@ -228,7 +228,7 @@ def plain_voices(cloner: VoiceCloner, recognise: Recogniser) -> dict:
 
     client = cloner.client
     piper = [cloner.tts.synthesize(s, seed=i) for i, s in enumerate(SCRIPTS)]
-    kokoro = [cloner._kokoro().synthesize(s, shipped_styles()["jm_kumo"]) for s in SCRIPTS]
+    kokoro = [cloner.voices.kokoro().synthesize(s, shipped_styles()["jm_kumo"]) for s in SCRIPTS]
     return {"piper_emb": [embed(client, s.audio, s.sample_rate) for s in piper],
             "piper_hyp": [recognise(s.audio, s.sample_rate) for s in piper],
             "kokoro_emb": [embed(client, s.audio, s.sample_rate) for s in kokoro],
@@ -271,9 +271,9 @@ def main() -> None:
     from services.tts.kokoro import shipped_styles
 
     kokoro_style = shipped_styles()["jm_kumo"]
-    cloner._kokoro().synthesize(SCRIPTS[0], kokoro_style)
+    cloner.voices.kokoro().synthesize(SCRIPTS[0], kokoro_style)
     t0 = time.perf_counter()
-    spoken = cloner._kokoro().synthesize(script, kokoro_style)
+    spoken = cloner.voices.kokoro().synthesize(script, kokoro_style)
     kokoro_rtf = (time.perf_counter() - t0) / spoken.duration
     print(f"TTS alone RTF: Piper {tts_rtf:.3f}, Kokoro {kokoro_rtf:.3f} (load average {os.getloadavg()[0]:.1f})",
           flush=True)

@@ -150,7 +150,7 @@ class EmbeddedPipeline:
         from services.tts.cloning.store import ProfileCache
 
         if self._cloner is None:
-            self._cloner = VoiceCloner(self.tts, self.client)
+            self._cloner = VoiceCloner(self.tts, self.client, voices=self.voices)
         profile = ProfileCache.from_env().get_or_build(request.voice_sample, self._cloner.build_profile)
         return speak_with_pauses(script, lambda text: self._cloner.clone(
             self.tts.synthesize(text, seed=request.seed, speed=request.speed, language=request.language),

@@ -44,7 +44,7 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
     def cloner(self) -> VoiceCloner:
         if self._cloner is None:  # the speaker encoder is only loaded when a voice is cloned
             client = getattr(self.tts.voice, "client", None) or client_from_env()
-            self._cloner = VoiceCloner(self.tts, client)
+            self._cloner = VoiceCloner(self.tts, client, voices=self.voices)
         return self._cloner
 
     @property

@@ -39,6 +39,7 @@ from services.tts.cloning.profile import METHODS, SpeakerProfile
 from services.tts.cloning.timbre import match_timbre
 from services.tts.phonemize import DEFAULT_LANGUAGE
 from services.tts.recording import VOICE_SAMPLE, prepare_recording
+from services.tts.voices import VoiceBank
 
 CALIBRATION_TEXT = (
     "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
@@ -84,11 +85,11 @@ def _strengths() -> tuple[float, ...]:
 
 
 class VoiceCloner:
-    def __init__(self, tts, client: InferenceClient) -> None:
+    def __init__(self, tts, client: InferenceClient, voices: VoiceBank | None = None) -> None:
         self.tts = tts  # a services.tts.TextToSpeech
         self.client = client
+        self.voices = voices or VoiceBank(tts, client)  # its Kokoro speaks the Kokoro-style clones
         self._calibration: tuple[Speech, world.Analysis, world.VoiceStats] | None = None
-        self._kokoro_speech = None
         self._lock = threading.Lock()
 
     def _calibrate(self) -> tuple[Speech, world.Analysis, world.VoiceStats]:
@@ -98,15 +99,6 @@ class VoiceCloner:
                 analysis = world.analyse(speech.audio, speech.sample_rate)
                 self._calibration = (speech, analysis, world.voice_stats(analysis))
             return self._calibration
-
-    def _kokoro(self):
-        with self._lock:
-            if self._kokoro_speech is None:
-                from services.tts.kokoro_speech import KokoroSpeech
-                from services.tts.tensor_model import ModelKokoro
-
-                self._kokoro_speech = KokoroSpeech(ModelKokoro(self.client))
-            return self._kokoro_speech
 
     def build_profile(self, sample: bytes | tuple[np.ndarray, int], *, field: str = VOICE_SAMPLE) -> SpeakerProfile:
         """A voice sample (encoded bytes or (samples, rate); 3-60 s of speech, any text) -> profile.
@@ -203,7 +195,7 @@ class VoiceCloner:
         profile). Returns (style [256], its calibration audio at 24 kHz, similarity)."""
         from services.tts.kokoro import SAMPLE_RATE, ipa_to_tokens, sentence_ipas, shipped_styles
 
-        backend = self._kokoro().voice
+        backend = self.voices.kokoro().voice
         ids, _ = ipa_to_tokens(" ".join(sentence_ipas(STYLE_CALIBRATION_TEXT)), backend.vocab)
 
         def score(style: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -247,7 +239,7 @@ class VoiceCloner:
         """Script -> speech in the profile's voice (Kokoro style, or Piper + WORLD conversion)."""
         if profile.style is None:
             return self.clone(self.tts.synthesize(text, seed=seed, speed=speed, language=language), profile)
-        spoken = self._kokoro().synthesize(text, profile.style, speed=speed, language=language)
+        spoken = self.voices.kokoro().synthesize(text, profile.style, speed=speed, language=language)
         if profile.convert:
             spoken.audio = convert_with(self.client, spoken.audio, spoken.sample_rate, profile.conversion)
         return spoken
