@@ -58,6 +58,49 @@ def build_rings(landmarks: np.ndarray, size: int) -> HeadRings:
     return HeadRings(head=np.column_stack([head, depth]), head_follow=follow, anchor=anchor)
 
 
+# Beside the face the photo sees the head's side at a grazing angle: mediapipe puts the face oval
+# near the ears' depth (~0.35 face heights behind the eye corners), the last row of points inside it
+# far in front of it, so a turn stretched that thin band several times (a smear). Turning uses a
+# smoother side profile instead: from SIDE_INNER of the way to the oval out to the oval, the depth
+# goes evenly from the mesh's depth there to the oval's own, spreading the same widening over the
+# cheek and temple. The oval itself and everything outside it turn as before.
+SIDE_INNER = 0.7
+
+
+def turn_depth(landmarks: np.ndarray) -> np.ndarray:
+    """Depth [N] for turning the head: mediapipe's, evened out beside the face."""
+    from scipy.interpolate import LinearNDInterpolator
+
+    f = FaceFrame(landmarks)
+    pts = landmarks[:, :2].astype(np.float64)
+    z = landmarks[:, 2].astype(np.float64)
+    oval_idx = list(FACE_OVAL)
+    oval = pts[oval_idx]
+    centre = (oval.min(axis=0) + oval.max(axis=0)) / 2
+    rel = oval - centre
+    ang = np.arctan2(rel[:, 1], rel[:, 0])
+    order = np.argsort(ang)
+
+    def along_oval(values: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return np.interp(a, ang[order], values[order], period=2 * np.pi)
+
+    z_at = LinearNDInterpolator(pts[:468], z[:468])
+    rel = pts - centre
+    a = np.arctan2(rel[:, 1], rel[:, 0])
+    rad = np.linalg.norm(rel, axis=1)
+    r_oval = along_oval(np.linalg.norm(oval - centre, axis=1), a)
+    r_in = SIDE_INNER * r_oval
+    unit = rel / np.maximum(rad, 1e-9)[:, None]
+    z_in = z_at(centre + unit * r_in[:, None])
+    s = np.clip((rad - r_in) / np.maximum(r_oval - r_in, 1e-9), 0.0, 1.0)
+    even = z_in + (along_oval(z[oval_idx], a) - z_in) * s
+    side = np.clip((0.9 - np.abs(unit @ f.v_axis)) / 0.3, 0.0, 1.0)  # beside, not above or below
+    use = (rad > r_in) & np.isfinite(z_in)
+    out = np.where(use, z + side * (np.nan_to_num(even) - z), z)
+    out[oval_idx] = z[oval_idx]
+    return out
+
+
 def _pivot(landmarks: np.ndarray) -> np.ndarray:
     """Top of the neck: under the ears in depth, a little above the chin in height."""
     f = FaceFrame(landmarks)

@@ -9,7 +9,7 @@ import numpy as np
 from services.common.arkit import ARKIT_52, HEAD_POSE, INDEX
 from services.common.expression_track import ExpressionTrack
 from services.render.basis import ContactConstraints, build_basis, smoothstep
-from services.render.head import HeadPose, build_rings
+from services.render.head import HeadPose, build_rings, turn_depth
 from services.render.mouth import MouthInterior
 from services.render.rig import (
     CHIN, FACE_OVAL, FOREHEAD_TOP, LEFT_EYE, LIP_LOWER_INNER, LIP_UPPER_INNER, NUM_MESH, RIGHT_EYE,
@@ -45,6 +45,7 @@ class Renderer:
         self.constraints = ContactConstraints(lm)
         self.head = HeadPose(lm)
         self.rings = build_rings(lm, size)
+        self.turn_dz = turn_depth(lm) - lm[:, 2]  # added to the depth when the head turns
 
         # Control points: the 468 mesh points (irises excluded: they fold triangles in a blink),
         # then the head ring, then the fixed anchor ring.
@@ -97,13 +98,18 @@ class Renderer:
         return self._pose(self.deform(weights), head_pose)
 
     def _pose(self, pts: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
-        posed = self.head.apply(pts, head_pose)
+        posed = self.head.apply(self._turnable(pts), head_pose)
         for name, eye in (("right", RIGHT_EYE), ("left", LEFT_EYE)):
             # Irises ride rigidly with the eyeball, not with the lids.
             ref = self._src_eye_refs[name]
             fwd = _affine_from(ref, self.head.apply(ref, head_pose))
             posed[list(eye.iris)] = self.rest[list(eye.iris), :2] @ fwd[:, :2].T + fwd[:, 2]
         return posed
+
+    def _turnable(self, pts: np.ndarray) -> np.ndarray:
+        out = pts.copy()
+        out[:, 2] += self.turn_dz
+        return out
 
     def render(self, weights: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
         """One RGB uint8 frame [size, size, 3] for ARKit-52 `weights` and a 6-value `head_pose`."""
@@ -143,7 +149,7 @@ class Renderer:
                        (np.concatenate(overrides_idx), np.concatenate(overrides_aff)))
 
         scale = float(np.linalg.det(self.head.matrix(head_pose)[0][:2, :2])) ** 0.5
-        skull = self.head.apply(self.rest, head_pose)  # rest face moved by the head pose only
+        skull = self.head.apply(self._turnable(self.rest), head_pose)  # rest face moved by the head pose only
         down = skull[CHIN, :2] - skull[FOREHEAD_TOP, :2]
         jaw_drop = float((posed[CHIN] - skull[CHIN, :2]) @ down / max(np.linalg.norm(down), 1e-6))
         self.mouth.render(out, posed[list(LIP_UPPER_INNER)], posed[list(LIP_LOWER_INNER)],
