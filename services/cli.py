@@ -221,7 +221,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             job_id = client.submit(photo=asset, script=script, resolution=args.size, fps=args.fps,
                                    seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
                                    voice_sample=voice_id, driving_audio=audio_id, voice=args.voice_name or "",
-                                   speed=args.speed,
+                                   speed=args.speed, webhook_url=args.webhook_url,
                                    **_submit_framing(client, args))
             print(f"job {job_id}", file=sys.stderr)
             job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub_.add_argument("--server", default=config.get_str("LIKENESS_GATEWAY_ADDR"),
                       help="gateway address (default $LIKENESS_GATEWAY_ADDR or 127.0.0.1:50051)")
     _video_options(sub_)
+    sub_.add_argument("--webhook-url", default="",
+                      help="the gateway also POSTs the finished job (JSON) to this http(s) URL")
     sub_.set_defaults(func=cmd_submit)
     return parser
 

@@ -82,14 +82,15 @@ class LikenessClient:
                background_image: common_pb2.ObjectRef | None = None,
                keypoints: Sequence[tuple[float, float]] | None = None,
                voice_sample: str | None = None, driving_audio: str | None = None, voice: str = "",
-               speed: float = 1.0, burn_captions: bool = False) -> str:
+               speed: float = 1.0, burn_captions: bool = False, webhook_url: str = "") -> str:
         """aspect 1:1/9:16/16:9/4:5; fit cover/contain; background '#RRGGBB' or 'transparent' (the
         video is then VP9 WebM with alpha), or background_image = upload_object(...).object;
         keypoints: 5 (x, y) photo pixels for faces no detector finds (see services.render.keypoints).
         Speech: `script`, spoken in the voice of the `voice_sample` asset if given, or instead the
         `driving_audio` asset (a recording to lip-sync to; `script` is then its optional transcript);
         asset ids come from upload(). `voice`: a built-in voice (voices()); "": the default; `speed`:
-        speaking rate of the script (0.5-2.0); `burn_captions`: draw the captions into the video."""
+        speaking rate of the script (0.5-2.0); `burn_captions`: draw the captions into the video;
+        `webhook_url`: where the gateway POSTs the final job (services.gateway.webhooks)."""
         video = common_pb2.VideoSpec(resolution=resolution, fps=fps, aspect_ratio=ASPECTS[aspect],
                                      fit=FITS[fit], burn_in_captions=burn_captions)
         if background == "transparent":
@@ -104,7 +105,7 @@ class LikenessClient:
             client_request_id=client_request_id, photo=gw.AssetSource(asset_id=photo),
             video=video, emotion=EMOTIONS[emotion],
             expressiveness=EXPRESSIVENESS[expressiveness], export_blendshapes=export_blendshapes,
-            language=language, voice=voice, speed=0.0 if speed == 1.0 else speed)
+            language=language, voice=voice, speed=0.0 if speed == 1.0 else speed, webhook_url=webhook_url)
         if seed is not None:
             request.seed = seed
         if driving_audio is not None:

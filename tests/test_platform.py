@@ -30,13 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "photos" / "grace_hopper.jpg"
 SCRIPT = "Maybe Bob will pay me back. Please bring the big map."
 LONG_SCRIPT = " ".join(["People bring maps and books to the big market by the bay."] * 6)
+WEBHOOK_SECRET = "platform-test-secret"
 
 
 @pytest.fixture(scope="module")
 def stack():
     trace_file = Path(tempfile.mkdtemp(prefix="likeness-traces-")) / "spans.jsonl"
     env = {"LIKENESS_TRACE_FILE": str(trace_file), "LIKENESS_MAX_CONCURRENT_JOBS": "1",
-           "LIKENESS_MAX_QUEUED_JOBS": "2"}
+           "LIKENESS_MAX_QUEUED_JOBS": "2", "LIKENESS_WEBHOOK_SECRET": WEBHOOK_SECRET}
     with LocalStack(env=env) as running:
         running.trace_file = trace_file
         yield running
@@ -111,6 +112,39 @@ def test_job_through_the_gateway_gives_a_playable_mp4(stack, client, photo_id, t
     mid = len(burned) // 2
     diff = np.abs(burned[mid].astype(int) - video.frames[mid].astype(int)).max(axis=2)
     assert (diff[int(0.6 * 512):] > 60).sum() > 500 and diff[:int(0.5 * 512)].mean() < 1.0
+
+
+def test_a_finished_job_is_posted_to_its_webhook(stack, client, photo_id, tmp_path):
+    """The gateway POSTs the final Job (GetJob's JSON, signed) to the submission's webhook_url; the
+    presigned URL in it downloads the video; GetJob reports the delivery."""
+    from google.protobuf import json_format
+
+    from services.gateway.webhooks import verify
+    from tests.test_webhooks import Receiver
+
+    receiver = Receiver([503])  # the first POST meets an overloaded receiver: retried
+    try:
+        job_id = client.submit(photo=photo_id, script="Please bring the map.", resolution=256,
+                               webhook_url=receiver.url)
+        job = client.wait(job_id, timeout_s=300)
+        deadline = time.monotonic() + 30
+        while client.get(job_id).webhook.state == gw.WEBHOOK_STATE_PENDING and time.monotonic() < deadline:
+            time.sleep(0.1)
+        delivery = client.get(job_id).webhook
+        assert (delivery.url, delivery.state, delivery.attempts, delivery.http_status) == (
+            receiver.url, gw.WEBHOOK_STATE_DELIVERED, 2, 200)
+        assert len(receiver.received) == 2
+        headers, body, _ = receiver.received[-1]
+        assert headers["likeness-event"] == "job.succeeded" and headers["likeness-delivery"] == job_id
+        assert verify(WEBHOOK_SECRET, headers["likeness-signature"], body)
+        posted = json_format.Parse(body, gw.Job())
+        assert posted.job_id == job_id and posted.state == gw.JOB_STATE_SUCCEEDED
+        assert posted.result.video.key == job.result.video.key and not posted.HasField("webhook")
+        with urllib.request.urlopen(posted.result.presigned_url, timeout=30) as response:
+            (tmp_path / "hooked.mp4").write_bytes(response.read())
+        assert decode(tmp_path / "hooked.mp4").frames.shape[1:] == (256, 256, 3)
+    finally:
+        receiver.close()
 
 
 def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):
@@ -216,6 +250,7 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r.video, "aspect_ratio", 99), "video.aspect_ratio"),
     (lambda r: setattr(r.video.background, "color", "blue-ish"), "video.background.color"),
     (lambda r: setattr(r, "voice", "nope"), "voice"),
+    (lambda r: setattr(r, "webhook_url", "ftp://hooks.example/likeness"), "webhook_url"),
     (lambda r: setattr(r, "speed", 3.0), "speed"),
     (lambda r: setattr(r, "script", "[happy 7] Hello."), "script"),
     (lambda r: setattr(r, "script", "Hello [pause 99] there."), "script"),

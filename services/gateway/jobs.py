@@ -45,6 +45,7 @@ class Job:
     result: dict[str, str] = field(default_factory=dict)  # video_key, blendshapes_key, video facts, captions
     warnings: list[str] = field(default_factory=list)
     attempts: int = 0
+    webhook: dict = field(default_factory=dict)  # delivery state, kept by services.gateway.webhooks
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -196,6 +197,11 @@ class JobManager:
             yield snapshot
             if snapshot.state.terminal:
                 return
+
+    def set_webhook(self, job_id: str, delivery: dict) -> None:
+        """Records how a finished job's webhook went (wakes watchers, saves the record)."""
+        with self._lock:
+            self._update(self._jobs[job_id], webhook=delivery)
 
     @property
     def queue_depth(self) -> int:

@@ -20,7 +20,7 @@ from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw,
 from services.common.speech import max_script_chars
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
-from services.gateway import assets
+from services.gateway import assets, webhooks
 from services.gateway.jobs import Job, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner
@@ -212,6 +212,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             violations.append(("expressiveness", "unknown value"))
         if len(r.client_request_id) > 128:
             violations.append(("client_request_id", "at most 128 characters"))
+        if r.webhook_url:
+            job["webhook_url"] = check("webhook_url", lambda: webhooks.check_url(r.webhook_url))
         if violations:
             raise InputError.many(violations)
         # The whole spec travels to the render service as JSON (aspect, fit, background, keypoints).
@@ -233,6 +235,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             code = getattr(grpc.StatusCode, job.error_code or "INTERNAL", grpc.StatusCode.INTERNAL)
             message.error.CopyFrom(grpc_errors.error_status(
                 code, job.message, [(job.error_field, job.message)] if job.error_field else []))
+        if job.request.get("webhook_url"):
+            delivery = {"state": webhooks.PENDING, "attempts": 0, "http_status": 0, "error": "", **job.webhook}
+            message.webhook.CopyFrom(gw.WebhookDelivery(
+                url=job.request["webhook_url"], state=getattr(gw, f"WEBHOOK_STATE_{delivery['state']}"),
+                attempts=delivery["attempts"], http_status=delivery["http_status"], error=delivery["error"]))
         if job.state is JobState.SUCCEEDED and "video_key" in job.result:
             video = self.storage.stat(job.result["video_key"])
             expires = Timestamp()
@@ -254,6 +261,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 message.result.captions.webvtt = job.result["captions_vtt"]
                 message.result.captions.srt = job.result.get("captions_srt", "")
         return message
+
+    def job_json(self, job: Job) -> bytes:
+        """A webhook's body: the Job as GetJob returns it, without its own delivery state."""
+        message = self._job_pb(job)
+        message.ClearField("webhook")
+        return json_format.MessageToJson(message).encode()
 
     @staticmethod
     def _progress(job: Job) -> float:
@@ -277,8 +290,12 @@ def main() -> None:
     storage = Storage.from_env()
     storage.ensure_bucket()
 
+    sender: webhooks.WebhookSender | None = None
+
     def finished(job: Job, seconds: float) -> None:
         JOBS.labels(job.state.value.lower()).inc()
+        if sender is not None:
+            sender.job_finished(job)
 
     manager = JobManager(JobRunner(storage, Downstream.from_env()),
                          max_concurrent=config.get_int("LIKENESS_MAX_CONCURRENT_JOBS"),
@@ -286,6 +303,8 @@ def main() -> None:
                          store=StorageJobStore(storage), on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"))
     servicer = GatewayServicer(storage, manager)
+    sender = webhooks.WebhookSender(manager, servicer.job_json)
+    sender.resume(manager.list(page_size=1 << 30)[0])  # pending when the gateway last stopped
     start_metrics_server(metrics_port(9101))
     server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
                    port=grpc_port(50051), service_names=["likeness.v1.GatewayService"],

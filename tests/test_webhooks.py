@@ -1,0 +1,208 @@
+"""Webhooks against a real HTTP server on loopback: delivery, signature, retries with backoff, what
+is final, what a restarted gateway sends, which URLs a submission may name. (Through the whole
+platform: tests/test_platform.py.)"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from services.common import config
+from services.common.errors import InputError
+from services.gateway import webhooks
+from services.gateway.jobs import Job, JobManager, JobState, MemoryJobStore
+
+SECRET = "test-secret"
+
+
+class Receiver:
+    """An HTTP server that answers POSTs with the given statuses in turn (then 200) and keeps them."""
+
+    def __init__(self, statuses: list[int] | None = None, location: str = "") -> None:
+        self.statuses = list(statuses or [])
+        self.received: list[tuple[dict, bytes, float]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST  # noqa: N815 - a followed redirect would arrive here
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/likeness"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory():
+    made: list[Receiver] = []
+
+    def make(*args, **kwargs) -> Receiver:
+        made.append(Receiver(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def body_of(job: Job) -> bytes:
+    return json.dumps({"jobId": job.job_id, "state": job.state.value}).encode()
+
+
+def run_job(url: str, *, fail: bool = False, attempts: int = 4, store: MemoryJobStore | None = None,
+            secret: str = SECRET) -> tuple[JobManager, str]:
+    """A real JobManager whose job ends at once, wired to a sender like the gateway's main()."""
+    sender: list[webhooks.WebhookSender] = []
+
+    def work(job: Job, ctx) -> None:
+        if fail:
+            raise RuntimeError("the render service fell over")
+
+    manager = JobManager(work, store=store, on_finish=lambda job, s: sender[0].job_finished(job) if sender else None)
+    sender.append(webhooks.WebhookSender(manager, body_of, secret=secret, attempts=attempts, backoff_s=0.05,
+                                         timeout_s=5))
+    job, _ = manager.submit({"webhook_url": url})
+    return manager, job.job_id
+
+
+def wait_webhook(manager: JobManager, job_id: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        delivery = manager.get(job_id).webhook
+        if delivery.get("state") in (webhooks.DELIVERED, webhooks.FAILED):
+            return delivery
+        time.sleep(0.02)
+    raise AssertionError(f"webhook never ended: {manager.get(job_id).webhook}")
+
+
+def test_a_finished_job_is_posted_once_signed(receiver_factory):
+    receiver = receiver_factory()
+    manager, job_id = run_job(receiver.url)
+    delivery = wait_webhook(manager, job_id)
+    assert delivery == {"state": "DELIVERED", "attempts": 1, "http_status": 200, "error": ""}
+    [(headers, body, _)] = receiver.received
+    assert json.loads(body) == {"jobId": job_id, "state": "SUCCEEDED"}
+    assert headers["content-type"] == "application/json"
+    assert headers["likeness-event"] == "job.succeeded" and headers["likeness-delivery"] == job_id
+    assert webhooks.verify(SECRET, headers["likeness-signature"], body)
+    assert not webhooks.verify("another-secret", headers["likeness-signature"], body)
+    assert not webhooks.verify(SECRET, headers["likeness-signature"], body.replace(b"SUCCEEDED", b"FAILED"))
+    assert not webhooks.verify(SECRET, headers["likeness-signature"], body, now=time.time() + 3600)
+
+
+def test_a_failed_job_is_posted_too_and_unsigned_without_a_secret(receiver_factory):
+    receiver = receiver_factory()
+    manager, job_id = run_job(receiver.url, fail=True, secret="")
+    assert wait_webhook(manager, job_id)["state"] == "DELIVERED"
+    [(headers, body, _)] = receiver.received
+    assert json.loads(body)["state"] == "FAILED" and headers["likeness-event"] == "job.failed"
+    assert "likeness-signature" not in headers
+
+
+def test_server_errors_are_retried_with_growing_waits(receiver_factory):
+    receiver = receiver_factory([503, 500, 429])
+    manager, job_id = run_job(receiver.url)
+    assert wait_webhook(manager, job_id) == {"state": "DELIVERED", "attempts": 4, "http_status": 200, "error": ""}
+    times = [t for _, _, t in receiver.received]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert len(gaps) == 3 and gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2  # 0.05 s, doubling
+    assert len({body for _, body, _ in receiver.received}) == 1  # the same body every time
+
+
+@pytest.mark.parametrize("status", [400, 404, 410])
+def test_a_client_error_is_final(receiver_factory, status):
+    receiver = receiver_factory([status])
+    manager, job_id = run_job(receiver.url)
+    delivery = wait_webhook(manager, job_id)
+    assert delivery["state"] == "FAILED" and delivery["attempts"] == 1 and delivery["http_status"] == status
+    assert str(status) in delivery["error"]
+    time.sleep(0.3)
+    assert len(receiver.received) == 1
+
+
+def test_a_redirect_is_not_followed(receiver_factory):
+    target = receiver_factory()
+    receiver = receiver_factory([302], location=target.url)
+    manager, job_id = run_job(receiver.url)
+    delivery = wait_webhook(manager, job_id)
+    assert delivery["state"] == "FAILED" and delivery["http_status"] == 302
+    assert target.received == []
+
+
+def test_it_gives_up_after_the_configured_attempts(receiver_factory):
+    receiver = receiver_factory([503] * 10)
+    manager, job_id = run_job(receiver.url, attempts=3)
+    delivery = wait_webhook(manager, job_id)
+    assert delivery == {"state": "FAILED", "attempts": 3, "http_status": 503,
+                        "error": "HTTP 503 Service Unavailable"}
+    assert len(receiver.received) == 3
+
+
+def test_an_unreachable_endpoint_is_retried_then_failed(receiver_factory):
+    receiver = receiver_factory()
+    url = receiver.url
+    receiver.close()  # nothing listens there any more: connection refused
+    manager, job_id = run_job(url, attempts=2)
+    delivery = wait_webhook(manager, job_id)
+    assert delivery["state"] == "FAILED" and delivery["attempts"] == 2 and delivery["http_status"] == 0
+    assert delivery["error"]
+
+
+def test_the_delivery_state_is_saved_and_a_restarted_gateway_sends_what_was_pending(receiver_factory):
+    receiver = receiver_factory()
+    store = MemoryJobStore()
+    # A job that ended while its webhook was still being retried when the gateway stopped.
+    store.save(Job(job_id="j1", request={"webhook_url": receiver.url}, state=JobState.SUCCEEDED,
+                   webhook={"state": "PENDING", "attempts": 2, "http_status": 503, "error": "HTTP 503"}))
+    store.save(Job(job_id="j2", request={"webhook_url": receiver.url}, state=JobState.SUCCEEDED,
+                   webhook={"state": "DELIVERED", "attempts": 1, "http_status": 200, "error": ""}))
+    manager = JobManager(lambda job, ctx: None, store=store)
+    sender = webhooks.WebhookSender(manager, body_of, secret=SECRET, attempts=5, backoff_s=0.05)
+    sender.resume(manager.list()[0])
+    assert wait_webhook(manager, "j1") == {"state": "DELIVERED", "attempts": 3, "http_status": 200, "error": ""}
+    time.sleep(0.2)
+    assert [json.loads(body)["jobId"] for _, body, _ in receiver.received] == ["j1"]  # not j2 again
+    saved = {job.job_id: job for job in store.load_all()}
+    assert saved["j1"].webhook["state"] == "DELIVERED"
+
+
+@pytest.mark.parametrize("url,reason", [
+    ("ftp://example.com/hook", "http"),
+    ("example.com/hook", "http"),
+    ("https:///no-host", "http"),
+    ("http://example.com:99999/hook", "not a URL"),
+    ("https://example.com/" + "a" * 3000, "2048"),
+])
+def test_bad_webhook_urls_are_refused(url, reason):
+    with pytest.raises(InputError) as info:
+        webhooks.check_url(url)
+    assert info.value.field == "webhook_url" and reason in info.value.message
+
+
+def test_allowed_hosts_limit_where_webhooks_go():
+    with config.override("LIKENESS_WEBHOOK_ALLOWED_HOSTS", "hooks.internal, 127.0.0.1"):
+        assert webhooks.check_url("https://hooks.internal/likeness")
+        assert webhooks.check_url("http://127.0.0.1:8080/x")
+        with pytest.raises(InputError) as info:
+            webhooks.check_url("https://elsewhere.example/likeness")
+        assert "elsewhere.example" in info.value.message
+    assert webhooks.check_url("https://elsewhere.example/likeness")  # unset: any host
