@@ -102,10 +102,20 @@ def _check_captions(args: argparse.Namespace, script: str | None, driving_audio:
                 raise InputError("captions", f"{message} (--script)")
 
 
+def _check_poster(args: argparse.Namespace, alpha: bool) -> None:
+    """--poster: a .jpg/.png whose folder exists (a transparent video's poster keeps its alpha: .png)."""
+    from services.gateway.pipeline import check_output_path
+    from services.render.poster import POSTER_SUFFIXES
+
+    if args.poster:
+        check_output_path(args.poster, suffixes=(".png",) if alpha else POSTER_SUFFIXES, field="poster")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from services.common import captions
     from services.gateway.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
     from services.render.formats import check_output
+    from services.render.poster import write_poster
 
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
@@ -117,6 +127,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.export_blendshapes:
         check_output_path(args.export_blendshapes, suffixes=(".json", ".csv"))
     _check_captions(args, script, driving_audio)
+    _check_poster(args, alpha=request.frame.alpha)
 
     result = EmbeddedPipeline().generate(request, args.out, progress=StageProgress())
     for warning in result.warnings:
@@ -131,6 +142,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         cues = captions.build_cues(result.speech.words, result.speech.text, result.speech.duration)
         target.write_text(captions.FORMATS[target.suffix.lower()](cues), encoding="utf-8")
         print(f"captions: {target} ({len(cues)} cues)", file=sys.stderr)
+    if args.poster:
+        print(f"poster: {write_poster(result.poster, args.poster)}", file=sys.stderr)
     print(f"{result.path}  ({result.speech.duration:.1f} s, {len(result.track)} frames)")
     return 0
 
@@ -212,6 +225,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     _check_captions(args, script, driving_audio)
+    _check_poster(args, alpha=(args.background or "").strip().lower() == "transparent")
     bar = StageProgress()
     with LikenessClient(args.server) as client:
         try:
@@ -236,6 +250,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         client.download(job, args.out)
+        if args.poster:
+            print(f"poster: {client.download_poster(job, args.poster)}", file=sys.stderr)
     if args.captions:
         target = Path(args.captions)
         captions = job.result.captions
@@ -289,6 +305,9 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
                         help="also write captions of what is said, timed by the spoken words (.vtt or .srt)")
     parser.add_argument("--burn-captions", action="store_true",
                         help="draw the captions into the video (needs the words: a script or a transcript)")
+    parser.add_argument("--poster", metavar="PATH",
+                        help="also write a still for thumbnails: the first frame with the eyes open (.jpg or "
+                             ".png; a transparent video's is a .png with alpha)")
 
 
 def build_parser() -> argparse.ArgumentParser:

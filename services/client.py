@@ -143,6 +143,14 @@ class LikenessClient:
         return job
 
     @staticmethod
+    def download_poster(job: gw.Job, path: str | Path) -> Path:
+        """Fetches the video's poster (JPEG, or PNG for a transparent video) through its presigned URL."""
+        target = Path(path)
+        with urllib.request.urlopen(job.result.poster_url, timeout=120) as response:
+            target.write_bytes(response.read())
+        return target
+
+    @staticmethod
     def download(job: gw.Job, path: str | Path) -> Path:
         """Fetches the video through its presigned URL (valid for a short time)."""
         target = Path(path)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -198,14 +199,22 @@ def test_rig_with_stage_round_trips(photo):
 
 
 def test_cli_transparent_webm(tmp_path):
-    out = tmp_path / "t.webm"
+    out, poster = tmp_path / "t.webm", tmp_path / "t.png"
     run = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTO),
                           "--script", "Hello there.", "--size", "256", "--aspect", "9:16",
-                          "--background", "transparent", "--out", str(out)],
+                          "--background", "transparent", "--out", str(out), "--poster", str(poster)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     first = next(decode_frames(out, alpha=True))
     assert first.shape == (456, 256, 4) and first[..., 3].min() < 5 and first[..., 3].max() > 250
+    # the poster keeps the alpha: a PNG with the first frame's matte
+    still = cv2.imread(str(poster), cv2.IMREAD_UNCHANGED)
+    assert still.shape == (456, 256, 4)
+    assert np.abs(still[..., 3].astype(int) - first[..., 3].astype(int)).mean() < 3
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTO),
+                          "--script", "Hi.", "--background", "transparent", "--out", str(out),
+                          "--poster", str(tmp_path / "t.jpg")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: poster:") and ".png" in bad.stderr
     bad = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTO),
                           "--script", "Hi.", "--background", "transparent", "--out", str(tmp_path / "t.mp4")],
                          capture_output=True, text=True, timeout=60)
@@ -240,7 +249,8 @@ def test_render_service_transparent_webm(storage, tmp_path):
     def messages(content_type):
         yield rd.RenderVideoRequest(header=rd.RenderVideoHeader(
             rig_id=rig.rig_id, video=spec, blendshapes=wire.blendshape_header(25.0),
-            output=common_pb2.ObjectRef(key="out/v.webm", content_type=content_type)))
+            output=common_pb2.ObjectRef(key="out/v.webm", content_type=content_type),
+            poster=common_pb2.ObjectRef(key="out/poster.png")))
         yield rd.RenderVideoRequest(frames=rd.ExpressionFrameChunk(frames=wire.frames_to_pb(track)))
         yield rd.RenderVideoRequest(end=rd.EndOfFrames())
 
@@ -253,6 +263,9 @@ def test_render_service_transparent_webm(storage, tmp_path):
     path.write_bytes(storage.get_bytes("out/v.webm"))
     frames = list(decode_frames(path, alpha=True))
     assert len(frames) == t and frames[0][..., 3].min() < 5 and frames[0][..., 3].max() > 250
+    assert result.poster.key == "out/poster.png" and result.poster.content_type == "image/png"
+    still = cv2.imdecode(np.frombuffer(storage.get_bytes("out/poster.png"), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert still.shape == (456, 256, 4) and np.abs(still[..., 3].astype(int) - frames[0][..., 3]).mean() < 3
 
 
 @pytest.mark.parametrize("aspect", ["1:1", "16:9", "4:5", "9:16"])
@@ -286,3 +299,27 @@ def _border_detail(frame: np.ndarray) -> float:
     edges = [frame[:6], frame[-6:], frame[:, :6], frame[:, -6:]]
     return min(float(np.abs(np.diff(e.astype(float), axis=0)).mean() + np.abs(np.diff(e.astype(float), axis=1)).mean())
                for e in edges)
+
+
+def test_the_poster_skips_frames_in_a_blink():
+    from services.common.arkit import INDEX
+    from services.render.poster import PosterPicker, encode_poster
+
+    picker = PosterPicker()
+    frames = [np.full((4, 4, 3), v, np.uint8) for v in (10, 20, 30, 40)]
+    blinks = [0.9, 0.5, 0.1, 0.0]
+    for image, blink in zip(frames, blinks):
+        weights = np.zeros(52)
+        weights[INDEX["eyeBlinkLeft"]] = blink
+        picker.offer(weights, image)
+    assert picker.image[0, 0, 0] == 30  # the first with the eyes open, not a later one
+    all_shut = PosterPicker()
+    for image in frames:
+        weights = np.zeros(52)
+        weights[INDEX["eyeBlinkRight"]] = 1.0
+        all_shut.offer(weights, image)
+    assert all_shut.image[0, 0, 0] == 10  # never open: the first frame
+    data, kind = encode_poster(np.zeros((8, 8, 4), np.uint8))
+    assert kind == "image/png" and cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).shape == (8, 8, 4)
+    data, kind = encode_poster(np.zeros((8, 8, 3), np.uint8))
+    assert kind == "image/jpeg" and data[:2] == b"\xff\xd8"

@@ -30,13 +30,15 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
-    video, blend = out / "talk.mp4", out / "talk.json"
+    video, blend, poster = out / "talk.mp4", out / "talk.json", out / "talk.jpg"
     proc = run_cli("generate", "--photo", str(PHOTOS / "grace_hopper.jpg"), "--script", SCRIPT,
-                   "--out", str(video), "--export-blendshapes", str(blend), "--seed", str(SEED))
+                   "--out", str(video), "--export-blendshapes", str(blend), "--seed", str(SEED),
+                   "--poster", str(poster))
     assert proc.returncode == 0, proc.stderr
     track = json.loads(blend.read_text())
     decoded = decode(video)
-    return {"proc": proc, "video": decoded, "track": track, "faces": measure_faces(decoded.frames)}
+    return {"proc": proc, "video": decoded, "track": track, "faces": measure_faces(decoded.frames),
+            "poster": poster}
 
 
 def channel(track: dict, name: str) -> np.ndarray:
@@ -52,6 +54,17 @@ def test_video_is_h264_aac_and_covers_the_audio(generated):
     # (e) duration equals the audio duration within one frame (AAC priming may pad a few ms)
     assert abs(video.video_duration - video.audio_duration) <= 1.0 / video.fps + 0.03
     assert np.sqrt(np.mean(video.audio ** 2)) > 0.01, "the audio must carry the speech"
+
+
+def test_the_poster_is_the_first_frame_with_open_eyes(generated):
+    import cv2
+
+    blink = np.maximum(channel(generated["track"], "eyeBlinkLeft"), channel(generated["track"], "eyeBlinkRight"))
+    first_open = int(np.argmax(blink < 0.2))
+    still = cv2.imread(str(generated["poster"]))[..., ::-1]
+    assert still.shape == (512, 512, 3)
+    diffs = [np.abs(still.astype(int) - f.astype(int)).mean() for f in generated["video"].frames[:first_open + 5]]
+    assert int(np.argmin(diffs)) == first_open and diffs[first_open] < 4.0  # (JPEG vs H.264)
 
 
 def test_face_found_in_every_frame(generated):

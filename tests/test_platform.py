@@ -96,6 +96,12 @@ def test_job_through_the_gateway_gives_a_playable_mp4(stack, client, photo_id, t
     assert np.sqrt(np.mean(video.audio ** 2)) > 0.01
     assert (job.result.frame_size.width, job.result.frame_size.height) == (512, 512)
     assert abs(job.result.duration_seconds - video.video_duration) <= 1 / 25 + 0.01
+    # the poster: a JPEG of the first frame with the eyes open (this one opens with them open)
+    assert job.result.poster.content_type == "image/jpeg" and job.result.poster_url
+    import cv2
+
+    still = cv2.imread(str(client.download_poster(job, tmp_path / "poster.jpg")))[..., ::-1]
+    assert still.shape == (512, 512, 3) and np.abs(still.astype(int) - video.frames[0].astype(int)).mean() < 4
     # captions of the script, timed by its words, within the video
     vtt = job.result.captions.webvtt
     assert vtt.startswith("WEBVTT\n") and job.result.captions.srt.startswith("1\n00:00:")
@@ -151,13 +157,14 @@ def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):
     """`likeness submit`: the README's platform command, against the running gateway."""
     import sys
 
-    out, srt = tmp_path / "cli.mp4", tmp_path / "cli.srt"
+    out, srt, poster = tmp_path / "cli.mp4", tmp_path / "cli.srt", tmp_path / "cli.jpg"
     proc = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--server", stack.gateway_address,
                            "--photo", str(ROOT / "assets/photos/astronaut.png"), "--script", SCRIPT,
-                           "--size", "256", "--out", str(out), "--captions", str(srt)],
+                           "--size", "256", "--out", str(out), "--captions", str(srt), "--poster", str(poster)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert decode(out).frames.shape[1:] == (256, 256, 3)
+    assert poster.read_bytes()[:2] == b"\xff\xd8"  # a JPEG
     assert srt.read_text().startswith("1\n00:00:00,") and "Maybe Bob will pay me back." in srt.read_text()
 
 

@@ -19,6 +19,7 @@ from services.common.inference import InferenceClient, client_from_env
 from services.common.speech import Speech
 from services.render.keypoints import validate_keypoints
 from services.render.layout import Background, FrameSpec
+from services.render.poster import PosterPicker
 
 # Stage names double as progress labels and as keys of stage outputs in object storage.
 STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
@@ -96,6 +97,7 @@ class VideoResult:
     track: ExpressionTrack
     warnings: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    poster: np.ndarray | None = None  # services.render.poster: RGB, or RGBA for a transparent video
 
 
 def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4",), field: str = "out") -> Path:
@@ -215,14 +217,17 @@ class EmbeddedPipeline:
 
             overlay = CaptionOverlay(build_cues(speech.words, speech.text, speech.duration), request.frame.frame_size)
 
+        poster = PosterPicker()
+
         def frames():
             for i, frame in enumerate(renderer.render_track(track)):
                 if i % 10 == 0:
                     progress("render", i / total)
+                poster.offer(track.weights[i], frame)
                 yield overlay.apply(frame, i / track.fps) if overlay else frame
 
         write_video(frames(), speech.audio, speech.sample_rate, track.fps, out, alpha=request.frame.alpha)
         seconds["render"] = time.perf_counter() - t0
         progress("render", 1.0)
         return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings) + speech_warnings,
-                           stage_seconds=seconds)
+                           stage_seconds=seconds, poster=poster.image)

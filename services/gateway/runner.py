@@ -24,6 +24,7 @@ from services.common.storage import Storage
 from services.common.tracing import span
 from services.gateway.jobs import Job, JobContext, JobFailed
 from services.gateway.metrics import STAGE_SECONDS
+from services.render.poster import poster_suffix
 
 log = logging.getLogger(__name__)
 FRAMES_PER_CHUNK = 25
@@ -46,10 +47,11 @@ def _words(timeline: common_pb2.Timeline) -> list[Word]:
     return [Word(w.text, w.start, w.end) for w in timeline.words]
 
 
-def job_keys(job_id: str) -> dict[str, str]:
+def job_keys(job_id: str, alpha: bool = False) -> dict[str, str]:
     base = f"jobs/{job_id}"
     return {"audio": f"{base}/speech.wav", "timeline": f"{base}/timeline.json",
-            "blendshapes": f"{base}/blendshapes.json", "video": f"{base}/video.mp4"}
+            "blendshapes": f"{base}/blendshapes.json", "video": f"{base}/video.mp4",
+            "poster": f"{base}/poster{poster_suffix(alpha)}"}
 
 
 class JobRunner:
@@ -66,7 +68,7 @@ class JobRunner:
 
     def __call__(self, job: Job, ctx: JobContext) -> None:
         deadline = Deadline(self.deadline_s)
-        keys = job_keys(job.job_id)
+        keys = job_keys(job.job_id, alpha=bool(job.request.get("alpha")))
         with span("job", {"job.id": job.job_id, "job.attempt": job.attempts}):
             try:
                 # the rig first: a photo without a face fails the job before any other work
@@ -83,6 +85,8 @@ class JobRunner:
             except DeadlineExceeded as exc:
                 raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
         job.result["video_key"] = keys["video"]
+        if self.storage.exists(keys["poster"]):  # (not for jobs rendered before posters were made)
+            job.result["poster_key"] = keys["poster"]
         if "frame_count" not in job.result:  # the render ran in an earlier attempt: the same facts
             self._video_facts(job, keys)
         if job.request.get("export_blendshapes"):
@@ -209,7 +213,8 @@ class JobRunner:
             output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"],
                                         content_type="video/webm" if job.request.get("alpha") else "video/mp4"),
             blendshapes=wire.blendshape_header(track.fps), expected_frames=len(frames),
-            seed=job.request["seed"] or 0, captions=self._burned_captions(spec, keys))
+            seed=job.request["seed"] or 0, captions=self._burned_captions(spec, keys),
+            poster=self._ref(keys["poster"]))
 
         def messages():
             yield render_pb2.RenderVideoRequest(header=header)

@@ -248,6 +248,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 bucket=video.bucket, key=video.key, sha256=video.sha256 or "", size_bytes=video.size,
                 content_type=video.content_type))
             message.result.presigned_url = self.storage.presigned_get_url(video.key, URL_TTL)
+            if "poster_key" in job.result:
+                poster = self.storage.stat(job.result["poster_key"])
+                message.result.poster.CopyFrom(common_pb2.ObjectRef(
+                    bucket=poster.bucket, key=poster.key, sha256=poster.sha256 or "", size_bytes=poster.size,
+                    content_type=poster.content_type))
+                message.result.poster_url = self.storage.presigned_get_url(poster.key, URL_TTL)
             message.result.url_expires_at.CopyFrom(expires)
             message.result.fps = job.request.get("fps", 25.0)
             message.result.duration_seconds = float(job.result.get("duration_s", 0.0))

@@ -30,6 +30,7 @@ from services.common.tracing import configure, grpc_server_interceptors, span
 from services.render.formats import write_video
 from services.render.layout import Compositor, FrameSpec
 from services.render.photo import load_photo
+from services.render.poster import PosterPicker, encode_poster
 from services.render.renderer import Renderer
 from services.render.rig import RIG_VERSION, FaceRig, build_rig
 from services.render.spec import CONTENT_TYPES, frame_from_pb
@@ -133,11 +134,13 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         out_path = Path(workdir) / ("video.webm" if content_type == "video/webm" else "video.mp4")
 
         overlay = _caption_overlay(header, frame.frame_size)
+        poster = PosterPicker()
 
         def produce() -> Iterator[np.ndarray]:
             while (item := frames.get()) is not _END:
                 weights, pose = item
                 image = renderer.render(weights, pose)
+                poster.offer(weights, image)
                 yield overlay.apply(image, rendered[0] / fps) if overlay else image
                 rendered[0] += 1
                 FRAMES_RENDERED.inc()
@@ -181,14 +184,15 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             raise failure[0]
         yield rd.RenderVideoResponse(progress=rd.RenderProgress(frames_rendered=rendered[0],
                                                                  frames_total=header.expected_frames))
-        info = self.storage.put_file(header.output.key, out_path, content_type)
+        result = rd.RenderResult(frame_count=rendered[0], duration_seconds=rendered[0] / fps, warnings=rig.warnings,
+                                 frame_size=common_pb2.FrameSize(width=rig_frame[0], height=rig_frame[1]))
+        if header.poster.key:  # before the video: a stored video means its poster is there too
+            data, poster_type = encode_poster(poster.image)
+            result.poster.CopyFrom(_ref(self.storage.put_bytes(header.poster.key, data, poster_type)))
+        result.video.CopyFrom(_ref(self.storage.put_file(header.output.key, out_path, content_type)))
         os.unlink(out_path)
         os.rmdir(workdir)
-        yield rd.RenderVideoResponse(result=rd.RenderResult(
-            video=common_pb2.ObjectRef(bucket=info.bucket, key=info.key, sha256=info.sha256 or "",
-                                       size_bytes=info.size, content_type=info.content_type),
-            frame_count=rendered[0], duration_seconds=rendered[0] / fps,
-            frame_size=common_pb2.FrameSize(width=rig_frame[0], height=rig_frame[1]), warnings=rig.warnings))
+        yield rd.RenderVideoResponse(result=result)
 
     def _audio(self, header: rd.RenderVideoHeader) -> tuple[np.ndarray, int]:
         which = header.audio.WhichOneof("source")
@@ -197,6 +201,11 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         if which == "object":
             return decode_audio(self._get(header.audio.object, "header.audio.object"), field="header.audio")
         return np.zeros(0, np.float32), 16000  # a silent video
+
+
+def _ref(info) -> common_pb2.ObjectRef:
+    return common_pb2.ObjectRef(bucket=info.bucket, key=info.key, sha256=info.sha256 or "", size_bytes=info.size,
+                                content_type=info.content_type)
 
 
 def _caption_overlay(header: rd.RenderVideoHeader, frame_size: tuple[int, int]):
