@@ -143,17 +143,18 @@ class LikenessClient:
         return job
 
     @staticmethod
-    def download_poster(job: gw.Job, path: str | Path) -> Path:
-        """Fetches the video's poster (JPEG, or PNG for a transparent video) through its presigned URL."""
-        target = Path(path)
-        with urllib.request.urlopen(job.result.poster_url, timeout=120) as response:
-            target.write_bytes(response.read())
-        return target
-
-    @staticmethod
     def download(job: gw.Job, path: str | Path) -> Path:
         """Fetches the video through its presigned URL (valid for a short time)."""
-        target = Path(path)
-        with urllib.request.urlopen(job.result.presigned_url, timeout=120) as response:
-            target.write_bytes(response.read())
-        return target
+        return _fetch(job.result.presigned_url, path)
+
+    @staticmethod
+    def download_poster(job: gw.Job, path: str | Path) -> Path:
+        """Fetches the video's poster (JPEG, or PNG for a transparent video) through its presigned URL."""
+        return _fetch(job.result.poster_url, path)
+
+
+def _fetch(url: str, path: str | Path) -> Path:
+    target = Path(path)
+    with urllib.request.urlopen(url, timeout=120) as response:
+        target.write_bytes(response.read())
+    return target

@@ -21,6 +21,14 @@ EXPRESSIVENESS_ENUM = {name: value for value, name in EXPRESSIVENESS.items()
                        if value != pb.EXPRESSIVENESS_UNSPECIFIED}
 
 
+# -- stored objects ------------------------------------------------------------------------------
+
+def object_ref(info) -> pb.ObjectRef:
+    """The ObjectRef of a stored object (services.common.storage.ObjectInfo)."""
+    return pb.ObjectRef(bucket=info.bucket, key=info.key, sha256=info.sha256 or "", size_bytes=info.size,
+                        content_type=info.content_type)
+
+
 # -- audio ---------------------------------------------------------------------------------------
 
 def audio_to_pb(samples: np.ndarray, sample_rate: int,

@@ -244,15 +244,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             video = self.storage.stat(job.result["video_key"])
             expires = Timestamp()
             expires.FromSeconds(int(time.time() + URL_TTL.total_seconds()))
-            message.result.video.CopyFrom(common_pb2.ObjectRef(
-                bucket=video.bucket, key=video.key, sha256=video.sha256 or "", size_bytes=video.size,
-                content_type=video.content_type))
+            message.result.video.CopyFrom(wire.object_ref(video))
             message.result.presigned_url = self.storage.presigned_get_url(video.key, URL_TTL)
             if "poster_key" in job.result:
                 poster = self.storage.stat(job.result["poster_key"])
-                message.result.poster.CopyFrom(common_pb2.ObjectRef(
-                    bucket=poster.bucket, key=poster.key, sha256=poster.sha256 or "", size_bytes=poster.size,
-                    content_type=poster.content_type))
+                message.result.poster.CopyFrom(wire.object_ref(poster))
                 message.result.poster_url = self.storage.presigned_get_url(poster.key, URL_TTL)
             message.result.url_expires_at.CopyFrom(expires)
             message.result.fps = job.request.get("fps", 25.0)

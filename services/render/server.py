@@ -188,8 +188,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                                  frame_size=common_pb2.FrameSize(width=rig_frame[0], height=rig_frame[1]))
         if header.poster.key:  # before the video: a stored video means its poster is there too
             data, poster_type = encode_poster(poster.image)
-            result.poster.CopyFrom(_ref(self.storage.put_bytes(header.poster.key, data, poster_type)))
-        result.video.CopyFrom(_ref(self.storage.put_file(header.output.key, out_path, content_type)))
+            result.poster.CopyFrom(wire.object_ref(self.storage.put_bytes(header.poster.key, data, poster_type)))
+        result.video.CopyFrom(wire.object_ref(self.storage.put_file(header.output.key, out_path, content_type)))
         os.unlink(out_path)
         os.rmdir(workdir)
         yield rd.RenderVideoResponse(result=result)
@@ -201,11 +201,6 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         if which == "object":
             return decode_audio(self._get(header.audio.object, "header.audio.object"), field="header.audio")
         return np.zeros(0, np.float32), 16000  # a silent video
-
-
-def _ref(info) -> common_pb2.ObjectRef:
-    return common_pb2.ObjectRef(bucket=info.bucket, key=info.key, sha256=info.sha256 or "", size_bytes=info.size,
-                                content_type=info.content_type)
 
 
 def _caption_overlay(header: rd.RenderVideoHeader, frame_size: tuple[int, int]):
