@@ -174,9 +174,15 @@ def _submit_framing(client, args: argparse.Namespace) -> dict:
         if not Path(background).is_file():
             raise InputError("background", f"{background!r} is not '#RRGGBB', 'transparent' or an image file")
         out["background_image"] = client.upload_object(background, kind="photo").object
-    if output_kind(args.out) == "png":
-        raise InputError("out", "the platform returns .mp4 or .webm; PNG sequences are generate-only")
-    check_output(args.out, alpha=background.lower() == "transparent")
+    if getattr(args, "stream", False):
+        if args.out != "-" and output_kind(args.out) != "mp4":
+            raise InputError("out", "a stream is fragmented MP4: use .mp4, or - for stdout")
+        if args.out != "-":
+            check_output(args.out)
+    else:
+        if output_kind(args.out) == "png":
+            raise InputError("out", "the platform returns .mp4 or .webm; PNG sequences are generate-only")
+        check_output(args.out, alpha=background.lower() == "transparent")
     if args.keypoints:
         out["keypoints"] = [tuple(p) for p in parse_keypoints(args.keypoints).tolist()]
     return out
@@ -226,17 +232,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     _check_captions(args, script, driving_audio)
     _check_poster(args, alpha=(args.background or "").strip().lower() == "transparent")
+    if args.stream and args.poster:
+        raise InputError("poster", "a stream has no poster; leave out --stream for a job with one")
     bar = StageProgress()
     with LikenessClient(args.server) as client:
         try:
             asset = client.upload(photo, kind="photo")
             voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
             audio_id = client.upload(driving_audio, kind="driving_audio") if driving_audio else None
-            job_id = client.submit(photo=asset, script=script, resolution=args.size, fps=args.fps,
-                                   seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
-                                   voice_sample=voice_id, driving_audio=audio_id, voice=args.voice_name or "",
-                                   speed=args.speed, webhook_url=args.webhook_url,
-                                   **_submit_framing(client, args))
+            options = dict(photo=asset, script=script, resolution=args.size, fps=args.fps,
+                           seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
+                           voice_sample=voice_id, driving_audio=audio_id, voice=args.voice_name or "",
+                           speed=args.speed, webhook_url=args.webhook_url, **_submit_framing(client, args))
+            if args.stream:
+                return _receive_stream(client, options, args)
+            job_id = client.submit(**options)
             print(f"job {job_id}", file=sys.stderr)
             job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
                                                                     event.stage_fraction))
@@ -260,6 +270,49 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.out}  (job {job.job_id}, s3://{job.result.video.bucket}/{job.result.video.key})")
+    return 0
+
+
+def _receive_stream(client, options: dict, args: argparse.Namespace) -> int:
+    """`submit --stream`: the video written as it arrives (to stdout for `--out -`, a player can
+    read it from a pipe; a file appears only once complete)."""
+    from services.render.encode import write_atomically
+
+    end = None
+
+    def receive(sink) -> None:
+        nonlocal end
+        for message in client.stream(**options):
+            kind = message.WhichOneof("response")
+            if kind == "header":
+                h = message.header
+                print(f"streaming {h.frame_size.width}x{h.frame_size.height}, {h.frame_count} frames "
+                      f"({h.duration_seconds:.1f} s)", file=sys.stderr)
+            elif kind == "media":
+                sink.write(message.media)
+                sink.flush()
+            else:
+                end = message.end
+
+    if args.out == "-":
+        receive(sys.stdout.buffer)
+    else:
+        def to_file(tmp: Path) -> None:
+            with open(tmp, "wb") as sink:
+                receive(sink)
+
+        write_atomically(Path(args.out), to_file)
+    if end is None:
+        print("error: the stream ended without its end message", file=sys.stderr)
+        return 1
+    if args.captions:
+        target = Path(args.captions)
+        target.write_text(end.captions.srt if target.suffix.lower() == ".srt" else end.captions.webvtt,
+                          encoding="utf-8")
+        print(f"captions: {target}", file=sys.stderr)
+    for warning in end.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.out}  (streamed)", file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
 
 
@@ -333,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     _video_options(sub_)
     sub_.add_argument("--webhook-url", default="",
                       help="the gateway also POSTs the finished job (JSON) to this http(s) URL")
+    sub_.add_argument("--stream", action="store_true",
+                      help="live: receive the video while it renders (fragmented MP4, nothing stored); "
+                           "--out - writes it to stdout for a player")
     sub_.set_defaults(func=cmd_submit)
     return parser
 

@@ -75,14 +75,25 @@ class LikenessClient:
 
         return self.stub.UploadAsset(messages(), timeout=self.timeout_s)
 
-    def submit(self, *, photo: str, script: str = "", resolution: int = 512, fps: float = 25.0,
-               seed: int | None = None, emotion: str = "neutral", expressiveness: str = "medium",
-               export_blendshapes: bool = False, client_request_id: str = "", language: str = "",
-               aspect: str = "1:1", fit: str = "cover", background: str | None = None,
-               background_image: common_pb2.ObjectRef | None = None,
-               keypoints: Sequence[tuple[float, float]] | None = None,
-               voice_sample: str | None = None, driving_audio: str | None = None, voice: str = "",
-               speed: float = 1.0, burn_captions: bool = False, webhook_url: str = "") -> str:
+    def submit(self, **options) -> str:
+        """Queues a job (see video_request for the options); returns its id."""
+        return self.stub.SubmitVideo(self.video_request(**options), timeout=self.timeout_s).job_id
+
+    def stream(self, *, timeout_s: float = 3600.0, **options) -> Iterator[gw.StreamVideoResponse]:
+        """The video live (StreamVideo): a header, then fragmented-MP4 bytes as they are encoded
+        (write them out in order: a playable .mp4), then the end with warnings and captions."""
+        return self.stub.StreamVideo(gw.StreamVideoRequest(request=self.video_request(**options)), timeout=timeout_s)
+
+    @staticmethod
+    def video_request(*, photo: str, script: str = "", resolution: int = 512, fps: float = 25.0,
+                      seed: int | None = None, emotion: str = "neutral", expressiveness: str = "medium",
+                      export_blendshapes: bool = False, client_request_id: str = "", language: str = "",
+                      aspect: str = "1:1", fit: str = "cover", background: str | None = None,
+                      background_image: common_pb2.ObjectRef | None = None,
+                      keypoints: Sequence[tuple[float, float]] | None = None,
+                      voice_sample: str | None = None, driving_audio: str | None = None, voice: str = "",
+                      speed: float = 1.0, burn_captions: bool = False,
+                      webhook_url: str = "") -> gw.SubmitVideoRequest:
         """aspect 1:1/9:16/16:9/4:5; fit cover/contain; background '#RRGGBB' or 'transparent' (the
         video is then VP9 WebM with alpha), or background_image = upload_object(...).object;
         keypoints: 5 (x, y) photo pixels for faces no detector finds (see services.render.keypoints).
@@ -115,7 +126,7 @@ class LikenessClient:
             request.script = script
         if voice_sample is not None:
             request.voice_sample.asset_id = voice_sample
-        return self.stub.SubmitVideo(request, timeout=self.timeout_s).job_id
+        return request
 
     def voices(self) -> list[gw.VoiceInfo]:
         return list(self.stub.ListVoices(gw.ListVoicesRequest(), timeout=self.timeout_s).voices)

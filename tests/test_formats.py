@@ -16,6 +16,7 @@ from PIL import Image
 from services.common.arkit import INDEX
 from services.common.errors import InputError
 from services.common.proto_gen.likeness.v1 import common_pb2
+from services.render.encode import decode_mp4
 from services.render.formats import check_output, decode_frames, output_kind, write_video
 from services.render.layout import ASPECTS, Background, Compositor, FrameSpec
 from services.render.photo import load_photo
@@ -323,3 +324,46 @@ def test_the_poster_skips_frames_in_a_blink():
     assert kind == "image/png" and cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).shape == (8, 8, 4)
     data, kind = encode_poster(np.zeros((8, 8, 3), np.uint8))
     assert kind == "image/jpeg" and data[:2] == b"\xff\xd8"
+
+
+def test_render_service_streams_fragmented_mp4_while_it_renders(storage, tmp_path):
+    """stream_media: the video comes back as it is encoded (an init segment, then a fragment per
+    second), nothing is stored, and the pieces together are the whole video with its audio."""
+    from services.common import wire
+    from services.common.expression_track import ExpressionTrack
+    from services.common.inference import InProcessClient
+    from services.common.proto_gen.likeness.v1 import render_pb2 as rd
+    from services.render.server import RenderServicer
+
+    servicer = RenderServicer(storage, InProcessClient())
+    spec = common_pb2.VideoSpec(resolution=SIZE, fps=25)
+    rig = servicer.PrepareRig(rd.PrepareRigRequest(photo_data=PHOTO.read_bytes(), video=spec), None)
+    t = 100  # 4 s: four fragments
+    weights = np.zeros((t, 52), np.float32)
+    weights[:, INDEX["jawOpen"]] = 0.3 + 0.3 * np.sin(np.arange(t) / 3)
+    track = ExpressionTrack(fps=25.0, weights=weights, head_pose=np.zeros((t, 6), np.float32))
+    tone = np.sin(np.arange(4 * 16000) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+
+    def messages(video, rig_id):
+        yield rd.RenderVideoRequest(header=rd.RenderVideoHeader(
+            rig_id=rig_id, video=video, blendshapes=wire.blendshape_header(25.0), stream_media=True,
+            audio=common_pb2.AudioSource(audio=wire.audio_to_pb(tone, 16000))))
+        for i in range(0, t, 25):
+            yield rd.RenderVideoRequest(frames=rd.ExpressionFrameChunk(frames=wire.frames_to_pb(track)[i:i + 25]))
+        yield rd.RenderVideoRequest(end=rd.EndOfFrames())
+
+    replies = list(servicer.RenderVideo(messages(spec, rig.rig_id), None))
+    media = [r.media for r in replies if r.WhichOneof("response") == "media"]
+    result = replies[-1].result
+    assert result.frame_count == t and not result.video.key and storage.list("") == [f"rigs/{rig.rig_id}.npz"]
+    fragments = [m for m in media if b"moof" in m]
+    assert media[0].startswith(b"\x00\x00\x00") and b"ftyp" in media[0][:16] and len(fragments) >= 4
+    path = tmp_path / "streamed.mp4"
+    path.write_bytes(b"".join(media))
+    frames, audio, rate, fps = decode_mp4(path)
+    assert len(frames) == t and frames[0].shape == (SIZE, SIZE, 3) and fps == pytest.approx(25)
+    assert rate == 16000 and abs(len(audio) / rate - 4.0) < 0.1 and np.sqrt(np.mean(audio ** 2)) > 0.1
+    transparent = frame_to_pb(FrameSpec(SIZE, "1:1", "cover", Background(transparent=True)), fps=25)
+    alpha_rig = servicer.PrepareRig(rd.PrepareRigRequest(photo_data=PHOTO.read_bytes(), video=transparent), None)
+    with pytest.raises(InputError, match="stream_media"):
+        list(servicer.RenderVideo(messages(transparent, alpha_rig.rig_id), None))

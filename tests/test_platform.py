@@ -153,6 +153,47 @@ def test_a_finished_job_is_posted_to_its_webhook(stack, client, photo_id, tmp_pa
         receiver.close()
 
 
+def test_stream_video_arrives_while_it_renders(stack, client, photo_id, tmp_path):
+    """StreamVideo: a header once the speech is animated, fragmented MP4 while the frames render
+    (the first fragment long before the end), the end with captions; together a playable video."""
+    import sys
+
+    arrivals: list[tuple[str, float, bytes]] = []
+    for message in client.stream(photo=photo_id, script=LONG_SCRIPT, resolution=256, seed=3, timeout_s=300):
+        kind = message.WhichOneof("response")
+        arrivals.append((kind, time.monotonic(), message.media if kind == "media" else b""))
+        if kind == "header":
+            header = message.header
+        elif kind == "end":
+            end = message.end
+    kinds = [k for k, _, _ in arrivals]
+    assert kinds[0] == "header" and kinds[-1] == "end" and set(kinds[1:-1]) == {"media"}
+    assert header.content_type == "video/mp4" and (header.frame_size.width, header.frame_size.height) == (256, 256)
+    t_header, t_end = arrivals[0][1], arrivals[-1][1]
+    t_fragment = next(t for k, t, data in arrivals if b"moof" in data)
+    assert t_fragment - t_header < 0.5 * (t_end - t_header), (t_fragment - t_header, t_end - t_header)
+    (tmp_path / "live.mp4").write_bytes(b"".join(data for _, _, data in arrivals))
+    video = decode(tmp_path / "live.mp4")
+    assert len(video.frames) == header.frame_count and video.frames.shape[1:] == (256, 256, 3)
+    assert abs(video.video_duration - header.duration_seconds) <= 1 / 25 + 0.01
+    assert abs(video.video_duration - video.audio_duration) <= 1 / 25 + 0.03
+    said = [line for line in end.captions.webvtt.splitlines()[1:] if line and "-->" not in line and not line.isdigit()]
+    assert " ".join(said).split() == LONG_SCRIPT.split()
+    # the same rules as a job; what a stream cannot do is refused up front
+    for change, field in [(dict(script=""), "script"), (dict(background="transparent"), "video.background"),
+                          (dict(webhook_url="https://hooks.example/x"), "webhook_url")]:
+        options = {"photo": photo_id, "script": "Hello.", "resolution": 256, **change}
+        code, violations = violations_of(lambda: list(client.stream(**options, timeout_s=60)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and field in [f for f, _ in violations], violations
+    # `likeness submit --stream`: the file appears complete
+    out = tmp_path / "cli-live.mp4"
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--server", stack.gateway_address,
+                           "--photo", str(PHOTO), "--script", SCRIPT, "--size", "256", "--stream", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "streaming 256x256" in proc.stderr and decode(out).frames.shape[1:] == (256, 256, 3)
+
+
 def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):
     """`likeness submit`: the README's platform command, against the running gateway."""
     import sys

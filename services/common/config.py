@@ -64,6 +64,7 @@ _ALL = [
     # -- gateway ---------------------------------------------------------------------------------------------
     _s("LIKENESS_MAX_CONCURRENT_JOBS", "int", 2, "jobs run at once", "gateway"),
     _s("LIKENESS_MAX_QUEUED_JOBS", "int", 16, "jobs waiting before new ones are refused", "gateway"),
+    _s("LIKENESS_MAX_STREAMS", "int", 2, "live streams (StreamVideo) at once", "gateway"),
     _s("LIKENESS_JOB_SAVE_INTERVAL_S", "float", 2.0, "least seconds between progress-only job record writes",
        "gateway"),
     _s("LIKENESS_JOB_DEADLINE_S", "float", 1800.0, "seconds a job may run", "gateway"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -47,8 +48,16 @@ def _words(timeline: common_pb2.Timeline) -> list[Word]:
     return [Word(w.text, w.start, w.end) for w in timeline.words]
 
 
-def job_keys(job_id: str, alpha: bool = False) -> dict[str, str]:
-    base = f"jobs/{job_id}"
+def _job_failed(exc: grpc.RpcError) -> "JobFailed":
+    """A downstream call's failure as the job's: its code, message and first field violation."""
+    from services.common.grpc_errors import field_violations
+
+    violations = field_violations(exc) if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else []
+    return JobFailed(exc.code().name, exc.details() or exc.code().name, field=violations[0][0] if violations else "")
+
+
+def job_keys(job_id: str, alpha: bool = False, prefix: str = "jobs") -> dict[str, str]:
+    base = f"{prefix}/{job_id}"
     return {"audio": f"{base}/speech.wav", "timeline": f"{base}/timeline.json",
             "blendshapes": f"{base}/blendshapes.json", "video": f"{base}/video.mp4",
             "poster": f"{base}/poster{poster_suffix(alpha)}"}
@@ -77,11 +86,7 @@ class JobRunner:
                 self._stage("expression", keys["blendshapes"], ctx, lambda: self._expression(job, keys, deadline))
                 self._stage("render", keys["video"], ctx, lambda: self._render(job, keys, rig, deadline, ctx))
             except grpc.RpcError as exc:
-                from services.common.grpc_errors import field_violations
-
-                violations = field_violations(exc) if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else []
-                raise JobFailed(exc.code().name, exc.details() or exc.code().name,
-                                field=violations[0][0] if violations else "") from None
+                raise _job_failed(exc) from None
             except DeadlineExceeded as exc:
                 raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
         job.result["video_key"] = keys["video"]
@@ -92,6 +97,40 @@ class JobRunner:
         if job.request.get("export_blendshapes"):
             job.result["blendshapes_key"] = keys["blendshapes"]
         job.result.update(self._captions(keys))
+
+    def stream(self, job: Job) -> Iterator[tuple[str, object]]:
+        """A live video: the job's stages, the video sent back while it is encoded instead of stored.
+        Yields ("timed", {frame_count, duration_s}) once the speech is animated, then ("media",
+        bytes) in order; at the end job.result holds the captions and job.warnings the warnings.
+        Intermediates go under streams/<id>/: removed once the video is through, kept after a failure."""
+        deadline = Deadline(self.deadline_s)
+        keys = job_keys(job.job_id, prefix="streams")
+        with span("stream", {"job.id": job.job_id}):
+            try:
+                rig = self._prepare_rig(job, deadline)
+                with span("stage tts", {"stage": "tts"}):
+                    self._speech(job, keys, deadline)
+                with span("stage expression", {"stage": "expression"}):
+                    self._expression(job, keys, deadline)
+                messages, count = self._render_messages(job, keys, rig, stream_media=True)
+                fps = job.request["fps"]
+                yield "timed", {"frame_count": count, "duration_s": count / fps}
+                # Not retried: bytes already sent cannot be taken back.
+                call = self.render.RenderVideo(messages(), timeout=deadline.remaining())
+                try:
+                    with span("stage render", {"stage": "render"}):
+                        for response in call:
+                            if response.HasField("media"):
+                                yield "media", response.media
+                finally:
+                    call.cancel()  # the client went away: stop rendering
+            except grpc.RpcError as exc:
+                raise _job_failed(exc) from None
+            except DeadlineExceeded as exc:
+                raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
+            job.result.update(self._captions(keys))
+        for key in (keys["audio"], keys["timeline"], keys["blendshapes"]):
+            self.storage.delete(key)
 
     def _cues(self, keys: dict[str, str]) -> list:
         from services.common import captions
@@ -201,8 +240,9 @@ class JobRunner:
         job.warnings.extend(w for w in rig.warnings if w not in job.warnings)
         return rig
 
-    def _render(self, job: Job, keys: dict[str, str], rig: render_pb2.PrepareRigResponse, deadline: Deadline,
-                ctx: JobContext) -> None:
+    def _render_messages(self, job: Job, keys: dict[str, str], rig: render_pb2.PrepareRigResponse,
+                         **header_fields) -> tuple[Callable[[], Iterator[render_pb2.RenderVideoRequest]], int]:
+        """(a factory of the RenderVideo request stream: header, frame chunks, end; the frame count)."""
         from services.common.expression_track import ExpressionTrack
 
         spec = self._spec(job)
@@ -210,11 +250,8 @@ class JobRunner:
         frames = wire.frames_to_pb(track)
         header = render_pb2.RenderVideoHeader(
             rig_object=rig.rig, video=spec, audio=common_pb2.AudioSource(object=self._ref(keys["audio"])),
-            output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"],
-                                        content_type="video/webm" if job.request.get("alpha") else "video/mp4"),
             blendshapes=wire.blendshape_header(track.fps), expected_frames=len(frames),
-            seed=job.request["seed"] or 0, captions=self._burned_captions(spec, keys),
-            poster=self._ref(keys["poster"]))
+            seed=job.request["seed"] or 0, captions=self._burned_captions(spec, keys), **header_fields)
 
         def messages():
             yield render_pb2.RenderVideoRequest(header=header)
@@ -222,6 +259,15 @@ class JobRunner:
                 yield render_pb2.RenderVideoRequest(
                     frames=render_pb2.ExpressionFrameChunk(frames=frames[i:i + FRAMES_PER_CHUNK]))
             yield render_pb2.RenderVideoRequest(end=render_pb2.EndOfFrames())
+
+        return messages, len(frames)
+
+    def _render(self, job: Job, keys: dict[str, str], rig: render_pb2.PrepareRigResponse, deadline: Deadline,
+                ctx: JobContext) -> None:
+        messages, _ = self._render_messages(
+            job, keys, rig, poster=self._ref(keys["poster"]),
+            output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"],
+                                        content_type="video/webm" if job.request.get("alpha") else "video/mp4"))
 
         def stream(timeout: float) -> render_pb2.RenderResult:
             call = self.render.RenderVideo(messages(), timeout=timeout)

@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from dataclasses import asdict
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from services.common.speech import max_script_chars
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, webhooks
-from services.gateway.jobs import Job, JobManager, JobState, QueueFull
+from services.gateway.jobs import Job, JobFailed, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner
 from services.render.spec import frame_from_pb
@@ -49,9 +50,12 @@ class StorageJobStore:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, storage: Storage, manager: JobManager) -> None:
+    def __init__(self, storage: Storage, manager: JobManager, runner: JobRunner | None = None) -> None:
         self.storage = storage
         self.manager = manager
+        self.runner = runner  # for StreamVideo (jobs reach it through the manager)
+        self.max_streams = config.get_int("LIKENESS_MAX_STREAMS")
+        self._streams = threading.BoundedSemaphore(self.max_streams)
 
     # -- assets ----------------------------------------------------------------------------------
 
@@ -109,6 +113,39 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject="job-queue")
         self._gauges()
         return gw.SubmitVideoResponse(job_id=job.job_id, existing=existing)
+
+    def StreamVideo(self, stream_request: gw.StreamVideoRequest, context):
+        request = stream_request.request
+        job_request = self._validate(request)
+        if job_request.get("alpha"):
+            raise InputError("video.background", "a transparent video is not streamed (MP4 has no alpha); "
+                                                 "submit a job for WebM with alpha")
+        if request.webhook_url:
+            raise InputError("webhook_url", "goes with SubmitVideo; a stream reports on its own connection")
+        if self.runner is None or not self._streams.acquire(blocking=False):
+            grpc_errors.resource_exhausted(context, f"{self.max_streams} streams are running (limit); retry later",
+                                           retry_after_s=2.0, subject="streams")
+        try:
+            job = Job(job_id=uuid.uuid4().hex, request=job_request)
+            width, height = frame_from_pb(JobRunner._spec(job))[0].frame_size
+            for kind, value in self.runner.stream(job):
+                if kind == "timed":
+                    yield gw.StreamVideoResponse(header=gw.StreamVideoHeader(
+                        content_type="video/mp4", frame_size=common_pb2.FrameSize(width=width, height=height),
+                        fps=job.request["fps"], frame_count=value["frame_count"],
+                        duration_seconds=value["duration_s"], seed=job.request["seed"]))
+                else:
+                    yield gw.StreamVideoResponse(media=value)
+            end = gw.StreamVideoEnd(warnings=job.warnings)
+            if "captions_vtt" in job.result:
+                end.captions.webvtt, end.captions.srt = job.result["captions_vtt"], job.result["captions_srt"]
+            yield gw.StreamVideoResponse(end=end)
+        except JobFailed as exc:
+            if exc.code == "INVALID_ARGUMENT" and exc.field:
+                raise InputError(exc.field, str(exc)) from None
+            context.abort(getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc))
+        finally:
+            self._streams.release()
 
     def GetJob(self, request, context):
         return gw.GetJobResponse(job=self._job_pb(self._get(request.job_id)))
@@ -299,12 +336,13 @@ def main() -> None:
         if sender is not None:
             sender.job_finished(job)
 
-    manager = JobManager(JobRunner(storage, Downstream.from_env()),
+    runner = JobRunner(storage, Downstream.from_env())
+    manager = JobManager(runner,
                          max_concurrent=config.get_int("LIKENESS_MAX_CONCURRENT_JOBS"),
                          max_queued=config.get_int("LIKENESS_MAX_QUEUED_JOBS"),
                          store=StorageJobStore(storage), on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"))
-    servicer = GatewayServicer(storage, manager)
+    servicer = GatewayServicer(storage, manager, runner)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
     sender.resume(manager.list(page_size=1 << 30)[0])  # pending when the gateway last stopped
     start_metrics_server(metrics_port(9101))

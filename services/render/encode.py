@@ -1,6 +1,7 @@
-"""Frames + audio -> H.264 (yuv420p) / AAC mp4 with PyAV, written atomically."""
+"""Frames + audio -> H.264 (yuv420p) / AAC mp4 with PyAV, written atomically or streamed as fragments."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -82,6 +83,40 @@ def _encode(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, f
         video = container.add_stream("libx264", rate=rate)
         video.pix_fmt = "yuv420p"
         video.options = {"crf": str(crf), "preset": _preset()}
+        sound = container.add_stream("aac", rate=sample_rate, layout=layout)
+        sound.bit_rate = AAC_BITRATE
+        mux_interleaved(container, video, sound, frames, audio, sample_rate, rate)
+
+
+class _ChunkSink(io.RawIOBase):
+    """A write-only, unseekable file for PyAV that hands every write to `emit`."""
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        self.emit = emit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.emit(bytes(data))
+        return len(data)
+
+
+def stream_mp4(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: float,
+               emit: Callable[[bytes], None], *, crf: int = 20) -> None:
+    """Encode like encode_mp4, as fragmented MP4 handed to `emit` while it is written: the init
+    segment (ftyp + moov) at once, then a fragment per second of video (a keyframe every second), so
+    a player can start long before the end. The pieces concatenated are a playable .mp4."""
+    if fps <= 0 or sample_rate <= 0:
+        raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
+    audio = _audio_planar(audio)
+    rate = _fps_fraction(fps)
+    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+    with av.open(_ChunkSink(emit), mode="w", format="mp4", options=options) as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.pix_fmt = "yuv420p"
+        video.options = {"crf": str(crf), "preset": _preset(), "g": str(max(1, round(fps)))}
         sound = container.add_stream("aac", rate=sample_rate, layout=layout)
         sound.bit_rate = AAC_BITRATE
         mux_interleaved(container, video, sound, frames, audio, sample_rate, rate)

@@ -27,6 +27,7 @@ from services.common.inference import InferenceClient, client_from_env
 from services.common.proto_gen.likeness.v1 import common_pb2, render_pb2 as rd, render_pb2_grpc
 from services.common.storage import ObjectNotFoundError, Storage
 from services.common.tracing import configure, grpc_server_interceptors, span
+from services.render.encode import stream_mp4
 from services.render.formats import write_video
 from services.render.layout import Compositor, FrameSpec
 from services.render.photo import load_photo
@@ -109,12 +110,16 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             if list(header.blendshapes.head_pose_names) not in ([], list(HEAD_POSE)):
                 raise InputError("header.blendshapes.head_pose_names", f"must be {', '.join(HEAD_POSE)}")
             fps = header.blendshapes.fps or fps
+        streaming = header.stream_media
         content_type = header.output.content_type or "video/mp4"
-        if content_type not in CONTENT_TYPES:
+        if streaming:
+            if frame.alpha:
+                raise InputError("header.stream_media", "a transparent video is not streamed (MP4 has no alpha)")
+        elif content_type not in CONTENT_TYPES:
             raise InputError("header.output.content_type", f"must be one of {', '.join(CONTENT_TYPES)}")
-        if frame.alpha and content_type != "video/webm":
+        elif frame.alpha and content_type != "video/webm":
             raise InputError("header.output.content_type", "a transparent background needs video/webm")
-        if not header.output.key:
+        elif not header.output.key:
             raise InputError("header.output.key", "is required")
         rig_key = f"rigs/{header.rig_id}.npz" if header.WhichOneof("rig") == "rig_id" else header.rig_object.key
         rig = FaceRig.from_bytes(self._get(common_pb2.ObjectRef(key=rig_key), "header.rig"))
@@ -128,6 +133,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                     else Compositor(Renderer(rig), rig.stage, seed=header.seed, fps=fps))
 
         frames: queue.Queue = queue.Queue(maxsize=256)
+        media: queue.Queue = queue.Queue()  # with stream_media: encoded bytes, then _END
         rendered = [0]
         failure: list[BaseException] = []
         workdir = tempfile.mkdtemp(prefix="likeness-render-")
@@ -147,11 +153,30 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
 
         def encode() -> None:
             try:
-                write_video(produce(), audio, rate, fps, out_path, alpha=frame.alpha)
+                if streaming:
+                    stream_mp4(produce(), audio, rate, fps, media.put)
+                else:
+                    write_video(produce(), audio, rate, fps, out_path, alpha=frame.alpha)
             except BaseException as exc:  # reported on the stream below
                 failure.append(exc)
                 while frames.get() is not _END:  # drain so the reader never blocks
                     pass
+            finally:
+                media.put(_END)
+
+        media_done = [not streaming]
+
+        def sent_media(wait: bool) -> Iterator[rd.RenderVideoResponse]:
+            """The encoded bytes so far (`wait`: all of them, until the encoder ends)."""
+            while not media_done[0]:
+                try:
+                    data = media.get(block=wait)
+                except queue.Empty:
+                    return
+                if data is _END:
+                    media_done[0] = True
+                    return
+                yield rd.RenderVideoResponse(media=data)
 
         worker = threading.Thread(target=encode, name="encode", daemon=True)
         worker.start()
@@ -164,6 +189,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                     for weights, pose in zip(chunk.weights, chunk.head_pose):
                         frames.put((weights, pose))
                     received += len(chunk)
+                    yield from sent_media(wait=False)
                     if rendered[0] - reported >= PROGRESS_EVERY:
                         reported = rendered[0]
                         yield rd.RenderVideoResponse(progress=rd.RenderProgress(
@@ -179,6 +205,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                 raise InputError("frames", "no frames were sent")
         finally:
             frames.put(_END)
+        yield from sent_media(wait=True)
         worker.join()
         if failure:
             raise failure[0]
@@ -189,8 +216,9 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         if header.poster.key:  # before the video: a stored video means its poster is there too
             data, poster_type = encode_poster(poster.image)
             result.poster.CopyFrom(wire.object_ref(self.storage.put_bytes(header.poster.key, data, poster_type)))
-        result.video.CopyFrom(wire.object_ref(self.storage.put_file(header.output.key, out_path, content_type)))
-        os.unlink(out_path)
+        if not streaming:
+            result.video.CopyFrom(wire.object_ref(self.storage.put_file(header.output.key, out_path, content_type)))
+            os.unlink(out_path)
         os.rmdir(workdir)
         yield rd.RenderVideoResponse(result=result)
 
