@@ -23,9 +23,10 @@ EXIT_BAD_INPUT = 2
 class StageProgress:
     """One progress bar per stage on stderr (a plain line per stage when stderr is not a TTY)."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None) -> None:
+        # sys.stderr as it is now: main() points it at the terminal after fd 2 went to the native log
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.stage: str | None = None
         self.started = 0.0
         self.finished = False
@@ -123,13 +124,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
                            speed=args.speed, burn_captions=args.burn_captions,
                            emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
     request.validate()
-    check_output(args.out, alpha=request.frame.alpha)
+    streaming = args.out == "-"  # fragmented MP4 to stdout, for a player reading a pipe
+    if streaming and request.frame.alpha:
+        raise InputError("out", "a transparent video is not streamed (MP4 has no alpha); write a .webm")
+    if not streaming:
+        check_output(args.out, alpha=request.frame.alpha)
     if args.export_blendshapes:
         check_output_path(args.export_blendshapes, suffixes=(".json", ".csv"))
     _check_captions(args, script, driving_audio)
     _check_poster(args, alpha=request.frame.alpha)
 
-    result = EmbeddedPipeline().generate(request, args.out, progress=StageProgress())
+    def to_stdout(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    result = EmbeddedPipeline().generate(request, None if streaming else args.out, progress=StageProgress(),
+                                         stream_to=to_stdout if streaming else None)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.export_blendshapes:
@@ -144,7 +154,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"captions: {target} ({len(cues)} cues)", file=sys.stderr)
     if args.poster:
         print(f"poster: {write_poster(result.poster, args.poster)}", file=sys.stderr)
-    print(f"{result.path}  ({result.speech.duration:.1f} s, {len(result.track)} frames)")
+    print(f"{result.path or 'stdout'}  ({result.speech.duration:.1f} s, {len(result.track)} frames)",
+          file=sys.stderr if streaming else sys.stdout)
     return 0
 
 
@@ -337,7 +348,8 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
                                         "of synthesized speech; with --script it is aligned to the text")
     parser.add_argument("--out", required=True,
                         help="output: .mp4 (H.264 + AAC), .webm (VP9 + Opus; alpha with --background "
-                             "transparent) or a directory (PNG sequence + audio.wav)")
+                             "transparent), a directory (PNG sequence + audio.wav), or - : fragmented MP4 to "
+                             "stdout while it renders (pipe it into a player)")
     parser.add_argument("--size", type=int, default=512,
                         help="the frame's shorter side in pixels, 128-1080 (default 512)")
     parser.add_argument("--aspect", default="1:1", help="frame aspect ratio: 1:1, 9:16, 16:9 or 4:5 (default 1:1)")

@@ -126,6 +126,24 @@ def test_exported_blendshapes_are_arkit52(generated):
     assert weights.min() >= 0 and weights.max() <= 1 and weights[:, 17].max() > 0.2
 
 
+def test_out_dash_streams_the_video_to_stdout_while_it_renders(tmp_path):
+    """`--out -`: fragmented MP4 on stdout (a player reads it from the pipe), progress and the summary on
+    stderr; a transparent video cannot go that way."""
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTOS / "astronaut.png"),
+                           "--script", "Hi there, this goes straight to the player.", "--size", "256", "--out", "-"],
+                          cwd=ROOT, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout[4:8] == b"ftyp" and proc.stdout.count(b"moof") >= 2  # an init segment, fragments
+    (tmp_path / "piped.mp4").write_bytes(proc.stdout)
+    video = decode(tmp_path / "piped.mp4")
+    assert video.frames.shape[1:] == (256, 256, 3) and abs(video.video_duration - video.audio_duration) < 0.08
+    err = proc.stderr.decode()
+    assert "render     done in" in err and "stdout" in err  # progress reaches the terminal, not the native log
+    bad = run_cli("generate", "--photo", str(PHOTOS / "astronaut.png"), "--script", "Hi.", "--background",
+                  "transparent", "--out", "-")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: out:") and "webm" in bad.stderr
+
+
 def test_csv_export(tmp_path):
     video, table = tmp_path / "v.mp4", tmp_path / "v.csv"
     proc = run_cli("generate", "--photo", str(PHOTOS / "astronaut.png"), "--script", "Hi there.",

@@ -92,7 +92,7 @@ class VideoRequest:
 
 @dataclass
 class VideoResult:
-    path: Path
+    path: Path | None  # None when the video was streamed
     speech: Speech
     track: ExpressionTrack
     warnings: list[str] = field(default_factory=list)
@@ -169,10 +169,14 @@ class EmbeddedPipeline:
         return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
                        expressiveness=request.expressiveness, emotions=emotions)
 
-    def generate(self, request: VideoRequest, out_path: str | Path,
-                 progress: ProgressFn = lambda stage, fraction: None) -> VideoResult:
+    def generate(self, request: VideoRequest, out_path: str | Path | None,
+                 progress: ProgressFn = lambda stage, fraction: None,
+                 stream_to: Callable[[bytes], None] | None = None) -> VideoResult:
+        """Renders the video to `out_path`, or with `stream_to` hands it over while it is encoded
+        (fragmented MP4: a player can start at once; `out_path` is then unused)."""
         import time
 
+        from services.render.encode import stream_mp4
         from services.render.formats import check_output, write_video
         from services.render.layout import Compositor
         from services.render.photo import load_photo
@@ -181,7 +185,12 @@ class EmbeddedPipeline:
         from services.render.tensor_model import detector, segmenter
 
         request.validate()
-        out, _ = check_output(out_path, alpha=request.frame.alpha)
+        if stream_to is None:
+            out, _ = check_output(out_path, alpha=request.frame.alpha)
+        elif request.frame.alpha:
+            raise InputError("out", "a transparent video is not streamed (MP4 has no alpha); write a .webm")
+        else:
+            out = None
         seconds: dict[str, float] = {}
 
         t0 = time.perf_counter()
@@ -226,7 +235,10 @@ class EmbeddedPipeline:
                 poster.offer(track.weights[i], frame)
                 yield overlay.apply(frame, i / track.fps) if overlay else frame
 
-        write_video(frames(), speech.audio, speech.sample_rate, track.fps, out, alpha=request.frame.alpha)
+        if out is None:
+            stream_mp4(frames(), speech.audio, speech.sample_rate, track.fps, stream_to)
+        else:
+            write_video(frames(), speech.audio, speech.sample_rate, track.fps, out, alpha=request.frame.alpha)
         seconds["render"] = time.perf_counter() - t0
         progress("render", 1.0)
         return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings) + speech_warnings,

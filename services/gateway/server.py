@@ -18,7 +18,6 @@ from services.common import config, grpc_errors, wire
 from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
-from services.common.speech import max_script_chars
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, webhooks
@@ -204,7 +203,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         else:
             job["photo_key"] = check("photo", lambda: self._asset(r.photo, "photo"))
         which = r.WhichOneof("speech")
-        script_limit = max_script_chars()
         recording = which == "driving_audio"
         text: str | None = None
         if which is None:
@@ -219,8 +217,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 "script_asset", lambda: self.storage.get_bytes(self._asset(r.script_asset, "script_asset")).decode(
                     "utf-8", errors="strict"))
         text_field = "transcript" if recording else which or "script"
-        if text is not None and len(text) > script_limit:
-            violations.append((text_field, f"{len(text)} characters is over the limit of {script_limit}"))
         spec = r.video
         checked = check_speech(text, recording=recording, cloned=r.HasField("voice_sample"), voice=r.voice,
                                speed=r.speed or 1.0, needs_words=spec.burn_in_captions, script_field=text_field)

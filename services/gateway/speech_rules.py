@@ -24,7 +24,7 @@ def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: st
     """`script`: the text to speak, or a recording's transcript (`recording`); None when it could not
     be read (its own violation is reported elsewhere). `cloned`: a voice sample was sent.
     `needs_words`: captions were asked for."""
-    from services.tts.engine import check_speed
+    from services.tts.engine import check_script_length, check_speed
     from services.tts.pauses import split_pauses, strip_pauses
     from services.tts.voices import check_voice
 
@@ -40,6 +40,7 @@ def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: st
         out.violations.append(("voice_sample", "a driving recording already carries the voice; send a voice "
                                                "sample only with a script to synthesize"))
     if script is not None:
+        check(script_field, lambda: check_script_length(script, script_field))
         tagged = check(script_field, lambda: strip_tags(script, script_field))
         if tagged is not None:
             out.text, out.tags = tagged

@@ -104,13 +104,16 @@ class TextToSpeech:
         return _with_word_indices(audio, self.sample_rate, phones, words, spoken, text)
 
 
+def check_script_length(text: str, field: str = "script") -> None:
+    limit = max_script_chars()
+    if len(text) > limit:
+        raise InputError(field, f"is {len(text)} characters long; the limit is {limit} (LIKENESS_MAX_SCRIPT_CHARS)")
+
+
 def _validate(text: str, seed: int, speed: float) -> None:
     if not isinstance(text, str) or not text.strip():
         raise InputError("script", "is empty")
-    limit = max_script_chars()
-    if len(text) > limit:
-        raise InputError("script", f"is {len(text)} characters long; the limit is {limit} "
-                                   "(LIKENESS_MAX_SCRIPT_CHARS)")
+    check_script_length(text)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError("seed", f"must be a non-negative integer, got {seed!r}")
     check_speed(speed)
