@@ -37,7 +37,7 @@ WEBHOOK_SECRET = "platform-test-secret"
 def stack():
     trace_file = Path(tempfile.mkdtemp(prefix="likeness-traces-")) / "spans.jsonl"
     env = {"LIKENESS_TRACE_FILE": str(trace_file), "LIKENESS_MAX_CONCURRENT_JOBS": "1",
-           "LIKENESS_MAX_QUEUED_JOBS": "2", "LIKENESS_WEBHOOK_SECRET": WEBHOOK_SECRET}
+           "LIKENESS_MAX_QUEUED_JOBS": "2", "LIKENESS_WEBHOOK_SECRET": WEBHOOK_SECRET, "LIKENESS_MAX_STREAMS": "1"}
     with LocalStack(env=env) as running:
         running.trace_file = trace_file
         yield running
@@ -185,6 +185,22 @@ def test_stream_video_arrives_while_it_renders(stack, client, photo_id, tmp_path
         options = {"photo": photo_id, "script": "Hello.", "resolution": 256, **change}
         code, violations = violations_of(lambda: list(client.stream(**options, timeout_s=60)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and field in [f for f, _ in violations], violations
+    # one stream at a time here (LIKENESS_MAX_STREAMS=1): a second is refused while the first runs, and
+    # a viewer who hangs up frees the place
+    first = client.stream(photo=photo_id, script=LONG_SCRIPT, resolution=256, timeout_s=120)
+    assert next(first).WhichOneof("response") == "header"
+    code, _ = violations_of(lambda: list(client.stream(photo=photo_id, script="Hello.", resolution=256,
+                                                       timeout_s=60)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    first.cancel()
+    deadline = time.monotonic() + 30
+    while True:  # the gateway notices the hang-up at its next send
+        try:
+            assert list(client.stream(photo=photo_id, script="Hello.", resolution=256, timeout_s=60))[-1].HasField("end")
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+            time.sleep(0.5)
     # `likeness submit --stream`: the file appears complete
     out = tmp_path / "cli-live.mp4"
     proc = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--server", stack.gateway_address,
