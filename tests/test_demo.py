@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_make_demo_renders_the_bundled_video() -> None:
     out = ROOT / "out"
-    for name in ("demo.mp4", "demo_blendshapes.json", "demo.vtt"):
+    for name in ("demo.mp4", "demo_blendshapes.json", "demo.vtt", "demo.jpg"):
         (out / name).unlink(missing_ok=True)
     venv = Path(sys.executable).parents[1]
     run = subprocess.run(["make", "demo", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -36,3 +36,8 @@ def test_make_demo_renders_the_bundled_video() -> None:
     last_end = vtt.rsplit("-->", 1)[1].split()[0]
     h, m, s = last_end.split(":")
     assert float(s) + 60 * int(m) + 3600 * int(h) <= seconds + 0.05
+    # The poster: a 512x512 JPEG still of the video
+    from PIL import Image
+
+    with Image.open(out / "demo.jpg") as poster:
+        assert poster.format == "JPEG" and poster.size == (512, 512)
