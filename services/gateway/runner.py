@@ -4,6 +4,9 @@ Every stage writes its output under jobs/<job_id>/ before the next starts, and s
 that output already exists, so a retried or re-queued job resumes from the last finished stage and
 a failure leaves the inputs and finished stages intact. Every call carries the job's remaining
 deadline and is retried with backoff on UNAVAILABLE (a service restarting).
+
+`stream` runs the same stages for a live video (StreamVideo): the render service sends the video
+back while it encodes it instead of storing it, and nothing is resumed.
 """
 from __future__ import annotations
 
