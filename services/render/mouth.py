@@ -37,6 +37,10 @@ JAW_TO_INCISOR = 0.85  # the lower incisors drop this fraction of the chin's dro
 TEETH_HALF_WIDTH = 0.43  # half the visible upper dental arch
 LOWER_ARCH = 0.8  # the lower arch is narrower
 UNIT_IOD = (0.6, 1.0)  # mouth unit clamped to this range of the inter-ocular distance
+# The cavity is the lip's colour in shade, redder (cheeks and palate are wet tissue too), not black:
+# a near-black opening reads as a hole. Darker still toward the throat (see _interior).
+CAVITY_TINT = np.array([0.34, 0.17, 0.17])
+TONGUE_RISE = 0.21  # how far (u) the tongue's back shows above the lower incisors, the jaw fully open
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -112,7 +116,7 @@ class MouthInterior:
         self.teeth = teeth.astype(np.float32)
         self.lip = lip.astype(np.float32)
         self.gum = np.clip(lip * np.array([1.05, 0.78, 0.8]) + 12, 0, 255).astype(np.float32)
-        self.cavity = (0.16 * lip + np.array([6, 2, 2])).astype(np.float32)
+        self.cavity = (CAVITY_TINT * lip + np.array([6, 2, 2])).astype(np.float32)
         # Tongue: the lip's hue, more saturated (wet tissue in shade).
         self.tongue = np.clip(lip * np.array([0.82, 0.5, 0.5]), 0, 255).astype(np.float32)
 
@@ -232,7 +236,7 @@ class MouthInterior:
         # It lies on the floor of the mouth: its back shows above the lower incisors once the jaw
         # has dropped, its sides fall away toward the corners.
         open_ = smoothstep(0.05 * u, 0.35 * u, jaw_drop)
-        tongue_top = lo_tip + (0.03 - 0.09 * open_ - 0.3 * tongue_out) * u + 0.2 * u * s * s
+        tongue_top = lo_tip + (0.03 - TONGUE_RISE * open_ - 0.3 * tongue_out) * u + 0.2 * u * s * s
         tongue_a = np.clip((ys - tongue_top) / 1.2 + 0.5, 0, 1) * np.clip((1.15 - np.abs(s)) * 4, 0, 1)
         back = np.clip((ys - tongue_top) / (0.12 * u + 1), 0, 1)  # 0 at the back .. 1 at the front
         tongue = self.tongue[None, None, :] * (0.45 + 0.55 * back ** 0.7 - 0.15 * s * s)[..., None]
