@@ -132,8 +132,11 @@ class JobRunner:
             except DeadlineExceeded as exc:
                 raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
             job.result.update(self._captions(keys))
-        for key in (keys["audio"], keys["timeline"], keys["blendshapes"]):
-            self.storage.delete(key)
+        try:
+            for key in (keys["audio"], keys["timeline"], keys["blendshapes"]):
+                self.storage.delete(key)
+        except Exception:  # the video is through: leftovers are not the viewer's problem
+            log.warning("could not remove the intermediates of stream %s", job.job_id, exc_info=True)
 
     def _cues(self, keys: dict[str, str]) -> list:
         from services.common import captions
