@@ -59,6 +59,13 @@ def _job_failed(exc: grpc.RpcError) -> "JobFailed":
     return JobFailed(exc.code().name, exc.details() or exc.code().name, field=violations[0][0] if violations else "")
 
 
+def video_spec(job: Job) -> common_pb2.VideoSpec:
+    """The job's VideoSpec as the render service takes it (the validated size and fps filled in)."""
+    spec = json_format.ParseDict(job.request.get("video_spec", {}), common_pb2.VideoSpec())
+    spec.resolution, spec.fps = job.request["size"], job.request["fps"]
+    return spec
+
+
 def job_keys(job_id: str, alpha: bool = False, prefix: str = "jobs") -> dict[str, str]:
     base = f"{prefix}/{job_id}"
     return {"audio": f"{base}/speech.wav", "timeline": f"{base}/timeline.json",
@@ -232,15 +239,9 @@ class JobRunner:
         track = wire.track_from_pb(response.header.fps, list(response.frames))
         self.storage.put_bytes(keys["blendshapes"], track.to_json().encode(), "application/json")
 
-    @staticmethod
-    def _spec(job: Job) -> common_pb2.VideoSpec:
-        spec = json_format.ParseDict(job.request.get("video_spec", {}), common_pb2.VideoSpec())
-        spec.resolution, spec.fps = job.request["size"], job.request["fps"]
-        return spec
-
     def _prepare_rig(self, job: Job, deadline: Deadline) -> render_pb2.PrepareRigResponse:
         """Cached by the render service (photo sha256 + size), so a resumed job pays nothing."""
-        call = render_pb2.PrepareRigRequest(photo_object=self._ref(job.request["photo_key"]), video=self._spec(job))
+        call = render_pb2.PrepareRigRequest(photo_object=self._ref(job.request["photo_key"]), video=video_spec(job))
         with span("prepare rig"):
             rig = with_retries(lambda t: self.render.PrepareRig(call, timeout=t), deadline)
         job.warnings.extend(w for w in rig.warnings if w not in job.warnings)
@@ -251,7 +252,7 @@ class JobRunner:
         """(a factory of the RenderVideo request stream: header, frame chunks, end; the frame count)."""
         from services.common.expression_track import ExpressionTrack
 
-        spec = self._spec(job)
+        spec = video_spec(job)
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
         frames = wire.frames_to_pb(track)
         header = render_pb2.RenderVideoHeader(
@@ -298,7 +299,7 @@ class JobRunner:
         from services.render.spec import frame_from_pb
 
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
-        width, height = frame_from_pb(self._spec(job))[0].frame_size
+        width, height = frame_from_pb(video_spec(job))[0].frame_size
         job.result.update(frame_count=str(len(track)), duration_s=f"{len(track) / track.fps:.3f}",
                           width=str(width), height=str(height))
 

@@ -23,7 +23,7 @@ from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, webhooks
 from services.gateway.jobs import Job, JobFailed, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
-from services.gateway.runner import Downstream, JobRunner
+from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
 from services.gateway.speech_rules import WORDS, check_speech
 from services.tts.voices import DEFAULT_VOICE, VOICES
@@ -126,7 +126,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                                            retry_after_s=2.0, subject="streams")
         try:
             job = Job(job_id=uuid.uuid4().hex, request=job_request)
-            width, height = frame_from_pb(JobRunner._spec(job))[0].frame_size
+            width, height = frame_from_pb(video_spec(job))[0].frame_size
             for kind, value in self.runner.stream(job):
                 if kind == "timed":
                     yield gw.StreamVideoResponse(header=gw.StreamVideoHeader(
