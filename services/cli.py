@@ -210,12 +210,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print("starting S3, Triton and the tts/expression/render/gateway services ...", file=sys.stderr)
     kwargs = {"workdir": Path(args.workdir)} if args.workdir else {}
     with LocalStack(**kwargs) as stack:
-        print(f"gateway   {stack.gateway_address}")
+        print(f"gateway    {stack.gateway_address}")
         for name, service in stack.services.items():
-            print(f"{name:<10}{service.address}  metrics {service.metrics_url}")
-        print(f"triton    {stack.triton.grpc_url}  metrics {stack.triton.metrics_url}")
-        print(f"s3        {stack.s3.endpoint}  (data in {stack.workdir / 's3'})")
-        print(f"logs      {stack.workdir / 'logs'}")
+            print(f"{name:<11}{service.address}  metrics {service.metrics_url}")
+        print(f"triton     {stack.triton.grpc_url}  metrics {stack.triton.metrics_url}")
+        print(f"s3         {stack.s3.endpoint}  (data in {stack.workdir / 's3'})")
+        print(f"logs       {stack.workdir / 'logs'}")
         print(f"try: likeness submit --server {stack.gateway_address} --photo PHOTO --script TEXT --out out.mp4",
               flush=True)
         try:
