@@ -153,6 +153,14 @@ class LikenessClient:
             raise JobFailedError(job)
         return job
 
+    def delete_job(self, job_id: str) -> list[str]:
+        """Deletes a finished job and everything it stored; returns the removed object keys."""
+        return list(self.stub.DeleteJob(gw.DeleteJobRequest(job_id=job_id), timeout=self.timeout_s).deleted_keys)
+
+    def delete_asset(self, asset_id: str) -> list[str]:
+        """Deletes an uploaded asset and what was derived from it (rigs, voice profiles)."""
+        return list(self.stub.DeleteAsset(gw.DeleteAssetRequest(asset_id=asset_id), timeout=self.timeout_s).deleted_keys)
+
     @staticmethod
     def download(job: gw.Job, path: str | Path) -> Path:
         """Fetches the video through its presigned URL (valid for a short time)."""

@@ -154,3 +154,25 @@ def test_progress_is_persisted_sparingly_but_state_changes_always():
     assert len(store.writes) <= 8, store.writes
     final = store.load_all()[0]
     assert final.state is JobState.SUCCEEDED and set(final.stage_outputs) == {"tts", "render"}
+
+
+def test_a_finished_job_can_be_forgotten_a_running_one_cannot():
+    from services.gateway.jobs import JobActive
+
+    gate = threading.Event()
+    store = MemoryJobStore()
+    manager = JobManager(lambda job, ctx: gate.wait(5), max_concurrent=1, store=store)
+    job, _ = manager.submit({"n": 1}, client_request_id="req-9")
+    assert wait_for(lambda: manager.get(job.job_id).state is JobState.RUNNING)
+    with pytest.raises(JobActive, match="running"):
+        manager.forget(job.job_id)
+    gate.set()
+    assert wait_for(lambda: manager.get(job.job_id).state is JobState.SUCCEEDED)
+    manager.forget(job.job_id)
+    with pytest.raises(KeyError):
+        manager.get(job.job_id)
+    assert manager.list()[0] == [] and job.job_id not in store.jobs
+    manager.set_webhook(job.job_id, {"state": "DELIVERED"})  # a late webhook result is dropped
+    assert job.job_id not in store.jobs
+    again, existing = manager.submit({"n": 2}, client_request_id="req-9")  # the id is free again
+    assert not existing and again.job_id != job.job_id

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -442,6 +443,50 @@ def test_voice_sample_clones_the_voice_through_the_gateway(stack, client, photo_
     again = client.wait(client.submit(photo=photo_id, script="And again.", voice_sample=sample, resolution=256),
                         timeout_s=300)
     assert again.state == gw.JOB_STATE_SUCCEEDED and stack.storage().list("voices/") == profiles
+    # The sample is personal data: deleting it takes its speaker profile along
+    deleted = client.delete_asset(sample)
+    assert deleted[0] == f"assets/{sample}" and [k for k in deleted if k.startswith("voices/")] == profiles
+    assert stack.storage().list("voices/") == [] and not stack.storage().exists(f"assets/{sample}")
+
+
+def test_deleting_a_job_and_a_photo_removes_what_they_stored(stack, client, tmp_path):
+    """DeleteJob removes a finished job's record and outputs; DeleteAsset a photo and its rigs (they hold
+    the image); neither touches what is still running."""
+    import cv2
+
+    mirrored = tmp_path / "mirrored.png"  # a photo no other test uses
+    cv2.imwrite(str(mirrored), cv2.flip(cv2.imread(str(PHOTO)), 1))
+    photo = client.upload(mirrored, kind="photo")
+    job = client.wait(client.submit(photo=photo, script="Please delete me later.", resolution=256), timeout_s=300)
+    stored = stack.storage().list(f"jobs/{job.job_id}/")
+    assert f"jobs/{job.job_id}/video.mp4" in stored and f"jobs/{job.job_id}/job.json" in stored
+    # a job still running is not deleted, nor is the photo it uses
+    running = client.submit(photo=photo, script=LONG_SCRIPT, resolution=256)
+    wait_state(client, running, {gw.JOB_STATE_RUNNING, gw.JOB_STATE_QUEUED})
+    for call in (lambda: client.delete_job(running), lambda: client.delete_asset(photo)):
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "cancel it first" in info.value.details()
+    client.stub.CancelJob(gw.CancelJobRequest(job_id=running), timeout=10)
+    wait_state(client, running, {gw.JOB_STATE_CANCELLED})
+    # the finished job: gone, record and outputs, and its video URL no longer answers
+    assert sorted(client.delete_job(job.job_id)) == stored
+    assert stack.storage().list(f"jobs/{job.job_id}/") == []
+    with pytest.raises(grpc.RpcError) as info:
+        client.get(job.job_id)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert job.job_id not in [j.job_id for j in client.stub.ListJobs(gw.ListJobsRequest(), timeout=10).jobs]
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(job.result.presigned_url, timeout=10)
+    # the photo and its rigs
+    rigs = stack.storage().list(f"rigs/{photo}-")
+    assert rigs and client.delete_asset(photo) == [f"assets/{photo}", *rigs]
+    assert stack.storage().list(f"rigs/{photo}-") == []
+    code, violations = violations_of(lambda: client.submit(photo=photo, script="Hello.", resolution=256))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "photo" in [f for f, _ in violations]
+    with pytest.raises(grpc.RpcError) as info:
+        client.delete_asset(photo)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 # -------------------------------------------------------------------------- traces and metrics

@@ -321,7 +321,8 @@ def test_reflection_describes_the_api(gateway) -> None:
     pool = DescriptorPool(ProtoReflectionDescriptorDatabase(gateway))
     service = pool.FindServiceByName(GATEWAY)
     assert {m.name for m in service.methods} == {
-        "UploadAsset", "SubmitVideo", "GetJob", "WatchJob", "CancelJob", "ListJobs", "ListVoices", "StreamVideo"}
+        "UploadAsset", "SubmitVideo", "GetJob", "WatchJob", "CancelJob", "ListJobs", "ListVoices", "StreamVideo",
+        "DeleteJob", "DeleteAsset"}
     job = pool.FindMessageTypeByName("likeness.v1.Job")
     assert job.fields_by_name["error"].message_type.full_name == "likeness.v1.Status"
 

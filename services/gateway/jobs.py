@@ -67,9 +67,14 @@ class JobCancelled(Exception):
     pass
 
 
+class JobActive(Exception):
+    """The job is queued or running (it must be cancelled before it can be deleted)."""
+
+
 class JobStore(Protocol):
     def save(self, job: Job) -> None: ...
     def load_all(self) -> list[Job]: ...
+    def delete(self, job_id: str) -> None: ...
 
 
 class MemoryJobStore:
@@ -81,6 +86,9 @@ class MemoryJobStore:
 
     def load_all(self) -> list[Job]:
         return [Job.from_json(text) for text in self.jobs.values()]
+
+    def delete(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
 
 
 class JobContext:
@@ -201,7 +209,22 @@ class JobManager:
     def set_webhook(self, job_id: str, delivery: dict) -> None:
         """Records how a finished job's webhook went (wakes watchers, saves the record)."""
         with self._lock:
-            self._update(self._jobs[job_id], webhook=delivery)
+            if job_id in self._jobs:  # (not a job deleted meanwhile)
+                self._update(self._jobs[job_id], webhook=delivery)
+
+    def forget(self, job_id: str) -> None:
+        """Drops a finished job: from memory, ListJobs and the store (its client_request_id is free
+        again). JobActive while it is queued or running; KeyError for an unknown job."""
+        with self._lock:
+            job = self._jobs[job_id]
+            if not job.state.terminal:
+                raise JobActive(f"job {job_id} is {job.state.value.lower()}: cancel it first")
+            self._store.delete(job_id)
+            del self._jobs[job_id]
+            self._contexts.pop(job_id, None)
+            self._saved_at.pop(job_id, None)
+            if self._by_request_id.get(job.client_request_id) == job_id:
+                del self._by_request_id[job.client_request_id]
 
     @property
     def queue_depth(self) -> int:

@@ -21,7 +21,7 @@ from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw,
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, webhooks
-from services.gateway.jobs import Job, JobFailed, JobManager, JobState, QueueFull
+from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
@@ -46,6 +46,9 @@ class StorageJobStore:
     def load_all(self) -> list[Job]:
         return [Job.from_json(self.storage.get_bytes(key).decode())
                 for key in self.storage.list("jobs/") if key.endswith("/job.json")]
+
+    def delete(self, job_id: str) -> None:
+        self.storage.delete(f"jobs/{job_id}/job.json")
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -159,6 +162,39 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def CancelJob(self, request, context):
         self._get(request.job_id)
         return gw.CancelJobResponse(job=self._job_pb(self.manager.cancel(request.job_id)))
+
+    def DeleteJob(self, request, context):
+        job = self._get(request.job_id)
+        if not job.state.terminal:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"job {job.job_id} is {job.state.value.lower()}: cancel it first")
+        # Its outputs first, its record last: a failure half-way leaves a job that can be deleted again.
+        keys = [key for key in self.storage.list(f"jobs/{job.job_id}/") if not key.endswith("/job.json")]
+        for key in keys:
+            self.storage.delete(key)
+        try:
+            self.manager.forget(job.job_id)
+        except JobActive as exc:  # (re-queued meanwhile: cannot happen to a finished job, but say so)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except KeyError:
+            pass  # deleted by a concurrent call
+        return gw.DeleteJobResponse(deleted_keys=[*keys, f"jobs/{job.job_id}/job.json"])
+
+    def DeleteAsset(self, request, context):
+        key = assets.asset_key(request.asset_id)
+        users = [job.job_id for job in self.manager.list(page_size=1 << 30)[0]
+                 if not job.state.terminal and key in _asset_keys(job.request)]
+        if users:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"job {users[0]} uses this asset and has not finished: cancel it first")
+        # What only this asset made: a photo's rigs (they hold the image), a voice sample's profiles.
+        derived = self.storage.list(f"rigs/{request.asset_id}-") + self.storage.list(f"voices/{request.asset_id}.")
+        keys = ([key] if self.storage.exists(key) else []) + derived
+        if not keys:
+            raise NotFound(f"no asset {request.asset_id!r}")
+        for stored in keys:
+            self.storage.delete(stored)
+        return gw.DeleteAssetResponse(deleted_keys=keys)
 
     def ListJobs(self, request, context):
         if request.page_size < 0:
@@ -311,6 +347,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         weights = {"tts": (0.0, 0.10), "expression": (0.10, 0.05), "render": (0.15, 0.85)}
         start, share = weights.get(job.stage, (0.0, 0.0))
         return start + share * job.progress
+
+
+def _asset_keys(request: dict) -> set[str]:
+    """The stored assets a job request reads."""
+    keys = {request.get(name) for name in ("photo_key", "voice_sample_key", "driving_audio_key")}
+    keys.add(request.get("video_spec", {}).get("background", {}).get("image", {}).get("key"))
+    return keys - {None}
 
 
 def _ts(seconds: float) -> Timestamp:
