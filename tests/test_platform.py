@@ -193,6 +193,9 @@ def test_stream_video_arrives_while_it_renders(stack, client, photo_id, tmp_path
     code, _ = violations_of(lambda: list(client.stream(photo=photo_id, script="Hello.", resolution=256,
                                                        timeout_s=60)))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as info:  # nor is its photo deleted under it
+        client.delete_asset(photo_id)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "live stream" in info.value.details()
     first.cancel()
     deadline = time.monotonic() + 30
     while True:  # the gateway notices the hang-up at its next send

@@ -58,6 +58,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self.runner = runner  # for StreamVideo (jobs reach it through the manager)
         self.max_streams = config.get_int("LIKENESS_MAX_STREAMS")
         self._streams = threading.BoundedSemaphore(self.max_streams)
+        self._streaming: dict[str, dict] = {}  # live streams' requests (DeleteAsset spares their assets)
 
     # -- assets ----------------------------------------------------------------------------------
 
@@ -127,8 +128,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if self.runner is None or not self._streams.acquire(blocking=False):
             grpc_errors.resource_exhausted(context, f"{self.max_streams} streams are running (limit); retry later",
                                            retry_after_s=2.0, subject="streams")
+        job = Job(job_id=uuid.uuid4().hex, request=job_request)
+        self._streaming[job.job_id] = job_request
         try:
-            job = Job(job_id=uuid.uuid4().hex, request=job_request)
             width, height = frame_from_pb(video_spec(job))[0].frame_size
             for kind, value in self.runner.stream(job):
                 if kind == "timed":
@@ -147,6 +149,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 raise InputError(exc.field, str(exc)) from None
             context.abort(getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc))
         finally:
+            self._streaming.pop(job.job_id, None)
             self._streams.release()
 
     def GetJob(self, request, context):
@@ -182,11 +185,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def DeleteAsset(self, request, context):
         key = assets.asset_key(request.asset_id)
-        users = [job.job_id for job in self.manager.list(page_size=1 << 30)[0]
+        users = [f"job {job.job_id}" for job in self.manager.list(page_size=1 << 30)[0]
                  if not job.state.terminal and key in _asset_keys(job.request)]
+        users += ["a live stream" for request in list(self._streaming.values()) if key in _asset_keys(request)]
         if users:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"job {users[0]} uses this asset and has not finished: cancel it first")
+                          f"{users[0]} uses this asset and has not finished: cancel it first")
         # What only this asset made: a photo's rigs (they hold the image), a voice sample's profiles.
         derived = self.storage.list(f"rigs/{request.asset_id}-") + self.storage.list(f"voices/{request.asset_id}.")
         keys = ([key] if self.storage.exists(key) else []) + derived
