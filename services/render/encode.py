@@ -60,7 +60,8 @@ def encode_mp4(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int
     if fps <= 0 or sample_rate <= 0:
         raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
     audio = _audio_planar(audio)
-    write_atomically(path, lambda tmp: _encode(frames, audio, sample_rate, fps, tmp, crf))
+    write_atomically(path, lambda tmp: _encode(frames, audio, sample_rate, fps, str(tmp), crf,
+                                               movflags="+faststart"))
 
 
 def _audio_planar(audio: np.ndarray) -> np.ndarray:
@@ -76,13 +77,15 @@ def _audio_planar(audio: np.ndarray) -> np.ndarray:
 
 
 def _encode(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: float,
-            path: Path, crf: int) -> None:
+            target, crf: int, *, movflags: str, keyframe_every: int | None = None) -> None:
+    """H.264 + AAC mp4 into `target` (a path, or a file object PyAV writes to)."""
     rate = _fps_fraction(fps)
     layout = "mono" if audio.shape[0] == 1 else "stereo"
-    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+    with av.open(target, mode="w", format="mp4", options={"movflags": movflags}) as container:
         video = container.add_stream("libx264", rate=rate)
         video.pix_fmt = "yuv420p"
-        video.options = {"crf": str(crf), "preset": _preset()}
+        video.options = {"crf": str(crf), "preset": _preset(),
+                         **({"g": str(keyframe_every)} if keyframe_every else {})}
         sound = container.add_stream("aac", rate=sample_rate, layout=layout)
         sound.bit_rate = AAC_BITRATE
         mux_interleaved(container, video, sound, frames, audio, sample_rate, rate)
@@ -109,17 +112,8 @@ def stream_mp4(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int
     a player can start long before the end. The pieces concatenated are a playable .mp4."""
     if fps <= 0 or sample_rate <= 0:
         raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
-    audio = _audio_planar(audio)
-    rate = _fps_fraction(fps)
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
-    options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
-    with av.open(_ChunkSink(emit), mode="w", format="mp4", options=options) as container:
-        video = container.add_stream("libx264", rate=rate)
-        video.pix_fmt = "yuv420p"
-        video.options = {"crf": str(crf), "preset": _preset(), "g": str(max(1, round(fps)))}
-        sound = container.add_stream("aac", rate=sample_rate, layout=layout)
-        sound.bit_rate = AAC_BITRATE
-        mux_interleaved(container, video, sound, frames, audio, sample_rate, rate)
+    _encode(frames, _audio_planar(audio), sample_rate, fps, _ChunkSink(emit), crf,
+            movflags="frag_keyframe+empty_moov+default_base_moof", keyframe_every=max(1, round(fps)))
 
 
 def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio: np.ndarray,
