@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -51,12 +52,20 @@ def _words(timeline: common_pb2.Timeline) -> list[Word]:
     return [Word(w.text, w.start, w.end) for w in timeline.words]
 
 
-def _job_failed(exc: grpc.RpcError) -> "JobFailed":
-    """A downstream call's failure as the job's: its code, message and first field violation."""
+@contextmanager
+def _as_job_failure() -> Iterator[None]:
+    """A downstream call's failure as the job's (its code, message and first field violation), a
+    passed deadline as DEADLINE_EXCEEDED."""
     from services.common.grpc_errors import field_violations
 
-    violations = field_violations(exc) if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else []
-    return JobFailed(exc.code().name, exc.details() or exc.code().name, field=violations[0][0] if violations else "")
+    try:
+        yield
+    except grpc.RpcError as exc:
+        violations = field_violations(exc) if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else []
+        raise JobFailed(exc.code().name, exc.details() or exc.code().name,
+                        field=violations[0][0] if violations else "") from None
+    except DeadlineExceeded as exc:
+        raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
 
 
 def video_spec(job: Job) -> common_pb2.VideoSpec:
@@ -88,17 +97,12 @@ class JobRunner:
     def __call__(self, job: Job, ctx: JobContext) -> None:
         deadline = Deadline(self.deadline_s)
         keys = job_keys(job.job_id, alpha=bool(job.request.get("alpha")))
-        with span("job", {"job.id": job.job_id, "job.attempt": job.attempts}):
-            try:
-                # the rig first: a photo without a face fails the job before any other work
-                rig = self._prepare_rig(job, deadline)
-                self._stage("tts", keys["timeline"], ctx, lambda: self._speech(job, keys, deadline))
-                self._stage("expression", keys["blendshapes"], ctx, lambda: self._expression(job, keys, deadline))
-                self._stage("render", keys["video"], ctx, lambda: self._render(job, keys, rig, deadline, ctx))
-            except grpc.RpcError as exc:
-                raise _job_failed(exc) from None
-            except DeadlineExceeded as exc:
-                raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
+        with span("job", {"job.id": job.job_id, "job.attempt": job.attempts}), _as_job_failure():
+            # the rig first: a photo without a face fails the job before any other work
+            rig = self._prepare_rig(job, deadline)
+            self._stage("tts", keys["timeline"], ctx, lambda: self._speech(job, keys, deadline))
+            self._stage("expression", keys["blendshapes"], ctx, lambda: self._expression(job, keys, deadline))
+            self._stage("render", keys["video"], ctx, lambda: self._render(job, keys, rig, deadline, ctx))
         job.result["video_key"] = keys["video"]
         if self.storage.exists(keys["poster"]):  # (not for jobs rendered before posters were made)
             job.result["poster_key"] = keys["poster"]
@@ -115,29 +119,23 @@ class JobRunner:
         Intermediates go under streams/<id>/: removed once the video is through, kept after a failure."""
         deadline = Deadline(self.deadline_s)
         keys = job_keys(job.job_id, prefix="streams")
-        with span("stream", {"job.id": job.job_id}):
+        with span("stream", {"job.id": job.job_id}), _as_job_failure():
+            rig = self._prepare_rig(job, deadline)
+            with span("stage tts", {"stage": "tts"}):
+                self._speech(job, keys, deadline)
+            with span("stage expression", {"stage": "expression"}):
+                self._expression(job, keys, deadline)
+            messages, count = self._render_messages(job, keys, rig, stream_media=True)
+            yield "timed", {"frame_count": count, "duration_s": count / job.request["fps"]}
+            # Not retried: bytes already sent cannot be taken back.
+            call = self.render.RenderVideo(messages(), timeout=deadline.remaining())
             try:
-                rig = self._prepare_rig(job, deadline)
-                with span("stage tts", {"stage": "tts"}):
-                    self._speech(job, keys, deadline)
-                with span("stage expression", {"stage": "expression"}):
-                    self._expression(job, keys, deadline)
-                messages, count = self._render_messages(job, keys, rig, stream_media=True)
-                fps = job.request["fps"]
-                yield "timed", {"frame_count": count, "duration_s": count / fps}
-                # Not retried: bytes already sent cannot be taken back.
-                call = self.render.RenderVideo(messages(), timeout=deadline.remaining())
-                try:
-                    with span("stage render", {"stage": "render"}):
-                        for response in call:
-                            if response.HasField("media"):
-                                yield "media", response.media
-                finally:
-                    call.cancel()  # the client went away: stop rendering
-            except grpc.RpcError as exc:
-                raise _job_failed(exc) from None
-            except DeadlineExceeded as exc:
-                raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
+                with span("stage render", {"stage": "render"}):
+                    for response in call:
+                        if response.HasField("media"):
+                            yield "media", response.media
+            finally:
+                call.cancel()  # the client went away: stop rendering
             job.result.update(self._captions(keys))
         try:
             for key in (keys["audio"], keys["timeline"], keys["blendshapes"]):
