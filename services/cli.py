@@ -274,14 +274,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.poster:
             print(f"poster: {client.download_poster(job, args.poster)}", file=sys.stderr)
     if args.captions:
-        target = Path(args.captions)
-        captions = job.result.captions
-        target.write_text(captions.srt if target.suffix.lower() == ".srt" else captions.webvtt, encoding="utf-8")
-        print(f"captions: {target}", file=sys.stderr)
+        _write_captions(args.captions, job.result.captions)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.out}  (job {job.job_id}, s3://{job.result.video.bucket}/{job.result.video.key})")
     return 0
+
+
+def _write_captions(path: str, captions) -> None:
+    """The platform's captions (likeness.v1.Captions) as the file `path` names: .srt or WebVTT."""
+    target = Path(path)
+    target.write_text(captions.srt if target.suffix.lower() == ".srt" else captions.webvtt, encoding="utf-8")
+    print(f"captions: {target}", file=sys.stderr)
 
 
 def _receive_stream(client, options: dict, args: argparse.Namespace) -> int:
@@ -317,10 +321,7 @@ def _receive_stream(client, options: dict, args: argparse.Namespace) -> int:
         print("error: the stream ended without its end message", file=sys.stderr)
         return 1
     if args.captions:
-        target = Path(args.captions)
-        target.write_text(end.captions.srt if target.suffix.lower() == ".srt" else end.captions.webvtt,
-                          encoding="utf-8")
-        print(f"captions: {target}", file=sys.stderr)
+        _write_captions(args.captions, end.captions)
     for warning in end.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.out}  (streamed)", file=sys.stderr if args.out == "-" else sys.stdout)
