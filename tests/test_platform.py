@@ -212,6 +212,12 @@ def test_stream_video_arrives_while_it_renders(stack, client, photo_id, tmp_path
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "streaming 256x256" in proc.stderr and decode(out).frames.shape[1:] == (256, 256, 3)
+    for extra, field in [(["--out", str(tmp_path / "live.webm")], "out"),
+                         (["--out", str(out), "--poster", str(tmp_path / "p.jpg")], "poster")]:
+        bad = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--server", stack.gateway_address,
+                              "--photo", str(PHOTO), "--script", "Hi.", "--stream", *extra],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(f"error: {field}:"), bad.stderr
 
 
 def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):
@@ -489,6 +495,12 @@ def test_deleting_a_job_and_a_photo_removes_what_they_stored(stack, client, tmp_
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "photo" in [f for f, _ in violations]
     with pytest.raises(grpc.RpcError) as info:
         client.delete_asset(photo)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    # bad ids
+    code, violations = violations_of(lambda: client.delete_asset("not-an-asset-id"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "asset_id" in [f for f, _ in violations]
+    with pytest.raises(grpc.RpcError) as info:
+        client.delete_job("no-such-job")
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
