@@ -149,6 +149,22 @@ def test_mouth_aperture_follows_jaw_open(name, renderers, instrument):
         assert closed < 0.02, (name, closed)
 
 
+@pytest.mark.parametrize("depth_scale", [1.0, 0.6, 0.3])
+def test_jaw_drops_its_full_travel_whatever_the_mesh_depth(depth_scale, rigs):
+    """mediapipe's depth is flat on some faces (inked illustrations); the jaw hinge must still drop
+    the lower lip JAW_DROP face heights, with the chin going down too, not half as far or upward."""
+    from services.render.basis import JAW_DROP, FaceFrame, build_basis
+
+    landmarks = rigs["astronaut.png"].landmarks.astype(np.float64).copy()
+    landmarks[:, 2] *= depth_scale
+    jaw = build_basis(landmarks)[INDEX["jawOpen"]]
+    frame = FaceFrame(landmarks)
+    drop = jaw[:, :2] @ frame.v_axis / frame.face_height  # down the face, in face heights
+    assert drop[14] == pytest.approx(JAW_DROP, rel=0.02)
+    assert 0.3 * JAW_DROP < drop[152] < drop[14]  # the chin rides down, nearer the hinge
+    assert drop[13] == pytest.approx(0.0, abs=1e-6)  # the upper lip stays
+
+
 # Closed/open eye-aperture ratio required. Grace Hopper wears glasses: the instrument reads 0.29
 # on her closed eyes (0.19 on the astronaut's), so her bound leaves a little margin.
 BLINK_RATIO = {"astronaut.png": 0.3, "grace_hopper.jpg": 0.35}

@@ -19,6 +19,7 @@ from services.render.rig import (
 
 # Amplitudes at weight 1.0, in face heights (forehead-top to chin) unless named otherwise.
 JAW_DROP = 0.17  # lower-lip centre travel at jawOpen=1 (a wide-open mouth)
+HINGE_DEPTH = 0.45  # least depth of the jaw hinge behind the lower lip (an adult's is ~0.5)
 SMILE_UP, SMILE_OUT = 0.045, 0.10  # corner lift (face heights), corner spread (mouth widths)
 BROW_MOVE = 0.032
 LID_OVERSHOOT = 0.06  # blink closes past the meeting line so the contact clamp seals the lids
@@ -136,18 +137,20 @@ class _Builder:
         """jawOpen=1: rotate about the ear axis so the lower lip drops JAW_DROP."""
         f = self.f
         pivot_v = (f.v[234] + f.v[454]) / 2
-        pivot_z = (f.z[234] + f.z[454]) / 2
+        # The hinge sits at least HINGE_DEPTH behind the lower lip: mediapipe's depth is flat on
+        # some faces (inked illustrations: 0.32-0.35), and a hinge that close cannot drop the lip
+        # JAW_DROP at any angle (the old Newton solve then opened the jaw half as far, or swung
+        # it upward). Rotating about a deeper hinge keeps the whole jaw consistent.
+        lip_v = f.v[14] - pivot_v
+        reach = np.sqrt(max((JAW_DROP + lip_v) ** 2 - lip_v ** 2, 0.0))
+        pivot_z = max((f.z[234] + f.z[454]) / 2, f.z[14] + max(HINGE_DEPTH, 1.15 * reach))
         rel_v = f.v - pivot_v
         rel_z = np.minimum(f.z - pivot_z, 0.0)  # nothing behind the hinge
-        # Solve the angle on the lower lip (its depth guarded against a flat depth estimate):
-        # small-angle guess, then Newton steps. Points nearer the hinge (the jaw angle, by the
-        # ears) drop less, as on a real mandible.
-        lip_v, lip_z = rel_v[14], min(rel_z[14], -0.3)
-        theta = JAW_DROP / -lip_z
-        for _ in range(3):
-            drop = lip_v * (np.cos(theta) - 1) - lip_z * np.sin(theta)
-            slope = -lip_v * np.sin(theta) - lip_z * np.cos(theta)
-            theta -= (drop - JAW_DROP) / slope
+        # The lip at (lip_v, lip_z) drops lip_v (cos t - 1) - lip_z sin t = A sin(t + phi) - lip_v.
+        # Points nearer the hinge (the jaw angle, by the ears) drop less, as on a real mandible.
+        lip_z = rel_z[14]
+        radius, phi = np.hypot(lip_v, lip_z), np.arctan2(lip_v, -lip_z)
+        theta = float(np.arcsin(min((JAW_DROP + lip_v) / radius, 1.0)) - phi)
         w = self.jaw_weight()
         dv = w * (rel_v * (np.cos(theta) - 1) - rel_z * np.sin(theta))
         dz = w * (rel_v * np.sin(theta) + rel_z * (np.cos(theta) - 1))
