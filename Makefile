@@ -13,9 +13,9 @@ STAMP := $(VENV)/.likeness-installed
 setup: system-deps $(STAMP) protos
 
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
-	  echo "installing system packages (espeak-ng, sox)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox >/dev/null; \
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v openssl >/dev/null; then \
+	  echo "installing system packages (espeak-ng, sox, openssl)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox openssl >/dev/null; \
 	fi
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml

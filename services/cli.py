@@ -246,7 +246,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.stream and args.poster:
         raise InputError("poster", "a stream has no poster; leave out --stream for a job with one")
     bar = StageProgress()
-    with LikenessClient(args.server) as client:
+    with LikenessClient(args.server, **_credentials(args)) as client:
         try:
             asset = client.upload(photo, kind="photo")
             voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
@@ -279,6 +279,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.out}  (job {job.job_id}, s3://{job.result.video.bucket}/{job.result.video.key})")
     return 0
+
+
+def _credentials(args: argparse.Namespace) -> dict:
+    """The API key (from --api-key-file, else $LIKENESS_API_KEY: never a command-line value, which
+    other users could read in the process list) and the TLS root certificate, checked up front."""
+    out: dict = {}
+    for name, value in (("api-key-file", args.api_key_file), ("tls-ca", args.tls_ca)):
+        if value and not Path(value).is_file():
+            raise InputError(name, f"no such file: {value}")
+    if args.api_key_file:
+        out["api_key"] = Path(args.api_key_file).read_text().strip()
+        if not out["api_key"]:
+            raise InputError("api-key-file", f"{args.api_key_file} is empty")
+    if args.tls_ca:
+        out["tls_ca"] = args.tls_ca
+    return out
 
 
 def _write_captions(path: str, captions) -> None:
@@ -396,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub_ = sub.add_parser("submit", help="send a job to a running gateway and download the video")
     sub_.add_argument("--server", default=config.get_str("LIKENESS_GATEWAY_ADDR"),
                       help="gateway address (default $LIKENESS_GATEWAY_ADDR or 127.0.0.1:50051)")
+    sub_.add_argument("--api-key-file", default="",
+                      help="file holding the gateway's API key (default: $LIKENESS_API_KEY, if set)")
+    sub_.add_argument("--tls-ca", default=config.get_str("LIKENESS_TLS_CA_FILE"),
+                      help="PEM root certificate of a gateway serving TLS (default $LIKENESS_TLS_CA_FILE)")
     _video_options(sub_)
     sub_.add_argument("--webhook-url", default="",
                       help="the gateway also POSTs the finished job (JSON) to this http(s) URL")

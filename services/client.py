@@ -1,7 +1,7 @@
 """The Python client for the Likeness gateway: what product backends import.
 
     from services.client import LikenessClient
-    with LikenessClient("gateway:50051") as client:
+    with LikenessClient("gateway:50051") as client:  # api_key=, tls_ca= (default: LIKENESS_API_KEY, _TLS_CA_FILE)
         photo = client.upload("me.jpg", kind="photo")
         job_id = client.submit(photo=photo, script="Hello!", resolution=512)
         job = client.wait(job_id, on_progress=lambda job: print(job.progress))
@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import grpc
 
+from services.common import config
 from services.common.grpc_server import channel_options
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 
@@ -39,14 +40,57 @@ class JobFailedError(RuntimeError):
         self.job = job
 
 
+class _BearerKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                 grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <key>` to every call (plaintext channels too, unlike call credentials)."""
+
+    def __init__(self, key: str) -> None:
+        self.metadata = ("authorization", f"Bearer {key}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self.metadata],
+                            details.credentials, details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+class _CallDetails(NamedTuple("_CallDetails", [("method", str), ("timeout", Optional[float]),
+                                               ("metadata", Any), ("credentials", Any),
+                                               ("wait_for_ready", Optional[bool]), ("compression", Any)]),
+                   grpc.ClientCallDetails):
+    pass
+
+
 class LikenessClient:
-    def __init__(self, address: str, *, timeout_s: float = 60.0) -> None:
-        self.channel = grpc.insecure_channel(address, options=channel_options())
+    def __init__(self, address: str, *, timeout_s: float = 60.0, api_key: str | None = None,
+                 tls_ca: str | Path | None = None) -> None:
+        """api_key / tls_ca (a PEM file of root certificates: the gateway serves TLS) default to
+        LIKENESS_API_KEY / LIKENESS_TLS_CA_FILE; empty: none / plaintext."""
+        api_key = config.get_str("LIKENESS_API_KEY") if api_key is None else api_key
+        tls_ca = config.get_str("LIKENESS_TLS_CA_FILE") if tls_ca is None else tls_ca
+        if tls_ca:
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+            self.channel = grpc.secure_channel(address, credentials, options=channel_options())
+        else:
+            self.channel = grpc.insecure_channel(address, options=channel_options())
+        self._raw_channel = self.channel
+        if api_key:
+            self.channel = grpc.intercept_channel(self.channel, _BearerKey(api_key))
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
         self.timeout_s = timeout_s
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
     def __enter__(self) -> "LikenessClient":
         return self

@@ -51,6 +51,7 @@ class LocalStack:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="likeness-stack-")))
     model_repository: Path = MODEL_REPOSITORY
     env: dict[str, str] = field(default_factory=dict)  # extra env for every service
+    only: tuple[str, ...] = SERVICES  # e.g. ("gateway",): API tests that run no job need no Triton
     start_timeout: float = 120.0
 
     def __post_init__(self) -> None:
@@ -69,10 +70,12 @@ class LocalStack:
         try:
             self.s3 = S3Server(self.workdir / "s3", log_path=self.workdir / "logs" / "s3.log").start()
             self.storage().ensure_bucket()
-            self.triton = TritonServer(self.model_repository, log_path=self.workdir / "logs" / "triton.log",
-                                       start_timeout=self.start_timeout).start()
+            if set(self.only) - {"gateway"}:
+                self.triton = TritonServer(self.model_repository, log_path=self.workdir / "logs" / "triton.log",
+                                           start_timeout=self.start_timeout).start()
             for name in SERVICES:
-                self.start_service(name)
+                if name in self.only:
+                    self.start_service(name)
         except BaseException:
             self.stop()
             raise
@@ -84,7 +87,7 @@ class LocalStack:
             **os.environ, **self.s3.env(),
             "LIKENESS_GRPC_PORT": str(service.grpc_port),
             "LIKENESS_METRICS_PORT": str(service.metrics_port),
-            "LIKENESS_TRITON_URL": self.triton.grpc_url,
+            "LIKENESS_TRITON_URL": self.triton.grpc_url if self.triton else "",
             "LIKENESS_TTS_ADDR": self.services["tts"].address,
             "LIKENESS_EXPRESSION_ADDR": self.services["expression"].address,
             "LIKENESS_RENDER_ADDR": self.services["render"].address,
@@ -105,7 +108,10 @@ class LocalStack:
     def wait_healthy(self, name: str) -> None:
         service = self.services[name]
         deadline = time.monotonic() + self.start_timeout
-        with grpc.insecure_channel(service.address) as channel:
+        cert = self.env.get("LIKENESS_TLS_CERT_FILE") if name == "gateway" else None
+        channel = (grpc.secure_channel(service.address, grpc.ssl_channel_credentials(Path(cert).read_bytes()))
+                   if cert else grpc.insecure_channel(service.address))  # (a self-signed test certificate)
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if service.proc.poll() is not None:

@@ -374,11 +374,13 @@ def test_probes_security_and_config(docs: dict[str, list[dict[str, Any]]], overl
     deployments = _objects(objects, "Deployment")
     for name, (grpc_port, metrics_port) in SERVICES.items():
         container = _pod_spec(deployments[name])["containers"][0]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"] == {"port": grpc_port}, (name, probe)
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": grpc_port, "metrics": metrics_port}, name
         env = {e["name"]: e.get("value") for e in container["env"]}
+        probe_port = int(env.get("LIKENESS_HEALTH_PORT") or grpc_port)  # a TLS gateway: plaintext health port
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"] == {"port": probe_port}, (name, probe)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"grpc": grpc_port, "metrics": metrics_port,
+                         **({"health": probe_port} if probe_port != grpc_port else {})}, name
         assert env["LIKENESS_GRPC_PORT"] == str(grpc_port) and env["LIKENESS_METRICS_PORT"] == str(metrics_port)
     triton = _pod_spec(deployments["triton"])["containers"][0]
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -634,3 +636,23 @@ def test_dockerfiles_lint_clean_and_match_the_deployments(docs: dict[str, list[d
         assert path.stem in SERVICES or user == ["10001:10001"], f"{path.name} must end as the non-root user"
     ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", "tests"} <= set(ignored) and "services" not in ignored
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_public_gateway_checks_api_keys_and_serves_tls(docs: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """prod-gpu exposes the gateway through a LoadBalancer: there it needs keys and serves TLS, from
+    mounted Secrets (components/auth-tls); dev-cpu stays open on the cluster network."""
+    pod = _pod_spec(_objects(docs[overlay], "Deployment")["gateway"])
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    if overlay == "dev-cpu":
+        assert "LIKENESS_API_KEYS_FILE" not in env and "LIKENESS_TLS_CERT_FILE" not in env
+        return
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    for variable, secret in (("LIKENESS_API_KEYS_FILE", "likeness-api-keys"),
+                             ("LIKENESS_TLS_CERT_FILE", "likeness-gateway-tls"),
+                             ("LIKENESS_TLS_KEY_FILE", "likeness-gateway-tls")):
+        folder = str(Path(env[variable]).parent)
+        assert secrets[mounts[folder]] == secret, variable
+    assert int(env["LIKENESS_HEALTH_PORT"]) != int(env["LIKENESS_GRPC_PORT"])

@@ -51,6 +51,10 @@ _ALL = [
        "127.0.0.1:50052/3/4"),
     _s("LIKENESS_RENDER_ADDR", "str", "127.0.0.1:50054", "render service address", "gateway", "127.0.0.1:50052/3/4"),
     _s("LIKENESS_GATEWAY_ADDR", "str", "127.0.0.1:50051", "gateway address", "`likeness submit`"),
+    _s("LIKENESS_API_KEY", "str", "", "API key sent as 'authorization: Bearer' (empty: none)",
+       "`likeness submit`, LikenessClient", "unset"),
+    _s("LIKENESS_TLS_CA_FILE", "str", "", "PEM root certificate(s) to verify a TLS gateway (empty: plaintext)",
+       "`likeness submit`, LikenessClient", "unset"),
     _s("LIKENESS_TRITON_URL", "str", "", "Triton gRPC host:port; empty: models run in-process",
        "tts, expression, render, CLI", "unset"),
     _s("LIKENESS_TRITON_TIMEOUT", "float", 60.0, "seconds per Triton inference call", "inference client"),
@@ -81,6 +85,12 @@ _ALL = [
     _s("LIKENESS_WEBHOOK_BACKOFF_S", "float", 2.0, "wait before the first retry, doubling each time (s)",
        "gateway"),
     _s("LIKENESS_WEBHOOK_TIMEOUT_S", "float", 10.0, "seconds per webhook POST", "gateway"),
+    _s("LIKENESS_API_KEYS_FILE", "str", "", "file of `principal:key` lines; set: every call needs a key and "
+       "each principal sees only its own jobs and uploads (README: Authentication)", "gateway", "unset"),
+    _s("LIKENESS_TLS_CERT_FILE", "str", "", "PEM certificate chain: the gateway serves TLS", "gateway", "unset"),
+    _s("LIKENESS_TLS_KEY_FILE", "str", "", "PEM private key of that certificate", "gateway", "unset"),
+    _s("LIKENESS_HEALTH_PORT", "int", 0, "plaintext port serving gRPC health checks alone (0: none), for "
+       "probes of a TLS gateway", "gateway"),
     # -- tts -------------------------------------------------------------------------------------------------
     _s("LIKENESS_TTS_THREADS", "int", 0, "onnxruntime threads of the voice (0: onnxruntime decides)", "tts"),
     _s("LIKENESS_TTS_SENTENCE_SILENCE", "float", 0.2, "pause between sentences (s)", "tts", "0.2 s"),

@@ -43,6 +43,8 @@ AddServicerFn = Callable[[Any, grpc.Server], None]
 
 # server -> its health servicer, for graceful shutdown (weak: tests create many servers).
 _HEALTH: "weakref.WeakKeyDictionary[grpc.Server, health.HealthServicer]" = weakref.WeakKeyDictionary()
+# server -> its plaintext health-only server (a TLS port's probes: the kubelet's gRPC probe has no TLS).
+_HEALTH_ONLY: "weakref.WeakKeyDictionary[grpc.Server, grpc.Server]" = weakref.WeakKeyDictionary()
 
 
 def grpc_port(default: int) -> int:
@@ -151,9 +153,11 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
 def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_names: Sequence[str],
           max_workers: int = 8, interceptors: Sequence[grpc.ServerInterceptor] = (),
-          host: str = "[::]", handle_sigterm: bool = True) -> grpc.Server:
+          host: str = "[::]", handle_sigterm: bool = True,
+          credentials: grpc.ServerCredentials | None = None, health_port: int = 0) -> grpc.Server:
     """Builds, starts and returns a server with health (SERVING for each name and ""), reflection,
-    metrics and InputError mapping. On SIGTERM (installed only from the main thread) it shuts down
+    metrics and InputError mapping; TLS when `credentials` are given, and then health checking
+    alone also in plaintext on `health_port` (if not 0) for Kubernetes' gRPC probes. On SIGTERM (installed only from the main thread) it shuts down
     via stop_gracefully (LIKENESS_SHUTDOWN_DRAIN_S, default 2 s; LIKENESS_SHUTDOWN_GRACE_S, default
     20 s: together under Kubernetes' default 30 s terminationGracePeriodSeconds)."""
     size = max_message_bytes()
@@ -175,10 +179,20 @@ def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
-    if server.add_insecure_port(f"{host}:{port}") == 0:
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    if bound == 0:
         raise OSError(f"cannot bind gRPC port {host}:{port}")
     server.start()
     _HEALTH[server] = health_servicer
+    if health_port:
+        probes = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probes)  # the same states
+        if probes.add_insecure_port(f"{host}:{health_port}") == 0:
+            server.stop(None)
+            raise OSError(f"cannot bind the health port {host}:{health_port}")
+        probes.start()
+        _HEALTH_ONLY[server] = probes
     if handle_sigterm and threading.current_thread() is threading.main_thread():
         grace = config.get_float("LIKENESS_SHUTDOWN_GRACE_S")
         drain = config.get_float("LIKENESS_SHUTDOWN_DRAIN_S")
@@ -199,6 +213,9 @@ def stop_gracefully(server: grpc.Server, grace_s: float = 20.0, drain_s: float =
             health_servicer.enter_graceful_shutdown()
         time.sleep(drain_s)
         server.stop(grace_s).wait()
+        probes = _HEALTH_ONLY.get(server)
+        if probes is not None:
+            probes.stop(None)
         stopped.set()
 
     threading.Thread(target=drain_and_stop, name="grpc-shutdown", daemon=True).start()

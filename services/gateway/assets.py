@@ -25,6 +25,11 @@ def asset_key(asset_id: str) -> str:
     return f"assets/{asset_id}"
 
 
+def owner_key(asset_id: str, principal: str) -> str:
+    """An empty object that says this principal uploaded this asset (API keys on); "" lists them all."""
+    return f"asset-owners/{asset_id}/{principal}"
+
+
 def check_header(header: gw.UploadAssetHeader) -> None:
     if header.kind not in MAX_BYTES:
         raise InputError("header.kind", "must be PHOTO, VOICE_SAMPLE, DRIVING_AUDIO or SCRIPT")

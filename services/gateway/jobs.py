@@ -35,6 +35,7 @@ class Job:
     job_id: str
     request: dict  # the validated request, JSON-serialisable (asset keys, script, spec, seed, ...)
     client_request_id: str = ""
+    owner: str = ""  # the principal that submitted it ("" with API keys off)
     state: JobState = JobState.QUEUED
     stage: str = ""
     progress: float = 0.0
@@ -128,7 +129,7 @@ class JobManager:
         self._on_finish = on_finish
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
-        self._by_request_id: dict[str, str] = {}
+        self._by_request_id: dict[tuple[str, str], str] = {}  # (owner, client_request_id) -> job_id
         self._contexts: dict[str, JobContext] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         self.max_queued = max_queued
@@ -137,7 +138,7 @@ class JobManager:
         for job in sorted(self._store.load_all(), key=lambda j: j.created_at):  # a restarted gateway keeps its jobs
             self._jobs[job.job_id] = job
             if job.client_request_id:
-                self._by_request_id[job.client_request_id] = job.job_id
+                self._by_request_id[job.owner, job.client_request_id] = job.job_id
             if not job.state.terminal:
                 job.state = JobState.QUEUED
                 self._contexts[job.job_id] = JobContext(self, job)
@@ -147,17 +148,17 @@ class JobManager:
 
     # -- public API ------------------------------------------------------------------------------
 
-    def submit(self, request: dict, client_request_id: str = "") -> tuple[Job, bool]:
-        """Returns (job, existing). Same client_request_id -> the same job, not a new one."""
+    def submit(self, request: dict, client_request_id: str = "", owner: str = "") -> tuple[Job, bool]:
+        """Returns (job, existing). The same owner's same client_request_id -> the same job, not a new one."""
         with self._lock:
-            if client_request_id and client_request_id in self._by_request_id:
-                return self._jobs[self._by_request_id[client_request_id]], True
+            if client_request_id and (owner, client_request_id) in self._by_request_id:
+                return self._jobs[self._by_request_id[owner, client_request_id]], True
             if self.queue_depth >= self.max_queued:
                 raise QueueFull(f"{self.queue_depth} jobs are queued (limit {self.max_queued}); retry later")
-            job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id)
+            job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner)
             self._jobs[job.job_id] = job
             if client_request_id:
-                self._by_request_id[client_request_id] = job.job_id
+                self._by_request_id[owner, client_request_id] = job.job_id
             self._contexts[job.job_id] = JobContext(self, job)
             self._save(job)
             self._queue.put(job.job_id)
@@ -177,11 +178,13 @@ class JobManager:
                     self._finish(job, JobState.CANCELLED, message="cancelled before it started")
             return job
 
-    def list(self, *, states: set[JobState] | None = None, page_size: int = 50,
+    def list(self, *, states: set[JobState] | None = None, owner: str | None = None, page_size: int = 50,
              page_token: str = "") -> tuple[list[Job], str]:
-        """Newest first."""
+        """Newest first; only `owner`'s jobs when given."""
         with self._lock:
             jobs = list(self._jobs.values())[::-1]  # insertion order = submission order
+        if owner is not None:
+            jobs = [j for j in jobs if j.owner == owner]
         if states:
             jobs = [j for j in jobs if j.state in states]
         start = int(page_token or 0)
@@ -223,8 +226,8 @@ class JobManager:
             del self._jobs[job_id]
             self._contexts.pop(job_id, None)
             self._saved_at.pop(job_id, None)
-            if self._by_request_id.get(job.client_request_id) == job_id:
-                del self._by_request_id[job.client_request_id]
+            if self._by_request_id.get((job.owner, job.client_request_id)) == job_id:
+                del self._by_request_id[job.owner, job.client_request_id]
 
     @property
     def queue_depth(self) -> int:

@@ -20,7 +20,7 @@ from services.common.grpc_server import grpc_port, metrics_port, serve, start_me
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
-from services.gateway import assets, webhooks
+from services.gateway import assets, auth, webhooks
 from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner, video_spec
@@ -52,10 +52,12 @@ class StorageJobStore:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, storage: Storage, manager: JobManager, runner: JobRunner | None = None) -> None:
+    def __init__(self, storage: Storage, manager: JobManager, runner: JobRunner | None = None, *,
+                 scoped: bool = False) -> None:
         self.storage = storage
         self.manager = manager
         self.runner = runner  # for StreamVideo (jobs reach it through the manager)
+        self.scoped = scoped  # API keys on: each principal sees only its own jobs and uploads
         self.max_streams = config.get_int("LIKENESS_MAX_STREAMS")
         self._streams = threading.BoundedSemaphore(self.max_streams)
         self._streaming: dict[str, dict] = {}  # live streams' requests (DeleteAsset spares their assets)
@@ -89,6 +91,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         existing = self.storage.exists(key)
         info = self.storage.stat(key) if existing else self.storage.put_bytes(
             key, data, header.content_type or "application/octet-stream")
+        if self.scoped:  # "existing" then says whether the caller had it, not whether anyone had
+            claim = assets.owner_key(sha, auth.current_principal())
+            existing = self.storage.exists(claim)
+            self.storage.put_bytes(claim, b"", "text/plain")
         return gw.UploadAssetResponse(asset_id=sha, existing=existing, object=common_pb2.ObjectRef(
             bucket=info.bucket, key=info.key, sha256=sha, size_bytes=info.size, content_type=info.content_type))
 
@@ -102,16 +108,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if source.object.bucket and source.object.bucket != self.storage.bucket:
                 raise InputError(f"{field}.object.bucket", f"must be {self.storage.bucket!r}")
             key = source.object.key
-        if not key or not self.storage.exists(key):
+        if not key or not self.storage.exists(key) or (self.scoped and not self._owns(key)):
             raise InputError(field, f"asset {key or '(empty)'} not found; upload it first")
         return key
+
+    def _owns(self, key: str) -> bool:
+        """Whether the caller uploaded this asset (with API keys on, only such keys may be used)."""
+        asset_id = key.removeprefix("assets/")
+        return (key.startswith("assets/") and assets.ASSET_ID.match(asset_id) is not None
+                and self.storage.exists(assets.owner_key(asset_id, auth.current_principal())))
 
     # -- jobs ------------------------------------------------------------------------------------
 
     def SubmitVideo(self, request: gw.SubmitVideoRequest, context):
         job_request = self._validate(request)
         try:
-            job, existing = self.manager.submit(job_request, request.client_request_id)
+            job, existing = self.manager.submit(job_request, request.client_request_id, auth.current_principal())
         except QueueFull as exc:
             grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject="job-queue")
         self._gauges()
@@ -185,7 +197,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def DeleteAsset(self, request, context):
         key = assets.asset_key(request.asset_id)
-        users = [f"job {job.job_id}" for job in self.manager.list(page_size=1 << 30)[0]
+        claim: list[str] = []
+        if self.scoped:  # the caller's claim goes; the bytes only with the last claim
+            if not self._owns(key):
+                raise NotFound(f"no asset {request.asset_id!r}")
+            claim = [assets.owner_key(request.asset_id, auth.current_principal())]
+            if len(self.storage.list(assets.owner_key(request.asset_id, ""))) > 1:
+                self.storage.delete(claim[0])
+                return gw.DeleteAssetResponse(deleted_keys=claim)
+        users = [f"job {job.job_id}" if self._caller() in (None, job.owner) else "another principal's job"
+                 for job in self.manager.list(page_size=1 << 30)[0]
                  if not job.state.terminal and key in _asset_keys(job.request)]
         users += ["a live stream" for request in list(self._streaming.values()) if key in _asset_keys(request)]
         if users:
@@ -193,7 +214,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                           f"{users[0]} uses this asset and has not finished: cancel it first")
         # What only this asset made: a photo's rigs (they hold the image), a voice sample's profiles.
         derived = self.storage.list(f"rigs/{request.asset_id}-") + self.storage.list(f"voices/{request.asset_id}.")
-        keys = ([key] if self.storage.exists(key) else []) + derived
+        keys = ([key] if self.storage.exists(key) else []) + derived + claim
         if not keys:
             raise NotFound(f"no asset {request.asset_id!r}")
         for stored in keys:
@@ -206,8 +227,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if request.page_token and not request.page_token.isdigit():
             raise InputError("page_token", "use next_page_token from the previous page")
         states = {s for s, v in STATES.items() if v in set(request.states)}
-        jobs, token = self.manager.list(states=states or None, page_size=min(request.page_size or 50, 500),
-                                        page_token=request.page_token)
+        jobs, token = self.manager.list(states=states or None, owner=self._caller(),
+                                        page_size=min(request.page_size or 50, 500), page_token=request.page_token)
         return gw.ListJobsResponse(jobs=[self._job_pb(j) for j in jobs], next_page_token=token)
 
     def ListVoices(self, request, context):
@@ -219,9 +240,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def _get(self, job_id: str) -> Job:
         try:
-            return self.manager.get(job_id)
+            job = self.manager.get(job_id)
         except KeyError:
-            raise NotFound(f"no job {job_id!r}") from None
+            job = None
+        if job is None or (self.scoped and job.owner != auth.current_principal()):
+            raise NotFound(f"no job {job_id!r}")  # another principal's job: as if there were none
+        return job
+
+    def _caller(self) -> str | None:
+        """Whose jobs the caller sees: its own with API keys on, everyone's (None) without."""
+        return auth.current_principal() if self.scoped else None
 
     def _gauges(self) -> None:
         QUEUE_DEPTH.set(self.manager.queue_depth)
@@ -385,13 +413,17 @@ def main() -> None:
                          max_queued=config.get_int("LIKENESS_MAX_QUEUED_JOBS"),
                          store=StorageJobStore(storage), on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"))
-    servicer = GatewayServicer(storage, manager, runner)
+    keys = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
+    servicer = GatewayServicer(storage, manager, runner, scoped=keys is not None)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
     sender.resume(manager.list(page_size=1 << 30)[0])  # pending when the gateway last stopped
     start_metrics_server(metrics_port(9101))
     server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
                    port=grpc_port(50051), service_names=["likeness.v1.GatewayService"],
-                   interceptors=grpc_server_interceptors())
+                   interceptors=[*grpc_server_interceptors(), *([keys] if keys else [])],
+                   credentials=auth.server_credentials(config.get_str("LIKENESS_TLS_CERT_FILE"),
+                                                       config.get_str("LIKENESS_TLS_KEY_FILE")),
+                   health_port=config.get_int("LIKENESS_HEALTH_PORT"))
     def refresh_gauges() -> None:  # gauges also move when jobs finish, not only on calls
         while True:
             servicer._gauges()
