@@ -7,8 +7,10 @@ gateway serves TLS with a certificate made here by the openssl program.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -76,6 +78,16 @@ def test_calls_without_a_known_key_are_unauthenticated(secured):
         assert "unknown API key" in caught.value.details()
     with client_for(secured, "studio") as studio:
         assert studio.voices()
+
+
+def test_refusals_are_counted_for_prometheus(secured):
+    with client_for(secured, None, key="") as anonymous, client_for(secured, None, key="x" * 20) as stranger:
+        for client in (anonymous, stranger):
+            code_of(client.voices)
+    text = urllib.request.urlopen(secured.services["gateway"].metrics_url, timeout=10).read().decode()
+    counts = {reason: float(re.search(rf'likeness_auth_failures_total{{reason="{reason}"}} (\S+)', text).group(1))
+              for reason in ("missing", "unknown_key")}
+    assert counts["missing"] >= 1 and counts["unknown_key"] >= 1, counts
 
 
 def test_health_checks_need_no_key(secured):

@@ -29,7 +29,7 @@ SERVICES = {"gateway": (50051, 9101), "tts": (50052, 9102), "expression": (50053
 LIKENESS_METRICS = {
     "likeness_grpc_requests_total", "likeness_grpc_request_duration_seconds", "likeness_jobs_total",
     "likeness_job_queue_depth", "likeness_jobs_in_flight", "likeness_stage_duration_seconds",
-    "likeness_frames_rendered_total", "likeness_webhook_attempts_total",
+    "likeness_frames_rendered_total", "likeness_webhook_attempts_total", "likeness_auth_failures_total",
 }
 HISTOGRAMS = {"likeness_grpc_request_duration_seconds", "likeness_stage_duration_seconds"}
 TRITON_METRICS = {
