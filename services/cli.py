@@ -234,6 +234,24 @@ def cmd_voices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Whether a file (video, PNG-sequence folder, poster) carries Likeness's AI-generated mark."""
+    from services.render.provenance import read_mark
+
+    path = Path(args.file)
+    if not path.exists():
+        raise InputError("file", f"no such file or directory: {path}")
+    try:
+        mark = read_mark(path)
+    except Exception as exc:  # not a video or image we can open
+        raise InputError("file", f"cannot read {path}: {exc}") from None
+    if mark is None:
+        print(f"{path}: no AI-generated mark found (stripped, or not made by Likeness)")
+        return 1
+    print(f"{path}: {mark}")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     import grpc
 
@@ -405,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="run the whole platform on loopback: S3, Triton, the four services")
     srv.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
     srv.set_defaults(func=cmd_serve)
+
+    inspect = sub.add_parser("inspect", help="show the AI-generated mark every output carries (exit 1: none)")
+    inspect.add_argument("file", help="a video, PNG-sequence folder or poster")
+    inspect.set_defaults(func=cmd_inspect)
 
     voices = sub.add_parser("voices", help="list the built-in voices (--voice-name)")
     voices.set_defaults(func=cmd_voices)

@@ -12,6 +12,7 @@ import av
 import numpy as np
 
 from services.common import config
+from services.render import provenance
 
 AAC_BITRATE = 128_000
 
@@ -82,6 +83,7 @@ def _encode(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, f
     rate = _fps_fraction(fps)
     layout = "mono" if audio.shape[0] == 1 else "stereo"
     with av.open(target, mode="w", format="mp4", options={"movflags": movflags}) as container:
+        container.metadata.update(provenance.container_metadata())
         video = container.add_stream("libx264", rate=rate)
         video.pix_fmt = "yuv420p"
         video.options = {"crf": str(crf), "preset": _preset(),

@@ -21,6 +21,7 @@ import numpy as np
 
 from services.common import config
 from services.common.errors import InputError
+from services.render import provenance
 from services.render.encode import _audio_planar, _fps_fraction, encode_mp4, mux_interleaved, write_atomically
 
 OPUS_RATE = 48000
@@ -90,6 +91,7 @@ def _encode_webm(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: i
     layout = "mono" if planar.shape[0] == 1 else "stereo"
     rate = _fps_fraction(fps)
     with av.open(str(path), mode="w", format="webm") as container:
+        container.metadata.update(provenance.container_metadata())
         video = container.add_stream("libvpx-vp9", rate=rate)
         video.pix_fmt = "yuva420p" if alpha else "yuv420p"
         video.options = _vp9_options()
@@ -122,6 +124,7 @@ def write_png_sequence(frames: Iterable[np.ndarray], audio: np.ndarray, sample_r
         mono = _audio_planar(audio).mean(axis=0)
         if mono.size:
             (tmp / "audio.wav").write_bytes(encode_wav(mono, sample_rate))
+        (tmp / provenance.PNG_SEQUENCE_FILE).write_bytes(provenance.png_sequence_manifest())
         if target.is_dir():
             target.rmdir()  # validated empty
         os.replace(tmp, target)

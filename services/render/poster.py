@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from services.common.arkit import INDEX
+from services.render import provenance
 
 EYES_OPEN_BELOW = 0.2  # eyeBlink weight above which a frame is passed over
 _BLINKS = [INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]]
@@ -43,9 +44,9 @@ def encode_poster(image: np.ndarray, png: bool = False) -> tuple[bytes, str]:
     if png or image.shape[2] == 4:
         code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
         _, data = cv2.imencode(".png", cv2.cvtColor(image, code))
-        return data.tobytes(), "image/png"
+        return provenance.mark_image(data.tobytes()), "image/png"
     _, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    return data.tobytes(), "image/jpeg"
+    return provenance.mark_image(data.tobytes()), "image/jpeg"
 
 
 def write_poster(image: np.ndarray, path: str | Path) -> Path:
