@@ -46,7 +46,7 @@ def secured(tmp_path_factory):
     health_port = free_ports(1)[0]
     env = {"LIKENESS_API_KEYS_FILE": str(keys_file), "LIKENESS_TLS_CERT_FILE": str(cert),
            "LIKENESS_TLS_KEY_FILE": str(key), "LIKENESS_HEALTH_PORT": str(health_port),
-           "LIKENESS_MAX_CONCURRENT_JOBS": "0"}  # jobs stay queued
+           "LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_JOBS_PER_PRINCIPAL": "2"}  # jobs stay queued
     with LocalStack(env=env, only=("gateway",)) as stack:
         stack.keys_file, stack.cert, stack.health_port = keys_file, cert, health_port
         yield stack
@@ -152,6 +152,29 @@ def test_each_principal_sees_only_its_own_jobs_and_uploads(secured):
         deleted = ads.delete_asset(photo)
         assert f"assets/{photo}" in deleted and f"asset-owners/{photo}/ads" in deleted
         assert not storage.exists(f"assets/{photo}")
+
+
+def test_a_principal_gets_its_share_of_the_queue(secured):
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    with client_for(secured, "studio") as studio, client_for(secured, "ads") as ads:
+        photo = studio.upload(PHOTO, kind="photo")
+        ads.upload(PHOTO, kind="photo")
+        mine = [studio.submit(photo=photo, script="One."), studio.submit(photo=photo, script="Two.")]
+        with pytest.raises(grpc.RpcError) as caught:
+            studio.submit(photo=photo, script="Three.")
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = rpc_status.from_call(caught.value).details
+        quota = error_details_pb2.QuotaFailure()
+        assert any(d.Unpack(quota) for d in details if d.Is(quota.DESCRIPTOR))
+        assert quota.violations[0].subject == "principal:studio"
+        theirs = ads.submit(photo=photo, script="Still room for us.")  # the queue itself is not full
+        for client, job in [(studio, j) for j in mine] + [(ads, theirs)]:
+            assert client.cancel(job).state == gw.JOB_STATE_CANCELLED
+        studio.submit(photo=photo, script="Three, now.")  # cancelled jobs free their places
+        for job in studio.stub.ListJobs(gw.ListJobsRequest(states=[gw.JOB_STATE_QUEUED]), timeout=10).jobs:
+            studio.cancel(job.job_id)
 
 
 def test_cli_submit_sends_the_key_from_a_file_and_verifies_tls(secured, tmp_path):

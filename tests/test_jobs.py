@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.gateway.jobs import JobFailed, JobManager, JobState, MemoryJobStore, QueueFull
+from services.gateway.jobs import JobFailed, JobManager, JobState, MemoryJobStore, PrincipalBusy, QueueFull
 
 
 def wait_for(predicate, timeout=5.0):
@@ -53,6 +53,24 @@ def test_queue_full_is_refused_then_accepts_again():
     release.set()
     assert wait_for(lambda: manager.queue_depth == 0)
     manager.submit({})
+
+
+def test_one_principal_cannot_take_the_whole_queue():
+    release = threading.Event()
+    manager = JobManager(lambda job, ctx: release.wait(5), max_concurrent=1, max_queued=10,
+                         max_active_per_owner=2)
+    first, _ = manager.submit({}, owner="studio")
+    second, _ = manager.submit({}, client_request_id="r", owner="studio")  # one running, one queued
+    with pytest.raises(PrincipalBusy) as caught:
+        manager.submit({}, owner="studio")
+    assert caught.value.subject == "principal:studio" and "limit 2 per principal" in str(caught.value)
+    assert manager.submit({}, client_request_id="r", owner="studio") == (second, True)  # a retry is no new job
+    manager.submit({}, owner="ads")  # the others still get their share
+    for _ in range(3):
+        manager.submit({})  # keys off ("" owner): only the queue's own limit
+    release.set()
+    assert wait_for(lambda: manager.get(first.job_id).state is JobState.SUCCEEDED)
+    manager.submit({}, owner="studio")  # a finished job frees a place
 
 
 def test_cancel_running_and_queued_jobs():

@@ -61,7 +61,16 @@ class Job:
 
 
 class QueueFull(Exception):
-    pass
+    subject = "job-queue"  # google.rpc.QuotaFailure's subject: what ran out
+
+
+class PrincipalBusy(QueueFull):
+    """One principal already has its share of queued + running jobs (the others still get theirs)."""
+
+    def __init__(self, owner: str, active: int, limit: int) -> None:
+        super().__init__(f"{owner!r} has {active} jobs queued or running (limit {limit} per principal); "
+                         "retry when one finishes")
+        self.subject = f"principal:{owner}"
 
 
 class JobCancelled(Exception):
@@ -119,7 +128,7 @@ JobFn = Callable[[Job, JobContext], None]
 
 
 class JobManager:
-    def __init__(self, run: JobFn, *, max_concurrent: int = 2, max_queued: int = 16,
+    def __init__(self, run: JobFn, *, max_concurrent: int = 2, max_queued: int = 16, max_active_per_owner: int = 0,
                  store: JobStore | None = None, progress_save_interval_s: float = 2.0,
                  on_finish: Callable[[Job, float], None] = lambda job, seconds: None) -> None:
         self._run = run
@@ -133,6 +142,7 @@ class JobManager:
         self._contexts: dict[str, JobContext] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         self.max_queued = max_queued
+        self.max_active_per_owner = max_active_per_owner  # 0: no limit; never for owner "" (keys off)
         self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
                          for i in range(max_concurrent)]
         for job in sorted(self._store.load_all(), key=lambda j: j.created_at):  # a restarted gateway keeps its jobs
@@ -155,6 +165,10 @@ class JobManager:
                 return self._jobs[self._by_request_id[owner, client_request_id]], True
             if self.queue_depth >= self.max_queued:
                 raise QueueFull(f"{self.queue_depth} jobs are queued (limit {self.max_queued}); retry later")
+            if owner and self.max_active_per_owner:
+                active = sum(1 for j in self._jobs.values() if j.owner == owner and not j.state.terminal)
+                if active >= self.max_active_per_owner:
+                    raise PrincipalBusy(owner, active, self.max_active_per_owner)
             job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner)
             self._jobs[job.job_id] = job
             if client_request_id:

@@ -125,7 +125,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             job, existing = self.manager.submit(job_request, request.client_request_id, auth.current_principal())
         except QueueFull as exc:
-            grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject="job-queue")
+            grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject=exc.subject)
         self._gauges()
         return gw.SubmitVideoResponse(job_id=job.job_id, existing=existing)
 
@@ -411,6 +411,7 @@ def main() -> None:
     manager = JobManager(runner,
                          max_concurrent=config.get_int("LIKENESS_MAX_CONCURRENT_JOBS"),
                          max_queued=config.get_int("LIKENESS_MAX_QUEUED_JOBS"),
+                         max_active_per_owner=config.get_int("LIKENESS_MAX_JOBS_PER_PRINCIPAL"),
                          store=StorageJobStore(storage), on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"))
     keys = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
