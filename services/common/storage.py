@@ -301,6 +301,15 @@ class Storage:
                            if o.object_name is not None),
         )
 
+    def list_with_times(self, prefix: str = "") -> list[tuple[str, float]]:
+        """(key, last modified as Unix seconds) under `prefix` (recursive), sorted by key."""
+        return self._retry(
+            f"list {prefix}",
+            lambda: sorted((o.object_name, o.last_modified.timestamp())
+                           for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                           if o.object_name is not None and o.last_modified is not None),
+        )
+
     def presigned_get_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
         """A URL anyone can GET until `expires` elapses (signed locally; no request is made)."""
         _check_key(key)

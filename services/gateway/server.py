@@ -20,7 +20,7 @@ from services.common.grpc_server import grpc_port, metrics_port, serve, start_me
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
-from services.gateway import assets, auth, webhooks
+from services.gateway import assets, auth, retention, webhooks
 from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner, video_spec
@@ -61,6 +61,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self.max_streams = config.get_int("LIKENESS_MAX_STREAMS")
         self._streams = threading.BoundedSemaphore(self.max_streams)
         self._streaming: dict[str, dict] = {}  # live streams' requests (DeleteAsset spares their assets)
+        self.eraser = retention.Eraser(storage, manager, lambda: list(self._streaming.values()))
 
     # -- assets ----------------------------------------------------------------------------------
 
@@ -89,8 +90,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         assets.check_content(header.kind, data)
         key = assets.asset_key(sha)
         existing = self.storage.exists(key)
-        info = self.storage.stat(key) if existing else self.storage.put_bytes(
-            key, data, header.content_type or "application/octet-stream")
+        # Written again even when stored: an upload's age (LIKENESS_RETENTION_DAYS) counts from the latest.
+        info = self.storage.put_bytes(key, data, header.content_type or "application/octet-stream")
         if self.scoped:  # "existing" then says whether the caller had it, not whether anyone had
             claim = assets.owner_key(sha, auth.current_principal())
             existing = self.storage.exists(claim)
@@ -179,46 +180,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gw.CancelJobResponse(job=self._job_pb(self.manager.cancel(request.job_id)))
 
     def DeleteJob(self, request, context):
-        job = self._get(request.job_id)
-        if not job.state.terminal:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"job {job.job_id} is {job.state.value.lower()}: cancel it first")
-        # Its outputs first, its record last: a failure half-way leaves a job that can be deleted again.
-        keys = [key for key in self.storage.list(f"jobs/{job.job_id}/") if not key.endswith("/job.json")]
-        for key in keys:
-            self.storage.delete(key)
         try:
-            self.manager.forget(job.job_id)
-        except JobActive as exc:  # (re-queued meanwhile: cannot happen to a finished job, but say so)
+            keys = self.eraser.delete_job(self._get(request.job_id))
+        except JobActive as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except KeyError:
-            pass  # deleted by a concurrent call
-        return gw.DeleteJobResponse(deleted_keys=[*keys, f"jobs/{job.job_id}/job.json"])
+        return gw.DeleteJobResponse(deleted_keys=keys)
 
     def DeleteAsset(self, request, context):
-        key = assets.asset_key(request.asset_id)
-        claim: list[str] = []
-        if self.scoped:  # the caller's claim goes; the bytes only with the last claim
-            if not self._owns(key):
-                raise NotFound(f"no asset {request.asset_id!r}")
-            claim = [assets.owner_key(request.asset_id, auth.current_principal())]
-            if len(self.storage.list(assets.owner_key(request.asset_id, ""))) > 1:
-                self.storage.delete(claim[0])
-                return gw.DeleteAssetResponse(deleted_keys=claim)
-        users = [f"job {job.job_id}" if self._caller() in (None, job.owner) else "another principal's job"
-                 for job in self.manager.list(page_size=1 << 30)[0]
-                 if not job.state.terminal and key in _asset_keys(job.request)]
-        users += ["a live stream" for request in list(self._streaming.values()) if key in _asset_keys(request)]
-        if users:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"{users[0]} uses this asset and has not finished: cancel it first")
-        # What only this asset made: a photo's rigs (they hold the image), a voice sample's profiles.
-        derived = self.storage.list(f"rigs/{request.asset_id}-") + self.storage.list(f"voices/{request.asset_id}.")
-        keys = ([key] if self.storage.exists(key) else []) + derived + claim
-        if not keys:
-            raise NotFound(f"no asset {request.asset_id!r}")
-        for stored in keys:
-            self.storage.delete(stored)
+        try:
+            keys = self.eraser.delete_asset(request.asset_id, self._caller())
+        except retention.InUse as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return gw.DeleteAssetResponse(deleted_keys=keys)
 
     def ListJobs(self, request, context):
@@ -381,13 +353,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return start + share * job.progress
 
 
-def _asset_keys(request: dict) -> set[str]:
-    """The stored assets a job request reads."""
-    keys = {request.get(name) for name in ("photo_key", "voice_sample_key", "driving_audio_key")}
-    keys.add(request.get("video_spec", {}).get("background", {}).get("image", {}).get("key"))
-    return keys - {None}
-
-
 def _ts(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
@@ -418,6 +383,7 @@ def main() -> None:
     servicer = GatewayServicer(storage, manager, runner, scoped=keys is not None)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
     sender.resume(manager.list(page_size=1 << 30)[0])  # pending when the gateway last stopped
+    retention.start_sweeper(servicer.eraser, config.get_float("LIKENESS_RETENTION_DAYS"))
     start_metrics_server(metrics_port(9101))
     server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
                    port=grpc_port(50051), service_names=["likeness.v1.GatewayService"],

@@ -1,0 +1,97 @@
+"""LIKENESS_RETENTION_DAYS: what is older goes, with all it made; what a job still reads, and a job whose
+webhook is pending, waits. The sweep runs on a real S3 server (in-process with a chosen clock), and the
+gateway process runs it on its own."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from services.client import LikenessClient
+from services.gateway import assets
+from services.gateway.jobs import JobManager, JobState
+from services.gateway.retention import Eraser
+from services.gateway.server import StorageJobStore
+from services.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parents[1]
+HOUR = 3600.0
+A, B, C = "a" * 64, "b" * 64, "c" * 64
+
+
+@pytest.fixture
+def eraser(storage):
+    manager = JobManager(lambda job, ctx: None, max_concurrent=0,  # jobs stay queued until cancelled
+                         store=StorageJobStore(storage))  # job records in S3, as in the gateway
+    return Eraser(storage, manager, streaming=lambda: [])
+
+
+def finished_job(eraser: Eraser, photo: str, **request) -> str:
+    job, _ = eraser.manager.submit({"photo_key": f"assets/{photo}", **request})
+    eraser.manager.cancel(job.job_id)
+    eraser.storage.put_bytes(f"jobs/{job.job_id}/video.mp4", b"video")
+    return job.job_id
+
+
+def test_old_jobs_and_uploads_go_with_what_they_made(eraser, storage):
+    for asset_id in (A, B):
+        storage.put_bytes(f"assets/{asset_id}", b"photo " + asset_id.encode())
+    storage.put_bytes(f"rigs/{A}-512.npz", b"rig")
+    storage.put_bytes(f"voices/{A}.v3.npz", b"profile")
+    old_job = finished_job(eraser, A)
+    running, _ = eraser.manager.submit({"photo_key": f"assets/{B}"})  # still queued: B is in use
+
+    assert eraser.sweep(max_age_s=HOUR) == []  # nothing is an hour old yet
+    deleted = set(eraser.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR))
+    assert {f"jobs/{old_job}/video.mp4", f"jobs/{old_job}/job.json", f"assets/{A}", f"rigs/{A}-512.npz",
+            f"voices/{A}.v3.npz"} == deleted
+    assert storage.exists(f"assets/{B}") and eraser.manager.get(running.job_id).state is JobState.QUEUED
+    with pytest.raises(KeyError):
+        eraser.manager.get(old_job)
+
+    eraser.manager.cancel(running.job_id)  # B's job ends: B goes once old, like the job
+    assert set(eraser.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR)) == {
+        f"jobs/{running.job_id}/job.json", f"assets/{B}"}
+    assert storage.list() == []
+
+
+def test_a_job_whose_webhook_is_pending_is_kept(eraser, storage):
+    storage.put_bytes(f"assets/{C}", b"photo")
+    waiting = finished_job(eraser, C, webhook_url="https://backend.example/hook")
+    later = time.time() + 2 * HOUR
+    assert f"jobs/{waiting}/job.json" not in eraser.sweep(max_age_s=HOUR, now=later)
+    eraser.manager.set_webhook(waiting, {"state": "DELIVERED", "attempts": 1, "http_status": 204, "error": ""})
+    assert f"jobs/{waiting}/job.json" in eraser.sweep(max_age_s=HOUR, now=later)
+
+
+def test_each_principals_claim_ages_on_its_own(eraser, storage):
+    storage.put_bytes(f"assets/{A}", b"photo")
+    storage.put_bytes(assets.owner_key(A, "studio"), b"")
+    storage.put_bytes(assets.owner_key(A, "ads"), b"")
+    later = time.time() + 2 * HOUR
+    # Both claims are old: the first sweep step drops one, the last takes the bytes.
+    deleted = eraser.sweep(max_age_s=HOUR, now=later)
+    assert set(deleted) == {assets.owner_key(A, "studio"), assets.owner_key(A, "ads"), f"assets/{A}"}
+
+    storage.put_bytes(f"assets/{B}", b"photo")
+    storage.put_bytes(assets.owner_key(B, "studio"), b"")
+    deleted = eraser.sweep(max_age_s=HOUR, now=later)
+    assert set(deleted) == {assets.owner_key(B, "studio"), f"assets/{B}"}
+    storage.put_bytes(f"assets/{C}", b"photo")
+    storage.put_bytes(assets.owner_key(C, "ads"), b"")  # renewed by a fresh upload: younger than an hour
+    assert eraser.sweep(max_age_s=HOUR) == [] and storage.exists(f"assets/{C}")
+
+
+def test_the_gateway_sweeps_on_its_own(tmp_path):
+    """A gateway process with a 2-second retention: an upload disappears from storage by itself."""
+    with LocalStack(env={"LIKENESS_RETENTION_DAYS": str(2 / 86400)}, only=("gateway",)) as stack:
+        with LikenessClient(stack.gateway_address, timeout_s=20, api_key="", tls_ca="") as client:
+            photo = client.upload(ROOT / "assets" / "photos" / "grace_hopper.jpg", kind="photo")
+        storage = stack.storage()
+        assert storage.exists(f"assets/{photo}")
+        deadline = time.monotonic() + 30
+        while storage.exists(f"assets/{photo}"):
+            assert time.monotonic() < deadline, stack.log_tail("gateway")
+            time.sleep(0.5)
+        assert "retention: deleted" in stack.log_tail("gateway", 200)
