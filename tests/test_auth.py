@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.client import LikenessClient
 from services.common.ports import free_ports
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
-from services.gateway.auth import ApiKeys, KeyFileError, parse_keys
+from services.gateway.auth import ApiKeys, AuthConfigError, parse_keys
 from services.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def test_a_rotated_key_file_is_read_again_and_a_broken_one_keeps_the_old_keys(se
     ("a:0123456789abcdef\nb:0123456789abcdef\n", "line 2: this key is already 'a''s"),
 ])
 def test_key_file_errors_name_the_line(text, message):
-    with pytest.raises(KeyFileError, match=message):
+    with pytest.raises(AuthConfigError, match=message):
         parse_keys(text)
 
 

@@ -13,8 +13,8 @@ not exist (NOT_FOUND, or "not found; upload it first"), so ids do not leak acros
 from __future__ import annotations
 
 import contextvars
-import hmac
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -39,12 +39,12 @@ def current_principal() -> str:
     return _principal.get()
 
 
-class KeyFileError(ValueError):
-    pass
+class AuthConfigError(ValueError):
+    """The key file or the TLS files cannot be used (the gateway refuses to start on it)."""
 
 
 def parse_keys(text: str, source: str = "API keys") -> dict[bytes, str]:
-    """`principal:key` lines -> {sha256(key): principal}. Raises KeyFileError naming the line."""
+    """`principal:key` lines -> {sha256(key): principal}. Raises AuthConfigError naming the line."""
     keys: dict[bytes, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -52,17 +52,17 @@ def parse_keys(text: str, source: str = "API keys") -> dict[bytes, str]:
             continue
         principal, sep, key = (part.strip() for part in line.partition(":"))
         if not sep or not PRINCIPAL.match(principal):
-            raise KeyFileError(f"{source} line {number}: expected 'principal:key' with a principal of "
+            raise AuthConfigError(f"{source} line {number}: expected 'principal:key' with a principal of "
                                "letters, digits, '.', '_', '@', '-' (at most 64)")
         if len(key) < MIN_KEY_CHARS or any(c.isspace() for c in key):
-            raise KeyFileError(f"{source} line {number}: the key must be at least {MIN_KEY_CHARS} "
+            raise AuthConfigError(f"{source} line {number}: the key must be at least {MIN_KEY_CHARS} "
                                "characters without spaces")
         digest = hashlib.sha256(key.encode()).digest()
         if digest in keys and keys[digest] != principal:
-            raise KeyFileError(f"{source} line {number}: this key is already {keys[digest]!r}'s")
+            raise AuthConfigError(f"{source} line {number}: this key is already {keys[digest]!r}'s")
         keys[digest] = principal
     if not keys:
-        raise KeyFileError(f"{source}: no keys (an empty file would lock every client out)")
+        raise AuthConfigError(f"{source}: no keys (an empty file would lock every client out)")
     return keys
 
 
@@ -89,7 +89,7 @@ class ApiKeys:
         try:
             self._keys = parse_keys(self.path.read_text(), str(self.path))
             log.info("API keys reloaded from %s (%d keys)", self.path, len(self._keys))
-        except (OSError, UnicodeDecodeError, KeyFileError) as exc:
+        except (OSError, UnicodeDecodeError, AuthConfigError) as exc:
             log.error("API keys not reloaded, the previous ones stay in force: %s", exc)
         self._stamp = stamp
 
@@ -180,7 +180,7 @@ def interceptor_from_env(path: str) -> AuthInterceptor | None:
         log.warning("LIKENESS_API_KEYS_FILE is not set: the gateway accepts calls without an API key")
         return None
     if not os.path.isfile(path):
-        raise KeyFileError(f"LIKENESS_API_KEYS_FILE={path}: no such file")
+        raise AuthConfigError(f"LIKENESS_API_KEYS_FILE={path}: no such file")
     return AuthInterceptor(ApiKeys(path))
 
 
@@ -189,5 +189,5 @@ def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials 
     if not cert_file and not key_file:
         return None
     if not (cert_file and key_file):
-        raise KeyFileError("LIKENESS_TLS_CERT_FILE and LIKENESS_TLS_KEY_FILE go together")
+        raise AuthConfigError("LIKENESS_TLS_CERT_FILE and LIKENESS_TLS_KEY_FILE go together")
     return grpc.ssl_server_credentials([(Path(key_file).read_bytes(), Path(cert_file).read_bytes())])
