@@ -235,7 +235,9 @@ def cmd_voices(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Whether a file (video, PNG-sequence folder, poster) carries Likeness's AI-generated mark."""
+    """Whether a file (video, PNG-sequence folder, poster) carries Likeness's AI-generated marks: the
+    metadata and the invisible one in the pixels. Exit 0 when either is there, 1 when neither."""
+    from services.render import watermark
     from services.render.provenance import read_mark
 
     path = Path(args.file)
@@ -245,11 +247,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         mark = read_mark(path)
     except Exception as exc:  # not a video or image we can open
         raise InputError("file", f"cannot read {path}: {exc}") from None
-    if mark is None:
-        print(f"{path}: no AI-generated mark found (stripped, or not made by Likeness)")
-        return 1
-    print(f"{path}: {mark}")
-    return 0
+    try:
+        z = watermark.detect(_frames_of(path))
+    except Exception as exc:
+        raise InputError("file", f"cannot read {path}: {exc}") from None
+    found = z >= watermark.DETECTED_Z
+    print(f"{path}: metadata: {mark or 'none (stripped, or not made by Likeness)'}")
+    print(f"{path}: invisible mark: {'found' if found else 'not found'} (z = {z:.1f}; "
+          f"{watermark.DETECTED_Z:g} or more: found)")
+    return 0 if mark is not None or found else 1
+
+
+def _frames_of(path: Path):
+    """The first frames of a video, PNG-sequence folder or image (RGB), for the watermark check."""
+    if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+        import numpy as np
+        from PIL import Image
+
+        return [np.asarray(Image.open(path).convert("RGB"))]
+    from services.render.formats import decode_frames
+
+    return decode_frames(path)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -424,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
     srv.set_defaults(func=cmd_serve)
 
-    inspect = sub.add_parser("inspect", help="show the AI-generated mark every output carries (exit 1: none)")
+    inspect = sub.add_parser("inspect", help="show the AI-generated marks every output carries (metadata, "
+                                             "invisible mark; exit 1: neither)")
     inspect.add_argument("file", help="a video, PNG-sequence folder or poster")
     inspect.set_defaults(func=cmd_inspect)
 

@@ -15,6 +15,8 @@ from PIL import Image
 from services.render.encode import stream_mp4
 from services.render.formats import decode_frames, write_video
 from services.render.poster import encode_poster
+from services.render import watermark
+from services.render.photo import load_photo
 from services.render.provenance import MARK, SOURCE_TYPE, STATEMENT, read_mark
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +64,7 @@ def test_posters_are_marked_and_decode_unchanged(tmp_path, png):
     assert read_mark(path) == MARK
     decoded = np.asarray(Image.open(path).convert("RGB"))
     if png:
-        assert np.array_equal(decoded, image)  # lossless: the chunk changes no pixel
+        assert np.array_equal(decoded, watermark.embed(image))  # lossless: the chunk changes no pixel
         assert Image.open(path).info["Description"] == MARK
     else:
         assert decoded.shape == image.shape and content_type == "image/jpeg"
@@ -83,8 +85,12 @@ def test_an_unmarked_video_is_told_apart(tmp_path):
     assert read_mark(path) is None
 
 
+def portrait(size: int = 512) -> np.ndarray:
+    return np.asarray(Image.fromarray(load_photo(ROOT / "assets/photos/grace_hopper.jpg")).resize((size, size)))
+
+
 def test_likeness_inspect_says_marked_unmarked_or_unreadable(tmp_path):
-    marked = write_video(iter(frames()), audio(), RATE, 25.0, tmp_path / "marked.mp4")
+    marked = write_video(iter([portrait()] * 8), audio(), RATE, 25.0, tmp_path / "marked.mp4")
     plain = tmp_path / "plain.jpg"
     Image.fromarray(frames(1)[0]).save(plain)
     (tmp_path / "notes.txt").write_text("not a video")
@@ -94,7 +100,7 @@ def test_likeness_inspect_says_marked_unmarked_or_unreadable(tmp_path):
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
 
     yes, no, bad, missing = (inspect(p) for p in (marked, plain, tmp_path / "notes.txt", tmp_path / "none.mp4"))
-    assert yes.returncode == 0 and STATEMENT in yes.stdout
-    assert no.returncode == 1 and "no AI-generated mark" in no.stdout
+    assert yes.returncode == 0 and STATEMENT in yes.stdout and "invisible mark: found" in yes.stdout
+    assert no.returncode == 1 and "metadata: none" in no.stdout and "invisible mark: not found" in no.stdout
     assert bad.returncode == 2 and bad.stderr.startswith("error: file: cannot read"), bad.stderr
     assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -138,6 +138,10 @@ _ALL = [
     _s("LIKENESS_DIFFUSION_TRAIN_STEPS", "int", 4000, "training steps", "`make train-expression`"),
     _s("LIKENESS_TORCH_THREADS", "int", 2, "torch threads while training", "`make train-expression`"),
     # -- render ----------------------------------------------------------------------------------------------
+    _s("LIKENESS_WATERMARK_STRENGTH", "int", 1, "grey levels of the invisible mark in every frame (0: none)",
+       "render, CLI"),
+    _s("LIKENESS_WATERMARK_KEY", "str", "likeness", "key of the invisible mark's pattern (`likeness inspect` "
+       "needs the same)", "render, CLI"),
     _s("LIKENESS_X264_PRESET", "str", "veryfast", "x264 preset", "render", "`veryfast`"),
     _s("LIKENESS_MAX_PHOTO_YAW_DEG", "float", 40.0, "photos turned further are refused", "render"),
     _s("LIKENESS_MAX_PHOTO_PITCH_DEG", "float", 35.0, "photos tilted further are refused", "render"),

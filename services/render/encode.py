@@ -12,7 +12,7 @@ import av
 import numpy as np
 
 from services.common import config
-from services.render import provenance
+from services.render import provenance, watermark
 
 AAC_BITRATE = 128_000
 
@@ -124,7 +124,8 @@ def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio
     """Encode uint8 frames (RGB, or RGBA when `alpha`) into `video` and planar float audio
     [channels, samples] into `sound`, interleaved: audio up to each frame's end goes in with it.
     `resampler` converts the audio first where the codec needs another rate (Opus: 48 kHz).
-    Rejects frames of the wrong shape, odd sizes (4:2:0) and a size change mid-stream."""
+    Rejects frames of the wrong shape, odd sizes (4:2:0) and a size change mid-stream. Every frame
+    gets the invisible mark (services.render.watermark)."""
     channels = 4 if alpha else 3
     layout = "mono" if audio.shape[0] == 1 else "stereo"
     audio_sent = 0
@@ -158,7 +159,7 @@ def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio
             video.width, video.height = w, h
         elif img.shape[:2] != (video.height, video.width):
             raise ValueError(f"frame {count}: size changed to {img.shape[1]}x{img.shape[0]}")
-        frame = av.VideoFrame.from_ndarray(img, format="rgba" if alpha else "rgb24")
+        frame = av.VideoFrame.from_ndarray(watermark.embed(img), format="rgba" if alpha else "rgb24")
         frame.pts = count
         frame.time_base = 1 / rate
         container.mux(video.encode(frame))

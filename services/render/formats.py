@@ -21,7 +21,7 @@ import numpy as np
 
 from services.common import config
 from services.common.errors import InputError
-from services.render import provenance
+from services.render import provenance, watermark
 from services.render.encode import _audio_planar, _fps_fraction, encode_mp4, mux_interleaved, write_atomically
 
 OPUS_RATE = 48000
@@ -117,7 +117,8 @@ def write_png_sequence(frames: Iterable[np.ndarray], audio: np.ndarray, sample_r
             code = cv2.COLOR_RGBA2BGRA if img.shape[2] == 4 else cv2.COLOR_RGB2BGR
             if alpha and img.shape[2] != 4:
                 raise ValueError(f"frame {count}: alpha output needs RGBA frames")
-            if not cv2.imwrite(str(tmp / f"frame_{count:06d}.png"), cv2.cvtColor(img, code), level):
+            marked = cv2.cvtColor(watermark.embed(img), code)
+            if not cv2.imwrite(str(tmp / f"frame_{count:06d}.png"), marked, level):
                 raise OSError(f"cannot write frame {count} into {tmp}")
         if count == 0:
             raise ValueError("no frames to encode")

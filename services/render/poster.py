@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from services.common.arkit import INDEX
-from services.render import provenance
+from services.render import provenance, watermark
 
 EYES_OPEN_BELOW = 0.2  # eyeBlink weight above which a frame is passed over
 _BLINKS = [INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]]
@@ -41,6 +41,7 @@ def poster_suffix(alpha: bool) -> str:
 
 def encode_poster(image: np.ndarray, png: bool = False) -> tuple[bytes, str]:
     """(bytes, content type): PNG when asked or when the frame has alpha (RGBA), else JPEG."""
+    image = watermark.embed(image)
     if png or image.shape[2] == 4:
         code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
         _, data = cv2.imencode(".png", cv2.cvtColor(image, code))
