@@ -25,7 +25,7 @@ from services.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "photos" / "grace_hopper.jpg"
-KEYS = {"studio": "studio-key-0123456789", "ads": "ads-key-abcdefghijklmnop"}
+KEYS = {"studio": "studio-key-0123456789", "ads": "ads-key-abcdefghijklmnop", "ops": "ops-key-0123456789abc"}
 
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
@@ -46,7 +46,8 @@ def secured(tmp_path_factory):
     health_port = free_ports(1)[0]
     env = {"LIKENESS_API_KEYS_FILE": str(keys_file), "LIKENESS_TLS_CERT_FILE": str(cert),
            "LIKENESS_TLS_KEY_FILE": str(key), "LIKENESS_HEALTH_PORT": str(health_port),
-           "LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_JOBS_PER_PRINCIPAL": "2"}  # jobs stay queued
+           "LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_JOBS_PER_PRINCIPAL": "2",  # jobs stay queued
+           "LIKENESS_ADMIN_PRINCIPALS": "ops"}
     with LocalStack(env=env, only=("gateway",)) as stack:
         stack.keys_file, stack.cert, stack.health_port = keys_file, cert, health_port
         yield stack
@@ -175,6 +176,21 @@ def test_a_principal_gets_its_share_of_the_queue(secured):
         studio.submit(photo=photo, script="Three, now.")  # cancelled jobs free their places
         for job in studio.stub.ListJobs(gw.ListJobsRequest(states=[gw.JOB_STATE_QUEUED]), timeout=10).jobs:
             studio.cancel(job.job_id)
+
+
+def test_an_operator_sees_and_manages_every_principals_jobs_and_uploads(secured):
+    with client_for(secured, "studio") as studio, client_for(secured, "ops") as ops:
+        photo = studio.upload(PHOTO, kind="photo")
+        job_id = studio.submit(photo=photo, script="Hello.")
+        assert studio.get(job_id).owner == "studio"
+        seen = ops.get(job_id)
+        assert seen.owner == "studio" and seen.job_id == job_id
+        assert job_id in [j.job_id for j in ops.stub.ListJobs(gw.ListJobsRequest(), timeout=10).jobs]
+        assert ops.cancel(job_id).state == gw.JOB_STATE_CANCELLED
+        deleted = ops.delete_asset(photo)  # the bytes and every principal's claim
+        assert f"assets/{photo}" in deleted and f"asset-owners/{photo}/studio" in deleted
+        assert secured.storage().list(f"asset-owners/{photo}/") == []
+        assert ops.delete_job(job_id)
 
 
 def test_cli_submit_sends_the_key_from_a_file_and_verifies_tls(secured, tmp_path):

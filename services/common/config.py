@@ -87,6 +87,8 @@ _ALL = [
     _s("LIKENESS_WEBHOOK_TIMEOUT_S", "float", 10.0, "seconds per webhook POST", "gateway"),
     _s("LIKENESS_API_KEYS_FILE", "str", "", "file of `principal:key` lines; set: every call needs a key and "
        "each principal sees only its own jobs and uploads (README: Authentication)", "gateway", "unset"),
+    _s("LIKENESS_ADMIN_PRINCIPALS", "str", "", "comma-separated principals that see and manage every "
+       "job and upload (operators)", "gateway", "unset"),
     _s("LIKENESS_RETENTION_DAYS", "float", 0.0, "finished jobs and uploads older than this are deleted, with "
        "all they stored (0: kept until deleted)", "gateway"),
     _s("LIKENESS_MAX_JOBS_PER_PRINCIPAL", "int", 0, "queued + running jobs one principal may have (0: no "

@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator
 import grpc
 from prometheus_client import Counter
 
+from services.common import config
+
 log = logging.getLogger(__name__)
 
 AUTH_FAILURES = Counter("likeness_auth_failures_total", "Gateway calls refused as UNAUTHENTICATED.", ["reason"])
@@ -37,6 +39,12 @@ _principal: contextvars.ContextVar[str] = contextvars.ContextVar("likeness_princ
 def current_principal() -> str:
     """The caller of the call being handled ("" when API keys are off)."""
     return _principal.get()
+
+
+def is_admin(principal: str) -> bool:
+    """Operators (LIKENESS_ADMIN_PRINCIPALS) see and manage every principal's jobs and uploads."""
+    admins = {name.strip() for name in config.get_str("LIKENESS_ADMIN_PRINCIPALS").split(",")}
+    return bool(principal) and principal in admins
 
 
 class AuthConfigError(ValueError):

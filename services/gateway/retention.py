@@ -68,8 +68,11 @@ class Eraser:
         users = self.users(key, principal)
         if users:
             raise InUse(f"{users[0]} uses this asset and has not finished: cancel it first")
-        # What only this asset made: a photo's rigs (they hold the image), a voice sample's profiles.
+        # What only this asset made: a photo's rigs (they hold the image), a voice sample's profiles;
+        # unscoped (keys off, or an operator), every principal's claim goes with it.
         derived = self.storage.list(f"rigs/{asset_id}-") + self.storage.list(f"voices/{asset_id}.")
+        if principal is None:
+            claim = self.storage.list(assets.owner_key(asset_id, ""))
         keys = ([key] if self.storage.exists(key) else []) + derived + claim
         if not keys:
             raise NotFound(f"no asset {asset_id!r}")

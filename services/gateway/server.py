@@ -215,13 +215,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             job = self.manager.get(job_id)
         except KeyError:
             job = None
-        if job is None or (self.scoped and job.owner != auth.current_principal()):
+        if job is None or self._caller() not in (None, job.owner):
             raise NotFound(f"no job {job_id!r}")  # another principal's job: as if there were none
         return job
 
     def _caller(self) -> str | None:
-        """Whose jobs the caller sees: its own with API keys on, everyone's (None) without."""
-        return auth.current_principal() if self.scoped else None
+        """Whose jobs and uploads the caller manages: its own with API keys on, everyone's (None)
+        without them or for an operator."""
+        principal = auth.current_principal()
+        return None if not self.scoped or auth.is_admin(principal) else principal
 
     def _gauges(self) -> None:
         QUEUE_DEPTH.set(self.manager.queue_depth)
@@ -300,7 +302,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                          stage=STAGES.get(job.stage, gw.STAGE_UNSPECIFIED), progress=self._progress(job),
                          create_time=_ts(job.created_at), update_time=_ts(job.updated_at),
                          warnings=job.warnings, client_request_id=job.client_request_id,
-                         seed=job.request.get("seed", 0))
+                         seed=job.request.get("seed", 0), owner=job.owner)
         for stage, key in job.stage_outputs.items():
             message.stage_outputs.add(stage=STAGES.get(stage, gw.STAGE_UNSPECIFIED), name=stage,
                                       object=common_pb2.ObjectRef(bucket=self.storage.bucket, key=key))
