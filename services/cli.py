@@ -284,6 +284,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     bar = StageProgress()
     with LikenessClient(args.server, **_credentials(args)) as client:
         try:
+            client.check_reachable()
+        except ConnectionError as exc:
+            print(f"error: server: {exc} at {args.server} (is it running? TLS: --tls-ca)", file=sys.stderr)
+            return 1
+        try:
             asset = client.upload(photo, kind="photo")
             voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
             audio_id = client.upload(driving_audio, kind="driving_audio") if driving_audio else None

@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
@@ -21,6 +24,14 @@ from services.common.grpc_server import channel_options
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 
 CHUNK = 1024 * 1024
+# A gateway restarting (rolling update, reschedule) is unreachable for a few seconds: every call waits
+# for the connection (wait_for_ready, within its own timeout; reconnect attempts every <= 2 s), and one
+# that the old process dropped with UNAVAILABLE is retried by gRPC (0.5, 1, 2, 4 s). SubmitVideo is safe
+# to retry: submit() always sends a client_request_id, so a job already queued is not queued twice.
+RETRY_POLICY = json.dumps({"methodConfig": [{
+    "name": [{"service": "likeness.v1.GatewayService"}],
+    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.5s", "maxBackoff": "4s", "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 KINDS = {"photo": gw.ASSET_KIND_PHOTO, "voice_sample": gw.ASSET_KIND_VOICE_SAMPLE,
          "driving_audio": gw.ASSET_KIND_DRIVING_AUDIO, "script": gw.ASSET_KIND_SCRIPT}
 EMOTIONS = {"neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_HAPPY,
@@ -40,16 +51,17 @@ class JobFailedError(RuntimeError):
         self.job = job
 
 
-class _BearerKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                 grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds `authorization: Bearer <key>` to every call (plaintext channels too, unlike call credentials)."""
+class _CallDefaults(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Every call waits for the connection (wait_for_ready) and, with a key, carries
+    `authorization: Bearer <key>` (on plaintext channels too, unlike call credentials)."""
 
     def __init__(self, key: str) -> None:
-        self.metadata = ("authorization", f"Bearer {key}")
+        self.metadata = [("authorization", f"Bearer {key}")] if key else []
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self.metadata],
-                            details.credentials, details.wait_for_ready, details.compression)
+        return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), *self.metadata],
+                            details.credentials, True, details.compression)
 
     def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)
@@ -78,19 +90,28 @@ class LikenessClient:
         LIKENESS_API_KEY / LIKENESS_TLS_CA_FILE; empty: none / plaintext."""
         api_key = config.get_str("LIKENESS_API_KEY") if api_key is None else api_key
         tls_ca = config.get_str("LIKENESS_TLS_CA_FILE") if tls_ca is None else tls_ca
+        options = [*channel_options(), ("grpc.enable_retries", 1), ("grpc.service_config", RETRY_POLICY),
+                   ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
         if tls_ca:
             credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
-            self.channel = grpc.secure_channel(address, credentials, options=channel_options())
+            self.channel = grpc.secure_channel(address, credentials, options=options)
         else:
-            self.channel = grpc.insecure_channel(address, options=channel_options())
+            self.channel = grpc.insecure_channel(address, options=options)
         self._raw_channel = self.channel
-        if api_key:
-            self.channel = grpc.intercept_channel(self.channel, _BearerKey(api_key))
+        self.channel = grpc.intercept_channel(self.channel, _CallDefaults(api_key))
         self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
         self.timeout_s = timeout_s
 
     def close(self) -> None:
         self._raw_channel.close()
+
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """Raises ConnectionError when no connection opens within timeout_s: calls wait for the
+        gateway (to ride out its restarts), so a wrong address is better caught up front."""
+        try:
+            grpc.channel_ready_future(self._raw_channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise ConnectionError(f"cannot reach the gateway within {timeout_s:g} s") from None
 
     def __enter__(self) -> "LikenessClient":
         return self
@@ -120,7 +141,10 @@ class LikenessClient:
         return self.stub.UploadAsset(messages(), timeout=self.timeout_s)
 
     def submit(self, **options) -> str:
-        """Queues a job (see video_request for the options); returns its id."""
+        """Queues a job (see video_request for the options); returns its id. Without a
+        client_request_id one is made up, so that a retried call cannot queue the job twice."""
+        if not options.get("client_request_id"):
+            options["client_request_id"] = uuid.uuid4().hex
         return self.stub.SubmitVideo(self.video_request(**options), timeout=self.timeout_s).job_id
 
     def stream(self, *, timeout_s: float = 3600.0, **options) -> Iterator[gw.StreamVideoResponse]:
@@ -186,16 +210,26 @@ class LikenessClient:
 
     def wait(self, job_id: str, *, timeout_s: float = 3600.0,
              on_progress: Callable[[gw.WatchJobResponse], None] = lambda event: None) -> gw.Job:
-        """Follows the job to its end; raises JobFailedError unless it succeeded."""
-        job = None
-        for event in self.watch(job_id, timeout_s=timeout_s):
-            on_progress(event)
-            job = event.job
-        if job is None or job.state not in TERMINAL:
-            job = self.get(job_id)
-        if job.state != gw.JOB_STATE_SUCCEEDED:
-            raise JobFailedError(job)
-        return job
+        """Follows the job to its end; raises JobFailedError unless it succeeded. A watch cut short
+        (a gateway restarting, a recycled connection) is opened again until the job ends or
+        timeout_s passes (then DEADLINE_EXCEEDED)."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.5
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                for event in self.watch(job_id, timeout_s=max(left, 0.001)):
+                    on_progress(event)
+                    if event.job.state in TERMINAL:
+                        return _finished(event.job)
+                job = self.get(job_id)  # the watch ended early: where is the job now?
+                if job.state in TERMINAL:
+                    return _finished(job)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + pause >= deadline:
+                    raise
+                time.sleep(pause)  # (gRPC's own retries are spent: the gateway is still starting)
+                pause = min(2 * pause, 8.0)
 
     def delete_job(self, job_id: str) -> list[str]:
         """Deletes a finished job and everything it stored; returns the removed object keys."""
@@ -214,6 +248,12 @@ class LikenessClient:
     def download_poster(job: gw.Job, path: str | Path) -> Path:
         """Fetches the video's poster (JPEG, or PNG for a transparent video) through its presigned URL."""
         return _fetch(job.result.poster_url, path)
+
+
+def _finished(job: gw.Job) -> gw.Job:
+    if job.state != gw.JOB_STATE_SUCCEEDED:
+        raise JobFailedError(job)
+    return job
 
 
 def _fetch(url: str, path: str | Path) -> Path:
