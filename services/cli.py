@@ -234,6 +234,19 @@ def cmd_voices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_key(args: argparse.Namespace) -> int:
+    """A fresh API key line for LIKENESS_API_KEYS_FILE: `principal:key` (256 random bits)."""
+    import secrets
+
+    from services.gateway.auth import PRINCIPAL
+
+    if not PRINCIPAL.match(args.principal):
+        raise InputError("principal", "letters, digits, '.', '_', '@', '-' (at most 64), starting with a "
+                                      "letter or digit")
+    print(f"{args.principal}:{secrets.token_urlsafe(32)}")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Whether a file (video, PNG-sequence folder, poster) carries Likeness's AI-generated marks: the
     metadata and the invisible one in the pixels. Exit 0 when either is there, 1 when neither."""
@@ -446,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="run the whole platform on loopback: S3, Triton, the four services")
     srv.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
     srv.set_defaults(func=cmd_serve)
+
+    new_key = sub.add_parser("new-key", help="print a new API key line 'principal:key' for the gateway's "
+                                             "LIKENESS_API_KEYS_FILE (give the key part to the client)")
+    new_key.add_argument("principal", help="who the key is for, e.g. a team or service name")
+    new_key.set_defaults(func=cmd_new_key)
 
     inspect = sub.add_parser("inspect", help="show the AI-generated marks every output carries (metadata, "
                                              "invisible mark; exit 1: neither)")

@@ -250,3 +250,16 @@ def test_gateway_refuses_to_start_with_a_missing_key_file(tmp_path):
                        start_timeout=60)
     with pytest.raises(RuntimeError, match="no such file"):
         stack.start()
+
+
+def test_new_key_lines_parse_and_differ(tmp_path):
+    lines = [subprocess.run([sys.executable, "-m", "services.cli", "new-key", "studio"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT).stdout.strip() for _ in range(2)]
+    assert lines[0] != lines[1] and all(line.startswith("studio:") for line in lines)
+    path = tmp_path / "keys"
+    path.write_text("\n".join(lines) + "\n")
+    keys = ApiKeys(path)
+    assert keys.principal(lines[0].split(":", 1)[1]) == "studio"
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "new-key", "no spaces"], capture_output=True,
+                         text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: principal:")
