@@ -90,3 +90,53 @@ def test_wait_gives_up_at_its_timeout(stack):
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 10
         client.cancel(job_id)
+
+
+def test_any_gateway_replica_answers_for_a_job_another_one_runs(stack):
+    """Two gateway replicas on one store (prod runs 2..6 behind a LoadBalancer): a client whose
+    connection lands on the other replica still gets and watches its job."""
+    import subprocess
+    import sys
+
+    from services.common.child_process import die_with_parent
+    from services.common.ports import free_ports
+    from services.stack import ROOT
+
+    grpc_port, metrics_port = free_ports(2)
+    env = {**stack.service_env("gateway"), "LIKENESS_GRPC_PORT": str(grpc_port),
+           "LIKENESS_METRICS_PORT": str(metrics_port)}
+    log = open(stack.workdir / "logs" / "gateway-2.log", "ab")
+    other = subprocess.Popen([sys.executable, "-m", "services.gateway.server"], cwd=ROOT, env=env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as first, \
+                LikenessClient(f"127.0.0.1:{grpc_port}", timeout_s=30, api_key="", tls_ca="") as second:
+            second.check_reachable(timeout_s=60)
+            job_id = first.submit(photo=first.upload(PHOTO, kind="photo"), script="Which one are you?")
+            assert second.get(job_id).state == gw.JOB_STATE_QUEUED  # from the record the first one saved
+            with pytest.raises(grpc.RpcError) as caught:
+                second.get("f" * 32)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+            def wait_there():
+                try:
+                    second.wait(job_id, timeout_s=60)
+                except JobFailedError as exc:
+                    return exc.job
+                return None
+
+            with ThreadPoolExecutor(1) as pool:
+                ended = pool.submit(wait_there)
+                time.sleep(1.5)
+                assert not ended.done()  # watching the other replica's job
+                with pytest.raises(grpc.RpcError) as caught:
+                    second.cancel(job_id)  # (only the replica that runs a job can stop it)
+                assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                first.cancel(job_id)
+                assert ended.result(timeout=30).state == gw.JOB_STATE_CANCELLED
+            deleted = second.delete_job(job_id)  # a finished job: its record goes from either replica
+            assert f"jobs/{job_id}/job.json" in deleted and not stack.storage().exists(f"jobs/{job_id}/job.json")
+    finally:
+        other.terminate()
+        other.wait(timeout=30)
+        log.close()

@@ -42,8 +42,8 @@ class Eraser:
             self.storage.delete(key)
         try:
             self.manager.forget(job.job_id)
-        except KeyError:
-            pass  # deleted by a concurrent call
+        except KeyError:  # another replica's job, or deleted by a concurrent call: the record itself
+            self.storage.delete(f"jobs/{job.job_id}/job.json")
         return [*keys, f"jobs/{job.job_id}/job.json"]
 
     def users(self, key: str, viewer: str | None = None) -> list[str]:

@@ -18,7 +18,7 @@ from services.common import config, grpc_errors, wire
 from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
-from services.common.storage import Storage
+from services.common.storage import ObjectNotFoundError, Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, auth, retention, webhooks
 from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
@@ -47,15 +47,23 @@ class StorageJobStore:
         return [Job.from_json(self.storage.get_bytes(key).decode())
                 for key in self.storage.list("jobs/") if key.endswith("/job.json")]
 
+    def load(self, job_id: str) -> Job | None:
+        """One record as last saved (a job another gateway replica runs), None when there is none."""
+        try:
+            return Job.from_json(self.storage.get_bytes(f"jobs/{job_id}/job.json").decode())
+        except ObjectNotFoundError:
+            return None
+
     def delete(self, job_id: str) -> None:
         self.storage.delete(f"jobs/{job_id}/job.json")
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, storage: Storage, manager: JobManager, runner: JobRunner | None = None, *,
-                 scoped: bool = False) -> None:
+                 scoped: bool = False, store: StorageJobStore | None = None) -> None:
         self.storage = storage
         self.manager = manager
+        self.store = store  # every replica's job records: GetJob/WatchJob of jobs another replica runs
         self.runner = runner  # for StreamVideo (jobs reach it through the manager)
         self.scoped = scoped  # API keys on: each principal sees only its own jobs and uploads
         self.max_streams = config.get_int("LIKENESS_MAX_STREAMS")
@@ -170,14 +178,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def WatchJob(self, request, context):
         self._get(request.job_id)
-        for job in self.manager.watch(request.job_id, timeout_s=max(1.0, context.time_remaining() or 3600)):
+        for job in self._watch(request.job_id, timeout_s=max(1.0, context.time_remaining() or 3600)):
             yield gw.WatchJobResponse(job=self._job_pb(job), stage=STAGES.get(job.stage, gw.STAGE_UNSPECIFIED),
                                       stage_fraction=job.progress, message=job.message,
                                       terminal=job.state.terminal)
 
     def CancelJob(self, request, context):
         self._get(request.job_id)
-        return gw.CancelJobResponse(job=self._job_pb(self.manager.cancel(request.job_id)))
+        try:
+            return gw.CancelJobResponse(job=self._job_pb(self.manager.cancel(request.job_id)))
+        except KeyError:  # another replica runs it (see deploy/README.md, Known limits)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"job {request.job_id} runs on another gateway replica: retry on a new connection")
 
     def DeleteJob(self, request, context):
         try:
@@ -213,11 +225,33 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def _get(self, job_id: str) -> Job:
         try:
             job = self.manager.get(job_id)
-        except KeyError:
-            job = None
+        except KeyError:  # accepted by another gateway replica: its record, as last saved
+            job = self.store.load(job_id) if self.store is not None and _valid_id(job_id) else None
         if job is None or self._caller() not in (None, job.owner):
             raise NotFound(f"no job {job_id!r}")  # another principal's job: as if there were none
         return job
+
+    def _watch(self, job_id: str, timeout_s: float):
+        """This replica's jobs from memory; another replica's from its record, read every second
+        (progress there is saved every LIKENESS_JOB_SAVE_INTERVAL_S)."""
+        try:
+            self.manager.get(job_id)
+        except KeyError:
+            pass
+        else:
+            yield from self.manager.watch(job_id, timeout_s=timeout_s)
+            return
+        deadline, last = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            job = self.store.load(job_id) if self.store is not None else None
+            if job is None:
+                return
+            if job.updated_at != last:
+                last = job.updated_at
+                yield job
+            if job.state.terminal:
+                return
+            time.sleep(1.0)
 
     def _caller(self) -> str | None:
         """Whose jobs and uploads the caller manages: its own with API keys on, everyone's (None)
@@ -355,6 +389,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return start + share * job.progress
 
 
+def _valid_id(job_id: str) -> bool:
+    """Job ids are uuid4 hex: anything else is no job, and must not become an object key."""
+    return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
+
+
 def _ts(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
@@ -375,14 +414,15 @@ def main() -> None:
             sender.job_finished(job)
 
     runner = JobRunner(storage, Downstream.from_env())
+    store = StorageJobStore(storage)
     manager = JobManager(runner,
                          max_concurrent=config.get_int("LIKENESS_MAX_CONCURRENT_JOBS"),
                          max_queued=config.get_int("LIKENESS_MAX_QUEUED_JOBS"),
                          max_active_per_owner=config.get_int("LIKENESS_MAX_JOBS_PER_PRINCIPAL"),
-                         store=StorageJobStore(storage), on_finish=finished,
+                         store=store, on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"))
     keys = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
-    servicer = GatewayServicer(storage, manager, runner, scoped=keys is not None)
+    servicer = GatewayServicer(storage, manager, runner, scoped=keys is not None, store=store)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
     sender.resume(manager.list(page_size=1 << 30)[0])  # pending when the gateway last stopped
     retention.start_sweeper(servicer.eraser, config.get_float("LIKENESS_RETENTION_DAYS"))
