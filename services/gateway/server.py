@@ -58,12 +58,45 @@ class StorageJobStore:
         self.storage.delete(f"jobs/{job_id}/job.json")
 
 
+class CancelRequests:
+    """CancelJob for a job another gateway replica runs: a marker object (cancel-requests/<id>) that
+    every replica looks for each second; the one running the job cancels it and removes the marker."""
+
+    PREFIX = "cancel-requests/"
+
+    def __init__(self, storage: Storage, manager: JobManager, store: StorageJobStore) -> None:
+        self.storage, self.manager, self.store = storage, manager, store
+
+    def request(self, job_id: str) -> None:
+        self.storage.put_bytes(f"{self.PREFIX}{job_id}", b"", "text/plain")
+
+    def apply(self) -> None:
+        for key in self.storage.list(self.PREFIX):
+            job_id = key.removeprefix(self.PREFIX)
+            try:
+                self.manager.cancel(job_id)
+            except KeyError:  # not ours: drop the marker only once nobody can act on it
+                job = self.store.load(job_id)
+                if job is not None and not job.state.terminal:
+                    continue
+            self.storage.delete(key)
+
+    def apply_forever(self, interval_s: float = 1.0) -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                self.apply()
+            except Exception:  # storage briefly unreachable: next round
+                log.exception("cancel requests not applied")
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, storage: Storage, manager: JobManager, runner: JobRunner | None = None, *,
                  scoped: bool = False, store: StorageJobStore | None = None) -> None:
         self.storage = storage
         self.manager = manager
         self.store = store  # every replica's job records: GetJob/WatchJob of jobs another replica runs
+        self.cancel_requests = CancelRequests(storage, manager, store) if store is not None else None
         self.runner = runner  # for StreamVideo (jobs reach it through the manager)
         self.scoped = scoped  # API keys on: each principal sees only its own jobs and uploads
         self.max_streams = config.get_int("LIKENESS_MAX_STREAMS")
@@ -184,12 +217,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                                       terminal=job.state.terminal)
 
     def CancelJob(self, request, context):
-        self._get(request.job_id)
+        job = self._get(request.job_id)
         try:
             return gw.CancelJobResponse(job=self._job_pb(self.manager.cancel(request.job_id)))
-        except KeyError:  # another replica runs it (see deploy/README.md, Known limits)
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"job {request.job_id} runs on another gateway replica: retry on a new connection")
+        except KeyError:  # another replica runs it: it sees the request within a second or so
+            if not job.state.terminal and self.cancel_requests is not None:
+                self.cancel_requests.request(request.job_id)
+            return gw.CancelJobResponse(job=self._job_pb(job))
 
     def DeleteJob(self, request, context):
         try:
@@ -439,6 +473,7 @@ def main() -> None:
             time.sleep(1.0)
 
     threading.Thread(target=refresh_gauges, daemon=True).start()
+    threading.Thread(target=servicer.cancel_requests.apply_forever, name="cancel-requests", daemon=True).start()
     server.wait_for_termination()
 
 
