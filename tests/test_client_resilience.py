@@ -20,7 +20,8 @@ PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hoppe
 
 @pytest.fixture(scope="module")
 def stack():
-    with LocalStack(env={"LIKENESS_MAX_CONCURRENT_JOBS": "0"}, only=("gateway",)) as running:
+    env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_JOB_LEASE_S": "2"}  # jobs stay queued; quick takeover
+    with LocalStack(env=env, only=("gateway",)) as running:
         yield running
 
 
@@ -92,6 +93,12 @@ def test_wait_gives_up_at_its_timeout(stack):
         client.cancel(job_id)
 
 
+def holder_of(stack, job_id: str) -> str:
+    import json
+
+    return json.loads(stack.storage().get_bytes(f"jobs/{job_id}/job.json"))["holder"]
+
+
 def test_any_gateway_replica_answers_for_a_job_another_one_runs(stack):
     """Two gateway replicas on one store (prod runs 2..6 behind a LoadBalancer): a client whose
     connection lands on the other replica still gets, watches, cancels and deletes its job."""
@@ -114,6 +121,10 @@ def test_any_gateway_replica_answers_for_a_job_another_one_runs(stack):
             second.check_reachable(timeout_s=60)
             job_id = first.submit(photo=first.upload(PHOTO, kind="photo"), script="Which one are you?")
             assert second.get(job_id).state == gw.JOB_STATE_QUEUED  # from the record the first one saved
+            request = dict(photo=first.upload(PHOTO, kind="photo"), script="Once only.", client_request_id="rq-1")
+            retried = first.submit(**request)
+            assert second.submit(**request) == retried  # a retry that reached the other replica
+            first.cancel(retried)
             with pytest.raises(grpc.RpcError) as caught:
                 second.get("f" * 32)
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -135,6 +146,18 @@ def test_any_gateway_replica_answers_for_a_job_another_one_runs(stack):
                 assert stack.storage().list("cancel-requests/") == []  # done with
             deleted = second.delete_job(job_id)  # a finished job: its record goes from either replica
             assert f"jobs/{job_id}/job.json" in deleted and not stack.storage().exists(f"jobs/{job_id}/job.json")
+
+            # The first replica dies with a job queued: the second takes it over once the lease lapses.
+            orphan = first.submit(photo=first.upload(PHOTO, kind="photo"), script="Who runs me now?")
+            first_holder = holder_of(stack, orphan)
+            time.sleep(3.0)  # more than the lease: the live first keeps touching it, the second leaves it
+            assert first_holder and holder_of(stack, orphan) == first_holder
+            stack.kill_service("gateway", signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while holder_of(stack, orphan) == first_holder:
+                assert time.monotonic() < deadline, "not taken over"
+                time.sleep(0.5)
+            assert second.cancel(orphan).state == gw.JOB_STATE_CANCELLED  # the second runs it now
     finally:
         other.terminate()
         other.wait(timeout=30)

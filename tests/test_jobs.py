@@ -194,3 +194,54 @@ def test_a_finished_job_can_be_forgotten_a_running_one_cannot():
     assert job.job_id not in store.jobs
     again, existing = manager.submit({"n": 2}, client_request_id="req-9")  # the id is free again
     assert not existing and again.job_id != job.job_id
+
+
+def test_replicas_on_one_store_run_their_own_jobs_and_take_over_a_stopped_ones():
+    store = MemoryJobStore()
+    first = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=0.3)
+    job, _ = first.submit({"script": "hi"})  # queued (no workers): held and touched by the first
+    second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=0.3)
+    time.sleep(1.0)  # three lease periods: the first keeps touching it, the second leaves it alone
+    with pytest.raises(KeyError):
+        second.get(job.job_id)
+    assert store.load(job.job_id).holder == first.instance_id
+
+    first._closed.set()  # the first stops touching (a crashed gateway: no release)
+    assert wait_for(lambda: job.job_id in second._jobs, timeout=5)
+    assert store.load(job.job_id).holder == second.instance_id
+    assert second.get(job.job_id).state is JobState.QUEUED
+    second.cancel(job.job_id)
+    assert job.job_id not in store.leases()  # finished: released
+
+
+def test_a_closing_replica_releases_its_queued_jobs_at_once():
+    store = MemoryJobStore()
+    first = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
+    job, _ = first.submit({})
+    second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
+    first.close()
+    # Released now: taken on the second's next pass (every lease_s / 3 = 10 s), long before 30 s.
+    assert wait_for(lambda: job.job_id in second._jobs, timeout=15)
+    assert store.load(job.job_id).holder == second.instance_id
+
+
+def test_two_replicas_adopting_at_once_run_a_job_once():
+    store = MemoryJobStore()
+    orphan, _ = JobManager(lambda job, ctx: None, max_concurrent=0, store=store).submit({})  # lease_s 0: no touch
+    ran: list[str] = []
+    managers = [JobManager(lambda job, ctx: ran.append(job.holder), max_concurrent=1, store=store, lease_s=0.3)
+                for _ in range(2)]
+    assert wait_for(lambda: len(ran) >= 1, timeout=5)
+    time.sleep(1.0)
+    assert len(ran) == 1 and ran[0] in {m.instance_id for m in managers}
+
+
+def test_a_retried_submission_reaching_another_replica_is_the_same_job():
+    store = MemoryJobStore()
+    first = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
+    second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
+    job, _ = first.submit({"script": "hi"}, client_request_id="req-9", owner="studio")
+    again, existing = second.submit({"script": "hi"}, client_request_id="req-9", owner="studio")
+    assert existing and again.job_id == job.job_id
+    other, existing = second.submit({"script": "hi"}, client_request_id="req-9", owner="ads")
+    assert not existing and other.job_id != job.job_id  # per principal

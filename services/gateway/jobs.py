@@ -8,6 +8,7 @@ stage whose output is already stored.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import queue
 import threading
@@ -36,6 +37,7 @@ class Job:
     request: dict  # the validated request, JSON-serialisable (asset keys, script, spec, seed, ...)
     client_request_id: str = ""
     owner: str = ""  # the principal that submitted it ("" with API keys off)
+    holder: str = ""  # the gateway process (JobManager.instance_id) that runs it
     state: JobState = JobState.QUEUED
     stage: str = ""
     progress: float = 0.0
@@ -84,18 +86,52 @@ class JobActive(Exception):
 class JobStore(Protocol):
     def save(self, job: Job) -> None: ...
     def load_all(self) -> list[Job]: ...
+    def load(self, job_id: str) -> Job | None: ...
     def delete(self, job_id: str) -> None: ...
+    # Leases, for gateway replicas sharing one store: the holder of an unfinished job touches it.
+    def touch(self, job_id: str) -> None: ...
+    def release(self, job_id: str) -> None: ...
+    def leases(self) -> dict[str, float]: ...  # job_id -> Unix time of the last touch
+    # client_request_id -> job, across replicas (a retried submission may reach another one).
+    def index_request(self, owner: str, client_request_id: str, job_id: str) -> None: ...
+    def find_request(self, owner: str, client_request_id: str) -> str | None: ...
+
+
+def request_key(owner: str, client_request_id: str) -> str:
+    """A fixed-length name for (owner, client_request_id), whatever characters they hold."""
+    return hashlib.sha256(f"{owner}\0{client_request_id}".encode()).hexdigest()
 
 
 class MemoryJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, str] = {}
+        self.touched: dict[str, float] = {}
+        self.requests: dict[str, str] = {}
 
     def save(self, job: Job) -> None:
         self.jobs[job.job_id] = job.to_json()
 
     def load_all(self) -> list[Job]:
-        return [Job.from_json(text) for text in self.jobs.values()]
+        return [Job.from_json(text) for text in list(self.jobs.values())]
+
+    def load(self, job_id: str) -> Job | None:
+        text = self.jobs.get(job_id)
+        return None if text is None else Job.from_json(text)
+
+    def touch(self, job_id: str) -> None:
+        self.touched[job_id] = time.time()
+
+    def release(self, job_id: str) -> None:
+        self.touched.pop(job_id, None)
+
+    def leases(self) -> dict[str, float]:
+        return dict(self.touched)
+
+    def index_request(self, owner: str, client_request_id: str, job_id: str) -> None:
+        self.requests[request_key(owner, client_request_id)] = job_id
+
+    def find_request(self, owner: str, client_request_id: str) -> str | None:
+        return self.requests.get(request_key(owner, client_request_id))
 
     def delete(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
@@ -128,9 +164,17 @@ JobFn = Callable[[Job, JobContext], None]
 
 
 class JobManager:
+    """With lease_s > 0 (gateway replicas sharing one store) a manager runs only the unfinished jobs it
+    holds: its own, and those whose holder stopped touching them for lease_s (a crashed or stopped
+    replica); it touches its jobs every lease_s / 3. With lease_s = 0 it takes every unfinished job
+    in the store at start (one gateway)."""
+
     def __init__(self, run: JobFn, *, max_concurrent: int = 2, max_queued: int = 16, max_active_per_owner: int = 0,
-                 store: JobStore | None = None, progress_save_interval_s: float = 2.0,
+                 store: JobStore | None = None, progress_save_interval_s: float = 2.0, lease_s: float = 0.0,
                  on_finish: Callable[[Job, float], None] = lambda job, seconds: None) -> None:
+        self.instance_id = uuid.uuid4().hex
+        self.lease_s = lease_s
+        self._closed = threading.Event()
         self._run = run
         self._store = store or MemoryJobStore()
         self._progress_save_interval_s = progress_save_interval_s
@@ -145,16 +189,75 @@ class JobManager:
         self.max_active_per_owner = max_active_per_owner  # 0: no limit; never for owner "" (keys off)
         self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
                          for i in range(max_concurrent)]
+        unfinished: list[str] = []
         for job in sorted(self._store.load_all(), key=lambda j: j.created_at):  # a restarted gateway keeps its jobs
+            if job.state.terminal or lease_s <= 0:
+                self._take(job)
+            else:
+                unfinished.append(job.job_id)  # adopted below unless a live replica holds it
+        for worker in self._workers:
+            worker.start()
+        if lease_s > 0:
+            threading.Thread(target=self._keep_leases, args=(unfinished,), name="job-leases", daemon=True).start()
+
+    def _take(self, job: Job) -> None:
+        """Into memory (and onto the queue when unfinished)."""
+        with self._lock:
             self._jobs[job.job_id] = job
             if job.client_request_id:
                 self._by_request_id[job.owner, job.client_request_id] = job.job_id
             if not job.state.terminal:
                 job.state = JobState.QUEUED
+                job.holder = self.instance_id
                 self._contexts[job.job_id] = JobContext(self, job)
                 self._queue.put(job.job_id)
-        for worker in self._workers:
-            worker.start()
+
+    def _keep_leases(self, unfinished: list[str]) -> None:
+        """Touches this manager's unfinished jobs every lease_s / 3 and adopts stale ones (a holder
+        that stopped touching them for lease_s). Two managers adopting at once both write
+        themselves in as holder, wait, read again: only the one the record names runs it."""
+        candidates = set(unfinished)
+        while True:
+            now = time.time()
+            leases = self._store.leases()
+            # Another replica's jobs: stale ones, and those it let go (holder "" in the record).
+            candidates |= {job_id for job_id in leases if job_id not in self._jobs}
+            claimed = []
+            for job_id in sorted(candidates):
+                job = self._store.load(job_id)
+                if job is None or job.state.terminal:
+                    self._store.release(job_id)
+                elif job.holder in ("", self.instance_id) or leases.get(job_id, 0.0) < now - self.lease_s:
+                    job.holder = self.instance_id
+                    self._store.save(job)
+                    self._store.touch(job_id)
+                    claimed.append(job_id)
+            candidates.clear()
+            if claimed:
+                time.sleep(min(1.0, self.lease_s / 10))
+                for job_id in claimed:
+                    job = self._store.load(job_id)
+                    if job is not None and job.holder == self.instance_id and not job.state.terminal:
+                        self._take(job)
+            with self._lock:
+                mine = [j.job_id for j in self._jobs.values() if not j.state.terminal]
+            if self._closed.is_set():
+                return
+            for job_id in mine:
+                self._store.touch(job_id)
+            if self._closed.wait(self.lease_s / 3):
+                return
+
+    def close(self) -> None:
+        """Stops holding jobs (a gateway shutting down): queued ones are let go (holder "") for another
+        replica to take on its next pass; running ones, no longer touched, are taken after lease_s."""
+        self._closed.set()
+        if self.lease_s > 0:
+            with self._lock:
+                for job in self._jobs.values():
+                    if job.state is JobState.QUEUED:
+                        job.holder = ""
+                        self._store.save(job)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -163,18 +266,28 @@ class JobManager:
         with self._lock:
             if client_request_id and (owner, client_request_id) in self._by_request_id:
                 return self._jobs[self._by_request_id[owner, client_request_id]], True
+            if client_request_id:  # submitted through another replica (or before this one started)?
+                known = self._store.find_request(owner, client_request_id)
+                job = self._jobs.get(known) or self._store.load(known) if known else None
+                if job is not None:
+                    return job, True
             if self.queue_depth >= self.max_queued:
                 raise QueueFull(f"{self.queue_depth} jobs are queued (limit {self.max_queued}); retry later")
             if owner and self.max_active_per_owner:
                 active = sum(1 for j in self._jobs.values() if j.owner == owner and not j.state.terminal)
                 if active >= self.max_active_per_owner:
                     raise PrincipalBusy(owner, active, self.max_active_per_owner)
-            job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner)
+            job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner,
+                      holder=self.instance_id)
             self._jobs[job.job_id] = job
             if client_request_id:
                 self._by_request_id[owner, client_request_id] = job.job_id
             self._contexts[job.job_id] = JobContext(self, job)
             self._save(job)
+            if client_request_id:
+                self._store.index_request(owner, client_request_id, job.job_id)
+            if self.lease_s > 0:
+                self._store.touch(job.job_id)
             self._queue.put(job.job_id)
             self._lock.notify_all()
             return job, False
@@ -271,6 +384,8 @@ class JobManager:
 
     def _finish(self, job: Job, state: JobState, **changes) -> None:
         self._update(job, state=state, **changes)
+        if self.lease_s > 0:
+            self._store.release(job.job_id)
         self._on_finish(job, job.updated_at - job.created_at)
 
     def _work(self) -> None:
@@ -278,7 +393,7 @@ class JobManager:
             job_id = self._queue.get()
             with self._lock:
                 job = self._jobs[job_id]
-                if job.state is not JobState.QUEUED:  # cancelled while queued
+                if job.state is not JobState.QUEUED or self._closed.is_set():  # cancelled, or let go (close)
                     continue
                 ctx = self._contexts[job_id]
                 self._update(job, state=JobState.RUNNING, attempts=job.attempts + 1)

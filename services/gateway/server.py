@@ -21,7 +21,7 @@ from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw,
 from services.common.storage import ObjectNotFoundError, Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, auth, retention, webhooks
-from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
+from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull, request_key
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
@@ -56,6 +56,28 @@ class StorageJobStore:
 
     def delete(self, job_id: str) -> None:
         self.storage.delete(f"jobs/{job_id}/job.json")
+        self.release(job_id)
+
+    # Leases: an empty object per unfinished job, written again by its holder (its time is the touch).
+    def touch(self, job_id: str) -> None:
+        self.storage.put_bytes(f"active-jobs/{job_id}", b"", "text/plain")
+
+    def release(self, job_id: str) -> None:
+        self.storage.delete(f"active-jobs/{job_id}")
+
+    def leases(self) -> dict[str, float]:
+        return {key.removeprefix("active-jobs/"): touched
+                for key, touched in self.storage.list_with_times("active-jobs/")}
+
+    # client_request_id -> job id (requests/<sha256 of owner and id>), for a retry reaching another replica.
+    def index_request(self, owner: str, client_request_id: str, job_id: str) -> None:
+        self.storage.put_bytes(f"requests/{request_key(owner, client_request_id)}", job_id.encode(), "text/plain")
+
+    def find_request(self, owner: str, client_request_id: str) -> str | None:
+        try:
+            return self.storage.get_bytes(f"requests/{request_key(owner, client_request_id)}").decode()
+        except ObjectNotFoundError:
+            return None
 
 
 class CancelRequests:
@@ -454,7 +476,8 @@ def main() -> None:
                          max_queued=config.get_int("LIKENESS_MAX_QUEUED_JOBS"),
                          max_active_per_owner=config.get_int("LIKENESS_MAX_JOBS_PER_PRINCIPAL"),
                          store=store, on_finish=finished,
-                         progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"))
+                         progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"),
+                         lease_s=config.get_float("LIKENESS_JOB_LEASE_S"))
     keys = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
     servicer = GatewayServicer(storage, manager, runner, scoped=keys is not None, store=store)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
@@ -475,6 +498,7 @@ def main() -> None:
     threading.Thread(target=refresh_gauges, daemon=True).start()
     threading.Thread(target=servicer.cancel_requests.apply_forever, name="cancel-requests", daemon=True).start()
     server.wait_for_termination()
+    manager.close()  # queued jobs: another replica takes them now, not after LIKENESS_JOB_LEASE_S
 
 
 if __name__ == "__main__":
