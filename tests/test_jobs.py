@@ -200,6 +200,7 @@ def test_replicas_on_one_store_run_their_own_jobs_and_take_over_a_stopped_ones()
     store = MemoryJobStore()
     first = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=0.3)
     job, _ = first.submit({"script": "hi"})  # queued (no workers): held and touched by the first
+    first._update(job, state=JobState.RUNNING)  # (as if it had started it)
     second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=0.3)
     time.sleep(1.0)  # three lease periods: the first keeps touching it, the second leaves it alone
     with pytest.raises(KeyError):
@@ -210,6 +211,7 @@ def test_replicas_on_one_store_run_their_own_jobs_and_take_over_a_stopped_ones()
     assert wait_for(lambda: job.job_id in second._jobs, timeout=5)
     assert store.load(job.job_id).holder == second.instance_id
     assert second.get(job.job_id).state is JobState.QUEUED
+    assert store.load(job.job_id).state is JobState.QUEUED  # the record says so too
     second.cancel(job.job_id)
     assert job.job_id not in store.leases()  # finished: released
 

@@ -239,6 +239,7 @@ class JobManager:
                     job = self._store.load(job_id)
                     if job is not None and job.holder == self.instance_id and not job.state.terminal:
                         self._take(job)
+                        self._save(job)  # QUEUED here now, not the state its last holder left
             with self._lock:
                 mine = [j.job_id for j in self._jobs.values() if not j.state.terminal]
             if self._closed.is_set():
