@@ -25,6 +25,15 @@ def stack():
         yield running
 
 
+def how_it_ends(client: LikenessClient, job_id: str, timeout_s: float):
+    """client.wait: the job it ended with when that was not success, None when it succeeded."""
+    try:
+        client.wait(job_id, timeout_s=timeout_s)
+    except JobFailedError as exc:
+        return exc.job
+    return None
+
+
 def during_a_gateway_restart(stack, call, down_s: float = 1.0):
     """Kills the gateway (no graceful drain: a crashed or evicted pod), runs `call` meanwhile on another
     thread, starts the gateway again after down_s, and returns what the call returned. The restart
@@ -51,20 +60,13 @@ def test_wait_follows_the_job_across_a_gateway_restart(stack):
     with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
         job_id = client.submit(photo=client.upload(PHOTO, kind="photo"), script="Wait for me.")
 
-        def wait_for_the_end():
-            try:
-                client.wait(job_id, timeout_s=90)
-            except JobFailedError as exc:
-                return exc.job
-            return None
-
         def cancel_soon():  # the restarted gateway re-queued the job from its record; end it
             time.sleep(3.0)
             return client.cancel(job_id)
 
         with ThreadPoolExecutor(1) as canceller:
             cancelled = canceller.submit(cancel_soon)
-            ended = during_a_gateway_restart(stack, wait_for_the_end)
+            ended = during_a_gateway_restart(stack, lambda: how_it_ends(client, job_id, timeout_s=90))
         assert cancelled.result().state == gw.JOB_STATE_CANCELLED
         assert ended is not None and ended.state == gw.JOB_STATE_CANCELLED  # not an UNAVAILABLE error
 
@@ -129,15 +131,8 @@ def test_any_gateway_replica_answers_for_a_job_another_one_runs(stack):
                 second.get("f" * 32)
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
-            def wait_there():
-                try:
-                    second.wait(job_id, timeout_s=60)
-                except JobFailedError as exc:
-                    return exc.job
-                return None
-
             with ThreadPoolExecutor(1) as pool:
-                ended = pool.submit(wait_there)
+                ended = pool.submit(how_it_ends, second, job_id, 60)
                 time.sleep(1.5)
                 assert not ended.done()  # watching the other replica's job
                 second.cancel(job_id)  # asked of the replica that does not run it: it passes it on
