@@ -258,11 +258,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise InputError("file", f"no such file or directory: {path}")
     try:
         mark = read_mark(path)
-    except Exception as exc:  # not a video or image we can open
-        raise InputError("file", f"cannot read {path}: {exc}") from None
-    try:
         z = watermark.detect(_frames_of(path))
-    except Exception as exc:
+    except Exception as exc:  # not a video or image we can open
         raise InputError("file", f"cannot read {path}: {exc}") from None
     found = z >= watermark.DETECTED_Z
     print(f"{path}: metadata: {mark or 'none (stripped, or not made by Likeness)'}")

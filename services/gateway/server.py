@@ -152,12 +152,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InputError("header.sha256", f"declared {header.sha256}, received content hashes to {sha}")
         assets.check_content(header.kind, data)
         key = assets.asset_key(sha)
-        existing = self.storage.exists(key)
+        # With API keys on, "existing" says whether the caller had it, not whether anyone had.
+        claim = assets.owner_key(sha, auth.current_principal()) if self.scoped else None
+        existing = self.storage.exists(claim or key)
         # Written again even when stored: an upload's age (LIKENESS_RETENTION_DAYS) counts from the latest.
         info = self.storage.put_bytes(key, data, header.content_type or "application/octet-stream")
-        if self.scoped:  # "existing" then says whether the caller had it, not whether anyone had
-            claim = assets.owner_key(sha, auth.current_principal())
-            existing = self.storage.exists(claim)
+        if claim:
             self.storage.put_bytes(claim, b"", "text/plain")
         return gw.UploadAssetResponse(asset_id=sha, existing=existing, object=common_pb2.ObjectRef(
             bucket=info.bucket, key=info.key, sha256=sha, size_bytes=info.size, content_type=info.content_type))
@@ -478,15 +478,15 @@ def main() -> None:
                          store=store, on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"),
                          lease_s=config.get_float("LIKENESS_JOB_LEASE_S"))
-    keys = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
-    servicer = GatewayServicer(storage, manager, runner, scoped=keys is not None, store=store)
+    authenticate = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
+    servicer = GatewayServicer(storage, manager, runner, scoped=authenticate is not None, store=store)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
     sender.resume(manager.list(page_size=1 << 30)[0])  # pending when the gateway last stopped
     retention.start_sweeper(servicer.eraser, config.get_float("LIKENESS_RETENTION_DAYS"))
     start_metrics_server(metrics_port(9101))
     server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
                    port=grpc_port(50051), service_names=["likeness.v1.GatewayService"],
-                   interceptors=[*grpc_server_interceptors(), *([keys] if keys else [])],
+                   interceptors=[*grpc_server_interceptors(), *([authenticate] if authenticate else [])],
                    credentials=auth.server_credentials(config.get_str("LIKENESS_TLS_CERT_FILE"),
                                                        config.get_str("LIKENESS_TLS_KEY_FILE")),
                    health_port=config.get_int("LIKENESS_HEALTH_PORT"))

@@ -24,7 +24,7 @@ DETECTED_Z = 5.0  # median per-frame score above which a video counts as marked 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def strength(height: int, width: int) -> int:
+def strength() -> int:
     """Grey levels added (0: off)."""
     return max(0, config.get_int("LIKENESS_WATERMARK_STRENGTH"))
 
@@ -51,10 +51,10 @@ def _masks(height: int, width: int, key: str, level: int) -> tuple[np.ndarray, n
 
 def embed(frame: np.ndarray) -> np.ndarray:
     """The frame (RGB or RGBA uint8) with the mark in its colour channels; alpha untouched."""
-    height, width = frame.shape[:2]
-    level = strength(height, width)
+    level = strength()
     if level <= 0:
         return frame
+    height, width = frame.shape[:2]
     plus, minus = _masks(height, width, config.get_str("LIKENESS_WATERMARK_KEY"), level)
     rgb = np.ascontiguousarray(frame[..., :3])
     marked = cv2.subtract(cv2.add(rgb, plus), minus)  # saturating: no wrap-around at 0 and 255
