@@ -63,6 +63,7 @@ class LocalStack:
         self.services = {name: ServiceProcess(name, ports[2 * i], ports[2 * i + 1],
                                               self.workdir / "logs" / f"{name}.log")
                          for i, name in enumerate(SERVICES)}
+        self.replicas: list[ServiceProcess] = []  # extra processes of a service (start_replica)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -81,8 +82,8 @@ class LocalStack:
             raise
         return self
 
-    def service_env(self, name: str) -> dict[str, str]:
-        service = self.services[name]
+    def service_env(self, name: str, service: ServiceProcess | None = None) -> dict[str, str]:
+        service = service or self.services[name]
         return {
             **os.environ, **self.s3.env(),
             "LIKENESS_GRPC_PORT": str(service.grpc_port),
@@ -95,18 +96,26 @@ class LocalStack:
             **self.env,
         }
 
-    def start_service(self, name: str) -> ServiceProcess:
-        service = self.services[name]
+    def start_service(self, name: str, service: ServiceProcess | None = None) -> ServiceProcess:
+        service = service or self.services[name]
         log = open(service.log_path, "ab")
         service.proc = subprocess.Popen([sys.executable, "-m", f"services.{name}.server"], cwd=ROOT,
-                                        env=self.service_env(name), stdout=log, stderr=subprocess.STDOUT,
+                                        env=self.service_env(name, service), stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True, preexec_fn=die_with_parent)
         log.close()
-        self.wait_healthy(name)
+        self.wait_healthy(name, service)
         return service
 
-    def wait_healthy(self, name: str) -> None:
-        service = self.services[name]
+    def start_replica(self, name: str) -> ServiceProcess:
+        """Another process of a service on ports of its own, same env and store (e.g. a second
+        gateway); stopped with the stack."""
+        grpc_port, metrics_port = free_ports(2)
+        replica = ServiceProcess(name, grpc_port, metrics_port, self.workdir / "logs" / f"{name}-{grpc_port}.log")
+        self.replicas.append(replica)
+        return self.start_service(name, replica)
+
+    def wait_healthy(self, name: str, service: ServiceProcess | None = None) -> None:
+        service = service or self.services[name]
         deadline = time.monotonic() + self.start_timeout
         cert = self.env.get("LIKENESS_TLS_CERT_FILE") if name == "gateway" else None
         channel = (grpc.secure_channel(service.address, grpc.ssl_channel_credentials(Path(cert).read_bytes()))
@@ -115,7 +124,8 @@ class LocalStack:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if service.proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {service.proc.returncode}:\n{self.log_tail(name)}")
+                    raise RuntimeError(f"{name} exited with {service.proc.returncode}:\n"
+                                       f"{log_tail(service.log_path)}")
                 try:
                     reply = stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_NAMES[name]), timeout=1.0)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -123,7 +133,7 @@ class LocalStack:
                 except grpc.RpcError:
                     pass
                 time.sleep(0.1)
-        raise TimeoutError(f"{name} not healthy after {self.start_timeout:.0f} s:\n{self.log_tail(name)}")
+        raise TimeoutError(f"{name} not healthy after {self.start_timeout:.0f} s:\n{log_tail(service.log_path)}")
 
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.services[name].proc
@@ -132,12 +142,13 @@ class LocalStack:
             proc.wait(timeout=30)
 
     def stop(self) -> None:
-        for name in reversed(SERVICES):
-            proc = self.services[name].proc
+        processes = [*self.replicas, *(self.services[name] for name in reversed(SERVICES))]
+        for service in processes:
+            proc = service.proc
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for name in reversed(SERVICES):
-            proc = self.services[name].proc
+        for service in processes:
+            proc = service.proc
             if proc is not None:
                 try:
                     proc.wait(timeout=25)
