@@ -60,9 +60,12 @@ def test_wait_follows_the_job_across_a_gateway_restart(stack):
     with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
         job_id = client.submit(photo=client.upload(PHOTO, kind="photo"), script="Wait for me.")
 
-        def cancel_soon():  # the restarted gateway re-queued the job from its record; end it
+        def cancel_soon():  # the restarted gateway takes the job over from its record; end it there
             time.sleep(3.0)
-            return client.cancel(job_id)
+            deadline = time.monotonic() + 20  # (until it has: before, a cancel is only passed on)
+            while (job := client.cancel(job_id)).state != gw.JOB_STATE_CANCELLED and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return job
 
         with ThreadPoolExecutor(1) as canceller:
             cancelled = canceller.submit(cancel_soon)
