@@ -12,7 +12,7 @@ from services.client import LikenessClient
 from services.gateway import assets
 from services.gateway.jobs import JobManager, JobState
 from services.gateway.retention import Eraser
-from services.gateway.server import StorageJobStore
+from services.gateway.job_store import StorageJobStore
 from services.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]

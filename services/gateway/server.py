@@ -18,10 +18,11 @@ from services.common import config, grpc_errors, wire
 from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
-from services.common.storage import ObjectNotFoundError, Storage
+from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, auth, retention, webhooks
-from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull, request_key
+from services.gateway.job_store import CancelRequests, StorageJobStore
+from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
@@ -32,84 +33,6 @@ log = logging.getLogger(__name__)
 URL_TTL = timedelta(seconds=config.get_int("LIKENESS_RESULT_URL_TTL_S"))
 STAGES = {"tts": gw.STAGE_TTS, "expression": gw.STAGE_EXPRESSION, "render": gw.STAGE_RENDER}
 STATES = {s: getattr(gw, f"JOB_STATE_{s.value}") for s in JobState}
-
-
-class StorageJobStore:
-    """Job records as JSON objects (jobs/<id>/job.json): a restarted gateway keeps its jobs."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-
-    def save(self, job: Job) -> None:
-        self.storage.put_bytes(f"jobs/{job.job_id}/job.json", job.to_json().encode(), "application/json")
-
-    def load_all(self) -> list[Job]:
-        return [Job.from_json(self.storage.get_bytes(key).decode())
-                for key in self.storage.list("jobs/") if key.endswith("/job.json")]
-
-    def load(self, job_id: str) -> Job | None:
-        """One record as last saved (a job another gateway replica runs), None when there is none."""
-        try:
-            return Job.from_json(self.storage.get_bytes(f"jobs/{job_id}/job.json").decode())
-        except ObjectNotFoundError:
-            return None
-
-    def delete(self, job_id: str) -> None:
-        self.storage.delete(f"jobs/{job_id}/job.json")
-        self.release(job_id)
-
-    # Leases: an empty object per unfinished job, written again by its holder (its time is the touch).
-    def touch(self, job_id: str) -> None:
-        self.storage.put_bytes(f"active-jobs/{job_id}", b"", "text/plain")
-
-    def release(self, job_id: str) -> None:
-        self.storage.delete(f"active-jobs/{job_id}")
-
-    def leases(self) -> dict[str, float]:
-        return {key.removeprefix("active-jobs/"): touched
-                for key, touched in self.storage.list_with_times("active-jobs/")}
-
-    # client_request_id -> job id (requests/<sha256 of owner and id>), for a retry reaching another replica.
-    def index_request(self, owner: str, client_request_id: str, job_id: str) -> None:
-        self.storage.put_bytes(f"requests/{request_key(owner, client_request_id)}", job_id.encode(), "text/plain")
-
-    def find_request(self, owner: str, client_request_id: str) -> str | None:
-        try:
-            return self.storage.get_bytes(f"requests/{request_key(owner, client_request_id)}").decode()
-        except ObjectNotFoundError:
-            return None
-
-
-class CancelRequests:
-    """CancelJob for a job another gateway replica runs: a marker object (cancel-requests/<id>) that
-    every replica looks for each second; the one running the job cancels it and removes the marker."""
-
-    PREFIX = "cancel-requests/"
-
-    def __init__(self, storage: Storage, manager: JobManager, store: StorageJobStore) -> None:
-        self.storage, self.manager, self.store = storage, manager, store
-
-    def request(self, job_id: str) -> None:
-        self.storage.put_bytes(f"{self.PREFIX}{job_id}", b"", "text/plain")
-
-    def apply(self) -> None:
-        for key in self.storage.list(self.PREFIX):
-            job_id = key.removeprefix(self.PREFIX)
-            try:
-                self.manager.cancel(job_id)
-            except KeyError:  # not ours: drop the marker only once nobody can act on it
-                job = self.store.load(job_id)
-                if job is not None and not job.state.terminal:
-                    continue
-            self.storage.delete(key)
-
-    def apply_forever(self, interval_s: float = 1.0) -> None:
-        while True:
-            time.sleep(interval_s)
-            try:
-                self.apply()
-            except Exception:  # storage briefly unreachable: next round
-                log.exception("cancel requests not applied")
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):

@@ -1,0 +1,90 @@
+"""Job records in object storage, shared by gateway replicas: the records (jobs/<id>/job.json), the
+leases on unfinished jobs (active-jobs/<id>), the client_request_id index (requests/<sha256>) and
+cancel requests for a job another replica runs (cancel-requests/<id>)."""
+from __future__ import annotations
+
+import logging
+import time
+
+from services.common.storage import ObjectNotFoundError, Storage
+from services.gateway.jobs import Job, JobManager, request_key
+
+log = logging.getLogger(__name__)
+
+
+class StorageJobStore:
+    """Job records as JSON objects (jobs/<id>/job.json): a restarted gateway keeps its jobs."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def save(self, job: Job) -> None:
+        self.storage.put_bytes(f"jobs/{job.job_id}/job.json", job.to_json().encode(), "application/json")
+
+    def load_all(self) -> list[Job]:
+        return [Job.from_json(self.storage.get_bytes(key).decode())
+                for key in self.storage.list("jobs/") if key.endswith("/job.json")]
+
+    def load(self, job_id: str) -> Job | None:
+        """One record as last saved (a job another gateway replica runs), None when there is none."""
+        try:
+            return Job.from_json(self.storage.get_bytes(f"jobs/{job_id}/job.json").decode())
+        except ObjectNotFoundError:
+            return None
+
+    def delete(self, job_id: str) -> None:
+        self.storage.delete(f"jobs/{job_id}/job.json")
+        self.release(job_id)
+
+    # Leases: an empty object per unfinished job, written again by its holder (its time is the touch).
+    def touch(self, job_id: str) -> None:
+        self.storage.put_bytes(f"active-jobs/{job_id}", b"", "text/plain")
+
+    def release(self, job_id: str) -> None:
+        self.storage.delete(f"active-jobs/{job_id}")
+
+    def leases(self) -> dict[str, float]:
+        return {key.removeprefix("active-jobs/"): touched
+                for key, touched in self.storage.list_with_times("active-jobs/")}
+
+    # client_request_id -> job id (requests/<sha256 of owner and id>), for a retry reaching another replica.
+    def index_request(self, owner: str, client_request_id: str, job_id: str) -> None:
+        self.storage.put_bytes(f"requests/{request_key(owner, client_request_id)}", job_id.encode(), "text/plain")
+
+    def find_request(self, owner: str, client_request_id: str) -> str | None:
+        try:
+            return self.storage.get_bytes(f"requests/{request_key(owner, client_request_id)}").decode()
+        except ObjectNotFoundError:
+            return None
+
+
+class CancelRequests:
+    """CancelJob for a job another gateway replica runs: a marker object (cancel-requests/<id>) that
+    every replica looks for each second; the one running the job cancels it and removes the marker."""
+
+    PREFIX = "cancel-requests/"
+
+    def __init__(self, storage: Storage, manager: JobManager, store: StorageJobStore) -> None:
+        self.storage, self.manager, self.store = storage, manager, store
+
+    def request(self, job_id: str) -> None:
+        self.storage.put_bytes(f"{self.PREFIX}{job_id}", b"", "text/plain")
+
+    def apply(self) -> None:
+        for key in self.storage.list(self.PREFIX):
+            job_id = key.removeprefix(self.PREFIX)
+            try:
+                self.manager.cancel(job_id)
+            except KeyError:  # not ours: drop the marker only once nobody can act on it
+                job = self.store.load(job_id)
+                if job is not None and not job.state.terminal:
+                    continue
+            self.storage.delete(key)
+
+    def apply_forever(self, interval_s: float = 1.0) -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                self.apply()
+            except Exception:  # storage briefly unreachable: next round
+                log.exception("cancel requests not applied")
