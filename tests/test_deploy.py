@@ -136,6 +136,10 @@ def _objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
+def _pod_spec_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"]["labels"]
+
+
 def _pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
     return deployment["spec"]["template"]["spec"]
 
@@ -147,7 +151,8 @@ def test_overlay_renders_the_platform(docs: dict[str, list[dict[str, Any]]], ove
     objects = docs[overlay]
     deployments = _objects(objects, "Deployment")
     assert set(deployments) == {*SERVICES, "triton", "minio"}
-    assert set(_objects(objects, "Service")) == {*SERVICES, "triton", "minio"}
+    assert set(_objects(objects, "Service")) == {*SERVICES, "triton", "minio",
+                                                 *(f"{n}-pods" for n in ("tts", "expression", "render", "triton"))}
     assert set(_objects(objects, "PodDisruptionBudget")) == set(deployments)
     assert set(_objects(objects, "ServiceMonitor")) == {*SERVICES, "triton"}
     assert _objects(objects, "Namespace").keys() == {"likeness"}
@@ -400,9 +405,22 @@ def test_probes_security_and_config(docs: dict[str, list[dict[str, Any]]], overl
     services = _objects(objects, "Service")
     for key in ("LIKENESS_GATEWAY_ADDR", "LIKENESS_TTS_ADDR", "LIKENESS_EXPRESSION_ADDR", "LIKENESS_RENDER_ADDR",
                 "LIKENESS_TRITON_URL", "LIKENESS_S3_ENDPOINT"):
-        host, port = config[key].rsplit(":", 1)
+        host, port = config[key].removeprefix("dns:///").rsplit(":", 1)
         ports = {p["port"]: p["name"] for p in services[host]["spec"]["ports"]}
         assert ports.get(int(port)) in {"grpc", "s3"}, f"{key}={config[key]} is not a gRPC/S3 port of Service {host}"
+    # Internal gRPC calls balance per call over every pod: round-robin channels (dns:///) on headless
+    # Services, whose DNS names the pods themselves, so the port must be the container's own.
+    for key in ("LIKENESS_TTS_ADDR", "LIKENESS_EXPRESSION_ADDR", "LIKENESS_RENDER_ADDR", "LIKENESS_TRITON_URL"):
+        assert config[key].startswith("dns:///"), f"{key}={config[key]}: one connection pins one pod"
+        host, port = config[key].removeprefix("dns:///").rsplit(":", 1)
+        service = services[host]["spec"]
+        assert service.get("clusterIP") == "None", f"{host} is not headless"
+        pods = [d for d in deployments.values()
+                if _matches({"matchLabels": service["selector"]}, _pod_spec_labels(d))]
+        assert len(pods) == 1, f"{host} selects {len(pods)} Deployments"
+        grpc_ports = {p["containerPort"] for c in _pod_spec(pods[0])["containers"] for p in c.get("ports", [])
+                      if p["name"] == "grpc"}
+        assert grpc_ports == {int(port)}, f"{key}: pods listen on {grpc_ports}"
     secret = _objects(objects, "Secret")["likeness-s3"]
     assert set(secret["stringData"]) == {"LIKENESS_S3_ACCESS_KEY", "LIKENESS_S3_SECRET_KEY"}
 

@@ -566,6 +566,28 @@ def test_metrics_are_exposed_and_scraped_by_prometheus(stack, tmp_path):
         proc.wait(timeout=30)
 
 
+def requests_served(service, method: str, grpc_service: str) -> float:
+    text = urllib.request.urlopen(service.metrics_url, timeout=5).read().decode()
+    wanted = f'likeness_grpc_requests_total{{code="OK",method="{method}",service="{grpc_service}"}}'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted))
+
+
+def test_the_gateway_channel_spreads_calls_over_every_backend_replica(stack):
+    """The channel the gateway opens to a backend (`dns:///tts-pods:50052` in Kubernetes, every pod of
+    a headless Service) balances per call: a second tts process gets half the calls at once."""
+    from services.common.grpc_client import open_channel
+    from services.common.proto_gen.likeness.v1 import tts_pb2, tts_pb2_grpc
+
+    replicas = [stack.services["tts"], stack.start_replica("tts")]
+    before = [requests_served(r, "Synthesize", "likeness.v1.TtsService") for r in replicas]
+    with open_channel("ipv4:" + ",".join(r.address for r in replicas)) as channel:
+        tts = tts_pb2_grpc.TtsServiceStub(channel)
+        for i in range(4):
+            assert tts.Synthesize(tts_pb2.SynthesizeRequest(text=f"Call {i}.", seed=i), timeout=60).audio.data
+    served = [requests_served(r, "Synthesize", "likeness.v1.TtsService") - b for r, b in zip(replicas, before)]
+    assert served == [2, 2], served
+
+
 # ---------------------------------------------------------------- Triton down (last: it stays down)
 
 

@@ -119,6 +119,30 @@ def test_dynamic_batching_merges_concurrent_requests(triton_server_factory: Trit
     assert 1 <= executions < 8  # the 100 ms queue delay let the batcher merge requests
 
 
+def test_likeness_client_spreads_calls_over_every_triton_replica(triton_server_factory: TritonFactory,
+                                                                add_one_repo: Path, tmp_path: Path) -> None:
+    """Two Triton servers behind one target (in Kubernetes `dns:///triton-pods:8001` resolves to every
+    pod): the services' TritonClient sends calls round-robin, not all down its first connection."""
+    from services.common.inference import TritonClient
+
+    write_model(tmp_path, "add_one")
+    servers = [triton_server_factory(add_one_repo), triton_server_factory(tmp_path)]
+    before = [metric(s.metrics_url, "nv_inference_request_success", "add_one") for s in servers]
+    client = TritonClient("ipv4:" + ",".join(s.grpc_url for s in servers))
+    for i in range(8):
+        x = np.full((1, 4), i, dtype=np.float32)
+        np.testing.assert_array_equal(client.infer("add_one", {"X": x})["Y"], x + 1)
+    for server, was in zip(servers, before):
+        assert metric_reaches(server.metrics_url, "nv_inference_request_success", "add_one", was + 4) == was + 4
+    # The URL form the k8s config uses; the channel is reopened (DNS asked again) after refresh_s.
+    single = TritonClient(f"dns:///localhost:{servers[0].grpc_port}", refresh_s=0.5)
+    first = single._client
+    np.testing.assert_array_equal(single.infer("add_one", {"X": np.ones((1, 2), np.float32)})["Y"], [[2, 2]])
+    time.sleep(0.6)
+    np.testing.assert_array_equal(single.infer("add_one", {"X": np.zeros((1, 2), np.float32)})["Y"], [[1, 1]])
+    assert single._client is not first
+
+
 def test_binds_loopback_only(triton_server_factory: TritonFactory, add_one_repo: Path) -> None:
     server = triton_server_factory(add_one_repo)
     addresses = listening_addresses(server.pid or -1)

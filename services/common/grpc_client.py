@@ -1,6 +1,7 @@
 """Client side of the internal gRPC calls: traced channels, deadlines, retries on UNAVAILABLE."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable, TypeVar
 
@@ -13,9 +14,16 @@ T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
 
+# Spread calls over every address the target resolves to (pick_first, gRPC's default, sends every
+# call down one connection): with `dns:///tts-pods:50052` over a headless Service each call goes
+# to the next ready pod, so adding replicas helps at once, not only after connections recycle.
+ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+
+
 def open_channel(address: str) -> grpc.Channel:
-    """An insecure channel (in-cluster traffic; NetworkPolicies fence it) that carries trace context."""
-    return traced_channel(grpc.insecure_channel(address, options=channel_options()))
+    """An insecure channel (in-cluster traffic; NetworkPolicies fence it) that carries trace context
+    and balances calls over all of the target's addresses."""
+    return traced_channel(grpc.insecure_channel(address, options=[*channel_options(), ROUND_ROBIN]))
 
 
 class Deadline:

@@ -69,7 +69,7 @@ class TritonClient:
     """Triton over gRPC with bounded retries on UNAVAILABLE and a per-call deadline."""
 
     def __init__(self, url: str, *, timeout_s: float = 60.0, retries: int = 3,
-                 backoff_s: float = 0.2) -> None:
+                 backoff_s: float = 0.2, refresh_s: float | None = None) -> None:
         import tritonclient.grpc as grpcclient
 
         self._grpcclient = grpcclient
@@ -77,7 +77,18 @@ class TritonClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self._client = grpcclient.InferenceServerClient(url=url)
+        # Triton never closes a connection by age (our servers do: LIKENESS_GRPC_MAX_CONNECTION_AGE_S),
+        # so the channel is opened afresh that often: it resolves `url` again and new pods get calls.
+        self.refresh_s = config.get_int("LIKENESS_GRPC_MAX_CONNECTION_AGE_S") if refresh_s is None else refresh_s
+        self._client = self._connect()
+
+    def _connect(self):
+        """tritonclient's own channel options (keepalive, message size) plus round-robin over the
+        addresses the URL resolves to (`dns:///triton-pods:8001` in Kubernetes: every Triton pod)."""
+        from services.common.grpc_client import ROUND_ROBIN
+
+        self._opened = time.monotonic()
+        return self._grpcclient.InferenceServerClient(url=self.url, channel_args=[*triton_channel_args(), ROUND_ROBIN])
 
     def infer(self, model: str, inputs: Mapping[str, np.ndarray],
               outputs: list[str] | None = None, *, timeout_s: float | None = None,
@@ -99,6 +110,8 @@ class TritonClient:
         # never wait longer than the gRPC call that asked for this inference has left
         limit = deadline.remaining(timeout_s if timeout_s is not None else self.timeout_s)
 
+        if time.monotonic() - self._opened > self.refresh_s:
+            self._client = self._connect()  # calls in flight keep the old channel until they end
         with span(f"triton.infer {model}", {"triton.model": model, "triton.url": self.url}):
             call_headers = inject_headers(dict(headers or {}))
             for attempt in range(self.retries + 1):
@@ -120,6 +133,19 @@ class TritonClient:
                     time.sleep(self.backoff_s * 2**attempt)
         names = outputs or [o.name for o in result.get_response().outputs]
         return {n: result.as_numpy(n) for n in names}
+
+
+def triton_channel_args() -> list[tuple[str, int]]:
+    """What tritonclient sets when given no channel_args (passing any replaces all of them)."""
+    import tritonclient.grpc as grpcclient
+
+    keepalive = grpcclient.KeepAliveOptions()
+    size = grpcclient.MAX_GRPC_MESSAGE_SIZE
+    return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data)]
 
 
 def client_from_env() -> InferenceClient:
