@@ -332,6 +332,47 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """The caller's jobs on a gateway (any replica lists all of them), newest first."""
+    import grpc
+
+    from services.client import LikenessClient
+    from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+
+    wanted = [w.strip().lower() for w in args.state.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in JOB_STATES]
+    if unknown:
+        raise InputError("state", f"unknown state {unknown[0]!r}: use {', '.join(JOB_STATES)} (comma-separated)")
+    if args.limit < 1:
+        raise InputError("limit", "must be at least 1")
+    states = [gw.JobState.Value(f"JOB_STATE_{w.upper()}") for w in wanted]
+    with LikenessClient(args.server, **_credentials(args)) as client:
+        try:
+            client.check_reachable()
+        except ConnectionError as exc:
+            print(f"error: server: {exc} at {args.server} (is it running? TLS: --tls-ca)", file=sys.stderr)
+            return 1
+        try:
+            listed = []
+            for job in client.jobs(*states, page_size=min(args.limit, 500)):
+                listed.append(job)
+                if len(listed) == args.limit:
+                    break
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(f"{'JOB':32}  {'STATE':9}  {'STAGE':9}  {'PROGRESS':>8}  CREATED (UTC)")
+    for job in listed:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(job.create_time.seconds))
+        state = gw.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+        stage = _stage_name(job.stage) if job.stage else "-"
+        print(f"{job.job_id:32}  {state:9}  {stage:9}  {job.progress:8.0%}  {created}")
+    return 0
+
+
 def _credentials(args: argparse.Namespace) -> dict:
     """The API key (from --api-key-file, else $LIKENESS_API_KEY: never a command-line value, which
     other users could read in the process list) and the TLS root certificate, checked up front."""
@@ -471,12 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     voices.set_defaults(func=cmd_voices)
 
     sub_ = sub.add_parser("submit", help="send a job to a running gateway and download the video")
-    sub_.add_argument("--server", default=config.get_str("LIKENESS_GATEWAY_ADDR"),
-                      help="gateway address (default $LIKENESS_GATEWAY_ADDR or 127.0.0.1:50051)")
-    sub_.add_argument("--api-key-file", default="",
-                      help="file holding the gateway's API key (default: $LIKENESS_API_KEY, if set)")
-    sub_.add_argument("--tls-ca", default=config.get_str("LIKENESS_TLS_CA_FILE"),
-                      help="PEM root certificate of a gateway serving TLS (default $LIKENESS_TLS_CA_FILE)")
+    _gateway_options(sub_)
     _video_options(sub_)
     sub_.add_argument("--webhook-url", default="",
                       help="the gateway also POSTs the finished job (JSON) to this http(s) URL")
@@ -484,7 +520,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="live: receive the video while it renders (fragmented MP4, nothing stored); "
                            "--out - writes it to stdout for a player")
     sub_.set_defaults(func=cmd_submit)
+
+    jobs = sub.add_parser("jobs", help="list your jobs on a running gateway, newest first")
+    _gateway_options(jobs)
+    jobs.add_argument("--state", default="", help=f"only these states, comma-separated ({', '.join(JOB_STATES)})")
+    jobs.add_argument("--limit", type=int, default=20, help="at most this many jobs (default 20)")
+    jobs.set_defaults(func=cmd_jobs)
     return parser
+
+
+def _gateway_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default=config.get_str("LIKENESS_GATEWAY_ADDR"),
+                        help="gateway address (default $LIKENESS_GATEWAY_ADDR or 127.0.0.1:50051)")
+    parser.add_argument("--api-key-file", default="",
+                        help="file holding the gateway's API key (default: $LIKENESS_API_KEY, if set)")
+    parser.add_argument("--tls-ca", default=config.get_str("LIKENESS_TLS_CA_FILE"),
+                        help="PEM root certificate of a gateway serving TLS (default $LIKENESS_TLS_CA_FILE)")
 
 
 def _divert_native_logs() -> str:

@@ -205,6 +205,18 @@ class LikenessClient:
     def cancel(self, job_id: str) -> gw.Job:
         return self.stub.CancelJob(gw.CancelJobRequest(job_id=job_id), timeout=self.timeout_s).job
 
+    def jobs(self, *states: int, page_size: int = 100) -> Iterator[gw.Job]:
+        """The caller's jobs, newest first, page by page (all states unless some are named, e.g.
+        gw.JOB_STATE_RUNNING); any gateway replica lists every replica's jobs."""
+        token = ""
+        while True:
+            reply = self.stub.ListJobs(gw.ListJobsRequest(states=list(states), page_size=page_size, page_token=token),
+                                       timeout=self.timeout_s)
+            yield from reply.jobs
+            if not reply.next_page_token:
+                return
+            token = reply.next_page_token
+
     def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[gw.WatchJobResponse]:
         yield from self.stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=timeout_s)
 

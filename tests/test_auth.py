@@ -263,3 +263,25 @@ def test_new_key_lines_parse_and_differ(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "services.cli", "new-key", "no spaces"], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.startswith("error: principal:")
+
+
+def test_cli_jobs_lists_the_callers_jobs_only(secured, tmp_path):
+    with client_for(secured, "studio") as studio, client_for(secured, "ads") as ads:
+        mine = studio.submit(photo=studio.upload(PHOTO, kind="photo"), script="Listed.")
+        theirs = ads.submit(photo=ads.upload(PHOTO, kind="photo"), script="Not listed.")
+    key_file = tmp_path / "key"
+    key_file.write_text(KEYS["studio"] + "\n")
+    base = [sys.executable, "-m", "services.cli", "jobs", "--server", secured.gateway_address,
+            "--api-key-file", str(key_file), "--tls-ca", str(secured.cert)]
+    run = subprocess.run([*base, "--state", "queued,running"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    rows = run.stdout.splitlines()
+    assert rows[0].split()[:2] == ["JOB", "STATE"] and rows[1].split()[:2] == [mine, "queued"]
+    assert theirs not in run.stdout
+    assert subprocess.run([*base, "--state", "succeeded"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT).stdout.splitlines()[1:] == []
+    bad = subprocess.run([*base, "--state", "done"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "error: state: unknown state 'done'" in bad.stderr, bad.stderr
+    with client_for(secured, "studio") as studio, client_for(secured, "ads") as ads:
+        studio.cancel(mine)
+        ads.cancel(theirs)

@@ -112,6 +112,8 @@ def test_any_gateway_replica_answers_for_a_job_another_one_runs(stack):
             LikenessClient(other.address, timeout_s=30, api_key="", tls_ca="") as second:
         job_id = first.submit(photo=first.upload(PHOTO, kind="photo"), script="Which one are you?")
         assert second.get(job_id).state == gw.JOB_STATE_QUEUED  # from the record the first one saved
+        assert [j.job_id for j in second.jobs()][:1] == [job_id]  # listed by either replica
+        assert [j.job_id for j in second.jobs(gw.JOB_STATE_QUEUED, page_size=1)][:1] == [job_id]
         request = dict(photo=first.upload(PHOTO, kind="photo"), script="Once only.", client_request_id="rq-1")
         retried = first.submit(**request)
         assert second.submit(**request) == retried  # a retry that reached the other replica

@@ -247,3 +247,52 @@ def test_a_retried_submission_reaching_another_replica_is_the_same_job():
     assert existing and again.job_id == job.job_id
     other, existing = second.submit({"script": "hi"}, client_request_id="req-9", owner="ads")
     assert not existing and other.job_id != job.job_id  # per principal
+
+
+def test_every_replica_lists_every_job_newest_first(storage):
+    """Gateway replicas on one real S3 store: ListJobs on any of them shows every job of the caller,
+    newest first, paged, whichever replica runs it; a job deleted through one is gone from all."""
+    from services.gateway.job_store import StorageJobStore
+    from services.gateway.retention import Eraser
+
+    store = StorageJobStore(storage)
+    first = JobManager(lambda job, ctx: None, max_concurrent=1, store=store, lease_s=30)
+    second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)  # its jobs stay queued
+    a = first.submit({"n": 1}, owner="studio")[0]
+    time.sleep(0.01)
+    b = second.submit({"n": 2}, owner="studio", client_request_id="rq-1")[0]
+    time.sleep(0.01)
+    c = first.submit({"n": 3}, owner="ads")[0]
+    assert wait_for(lambda: first.get(c.job_id).state is JobState.SUCCEEDED)
+    for manager in (first, second):
+        assert [j.job_id for j in manager.list(owner="studio")[0]] == [b.job_id, a.job_id]
+        assert [j.job_id for j in manager.list()[0]] == [c.job_id, b.job_id, a.job_id]  # keys off / an operator
+        page, token = manager.list(page_size=2)
+        rest, last = manager.list(page_size=2, page_token=token)
+        assert [j.job_id for j in page + rest] == [c.job_id, b.job_id, a.job_id] and (token, last) == ("2", "")
+        assert [j.job_id for j in manager.list(states={JobState.QUEUED})[0]] == [b.job_id]
+        assert [j.state for j in manager.list(owner="ads")[0]] == [JobState.SUCCEEDED]
+
+    second.cancel(b.job_id)
+    Eraser(storage, first, streaming=lambda: []).delete_job(first.list(owner="studio")[0][0])  # b, through first
+    assert [j.job_id for j in second.list(owner="studio")[0]] == [a.job_id]  # gone from the one that ran it
+    with pytest.raises(KeyError):
+        second.get(b.job_id)
+    assert storage.list("requests/") == [] and len(storage.list("job-index/")) == 2
+    again, existing = second.submit({"n": 2}, owner="studio", client_request_id="rq-1")  # the id is free again
+    assert not existing and again.job_id != b.job_id
+
+
+def test_records_saved_before_the_index_are_listed(storage):
+    from services.gateway.job_store import StorageJobStore
+    from services.gateway.jobs import Job
+
+    store = StorageJobStore(storage)
+    old = Job(job_id="0" * 32, request={}, owner="studio", state=JobState.SUCCEEDED, created_at=time.time() - 60)
+    store.save(old)  # as an older gateway saved it: no index entry
+    manager = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
+    new = manager.submit({}, owner="studio")[0]
+    assert [j.job_id for j in manager.list(owner="studio")[0]] == [new.job_id, old.job_id]
+    other = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
+    other._drop(old.job_id)  # (a replica that never loaded it) still finds it through the index
+    assert [j.job_id for j in other.list(owner="studio")[0]] == [new.job_id, old.job_id]

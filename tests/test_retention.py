@@ -95,3 +95,21 @@ def test_the_gateway_sweeps_on_its_own(tmp_path):
             assert time.monotonic() < deadline, stack.log_tail("gateway")
             time.sleep(0.5)
         assert "retention: deleted" in stack.log_tail("gateway", 200)
+
+
+def test_a_replica_sweeps_the_jobs_another_replica_ran(storage):
+    """Gateway replicas share the store: an old job finished by a replica that has since gone (or is
+    alive and still holds it in memory) is swept by any other, and an upload a job on another replica
+    still reads is kept."""
+    run_by = JobManager(lambda job, ctx: None, max_concurrent=0, store=StorageJobStore(storage), lease_s=30)
+    sweeper = Eraser(storage, JobManager(lambda job, ctx: None, max_concurrent=0, store=StorageJobStore(storage),
+                                         lease_s=30), streaming=lambda: [])
+    for asset_id in (A, B):
+        storage.put_bytes(f"assets/{asset_id}", b"photo")
+    done, _ = run_by.submit({"photo_key": f"assets/{A}"})
+    run_by.cancel(done.job_id)
+    storage.put_bytes(f"jobs/{done.job_id}/video.mp4", b"video")
+    running, _ = run_by.submit({"photo_key": f"assets/{B}"})  # queued on the other replica: B is in use
+    deleted = set(sweeper.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR))
+    assert {f"jobs/{done.job_id}/video.mp4", f"jobs/{done.job_id}/job.json", f"assets/{A}"} == deleted
+    assert storage.exists(f"assets/{B}") and [j.job_id for j in run_by.list()[0]] == [running.job_id]

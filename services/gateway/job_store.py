@@ -1,13 +1,14 @@
 """Job records in object storage, shared by gateway replicas: the records (jobs/<id>/job.json), the
-leases on unfinished jobs (active-jobs/<id>), the client_request_id index (requests/<sha256>) and
-cancel requests for a job another replica runs (cancel-requests/<id>)."""
+leases on unfinished jobs (active-jobs/<id>), the client_request_id index (requests/<sha256>), the
+job index by owner and time (job-index/<owner>/<inverted ms>-<id>) and cancel requests for a job
+another replica runs (cancel-requests/<id>)."""
 from __future__ import annotations
 
 import logging
 import time
 
 from services.common.storage import ObjectNotFoundError, Storage
-from services.gateway.jobs import Job, JobManager, request_key
+from services.gateway.jobs import Job, JobManager, owner_key, request_key
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,32 @@ class StorageJobStore:
             return None
 
     def delete(self, job_id: str) -> None:
+        """The record first: an index entry left by a failure after it points at nothing (skipped)."""
+        job = self.load(job_id)
         self.storage.delete(f"jobs/{job_id}/job.json")
+        if job is not None:
+            self.storage.delete(_index_key(job))
+            if job.client_request_id:
+                self.storage.delete(f"requests/{request_key(job.owner, job.client_request_id)}")
         self.release(job_id)
+
+    # The index: an empty object per job, named so that one listing per owner gives its jobs newest first.
+    def index_job(self, job: Job) -> None:
+        self.storage.put_bytes(_index_key(job), b"", "text/plain")
+
+    def list_index(self, owner: str | None) -> list[tuple[float, str]]:
+        entries = []
+        for key in self.storage.list(INDEX_PREFIX if owner is None else f"{INDEX_PREFIX}{owner_key(owner)}/"):
+            inverted, _, job_id = key.rsplit("/", 1)[1].partition("-")
+            if inverted.isdigit() and job_id:
+                entries.append(((NEWEST_MS - int(inverted)) / 1000, job_id))
+        return entries
+
+    def reindex(self, jobs: list[Job]) -> None:
+        present = set(self.storage.list(INDEX_PREFIX))
+        for job in jobs:
+            if _index_key(job) not in present:
+                self.index_job(job)
 
     # Leases: an empty object per unfinished job, written again by its holder (its time is the touch).
     def touch(self, job_id: str) -> None:
@@ -56,6 +81,14 @@ class StorageJobStore:
             return self.storage.get_bytes(f"requests/{request_key(owner, client_request_id)}").decode()
         except ObjectNotFoundError:
             return None
+
+
+INDEX_PREFIX = "job-index/"
+NEWEST_MS = 10**13 - 1  # (year 2286) inverted creation times sort newest first
+
+
+def _index_key(job: Job) -> str:
+    return f"{INDEX_PREFIX}{owner_key(job.owner)}/{NEWEST_MS - round(job.created_at * 1000):013d}-{job.job_id}"
 
 
 class CancelRequests:

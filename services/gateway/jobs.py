@@ -95,6 +95,10 @@ class JobStore(Protocol):
     # client_request_id -> job, across replicas (a retried submission may reach another one).
     def index_request(self, owner: str, client_request_id: str, job_id: str) -> None: ...
     def find_request(self, owner: str, client_request_id: str) -> str | None: ...
+    # Every job by owner and creation time, across replicas (ListJobs, the retention sweep).
+    def index_job(self, job: Job) -> None: ...
+    def list_index(self, owner: str | None) -> list[tuple[float, str]]: ...  # (created_at, job_id); None: all
+    def reindex(self, jobs: list[Job]) -> None: ...  # index records saved before the index existed
 
 
 def request_key(owner: str, client_request_id: str) -> str:
@@ -102,11 +106,17 @@ def request_key(owner: str, client_request_id: str) -> str:
     return hashlib.sha256(f"{owner}\0{client_request_id}".encode()).hexdigest()
 
 
+def owner_key(owner: str) -> str:
+    """A fixed-length name for a principal, whatever characters it holds."""
+    return hashlib.sha256(f"owner\0{owner}".encode()).hexdigest()[:32]
+
+
 class MemoryJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, str] = {}
         self.touched: dict[str, float] = {}
         self.requests: dict[str, str] = {}
+        self.index: dict[str, tuple[str, float]] = {}  # job_id -> (owner, created_at)
 
     def save(self, job: Job) -> None:
         self.jobs[job.job_id] = job.to_json()
@@ -133,8 +143,22 @@ class MemoryJobStore:
     def find_request(self, owner: str, client_request_id: str) -> str | None:
         return self.requests.get(request_key(owner, client_request_id))
 
+    def index_job(self, job: Job) -> None:
+        self.index[job.job_id] = (job.owner, job.created_at)
+
+    def list_index(self, owner: str | None) -> list[tuple[float, str]]:
+        return [(created, job_id) for job_id, (who, created) in list(self.index.items()) if owner in (None, who)]
+
+    def reindex(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.index_job(job)
+
     def delete(self, job_id: str) -> None:
+        job = self.load(job_id)
         self.jobs.pop(job_id, None)
+        self.index.pop(job_id, None)
+        if job is not None and job.client_request_id:
+            self.requests.pop(request_key(job.owner, job.client_request_id), None)
 
 
 class JobContext:
@@ -190,7 +214,10 @@ class JobManager:
         self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
                          for i in range(max_concurrent)]
         unfinished: list[str] = []
-        for job in sorted(self._store.load_all(), key=lambda j: j.created_at):  # a restarted gateway keeps its jobs
+        stored = sorted(self._store.load_all(), key=lambda j: j.created_at)
+        if lease_s > 0:
+            self._store.reindex(stored)
+        for job in stored:  # a restarted gateway keeps its jobs
             if job.state.terminal or lease_s <= 0:
                 self._take(job)
             else:
@@ -285,6 +312,7 @@ class JobManager:
                 self._by_request_id[owner, client_request_id] = job.job_id
             self._contexts[job.job_id] = JobContext(self, job)
             self._save(job)
+            self._store.index_job(job)
             if client_request_id:
                 self._store.index_request(owner, client_request_id, job.job_id)
             if self.lease_s > 0:
@@ -307,17 +335,45 @@ class JobManager:
             return job
 
     def list(self, *, states: set[JobState] | None = None, owner: str | None = None, page_size: int = 50,
-             page_token: str = "") -> tuple[list[Job], str]:
-        """Newest first; only `owner`'s jobs when given."""
+             page_token: str = "", created_before: float | None = None) -> tuple[list[Job], str]:
+        """Newest first; only `owner`'s jobs when given. With replicas sharing the store (lease_s > 0)
+        every replica's jobs: ours from memory, the others' from their records (read only as far as
+        the page reaches)."""
         with self._lock:
-            jobs = list(self._jobs.values())[::-1]  # insertion order = submission order
-        if owner is not None:
-            jobs = [j for j in jobs if j.owner == owner]
-        if states:
-            jobs = [j for j in jobs if j.state in states]
+            local = dict(self._jobs)
+        created = {j.job_id: j.created_at for j in local.values() if owner in (None, j.owner)}
+        if self.lease_s > 0:
+            indexed = dict((job_id, at) for at, job_id in self._store.list_index(owner))
+            for job_id in [i for i in created if i not in indexed and local[i].state.terminal]:
+                self._drop(job_id)  # deleted through another replica (or by its retention sweep)
+                del created[job_id]
+            created.update((i, at) for i, at in indexed.items() if i not in local)
+        ids = sorted((i for i, at in created.items() if created_before is None or at < created_before),
+                     key=lambda i: (created[i], i), reverse=True)
         start = int(page_token or 0)
-        page = jobs[start:start + page_size]
-        return page, str(start + page_size) if start + page_size < len(jobs) else ""
+        matched: list[Job] = []
+        for job_id in ids:
+            job = local.get(job_id) or self._store.load(job_id)  # None: deleted since it was listed
+            if job is not None and owner in (None, job.owner) and (not states or job.state in states):
+                matched.append(job)
+                if len(matched) > start + page_size:
+                    return matched[start:start + page_size], str(start + page_size)
+        return matched[start:start + page_size], ""
+
+    def active(self) -> list[Job]:
+        """Queued and running jobs, every replica's (those hold leases) when replicas share the store."""
+        with self._lock:
+            jobs = {j.job_id: j for j in self._jobs.values() if not j.state.terminal}
+        if self.lease_s > 0:
+            for job_id in self._store.leases():
+                job = None if job_id in jobs else self._store.load(job_id)
+                if job is not None and not job.state.terminal:
+                    jobs[job_id] = job
+        return list(jobs.values())
+
+    def drop_record(self, job_id: str) -> None:
+        """Deletes another replica's finished job record (and its index entries) from the store."""
+        self._store.delete(job_id)
 
     def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[Job]:
         """Yields a snapshot on every change until the job ends (the last one is terminal)."""
@@ -351,10 +407,15 @@ class JobManager:
             if not job.state.terminal:
                 raise JobActive(f"job {job_id} is {job.state.value.lower()}: cancel it first")
             self._store.delete(job_id)
-            del self._jobs[job_id]
+            self._drop(job_id)
+
+    def _drop(self, job_id: str) -> None:
+        """Out of memory (not the store)."""
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
             self._contexts.pop(job_id, None)
             self._saved_at.pop(job_id, None)
-            if self._by_request_id.get((job.owner, job.client_request_id)) == job_id:
+            if job is not None and self._by_request_id.get((job.owner, job.client_request_id)) == job_id:
                 del self._by_request_id[job.owner, job.client_request_id]
 
     @property

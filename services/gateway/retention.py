@@ -43,14 +43,13 @@ class Eraser:
         try:
             self.manager.forget(job.job_id)
         except KeyError:  # another replica's job, or deleted by a concurrent call: the record itself
-            self.storage.delete(f"jobs/{job.job_id}/job.json")
+            self.manager.drop_record(job.job_id)
         return [*keys, f"jobs/{job.job_id}/job.json"]
 
     def users(self, key: str, viewer: str | None = None) -> list[str]:
         """What still reads the asset `key`; another principal's job is not named to `viewer`."""
         found = [f"job {job.job_id}" if viewer in (None, job.owner) else "another principal's job"
-                 for job in self.manager.list(page_size=1 << 30)[0]
-                 if not job.state.terminal and key in asset_keys(job.request)]
+                 for job in self.manager.active() if key in asset_keys(job.request)]
         return found + ["a live stream" for request in self.streaming() if key in asset_keys(request)]
 
     def delete_asset(self, asset_id: str, principal: str | None = None) -> list[str]:
@@ -84,7 +83,7 @@ class Eraser:
         """Deletes what is older than max_age_s; returns the deleted keys."""
         cutoff = (time.time() if now is None else now) - max_age_s
         deleted: list[str] = []
-        for job in self.manager.list(page_size=1 << 30)[0]:
+        for job in self.manager.list(page_size=1 << 30, created_before=cutoff)[0]:  # every replica's
             pending = job.webhook.get("state", webhooks.PENDING) == webhooks.PENDING and job.request.get("webhook_url")
             if job.state.terminal and job.updated_at < cutoff and not pending:
                 deleted += self.delete_job(job)
