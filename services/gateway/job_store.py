@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from services.common.storage import ObjectNotFoundError, Storage
 from services.gateway.jobs import Job, JobManager, owner_key, request_key
@@ -23,8 +24,17 @@ class StorageJobStore:
         self.storage.put_bytes(f"jobs/{job.job_id}/job.json", job.to_json().encode(), "application/json")
 
     def load_all(self) -> list[Job]:
-        return [Job.from_json(self.storage.get_bytes(key).decode())
-                for key in self.storage.list("jobs/") if key.endswith("/job.json")]
+        """Every record, read 8 at a time (a gateway starting reads a month of jobs; the pool holds 10)."""
+        keys = [key for key in self.storage.list("jobs/") if key.endswith("/job.json")]
+
+        def read(key: str) -> Job | None:
+            try:
+                return Job.from_json(self.storage.get_bytes(key).decode())
+            except ObjectNotFoundError:  # deleted since the listing
+                return None
+
+        with ThreadPoolExecutor(8) as pool:
+            return [job for job in pool.map(read, keys) if job is not None]
 
     def load(self, job_id: str) -> Job | None:
         """One record as last saved (a job another gateway replica runs), None when there is none."""
