@@ -281,6 +281,8 @@ def test_every_replica_lists_every_job_newest_first(storage):
     assert storage.list("requests/") == [] and len(storage.list("job-index/")) == 2
     again, existing = second.submit({"n": 2}, owner="studio", client_request_id="rq-1")  # the id is free again
     assert not existing and again.job_id != b.job_id
+    first.close()
+    second.close()
 
 
 def test_records_saved_before_the_index_are_listed(storage):
@@ -296,3 +298,27 @@ def test_records_saved_before_the_index_are_listed(storage):
     other = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
     other._drop(old.job_id)  # (a replica that never loaded it) still finds it through the index
     assert [j.job_id for j in other.list(owner="studio")[0]] == [new.job_id, old.job_id]
+    manager.close()
+    other.close()
+
+
+def test_the_lease_keeper_outlives_a_storage_outage():
+    """S3 unreachable for a while must not stop a replica renewing its leases for good (the others
+    would take its jobs and run them twice)."""
+    class FlakyStore(MemoryJobStore):
+        down = False
+
+        def leases(self):
+            if self.down:
+                raise ConnectionError("storage unreachable")
+            return super().leases()
+
+    store = FlakyStore()
+    manager = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=0.3)
+    job, _ = manager.submit({})
+    store.down = True
+    time.sleep(0.5)
+    store.down = False
+    touched = store.touched[job.job_id]
+    assert wait_for(lambda: store.touched[job.job_id] > touched, timeout=2)
+    manager.close()

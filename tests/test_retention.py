@@ -113,3 +113,5 @@ def test_a_replica_sweeps_the_jobs_another_replica_ran(storage):
     deleted = set(sweeper.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR))
     assert {f"jobs/{done.job_id}/video.mp4", f"jobs/{done.job_id}/job.json", f"assets/{A}"} == deleted
     assert storage.exists(f"assets/{B}") and [j.job_id for j in run_by.list()[0]] == [running.job_id]
+    run_by.close()
+    sweeper.manager.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import queue
 import threading
 import time
@@ -17,6 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Iterator, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class JobState(str, Enum):
@@ -241,40 +244,47 @@ class JobManager:
 
     def _keep_leases(self, unfinished: list[str]) -> None:
         """Touches this manager's unfinished jobs every lease_s / 3 and adopts stale ones (a holder
-        that stopped touching them for lease_s). Two managers adopting at once both write
-        themselves in as holder, wait, read again: only the one the record names runs it."""
+        that stopped touching them for lease_s). A pass that fails (storage unreachable) is tried
+        again on the next one: the thread must outlive an outage, or the jobs it holds lapse."""
         candidates = set(unfinished)
-        while True:
-            now = time.time()
-            leases = self._store.leases()
-            # Another replica's jobs: stale ones, and those it let go (holder "" in the record).
-            candidates |= {job_id for job_id in leases if job_id not in self._jobs}
-            claimed = []
-            for job_id in sorted(candidates):
-                job = self._store.load(job_id)
-                if job is None or job.state.terminal:
-                    self._store.release(job_id)
-                elif job.holder in ("", self.instance_id) or leases.get(job_id, 0.0) < now - self.lease_s:
-                    job.holder = self.instance_id
-                    self._store.save(job)
-                    self._store.touch(job_id)
-                    claimed.append(job_id)
-            candidates.clear()
-            if claimed:
-                time.sleep(min(1.0, self.lease_s / 10))
-                for job_id in claimed:
-                    job = self._store.load(job_id)
-                    if job is not None and job.holder == self.instance_id and not job.state.terminal:
-                        self._take(job)
-                        self._save(job)  # QUEUED here now, not the state its last holder left
-            with self._lock:
-                mine = [j.job_id for j in self._jobs.values() if not j.state.terminal]
-            if self._closed.is_set():
-                return
-            for job_id in mine:
-                self._store.touch(job_id)
+        while not self._closed.is_set():
+            try:
+                self._lease_pass(candidates)
+                candidates.clear()
+            except Exception:  # noqa: BLE001
+                log.exception("job leases not renewed; trying again in %.0f s", self.lease_s / 3)
             if self._closed.wait(self.lease_s / 3):
                 return
+
+    def _lease_pass(self, candidates: set[str]) -> None:
+        """Two managers adopting at once both write themselves in as holder, wait, read again: only
+        the one the record names runs it."""
+        now = time.time()
+        leases = self._store.leases()
+        # Another replica's jobs: stale ones, and those it let go (holder "" in the record).
+        candidates = candidates | {job_id for job_id in leases if job_id not in self._jobs}
+        claimed = []
+        for job_id in sorted(candidates):
+            job = self._store.load(job_id)
+            if job is None or job.state.terminal:
+                self._store.release(job_id)
+            elif job.holder in ("", self.instance_id) or leases.get(job_id, 0.0) < now - self.lease_s:
+                job.holder = self.instance_id
+                self._store.save(job)
+                self._store.touch(job_id)
+                claimed.append(job_id)
+        if claimed:
+            time.sleep(min(1.0, self.lease_s / 10))
+            for job_id in claimed:
+                job = self._store.load(job_id)
+                if job is not None and job.holder == self.instance_id and not job.state.terminal:
+                    self._take(job)
+                    self._save(job)  # QUEUED here now, not the state its last holder left
+        with self._lock:
+            mine = [j.job_id for j in self._jobs.values() if not j.state.terminal]
+        if not self._closed.is_set():
+            for job_id in mine:
+                self._store.touch(job_id)
 
     def close(self) -> None:
         """Stops holding jobs (a gateway shutting down): queued ones are let go (holder "") for another
