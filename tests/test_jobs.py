@@ -322,3 +322,34 @@ def test_the_lease_keeper_outlives_a_storage_outage():
     touched = store.touched[job.job_id]
     assert wait_for(lambda: store.touched[job.job_id] > touched, timeout=2)
     manager.close()
+
+
+def test_a_storage_outage_neither_stops_a_job_nor_kills_a_worker():
+    """Records the store refuses mid-job are written once it answers again; the worker goes on to
+    the next job (before, the first failed write ended the worker thread for good)."""
+    class FlakyStore(MemoryJobStore):
+        down = False
+
+        def save(self, job):
+            if self.down:
+                raise ConnectionError("storage unreachable")
+            super().save(job)
+
+    store = FlakyStore()
+    release = threading.Event()
+    manager = JobManager(lambda job, ctx: release.wait(5), max_concurrent=1, store=store, lease_s=0.3)
+    job, _ = manager.submit({})
+    assert wait_for(lambda: store.load(job.job_id).state is JobState.RUNNING)
+    store.down = True
+    release.set()
+    assert wait_for(lambda: manager.get(job.job_id).state is JobState.SUCCEEDED)
+    assert store.load(job.job_id).state is JobState.RUNNING  # not written yet
+    with pytest.raises(ConnectionError):
+        manager.submit({})  # no job id for a record that is not stored
+    assert len(manager.list()[0]) == 1
+    store.down = False
+    assert wait_for(lambda: store.load(job.job_id).state is JobState.SUCCEEDED, timeout=3)
+    assert wait_for(lambda: job.job_id not in store.leases(), timeout=3)
+    second, _ = manager.submit({})
+    assert wait_for(lambda: manager.get(second.job_id).state is JobState.SUCCEEDED)  # the worker lives
+    manager.close()

@@ -206,6 +206,7 @@ class JobManager:
         self._store = store or MemoryJobStore()
         self._progress_save_interval_s = progress_save_interval_s
         self._saved_at: dict[str, float] = {}  # job_id -> monotonic time of its last store write
+        self._unsaved: set[str] = set()  # jobs whose last record write failed
         self._on_finish = on_finish
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
@@ -259,6 +260,7 @@ class JobManager:
     def _lease_pass(self, candidates: set[str]) -> None:
         """Two managers adopting at once both write themselves in as holder, wait, read again: only
         the one the record names runs it."""
+        self._save_unsaved()
         now = time.time()
         leases = self._store.leases()
         # Another replica's jobs: stale ones, and those it let go (holder "" in the record).
@@ -317,16 +319,25 @@ class JobManager:
                     raise PrincipalBusy(owner, active, self.max_active_per_owner)
             job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner,
                       holder=self.instance_id)
+            # Strict: no job id for the caller unless its record, index entries and lease are stored.
+            self._store.save(job)
+            try:
+                self._store.index_job(job)
+                if client_request_id:
+                    self._store.index_request(owner, client_request_id, job.job_id)
+                if self.lease_s > 0:
+                    self._store.touch(job.job_id)
+            except Exception:
+                try:
+                    self._store.delete(job.job_id)
+                except Exception:  # noqa: BLE001 - still down: a record left behind runs after a restart
+                    log.exception("job %s: refused, but its record could not be removed", job.job_id)
+                raise
+            self._saved_at[job.job_id] = time.monotonic()
             self._jobs[job.job_id] = job
             if client_request_id:
                 self._by_request_id[owner, client_request_id] = job.job_id
             self._contexts[job.job_id] = JobContext(self, job)
-            self._save(job)
-            self._store.index_job(job)
-            if client_request_id:
-                self._store.index_request(owner, client_request_id, job.job_id)
-            if self.lease_s > 0:
-                self._store.touch(job.job_id)
             self._queue.put(job.job_id)
             self._lock.notify_all()
             return job, False
@@ -451,35 +462,61 @@ class JobManager:
             self._lock.notify_all()
 
     def _save(self, job: Job) -> None:
-        self._store.save(job)
+        """A record the store refuses (unreachable past its retries) is kept in memory and written
+        again by the lease thread: a job does not stop, nor a worker die, for a storage outage."""
+        try:
+            self._store.save(job)
+        except Exception:  # noqa: BLE001
+            log.exception("job %s: record not saved (saved again later)", job.job_id)
+            self._unsaved.add(job.job_id)
+            return
+        self._unsaved.discard(job.job_id)
         self._saved_at[job.job_id] = time.monotonic()
+
+    def _save_unsaved(self) -> None:
+        with self._lock:
+            for job_id in sorted(self._unsaved):
+                job = self._jobs.get(job_id)
+                if job is not None:
+                    self._store.save(job)  # raises while the store is still down: the next pass tries
+                    if job.state.terminal and self.lease_s > 0:
+                        self._store.release(job_id)
+                self._unsaved.discard(job_id)
 
     def _finish(self, job: Job, state: JobState, **changes) -> None:
         self._update(job, state=state, **changes)
-        if self.lease_s > 0:
-            self._store.release(job.job_id)
-        self._on_finish(job, job.updated_at - job.created_at)
+        try:
+            if self.lease_s > 0 and job.job_id not in self._unsaved:  # (else released once saved)
+                self._store.release(job.job_id)
+            self._on_finish(job, job.updated_at - job.created_at)
+        except Exception:  # noqa: BLE001 - a lease left behind is released by any replica's pass
+            log.exception("job %s: finished, but not released or reported", job.job_id)
 
     def _work(self) -> None:
         while True:
             job_id = self._queue.get()
-            with self._lock:
-                job = self._jobs[job_id]
-                if job.state is not JobState.QUEUED or self._closed.is_set():  # cancelled, or let go (close)
-                    continue
-                ctx = self._contexts[job_id]
-                self._update(job, state=JobState.RUNNING, attempts=job.attempts + 1)
             try:
-                self._run(job, ctx)
-            except JobCancelled:
-                self._finish(job, JobState.CANCELLED, message="cancelled")
-            except JobFailed as exc:
-                self._finish(job, JobState.FAILED, error_code=exc.code, error_field=exc.field,
-                             message=str(exc))
-            except Exception as exc:  # a bug or an exhausted retry: the job fails, the gateway lives
-                self._finish(job, JobState.FAILED, error_code="INTERNAL", message=f"{type(exc).__name__}: {exc}")
-            else:
-                self._finish(job, JobState.SUCCEEDED, progress=1.0, message="done")
+                self._work_on(job_id)
+            except Exception:  # noqa: BLE001 - a worker that died would stop this gateway running jobs
+                log.exception("job %s: worker error", job_id)
+
+    def _work_on(self, job_id: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state is not JobState.QUEUED or self._closed.is_set():
+                return  # deleted, cancelled, or let go (close)
+            ctx = self._contexts[job_id]
+            self._update(job, state=JobState.RUNNING, attempts=job.attempts + 1)
+        try:
+            self._run(job, ctx)
+        except JobCancelled:
+            self._finish(job, JobState.CANCELLED, message="cancelled")
+        except JobFailed as exc:
+            self._finish(job, JobState.FAILED, error_code=exc.code, error_field=exc.field, message=str(exc))
+        except Exception as exc:  # a bug or an exhausted retry: the job fails, the gateway lives
+            self._finish(job, JobState.FAILED, error_code="INTERNAL", message=f"{type(exc).__name__}: {exc}")
+        else:
+            self._finish(job, JobState.SUCCEEDED, progress=1.0, message="done")
 
 
 class JobFailed(Exception):
