@@ -152,3 +152,27 @@ def test_any_gateway_replica_answers_for_a_job_another_one_runs(stack):
         while second.cancel(orphan).state != gw.JOB_STATE_CANCELLED:
             assert time.monotonic() < deadline, "the second did not take the job over"
             time.sleep(0.2)
+
+
+def test_an_object_storage_outage_is_unavailable_and_the_gateway_recovers():
+    """S3 down: calls that need it answer UNAVAILABLE (the client's cue to retry), not UNKNOWN; the
+    gateway keeps serving, and runs what is submitted once S3 is back (on the same address)."""
+    env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_S3_MAX_ATTEMPTS": "2", "LIKENESS_JOB_LEASE_S": "2"}
+    with LocalStack(env=env, only=("gateway",)) as stack, \
+            LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
+        photo = client.upload(PHOTO, kind="photo")
+        job_id = client.submit(photo=photo, script="Before the outage.")
+        stack.s3._fixed_port = stack.s3.port  # (come back where the gateway looks)
+        stack.s3.stop()
+        for call in (lambda: client.stub.SubmitVideo(client.video_request(photo=photo, script="During."), timeout=30),
+                     lambda: client.stub.GetJob(gw.GetJobRequest(job_id="f" * 32), timeout=30)):
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
+            assert "object storage unreachable" in caught.value.details()
+        assert client.voices()  # the gateway itself is fine
+        stack.s3.start()
+        assert client.get(job_id).state == gw.JOB_STATE_QUEUED
+        after = client.submit(photo=photo, script="After the outage.")
+        assert [j.job_id for j in client.jobs()][:2] == [after, job_id]
+        assert stack.services["gateway"].proc.poll() is None  # the same process throughout

@@ -21,7 +21,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from services.common.errors import InputError
+from services.common.errors import InputError, StorageUnavailable
 from services.common.s3_server import S3Server
 from services.common.storage import IntegrityError, ObjectNotFoundError, Storage
 from tests.conftest import listening_addresses, processes_mentioning
@@ -262,8 +262,9 @@ def test_retries_are_bounded(s3_server: S3Server) -> None:
         flaky = Storage(proxy.endpoint, s3_server.access_key, s3_server.secret_key, "any-bucket",
                         max_attempts=3, backoff_s=0.1)
         started = time.monotonic()
-        with pytest.raises(urllib3.exceptions.HTTPError):
-            flaky.get_bytes("k")
+        with pytest.raises(StorageUnavailable, match="object storage unreachable") as caught:
+            flaky.get_bytes("k")  # (a gRPC handler answers UNAVAILABLE: try again later)
+        assert isinstance(caught.value.__cause__, urllib3.exceptions.HTTPError)
         elapsed = time.monotonic() - started
         assert proxy.connections == 3
         assert 0.3 <= elapsed < 5.0  # backoff 0.1 s + 0.2 s between the three attempts

@@ -26,5 +26,9 @@ class ModelUnavailable(RuntimeError):
     """The model server could not be reached after retries (-> gRPC UNAVAILABLE)."""
 
 
+class StorageUnavailable(RuntimeError):
+    """Object storage could not be reached after retries (-> gRPC UNAVAILABLE: try again later)."""
+
+
 class NotFound(LookupError):
     """A referenced thing (job, asset) does not exist (-> gRPC NOT_FOUND)."""

@@ -18,7 +18,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.common.errors import InputError, ModelUnavailable, NotFound
+from services.common.errors import InputError, ModelUnavailable, NotFound, StorageUnavailable
 
 Violations = Iterable[tuple[str, str]] | InputError
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,14 +118,14 @@ def input_error_status(error: InputError) -> Any:
     return error_status(grpc.StatusCode.INVALID_ARGUMENT, str(error), _pairs(error))
 
 
-DOMAIN_ERRORS = (InputError, ModelUnavailable, NotFound)
+DOMAIN_ERRORS = (InputError, ModelUnavailable, StorageUnavailable, NotFound)
 
 
 def abort_for(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
-    """The status a domain error means: bad input, a model server down, a missing thing."""
+    """The status a domain error means: bad input, a model server or the storage down, a missing thing."""
     if isinstance(exc, InputError):
         invalid_argument(context, exc)
-    if isinstance(exc, ModelUnavailable):
+    if isinstance(exc, (ModelUnavailable, StorageUnavailable)):
         context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     raise AssertionError("abort returned")
@@ -133,7 +133,7 @@ def abort_for(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
 
 def maps_input_errors(handler: F) -> F:
     """Wraps a servicer method (unary or streaming) so domain errors abort with their status
-    (InputError -> INVALID_ARGUMENT with field details, ModelUnavailable -> UNAVAILABLE,
+    (InputError -> INVALID_ARGUMENT with field details, Model/StorageUnavailable -> UNAVAILABLE,
     NotFound -> NOT_FOUND)."""
     if inspect.isgeneratorfunction(handler):
         @functools.wraps(handler)

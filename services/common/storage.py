@@ -24,7 +24,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.errors import InputError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,10 @@ class Storage:
             try:
                 return op()
             except Exception as exc:  # noqa: BLE001 - classified below
-                if not _is_transient(exc) or attempt == self.max_attempts:
+                if not _is_transient(exc):
                     raise
+                if attempt == self.max_attempts:
+                    raise StorageUnavailable(f"object storage unreachable ({what}, {attempt} attempts): {exc}") from exc
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
                 log.warning("s3 %s failed (attempt %d/%d): %s; retrying in %.2fs",
                             what, attempt, self.max_attempts, exc, delay)

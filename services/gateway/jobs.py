@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Iterator, Protocol
 
+from services.common.errors import StorageUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -513,6 +515,8 @@ class JobManager:
             self._finish(job, JobState.CANCELLED, message="cancelled")
         except JobFailed as exc:
             self._finish(job, JobState.FAILED, error_code=exc.code, error_field=exc.field, message=str(exc))
+        except StorageUnavailable as exc:  # the outputs so far are kept: a retry resumes after them
+            self._finish(job, JobState.FAILED, error_code="UNAVAILABLE", message=str(exc))
         except Exception as exc:  # a bug or an exhausted retry: the job fails, the gateway lives
             self._finish(job, JobState.FAILED, error_code="INTERNAL", message=f"{type(exc).__name__}: {exc}")
         else:
