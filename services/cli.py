@@ -283,7 +283,7 @@ def _frames_of(path: Path):
 def cmd_submit(args: argparse.Namespace) -> int:
     import grpc
 
-    from services.client import JobFailedError, LikenessClient
+    from services.client import JobFailedError
     from services.common.grpc_errors import field_violations
 
     script, voice_sample, driving_audio, photo = _read_inputs(args)
@@ -292,12 +292,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.stream and args.poster:
         raise InputError("poster", "a stream has no poster; leave out --stream for a job with one")
     bar = StageProgress()
-    with LikenessClient(args.server, **_credentials(args)) as client:
-        try:
-            client.check_reachable()
-        except ConnectionError as exc:
-            print(f"error: server: {exc} at {args.server} (is it running? TLS: --tls-ca)", file=sys.stderr)
-            return 1
+    client = _reachable_client(args)
+    if client is None:
+        return 1
+    with client:
         try:
             asset = client.upload(photo, kind="photo")
             voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
@@ -332,6 +330,36 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    """A failed or cancelled job again, from the stages it finished; downloads the video."""
+    import grpc
+
+    from services.client import JobFailedError
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".mp4", ".webm") or not out.parent.is_dir():
+        raise InputError("out", f"{args.out}: give a .mp4 or .webm path in an existing folder")
+    bar = StageProgress()
+    client = _reachable_client(args)
+    if client is None:
+        return 1
+    with client:
+        try:
+            job_id = client.retry(args.job_id)
+            print(f"job {job_id} (retry of {args.job_id})", file=sys.stderr)
+            job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
+                                                                    event.stage_fraction))
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        except JobFailedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        client.download(job, out)
+    print(f"{out}  (job {job.job_id})")
+    return 0
+
+
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -339,7 +367,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     """The caller's jobs on a gateway (any replica lists all of them), newest first."""
     import grpc
 
-    from services.client import LikenessClient
     from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
 
     wanted = [w.strip().lower() for w in args.state.split(",") if w.strip()]
@@ -349,12 +376,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise InputError("limit", "must be at least 1")
     states = [gw.JobState.Value(f"JOB_STATE_{w.upper()}") for w in wanted]
-    with LikenessClient(args.server, **_credentials(args)) as client:
-        try:
-            client.check_reachable()
-        except ConnectionError as exc:
-            print(f"error: server: {exc} at {args.server} (is it running? TLS: --tls-ca)", file=sys.stderr)
-            return 1
+    client = _reachable_client(args)
+    if client is None:
+        return 1
+    with client:
         try:
             listed = []
             for job in client.jobs(*states, page_size=min(args.limit, 500)):
@@ -371,6 +396,20 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         stage = _stage_name(job.stage) if job.stage else "-"
         print(f"{job.job_id:32}  {state:9}  {stage:9}  {job.progress:8.0%}  {created}")
     return 0
+
+
+def _reachable_client(args: argparse.Namespace):
+    """A LikenessClient for --server (with the key and CA), or None after saying why it cannot be reached."""
+    from services.client import LikenessClient
+
+    client = LikenessClient(args.server, **_credentials(args))
+    try:
+        client.check_reachable()
+    except ConnectionError as exc:
+        client.close()
+        print(f"error: server: {exc} at {args.server} (is it running? TLS: --tls-ca)", file=sys.stderr)
+        return None
+    return client
 
 
 def _credentials(args: argparse.Namespace) -> dict:
@@ -520,6 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="live: receive the video while it renders (fragmented MP4, nothing stored); "
                            "--out - writes it to stdout for a player")
     sub_.set_defaults(func=cmd_submit)
+
+    retry = sub.add_parser("retry", help="run a failed or cancelled job again from the stages it finished")
+    _gateway_options(retry)
+    retry.add_argument("job_id", help="the failed or cancelled job (likeness jobs --state failed,cancelled)")
+    retry.add_argument("--out", required=True, help="where the video goes (.mp4, or .webm for the job's WebM)")
+    retry.set_defaults(func=cmd_retry)
 
     jobs = sub.add_parser("jobs", help="list your jobs on a running gateway, newest first")
     _gateway_options(jobs)

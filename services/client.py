@@ -217,6 +217,12 @@ class LikenessClient:
                 return
             token = reply.next_page_token
 
+    def retry(self, job_id: str, client_request_id: str = "") -> str:
+        """Runs a failed or cancelled job again: returns the id of a new job that starts from the
+        stages the old one finished (follow it with wait()). Idempotent like submit()."""
+        request = gw.RetryJobRequest(job_id=job_id, client_request_id=client_request_id or uuid.uuid4().hex)
+        return self.stub.RetryJob(request, timeout=self.timeout_s).job.job_id
+
     def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[gw.WatchJobResponse]:
         yield from self.stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=timeout_s)
 

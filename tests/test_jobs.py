@@ -1,6 +1,7 @@
 """The gateway's job manager on its own: queue limits, idempotency, cancel, watch, restart."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -353,3 +354,36 @@ def test_a_storage_outage_neither_stops_a_job_nor_kills_a_worker():
     second, _ = manager.submit({})
     assert wait_for(lambda: manager.get(second.job_id).state is JobState.SUCCEEDED)  # the worker lives
     manager.close()
+
+
+def test_records_of_an_older_or_newer_gateway_load():
+    from services.gateway.jobs import Job
+
+    job = Job(job_id="a" * 32, request={"script": "hi"}, retry_of="b" * 32)
+    data = json.loads(job.to_json())
+    newer = Job.from_json(json.dumps({**data, "priority": 3}))  # a field a later version adds
+    older = Job.from_json(json.dumps({k: v for k, v in data.items() if k not in ("retry_of", "holder")}))
+    assert newer == job and older.retry_of == "" and older.request == job.request
+
+
+def test_a_cancel_stops_a_call_that_sends_no_progress():
+    """ctx.on_cancel: the runner hands over the call's cancel (a render stream that is silent until
+    the video is stored), so a cancel stops it at once instead of when it ends."""
+    stopped = threading.Event()
+
+    def run(job, ctx):
+        forget = ctx.on_cancel(stopped.set)
+        try:
+            if not stopped.wait(10):  # the "call": ends early only if cancelled
+                return
+            ctx.check_cancelled()
+        finally:
+            forget()
+
+    manager = JobManager(run, max_concurrent=1)
+    job, _ = manager.submit({})
+    assert wait_for(lambda: manager.get(job.job_id).state is JobState.RUNNING)
+    started = time.monotonic()
+    manager.cancel(job.job_id)
+    assert wait_for(lambda: manager.get(job.job_id).state is JobState.CANCELLED, timeout=3)
+    assert time.monotonic() - started < 3

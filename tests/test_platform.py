@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -67,6 +68,13 @@ def wait_state(client, job_id, states, timeout=120.0):
 
 def spans(stack) -> list[dict]:
     return [json.loads(line) for line in stack.trace_file.read_text().splitlines() if line.strip()]
+
+
+def job_spans(stack, job_id: str) -> list[dict]:
+    """Every span of the trace of the gateway's "job" span for job_id (one attempt)."""
+    records = spans(stack)
+    traces = {s["trace_id"] for s in records if s["name"] == "job" and s["attributes"].get("job.id") == job_id}
+    return [s for s in records if s["trace_id"] in traces]
 
 
 # ------------------------------------------------------------------------------------------- jobs
@@ -415,6 +423,44 @@ def test_service_killed_mid_job_and_restarted(stack, client, photo_id, tmp_path)
     assert abs(job.result.duration_seconds - video.video_duration) <= 1 / 25 + 0.01
 
 
+def test_a_cancelled_job_is_retried_from_the_stages_it_finished(stack, client, photo_id, tmp_path):
+    """RetryJob: a new job (retry_of = the old one) that copies the speech and tracks the old one
+    made, so only the render runs again; the old job stays as it ended. The cancel stopped the old
+    render at once: it stored no video."""
+    old_id = client.submit(photo=photo_id, script=LONG_SCRIPT, resolution=256, seed=5)
+    deadline = time.monotonic() + 120
+    while client.get(old_id).stage != gw.STAGE_RENDER and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.cancel(old_id)
+    assert wait_state(client, old_id, {gw.JOB_STATE_CANCELLED}).stage == gw.STAGE_RENDER
+    deadline = time.monotonic() + 30  # until the render service's handler has ended (its span is written)
+    while not any(s["service"] == "render" and "RenderVideo" in s["name"] for s in job_spans(stack, old_id)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stored = {key.rsplit("/", 1)[1] for key in stack.storage().list(f"jobs/{old_id}/")}
+    assert stored == {"job.json", "speech.wav", "timeline.json", "blendshapes.json"}  # no video: it stopped
+    new_id = client.retry(old_id, client_request_id="retry-1")
+    assert client.retry(old_id, client_request_id="retry-1") == new_id  # idempotent, like submit
+    job = client.wait(new_id, timeout_s=300)
+    assert job.retry_of == old_id and job.state == gw.JOB_STATE_SUCCEEDED
+    ran = {s["name"] for s in job_spans(stack, new_id) if s["service"] == "gateway" and s["name"].startswith("stage ")}
+    assert ran == {"stage render"}  # speech and expression were carried over, not made again
+    assert client.get(old_id).state == gw.JOB_STATE_CANCELLED
+    video = decode(client.download(job, tmp_path / "retried.mp4"))
+    assert video.frames.shape[1:] == (256, 256, 3)
+    assert abs(job.result.duration_seconds - video.video_duration) <= 1 / 25 + 0.01
+    with pytest.raises(grpc.RpcError) as caught:
+        client.retry(new_id)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "succeeded" in caught.value.details()
+    base = [sys.executable, "-m", "services.cli", "retry", "--server", stack.gateway_address]
+    done = subprocess.run([*base, new_id, "--out", str(tmp_path / "again.mp4")], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 1 and "error: FAILED_PRECONDITION" in done.stderr, done.stderr
+    bad = subprocess.run([*base, old_id, "--out", str(tmp_path / "again.gif")], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "error: out:" in bad.stderr and not (tmp_path / "again.mp4").exists()
+
+
 # ------------------------------------------------------------------ your own voice, via the gateway
 
 LIBRIVOX = ROOT / "tests/data/librivox/sense_and_sensibility_01_austen_64kb-0930"
@@ -566,9 +612,9 @@ def test_metrics_are_exposed_and_scraped_by_prometheus(stack, tmp_path):
         proc.wait(timeout=30)
 
 
-def requests_served(service, method: str, grpc_service: str) -> float:
+def requests_served(service, method: str, grpc_service: str, code: str = "OK") -> float:
     text = urllib.request.urlopen(service.metrics_url, timeout=5).read().decode()
-    wanted = f'likeness_grpc_requests_total{{code="OK",method="{method}",service="{grpc_service}"}}'
+    wanted = f'likeness_grpc_requests_total{{code="{code}",method="{method}",service="{grpc_service}"}}'
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted))
 
 

@@ -54,6 +54,17 @@ def test_put_get_bytes_with_sha256_metadata(storage: Storage, s3_server: S3Serve
     assert raw.size == len(data) and raw.content_type == "image/png"
 
 
+def test_copy_is_server_side_and_keeps_the_checksum(storage: Storage) -> None:
+    data = _random_bytes(50_000, seed=2)
+    storage.put_bytes("jobs/a/video.mp4", data, "video/mp4")
+    storage.copy("jobs/a/video.mp4", "jobs/b/video.mp4")
+    assert storage.get_bytes("jobs/b/video.mp4") == data  # (get_bytes verifies the sha256 metadata)
+    assert storage.stat("jobs/b/video.mp4").sha256 == hashlib.sha256(data).hexdigest()
+    assert storage.stat("jobs/b/video.mp4").content_type == "video/mp4"
+    with pytest.raises(ObjectNotFoundError):
+        storage.copy("jobs/a/none.mp4", "jobs/b/none.mp4")
+
+
 def test_put_file_and_get_file(storage: Storage, tmp_path: Path) -> None:
     src = tmp_path / "in.wav"
     src.write_bytes(_random_bytes(777_777, seed=2))

@@ -224,6 +224,18 @@ class Storage:
                 raise InputError(field, f"sha256 mismatch: declared {declared}, received {sha} ({size} bytes)")
             return self._put_seekable(key, cast(BinaryIO, spool), size, sha, content_type)
 
+    def copy(self, source: str, key: str) -> None:
+        """A server-side copy (no bytes through this process), metadata (the sha256) included."""
+        from minio.commonconfig import CopySource
+
+        _check_key(source)
+        _check_key(key)
+        try:
+            self._retry(f"copy {source}", lambda: self.client.copy_object(self.bucket, key, CopySource(self.bucket, source)))
+        except S3Error as exc:
+            self._raise_if_not_found(exc, source)
+            raise
+
     def delete(self, key: str) -> None:
         """Delete `key`; deleting a missing key is not an error (S3 semantics)."""
         _check_key(key)

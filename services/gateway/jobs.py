@@ -54,6 +54,7 @@ class Job:
     warnings: list[str] = field(default_factory=list)
     attempts: int = 0
     webhook: dict = field(default_factory=dict)  # delivery state, kept by services.gateway.webhooks
+    retry_of: str = ""  # the failed or cancelled job this one took over from (RetryJob)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -62,9 +63,12 @@ class Job:
 
     @classmethod
     def from_json(cls, text: str) -> "Job":
+        """Fields a newer gateway added are ignored (replicas of two versions share the records
+        during a rolling update); fields it lacks take their defaults."""
         data = json.loads(text)
         data["state"] = JobState(data["state"])
-        return cls(**data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class QueueFull(Exception):
@@ -172,6 +176,20 @@ class JobContext:
     def __init__(self, manager: "JobManager", job: Job) -> None:
         self._manager, self.job = manager, job
         self.cancelled = threading.Event()
+        self._on_cancel: list[Callable[[], None]] = []
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        for stop in list(self._on_cancel):
+            stop()
+
+    def on_cancel(self, stop: Callable[[], None]) -> Callable[[], None]:
+        """Runs `stop` (e.g. a gRPC call's cancel) when the job is cancelled, at once if it is
+        already; returns the function that unregisters it. For calls that send no progress."""
+        self._on_cancel.append(stop)
+        if self.cancelled.is_set():
+            stop()
+        return lambda: self._on_cancel.remove(stop)
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         self.check_cancelled()
@@ -303,8 +321,10 @@ class JobManager:
 
     # -- public API ------------------------------------------------------------------------------
 
-    def submit(self, request: dict, client_request_id: str = "", owner: str = "") -> tuple[Job, bool]:
-        """Returns (job, existing). The same owner's same client_request_id -> the same job, not a new one."""
+    def submit(self, request: dict, client_request_id: str = "", owner: str = "", retry_of: str = "",
+               prepare: Callable[[Job], None] = lambda job: None) -> tuple[Job, bool]:
+        """Returns (job, existing). The same owner's same client_request_id -> the same job, not a new one.
+        `prepare(job)` runs before the job is stored and queued (a retry copies what its old job made)."""
         with self._lock:
             if client_request_id and (owner, client_request_id) in self._by_request_id:
                 return self._jobs[self._by_request_id[owner, client_request_id]], True
@@ -320,7 +340,8 @@ class JobManager:
                 if active >= self.max_active_per_owner:
                     raise PrincipalBusy(owner, active, self.max_active_per_owner)
             job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner,
-                      holder=self.instance_id)
+                      holder=self.instance_id, retry_of=retry_of)
+            prepare(job)
             # Strict: no job id for the caller unless its record, index entries and lease are stored.
             self._store.save(job)
             try:
@@ -352,7 +373,7 @@ class JobManager:
         with self._lock:
             job = self._jobs[job_id]
             if not job.state.terminal:
-                self._contexts[job_id].cancelled.set()
+                self._contexts[job_id].cancel()
                 if job.state is JobState.QUEUED:  # never started: done right away
                     self._finish(job, JobState.CANCELLED, message="cancelled before it started")
             return job

@@ -276,14 +276,22 @@ class JobRunner:
 
         def stream(timeout: float) -> render_pb2.RenderResult:
             call = self.render.RenderVideo(messages(), timeout=timeout)
+            # A cancel stops the render at once: once every frame is sent, no progress comes back
+            # (where report() would notice) until the video is encoded and stored.
+            forget = ctx.on_cancel(call.cancel)
             try:
                 for response in call:
                     if response.HasField("progress") and response.progress.frames_total:
                         ctx.report("render", response.progress.frames_rendered / response.progress.frames_total)
                     elif response.HasField("result"):
                         return response.result
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    ctx.check_cancelled()  # JobCancelled, not a failure
+                raise
             finally:
-                call.cancel()  # no-op when finished; stops the render when the job is cancelled
+                forget()
+                call.cancel()  # no-op when finished
             raise JobFailed("INTERNAL", "the render stream ended without a result")
 
         result = with_retries(stream, deadline)

@@ -170,6 +170,26 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 self.cancel_requests.request(request.job_id)
             return gw.CancelJobResponse(job=self._job_pb(job))
 
+    def RetryJob(self, request, context):
+        old = self._get(request.job_id)  # (NOT_FOUND for another principal's job)
+        if old.state not in (JobState.FAILED, JobState.CANCELLED):
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {old.job_id} is {old.state.value.lower()}: "
+                                                               "only a failed or cancelled job is retried")
+        try:  # (an operator's retry stays the owner's job)
+            job, existing = self.manager.submit(old.request, request.client_request_id, old.owner,
+                                                retry_of=old.job_id, prepare=lambda new: self._carry_over(old, new))
+        except QueueFull as exc:
+            grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject=exc.subject)
+        self._gauges()
+        return gw.RetryJobResponse(job=self._job_pb(job), existing=existing)
+
+    def _carry_over(self, old: Job, new: Job) -> None:
+        """What the old job stored (speech, tracks, a finished video), copied under the new one: its
+        runner skips those stages."""
+        for key in self.storage.list(f"jobs/{old.job_id}/"):
+            if not key.endswith("/job.json"):
+                self.storage.copy(key, f"jobs/{new.job_id}/" + key.removeprefix(f"jobs/{old.job_id}/"))
+
     def DeleteJob(self, request, context):
         try:
             keys = self.eraser.delete_job(self._get(request.job_id))
@@ -315,7 +335,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                          stage=STAGES.get(job.stage, gw.STAGE_UNSPECIFIED), progress=self._progress(job),
                          create_time=_ts(job.created_at), update_time=_ts(job.updated_at),
                          warnings=job.warnings, client_request_id=job.client_request_id,
-                         seed=job.request.get("seed", 0), owner=job.owner)
+                         seed=job.request.get("seed", 0), owner=job.owner, retry_of=job.retry_of)
         for stage, key in job.stage_outputs.items():
             message.stage_outputs.add(stage=STAGES.get(stage, gw.STAGE_UNSPECIFIED), name=stage,
                                       object=common_pb2.ObjectRef(bucket=self.storage.bucket, key=key))

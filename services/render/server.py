@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 FRAMES_RENDERED = Counter("likeness_frames_rendered_total", "Video frames rendered.")
 PROGRESS_EVERY = 25  # frames between progress messages
 _END = object()
+
+
+class RenderCancelled(Exception):
+    """The caller cancelled the RenderVideo call."""
 
 
 def spec_fps(spec: common_pb2.VideoSpec) -> float:
@@ -136,6 +141,10 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         media: queue.Queue = queue.Queue()  # with stream_media: encoded bytes, then _END
         rendered = [0]
         failure: list[BaseException] = []
+        # The caller went away (a cancelled job): stop rendering and store nothing.
+        cancelled = threading.Event()
+        if context is not None:  # (None: called in-process)
+            context.add_callback(cancelled.set)
         workdir = tempfile.mkdtemp(prefix="likeness-render-")
         out_path = Path(workdir) / ("video.webm" if content_type == "video/webm" else "video.mp4")
 
@@ -144,6 +153,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
 
         def produce() -> Iterator[np.ndarray]:
             while (item := frames.get()) is not _END:
+                if cancelled.is_set():
+                    raise RenderCancelled()
                 weights, pose = item
                 image = renderer.render(weights, pose)
                 poster.offer(weights, image)
@@ -207,7 +218,12 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             frames.put(_END)
         yield from sent_media(wait=True)
         worker.join()
+        if cancelled.is_set() or (context is not None and not context.is_active()):
+            shutil.rmtree(workdir, ignore_errors=True)
+            log.info("render cancelled by the caller after %d frames: nothing stored", rendered[0])
+            return
         if failure:
+            shutil.rmtree(workdir, ignore_errors=True)
             raise failure[0]
         yield rd.RenderVideoResponse(progress=rd.RenderProgress(frames_rendered=rendered[0],
                                                                  frames_total=header.expected_frames))
