@@ -439,6 +439,7 @@ def test_a_cancelled_job_is_retried_from_the_stages_it_finished(stack, client, p
         time.sleep(0.1)
     stored = {key.rsplit("/", 1)[1] for key in stack.storage().list(f"jobs/{old_id}/")}
     assert stored == {"job.json", "speech.wav", "timeline.json", "blendshapes.json"}  # no video: it stopped
+    assert requests_served(stack.services["render"], "RenderVideo", "likeness.v1.RenderService", code="CANCELLED") >= 1
     new_id = client.retry(old_id, client_request_id="retry-1")
     assert client.retry(old_id, client_request_id="retry-1") == new_id  # idempotent, like submit
     job = client.wait(new_id, timeout_s=300)

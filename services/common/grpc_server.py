@@ -76,10 +76,10 @@ def _final_code(context: grpc.ServicerContext, *, failed: bool) -> str:
     code = context.code()
     if code is not None:
         return code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if not context.is_active():  # (first: a handler whose caller left may fail reading its requests)
+        return _abandoned_code(context)
     if failed:
         return grpc.StatusCode.UNKNOWN.name  # what grpc reports for an unhandled exception
-    if not context.is_active():
-        return _abandoned_code(context)
     return grpc.StatusCode.OK.name
 
 
