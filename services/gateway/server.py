@@ -186,9 +186,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def _carry_over(self, old: Job, new: Job) -> None:
         """What the old job stored (speech, tracks, a finished video), copied under the new one: its
         runner skips those stages."""
-        for key in self.storage.list(f"jobs/{old.job_id}/"):
-            if not key.endswith("/job.json"):
-                self.storage.copy(key, f"jobs/{new.job_id}/" + key.removeprefix(f"jobs/{old.job_id}/"))
+        copied: list[str] = []
+        try:
+            for key in self.storage.list(f"jobs/{old.job_id}/"):
+                if not key.endswith("/job.json"):
+                    copied.append(f"jobs/{new.job_id}/" + key.removeprefix(f"jobs/{old.job_id}/"))
+                    self.storage.copy(key, copied[-1])
+        except Exception:  # no job is made: leave no objects of one behind
+            for key in copied:
+                try:
+                    self.storage.delete(key)
+                except Exception:  # noqa: BLE001 - the storage is down: nothing more to do here
+                    break
+            raise
 
     def DeleteJob(self, request, context):
         try:
