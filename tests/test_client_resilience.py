@@ -135,6 +135,11 @@ def test_any_gateway_replica_answers_for_a_job_another_one_runs(stack):
                 time.sleep(0.2)
         deleted = second.delete_job(job_id)  # a finished job: its record goes from either replica
         assert f"jobs/{job_id}/job.json" in deleted and not stack.storage().exists(f"jobs/{job_id}/job.json")
+        for replica in (first, second):  # gone from the one that ran it too (it held the job in memory)
+            with pytest.raises(grpc.RpcError) as caught:
+                replica.get(job_id)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            assert job_id not in [j.job_id for j in replica.jobs()]
 
         # The first replica dies with a job queued: the second takes it over once the lease lapses.
         orphan = first.submit(photo=first.upload(PHOTO, kind="photo"), script="Who runs me now?")

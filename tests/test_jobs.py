@@ -297,7 +297,7 @@ def test_records_saved_before_the_index_are_listed(storage):
     new = manager.submit({}, owner="studio")[0]
     assert [j.job_id for j in manager.list(owner="studio")[0]] == [new.job_id, old.job_id]
     other = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
-    other._drop(old.job_id)  # (a replica that never loaded it) still finds it through the index
+    other.drop_local(old.job_id)  # (a replica that never loaded it) still finds it through the index
     assert [j.job_id for j in other.list(owner="studio")[0]] == [new.job_id, old.job_id]
     manager.close()
     other.close()

@@ -36,6 +36,9 @@ class StorageJobStore:
         with ThreadPoolExecutor(8) as pool:
             return [job for job in pool.map(read, keys) if job is not None]
 
+    def exists(self, job_id: str) -> bool:
+        return self.storage.exists(f"jobs/{job_id}/job.json")
+
     def load(self, job_id: str) -> Job | None:
         """One record as last saved (a job another gateway replica runs), None when there is none."""
         try:

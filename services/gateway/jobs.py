@@ -389,7 +389,7 @@ class JobManager:
         if self.lease_s > 0:
             indexed = dict((job_id, at) for at, job_id in self._store.list_index(owner))
             for job_id in [i for i in created if i not in indexed and local[i].state.terminal]:
-                self._drop(job_id)  # deleted through another replica (or by its retention sweep)
+                self.drop_local(job_id)  # deleted through another replica (or by its retention sweep)
                 del created[job_id]
             created.update((i, at) for i, at in indexed.items() if i not in local)
         ids = sorted((i for i, at in created.items() if created_before is None or at < created_before),
@@ -451,10 +451,10 @@ class JobManager:
             if not job.state.terminal:
                 raise JobActive(f"job {job_id} is {job.state.value.lower()}: cancel it first")
             self._store.delete(job_id)
-            self._drop(job_id)
+            self.drop_local(job_id)
 
-    def _drop(self, job_id: str) -> None:
-        """Out of memory (not the store)."""
+    def drop_local(self, job_id: str) -> None:
+        """Out of this replica's memory, not the store (a job deleted through another replica)."""
         with self._lock:
             job = self._jobs.pop(job_id, None)
             self._contexts.pop(job_id, None)

@@ -234,6 +234,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def _get(self, job_id: str) -> Job:
         try:
             job = self.manager.get(job_id)
+            if job.state.terminal and self.store is not None and not self.store.exists(job_id):
+                self.manager.drop_local(job_id)  # deleted through another replica: gone here too
+                job = None
         except KeyError:  # accepted by another gateway replica: its record, as last saved
             job = self.store.load(job_id) if self.store is not None and _valid_id(job_id) else None
         if job is None or self._caller() not in (None, job.owner):
