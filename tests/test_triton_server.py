@@ -127,12 +127,14 @@ def test_likeness_client_spreads_calls_over_every_triton_replica(triton_server_f
 
     write_model(tmp_path, "add_one")
     servers = [triton_server_factory(add_one_repo), triton_server_factory(tmp_path)]
-    before = [metric(s.metrics_url, "nv_inference_request_success", "add_one") for s in servers]
     client = TritonClient("ipv4:" + ",".join(s.grpc_url for s in servers))
+    client.infer("add_one", {"X": np.zeros((1, 4), np.float32)})  # opens a connection to each server;
+    time.sleep(0.5)  # until both are up, calls go to the ones that are
+    before = [metric(s.metrics_url, "nv_inference_request_success", "add_one") for s in servers]
     for i in range(8):
         x = np.full((1, 4), i, dtype=np.float32)
         np.testing.assert_array_equal(client.infer("add_one", {"X": x})["Y"], x + 1)
-    for server, was in zip(servers, before):
+    for server, was in zip(servers, before):  # alternating (pick_first, the default, sends all 8 to one)
         assert metric_reaches(server.metrics_url, "nv_inference_request_success", "add_one", was + 4) == was + 4
     # The URL form the k8s config uses; the channel is reopened (DNS asked again) after refresh_s.
     single = TritonClient(f"dns:///localhost:{servers[0].grpc_port}", refresh_s=0.5)
