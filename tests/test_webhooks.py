@@ -177,7 +177,7 @@ def test_the_delivery_state_is_saved_and_a_restarted_gateway_sends_what_was_pend
                    webhook={"state": "DELIVERED", "attempts": 1, "http_status": 200, "error": ""}))
     manager = JobManager(lambda job, ctx: None, store=store)
     sender = webhooks.WebhookSender(manager, body_of, secret=SECRET, attempts=5, backoff_s=0.05)
-    sender.resume(manager.list()[0])
+    sender.resume(manager.finished())
     assert wait_webhook(manager, "j1") == {"state": "DELIVERED", "attempts": 3, "http_status": 200, "error": ""}
     time.sleep(0.2)
     assert [json.loads(body)["jobId"] for _, body, _ in receiver.received] == ["j1"]  # not j2 again

@@ -46,15 +46,14 @@ class StorageJobStore:
         except ObjectNotFoundError:
             return None
 
-    def delete(self, job_id: str) -> None:
-        """The record first: an index entry left by a failure after it points at nothing (skipped)."""
-        job = self.load(job_id)
-        self.storage.delete(f"jobs/{job_id}/job.json")
-        if job is not None:
-            self.storage.delete(_index_key(job))
-            if job.client_request_id:
-                self.storage.delete(f"requests/{request_key(job.owner, job.client_request_id)}")
-        self.release(job_id)
+    def delete(self, job: Job) -> None:
+        """The record first: an index entry left by a failure after it points at nothing (skipped).
+        (Owner, creation time and client_request_id, which name the index entries, never change.)"""
+        self.storage.delete(f"jobs/{job.job_id}/job.json")
+        self.storage.delete(_index_key(job))
+        if job.client_request_id:
+            self.storage.delete(f"requests/{request_key(job.owner, job.client_request_id)}")
+        self.release(job.job_id)
 
     # The index: an empty object per job, named so that one listing per owner gives its jobs newest first.
     def index_job(self, job: Job) -> None:

@@ -96,7 +96,7 @@ class JobStore(Protocol):
     def save(self, job: Job) -> None: ...
     def load_all(self) -> list[Job]: ...
     def load(self, job_id: str) -> Job | None: ...
-    def delete(self, job_id: str) -> None: ...
+    def delete(self, job: Job) -> None: ...  # the record and what indexes it
     # Leases, for gateway replicas sharing one store: the holder of an unfinished job touches it.
     def touch(self, job_id: str) -> None: ...
     def release(self, job_id: str) -> None: ...
@@ -162,11 +162,10 @@ class MemoryJobStore:
         for job in jobs:
             self.index_job(job)
 
-    def delete(self, job_id: str) -> None:
-        job = self.load(job_id)
-        self.jobs.pop(job_id, None)
-        self.index.pop(job_id, None)
-        if job is not None and job.client_request_id:
+    def delete(self, job: Job) -> None:
+        self.jobs.pop(job.job_id, None)
+        self.index.pop(job.job_id, None)
+        if job.client_request_id:
             self.requests.pop(request_key(job.owner, job.client_request_id), None)
 
 
@@ -352,7 +351,7 @@ class JobManager:
                     self._store.touch(job.job_id)
             except Exception:
                 try:
-                    self._store.delete(job.job_id)
+                    self._store.delete(job)
                 except Exception:  # noqa: BLE001 - still down: a record left behind runs after a restart
                     log.exception("job %s: refused, but its record could not be removed", job.job_id)
                 raise
@@ -404,6 +403,11 @@ class JobManager:
                     return matched[start:start + page_size], str(start + page_size)
         return matched[start:start + page_size], ""
 
+    def finished(self) -> list[Job]:
+        """The finished jobs in this replica's memory: every one in the store when it started."""
+        with self._lock:
+            return [j for j in self._jobs.values() if j.state.terminal]
+
     def active(self) -> list[Job]:
         """Queued and running jobs, every replica's (those hold leases) when replicas share the store."""
         with self._lock:
@@ -415,9 +419,9 @@ class JobManager:
                     jobs[job_id] = job
         return list(jobs.values())
 
-    def drop_record(self, job_id: str) -> None:
+    def drop_record(self, job: Job) -> None:
         """Deletes another replica's finished job record (and its index entries) from the store."""
-        self._store.delete(job_id)
+        self._store.delete(job)
 
     def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[Job]:
         """Yields a snapshot on every change until the job ends (the last one is terminal)."""
@@ -450,7 +454,7 @@ class JobManager:
             job = self._jobs[job_id]
             if not job.state.terminal:
                 raise JobActive(f"job {job_id} is {job.state.value.lower()}: cancel it first")
-            self._store.delete(job_id)
+            self._store.delete(job)
             self.drop_local(job_id)
 
     def drop_local(self, job_id: str) -> None:

@@ -43,7 +43,7 @@ class Eraser:
         try:
             self.manager.forget(job.job_id)
         except KeyError:  # another replica's job, or deleted by a concurrent call: the record itself
-            self.manager.drop_record(job.job_id)
+            self.manager.drop_record(job)
         return [*keys, f"jobs/{job.job_id}/job.json"]
 
     def users(self, key: str, viewer: str | None = None) -> list[str]:

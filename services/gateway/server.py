@@ -437,7 +437,7 @@ def main() -> None:
     authenticate = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
     servicer = GatewayServicer(storage, manager, runner, scoped=authenticate is not None, store=store)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
-    sender.resume(manager.list(page_size=1 << 30)[0])  # pending when the gateway last stopped
+    sender.resume(manager.finished())  # pending when the gateway last stopped (read from memory, not the index)
     retention.start_sweeper(servicer.eraser, config.get_float("LIKENESS_RETENTION_DAYS"))
     start_metrics_server(metrics_port(9101))
     server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
