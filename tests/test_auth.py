@@ -282,6 +282,8 @@ def test_cli_jobs_lists_the_callers_jobs_only(secured, tmp_path):
                           cwd=ROOT).stdout.splitlines()[1:] == []
     bad = subprocess.run([*base, "--state", "done"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "error: state: unknown state 'done'" in bad.stderr, bad.stderr
+    none = subprocess.run([*base, "--limit", "0"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert none.returncode == 2 and "error: limit: must be at least 1" in none.stderr, none.stderr
     with client_for(secured, "studio") as studio, client_for(secured, "ads") as ads:
         studio.cancel(mine)
         ads.cancel(theirs)
