@@ -29,6 +29,7 @@ MODELS: dict[str, str] = {
     "timbre_matcher": "services.tts.cloning.timbre:TimbreMatcherTensorModel",
     "aligner": "services.tts.align_model:AlignerTensorModel",
     "expression_diffusion": "services.expression.diffusion.tensor_model:DiffusionTensorModel",
+    "expression_diffusion_window": "services.expression.diffusion.tensor_model:DiffusionWindowTensorModel",
 }
 
 

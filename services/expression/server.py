@@ -17,10 +17,11 @@ from services.common.expression_track import ExpressionTrack
 from services.common.grpc_errors import error_status
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.inference import InferenceClient, client_from_env
-from services.common.proto_gen.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
+from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
 from services.common.speech import Speech
 from services.common.tracing import configure, grpc_server_interceptors
 from services.expression.animate import animate
+from services.expression.diffusion.live import LiveAnimator
 
 log = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0
@@ -78,32 +79,88 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
         if first is None or not first.HasField("header"):
             raise InputError("header", "the first message must be the header")
         header = first.header
+        if header.HasField("timeline") and header.timeline.phones:
+            yield from self._stream_with_timeline(header, request_iterator)
+        else:
+            yield from self._stream_live(header, request_iterator)
+
+    def _stream_with_timeline(self, header: ex.StreamExpressionHeader,
+                              request_iterator) -> Iterator[ex.StreamExpressionResponse]:
+        """Known phone timings: the procedural model needs the whole timeline and its prosody, so the
+        frames go out once the audio is complete."""
         chunks: list[bytes] = []
         emotions: list[tuple[float, str, float]] = []
-        ended = False
-        for message in request_iterator:
-            kind = message.WhichOneof("request")
+        for kind, message in _requests(request_iterator):
             if kind == "audio_chunk":
                 chunks.append(message.audio_chunk)
-            elif kind == "emotion":  # from its time code on (eased in), on top of the header's emotion
+            else:  # from its time code on (eased in), on top of the header's emotion
                 emotions.append(_timed(message.emotion))
-            elif kind == "end_of_audio":
-                ended = True
-                break
-            else:
-                raise InputError("header", "only one header may be sent")
-        if not ended:
-            raise InputError("end_of_audio", "the stream must end with end_of_audio")
         samples = wire.pcm_to_float(b"".join(chunks), header.audio_format, field="audio_format")
-        # The procedural model needs the whole timeline and its prosody: frames go out once the
-        # audio is complete. The streaming diffusion model will emit them window by window.
         track = self._animate(wire.speech_from_pb(samples, header.audio_format.sample_rate, header.timeline),
                               header.params, emotions)
         yield ex.StreamExpressionResponse(header=wire.blendshape_header(track.fps))
         for frame in wire.frames_to_pb(track):
             yield ex.StreamExpressionResponse(frame=frame)
-        status = error_status(grpc.StatusCode.OK, "ok")
-        yield ex.StreamExpressionResponse(status=status)
+        yield ex.StreamExpressionResponse(status=error_status(grpc.StatusCode.OK, "ok"))
+
+    def _stream_live(self, header: ex.StreamExpressionHeader,
+                     request_iterator) -> Iterator[ex.StreamExpressionResponse]:
+        """Audio only: frames go out while the audio is still arriving (diffusion.live), each as soon
+        as no later audio can change it."""
+        params = header.params
+        fps = params.fps or DEFAULT_FPS
+        if not 1 <= fps <= 120:
+            raise InputError("params.fps", f"must be from 1 to 120, got {fps}")
+        if params.emotion not in wire.EMOTIONS:
+            raise InputError("params.emotion", "unknown value")
+        if params.expressiveness not in wire.EXPRESSIVENESS:
+            raise InputError("params.expressiveness", "unknown value")
+        fmt = header.audio_format
+        wire.pcm_to_float(b"", fmt, field="audio_format")  # validates rate and encoding up front
+        frame_bytes = (4 if fmt.encoding == common_pb2.AUDIO_ENCODING_PCM_F32LE else 2) * (fmt.channels or 1)
+        live = LiveAnimator(self.client, fmt.sample_rate, fps=fps, seed=params.seed,
+                            emotion=wire.EMOTIONS[params.emotion], expressiveness=wire.EXPRESSIVENESS[params.expressiveness])
+        yield ex.StreamExpressionResponse(header=wire.blendshape_header(fps))
+        pending = b""  # a chunk may end inside a sample frame
+        sent = 0
+        for kind, message in _requests(request_iterator):
+            if kind == "emotion":
+                live.push_emotion(*_timed(message.emotion))
+                continue
+            data = pending + message.audio_chunk
+            whole = len(data) - len(data) % frame_bytes
+            pending = data[whole:]
+            live.push_audio(wire.pcm_to_float(data[:whole], fmt, field="audio_format"))
+            if live.features.duration > MAX_AUDIO_SECONDS:
+                raise InputError("audio", f"the stream is over the limit of {MAX_AUDIO_SECONDS:.0f} s")
+            for frame in self._live_frames(live, params, sent):
+                sent += 1
+                yield ex.StreamExpressionResponse(frame=frame)
+        if pending:
+            raise InputError("audio_chunk", f"the audio ends inside a sample frame ({len(pending)} stray bytes)")
+        live.end()
+        for frame in self._live_frames(live, params, sent):
+            yield ex.StreamExpressionResponse(frame=frame)
+        yield ex.StreamExpressionResponse(status=error_status(grpc.StatusCode.OK, "ok"))
+
+    @staticmethod
+    def _live_frames(live: LiveAnimator, params: ex.ExpressionParams, sent: int) -> list[common_pb2.ExpressionFrame]:
+        weights, pose = live.take()
+        track = apply_gains(ExpressionTrack(live.fps, weights, pose), params)
+        return [common_pb2.ExpressionFrame(time_code=(sent + i) / live.fps, weights=track.weights[i].tolist(),
+                                   head_pose=track.head_pose[i].tolist()) for i in range(len(track))]
+
+
+def _requests(request_iterator) -> Iterator[tuple[str, ex.StreamExpressionRequest]]:
+    """(kind, message) of the audio chunks and emotions after the header, up to end_of_audio."""
+    for message in request_iterator:
+        kind = message.WhichOneof("request")
+        if kind == "end_of_audio":
+            return
+        if kind not in ("audio_chunk", "emotion"):
+            raise InputError("header", "only one header may be sent")
+        yield kind, message
+    raise InputError("end_of_audio", "the stream must end with end_of_audio")
 
 
 def main() -> None:

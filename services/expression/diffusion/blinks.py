@@ -16,7 +16,7 @@ import numpy as np
 
 from services.common.arkit import INDEX
 from services.expression.diffusion.features import N_MELS, PER_FRAME, STACK
-from services.expression.gestures import BLINK_MIN_INTERVAL_S, Cues, blink_curve, plan_blinks
+from services.expression.gestures import BLINK_MIN_INTERVAL_S, Blink, Cues, blink_curve, plan_blinks
 
 SILENCE_REL = -3.0  # relative energy feature (x10 dB below the loud part) under which a frame is a pause
 MIN_PAUSE_S = 0.25
@@ -40,11 +40,12 @@ def model_blinks(weights: np.ndarray, fps: float) -> list[float]:
     return [i / fps for i in onsets]
 
 
-def top_up(weights: np.ndarray, features: np.ndarray, fps: float, seed: int) -> np.ndarray:
-    """weights [n, 52] at `fps` (the model's rate, one row per feature frame) -> with added blinks."""
-    n = len(weights)
+def extra_blinks(weights: np.ndarray, features: np.ndarray, fps: float, seed: int) -> list[Blink]:
+    """The teacher's planned blinks over `features` (the frames known so far) where the model's own
+    (in `weights`, which may cover fewer frames) left a gap."""
+    n = len(features)
     if n == 0:
-        return weights
+        return []
     times = np.arange(n) / fps
     talk = speaking(features)
     pauses = _spans(talk < 0.5, fps)
@@ -52,12 +53,26 @@ def top_up(weights: np.ndarray, features: np.ndarray, fps: float, seed: int) -> 
                 sentence_ends=tuple(a for a, b in pauses if b - a >= 0.4))
     planned = plan_blinks(cues, np.random.default_rng([int(seed), 1]))
     have = model_blinks(weights, fps)
-    extra = [b for b in planned if all(abs(b.peak - t) >= BLINK_MIN_INTERVAL_S for t in have)]
-    if not extra:
+    return [b for b in planned if all(abs(b.peak - t) >= BLINK_MIN_INTERVAL_S for t in have)]
+
+
+def blink_start(blink: Blink) -> float:
+    """When its lids start to close (seconds)."""
+    return blink.peak - 0.5 * blink.hold_s - blink.close_s
+
+
+def with_blinks(weights: np.ndarray, blinks: list[Blink], times: np.ndarray) -> np.ndarray:
+    """weights [n, 52] at `times` with `blinks` added (open eyes cannot stay wide through a blink)."""
+    if not blinks:
         return weights
-    curve = blink_curve(extra, times).astype(np.float32)
+    curve = blink_curve(blinks, times).astype(np.float32)
     out = weights.copy()
     for side in ("Left", "Right"):
         out[:, INDEX[f"eyeBlink{side}"]] = np.maximum(out[:, INDEX[f"eyeBlink{side}"]], curve)
-        out[:, INDEX[f"eyeWide{side}"]] *= 1.0 - curve  # open eyes cannot stay wide through a blink
+        out[:, INDEX[f"eyeWide{side}"]] *= 1.0 - curve
     return out
+
+
+def top_up(weights: np.ndarray, features: np.ndarray, fps: float, seed: int) -> np.ndarray:
+    """weights [n, 52] at `fps` (the model's rate, one row per feature frame) -> with added blinks."""
+    return with_blinks(weights, extra_blinks(weights, features, fps, seed), np.arange(len(weights)) / fps)

@@ -120,3 +120,48 @@ class DiffusionTensorModel:
         motion = resample_frames(motion, FPS, frame_count(duration, fps), fps) if fps != FPS else motion
         return {"weights": np.clip(motion[:, :52], 0.0, 1.0).astype(np.float32),
                 "head_pose": motion[:, 52:].astype(np.float32)}
+
+
+WINDOW_MODEL_NAME = "expression_diffusion_window"
+
+
+def window_tensors(audio: np.ndarray, style: np.ndarray, context: np.ndarray, context_valid: np.ndarray, *,
+                   seed: int, guidance: float) -> dict[str, np.ndarray]:
+    """One window of a live stream (services.expression.diffusion.live): features [C+W+L, F], style
+    [C+W+L, S], the frames before the window [C, 58] (blendshapes + head pose) and which are known [C]."""
+    return {"audio": np.asarray(audio, np.float32), "style": np.asarray(style, np.float32),
+            "context": np.asarray(context, np.float32), "context_valid": np.asarray(context_valid, np.float32),
+            "seed": np.array([seed], np.int64), "guidance": np.array([guidance], np.float32)}
+
+
+class DiffusionWindowTensorModel(DiffusionTensorModel):
+    """The same model one window at a time, for streams whose audio is still arriving: the caller keeps
+    the state (the frames so far) and sends each window's context; in and out in natural units."""
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from services.expression.diffusion.sampler import generate_window
+
+        cfg = self.ckpt.model.cfg
+        tokens = cfg.context + cfg.window + cfg.lookahead
+        audio = np.nan_to_num(np.asarray(inputs["audio"], np.float32))
+        style = np.asarray(inputs["style"], np.float32)
+        context = np.asarray(inputs["context"], np.float32)
+        valid = np.asarray(inputs["context_valid"], np.float32).reshape(-1)
+        for name, array, shape in (("audio", audio, (tokens, cfg.feature_dim)), ("style", style, (tokens, cfg.style_dim)),
+                                   ("context", context, (cfg.context, cfg.motion_dim)), ("context_valid", valid, (cfg.context,))):
+            if array.shape != shape:
+                raise InputError(name, f"must have shape {list(shape)}, got {list(array.shape)}")
+        seed = int(np.asarray(inputs["seed"]).reshape(-1)[0])
+        guidance = float(np.asarray(inputs["guidance"]).reshape(-1)[0])
+        if not (np.isfinite(guidance) and 0.0 <= guidance <= 5.0):
+            raise InputError("guidance", f"must be from 0 to 5, got {guidance}")
+        normalised = (context - self.ckpt.mean) / self.ckpt.std * valid[:, None]
+        with self._lock:
+            previous = self._torch.get_num_threads()
+            self._torch.set_num_threads(inference_threads())
+            try:
+                motion = generate_window(self.ckpt, audio, style, normalised, valid, seed=seed,
+                                         steps=sampling_steps(), guidance=guidance, eta=sampling_eta())
+            finally:
+                self._torch.set_num_threads(previous)
+        return {"motion": (motion * self.ckpt.std + self.ckpt.mean).astype(np.float32)}
