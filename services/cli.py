@@ -12,10 +12,13 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from services.common import config
 from services.common.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EXIT_BAD_INPUT = 2
 
@@ -475,6 +478,111 @@ def _receive_stream(client, options: dict, args: argparse.Namespace) -> int:
     return 0
 
 
+LIVE_PIECE_S = 0.02  # audio goes on in pieces of this length, as a microphone delivers it
+
+
+def _live_audio(args: argparse.Namespace) -> tuple[int, Iterator[np.ndarray]]:
+    """(sample rate, mono float pieces as they come): raw 16-bit PCM from stdin (`-`, at --rate), or
+    a file, paced at real time with --realtime."""
+    import numpy as np
+
+    if args.audio_in == "-":
+        rate = args.rate
+        if not 8000 <= rate <= 192000:
+            raise InputError("rate", f"must be 8000-192000 Hz, got {rate}")
+
+        def from_stdin() -> Iterator[np.ndarray]:
+            size = max(2, int(rate * LIVE_PIECE_S) * 2)
+            while data := sys.stdin.buffer.read(size):
+                yield np.frombuffer(data[:len(data) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+
+        return rate, from_stdin()
+    from services.common.audio_io import decode_audio
+
+    path = Path(args.audio_in)
+    if not path.is_file():
+        raise InputError("audio-in", f"no such file: {path}")
+    samples, rate = decode_audio(path.read_bytes(), field="audio-in")
+
+    def from_file() -> Iterator[np.ndarray]:
+        step, start = max(1, int(rate * LIVE_PIECE_S)), time.monotonic()
+        for i in range(0, len(samples), step):
+            if args.realtime:
+                time.sleep(max(0.0, start + i / rate - time.monotonic()))
+            yield samples[i:i + step]
+
+    return rate, from_file()
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    """Live: audio as it is spoken in, the talking video out while it is still being spoken."""
+    import numpy as np
+
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.render.encode import write_atomically
+    from services.render.formats import check_output, output_kind
+
+    if args.out != "-":
+        if output_kind(args.out) != "mp4":
+            raise InputError("out", "a live video is fragmented MP4: use .mp4, or - for stdout")
+        check_output(args.out)
+    request = VideoRequest(photo=Path(args.photo), script="", size=args.size, fps=args.fps, seed=args.seed,
+                           emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
+    if not Path(args.photo).is_file():
+        raise InputError("photo", f"no such file: {args.photo}")
+    request.validate_video()
+    rate, pieces = _live_audio(args)
+    client = _reachable_client(args) if args.server else None
+    if args.server and client is None:
+        return 1
+    summary: dict = {}
+
+    def run(sink) -> None:
+        def write(data: bytes) -> None:
+            sink.write(data)
+            sink.flush()
+
+        if client is None:
+            result = EmbeddedPipeline().live(request, pieces, rate, stream_to=write)
+            summary.update(frames=result.frames, seconds=result.duration_s, warnings=result.warnings)
+            return
+        import grpc
+
+        from services.common.grpc_errors import field_violations
+
+        pcm = ((np.clip(p, -1, 1) * 32767).round().astype("<i2").tobytes() for p in pieces)
+        try:
+            with client:
+                asset = client.upload(args.photo, kind="photo")
+                options = dict(resolution=args.size, fps=args.fps, seed=args.seed, emotion=args.emotion,
+                               expressiveness=args.expressiveness,
+                               **{k: v for k, v in _submit_framing(client, args).items() if k != "burn_captions"})
+                for message in client.live(pcm, sample_rate=rate, photo=asset, **options):
+                    if message.HasField("media"):
+                        write(message.media)
+                    elif message.HasField("end"):
+                        summary.update(warnings=list(message.end.warnings))
+        except grpc.RpcError as exc:
+            violations = field_violations(exc)
+            if violations:
+                raise InputError.many(violations) from None
+            raise RuntimeError(f"{exc.code().name}: {exc.details()}") from None
+
+    if args.out == "-":
+        run(sys.stdout.buffer)
+    else:
+        def to_file(tmp: Path) -> None:
+            with open(tmp, "wb") as sink:
+                run(sink)
+
+        write_atomically(Path(args.out), to_file)
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    facts = f", {summary['frames']} frames ({summary['seconds']:.1f} s)" if "frames" in summary else ""
+    print(f"{args.out}  (live{facts})", file=sys.stderr if args.out == "-" else sys.stdout)
+    return 0
+
+
 def _stage_name(stage: int) -> str:
     from services.common.proto_gen.likeness.v1 import gateway_pb2
 
@@ -565,6 +673,32 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("job_id", help="the failed or cancelled job (likeness jobs --state failed,cancelled)")
     retry.add_argument("--out", required=True, help="where the video goes (.mp4, or .webm for the job's WebM)")
     retry.set_defaults(func=cmd_retry)
+
+    live = sub.add_parser("live", help="audio as it is spoken in (a file or a microphone on stdin), the "
+                                       "talking video out while it is still spoken (fragmented MP4)")
+    live.add_argument("--photo", required=True, help="portrait photo (jpg/png/webp)")
+    live.add_argument("--audio-in", required=True,
+                      help="a recording (wav/mp3/m4a/ogg/webm), or - : raw 16-bit mono PCM on stdin at --rate "
+                           "(e.g. arecord -f S16_LE -c 1 -r 16000 -t raw)")
+    live.add_argument("--rate", type=int, default=16000, help="sample rate of --audio-in - (default 16000)")
+    live.add_argument("--realtime", action="store_true", help="send a file's audio at the pace it is spoken")
+    live.add_argument("--out", required=True, help="an .mp4 file, or - : stdout (pipe it into a player)")
+    for name, kind, default, text in (
+            ("--size", int, 512, "the frame's shorter side in pixels, 128-1080 (default 512)"),
+            ("--aspect", str, "1:1", "frame aspect ratio: 1:1, 9:16, 16:9 or 4:5 (default 1:1)"),
+            ("--fit", str, "cover", "cover (default) or contain"),
+            ("--background", str, None, "'#RRGGBB' or an image file: replaces the photo's background"),
+            ("--keypoints", str, None, "5 points for faces no detector finds (as for generate)"),
+            ("--fps", float, 25.0, "frames per second (default 25)"),
+            ("--seed", int, 0, "seed for blinks and head motion"),
+            ("--emotion", str, "neutral", "neutral, happy, sad, angry or surprised"),
+            ("--expressiveness", str, "medium", "low, medium or high")):
+        live.add_argument(name, type=kind, default=default, help=text)
+    live.add_argument("--server", default="", help="a gateway address (LiveVideo); default: in-process, no servers")
+    live.add_argument("--api-key-file", default="", help="with --server: file holding the gateway's API key")
+    live.add_argument("--tls-ca", default=config.get_str("LIKENESS_TLS_CA_FILE"),
+                      help="with --server: PEM root certificate of a gateway serving TLS")
+    live.set_defaults(func=cmd_live, burn_captions=False, stream=True)
 
     jobs = sub.add_parser("jobs", help="list your jobs on a running gateway, newest first")
     _gateway_options(jobs)

@@ -15,13 +15,13 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import grpc
 
 from services.common import config
 from services.common.grpc_server import channel_options
-from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
+from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 
 CHUNK = 1024 * 1024
 # A gateway restarting (rolling update, reschedule) is unreachable for a few seconds: every call waits
@@ -151,6 +151,28 @@ class LikenessClient:
         """The video live (StreamVideo): a header, then fragmented-MP4 bytes as they are encoded
         (write them out in order: a playable .mp4), then the end with warnings and captions."""
         return self.stub.StreamVideo(gw.StreamVideoRequest(request=self.video_request(**options)), timeout=timeout_s)
+
+    def live(self, audio: Iterable[bytes], *, sample_rate: int, photo: str, timeout_s: float = 3600.0,
+             **options) -> Iterator[gw.LiveVideoResponse]:
+        """A live video (LiveVideo): `audio` yields 16-bit mono PCM at `sample_rate` as it is spoken
+        (a microphone, a voice agent); the responses are stream()'s (a header, fragmented-MP4 bytes
+        while the audio still arrives, the end). `options`: resolution, fps, seed, emotion,
+        expressiveness and the framing options of video_request (no script: the face follows the sound)."""
+        base = self.video_request(photo=photo, **options)
+        header = gw.LiveVideoHeader(photo=base.photo, video=base.video, emotion=base.emotion,
+                                    expressiveness=base.expressiveness, audio_format=common_pb2.AudioFormat(
+                                        sample_rate=sample_rate, channels=1,
+                                        encoding=common_pb2.AUDIO_ENCODING_PCM_S16LE))
+        if base.HasField("seed"):
+            header.seed = base.seed
+
+        def requests() -> Iterator[gw.LiveVideoRequest]:
+            yield gw.LiveVideoRequest(header=header)
+            for chunk in audio:
+                yield gw.LiveVideoRequest(audio_chunk=bytes(chunk))
+            yield gw.LiveVideoRequest(end_of_audio=expression_pb2.EndOfAudio())
+
+        return self.stub.LiveVideo(requests(), timeout=timeout_s)
 
     @staticmethod
     def video_request(*, photo: str, script: str = "", resolution: int = 512, fps: float = 25.0,

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.client import JobFailedError, LikenessClient
 from services.common.grpc_errors import field_violations
-from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw
+from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw
 from services.stack import HEALTH_NAMES, LocalStack
 from tests.video_instrument import decode
 
@@ -226,6 +226,116 @@ def test_stream_video_arrives_while_it_renders(stack, client, photo_id, tmp_path
                               "--photo", str(PHOTO), "--script", "Hi.", "--stream", *extra],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(f"error: {field}:"), bad.stderr
+
+
+@pytest.fixture(scope="module")
+def spoken():
+    """(16-bit PCM bytes, rate, samples) of a 5 s sentence, as a microphone would send it."""
+    from services.tts.engine import TextToSpeech
+
+    speech = TextToSpeech().synthesize("Maybe the baker brought a bowl of soup. Why would you open the box? "
+                                       "It is nine o'clock and the train has left.", seed=3)
+    pcm = (np.clip(speech.audio, -1, 1) * 32767).round().astype("<i2")
+    return pcm.tobytes(), speech.sample_rate, pcm.astype(np.float32) / 32767
+
+
+def test_live_video_comes_back_while_the_audio_is_spoken(stack, client, photo_id, spoken, tmp_path):
+    """LiveVideo: 20 ms audio chunks in; after 3 s of audio the caller sends nothing more until video
+    bytes have come back (a gateway that waited for the end of the audio would never send any). The
+    bytes are a playable MP4 with that audio in it, one frame per 40 ms of it."""
+    import threading
+
+    pcm, rate, samples = spoken
+    piece = int(0.02 * rate) * 2
+    got_media, sent = threading.Event(), [0]
+
+    def audio():
+        for i in range(0, len(pcm), piece):
+            yield pcm[i:i + piece]
+            sent[0] = i + piece
+            if i < 3 * rate * 2 <= i + piece:
+                got_media.wait(60)
+
+    arrivals, sent_at_first = [], None
+    for message in client.live(audio(), sample_rate=rate, photo=photo_id, resolution=256, seed=4, timeout_s=300):
+        kind = message.WhichOneof("response")
+        if kind == "media" and sent_at_first is None:
+            sent_at_first = sent[0] / 2 / rate
+            got_media.set()
+        arrivals.append((kind, message))
+    kinds = [k for k, _ in arrivals]
+    assert kinds[0] == "header" and kinds[-1] == "end" and set(kinds[1:-1]) == {"media"}
+    header = arrivals[0][1].header
+    assert (header.frame_size.width, header.frame_size.height) == (256, 256) and header.seed == 4
+    assert sent_at_first is not None and sent_at_first <= 3.05 < len(samples) / rate - 1, sent_at_first
+    (tmp_path / "live.mp4").write_bytes(b"".join(m.media for k, m in arrivals if k == "media"))
+    video = decode(tmp_path / "live.mp4")
+    duration = len(samples) / rate
+    assert len(video.frames) == int(np.ceil(duration * 25 - 1e-6)) and video.frames.shape[1:] == (256, 256, 3)
+    assert abs(video.audio_duration - duration) < 0.1, (video.audio_duration, duration)
+    # the caller's audio is the video's (AAC: compare the loudness envelopes, 20 ms hops, allowing
+    # for the encoder's priming delay of 1024 samples)
+    from scipy.signal import resample_poly
+
+    hop = int(0.02 * rate)
+    decoded = resample_poly(video.audio, rate, video.sample_rate)
+
+    def envelope(x):
+        return np.sqrt(np.convolve(x ** 2, np.ones(hop) / hop, mode="same")[::hop])
+
+    heard, said = envelope(decoded), envelope(samples)
+    best = max(np.corrcoef(heard[lag:lag + len(said) - 5], said[:len(said) - 5])[0, 1] for lag in range(4))
+    assert best > 0.95, best
+    # the face talks: the mouth region changes between frames, the background does not
+    mouth = video.frames[:, 125:170, 100:156].astype(np.float32)
+    corner = video.frames[:, :24, :24].astype(np.float32)
+    assert np.abs(np.diff(mouth, axis=0)).mean() > 5 * np.abs(np.diff(corner, axis=0)).mean()
+
+
+def test_live_video_refuses_bad_input(stack, client, photo_id, spoken):
+    pcm, rate, _ = spoken
+    stub = client.stub
+
+    def call(*messages):
+        return list(stub.LiveVideo(iter(messages), timeout=60))
+
+    header = gw.LiveVideoHeader(photo=gw.AssetSource(asset_id=photo_id),
+                                audio_format=common_pb2.AudioFormat(sample_rate=rate, channels=1))
+    end = gw.LiveVideoRequest(end_of_audio=expression_pb2.EndOfAudio())
+    bad = gw.LiveVideoHeader(audio_format=common_pb2.AudioFormat(sample_rate=100))
+    bad.video.fps = 500
+    bad.video.background.transparent = True
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=bad), end))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"photo", "audio_format.sample_rate", "video.fps", "video.background"} <= {f for f, _ in violations}, violations
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), end))  # no audio
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and [f for f, _ in violations] == ["audio_chunk"]
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header),
+                                                  gw.LiveVideoRequest(audio_chunk=pcm[:3201]), end))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "stray bytes" in violations[0][1], violations
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(audio_chunk=pcm[:320])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == "header"
+    # the gateway's services are unharmed: a good one afterwards works
+    good = call(gw.LiveVideoRequest(header=header), gw.LiveVideoRequest(audio_chunk=pcm[:rate * 2]), end)
+    assert good[-1].HasField("end")
+
+
+def test_cli_live_from_a_microphone_pipe_in_process_and_through_the_gateway(stack, spoken, tmp_path):
+    """`likeness live --audio-in -`: raw PCM on stdin (what `arecord -t raw` writes), fragmented MP4 on
+    stdout; in-process (no servers) and with --server through LiveVideo."""
+    pcm, rate, samples = spoken
+    for extra in ([], ["--server", stack.gateway_address]):
+        proc = subprocess.run([sys.executable, "-m", "services.cli", "live", "--photo", str(PHOTO), "--audio-in", "-",
+                               "--rate", str(rate), "--size", "256", "--out", "-", *extra],
+                              cwd=ROOT, input=pcm, capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (tmp_path / "cli-live.mp4").write_bytes(proc.stdout)
+        video = decode(tmp_path / "cli-live.mp4")
+        assert len(video.frames) == int(np.ceil(len(samples) / rate * 25 - 1e-6)), extra
+        assert abs(video.audio_duration - len(samples) / rate) < 0.1
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "live", "--photo", str(PHOTO), "--audio-in", "-",
+                          "--rate", "100", "--out", "-"], cwd=ROOT, input=b"", capture_output=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.decode().strip().splitlines()[-1].startswith("error: rate:"), bad.stderr
 
 
 def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):

@@ -42,17 +42,21 @@ def audio_to_pb(samples: np.ndarray, sample_rate: int,
     return pb.Audio(format=pb.AudioFormat(encoding=encoding, sample_rate=sample_rate, channels=1), data=data)
 
 
+def sample_width(fmt: pb.AudioFormat, field: str = "audio.format") -> int:
+    """Bytes per sample of a supported AudioFormat (`field` names it in errors)."""
+    if fmt.sample_rate < 8000 or fmt.sample_rate > 192000:
+        raise InputError(f"{field}.sample_rate", f"must be 8000..192000 Hz, got {fmt.sample_rate}")
+    if fmt.encoding == pb.AUDIO_ENCODING_PCM_F32LE:
+        return 4
+    if fmt.encoding in (pb.AUDIO_ENCODING_PCM_S16LE, pb.AUDIO_ENCODING_UNSPECIFIED):
+        return 2
+    raise InputError(f"{field}.encoding", "unsupported encoding")
+
+
 def pcm_to_float(data: bytes, fmt: pb.AudioFormat, field: str = "audio") -> np.ndarray:
     """Raw PCM bytes -> float32 mono (channels averaged)."""
-    if fmt.sample_rate < 8000 or fmt.sample_rate > 192000:
-        raise InputError(f"{field}.format.sample_rate", f"must be 8000..192000 Hz, got {fmt.sample_rate}")
+    width = sample_width(fmt, f"{field}.format")
     channels = fmt.channels or 1
-    if fmt.encoding == pb.AUDIO_ENCODING_PCM_F32LE:
-        width = 4
-    elif fmt.encoding in (pb.AUDIO_ENCODING_PCM_S16LE, pb.AUDIO_ENCODING_UNSPECIFIED):
-        width = 2
-    else:
-        raise InputError(f"{field}.format.encoding", "unsupported encoding")
     if len(data) % (width * channels):
         raise InputError(f"{field}.data", f"length {len(data)} is not a whole number of {channels}-channel frames")
     if width == 4:
@@ -60,6 +64,26 @@ def pcm_to_float(data: bytes, fmt: pb.AudioFormat, field: str = "audio") -> np.n
     else:
         samples = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
     return samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples
+
+
+class PcmStream:
+    """Raw PCM that arrives in chunks (a live stream) -> float32 mono per chunk; a chunk may end inside
+    a sample frame, the next one continues it."""
+
+    def __init__(self, fmt: pb.AudioFormat, field: str = "audio_format") -> None:
+        self.frame_bytes = sample_width(fmt, field) * (fmt.channels or 1)  # checks rate and encoding up front
+        self.fmt, self.field = fmt, field
+        self._pending = b""
+
+    def decode(self, chunk: bytes) -> np.ndarray:
+        data = self._pending + chunk
+        whole = len(data) - len(data) % self.frame_bytes
+        self._pending = data[whole:]
+        return pcm_to_float(data[:whole], self.fmt, field=self.field)
+
+    def finish(self, field: str = "audio_chunk") -> None:
+        if self._pending:
+            raise InputError(field, f"the audio ends inside a sample frame ({len(self._pending)} stray bytes)")
 
 
 def audio_from_pb(audio: pb.Audio, field: str = "audio") -> tuple[np.ndarray, int]:

@@ -115,29 +115,22 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
             raise InputError("params.emotion", "unknown value")
         if params.expressiveness not in wire.EXPRESSIVENESS:
             raise InputError("params.expressiveness", "unknown value")
-        fmt = header.audio_format
-        wire.pcm_to_float(b"", fmt, field="audio_format")  # validates rate and encoding up front
-        frame_bytes = (4 if fmt.encoding == common_pb2.AUDIO_ENCODING_PCM_F32LE else 2) * (fmt.channels or 1)
-        live = LiveAnimator(self.client, fmt.sample_rate, fps=fps, seed=params.seed,
+        pcm = wire.PcmStream(header.audio_format)
+        live = LiveAnimator(self.client, header.audio_format.sample_rate, fps=fps, seed=params.seed,
                             emotion=wire.EMOTIONS[params.emotion], expressiveness=wire.EXPRESSIVENESS[params.expressiveness])
         yield ex.StreamExpressionResponse(header=wire.blendshape_header(fps))
-        pending = b""  # a chunk may end inside a sample frame
         sent = 0
         for kind, message in _requests(request_iterator):
             if kind == "emotion":
                 live.push_emotion(*_timed(message.emotion))
                 continue
-            data = pending + message.audio_chunk
-            whole = len(data) - len(data) % frame_bytes
-            pending = data[whole:]
-            live.push_audio(wire.pcm_to_float(data[:whole], fmt, field="audio_format"))
+            live.push_audio(pcm.decode(message.audio_chunk))
             if live.features.duration > MAX_AUDIO_SECONDS:
                 raise InputError("audio", f"the stream is over the limit of {MAX_AUDIO_SECONDS:.0f} s")
             for frame in self._live_frames(live, params, sent):
                 sent += 1
                 yield ex.StreamExpressionResponse(frame=frame)
-        if pending:
-            raise InputError("audio_chunk", f"the audio ends inside a sample frame ({len(pending)} stray bytes)")
+        pcm.finish()
         live.end()
         for frame in self._live_frames(live, params, sent):
             yield ex.StreamExpressionResponse(frame=frame)

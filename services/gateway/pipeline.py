@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -74,6 +74,10 @@ class VideoRequest:
         for name in ("voice_sample", "driving_audio"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise InputError(name, "is empty")
+        self.validate_video()
+
+    def validate_video(self) -> None:
+        """The checks of everything but what is said (a live video's audio comes as it is spoken)."""
         if not isinstance(self.size, int) or not 128 <= self.size <= 1080 or self.size % 2:
             raise InputError("size", f"must be an even number of pixels from 128 to 1080, got {self.size}")
         if not 10 <= self.fps <= 60:
@@ -88,6 +92,14 @@ class VideoRequest:
         self.frame.validate()
         if self.keypoints is not None:
             validate_keypoints(np.asarray(self.keypoints, dtype=np.float64))
+
+
+@dataclass
+class LiveResult:
+    frames: int = 0
+    duration_s: float = 0.0
+    first_frame_s: float | None = None  # from the start of the audio to the first frame rendered
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -243,3 +255,81 @@ class EmbeddedPipeline:
         progress("render", 1.0)
         return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings) + speech_warnings,
                            stage_seconds=seconds, poster=poster.image)
+
+    def live(self, request: VideoRequest, audio: Iterable[np.ndarray], sample_rate: int,
+             stream_to: Callable[[bytes], None]) -> LiveResult:
+        """A live video: `audio` yields mono float pieces as they are spoken (a microphone, a voice
+        agent); the face follows the sound alone (request.script is not used) and fragmented MP4 with
+        that audio goes to `stream_to` while the audio is still arriving (services.expression.diffusion.live;
+        a frame is out 0.5-1.8 s after its audio, plus rendering)."""
+        import queue
+        import threading
+        import time
+
+        from services.expression.diffusion.live import LiveAnimator
+        from services.render.encode import AudioFeed, stream_mp4
+        from services.render.layout import Compositor
+        from services.render.photo import load_photo
+        from services.render.renderer import Renderer
+        from services.render.rig import build_rig
+        from services.render.tensor_model import detector, segmenter
+
+        request.validate_video()
+        if request.frame.alpha:
+            raise InputError("out", "a transparent video is not streamed (MP4 has no alpha)")
+        if request.burn_captions:
+            raise InputError("burn_captions", "a live video has no script to caption")
+        keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
+        rig = build_rig(load_photo(request.photo), frame=request.frame, detect=detector(self.client),
+                        segment=segmenter(self.client), keypoints=keypoints)
+        animator = LiveAnimator(self.client, sample_rate, fps=request.fps, seed=request.seed,
+                                emotion=request.emotion, expressiveness=request.expressiveness)
+        renderer = (Renderer(rig) if rig.stage is None
+                    else Compositor(Renderer(rig), rig.stage, seed=request.seed, fps=request.fps))
+        feed, frames = AudioFeed(), queue.Queue()
+        failure: list[BaseException] = []
+        started = time.perf_counter()
+        result = LiveResult(warnings=list(rig.warnings))
+
+        def rendered():
+            while (item := frames.get()) is not None:
+                yield renderer.render(*item)
+                if result.frames == 0:
+                    result.first_frame_s = time.perf_counter() - started
+                result.frames += 1
+
+        def encode() -> None:
+            try:
+                stream_mp4(rendered(), feed, sample_rate, request.fps, stream_to)
+            except BaseException as exc:
+                failure.append(exc)
+                while frames.get() is not None:  # drain: the audio side never blocks
+                    pass
+
+        encoder = threading.Thread(target=encode, name="live-encode", daemon=True)
+        encoder.start()
+
+        def hand_over() -> None:
+            for item in zip(*animator.take()):
+                frames.put(item)
+
+        try:
+            for piece in audio:
+                piece = np.asarray(piece, np.float32).reshape(-1)
+                feed.push(piece)
+                animator.push_audio(piece)
+                hand_over()
+                if failure:
+                    break
+            animator.end()
+            hand_over()
+        finally:
+            feed.end()
+            frames.put(None)
+            encoder.join()
+        if animator.features.received == 0:
+            raise InputError("audio", "no audio was given")
+        if failure:
+            raise failure[0]
+        result.duration_s = animator.features.duration
+        return result

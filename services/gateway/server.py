@@ -23,6 +23,7 @@ from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, auth, retention, webhooks
 from services.gateway.job_store import CancelRequests, StorageJobStore
 from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
+from services.gateway.live import run_live
 from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
@@ -128,21 +129,39 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             grpc_errors.resource_exhausted(context, f"{self.max_streams} streams are running (limit); retry later",
                                            retry_after_s=2.0, subject="streams")
         job = Job(job_id=uuid.uuid4().hex, request=job_request)
-        self._streaming[job.job_id] = job_request
+        yield from self._streamed(job, self.runner.stream(job), context)
+
+    def LiveVideo(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise InputError("header", "the first message must be the header")
+        job_request = self._validate_live(first.header)
+        if self.runner is None or not self._streams.acquire(blocking=False):
+            grpc_errors.resource_exhausted(context, f"{self.max_streams} streams are running (limit); retry later",
+                                           retry_after_s=2.0, subject="streams")
+        job = Job(job_id=uuid.uuid4().hex, request=job_request)
+        yield from self._streamed(job, run_live(self.runner, job, first.header.audio_format, request_iterator),
+                                  context, response=gw.LiveVideoResponse)
+
+    def _streamed(self, job: Job, events, context, response=gw.StreamVideoResponse):
+        """StreamVideo's responses from a runner's events ("timed"/"ready", then "media"); holds one
+        of the LIKENESS_MAX_STREAMS slots (taken by the caller) until the end."""
+        self._streaming[job.job_id] = job.request
         try:
             width, height = frame_from_pb(video_spec(job))[0].frame_size
-            for kind, value in self.runner.stream(job):
-                if kind == "timed":
-                    yield gw.StreamVideoResponse(header=gw.StreamVideoHeader(
+            for kind, value in events:
+                if kind in ("timed", "ready"):
+                    value = value or {"frame_count": 0, "duration_s": 0.0}  # live: not known in advance
+                    yield response(header=gw.StreamVideoHeader(
                         content_type="video/mp4", frame_size=common_pb2.FrameSize(width=width, height=height),
                         fps=job.request["fps"], frame_count=value["frame_count"],
                         duration_seconds=value["duration_s"], seed=job.request["seed"]))
                 else:
-                    yield gw.StreamVideoResponse(media=value)
+                    yield response(media=value)
             end = gw.StreamVideoEnd(warnings=job.warnings)
             if "captions_vtt" in job.result:
                 end.captions.webvtt, end.captions.srt = job.result["captions_vtt"], job.result["captions_srt"]
-            yield gw.StreamVideoResponse(end=end)
+            yield response(end=end)
         except JobFailed as exc:
             if exc.code == "INVALID_ARGUMENT" and exc.field:
                 raise InputError(exc.field, str(exc)) from None
@@ -319,14 +338,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             job["voice"] = checked.voice
         if r.HasField("voice_sample") and not recording:
             job["voice_sample_key"] = check("voice_sample", lambda: self._asset(r.voice_sample, "voice_sample"))
-        size = spec.resolution if spec.WhichOneof("size") == "resolution" else 512
-        frame = check("video", lambda: frame_from_pb(spec)[0])  # aspect, fit, background, keypoints
-        if spec.background.WhichOneof("kind") == "image" and spec.background.image.key:
-            check("video.background.image", lambda: self._asset(
-                gw.AssetSource(object=spec.background.image), "video.background.image"))
-        fps = spec.fps or 25.0
-        if not 10 <= fps <= 60:
-            violations.append(("video.fps", f"must be from 10 to 60, got {fps}"))
+        size, fps, frame = self._check_video(spec, check, violations)
         if r.emotion not in wire.EMOTIONS:
             violations.append(("emotion", "unknown value"))
         if r.expressiveness not in wire.EXPRESSIVENESS:
@@ -341,6 +353,53 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         job.update(video_spec=json_format.MessageToDict(spec), alpha=bool(frame and frame.alpha))
         job.update(size=size, fps=fps, seed=r.seed if r.HasField("seed") else random.randrange(2**31),
                    emotion=wire.EMOTIONS[r.emotion], expressiveness=wire.EXPRESSIVENESS[r.expressiveness])
+        return job
+
+    def _check_video(self, spec: common_pb2.VideoSpec, check, violations: list) -> tuple[int, float, object]:
+        """(size, fps, frame) of a VideoSpec; problems go into `violations` (through `check`)."""
+        size = spec.resolution if spec.WhichOneof("size") == "resolution" else 512
+        frame = check("video", lambda: frame_from_pb(spec)[0])  # aspect, fit, background, keypoints
+        if spec.background.WhichOneof("kind") == "image" and spec.background.image.key:
+            check("video.background.image", lambda: self._asset(
+                gw.AssetSource(object=spec.background.image), "video.background.image"))
+        fps = spec.fps or 25.0
+        if not 10 <= fps <= 60:
+            violations.append(("video.fps", f"must be from 10 to 60, got {fps}"))
+        return size, fps, frame
+
+    def _validate_live(self, h: gw.LiveVideoHeader) -> dict:
+        """LiveVideo's header, every violation at once (as SubmitVideo's)."""
+        violations: list[tuple[str, str]] = []
+
+        def check(field: str, fn):
+            try:
+                return fn()
+            except InputError as exc:
+                violations.append((exc.field if exc.field.startswith(field) else field, exc.message))
+
+        job: dict = {}
+        if not h.HasField("photo"):
+            violations.append(("photo", "is required"))
+        else:
+            job["photo_key"] = check("photo", lambda: self._asset(h.photo, "photo"))
+        if not h.HasField("audio_format"):
+            violations.append(("audio_format", "is required"))
+        else:
+            check("audio_format", lambda: wire.PcmStream(h.audio_format))
+        size, fps, frame = self._check_video(h.video, check, violations)
+        if frame is not None and frame.alpha:
+            violations.append(("video.background", "a transparent video is not streamed (MP4 has no alpha)"))
+        if h.video.burn_in_captions:
+            violations.append(("video.burn_in_captions", "a live video has no script to caption"))
+        if h.emotion not in wire.EMOTIONS:
+            violations.append(("emotion", "unknown value"))
+        if h.expressiveness not in wire.EXPRESSIVENESS:
+            violations.append(("expressiveness", "unknown value"))
+        if violations:
+            raise InputError.many(violations)
+        job.update(video_spec=json_format.MessageToDict(h.video), alpha=False, size=size, fps=fps,
+                   seed=h.seed if h.HasField("seed") else random.randrange(2**31),
+                   emotion=wire.EMOTIONS[h.emotion], expressiveness=wire.EXPRESSIVENESS[h.expressiveness])
         return job
 
     def _job_pb(self, job: Job) -> gw.Job:

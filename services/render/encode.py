@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -77,11 +78,62 @@ def _audio_planar(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.clip(np.nan_to_num(a), -1.0, 1.0))
 
 
-def _encode(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: float,
+class AudioFeed:
+    """Mono audio that is still arriving (a live video): `push` as it comes, `end` after the last.
+    The encoder muxes what has arrived with each frame (live audio runs ahead of its frames) and the
+    rest once it has ended."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._length = 0
+        self._ended = threading.Event()
+        self._lock = threading.Lock()
+        self.channels = 1
+
+    def push(self, samples: np.ndarray) -> None:
+        part = np.clip(np.nan_to_num(np.asarray(samples, np.float32).reshape(-1)), -1.0, 1.0)
+        with self._lock:
+            self._parts.append(part)
+            self._length += len(part)
+
+    def end(self) -> None:
+        self._ended.set()
+
+    def available(self) -> int:
+        return self._length
+
+    def total(self) -> int:
+        """Every sample, once the audio has ended (waits for it)."""
+        self._ended.wait()
+        return self._length
+
+    def read(self, start: int, until: int) -> np.ndarray:
+        with self._lock:
+            if len(self._parts) > 1:
+                self._parts = [np.concatenate(self._parts)]
+            return self._parts[0][None, start:until] if self._parts else np.zeros((1, 0), np.float32)
+
+
+class _FixedAudio:
+    """A whole recording [channels, samples] behind AudioFeed's reading interface."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio, self.channels = audio, audio.shape[0]
+
+    def available(self) -> int:
+        return self.audio.shape[1]
+
+    total = available
+
+    def read(self, start: int, until: int) -> np.ndarray:
+        return self.audio[:, start:until]
+
+
+def _encode(frames: Iterable[np.ndarray], audio: "np.ndarray | AudioFeed", sample_rate: int, fps: float,
             target, crf: int, *, movflags: str, keyframe_every: int | None = None) -> None:
     """H.264 + AAC mp4 into `target` (a path, or a file object PyAV writes to)."""
     rate = _fps_fraction(fps)
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    layout = "mono" if (audio.channels if isinstance(audio, AudioFeed) else audio.shape[0]) == 1 else "stereo"
     with av.open(target, mode="w", format="mp4", options={"movflags": movflags}) as container:
         container.metadata.update(provenance.container_metadata())
         video = container.add_stream("libx264", rate=rate)
@@ -107,18 +159,20 @@ class _ChunkSink(io.RawIOBase):
         return len(data)
 
 
-def stream_mp4(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: float,
+def stream_mp4(frames: Iterable[np.ndarray], audio: "np.ndarray | AudioFeed", sample_rate: int, fps: float,
                emit: Callable[[bytes], None], *, crf: int = 20) -> None:
     """Encode like encode_mp4, as fragmented MP4 handed to `emit` while it is written: the init
     segment (ftyp + moov) at once, then a fragment per second of video (a keyframe every second), so
-    a player can start long before the end. The pieces concatenated are a playable .mp4."""
+    a player can start long before the end. The pieces concatenated are a playable .mp4. `audio` may
+    be an AudioFeed (a live video: audio still arriving)."""
     if fps <= 0 or sample_rate <= 0:
         raise ValueError(f"fps and sample_rate must be positive, got {fps}, {sample_rate}")
-    _encode(frames, _audio_planar(audio), sample_rate, fps, _ChunkSink(emit), crf,
+    _encode(frames, audio if isinstance(audio, AudioFeed) else _audio_planar(audio), sample_rate, fps,
+            _ChunkSink(emit), crf,
             movflags="frag_keyframe+empty_moov+default_base_moof", keyframe_every=max(1, round(fps)))
 
 
-def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio: np.ndarray,
+def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio: "np.ndarray | AudioFeed",
                     sample_rate: int, rate: Fraction, *, alpha: bool = False,
                     resampler: "av.AudioResampler | None" = None) -> None:
     """Encode uint8 frames (RGB, or RGBA when `alpha`) into `video` and planar float audio
@@ -127,7 +181,8 @@ def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio
     Rejects frames of the wrong shape, odd sizes (4:2:0) and a size change mid-stream. Every frame
     gets the invisible mark (services.render.watermark)."""
     channels = 4 if alpha else 3
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    source = audio if isinstance(audio, AudioFeed) else _FixedAudio(audio)
+    layout = "mono" if source.channels == 1 else "stereo"
     audio_sent = 0
 
     def encode_audio(frame: "av.AudioFrame | None") -> None:
@@ -136,10 +191,10 @@ def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio
 
     def send_audio(until: int) -> None:
         nonlocal audio_sent
-        until = min(until, audio.shape[1])
+        until = min(until, source.available())
         if until <= audio_sent:
             return
-        aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, audio_sent:until]),
+        aframe = av.AudioFrame.from_ndarray(np.ascontiguousarray(source.read(audio_sent, until)),
                                             format="fltp", layout=layout)
         aframe.sample_rate = sample_rate
         aframe.pts = audio_sent
@@ -168,7 +223,7 @@ def mux_interleaved(container, video, sound, frames: Iterable[np.ndarray], audio
     if count == 0:
         raise ValueError("no frames to encode")
     container.mux(video.encode(None))
-    send_audio(audio.shape[1])
+    send_audio(source.total())
     if resampler is not None:
         encode_audio(None)  # flush the resampler
     container.mux(sound.encode(None))

@@ -28,7 +28,7 @@ from services.common.inference import InferenceClient, client_from_env
 from services.common.proto_gen.likeness.v1 import common_pb2, render_pb2 as rd, render_pb2_grpc
 from services.common.storage import ObjectNotFoundError, Storage
 from services.common.tracing import configure, grpc_server_interceptors, span
-from services.render.encode import stream_mp4
+from services.render.encode import AudioFeed, stream_mp4
 from services.render.formats import write_video
 from services.render.layout import Compositor, FrameSpec
 from services.render.photo import load_photo
@@ -133,14 +133,25 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             raise InputError("header.video", f"the rig was prepared for a {rig_frame[0]}x{rig_frame[1]} "
                                              f"frame{' with alpha' if frame.alpha else ''}; prepare it with "
                                              f"this VideoSpec")
-        audio, rate = self._audio(header)
+        live_audio = header.HasField("live_audio_format")
+        if live_audio:
+            if not streaming:
+                raise InputError("header.live_audio_format", "goes with stream_media (a live video is streamed)")
+            pcm = wire.PcmStream(header.live_audio_format, field="header.live_audio_format")
+            audio, rate = AudioFeed(), header.live_audio_format.sample_rate
+        else:
+            audio, rate = self._audio(header)
         renderer = (Renderer(rig) if rig.stage is None
                     else Compositor(Renderer(rig), rig.stage, seed=header.seed, fps=fps))
 
         frames: queue.Queue = queue.Queue(maxsize=256)
-        media: queue.Queue = queue.Queue()  # with stream_media: encoded bytes, then _END
+        # What goes back, in order: ("media", bytes) with stream_media, ("progress", n), then _END
+        # when the encoder is done. Requests are read on a thread of their own, so the video goes out
+        # as it is encoded even while the caller sends nothing (a live caller between bursts of audio).
+        outbox: queue.Queue = queue.Queue()
         rendered = [0]
-        failure: list[BaseException] = []
+        failure: list[BaseException] = []  # the encoder's
+        request_failure: list[BaseException] = []  # the request stream's (bad frames, no end, ...)
         # The caller went away (a cancelled job): stop rendering and store nothing.
         cancelled = threading.Event()
         if context is not None:  # (None: called in-process)
@@ -161,11 +172,13 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                 yield overlay.apply(image, rendered[0] / fps) if overlay else image
                 rendered[0] += 1
                 FRAMES_RENDERED.inc()
+                if not streaming and rendered[0] % PROGRESS_EVERY == 0:
+                    outbox.put(("progress", rendered[0]))
 
         def encode() -> None:
             try:
                 if streaming:
-                    stream_mp4(produce(), audio, rate, fps, media.put)
+                    stream_mp4(produce(), audio, rate, fps, lambda data: outbox.put(("media", data)))
                 else:
                     write_video(produce(), audio, rate, fps, out_path, alpha=frame.alpha)
             except BaseException as exc:  # reported on the stream below
@@ -173,51 +186,63 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                 while frames.get() is not _END:  # drain so the reader never blocks
                     pass
             finally:
-                media.put(_END)
+                outbox.put(_END)
 
-        media_done = [not streaming]
+        def read_requests() -> None:
+            received, ended = 0, False
+            try:
+                for message in request_iterator:
+                    kind = message.WhichOneof("request")
+                    if kind == "frames":
+                        chunk = wire.track_from_pb(fps, list(message.frames.frames), field="frames")
+                        for weights, pose in zip(chunk.weights, chunk.head_pose):
+                            frames.put((weights, pose))
+                        received += len(chunk)
+                    elif kind == "audio_chunk" and live_audio:
+                        audio.push(pcm.decode(message.audio_chunk))
+                    elif kind == "end":
+                        ended = True
+                        break
+                    elif kind == "audio_chunk":
+                        raise InputError("audio_chunk", "needs header.live_audio_format")
+                    else:
+                        raise InputError("header", "only one header may be sent")
+                if not ended:
+                    raise InputError("end", "the stream must end with an end message")
+                if received == 0:
+                    raise InputError("frames", "no frames were sent")
+                if live_audio:
+                    pcm.finish()
+            except BaseException as exc:
+                request_failure.append(exc)
+            finally:
+                if live_audio:
+                    audio.end()
+                frames.put(_END)
 
-        def sent_media(wait: bool) -> Iterator[rd.RenderVideoResponse]:
-            """The encoded bytes so far (`wait`: all of them, until the encoder ends)."""
-            while not media_done[0]:
-                try:
-                    data = media.get(block=wait)
-                except queue.Empty:
-                    return
-                if data is _END:
-                    media_done[0] = True
-                    return
-                yield rd.RenderVideoResponse(media=data)
-
-        worker = threading.Thread(target=encode, name="encode", daemon=True)
-        worker.start()
-        received, reported, ended = 0, 0, False
+        workers = [threading.Thread(target=encode, name="encode", daemon=True),
+                   threading.Thread(target=read_requests, name="render-requests", daemon=True)]
+        for worker in workers:
+            worker.start()
+        reported, done = 0, False
         try:
-            for message in request_iterator:
-                kind = message.WhichOneof("request")
-                if kind == "frames":
-                    chunk = wire.track_from_pb(fps, list(message.frames.frames), field="frames")
-                    for weights, pose in zip(chunk.weights, chunk.head_pose):
-                        frames.put((weights, pose))
-                    received += len(chunk)
-                    yield from sent_media(wait=False)
-                    if rendered[0] - reported >= PROGRESS_EVERY:
-                        reported = rendered[0]
-                        yield rd.RenderVideoResponse(progress=rd.RenderProgress(
-                            frames_rendered=reported, frames_total=header.expected_frames))
-                elif kind == "end":
-                    ended = True
-                    break
-                else:
-                    raise InputError("header", "only one header may be sent")
-            if not ended:
-                raise InputError("end", "the stream must end with an end message")
-            if received == 0:
-                raise InputError("frames", "no frames were sent")
+            while (item := outbox.get()) is not _END:
+                kind, value = item
+                if kind == "media":
+                    yield rd.RenderVideoResponse(media=value)
+                elif value - reported >= PROGRESS_EVERY:
+                    reported = value
+                    yield rd.RenderVideoResponse(progress=rd.RenderProgress(
+                        frames_rendered=value, frames_total=header.expected_frames))
+            done = True
         finally:
-            frames.put(_END)
-        yield from sent_media(wait=True)
-        worker.join()
+            if not done:  # closed early (an in-process caller that stopped reading): stop the encoder
+                cancelled.set()
+        for worker in workers:
+            worker.join()
+        if request_failure and not cancelled.is_set():
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise request_failure[0]
         if cancelled.is_set() or (context is not None and not context.is_active()):
             shutil.rmtree(workdir, ignore_errors=True)
             log.info("render cancelled by the caller after %d frames: nothing stored", rendered[0])
