@@ -322,7 +322,7 @@ def test_reflection_describes_the_api(gateway) -> None:
     service = pool.FindServiceByName(GATEWAY)
     assert {m.name for m in service.methods} == {
         "UploadAsset", "SubmitVideo", "GetJob", "WatchJob", "CancelJob", "ListJobs", "ListVoices", "StreamVideo",
-        "DeleteJob", "DeleteAsset", "RetryJob"}
+        "DeleteJob", "DeleteAsset", "RetryJob", "LiveVideo"}
     job = pool.FindMessageTypeByName("likeness.v1.Job")
     assert job.fields_by_name["error"].message_type.full_name == "likeness.v1.Status"
 
