@@ -133,6 +133,25 @@ def blinks(weights: np.ndarray) -> int:
     return int(np.sum(b[1:] & ~b[:-1]) + int(b[0]))
 
 
+def live_track(audio: np.ndarray, sr: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same model live (services.expression.diffusion.live): the audio in 20 ms pieces, the
+    features normalised on the audio so far, the frames taken as they become final."""
+    from services.common.inference import InProcessClient
+    from services.expression.diffusion.live import LiveAnimator
+
+    live = LiveAnimator(InProcessClient(), sr, fps=FPS, seed=seed)
+    weights, poses = [], []
+    step = int(0.02 * sr)
+    for i in range(0, len(audio), step):
+        live.push_audio(audio[i:i + step])
+        w, p = live.take()
+        weights.append(w), poses.append(p)
+    live.end()
+    w, p = live.take()
+    weights.append(w), poses.append(p)
+    return np.concatenate(weights), np.concatenate(poses)
+
+
 def evaluate(clips) -> dict:
     acc: dict[str, dict] = {}
     for name, audio, sr, text in clips:
@@ -155,6 +174,7 @@ def evaluate(clips) -> dict:
                 os.environ.pop("LIKENESS_DIFFUSION_BLINK_TOPUP")
             else:
                 os.environ["LIKENESS_DIFFUSION_BLINK_TOPUP"] = saved
+        runs += [("diffusion-live", *(x[:n] for x in live_track(audio, sr, seed))) for seed in SEEDS]
         runs += [("teacher", gt.weights, gt.head_pose), ("loudness", base, np.zeros((n, 6)))]
         for s, w, pose in runs:
             jaw = w[:, INDEX["jawOpen"]]
@@ -279,7 +299,7 @@ def main() -> None:
     print(f"10 s clip, diffusion ({sampling_steps()} DDIM steps, guidance on): CPU {speed['cpu_s']} s, wall {speed['wall_s']} s")
     out = ROOT / "benchmarks" / "results" / "expression.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": "2026-11-26", "systems": results, "speed_10s": speed, "singing": sung, "questions": brows, "ddim_steps": sampling_steps(),
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "systems": results, "speed_10s": speed, "singing": sung, "questions": brows, "ddim_steps": sampling_steps(),
                                "clips": [c[0] for c in clips]}, indent=1))
 
 

@@ -438,11 +438,25 @@ def _write_captions(path: str, captions) -> None:
     print(f"captions: {target}", file=sys.stderr)
 
 
+def _write_stream(out: str, write) -> None:
+    """`write(sink)` into stdout for `-` (a player can read it from a pipe), else into the file `out`,
+    which appears only once complete."""
+    from services.render.encode import write_atomically
+
+    if out == "-":
+        write(sys.stdout.buffer)
+        return
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as sink:
+            write(sink)
+
+    write_atomically(Path(out), to_file)
+
+
 def _receive_stream(client, options: dict, args: argparse.Namespace) -> int:
     """`submit --stream`: the video written as it arrives (to stdout for `--out -`, a player can
     read it from a pipe; a file appears only once complete)."""
-    from services.render.encode import write_atomically
-
     end = None
 
     def receive(sink) -> None:
@@ -459,14 +473,7 @@ def _receive_stream(client, options: dict, args: argparse.Namespace) -> int:
             else:
                 end = message.end
 
-    if args.out == "-":
-        receive(sys.stdout.buffer)
-    else:
-        def to_file(tmp: Path) -> None:
-            with open(tmp, "wb") as sink:
-                receive(sink)
-
-        write_atomically(Path(args.out), to_file)
+    _write_stream(args.out, receive)
     if end is None:
         print("error: the stream ended without its end message", file=sys.stderr)
         return 1
@@ -519,7 +526,6 @@ def cmd_live(args: argparse.Namespace) -> int:
     import numpy as np
 
     from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
-    from services.render.encode import write_atomically
     from services.render.formats import check_output, output_kind
 
     if args.out != "-":
@@ -568,14 +574,7 @@ def cmd_live(args: argparse.Namespace) -> int:
                 raise InputError.many(violations) from None
             raise RuntimeError(f"{exc.code().name}: {exc.details()}") from None
 
-    if args.out == "-":
-        run(sys.stdout.buffer)
-    else:
-        def to_file(tmp: Path) -> None:
-            with open(tmp, "wb") as sink:
-                run(sink)
-
-        write_atomically(Path(args.out), to_file)
+    _write_stream(args.out, run)
     for warning in summary.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     facts = f", {summary['frames']} frames ({summary['seconds']:.1f} s)" if "frames" in summary else ""

@@ -119,6 +119,32 @@ def test_frames_come_out_while_the_audio_arrives_and_follow_the_speech(speech) -
         assert lid[max(k - 6, 0):k].min() < 0.5 and lid[k:k + 8].min() < 0.5
 
 
+def test_an_emotion_sent_during_the_stream_changes_the_frames_after_its_time_code(speech) -> None:
+    change = 3.0
+    live = LiveAnimator(InProcessClient(), speech.sample_rate, fps=25.0, seed=5)
+    weights, sent = [], False
+    for piece in pieces(speech.audio, int(0.02 * speech.sample_rate)):
+        live.push_audio(piece)
+        if not sent and live.features.duration >= 2.5:  # said while frames before 2.5 s are out already
+            live.push_emotion(change, "happy")
+            sent = True
+        weights.append(live.take()[0])
+    live.end()
+    weights.append(live.take()[0])
+    timed = np.concatenate(weights)
+    plain, _, _ = run_live(speech, piece_s=0.02)  # (happy from the start)
+    neutral = LiveAnimator(InProcessClient(), speech.sample_rate, fps=25.0, seed=5)
+    neutral.push_audio(speech.audio)
+    neutral.end()
+    calm = neutral.take()[0]
+    k = int(change * 25)
+    smile = [INDEX["mouthSmileLeft"], INDEX["mouthSmileRight"]]
+    after = slice(k + 10, len(timed))
+    assert timed[after][:, smile].mean() > calm[after][:, smile].mean() + 0.1
+    assert timed[after][:, smile].mean() > 0.6 * plain[after][:, smile].mean()
+    assert np.abs(timed[:k - 10, smile].mean() - calm[:k - 10, smile].mean()) < 0.05
+
+
 def test_bad_live_input_is_input_error(speech) -> None:
     from services.common.errors import InputError
 

@@ -42,6 +42,18 @@ def apply_gains(track: ExpressionTrack, params: ex.ExpressionParams) -> Expressi
     return ExpressionTrack(track.fps, np.clip(track.weights * gain + offset, 0.0, 1.0), track.head_pose)
 
 
+def _checked(params: ex.ExpressionParams) -> tuple[float, str, str]:
+    """(fps, emotion, expressiveness) of the params, or InputError."""
+    fps = params.fps or DEFAULT_FPS
+    if not 1 <= fps <= 120:
+        raise InputError("params.fps", f"must be from 1 to 120, got {fps}")
+    if params.emotion not in wire.EMOTIONS:
+        raise InputError("params.emotion", "unknown value")
+    if params.expressiveness not in wire.EXPRESSIVENESS:
+        raise InputError("params.expressiveness", "unknown value")
+    return fps, wire.EMOTIONS[params.emotion], wire.EXPRESSIVENESS[params.expressiveness]
+
+
 def _timed(timed: ex.TimedEmotion, field: str = "emotion") -> tuple[float, str, float]:
     if timed.emotion not in wire.EMOTIONS:
         raise InputError(f"{field}.emotion", "unknown value")
@@ -57,15 +69,9 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
         """`emotions`: time-coded changes (seconds, emotion, strength) after params.emotion."""
         if speech.duration > MAX_AUDIO_SECONDS:
             raise InputError("audio", f"{speech.duration:.0f} s is over the limit of {MAX_AUDIO_SECONDS:.0f} s")
-        fps = params.fps or DEFAULT_FPS
-        if not 1 <= fps <= 120:
-            raise InputError("params.fps", f"must be from 1 to 120, got {fps}")
-        if params.emotion not in wire.EMOTIONS:
-            raise InputError("params.emotion", "unknown value")
-        if params.expressiveness not in wire.EXPRESSIVENESS:
-            raise InputError("params.expressiveness", "unknown value")
-        track = animate(self.client, speech, fps=fps, seed=params.seed, emotion=wire.EMOTIONS[params.emotion],
-                        expressiveness=wire.EXPRESSIVENESS[params.expressiveness], emotions=emotions or ())
+        fps, emotion, expressiveness = _checked(params)
+        track = animate(self.client, speech, fps=fps, seed=params.seed, emotion=emotion,
+                        expressiveness=expressiveness, emotions=emotions or ())
         return apply_gains(track, params)
 
     def Animate(self, request: ex.AnimateRequest, context) -> ex.AnimateResponse:
@@ -108,16 +114,10 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
         """Audio only: frames go out while the audio is still arriving (diffusion.live), each as soon
         as no later audio can change it."""
         params = header.params
-        fps = params.fps or DEFAULT_FPS
-        if not 1 <= fps <= 120:
-            raise InputError("params.fps", f"must be from 1 to 120, got {fps}")
-        if params.emotion not in wire.EMOTIONS:
-            raise InputError("params.emotion", "unknown value")
-        if params.expressiveness not in wire.EXPRESSIVENESS:
-            raise InputError("params.expressiveness", "unknown value")
+        fps, emotion, expressiveness = _checked(params)
         pcm = wire.PcmStream(header.audio_format)
         live = LiveAnimator(self.client, header.audio_format.sample_rate, fps=fps, seed=params.seed,
-                            emotion=wire.EMOTIONS[params.emotion], expressiveness=wire.EXPRESSIVENESS[params.expressiveness])
+                            emotion=emotion, expressiveness=expressiveness)
         yield ex.StreamExpressionResponse(header=wire.blendshape_header(fps))
         sent = 0
         for kind, message in _requests(request_iterator):

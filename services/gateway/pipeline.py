@@ -291,19 +291,22 @@ class EmbeddedPipeline:
         started = time.perf_counter()
         result = LiveResult(warnings=list(rig.warnings))
 
+        frames_over = threading.Event()  # the encoder has taken the end marker
+
         def rendered():
             while (item := frames.get()) is not None:
                 yield renderer.render(*item)
                 if result.frames == 0:
                     result.first_frame_s = time.perf_counter() - started
                 result.frames += 1
+            frames_over.set()
 
         def encode() -> None:
             try:
                 stream_mp4(rendered(), feed, sample_rate, request.fps, stream_to)
             except BaseException as exc:
                 failure.append(exc)
-                while frames.get() is not None:  # drain: the audio side never blocks
+                while not frames_over.is_set() and frames.get() is not None:  # drain: the audio side never blocks
                     pass
 
         encoder = threading.Thread(target=encode, name="live-encode", daemon=True)

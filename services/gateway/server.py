@@ -36,6 +36,18 @@ STAGES = {"tts": gw.STAGE_TTS, "expression": gw.STAGE_EXPRESSION, "render": gw.S
 STATES = {s: getattr(gw, f"JOB_STATE_{s.value}") for s in JobState}
 
 
+def _checker(violations: list[tuple[str, str]]):
+    """check(field, fn): fn()'s value, or None with its InputError added to `violations` (under `field`
+    unless it names a field inside it), so a request's problems are reported all at once."""
+    def check(field: str, fn):
+        try:
+            return fn()
+        except InputError as exc:
+            violations.append((exc.field if exc.field.startswith(field) else field, exc.message))
+
+    return check
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, storage: Storage, manager: JobManager, runner: JobRunner | None = None, *,
                  scoped: bool = False, store: StorageJobStore | None = None) -> None:
@@ -297,12 +309,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def _validate(self, r: gw.SubmitVideoRequest) -> dict:
         """Everything the gateway can check itself, all at once: one BadRequest with every violation."""
         violations: list[tuple[str, str]] = []
-
-        def check(field: str, fn):
-            try:
-                return fn()
-            except InputError as exc:
-                violations.append((exc.field if exc.field.startswith(field) else field, exc.message))
+        check = _checker(violations)
 
         job: dict = {"export_blendshapes": r.export_blendshapes, "language": r.language or "en-us"}
         if not r.HasField("photo"):
@@ -370,12 +377,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def _validate_live(self, h: gw.LiveVideoHeader) -> dict:
         """LiveVideo's header, every violation at once (as SubmitVideo's)."""
         violations: list[tuple[str, str]] = []
-
-        def check(field: str, fn):
-            try:
-                return fn()
-            except InputError as exc:
-                violations.append((exc.field if exc.field.startswith(field) else field, exc.message))
+        check = _checker(violations)
 
         job: dict = {}
         if not h.HasField("photo"):

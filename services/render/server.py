@@ -162,6 +162,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         overlay = _caption_overlay(header, frame.frame_size)
         poster = PosterPicker()
 
+        frames_over = threading.Event()  # the encoder has taken the last item (_END) from `frames`
+
         def produce() -> Iterator[np.ndarray]:
             while (item := frames.get()) is not _END:
                 if cancelled.is_set():
@@ -174,6 +176,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                 FRAMES_RENDERED.inc()
                 if not streaming and rendered[0] % PROGRESS_EVERY == 0:
                     outbox.put(("progress", rendered[0]))
+            frames_over.set()
 
         def encode() -> None:
             try:
@@ -183,7 +186,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                     write_video(produce(), audio, rate, fps, out_path, alpha=frame.alpha)
             except BaseException as exc:  # reported on the stream below
                 failure.append(exc)
-                while frames.get() is not _END:  # drain so the reader never blocks
+                while not frames_over.is_set() and frames.get() is not _END:  # drain: the reader never blocks
                     pass
             finally:
                 outbox.put(_END)
@@ -227,6 +230,13 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         reported, done = 0, False
         try:
             while (item := outbox.get()) is not _END:
+                if cancelled.is_set() or (context is not None and not context.is_active()):
+                    # The caller is gone: yield nothing more (a handler suspended in a yield to a dead
+                    # call may never be resumed or closed); the encoder stops at its next frame.
+                    cancelled.set()
+                    while outbox.get() is not _END:
+                        pass
+                    break
                 kind, value = item
                 if kind == "media":
                     yield rd.RenderVideoResponse(media=value)
