@@ -71,9 +71,10 @@ def test_features_of_audio_in_pieces_are_the_whole_recordings(speech, rate) -> N
     assert np.mean(np.abs(got[:, pitch] - whole[:, pitch]) < 0.05) > 0.98
 
 
-def run_live(speech, *, piece_s: float | None, fps: float = 25.0, emotions=()) -> tuple[np.ndarray, np.ndarray, list]:
+def run_live(speech, *, piece_s: float | None, fps: float = 25.0, emotions=(),
+             step: int | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     """(weights, head_pose, [(audio seconds pushed, frames out so far)])."""
-    live = LiveAnimator(InProcessClient(), speech.sample_rate, fps=fps, seed=5, emotion="happy")
+    live = LiveAnimator(InProcessClient(), speech.sample_rate, fps=fps, seed=5, emotion="happy", step=step)
     for change in emotions:
         live.push_emotion(*change)
     weights, poses, progress = [], [], []
@@ -100,14 +101,16 @@ def test_given_all_the_audio_the_live_frames_are_the_whole_clip_models(speech, f
     np.testing.assert_allclose(pose, whole.head_pose, atol=1e-4)
 
 
-def test_frames_come_out_while_the_audio_arrives_and_follow_the_speech(speech) -> None:
-    weights, pose, progress = run_live(speech, piece_s=0.02)
+@pytest.mark.parametrize("step", [16, 32])
+def test_frames_come_out_while_the_audio_arrives_and_follow_the_speech(speech, step) -> None:
+    weights, pose, progress = run_live(speech, piece_s=0.02, step=step)
     n = frame_count(speech.duration, 25.0)
     assert weights.shape == (n, 52) and pose.shape == (n, 6)
+    # every frame is out at most step + 4 (lookahead) frames + the features' 0.23 s after its time
+    bound = (step + 4) / 25 + 0.25
     first = next(t for t, frames in progress if frames > 0)
-    assert first <= 2.3, first  # the first window: 44 frames of audio + the features' 0.23 s
-    # after that, every frame is out at most 1.76 s + 0.25 s after its time
-    assert all(frames >= (t - 2.05) * 25 for t, frames in progress if t > first), progress[::25]
+    assert first <= bound, first
+    assert all(frames >= (t - bound) * 25 for t, frames in progress), progress[::25]
     whole = animate_audio(speech.audio, speech.sample_rate, fps=25.0, seed=5, emotion="happy")
     # the features are normalised on the audio so far: the same lips, not bit for bit
     assert np.corrcoef(weights[:, INDEX["jawOpen"]], whole.channel("jawOpen"))[0, 1] > 0.95

@@ -135,6 +135,7 @@ _ALL = [
     _s("LIKENESS_DIFFUSION_ETA", "float", 1.0, "DDIM eta of the sampler", "expression"),
     _s("LIKENESS_DIFFUSION_THREADS", "int", 1, "torch threads of the sampler", "expression"),
     _s("LIKENESS_DIFFUSION_BLINK_TOPUP", "bool", True, "add seeded blinks where the model left gaps", "expression"),
+    _s("LIKENESS_LIVE_STEP_FRAMES", "int", 16, "live: frames between windows (latency vs CPU)", "expression"),
     _s("LIKENESS_DIFFUSION_CACHE", "str", "~/.cache/likeness", "training data cache", "`make train-expression`",
        "`~/.cache/likeness`"),
     _s("LIKENESS_DIFFUSION_UTTERANCES", "int", 400, "piper training utterances", "`make train-expression`"),

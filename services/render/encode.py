@@ -129,12 +129,19 @@ class _FixedAudio:
         return self.audio[:, start:until]
 
 
+LIVE_FRAGMENT_US = 200_000  # a live video's fragments: 0.2 s each (a keyframe still every second)
+
+
 def _encode(frames: Iterable[np.ndarray], audio: "np.ndarray | AudioFeed", sample_rate: int, fps: float,
             target, crf: int, *, movflags: str, keyframe_every: int | None = None) -> None:
-    """H.264 + AAC mp4 into `target` (a path, or a file object PyAV writes to)."""
+    """H.264 + AAC mp4 into `target` (a path, or a file object PyAV writes to). With live audio (an
+    AudioFeed) the fragments are 0.2 s long instead of one per keyframe (a second). (x264's
+    `zerolatency` tune would save its ~10-frame lookahead too, but its MP4 reads 24.5 fps, not 25.)"""
     rate = _fps_fraction(fps)
-    layout = "mono" if (audio.channels if isinstance(audio, AudioFeed) else audio.shape[0]) == 1 else "stereo"
-    with av.open(target, mode="w", format="mp4", options={"movflags": movflags}) as container:
+    live = isinstance(audio, AudioFeed)
+    layout = "mono" if (audio.channels if live else audio.shape[0]) == 1 else "stereo"
+    options = {"movflags": movflags, **({"frag_duration": str(LIVE_FRAGMENT_US)} if live else {})}
+    with av.open(target, mode="w", format="mp4", options=options) as container:
         container.metadata.update(provenance.container_metadata())
         video = container.add_stream("libx264", rate=rate)
         video.pix_fmt = "yuv420p"

@@ -1,22 +1,25 @@
 """Live driving: expression frames while the audio is still arriving (a microphone, a voice agent).
 
-The model works window by window anyway (sampler.py): a window of W frames is denoised once the audio
-W + lookahead frames ahead of its start has arrived, and its first W - OVERLAP frames are final (the
-next window blends the rest). So the state of a live stream is the frames so far; each window is one
-call of the `expression_diffusion_window` model (in-process or Triton) with its context. Given all
-the audio at once, the frames are the whole-clip model's (`expression_diffusion`), bit for bit up to
+The model works window by window anyway (sampler.py), so the state of a live stream is the frames so
+far; each window is one call of the `expression_diffusion_window` model (in-process or Triton) with its
+context. While the audio arrives, a window runs every `step` frames (LIKENESS_LIVE_STEP_FRAMES, 16),
+once the audio `step` + 4 (lookahead) frames past its start is there, and its first `step` frames are
+final (the next window starts there and cross-fades into the rest). Given all the audio at once, the
+frames are the whole-clip model's (`expression_diffusion`, windows every 32 frames), bit for bit up to
 float rounding; arriving in pieces, the features are normalised on the audio so far and the blink
-top-up is planned on what is known (a planned blink is committed once its lids start to close, so
-none is ever cut short).
+top-up is planned on what is known (a planned blink is committed once its lids start to close, so none
+is ever cut short).
 
-Latency: a frame is final (W + lookahead - (W - OVERLAP)) to (W + lookahead) model frames after its
-time, 0.48-1.76 s at the model's 40-frame windows, plus ~0.23 s for the features (pitch tracking needs
-0.2 s of audio after a frame) and the window's compute.
+Latency: a frame is final 4 to step + 4 model frames after its time (0.16-0.8 s at step 16), plus
+~0.23 s for the features (pitch tracking needs 0.2 s of audio after a frame) and the window's compute.
+Fewer frames per step: lower latency, more windows, and worse lips (held-out jawOpen r: step 32 0.772,
+16 0.770, 12 0.731, 8 0.692; docs/notes/expression-diffusion.md).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from services.common import config
 from services.common.errors import InputError
 from services.common.inference import InferenceClient
 from services.expression.diffusion.blinks import blink_start, extra_blinks, with_blinks
@@ -33,13 +36,18 @@ class LiveAnimator:
     """push_audio / push_emotion as they come, `take()` the frames that are final, `end()` at the end."""
 
     def __init__(self, client: InferenceClient, sample_rate: int, *, fps: float = 25.0, seed: int = 0,
-                 emotion: str = "neutral", expressiveness: str = "medium") -> None:
+                 emotion: str = "neutral", expressiveness: str = "medium", step: int | None = None) -> None:
         if sample_rate < 4000:
             raise InputError("audio_format.sample_rate", f"must be at least 4000 Hz, got {sample_rate}")
         style_vector(emotion, expressiveness)  # validates both names
         self.client, self.fps, self.seed = client, float(fps), int(seed)
         self.emotion, self.expressiveness = emotion, expressiveness
         self.cfg = ModelConfig()
+        # While the audio arrives a window runs every `step` frames, once the audio `step` + lookahead
+        # frames past its start is there, and its first `step` frames become final (the whole-clip
+        # grid, W - OVERLAP = 32, is the most frames per window; fewer: lower latency, more windows).
+        self.step = int(np.clip(config.get_int("LIKENESS_LIVE_STEP_FRAMES") if step is None else step,
+                                1, self.cfg.window - OVERLAP))
         self.features = FeatureStream(sample_rate)
         self.changes: list[tuple[float, str, float]] = []
         self._motion = np.zeros((0, self.cfg.motion_dim), np.float32)  # model frames (25 fps), natural units
@@ -76,9 +84,11 @@ class LiveAnimator:
         motion = self._motion[:model_frames]
         if self.fps == FPS:
             rows = motion[self._taken:n_out]
-        else:
-            src, dst = np.arange(len(motion)) / FPS, np.arange(self._taken, n_out) / self.fps
-            rows = np.stack([np.interp(dst, src, motion[:, j]) for j in range(motion.shape[1])], axis=1)
+        else:  # linear between the model frames around each output frame (only those: streams are long)
+            dst = np.arange(self._taken, n_out) / self.fps
+            lo = max(0, int(np.floor(dst[0] * FPS)) - 1)
+            src = np.arange(lo, len(motion)) / FPS
+            rows = np.stack([np.interp(dst, src, motion[lo:, j]) for j in range(motion.shape[1])], axis=1)
         self._taken = n_out
         return np.clip(rows[:, :52], 0.0, 1.0).astype(np.float32), rows[:, 52:].astype(np.float32)
 
@@ -92,7 +102,7 @@ class LiveAnimator:
             if ended:
                 if n == 0 or start >= max(n - OVERLAP, 1):
                     break
-            elif start + W + L > n:
+            elif start + self.step + L > n:
                 break
             if feats is None:
                 feats = self.features.features(n)
@@ -106,7 +116,7 @@ class LiveAnimator:
                 audio, s, ctx, valid, seed=window_seed(self.seed, start), guidance=GUIDANCE[self.expressiveness]))
             end = min(n, start + W) if ended else start + W
             join_window(self._motion, np.asarray(out["motion"], np.float32), start, end)
-            self._next_start = start + W - OVERLAP
+            self._next_start = start + (W - OVERLAP if ended else self.step)
             last = ended and self._next_start >= max(n - OVERLAP, 1)
             self._final = n if last else self._next_start
         if ended:
