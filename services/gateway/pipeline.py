@@ -261,7 +261,7 @@ class EmbeddedPipeline:
         """A live video: `audio` yields mono float pieces as they are spoken (a microphone, a voice
         agent); the face follows the sound alone (request.script is not used) and fragmented MP4 with
         that audio goes to `stream_to` while the audio is still arriving (services.expression.diffusion.live;
-        a frame is out 0.5-1.8 s after its audio, plus rendering)."""
+        a frame is out ~0.4-1 s after its audio, plus rendering)."""
         import queue
         import threading
         import time
