@@ -294,7 +294,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     _check_poster(args, alpha=(args.background or "").strip().lower() == "transparent")
     if args.stream and args.poster:
         raise InputError("poster", "a stream has no poster; leave out --stream for a job with one")
-    bar = StageProgress()
     client = _reachable_client(args)
     if client is None:
         return 1
@@ -311,8 +310,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 return _receive_stream(client, options, args)
             job_id = client.submit(**options)
             print(f"job {job_id}", file=sys.stderr)
-            job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
-                                                                    event.stage_fraction))
+            job = _wait(client, job_id)
         except grpc.RpcError as exc:
             violations = field_violations(exc)
             if violations:
@@ -342,7 +340,6 @@ def cmd_retry(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".webm") or not out.parent.is_dir():
         raise InputError("out", f"{args.out}: give a .mp4 or .webm path in an existing folder")
-    bar = StageProgress()
     client = _reachable_client(args)
     if client is None:
         return 1
@@ -350,8 +347,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         try:
             job_id = client.retry(args.job_id)
             print(f"job {job_id} (retry of {args.job_id})", file=sys.stderr)
-            job = client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage),
-                                                                    event.stage_fraction))
+            job = _wait(client, job_id)
         except grpc.RpcError as exc:
             print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
@@ -580,6 +576,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     facts = f", {summary['frames']} frames ({summary['seconds']:.1f} s)" if "frames" in summary else ""
     print(f"{args.out}  (live{facts})", file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
+
+
+def _wait(client, job_id: str):
+    """The job once it ends, its stages' progress drawn on stderr meanwhile."""
+    bar = StageProgress()
+    return client.wait(job_id, on_progress=lambda event: bar(_stage_name(event.job.stage), event.stage_fraction))
 
 
 def _stage_name(stage: int) -> str:

@@ -98,7 +98,6 @@ class VideoRequest:
 class LiveResult:
     frames: int = 0
     duration_s: float = 0.0
-    first_frame_s: float | None = None  # from the start of the audio to the first frame rendered
     warnings: list[str] = field(default_factory=list)
 
 
@@ -264,7 +263,6 @@ class EmbeddedPipeline:
         a frame is out ~0.4-1 s after its audio, plus rendering)."""
         import queue
         import threading
-        import time
 
         from services.expression.diffusion.live import LiveAnimator
         from services.render.encode import AudioFeed, stream_mp4
@@ -288,7 +286,6 @@ class EmbeddedPipeline:
                     else Compositor(Renderer(rig), rig.stage, seed=request.seed, fps=request.fps))
         feed, frames = AudioFeed(), queue.Queue()
         failure: list[BaseException] = []
-        started = time.perf_counter()
         result = LiveResult(warnings=list(rig.warnings))
 
         frames_over = threading.Event()  # the encoder has taken the end marker
@@ -296,8 +293,6 @@ class EmbeddedPipeline:
         def rendered():
             while (item := frames.get()) is not None:
                 yield renderer.render(*item)
-                if result.frames == 0:
-                    result.first_frame_s = time.perf_counter() - started
                 result.frames += 1
             frames_over.set()
 

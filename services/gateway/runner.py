@@ -276,8 +276,8 @@ class JobRunner:
 
         def stream(timeout: float) -> render_pb2.RenderResult:
             call = self.render.RenderVideo(messages(), timeout=timeout)
-            # A cancel stops the render at once: once every frame is sent, no progress comes back
-            # (where report() would notice) until the video is encoded and stored.
+            # A cancel stops the render at once, not at the next progress message (where report()
+            # would notice it; they come every 25 frames rendered, none while the video is stored).
             forget = ctx.on_cancel(call.cancel)
             try:
                 for response in call:

@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import timedelta
 
@@ -137,31 +138,28 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                                                  "submit a job for WebM with alpha")
         if request.webhook_url:
             raise InputError("webhook_url", "goes with SubmitVideo; a stream reports on its own connection")
-        if self.runner is None or not self._streams.acquire(blocking=False):
-            grpc_errors.resource_exhausted(context, f"{self.max_streams} streams are running (limit); retry later",
-                                           retry_after_s=2.0, subject="streams")
         job = Job(job_id=uuid.uuid4().hex, request=job_request)
-        yield from self._streamed(job, self.runner.stream(job), context)
+        yield from self._streamed(job, lambda: self.runner.stream(job), context)
 
     def LiveVideo(self, request_iterator, context):
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise InputError("header", "the first message must be the header")
-        job_request = self._validate_live(first.header)
+        job = Job(job_id=uuid.uuid4().hex, request=self._validate_live(first.header))
+        yield from self._streamed(job, lambda: run_live(self.runner, job, first.header.audio_format, request_iterator),
+                                  context, response=gw.LiveVideoResponse)
+
+    def _streamed(self, job: Job, events: Callable[[], Iterator[tuple[str, object]]], context,
+                  response=gw.StreamVideoResponse):
+        """StreamVideo's responses from a runner's events ("timed"/"ready", then "media"), in one of the
+        LIKENESS_MAX_STREAMS slots (RESOURCE_EXHAUSTED when none is free) held until the end."""
         if self.runner is None or not self._streams.acquire(blocking=False):
             grpc_errors.resource_exhausted(context, f"{self.max_streams} streams are running (limit); retry later",
                                            retry_after_s=2.0, subject="streams")
-        job = Job(job_id=uuid.uuid4().hex, request=job_request)
-        yield from self._streamed(job, run_live(self.runner, job, first.header.audio_format, request_iterator),
-                                  context, response=gw.LiveVideoResponse)
-
-    def _streamed(self, job: Job, events, context, response=gw.StreamVideoResponse):
-        """StreamVideo's responses from a runner's events ("timed"/"ready", then "media"); holds one
-        of the LIKENESS_MAX_STREAMS slots (taken by the caller) until the end."""
         self._streaming[job.job_id] = job.request
         try:
             width, height = frame_from_pb(video_spec(job))[0].frame_size
-            for kind, value in events:
+            for kind, value in events():
                 if kind in ("timed", "ready"):
                     value = value or {"frame_count": 0, "duration_s": 0.0}  # live: not known in advance
                     yield response(header=gw.StreamVideoHeader(
@@ -387,7 +385,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if not h.HasField("audio_format"):
             violations.append(("audio_format", "is required"))
         else:
-            check("audio_format", lambda: wire.PcmStream(h.audio_format))
+            check("audio_format", lambda: wire.sample_width(h.audio_format, "audio_format"))
         size, fps, frame = self._check_video(h.video, check, violations)
         if frame is not None and frame.alpha:
             violations.append(("video.background", "a transparent video is not streamed (MP4 has no alpha)"))

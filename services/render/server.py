@@ -156,6 +156,9 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         cancelled = threading.Event()
         if context is not None:  # (None: called in-process)
             context.add_callback(cancelled.set)
+
+        def caller_gone() -> bool:
+            return cancelled.is_set() or (context is not None and not context.is_active())
         workdir = tempfile.mkdtemp(prefix="likeness-render-")
         out_path = Path(workdir) / ("video.webm" if content_type == "video/webm" else "video.mp4")
 
@@ -201,13 +204,13 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                         for weights, pose in zip(chunk.weights, chunk.head_pose):
                             frames.put((weights, pose))
                         received += len(chunk)
-                    elif kind == "audio_chunk" and live_audio:
+                    elif kind == "audio_chunk":
+                        if not live_audio:
+                            raise InputError("audio_chunk", "needs header.live_audio_format")
                         audio.push(pcm.decode(message.audio_chunk))
                     elif kind == "end":
                         ended = True
                         break
-                    elif kind == "audio_chunk":
-                        raise InputError("audio_chunk", "needs header.live_audio_format")
                     else:
                         raise InputError("header", "only one header may be sent")
                 if not ended:
@@ -227,10 +230,10 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                    threading.Thread(target=read_requests, name="render-requests", daemon=True)]
         for worker in workers:
             worker.start()
-        reported, done = 0, False
+        done = False
         try:
             while (item := outbox.get()) is not _END:
-                if cancelled.is_set() or (context is not None and not context.is_active()):
+                if caller_gone():
                     # The caller is gone: yield nothing more (a handler suspended in a yield to a dead
                     # call may never be resumed or closed); the encoder stops at its next frame.
                     cancelled.set()
@@ -240,8 +243,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                 kind, value = item
                 if kind == "media":
                     yield rd.RenderVideoResponse(media=value)
-                elif value - reported >= PROGRESS_EVERY:
-                    reported = value
+                else:  # (put every PROGRESS_EVERY frames)
                     yield rd.RenderVideoResponse(progress=rd.RenderProgress(
                         frames_rendered=value, frames_total=header.expected_frames))
             done = True
@@ -253,7 +255,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         if request_failure and not cancelled.is_set():
             shutil.rmtree(workdir, ignore_errors=True)
             raise request_failure[0]
-        if cancelled.is_set() or (context is not None and not context.is_active()):
+        if caller_gone():
             shutil.rmtree(workdir, ignore_errors=True)
             log.info("render cancelled by the caller after %d frames: nothing stored", rendered[0])
             return

@@ -75,13 +75,6 @@ def _dio(audio16k: np.ndarray) -> np.ndarray:
                        f0_ceil=PITCH_CEIL_HZ, frame_period=1000.0 * HOP / SAMPLE_RATE)[0]
 
 
-def pitch(audio16k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(log2 F0 relative to the median voiced F0, clipped to +-2 octaves; voiced 0/1), [n] at 100 Hz,
-    frame j at j * 10 ms like `log_mel`. 0 where unvoiced."""
-    f0 = _dio(audio16k)
-    return _relative_pitch(np.pad(f0, (0, max(0, n - len(f0))))[:n])
-
-
 def _relative_pitch(f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     voiced = f0 > 0
     rel = np.zeros(len(f0), np.float32)

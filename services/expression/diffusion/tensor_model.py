@@ -4,8 +4,9 @@ the whole sampling loop inside the python backend)."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -76,6 +77,18 @@ class DiffusionTensorModel:
         self.ckpt = load_checkpoint(weights_path())
         self._lock = threading.Lock()  # one sampling loop at a time per instance: torch threads are shared
 
+    @contextmanager
+    def _sampling(self) -> Iterator[None]:
+        """One sampling loop at a time, on LIKENESS_DIFFUSION_THREADS torch threads (many tiny ops: one
+        thread is ~10x cheaper in CPU time than two spinning on a busy machine)."""
+        with self._lock:
+            previous = self._torch.get_num_threads()
+            self._torch.set_num_threads(inference_threads())
+            try:
+                yield
+            finally:
+                self._torch.set_num_threads(previous)
+
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from services.expression.diffusion.sampler import generate
 
@@ -104,15 +117,9 @@ class DiffusionTensorModel:
         else:
             style = style_vector(emotion, expressiveness)
         features = frame_features(audio, rate, n_model)
-        with self._lock:
-            # Many tiny ops: one thread is ~10x cheaper in CPU time than two spinning on a busy machine.
-            previous = self._torch.get_num_threads()
-            self._torch.set_num_threads(inference_threads())
-            try:
-                motion = generate(self.ckpt, features, style, seed=seed, steps=sampling_steps(),
-                                  guidance=GUIDANCE[expressiveness], eta=sampling_eta())
-            finally:
-                self._torch.set_num_threads(previous)
+        with self._sampling():
+            motion = generate(self.ckpt, features, style, seed=seed, steps=sampling_steps(),
+                              guidance=GUIDANCE[expressiveness], eta=sampling_eta())
         if blink_top_up():  # the teacher's seeded blink process where the model left gaps (blinks.py)
             from services.expression.diffusion.blinks import top_up
 
@@ -156,12 +163,7 @@ class DiffusionWindowTensorModel(DiffusionTensorModel):
         if not (np.isfinite(guidance) and 0.0 <= guidance <= 5.0):
             raise InputError("guidance", f"must be from 0 to 5, got {guidance}")
         normalised = (context - self.ckpt.mean) / self.ckpt.std * valid[:, None]
-        with self._lock:
-            previous = self._torch.get_num_threads()
-            self._torch.set_num_threads(inference_threads())
-            try:
-                motion = generate_window(self.ckpt, audio, style, normalised, valid, seed=seed,
-                                         steps=sampling_steps(), guidance=guidance, eta=sampling_eta())
-            finally:
-                self._torch.set_num_threads(previous)
+        with self._sampling():
+            motion = generate_window(self.ckpt, audio, style, normalised, valid, seed=seed,
+                                     steps=sampling_steps(), guidance=guidance, eta=sampling_eta())
         return {"motion": (motion * self.ckpt.std + self.ckpt.mean).astype(np.float32)}
