@@ -368,3 +368,52 @@ def test_render_service_streams_fragmented_mp4_while_it_renders(storage, tmp_pat
     alpha_rig = servicer.PrepareRig(rd.PrepareRigRequest(photo_data=PHOTO.read_bytes(), video=transparent), None)
     with pytest.raises(InputError, match="stream_media"):
         list(servicer.RenderVideo(messages(transparent, alpha_rig.rig_id), None))
+
+
+def test_render_service_muxes_live_audio_as_it_arrives(storage, tmp_path):
+    """live_audio_format: the audio comes in audio_chunk messages between the frames (chunks may end
+    inside a sample); the video carries all of it. Live audio without stream_media, audio chunks
+    without live_audio_format and a stream ending inside a sample are refused."""
+    from services.common import wire
+    from services.common.inference import InProcessClient
+    from services.common.proto_gen.likeness.v1 import render_pb2 as rd
+    from services.render.server import RenderServicer
+
+    servicer = RenderServicer(storage, InProcessClient())
+    spec = common_pb2.VideoSpec(resolution=SIZE, fps=25)
+    rig = servicer.PrepareRig(rd.PrepareRigRequest(photo_data=PHOTO.read_bytes(), video=spec), None)
+    t = 50  # 2 s
+    frames = [common_pb2.ExpressionFrame(time_code=i / 25, weights=[0.0] * 52, head_pose=[0.0] * 6) for i in range(t)]
+    pcm = wire.audio_to_pb(np.sin(np.arange(2 * 16000) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3, 16000)
+
+    def messages(*, live=True, stream=True, cut=0):
+        fmt = pcm.format if live else None
+        yield rd.RenderVideoRequest(header=rd.RenderVideoHeader(
+            rig_id=rig.rig_id, video=spec, blendshapes=wire.blendshape_header(25.0), stream_media=stream,
+            live_audio_format=fmt, output=common_pb2.ObjectRef(key="x/video.mp4")))
+        data = pcm.data[:len(pcm.data) - cut]
+        step = 641  # odd: chunks split 16-bit samples
+        for k in range(t):  # audio up to each frame's end, then the frame: live audio runs ahead
+            hi = min(len(data), (k + 1) * 1280)
+            lo = min(len(data), k * 1280)
+            for i in range(lo, hi, step):
+                yield rd.RenderVideoRequest(audio_chunk=data[i:min(i + step, hi)])
+            yield rd.RenderVideoRequest(frames=rd.ExpressionFrameChunk(frames=[frames[k]]))
+        yield rd.RenderVideoRequest(end=rd.EndOfFrames())
+
+    replies = list(servicer.RenderVideo(messages(), None))
+    path = tmp_path / "live.mp4"
+    path.write_bytes(b"".join(r.media for r in replies if r.WhichOneof("response") == "media"))
+    decoded, audio, rate, fps = decode_mp4(path)
+    assert len(decoded) == t and replies[-1].result.frame_count == t
+    # all 2 s of it, plus AAC's priming (1024 samples) and its last frame's padding (< 1024): as a whole
+    # recording given up front comes out
+    assert rate == 16000 and 0 <= len(audio) / rate - 2.0 < 2048 / 16000 and np.sqrt(np.mean(audio ** 2)) > 0.1
+    with pytest.raises(InputError, match="stream_media") as info:
+        list(servicer.RenderVideo(messages(stream=False), None))
+    assert info.value.field == "header.live_audio_format"
+    with pytest.raises(InputError, match="live_audio_format") as info:
+        list(servicer.RenderVideo(messages(live=False), None))
+    assert info.value.field == "audio_chunk"
+    with pytest.raises(InputError, match="stray bytes"):
+        list(servicer.RenderVideo(messages(cut=1), None))
