@@ -152,24 +152,37 @@ class LikenessClient:
         (write them out in order: a playable .mp4), then the end with warnings and captions."""
         return self.stub.StreamVideo(gw.StreamVideoRequest(request=self.video_request(**options)), timeout=timeout_s)
 
-    def live(self, audio: Iterable[bytes], *, sample_rate: int, photo: str, timeout_s: float = 3600.0,
-             **options) -> Iterator[gw.LiveVideoResponse]:
-        """A live video (LiveVideo): `audio` yields 16-bit mono PCM at `sample_rate` as it is spoken
-        (a microphone, a voice agent); the responses are stream()'s (a header, fragmented-MP4 bytes
-        while the audio still arrives, the end). `options`: resolution, fps, seed, emotion,
-        expressiveness and the framing options of video_request (no script: the face follows the sound)."""
+    def live(self, audio: Iterable[bytes] | None = None, *, sample_rate: int = 0, text: Iterable[str] | None = None,
+             photo: str, timeout_s: float = 3600.0, **options) -> Iterator[gw.LiveVideoResponse]:
+        """A live video (LiveVideo) from `audio`: 16-bit mono PCM at `sample_rate` as it is spoken (a
+        microphone, a voice agent), or from `text` as it is written (an LLM's reply, in any pieces),
+        spoken by the server a sentence at a time in `voice`, `voice_sample` (an asset id), `speed`,
+        `language`. The responses are stream()'s (a header, fragmented-MP4 bytes while the input still
+        arrives, the end; from text, with captions). `options`: resolution, fps, seed, emotion,
+        expressiveness and the framing options of video_request."""
+        if (audio is None) == (text is None):
+            raise ValueError("give audio (with sample_rate) or text")
         base = self.video_request(photo=photo, **options)
         header = gw.LiveVideoHeader(photo=base.photo, video=base.video, emotion=base.emotion,
-                                    expressiveness=base.expressiveness, audio_format=common_pb2.AudioFormat(
-                                        sample_rate=sample_rate, channels=1,
-                                        encoding=common_pb2.AUDIO_ENCODING_PCM_S16LE))
+                                    expressiveness=base.expressiveness)
+        if audio is not None:
+            header.audio_format.CopyFrom(common_pb2.AudioFormat(sample_rate=sample_rate, channels=1,
+                                                                encoding=common_pb2.AUDIO_ENCODING_PCM_S16LE))
+        else:
+            header.speech.CopyFrom(gw.LiveSpeech(voice=base.voice, language=base.language, speed=base.speed))
+            if base.HasField("voice_sample"):
+                header.speech.voice_sample.CopyFrom(base.voice_sample)
         if base.HasField("seed"):
             header.seed = base.seed
 
         def requests() -> Iterator[gw.LiveVideoRequest]:
             yield gw.LiveVideoRequest(header=header)
-            for chunk in audio:
-                yield gw.LiveVideoRequest(audio_chunk=bytes(chunk))
+            if audio is not None:
+                for chunk in audio:
+                    yield gw.LiveVideoRequest(audio_chunk=bytes(chunk))
+            else:
+                for piece in text:
+                    yield gw.LiveVideoRequest(text=piece)
             yield gw.LiveVideoRequest(end_of_audio=expression_pb2.EndOfAudio())
 
         return self.stub.LiveVideo(requests(), timeout=timeout_s)

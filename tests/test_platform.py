@@ -320,6 +320,92 @@ def test_live_video_refuses_bad_input(stack, client, photo_id, spoken):
     assert good[-1].HasField("end")
 
 
+def test_live_video_from_text_as_an_llm_writes_it(stack, client, photo_id, tmp_path):
+    """LiveVideo with speech: text in token-sized pieces (split inside words and inside an emotion
+    tag). After the first sentence the caller sends nothing until video comes back (the gateway
+    speaks a sentence once it is whole, not at the end); then it "thinks" for 2.5 s: the face rests
+    in silence at real-time pace meanwhile. The MP4 carries the spoken sentences and the idle time,
+    the end carries captions of every word, timed on the video."""
+    import threading
+
+    first = "Maybe Bob will pay me back. "
+    rest = "[hap" + "py] Please bring the big map. It is nine o'clock."
+    got_media, waited = threading.Event(), {}
+
+    def text():
+        for i in range(0, len(first), 5):
+            yield first[i:i + 5]
+        got_media.wait(60)
+        t0 = time.monotonic()
+        time.sleep(2.5)
+        waited["s"] = time.monotonic() - t0
+        for i in range(0, len(rest), 4):
+            yield rest[i:i + 4]
+
+    arrivals = []
+    for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, timeout_s=300):
+        kind = message.WhichOneof("response")
+        if kind == "media":
+            got_media.set()
+        arrivals.append((kind, message))
+    kinds = [k for k, _ in arrivals]
+    assert kinds[0] == "header" and kinds[-1] == "end" and set(kinds[1:-1]) == {"media"}
+    assert got_media.is_set() and waited["s"] >= 2.5
+    (tmp_path / "live-text.mp4").write_bytes(b"".join(m.media for k, m in arrivals if k == "media"))
+    video = decode(tmp_path / "live-text.mp4")
+    from services.tts import TextToSpeech
+
+    said = sum(TextToSpeech().synthesize(s, seed=4).duration for s in
+               ("Maybe Bob will pay me back.", "Please bring the big map.", "It is nine o'clock."))
+    # speech + the idle time (at least the 2.5 s of thinking less the 0.5 s lead already spoken for)
+    assert said + 1.5 < video.audio_duration < said + 2.5 + 2.0, (said, video.audio_duration)
+    assert abs(len(video.frames) / 25 - video.audio_duration) < 0.1, (len(video.frames), video.audio_duration)
+    vtt = arrivals[-1][1].end.captions.webvtt
+    assert vtt.startswith("WEBVTT") and "Maybe Bob will pay me back." in vtt and "nine o'clock." in vtt
+    assert "[happy]" not in vtt and "[hap" not in vtt
+    # the mouth moves while words are said and rests while the writer thinks
+    cues = [line for line in vtt.splitlines() if "-->" in line]
+    first_end = float(cues[0].split("-->")[1].strip().split(":")[-1])
+    second_start = float(cues[1].split("-->")[0].strip().split(":")[-1])
+    assert second_start - first_end > 1.5, cues
+    mouth = video.frames[:, 125:170, 100:156].astype(np.float32)
+    motion = np.abs(np.diff(mouth, axis=0)).mean(axis=(1, 2, 3))
+    talking = motion[int(0.3 * 25):int((first_end - 0.2) * 25)].mean()
+    resting = motion[int((first_end + 0.8) * 25):int((second_start - 0.5) * 25)].mean()
+    assert talking > 2 * resting, (talking, resting)
+
+
+def test_live_video_from_text_refuses_bad_input(stack, client, photo_id):
+    stub = client.stub
+
+    def call(*messages):
+        return list(stub.LiveVideo(iter(messages), timeout=60))
+
+    speech = gw.LiveSpeech(voice="nobody", speed=7)
+    both = gw.LiveVideoHeader(photo=gw.AssetSource(asset_id=photo_id), speech=speech,
+                              audio_format=common_pb2.AudioFormat(sample_rate=16000, channels=1))
+    end = gw.LiveVideoRequest(end_of_audio=expression_pb2.EndOfAudio())
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=both), end))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"audio_format", "speech.voice", "speech.speed"} <= {f for f, _ in violations}, violations
+    neither = gw.LiveVideoHeader(photo=gw.AssetSource(asset_id=photo_id))
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=neither), end))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and [f for f, _ in violations] == ["audio_format"]
+    header = gw.LiveVideoHeader(photo=gw.AssetSource(asset_id=photo_id), speech=gw.LiveSpeech())
+    header.video.resolution = 256
+    for messages, field, words in (
+            ([end], "text", "nothing was said"),
+            ([gw.LiveVideoRequest(text="Hello [sad 7] there."), end], "text", "strength"),
+            ([gw.LiveVideoRequest(emotion=expression_pb2.TimedEmotion(time_code=1.0)), end], "emotion", "tags"),
+            ([gw.LiveVideoRequest(audio_chunk=b"\0\0"), end], "audio_chunk", "text"),
+            ([gw.LiveVideoRequest(text="Hello there.")], "end_of_audio", "end_of_audio")):
+        code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), *messages))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == field and words in violations[0][1], \
+            (messages, violations)
+    good = call(gw.LiveVideoRequest(header=header), gw.LiveVideoRequest(text="Hello there."), end)
+    assert good[-1].HasField("end") and "Hello there." in good[-1].end.captions.webvtt
+
+
 def test_a_live_caller_who_hangs_up_frees_its_place(stack, client, photo_id, spoken):
     """LIKENESS_MAX_STREAMS=1 here: while a live video runs another is refused; once its caller hangs up
     (audio never ended) the gateway ends the expression and render calls and the place is free again."""

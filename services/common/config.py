@@ -69,6 +69,8 @@ _ALL = [
     _s("LIKENESS_MAX_CONCURRENT_JOBS", "int", 2, "jobs run at once", "gateway"),
     _s("LIKENESS_MAX_QUEUED_JOBS", "int", 16, "jobs waiting before new ones are refused", "gateway"),
     _s("LIKENESS_MAX_STREAMS", "int", 2, "live streams (StreamVideo) at once", "gateway"),
+    _s("LIKENESS_LIVE_IDLE_LEAD_S", "float", 0.5, "live text: silence keeps the audio this far ahead of "
+       "the clock while no sentence is ready (0: none)", "gateway, `likeness live --text-in`", "0.5 s"),
     _s("LIKENESS_JOB_SAVE_INTERVAL_S", "float", 2.0, "least seconds between progress-only job record writes",
        "gateway"),
     _s("LIKENESS_JOB_DEADLINE_S", "float", 1800.0, "seconds a job may run", "gateway"),

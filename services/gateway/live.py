@@ -6,6 +6,10 @@ to the caller. Three calls run at once, wired by two queues:
     caller audio --+--> expression.StreamExpression --frames--+
                    +-------------------- audio ---------------+--> render.RenderVideo --> MP4 bytes
 
+With header.speech the caller sends text instead (an LLM's reply as it is written): the gateway
+speaks it a sentence at a time through the TTS service (services.common.live_script) and sends that
+audio on the same way, with silence while the writer thinks; the end carries captions.
+
 Nothing is stored; a failure anywhere ends all three calls.
 """
 from __future__ import annotations
@@ -16,14 +20,16 @@ from collections.abc import Iterator
 
 import grpc
 
+from services.common import captions, wire
 from services.common.errors import InputError
-from services.common.grpc_client import Deadline
+from services.common.grpc_client import Deadline, with_retries
+from services.common.live_script import LiveScript, paced
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2 as ex, gateway_pb2 as gw,
-                                                   render_pb2 as rd)
+                                                   render_pb2 as rd, tts_pb2)
+from services.common.speech import Speech
 from services.common.tracing import span
 from services.gateway.jobs import Job
 from services.gateway.runner import JobRunner, _as_job_failure, video_spec
-from services.common import wire
 
 _END = object()
 
@@ -33,26 +39,37 @@ def _drain(q: queue.Queue) -> Iterator:
         yield item
 
 
-def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat,
+def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat | None,
              incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[tuple[str, object]]:
-    """Yields ("ready", None) once the rig is prepared, then ("media", bytes) in order."""
+    """Yields ("ready", None) once the rig is prepared, then ("media", bytes) in order.
+    `audio_format` None: the caller sends text (job.request has the voice), spoken here."""
     request = job.request
     deadline = Deadline(runner.deadline_s)
     with span("live", {"job.id": job.job_id}), _as_job_failure():
         rig = runner._prepare_rig(job, deadline)
+        speak = None if audio_format is not None else _speaker(runner, job, deadline)
         yield "ready", None
         to_expression: queue.Queue = queue.Queue()
         to_render: queue.Queue = queue.Queue()
-        to_expression.put(ex.StreamExpressionRequest(header=ex.StreamExpressionHeader(
-            audio_format=audio_format, params=ex.ExpressionParams(
-                fps=request["fps"], seed=request["seed"], emotion=wire.EMOTION_ENUM[request["emotion"]],
-                expressiveness=wire.EXPRESSIVENESS_ENUM[request["expressiveness"]]))))
-        to_render.put(rd.RenderVideoRequest(header=rd.RenderVideoHeader(
-            rig_object=rig.rig, video=video_spec(job), blendshapes=wire.blendshape_header(request["fps"]),
-            seed=request["seed"], stream_media=True, live_audio_format=audio_format)))
+
+        def headers(fmt: common_pb2.AudioFormat) -> None:
+            """Both calls' first message, once the audio's format is known."""
+            to_expression.put(ex.StreamExpressionRequest(header=ex.StreamExpressionHeader(
+                audio_format=fmt, params=ex.ExpressionParams(
+                    fps=request["fps"], seed=request["seed"], emotion=wire.EMOTION_ENUM[request["emotion"]],
+                    expressiveness=wire.EXPRESSIVENESS_ENUM[request["expressiveness"]]))))
+            to_render.put(rd.RenderVideoRequest(header=rd.RenderVideoHeader(
+                rig_object=rig.rig, video=video_spec(job), blendshapes=wire.blendshape_header(request["fps"]),
+                seed=request["seed"], stream_media=True, live_audio_format=fmt)))
+
+        def audio(chunk: bytes) -> None:
+            to_render.put(rd.RenderVideoRequest(audio_chunk=chunk))
+            to_expression.put(ex.StreamExpressionRequest(audio_chunk=chunk))
+
         expression = runner.expression.StreamExpression(_drain(to_expression), timeout=deadline.remaining())
         render = runner.render.RenderVideo(_drain(to_render), timeout=deadline.remaining())
         failures: list[BaseException] = []
+        script: LiveScript | None = None
 
         def stop(exc: BaseException) -> None:
             failures.append(exc)
@@ -62,13 +79,13 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat,
         def from_caller() -> None:
             """The caller's audio (and emotion changes) to both services."""
             try:
+                headers(audio_format)
                 audio_bytes = 0
                 for message in incoming:
                     kind = message.WhichOneof("request")
                     if kind == "audio_chunk":
                         audio_bytes += len(message.audio_chunk)
-                        to_render.put(rd.RenderVideoRequest(audio_chunk=message.audio_chunk))
-                        to_expression.put(ex.StreamExpressionRequest(audio_chunk=message.audio_chunk))
+                        audio(message.audio_chunk)
                     elif kind == "emotion":
                         to_expression.put(ex.StreamExpressionRequest(emotion=message.emotion))
                     elif kind == "end_of_audio":
@@ -76,10 +93,31 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat,
                             raise InputError("audio_chunk", "no audio was sent")
                         to_expression.put(ex.StreamExpressionRequest(end_of_audio=ex.EndOfAudio()))
                         return
+                    elif kind == "text":
+                        raise InputError("text", "goes with header.speech; this stream sends audio")
                     else:
                         raise InputError("header", "only one header may be sent")
                 raise InputError("end_of_audio", "the stream must end with end_of_audio")
             except BaseException as exc:  # (the caller went away, or sent something wrong)
+                stop(exc)
+            finally:
+                to_expression.put(_END)
+
+        def spoken_text() -> None:
+            """The caller's text, spoken a sentence at a time, to both services."""
+            nonlocal script
+            try:
+                script = LiveScript(speak)
+                for n, piece in enumerate(paced(_texts(incoming), script)):
+                    pcm = wire.audio_to_pb(piece.audio, piece.sample_rate)
+                    if n == 0:
+                        headers(pcm.format)
+                    for time_code, emotion, strength in piece.emotions:
+                        to_expression.put(ex.StreamExpressionRequest(emotion=ex.TimedEmotion(
+                            time_code=time_code, emotion=wire.EMOTION_ENUM[emotion], strength=strength)))
+                    audio(pcm.data)
+                to_expression.put(ex.StreamExpressionRequest(end_of_audio=ex.EndOfAudio()))
+            except BaseException as exc:
                 stop(exc)
             finally:
                 to_expression.put(_END)
@@ -97,7 +135,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat,
                 to_render.put(_END)
 
         workers = [threading.Thread(target=target, name=f"live-{name}", daemon=True)
-                   for name, target in (("caller", from_caller), ("frames", frames_to_render))]
+                   for name, target in (("caller", from_caller if speak is None else spoken_text),
+                                        ("frames", frames_to_render))]
         for worker in workers:
             worker.start()
         try:
@@ -119,3 +158,47 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat,
             first = next((f for f in failures if not (isinstance(f, grpc.RpcError)
                                                        and f.code() == grpc.StatusCode.CANCELLED)), failures[0])
             raise first
+        if script is not None and script.words:
+            cues = captions.build_cues(script.words, script.text, script.duration)
+            job.result.update(captions_vtt=captions.to_webvtt(cues), captions_srt=captions.to_srt(cues))
+
+
+def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str]:
+    """The text messages of a LiveVideo with speech, until end_of_audio."""
+    for message in incoming:
+        kind = message.WhichOneof("request")
+        if kind == "text":
+            yield message.text
+        elif kind == "end_of_audio":
+            return
+        elif kind == "emotion":
+            raise InputError("emotion", "with speech, write emotion tags in the text ([happy] ...): a time "
+                                        "code is not known before the text is spoken")
+        elif kind == "audio_chunk":
+            raise InputError("audio_chunk", "this stream sends text (header.speech); audio goes with audio_format")
+        else:
+            raise InputError("header", "only one header may be sent")
+    raise InputError("end_of_audio", "the stream must end with end_of_audio")
+
+
+def _speaker(runner: JobRunner, job: Job, deadline: Deadline):
+    """text -> Speech through the TTS service, in the header's voice (a cloned one's profile built once)."""
+    request = job.request
+    profile = runner._voice_profile(request["voice_sample_key"], deadline) if request.get("voice_sample_key") else None
+
+    def speak(text: str) -> Speech:
+        call = tts_pb2.SynthesizeRequest(text=text, language=request["language"], seed=request["seed"],
+                                         voice=request.get("voice", ""), speed=request["speed"])
+        if profile is not None:
+            call.voice_reference.profile.CopyFrom(profile)
+        try:
+            response = with_retries(lambda t: runner.tts.Synthesize(call, timeout=t), deadline)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # what the text says: the caller's field
+                raise InputError("text", f"{text!r}: {exc.details()}") from None
+            raise
+        job.warnings.extend(w for w in response.warnings if w not in job.warnings)
+        samples, rate = wire.audio_from_pb(response.audio)
+        return wire.speech_from_pb(samples, rate, response.timeline)
+
+    return speak

@@ -146,7 +146,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if first is None or not first.HasField("header"):
             raise InputError("header", "the first message must be the header")
         job = Job(job_id=uuid.uuid4().hex, request=self._validate_live(first.header))
-        yield from self._streamed(job, lambda: run_live(self.runner, job, first.header.audio_format, request_iterator),
+        audio_format = first.header.audio_format if first.header.HasField("audio_format") else None
+        yield from self._streamed(job, lambda: run_live(self.runner, job, audio_format, request_iterator),
                                   context, response=gw.LiveVideoResponse)
 
     def _streamed(self, job: Job, events: Callable[[], Iterator[tuple[str, object]]], context,
@@ -382,15 +383,27 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             violations.append(("photo", "is required"))
         else:
             job["photo_key"] = check("photo", lambda: self._asset(h.photo, "photo"))
-        if not h.HasField("audio_format"):
-            violations.append(("audio_format", "is required"))
-        else:
+        if h.HasField("audio_format") == h.HasField("speech"):
+            violations.append(("audio_format", "either audio_format (the caller's audio follows) or speech "
+                                               "(the caller's text follows) is required" if not h.HasField("speech")
+                               else "not with speech: the server speaks the text in speech's voice"))
+        elif h.HasField("audio_format"):
             check("audio_format", lambda: wire.sample_width(h.audio_format, "audio_format"))
+        if h.HasField("speech"):
+            sp = h.speech
+            cloned = sp.HasField("voice_sample")
+            checked = check_speech(None, recording=False, cloned=cloned, voice=sp.voice, speed=sp.speed or 1.0)
+            violations += [(f"speech.{name}", message) for name, message in checked.violations]
+            job.update(language=sp.language or "en-us", speed=float(sp.speed or 1.0), voice=checked.voice)
+            if cloned:
+                job["voice_sample_key"] = check("speech.voice_sample",
+                                                lambda: self._asset(sp.voice_sample, "speech.voice_sample"))
         size, fps, frame = self._check_video(h.video, check, violations)
         if frame is not None and frame.alpha:
             violations.append(("video.background", "a transparent video is not streamed (MP4 has no alpha)"))
         if h.video.burn_in_captions:
-            violations.append(("video.burn_in_captions", "a live video has no script to caption"))
+            violations.append(("video.burn_in_captions", "a live video's words are not known ahead of its "
+                                                         "frames (with speech, the end carries captions)"))
         if h.emotion not in wire.EMOTIONS:
             violations.append(("emotion", "unknown value"))
         if h.expressiveness not in wire.EXPRESSIVENESS:

@@ -1,0 +1,222 @@
+"""Speech from text as it is written (an LLM's reply, a chat message): spoken a sentence at a time,
+so the face starts talking after the first sentence instead of after the whole text.
+
+    script = LiveScript(speak)                   # speak(text) -> Speech: any TTS (in-process or the service)
+    for piece in paced(text_pieces, script, lead_s=0.5):
+        ...                                      # piece.audio, piece.emotions: one timeline, in order
+    words, text = script.words, script.text      # for captions
+
+A sentence is complete at . ! ? (captions' rules: "Dr. Smith" goes on) once the next word shows (or no
+text comes for `tick_s`), or at a line break; a sentence still open after MAX_PIECE_CHARS is cut at its
+last clause mark or space.
+Emotion tags ("[happy]") and pause tags ("[pause 1]") work as in a script, also when a tag arrives
+split across pieces. While the writer is thinking, `paced` keeps the audio `lead_s` ahead of the wall
+clock with silence: a player never runs dry and the face rests (blinks, breathes) in the pause.
+"""
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.common import config
+from services.common.captions import _ends_sentence
+from services.common.emotion_tags import EmotionTag, strip_tags, timed_emotions
+from services.common.errors import InputError
+from services.common.speech import Speech, Word
+
+MAX_PIECE_CHARS = 300  # a sentence still open after this many characters is spoken in parts
+_CLAUSE_MARK = re.compile(r"[,;:—–]\s")
+_TAGS = re.compile(r"\[[^\]]*\]")
+
+
+class SentenceBuffer:
+    """Text in any pieces -> whole sentences, as soon as each is known to be whole."""
+
+    def __init__(self, max_chars: int = MAX_PIECE_CHARS) -> None:
+        self.pending = ""
+        self.max_chars = max_chars
+
+    def push(self, text: str) -> list[str]:
+        self.pending += text
+        out = []
+        while (cut := self._cut()) is not None:
+            sentence, self.pending = self.pending[:cut].strip(), self.pending[cut:]
+            if sentence:
+                out.append(sentence)
+        return out
+
+    def ended(self) -> list[str]:
+        """The pending text, if it ends a sentence: when no more text comes for a while, nothing
+        will tell that "back." ends one (the next word), so it is taken as ended."""
+        words = self.pending.split()
+        if words and "[" not in self.pending[self.pending.rfind("]") + 1:] and _ends_sentence(words[-1], ""):
+            return self.flush()
+        return []
+
+    def flush(self) -> list[str]:
+        rest, self.pending = self.pending.strip(), ""
+        return [rest] if rest else []
+
+    def _cut(self) -> int | None:
+        """Where the first complete sentence of `pending` ends, or None."""
+        text = self.pending
+        open_tag = text.rfind("[") > text.rfind("]")
+        limit = text.rfind("[") if open_tag else len(text)  # never cut inside a tag still arriving
+        newline = text.find("\n", 0, limit)
+        for match in re.finditer(r"\S+", text[:limit]):
+            if newline != -1 and match.start() > newline:
+                break
+            following = _TAGS.sub(" ", text[match.end():limit]).lstrip()  # "Done. [happy] Next"
+            if following and _ends_sentence(match.group(), following):
+                return match.end()
+        if newline != -1:
+            return newline + 1
+        if limit > self.max_chars:  # a run-on sentence: its last clause mark, else its last space
+            window = text[:self.max_chars]
+            marks = [m.end() for m in _CLAUSE_MARK.finditer(window)]
+            space = window.rfind(" ")
+            return marks[-1] if marks else (space + 1 if space > 0 else self.max_chars)
+        return None
+
+
+@dataclass
+class LivePiece:
+    """Audio to append to the live timeline, and emotion changes (seconds on that timeline)."""
+
+    audio: np.ndarray  # float32 mono at sample_rate
+    sample_rate: int
+    start_s: float
+    emotions: list[tuple[float, str, float]] = field(default_factory=list)
+
+
+class LiveScript:
+    """Sentences spoken one after another on one timeline; `words` and `text` are what was said."""
+
+    def __init__(self, speak: Callable[[str], Speech], *, field: str = "text") -> None:
+        self.speak, self.field = speak, field
+        self.sentences = SentenceBuffer()
+        self.sample_rate: int | None = None
+        self.duration = 0.0  # seconds of audio handed out so far
+        self.words: list[Word] = []
+        self.spoken: list[str] = []
+        self._tags: list[EmotionTag] = []  # tags written after the last words: they act on the next ones
+        self._gap_due = False  # a sentence was spoken: the next one starts after a sentence pause
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.spoken)
+
+    def push(self, text: str) -> Iterator[LivePiece]:
+        for sentence in self.sentences.push(text):
+            yield from self._say(sentence)
+
+    def quiet(self) -> Iterator[LivePiece]:
+        """No text came for a while: a sentence waiting only for the next word is spoken."""
+        for sentence in self.sentences.ended():
+            yield from self._say(sentence)
+
+    def end(self) -> Iterator[LivePiece]:
+        for sentence in self.sentences.flush():
+            yield from self._say(sentence)
+
+    def silence(self, seconds: float) -> LivePiece:
+        if self.sample_rate is None:
+            raise RuntimeError("silence before any speech: the sample rate is not known yet")
+        piece = LivePiece(np.zeros(int(round(seconds * self.sample_rate)), np.float32), self.sample_rate,
+                          self.duration)
+        self.duration += len(piece.audio) / self.sample_rate
+        self._gap_due = False  # (the silence is the pause)
+        return piece
+
+    def _say(self, sentence: str) -> Iterator[LivePiece]:
+        from services.tts.pauses import strip_pauses
+
+        text, tags = strip_tags(sentence, self.field)
+        tags = [EmotionTag(0, t.emotion, t.strength) for t in self._tags] + tags
+        if not strip_pauses(text):  # only tags: they act from the next words (pauses are silence)
+            self._tags = tags
+            seconds = _pause_seconds(text, self.field)
+            if seconds and self.sample_rate is not None:
+                yield self.silence(seconds)
+            return
+        self._tags = []
+        speech = self.speak(text)
+        if self.sample_rate is None:
+            self.sample_rate = speech.sample_rate
+        elif speech.sample_rate != self.sample_rate:
+            raise RuntimeError(f"the voice changed its sample rate ({speech.sample_rate} != {self.sample_rate})")
+        if self._gap_due:
+            yield self.silence(config.get_float("LIKENESS_TTS_SENTENCE_SILENCE"))
+        start = self.duration
+        emotions = [(start + t, name, strength) for t, name, strength in timed_emotions(tags, speech.words, text)]
+        self.words += [Word(w.text, w.start + start, w.end + start) for w in speech.words]
+        self.spoken.append(speech.text or text)
+        self.duration += speech.duration
+        self._gap_due = True
+        yield LivePiece(np.asarray(speech.audio, np.float32).reshape(-1), speech.sample_rate, start, emotions)
+
+
+def _pause_seconds(text: str, field: str) -> float:
+    from services.tts.pauses import split_pauses
+
+    return sum(seconds for _, seconds in split_pauses(text, field))
+
+
+def idle_lead_s() -> float:
+    return config.get_float("LIKENESS_LIVE_IDLE_LEAD_S")
+
+
+def paced(text: Iterable[str], script: LiveScript, *, lead_s: float | None = None, tick_s: float = 0.2,
+          clock: Callable[[], float] = time.monotonic) -> Iterator[LivePiece]:
+    """`script`'s pieces for `text` (read on its own thread: it may block, like a network stream).
+    From the first words on, while no sentence is ready, silence keeps the audio `lead_s`
+    (LIKENESS_LIVE_IDLE_LEAD_S) ahead of the clock; 0: no silence, the video waits for the text."""
+    lead_s = idle_lead_s() if lead_s is None else lead_s
+    inbox: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in text:
+                if stop.is_set():
+                    return
+                inbox.put(("text", item))
+            inbox.put(("end", None))
+        except BaseException as exc:  # (the caller hung up, or sent something wrong): raised below
+            inbox.put(("error", exc))
+
+    threading.Thread(target=read, name="live-text", daemon=True).start()
+    started_at: float | None = None
+
+    def started(pieces: Iterable[LivePiece]) -> Iterator[LivePiece]:
+        nonlocal started_at
+        for piece in pieces:
+            if started_at is None:
+                started_at = clock()
+            yield piece
+
+    try:
+        while True:
+            idling = started_at is not None and lead_s > 0
+            try:
+                kind, value = inbox.get(timeout=tick_s if idling or script.sentences.pending.strip() else None)
+            except queue.Empty:  # the writer is thinking
+                yield from started(script.quiet())
+                if idling and (ahead := script.duration - (clock() - started_at)) < lead_s:
+                    yield script.silence(lead_s - ahead + tick_s)
+                continue
+            if kind == "error":
+                raise value
+            yield from started(script.push(value) if kind == "text" else script.end())
+            if kind == "end":
+                if started_at is None:
+                    raise InputError(script.field, "nothing was said (no text with words in it)")
+                return
+    finally:
+        stop.set()
