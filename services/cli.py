@@ -517,8 +517,29 @@ def _live_audio(args: argparse.Namespace) -> tuple[int, Iterator[np.ndarray]]:
     return rate, from_file()
 
 
+def _live_text(args: argparse.Namespace) -> Iterator[str]:
+    """Text as it is written: stdin (`-`) handed on as it arrives (an LLM's output piped in), or a file."""
+    import codecs
+    import os
+
+    if args.text_in != "-":
+        path = Path(args.text_in)
+        if not path.is_file():
+            raise InputError("text-in", f"no such file: {path}")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        return iter([text])
+
+    def from_stdin() -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while data := os.read(sys.stdin.fileno(), 4096):  # returns what a pipe holds, without waiting for more
+            yield decoder.decode(data)
+        yield decoder.decode(b"", final=True)
+
+    return from_stdin()
+
+
 def cmd_live(args: argparse.Namespace) -> int:
-    """Live: audio as it is spoken in, the talking video out while it is still being spoken."""
+    """Live: audio as it is spoken (or text as it is written) in, the talking video out meanwhile."""
     import numpy as np
 
     from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
@@ -528,12 +549,31 @@ def cmd_live(args: argparse.Namespace) -> int:
         if output_kind(args.out) != "mp4":
             raise InputError("out", "a live video is fragmented MP4: use .mp4, or - for stdout")
         check_output(args.out)
+    from_text = args.text_in is not None
+    for name in ("voice", "voice_name", "captions"):
+        if getattr(args, name) and not from_text:
+            raise InputError(name.replace("_", "-"), "goes with --text-in (audio brings its own voice and no words)")
+    if args.speed != 1.0 and not from_text:
+        raise InputError("speed", "goes with --text-in (audio is shown at its own pace)")
+    if args.captions:
+        from services.common.captions import FORMATS
+        from services.gateway.pipeline import check_output_path
+
+        check_output_path(args.captions, suffixes=tuple(FORMATS), field="captions")
+    voice_sample = _read_audio(args.voice, "voice")
     request = VideoRequest(photo=Path(args.photo), script="", size=args.size, fps=args.fps, seed=args.seed,
-                           emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
+                           emotion=args.emotion, expressiveness=args.expressiveness, voice_sample=voice_sample,
+                           voice=args.voice_name or "", speed=args.speed, **_framing(args))
     if not Path(args.photo).is_file():
         raise InputError("photo", f"no such file: {args.photo}")
     request.validate_video()
-    rate, pieces = _live_audio(args)
+    if from_text:
+        from dataclasses import replace
+
+        replace(request, script="Hello.").validate()  # the voice options
+        text = _live_text(args)
+    else:
+        rate, pieces = _live_audio(args)
     client = _reachable_client(args) if args.server else None
     if args.server and client is None:
         return 1
@@ -545,25 +585,34 @@ def cmd_live(args: argparse.Namespace) -> int:
             sink.flush()
 
         if client is None:
-            result = EmbeddedPipeline().live(request, pieces, rate, stream_to=write)
-            summary.update(frames=result.frames, seconds=result.duration_s, warnings=result.warnings)
+            pipeline = EmbeddedPipeline()
+            result = (pipeline.live_text(request, text, stream_to=write) if from_text
+                      else pipeline.live(request, pieces, rate, stream_to=write))
+            summary.update(frames=result.frames, seconds=result.duration_s, warnings=result.warnings,
+                           cues=result.captions)
             return
         import grpc
 
         from services.common.grpc_errors import field_violations
 
-        pcm = ((np.clip(p, -1, 1) * 32767).round().astype("<i2").tobytes() for p in pieces)
         try:
             with client:
                 asset = client.upload(args.photo, kind="photo")
                 options = dict(resolution=args.size, fps=args.fps, seed=args.seed, emotion=args.emotion,
                                expressiveness=args.expressiveness,
                                **{k: v for k, v in _submit_framing(client, args).items() if k != "burn_captions"})
-                for message in client.live(pcm, sample_rate=rate, photo=asset, **options):
+                if from_text:
+                    voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
+                    call = client.live(text=text, photo=asset, voice=args.voice_name or "", voice_sample=voice_id,
+                                       speed=args.speed, **options)
+                else:
+                    pcm = ((np.clip(p, -1, 1) * 32767).round().astype("<i2").tobytes() for p in pieces)
+                    call = client.live(pcm, sample_rate=rate, photo=asset, **options)
+                for message in call:
                     if message.HasField("media"):
                         write(message.media)
                     elif message.HasField("end"):
-                        summary.update(warnings=list(message.end.warnings))
+                        summary.update(warnings=list(message.end.warnings), captions=message.end.captions)
         except grpc.RpcError as exc:
             violations = field_violations(exc)
             if violations:
@@ -573,6 +622,15 @@ def cmd_live(args: argparse.Namespace) -> int:
     _write_stream(args.out, run)
     for warning in summary.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
+    if args.captions:
+        if "captions" in summary:
+            _write_captions(args.captions, summary["captions"])
+        else:
+            from services.common import captions
+
+            target = Path(args.captions)
+            target.write_text(captions.FORMATS[target.suffix.lower()](summary["cues"]), encoding="utf-8")
+        print(f"captions: {args.captions}", file=sys.stderr)
     facts = f", {summary['frames']} frames ({summary['seconds']:.1f} s)" if "frames" in summary else ""
     print(f"{args.out}  (live{facts})", file=sys.stderr if args.out == "-" else sys.stdout)
     return 0
@@ -675,12 +733,21 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--out", required=True, help="where the video goes (.mp4, or .webm for the job's WebM)")
     retry.set_defaults(func=cmd_retry)
 
-    live = sub.add_parser("live", help="audio as it is spoken in (a file or a microphone on stdin), the "
-                                       "talking video out while it is still spoken (fragmented MP4)")
+    live = sub.add_parser("live", help="audio as it is spoken (a file, a microphone on stdin) or text as it is "
+                                       "written (an LLM's output on stdin) in, the talking video out while it "
+                                       "comes (fragmented MP4)")
     live.add_argument("--photo", required=True, help="portrait photo (jpg/png/webp)")
-    live.add_argument("--audio-in", required=True,
-                      help="a recording (wav/mp3/m4a/ogg/webm), or - : raw 16-bit mono PCM on stdin at --rate "
-                           "(e.g. arecord -f S16_LE -c 1 -r 16000 -t raw)")
+    source = live.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio-in",
+                        help="a recording (wav/mp3/m4a/ogg/webm), or - : raw 16-bit mono PCM on stdin at --rate "
+                             "(e.g. arecord -f S16_LE -c 1 -r 16000 -t raw)")
+    source.add_argument("--text-in",
+                        help="a UTF-8 text file, or - : text on stdin as it is written (pipe an LLM's output in); "
+                             "spoken a sentence at a time, tags as in --script ([happy], [pause 1])")
+    live.add_argument("--voice", help="with --text-in: a 3-60 s sample of the voice to speak in")
+    live.add_argument("--voice-name", help="with --text-in: a built-in voice (`likeness voices`); default: joe")
+    live.add_argument("--speed", type=float, default=1.0, help="with --text-in: speaking rate, 0.5-2.0 (default 1)")
+    live.add_argument("--captions", help="with --text-in: also write captions of what was said (.srt or .vtt)")
     live.add_argument("--rate", type=int, default=16000, help="sample rate of --audio-in - (default 16000)")
     live.add_argument("--realtime", action="store_true", help="send a file's audio at the pace it is spoken")
     live.add_argument("--out", required=True, help="an .mp4 file, or - : stdout (pipe it into a player)")

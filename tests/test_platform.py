@@ -459,6 +459,32 @@ def test_cli_live_from_a_microphone_pipe_in_process_and_through_the_gateway(stac
     assert bad.returncode == 2 and bad.stderr.decode().strip().splitlines()[-1].startswith("error: rate:"), bad.stderr
 
 
+def test_cli_live_from_text_in_process_and_through_the_gateway(stack, tmp_path):
+    """`likeness live --text-in -`: text on stdin (an LLM's output piped in), fragmented MP4 on stdout and
+    captions; in-process and through LiveVideo the same speech comes out."""
+    text = "Maybe Bob will pay me back. [happy] Please bring\nthe big map"
+    durations = []
+    for extra in ([], ["--server", stack.gateway_address]):
+        vtt = tmp_path / "live.vtt"
+        proc = subprocess.run([sys.executable, "-m", "services.cli", "live", "--photo", str(PHOTO), "--text-in", "-",
+                               "--speed", "1.2", "--size", "256", "--out", "-", "--captions", str(vtt), *extra],
+                              cwd=ROOT, input=text.encode(), capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (tmp_path / "cli-live-text.mp4").write_bytes(proc.stdout)
+        video = decode(tmp_path / "cli-live-text.mp4")
+        assert abs(len(video.frames) / 25 - video.audio_duration) < 0.1 and video.audio_duration > 2.0
+        durations.append(video.audio_duration)
+        cues = vtt.read_text()
+        assert "Maybe Bob will pay me back." in cues and "Please bring" in cues and "[happy]" not in cues, cues
+    assert abs(durations[0] - durations[1]) < 0.1, durations
+    for args, field in ((["--text-in", "-", "--voice-name", "nobody"], "voice"),
+                        (["--audio-in", "-", "--speed", "1.5"], "speed")):
+        bad = subprocess.run([sys.executable, "-m", "services.cli", "live", "--photo", str(PHOTO), *args, "--out", "-"],
+                             cwd=ROOT, input=b"", capture_output=True, timeout=120)
+        assert bad.returncode == 2 and bad.stderr.decode().strip().splitlines()[-1].startswith(f"error: {field}"), \
+            bad.stderr
+
+
 def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):
     """`likeness submit`: the README's platform command, against the running gateway."""
     import sys

@@ -1,7 +1,8 @@
 """Speech from text as it is written (an LLM's reply, a chat message): spoken a sentence at a time,
 so the face starts talking after the first sentence instead of after the whole text.
 
-    script = LiveScript(speak)                   # speak(text) -> Speech: any TTS (in-process or the service)
+    script = LiveScript(speak)                   # speak(text) -> Speech: any TTS (in-process or the service;
+                                                 # it gets text without tags)
     for piece in paced(text_pieces, script, lead_s=0.5):
         ...                                      # piece.audio, piece.emotions: one timeline, in order
     words, text = script.words, script.text      # for captions
@@ -135,7 +136,7 @@ class LiveScript:
         return piece
 
     def _say(self, sentence: str) -> Iterator[LivePiece]:
-        from services.tts.pauses import strip_pauses
+        from services.tts.pauses import speak_with_pauses, strip_pauses
 
         text, tags = strip_tags(sentence, self.field)
         tags = [EmotionTag(0, t.emotion, t.strength) for t in self._tags] + tags
@@ -146,7 +147,7 @@ class LiveScript:
                 yield self.silence(seconds)
             return
         self._tags = []
-        speech = self.speak(text)
+        speech = speak_with_pauses(text, self.speak, self.field)
         if self.sample_rate is None:
             self.sample_rate = speech.sample_rate
         elif speech.sample_rate != self.sample_rate:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from services.common.speech import Speech
 from services.render.keypoints import validate_keypoints
 from services.render.layout import Background, FrameSpec
 from services.render.poster import PosterPicker
+
+if TYPE_CHECKING:
+    from services.common.live_script import LivePiece
 
 # Stage names double as progress labels and as keys of stage outputs in object storage.
 STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
@@ -99,6 +102,7 @@ class LiveResult:
     frames: int = 0
     duration_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    captions: list = field(default_factory=list)  # services.common.captions cues (a live video from text)
 
 
 @dataclass
@@ -255,15 +259,17 @@ class EmbeddedPipeline:
         return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings) + speech_warnings,
                            stage_seconds=seconds, poster=poster.image)
 
-    def live(self, request: VideoRequest, audio: Iterable[np.ndarray], sample_rate: int,
+    def live(self, request: VideoRequest, audio: Iterable[np.ndarray | "LivePiece"], sample_rate: int | None,
              stream_to: Callable[[bytes], None]) -> LiveResult:
         """A live video: `audio` yields mono float pieces as they are spoken (a microphone, a voice
         agent); the face follows the sound alone (request.script is not used) and fragmented MP4 with
         that audio goes to `stream_to` while the audio is still arriving (services.expression.diffusion.live;
-        a frame is out ~0.4-1 s after its audio, plus rendering)."""
+        a frame is out ~0.4-1 s after its audio, plus rendering). Pieces may be LivePieces (their
+        emotion changes apply; `sample_rate` None: theirs)."""
         import queue
         import threading
 
+        from services.common.live_script import LivePiece
         from services.expression.diffusion.live import LiveAnimator
         from services.render.encode import AudioFeed, stream_mp4
         from services.render.layout import Compositor
@@ -276,18 +282,17 @@ class EmbeddedPipeline:
         if request.frame.alpha:
             raise InputError("out", "a transparent video is not streamed (MP4 has no alpha)")
         if request.burn_captions:
-            raise InputError("burn_captions", "a live video has no script to caption")
+            raise InputError("burn_captions", "a live video's words are not known ahead of its frames")
         keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
         rig = build_rig(load_photo(request.photo), frame=request.frame, detect=detector(self.client),
                         segment=segmenter(self.client), keypoints=keypoints)
-        animator = LiveAnimator(self.client, sample_rate, fps=request.fps, seed=request.seed,
-                                emotion=request.emotion, expressiveness=request.expressiveness)
         renderer = (Renderer(rig) if rig.stage is None
                     else Compositor(Renderer(rig), rig.stage, seed=request.seed, fps=request.fps))
         feed, frames = AudioFeed(), queue.Queue()
         failure: list[BaseException] = []
         result = LiveResult(warnings=list(rig.warnings))
-
+        animator: LiveAnimator | None = None
+        encoder: threading.Thread | None = None
         frames_over = threading.Event()  # the encoder has taken the end marker
 
         def rendered():
@@ -296,16 +301,22 @@ class EmbeddedPipeline:
                 result.frames += 1
             frames_over.set()
 
-        def encode() -> None:
+        def encode(rate: int) -> None:
             try:
-                stream_mp4(rendered(), feed, sample_rate, request.fps, stream_to)
+                stream_mp4(rendered(), feed, rate, request.fps, stream_to)
             except BaseException as exc:
                 failure.append(exc)
                 while not frames_over.is_set() and frames.get() is not None:  # drain: the audio side never blocks
                     pass
 
-        encoder = threading.Thread(target=encode, name="live-encode", daemon=True)
-        encoder.start()
+        def start(rate: int) -> LiveAnimator:
+            """The animator and the encoder, once the audio's sample rate is known."""
+            nonlocal encoder
+            started = LiveAnimator(self.client, rate, fps=request.fps, seed=request.seed,
+                                   emotion=request.emotion, expressiveness=request.expressiveness)
+            encoder = threading.Thread(target=encode, args=(rate,), name="live-encode", daemon=True)
+            encoder.start()
+            return started
 
         def hand_over() -> None:
             for item in zip(*animator.take()):
@@ -313,21 +324,55 @@ class EmbeddedPipeline:
 
         try:
             for piece in audio:
+                if animator is None:
+                    animator = start(sample_rate or piece.sample_rate)
+                if isinstance(piece, LivePiece):
+                    for time_code, emotion, strength in piece.emotions:
+                        animator.push_emotion(time_code, emotion, strength)
+                    piece = piece.audio
                 piece = np.asarray(piece, np.float32).reshape(-1)
                 feed.push(piece)
                 animator.push_audio(piece)
                 hand_over()
                 if failure:
                     break
-            animator.end()
-            hand_over()
+            if animator is not None:
+                animator.end()
+                hand_over()
         finally:
             feed.end()
             frames.put(None)
-            encoder.join()
-        if animator.features.received == 0:
+            if encoder is not None:
+                encoder.join()
+        if animator is None or animator.features.received == 0:
             raise InputError("audio", "no audio was given")
         if failure:
             raise failure[0]
         result.duration_s = animator.features.duration
+        return result
+
+    def live_text(self, request: VideoRequest, text: Iterable[str], stream_to: Callable[[bytes], None],
+                  *, lead_s: float | None = None) -> LiveResult:
+        """A live video from text as it is written (an LLM's reply, in any pieces): spoken a sentence at
+        a time in the request's voice (voice, voice_sample, speed, language), the face resting in
+        silence at real-time pace while no sentence is ready (services.common.live_script); the
+        result carries the captions. request.script is not used."""
+        from dataclasses import replace
+
+        from services.common.captions import build_cues
+        from services.common.live_script import LiveScript, paced
+
+        request.validate_video()
+        replace(request, script="Hello.", driving_audio=None, burn_captions=False).validate()  # the voice
+        warnings: list[str] = []
+
+        def speak(sentence: str) -> Speech:
+            speech, said = self.speech(replace(request, script=sentence, driving_audio=None))
+            warnings.extend(w for w in said if w not in warnings)
+            return speech
+
+        script = LiveScript(speak)
+        result = self.live(request, paced(text, script, lead_s=lead_s), None, stream_to)
+        result.warnings += warnings
+        result.captions = build_cues(script.words, script.text, script.duration)
         return result

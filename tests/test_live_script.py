@@ -1,0 +1,128 @@
+"""Text as it is written -> speech a sentence at a time (services.common.live_script), with the real
+in-process TTS: where sentences are cut, one timeline for all of them, tags, and silence while the
+writer thinks."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from services.common.errors import InputError
+from services.common.live_script import MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced
+
+TEXT = ("Hello there. I met Dr. Smith at 3.30 p.m. today! [hap" "py] Great news. [pause 1] "
+        "Was it \"real\"? Yes\nNo more")
+SENTENCES = ["Hello there.", "I met Dr. Smith at 3.30 p.m. today!", "[happy] Great news.",
+             "[pause 1] Was it \"real\"?", "Yes", "No more"]
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, len(TEXT)])
+def test_sentences_are_cut_where_they_end_whatever_the_pieces(size):
+    buffer = SentenceBuffer()
+    out = []
+    for i in range(0, len(TEXT), size):
+        out += buffer.push(TEXT[i:i + size])
+    assert out == SENTENCES[:-1]  # the last one has no end yet
+    assert buffer.flush() == ["No more"] and buffer.flush() == []
+
+
+def test_a_sentence_waits_for_the_next_word_or_a_quiet_moment():
+    buffer = SentenceBuffer()
+    assert buffer.push("It is done. ") == []  # "done. Smith" or "done. next"? not known yet
+    assert buffer.push("and more. ") == []  # (a lower-case word goes on)
+    assert buffer.ended() == ["It is done. and more."]
+    assert buffer.push("Ask Dr. ") == [] and buffer.ended() == []  # an abbreviation does not end one
+    assert buffer.push("Smith [ha") == [] and buffer.ended() == []  # nor a tag still arriving
+    assert buffer.push("ppy] now.") == [] and buffer.ended() == ["Ask Dr. Smith [happy] now."]
+
+
+def test_a_run_on_sentence_is_spoken_in_parts():
+    buffer = SentenceBuffer()
+    clause = "and the road went on past the river, "
+    out = buffer.push(clause * 20)
+    assert out and all(len(s) <= MAX_PIECE_CHARS for s in out)
+    assert all(s.endswith(",") for s in out)  # cut at clause marks, not inside words
+    words = " ".join(out + buffer.flush()).split()
+    assert words == (clause * 20).split()
+
+
+@pytest.fixture(scope="module")
+def speak():
+    from services.tts import TextToSpeech
+
+    tts = TextToSpeech()
+    return lambda text: tts.synthesize(text, seed=1)
+
+
+def test_sentences_share_one_timeline_with_their_tags_and_pauses(speak):
+    script = LiveScript(speak)
+    pieces = []
+    for i in range(0, len(TEXT), 4):
+        pieces += script.push(TEXT[i:i + 4])
+    pieces += script.end()
+    rate = script.sample_rate
+    starts = np.cumsum([0.0] + [len(p.audio) / rate for p in pieces])
+    assert np.allclose([p.start_s for p in pieces], starts[:-1]) and abs(starts[-1] - script.duration) < 1e-9
+    assert script.text == "Hello there. I met Dr. Smith at 3.30 p.m. today! Great news. Was it \"real\"? Yes No more"
+    words = [w.text for w in script.words]
+    assert words[:3] == ["Hello", "there", "I"] and words[-2:] == ["No", "more"]
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(script.words, script.words[1:]))
+    # each word is heard where the timeline says: loud inside the words, quiet between sentences
+    audio = np.concatenate([p.audio for p in pieces])
+    great = next(w for w in script.words if w.text == "Great")
+    assert [e for p in pieces for e in p.emotions] == [(pytest.approx(next(
+        p.start_s for p in pieces if p.emotions)), "happy", 1.0)]
+    assert next(p.start_s for p in pieces if p.emotions) <= great.start < next(p.start_s for p in pieces if p.emotions) + 0.3
+
+    def loudness(a, b):
+        return float(np.sqrt(np.mean(audio[int(a * rate):int(b * rate)] ** 2)))
+
+    news = next(w for w in script.words if w.text == "news")
+    was = next(w for w in script.words if w.text == "Was")
+    assert was.start - news.end > 1.0  # the [pause 1] between the sentences
+    assert loudness(news.end + 0.2, was.start - 0.2) < 0.1 * loudness(great.start, news.end)
+
+
+def test_tags_alone_act_on_the_next_words_and_bad_tags_name_the_field(speak):
+    script = LiveScript(speak)
+    assert list(script.push("[sad 0.5]\n")) == []  # nothing to say yet, nothing known of the rate
+    first = list(script.push("Oh no.\n"))
+    assert first[0].emotions == [(0.0, "sad", 0.5)]
+    with pytest.raises(InputError) as info:
+        list(script.push("Fine [happy 3] then.\n"))
+    assert info.value.field == "text" and "strength" in info.value.message
+
+
+def test_the_face_rests_in_silence_while_the_writer_thinks(speak):
+    def writer():
+        yield "Hello there. "
+        time.sleep(3.0)
+        yield "Still here."
+
+    for lead in (0.5, 0.0):
+        script = LiveScript(speak)
+        t0 = time.monotonic()
+        pieces = list(paced(writer(), script, lead_s=lead))
+        elapsed = time.monotonic() - t0
+        silent = [p for p in pieces if not np.any(p.audio)]
+        if lead:
+            # the audio kept pace with the clock: it covers the wait, and about lead more
+            assert len(silent) >= 5 and script.duration >= elapsed - 0.3, (script.duration, elapsed)
+            assert script.words[-2].start - script.words[1].end > 2.5
+        else:
+            assert [len(p.audio) for p in silent] == [int(round(0.2 * script.sample_rate))]  # the sentence pause
+            assert script.duration < elapsed - 1.0  # (the video would wait for the text)
+
+
+def test_nothing_said_and_a_broken_source_are_errors(speak):
+    with pytest.raises(InputError) as info:
+        list(paced(iter(["   ", "[happy]"]), LiveScript(speak), lead_s=0.5))
+    assert info.value.field == "text" and "nothing was said" in info.value.message
+
+    def broken():
+        yield "Hello there. "
+        raise ConnectionError("the writer went away")
+
+    with pytest.raises(ConnectionError):
+        list(paced(broken(), LiveScript(speak), lead_s=0.5))
