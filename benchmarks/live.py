@@ -13,6 +13,10 @@ Rows:
   platform LiveVideo (real Triton, real S3, the four services): when each frame arrives at the
     client in a complete MP4 fragment (playable), minus when its audio was spoken; first bytes/fragment.
 A frame cannot be earlier than its audio plus the model's window (0.48-1.76 s) and the features' 0.23 s.
+From text (an LLM streaming the same script, a word every 1/WORDS_PER_S s), the same two paths
+(EmbeddedPipeline.live_text, LiveVideo with speech): when the first frame is out after the first word
+was written (embedded: rendered, building the rig included; platform: playable at the client, the
+rig cached), and how long a player that starts then would wait in all (stall; 0: it never runs dry).
 """
 from __future__ import annotations
 
@@ -32,6 +36,9 @@ SCRIPT = ("Hello, and welcome to Likeness. I am speaking from a single photo, wi
           "Watch my lips: people, bubbles, and maps. Did you notice the blinks? Pretty good, right?")
 PIECE_S = 0.02
 FPS = 25.0
+WORDS_PER_S = 30.0  # an LLM's output speed, about 40 tokens/s
+TEXT_TRIALS = 3  # the text rows report the median of this many runs (the first run after start-up varies most)
+WARM_TEXT = "Hello there, this warms the models up. It is long enough for a window or two."
 
 
 def paced(samples: np.ndarray, rate: int, start: float):
@@ -169,6 +176,73 @@ def platform_row(speech) -> dict:
     return {"path": "platform LiveVideo (frames playable)", **stats(lags), **{k: round(v, 3) for k, v in marks.items()}}
 
 
+def llm(text: str, start: float):
+    """`text` as an LLM streams it: a word (with its following space) every 1/WORDS_PER_S s."""
+    import re
+
+    for i, word in enumerate(re.findall(r"\S+\s*", text)):
+        time.sleep(max(0.0, start + i / WORDS_PER_S - time.monotonic()))
+        yield word
+
+
+def text_stats(runs: list[list[float]]) -> dict:
+    """Over the runs' frame times: the median first frame out, and the median of a player's total wait
+    if it starts playing then (frames due at 1/FPS)."""
+    firsts, stalls = [], []
+    for times in runs:
+        t = np.array(times)
+        firsts.append(t[0])
+        stalls.append(max(0.0, float((t - (t[0] + np.arange(len(t)) / FPS)).max())))
+    return {"first_frame_s": round(float(np.median(firsts)), 3), "first_frame_runs_s": [round(f, 3) for f in firsts],
+            "stall_s": round(float(np.median(stalls)), 3), "video_s": round(len(runs[-1]) / FPS, 2)}
+
+
+def embedded_text_row() -> dict:
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    import services.render.renderer as renderer_module
+
+    pipeline = EmbeddedPipeline()
+    request = VideoRequest(photo=PHOTO.read_bytes(), script="", seed=1)
+    pipeline.live_text(request, iter([WARM_TEXT]), lambda b: None)  # warm
+    runs: list[list[float]] = []
+    original = renderer_module.Renderer.render
+
+    def timed(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        runs[-1].append(time.monotonic() - start)
+        return out
+
+    renderer_module.Renderer.render = timed
+    try:
+        for _ in range(TEXT_TRIALS):
+            runs.append([])
+            start = time.monotonic()
+            pipeline.live_text(request, llm(SCRIPT, start), lambda b: None)
+    finally:
+        renderer_module.Renderer.render = original
+    return {"path": "embedded live video from LLM text", **text_stats(runs)}
+
+
+def platform_text_row() -> dict:
+    from services.client import LikenessClient
+    from services.stack import LocalStack
+
+    with LocalStack() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
+        photo = client.upload(PHOTO, kind="photo")
+        list(client.live(text=iter([WARM_TEXT]), photo=photo, seed=1))  # warm: rig cached, models loaded
+        runs: list[list[float]] = []
+        for _ in range(TEXT_TRIALS):
+            times: list[float] = []
+            received, start = b"", time.monotonic()
+            for message in client.live(text=llm(SCRIPT, start), photo=photo, seed=1):
+                if message.HasField("media"):
+                    received += message.media
+                    frames, _ = video_samples(received)
+                    times += [time.monotonic() - start] * (frames - len(times))
+            runs.append(times)
+    return {"path": "platform LiveVideo from LLM text (playable)", **text_stats(runs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-platform", action="store_true", help="skip the LiveVideo row (starts the stack)")
@@ -180,6 +254,7 @@ def main() -> None:
     rows = [expression_row(speech), embedded_row(speech)]
     if not args.no_platform:
         rows.append(platform_row(speech))
+    text_rows = [embedded_text_row()] + ([] if args.no_platform else [platform_text_row()])
     print(f"audio {speech.duration:.1f} s, paced at real time in {PIECE_S * 1000:.0f} ms pieces; lag = when a frame "
           f"is out minus when its audio was spoken")
     print(f"{'path':40} {'median':>7} {'p90':>7} {'max':>7}  first bytes / fragment   other")
@@ -187,9 +262,15 @@ def main() -> None:
         firsts = f"{row.get('first_bytes_s', float('nan')):.2f} / {row.get('first_fragment_s', float('nan')):.2f} s"
         other = f"jawOpen r {row['jaw_r_vs_whole_clip']}" if "jaw_r_vs_whole_clip" in row else ""
         print(f"{row['path']:40} {row['median_s']:7.2f} {row['p90_s']:7.2f} {row['max_s']:7.2f}  {firsts:23}  {other}")
+    print(f"\nfrom text: the same script written at {WORDS_PER_S:.0f} words/s; first frame after the first word, "
+          f"and a player's total wait if it starts then (medians of {TEXT_TRIALS} runs)")
+    print(f"{'path':44} {'first frame':>11} {'stall':>7} {'video':>7}")
+    for row in text_rows:
+        print(f"{row['path']:44} {row['first_frame_s']:10.2f}s {row['stall_s']:6.2f}s {row['video_s']:6.1f}s")
     out = {"benchmark": "live", "date": dt.date.today().isoformat(),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-           "audio_s": round(speech.duration, 2), "piece_s": PIECE_S, "rows": rows}
+           "audio_s": round(speech.duration, 2), "piece_s": PIECE_S, "rows": rows,
+           "words_per_s": WORDS_PER_S, "text_rows": text_rows}
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
 

@@ -408,7 +408,8 @@ def test_live_video_from_text_refuses_bad_input(stack, client, photo_id):
 
 def test_a_live_caller_who_hangs_up_frees_its_place(stack, client, photo_id, spoken):
     """LIKENESS_MAX_STREAMS=1 here: while a live video runs another is refused; once its caller hangs up
-    (audio never ended) the gateway ends the expression and render calls and the place is free again."""
+    (audio never ended; text never ended, the face idling) the gateway ends the expression and render
+    calls and the place is free again."""
     import threading
 
     pcm, rate, _ = spoken
@@ -421,24 +422,32 @@ def test_a_live_caller_who_hangs_up_frees_its_place(stack, client, photo_id, spo
             i += piece
             time.sleep(0.02)
 
-    call = client.live(endless(), sample_rate=rate, photo=photo_id, resolution=256, timeout_s=120)
-    assert next(call).HasField("header")
-    assert next(call).HasField("media")  # running: video comes back
-    one_second = [pcm[:rate * 2]]
-    code, _ = violations_of(lambda: list(client.live(iter(one_second), sample_rate=rate, photo=photo_id,
-                                                     resolution=256, timeout_s=60)))
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    call.cancel()
+    def thinking():  # an LLM that says one sentence, then thinks forever: the face idles meanwhile
+        yield "Maybe Bob will pay me back.\n"
+        stop.wait(120)
+
+    starts = [lambda: client.live(endless(), sample_rate=rate, photo=photo_id, resolution=256, timeout_s=120),
+              lambda: client.live(text=thinking(), photo=photo_id, resolution=256, timeout_s=120)]
+    for start in starts:
+        call = start()
+        assert next(call).HasField("header")
+        assert next(call).HasField("media")  # running: video comes back
+        one_second = [pcm[:rate * 2]]
+        code, _ = violations_of(lambda: list(client.live(iter(one_second), sample_rate=rate, photo=photo_id,
+                                                         resolution=256, timeout_s=60)))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        call.cancel()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                done = list(client.live(iter(one_second), sample_rate=rate, photo=photo_id, resolution=256,
+                                        timeout_s=60))
+                assert done[-1].HasField("end")
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+                time.sleep(0.5)
     stop.set()
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            done = list(client.live(iter(one_second), sample_rate=rate, photo=photo_id, resolution=256, timeout_s=60))
-            assert done[-1].HasField("end")
-            break
-        except grpc.RpcError as exc:
-            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
-            time.sleep(0.5)
 
 
 def test_cli_live_from_a_microphone_pipe_in_process_and_through_the_gateway(stack, spoken, tmp_path):

@@ -69,6 +69,7 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
         expression = runner.expression.StreamExpression(_drain(to_expression), timeout=deadline.remaining())
         render = runner.render.RenderVideo(_drain(to_render), timeout=deadline.remaining())
         failures: list[BaseException] = []
+        over = threading.Event()  # the video ended (or the caller went away): no more idle silence
         script: LiveScript | None = None
 
         def stop(exc: BaseException) -> None:
@@ -109,6 +110,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             try:
                 script = LiveScript(speak)
                 for n, piece in enumerate(paced(_texts(incoming), script)):
+                    if over.is_set():
+                        return
                     pcm = wire.audio_to_pb(piece.audio, piece.sample_rate)
                     if n == 0:
                         headers(pcm.format)
@@ -148,6 +151,7 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             if not failures:
                 raise
         finally:  # the caller went away, or a failure: end every call and both workers
+            over.set()
             for call in (expression, render):
                 call.cancel()
             to_expression.put(_END), to_render.put(_END)
