@@ -35,6 +35,15 @@ def test_a_sentence_waits_for_the_next_word_or_a_quiet_moment():
     assert buffer.push("Ask Dr. ") == [] and buffer.ended() == []  # an abbreviation does not end one
     assert buffer.push("Smith [ha") == [] and buffer.ended() == []  # nor a tag still arriving
     assert buffer.push("ppy] now.") == [] and buffer.ended() == ["Ask Dr. Smith [happy] now."]
+    assert buffer.push("Bye. [sad") == [] and buffer.ended() == ["Bye."]  # the tag waits for its words
+    assert buffer.push("] See you.\n") == ["[sad] See you."]
+
+
+def test_one_huge_piece_is_cut_in_bounded_time():
+    buffer = SentenceBuffer()
+    t0 = time.monotonic()
+    out = buffer.push("word " * 200_000 + "[ never closed " + "more " * 1000)  # 1 MB, no sentence ends
+    assert time.monotonic() - t0 < 5.0 and len(out) > 3000 and max(map(len, out)) <= MAX_PIECE_CHARS
 
 
 def test_a_run_on_sentence_is_spoken_in_parts():

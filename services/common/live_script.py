@@ -32,8 +32,10 @@ from services.common.errors import InputError
 from services.common.speech import Speech, Word
 
 MAX_PIECE_CHARS = 300  # a sentence still open after this many characters is spoken in parts
+MAX_TAG_CHARS = 40  # "[surprised 0.75]": a "[" further back than this is text, not a tag still arriving
 _CLAUSE_MARK = re.compile(r"[,;:—–]\s")
 _TAGS = re.compile(r"\[[^\]]*\]")
+_TRAILING_TAGS = re.compile(r"(?:\s*\[[^\]\[]*\]?)*\s*$")
 
 
 class SentenceBuffer:
@@ -44,20 +46,23 @@ class SentenceBuffer:
         self.max_chars = max_chars
 
     def push(self, text: str) -> list[str]:
-        self.pending += text
         out = []
-        while (cut := self._cut()) is not None:
-            sentence, self.pending = self.pending[:cut].strip(), self.pending[cut:]
-            if sentence:
-                out.append(sentence)
+        for i in range(0, len(text), self.max_chars):  # (pending stays short, whatever one piece holds)
+            self.pending += text[i:i + self.max_chars]
+            while (cut := self._cut()) is not None:
+                sentence, self.pending = self.pending[:cut].strip(), self.pending[cut:]
+                if sentence:
+                    out.append(sentence)
         return out
 
     def ended(self) -> list[str]:
         """The pending text, if it ends a sentence: when no more text comes for a while, nothing
         will tell that "back." ends one (the next word), so it is taken as ended."""
-        words = self.pending.split()
-        if words and "[" not in self.pending[self.pending.rfind("]") + 1:] and _ends_sentence(words[-1], ""):
-            return self.flush()
+        body = _TRAILING_TAGS.sub("", self.pending)  # "Done. [happy] " -> "Done." ("[happy]" waits)
+        words = body.split()
+        if words and _ends_sentence(words[-1], ""):
+            self.pending = self.pending[len(body):]
+            return [body.strip()]
         return []
 
     def flush(self) -> list[str]:
@@ -67,8 +72,9 @@ class SentenceBuffer:
     def _cut(self) -> int | None:
         """Where the first complete sentence of `pending` ends, or None."""
         text = self.pending
-        open_tag = text.rfind("[") > text.rfind("]")
-        limit = text.rfind("[") if open_tag else len(text)  # never cut inside a tag still arriving
+        start = text.rfind("[")
+        open_tag = start > text.rfind("]") and len(text) - start <= MAX_TAG_CHARS
+        limit = start if open_tag else len(text)  # never cut inside a tag still arriving
         newline = text.find("\n", 0, limit)
         for match in re.finditer(r"\S+", text[:limit]):
             if newline != -1 and match.start() > newline:

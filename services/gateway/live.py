@@ -22,10 +22,10 @@ import grpc
 
 from services.common import captions, wire
 from services.common.errors import InputError
-from services.common.grpc_client import Deadline, with_retries
+from services.common.grpc_client import Deadline
 from services.common.live_script import LiveScript, paced
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2 as ex, gateway_pb2 as gw,
-                                                   render_pb2 as rd, tts_pb2)
+                                                   render_pb2 as rd)
 from services.common.speech import Speech
 from services.common.tracing import span
 from services.gateway.jobs import Job
@@ -191,12 +191,8 @@ def _speaker(runner: JobRunner, job: Job, deadline: Deadline):
     profile = runner._voice_profile(request["voice_sample_key"], deadline) if request.get("voice_sample_key") else None
 
     def speak(text: str) -> Speech:
-        call = tts_pb2.SynthesizeRequest(text=text, language=request["language"], seed=request["seed"],
-                                         voice=request.get("voice", ""), speed=request["speed"])
-        if profile is not None:
-            call.voice_reference.profile.CopyFrom(profile)
         try:
-            response = with_retries(lambda t: runner.tts.Synthesize(call, timeout=t), deadline)
+            response = runner.synthesize(request, text, profile, deadline)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # what the text says: the caller's field
                 raise InputError("text", f"{text!r}: {exc.details()}") from None

@@ -179,12 +179,9 @@ class JobRunner:
     def _speech(self, job: Job, keys: dict[str, str], deadline: Deadline) -> None:
         request = job.request
         if request.get("script"):
-            call = tts_pb2.SynthesizeRequest(text=request["script"], language=request.get("language", ""),
-                                             seed=request["seed"], voice=request.get("voice", ""),
-                                             speed=request.get("speed", 1.0))
-            if request.get("voice_sample_key"):
-                call.voice_reference.profile.CopyFrom(self._voice_profile(request["voice_sample_key"], deadline))
-            response = with_retries(lambda t: self.tts.Synthesize(call, timeout=t), deadline)
+            profile = self._voice_profile(request["voice_sample_key"], deadline) \
+                if request.get("voice_sample_key") else None
+            response = self.synthesize(request, request["script"], profile, deadline)
         else:
             call = tts_pb2.AlignRequest(audio=common_pb2.AudioSource(object=self._ref(request["driving_audio_key"])),
                                         transcript=request.get("transcript", ""),
@@ -199,6 +196,15 @@ class JobRunner:
         # the timeline is written last: its presence marks the stage finished
         self.storage.put_bytes(keys["timeline"], json_format.MessageToJson(response.timeline).encode(),
                                "application/json")
+
+    def synthesize(self, request: dict, text: str, profile: common_pb2.ObjectRef | None,
+                   deadline: Deadline) -> tts_pb2.SynthesizeResponse:
+        """`text` spoken by the TTS service in the request's voice (`profile`: a cloned one's)."""
+        call = tts_pb2.SynthesizeRequest(text=text, language=request.get("language", ""), seed=request["seed"],
+                                         voice=request.get("voice", ""), speed=request.get("speed", 1.0))
+        if profile is not None:
+            call.voice_reference.profile.CopyFrom(profile)
+        return with_retries(lambda t: self.tts.Synthesize(call, timeout=t), deadline)
 
     def _voice_profile(self, sample_key: str, deadline: Deadline) -> common_pb2.ObjectRef:
         """The sample's speaker profile (store.profile_key), built by the TTS service the
