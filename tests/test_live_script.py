@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.common.errors import InputError
-from services.common.live_script import MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced
+from services.common.live_script import MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced, speakable
 
 TEXT = ("Hello there. I met Dr. Smith at 3.30 p.m. today! [hap" "py] Great news. [pause 1] "
         "Was it \"real\"? Yes\nNo more")
@@ -56,6 +56,15 @@ def test_a_run_on_sentence_is_spoken_in_parts():
     assert words == (clause * 20).split()
 
 
+def test_an_llms_markdown_is_not_read_out():
+    assert speakable("## **Plan** for `today`") == "Plan for today"
+    assert speakable("- See [the docs](https://x.io/a/b) or https://www.example.com/p?q=1 now.") == \
+        "See the docs or example.com now."
+    assert speakable("> [happy] *Quoted*, snake_case kept.") == "[happy] Quoted, snake_case kept."
+    buffer = SentenceBuffer()  # emphasis around a sentence's end does not hide it
+    assert buffer.push("**Done.** **Next** one. ## Title\n- item") == ["**Done.**", "**Next** one.", "## Title"]
+
+
 @pytest.fixture(scope="module")
 def speak():
     from services.tts import TextToSpeech
@@ -91,6 +100,13 @@ def test_sentences_share_one_timeline_with_their_tags_and_pauses(speak):
     was = next(w for w in script.words if w.text == "Was")
     assert was.start - news.end > 1.0  # the [pause 1] between the sentences
     assert loudness(news.end + 0.2, was.start - 0.2) < 0.1 * loudness(great.start, news.end)
+
+
+def test_markdown_is_spoken_as_words_and_captioned_without_marks(speak):
+    script = LiveScript(speak)
+    list(script.push("# Results\n**Great** news: see [the report](https://example.com/r/1).\n"))
+    assert [w.text for w in script.words] == ["Results", "Great", "news", "see", "the", "report"]
+    assert script.text == "Results Great news: see the report."
 
 
 def test_tags_alone_act_on_the_next_words_and_bad_tags_name_the_field(speak):

@@ -11,7 +11,7 @@ A sentence is complete at . ! ? (captions' rules: "Dr. Smith" goes on) once the 
 text comes for `tick_s`), or at a line break; a sentence still open after MAX_PIECE_CHARS is cut at its
 last clause mark or space.
 Emotion tags ("[happy]") and pause tags ("[pause 1]") work as in a script, also when a tag arrives
-split across pieces. While the writer is thinking, `paced` keeps the audio `lead_s` ahead of the wall
+split across pieces. LLMs write Markdown: its marks are not read out (`speakable`). While the writer is thinking, `paced` keeps the audio `lead_s` ahead of the wall
 clock with silence: a player never runs dry and the face rests (blinks, breathes) in the pause.
 """
 from __future__ import annotations
@@ -35,6 +35,12 @@ MAX_PIECE_CHARS = 300  # a sentence still open after this many characters is spo
 MAX_TAG_CHARS = 40  # "[surprised 0.75]": a "[" further back than this is text, not a tag still arriving
 _CLAUSE_MARK = re.compile(r"[,;:—–]\s")
 _TAGS = re.compile(r"\[[^\]]*\]")
+_MARKDOWN = [  # (pattern, replacement), in order: what a voice should say for an LLM's Markdown
+    (re.compile(r"!?\[([^\]]*)\]\([^)]*\)"), r"\1"),  # [text](url), ![alt](src) -> text
+    (re.compile(r"https?://(?:www\.)?([^/\s]+)\S*"), r"\1"),  # a bare URL -> its host
+    (re.compile(r"^\s*(?:#{1,6}|>|[-*+•])\s+"), ""),  # heading, quote, bullet marks at the start
+    (re.compile(r"\*\*|__|~~|[*`]"), ""),  # emphasis and code marks
+]
 _TRAILING_TAGS = re.compile(r"(?:\s*\[[^\]\[]*\]?)*\s*$")
 
 
@@ -60,7 +66,7 @@ class SentenceBuffer:
         will tell that "back." ends one (the next word), so it is taken as ended."""
         body = _TRAILING_TAGS.sub("", self.pending)  # "Done. [happy] " -> "Done." ("[happy]" waits)
         words = body.split()
-        if words and _ends_sentence(words[-1], ""):
+        if words and _ends_sentence(words[-1].rstrip("*_`~"), ""):
             self.pending = self.pending[len(body):]
             return [body.strip()]
         return []
@@ -79,8 +85,8 @@ class SentenceBuffer:
         for match in re.finditer(r"\S+", text[:limit]):
             if newline != -1 and match.start() > newline:
                 break
-            following = _TAGS.sub(" ", text[match.end():limit]).lstrip()  # "Done. [happy] Next"
-            if following and _ends_sentence(match.group(), following):
+            following = _TAGS.sub(" ", text[match.end():limit]).lstrip("*_`~# \t\r\n")  # "Done. [happy] **Next"
+            if following and _ends_sentence(match.group().rstrip("*_`~"), following):
                 return match.end()
         if newline != -1:
             return newline + 1
@@ -90,6 +96,14 @@ class SentenceBuffer:
             space = window.rfind(" ")
             return marks[-1] if marks else (space + 1 if space > 0 else self.max_chars)
         return None
+
+
+def speakable(text: str) -> str:
+    """`text` without the Markdown marks an LLM writes: links and URLs become their text and host,
+    heading/bullet/quote marks and emphasis/code marks go; the words stay."""
+    for pattern, replacement in _MARKDOWN:
+        text = pattern.sub(replacement, text)
+    return " ".join(text.split())
 
 
 @dataclass
@@ -144,7 +158,7 @@ class LiveScript:
     def _say(self, sentence: str) -> Iterator[LivePiece]:
         from services.tts.pauses import speak_with_pauses, strip_pauses
 
-        text, tags = strip_tags(sentence, self.field)
+        text, tags = strip_tags(speakable(sentence), self.field)
         tags = [EmotionTag(0, t.emotion, t.strength) for t in self._tags] + tags
         if not strip_pauses(text):  # only tags: they act from the next words (pauses are silence)
             self._tags = tags
