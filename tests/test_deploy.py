@@ -30,8 +30,11 @@ LIKENESS_METRICS = {
     "likeness_grpc_requests_total", "likeness_grpc_request_duration_seconds", "likeness_jobs_total",
     "likeness_job_queue_depth", "likeness_jobs_in_flight", "likeness_stage_duration_seconds",
     "likeness_frames_rendered_total", "likeness_webhook_attempts_total", "likeness_auth_failures_total",
+    "likeness_streams_in_flight", "likeness_streams_total", "likeness_stream_first_media_seconds",
+    "likeness_live_idle_seconds_total",
 }
-HISTOGRAMS = {"likeness_grpc_request_duration_seconds", "likeness_stage_duration_seconds"}
+HISTOGRAMS = {"likeness_grpc_request_duration_seconds", "likeness_stage_duration_seconds",
+              "likeness_stream_first_media_seconds"}
 TRITON_METRICS = {
     "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count", "nv_inference_exec_count",
     "nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -850,6 +851,20 @@ def test_metrics_are_exposed_and_scraped_by_prometheus(stack, tmp_path):
     assert frames and float(frames[0].split()[-1]) > 0
     triton = urllib.request.urlopen(stack.triton.metrics_url, timeout=5).read().decode()
     assert 'nv_inference_request_success{model="tts_piper"' in triton
+
+    def value(name: str, labels: str = "") -> float:  # (0 when the series does not exist yet)
+        found = re.search(rf"^{name}{re.escape(labels)} (\S+)$", texts["gateway"], re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    # the live tests above: videos from audio and text, refused while the one place was taken, callers
+    # who hung up, a text whose tag was wrong, an LLM that thought for 3.5 s
+    for kind, outcome, at_least in (("live_audio", "ok", 3), ("live_text", "ok", 3), ("live_audio", "refused", 2),
+                                    ("live_audio", "cancelled", 1), ("live_text", "cancelled", 1),
+                                    ("live_text", "invalid", 1), ("stream", "ok", 1)):
+        assert value("likeness_streams_total", f'{{kind="{kind}",outcome="{outcome}"}}') >= at_least, (kind, outcome)
+    assert value("likeness_streams_in_flight", '{kind="live_text"}') == 0
+    assert value("likeness_stream_first_media_seconds_count", '{kind="live_text"}') >= 3
+    assert value("likeness_live_idle_seconds_total") > 1.0
 
     prometheus = "/usr/bin/prometheus"
     assert os.path.exists(prometheus), "run scripts/install-deploy-tools.sh (Debian prometheus)"

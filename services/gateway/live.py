@@ -29,6 +29,7 @@ from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2 as
 from services.common.speech import Speech
 from services.common.tracing import span
 from services.gateway.jobs import Job
+from services.gateway.metrics import LIVE_IDLE
 from services.gateway.runner import JobRunner, _as_job_failure, video_spec
 
 _END = object()
@@ -115,6 +116,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
                     pcm = wire.audio_to_pb(piece.audio, piece.sample_rate)
                     if n == 0:
                         headers(pcm.format)
+                    if piece.idle:
+                        LIVE_IDLE.inc(len(piece.audio) / piece.sample_rate)
                     for time_code, emotion, strength in piece.emotions:
                         to_expression.put(ex.StreamExpressionRequest(emotion=ex.TimedEmotion(
                             time_code=time_code, emotion=wire.EMOTION_ENUM[emotion], strength=strength)))
@@ -158,9 +161,10 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
         for worker in workers:
             worker.join(timeout=5)
         if failures:
-            # the first failure, not the cancellations it caused
-            first = next((f for f in failures if not (isinstance(f, grpc.RpcError)
-                                                       and f.code() == grpc.StatusCode.CANCELLED)), failures[0])
+            # the first failure, not the cancellations it caused (a caller's stream that broke off raises
+            # an RpcError without a code)
+            first = next((f for f in failures if not (isinstance(f, grpc.RpcError) and (
+                not hasattr(f, "code") or f.code() == grpc.StatusCode.CANCELLED))), failures[0])
             raise first
         if script is not None and script.words:
             cues = captions.build_cues(script.words, script.text, script.duration)

@@ -61,6 +61,8 @@ def _as_job_failure() -> Iterator[None]:
     try:
         yield
     except grpc.RpcError as exc:
+        if not hasattr(exc, "code"):  # a caller's request stream that broke off (it went away)
+            raise
         violations = field_violations(exc) if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else []
         raise JobFailed(exc.code().name, exc.details() or exc.code().name,
                         field=violations[0][0] if violations else "") from None

@@ -25,7 +25,7 @@ from services.gateway import assets, auth, retention, webhooks
 from services.gateway.job_store import CancelRequests, StorageJobStore
 from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
 from services.gateway.live import run_live
-from services.gateway.metrics import IN_FLIGHT, JOBS, QUEUE_DEPTH
+from services.gateway.metrics import FIRST_MEDIA, IN_FLIGHT, JOBS, QUEUE_DEPTH, STREAMS, STREAMS_IN_FLIGHT
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
 from services.gateway.speech_rules import WORDS, check_speech
@@ -139,7 +139,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if request.webhook_url:
             raise InputError("webhook_url", "goes with SubmitVideo; a stream reports on its own connection")
         job = Job(job_id=uuid.uuid4().hex, request=job_request)
-        yield from self._streamed(job, lambda: self.runner.stream(job), context)
+        yield from self._streamed(job, lambda: self.runner.stream(job), context, kind="stream")
 
     def LiveVideo(self, request_iterator, context):
         first = next(request_iterator, None)
@@ -148,36 +148,59 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         job = Job(job_id=uuid.uuid4().hex, request=self._validate_live(first.header))
         audio_format = first.header.audio_format if first.header.HasField("audio_format") else None
         yield from self._streamed(job, lambda: run_live(self.runner, job, audio_format, request_iterator),
-                                  context, response=gw.LiveVideoResponse)
+                                  context, response=gw.LiveVideoResponse,
+                                  kind="live_audio" if audio_format is not None else "live_text")
 
     def _streamed(self, job: Job, events: Callable[[], Iterator[tuple[str, object]]], context,
-                  response=gw.StreamVideoResponse):
+                  response=gw.StreamVideoResponse, kind: str = "stream"):
         """StreamVideo's responses from a runner's events ("timed"/"ready", then "media"), in one of the
-        LIKENESS_MAX_STREAMS slots (RESOURCE_EXHAUSTED when none is free) held until the end."""
+        LIKENESS_MAX_STREAMS slots (RESOURCE_EXHAUSTED when none is free) held until the end; counted
+        by `kind` in the likeness_stream* metrics."""
+        started = time.monotonic()
         if self.runner is None or not self._streams.acquire(blocking=False):
+            STREAMS.labels(kind, "refused").inc()
             grpc_errors.resource_exhausted(context, f"{self.max_streams} streams are running (limit); retry later",
                                            retry_after_s=2.0, subject="streams")
         self._streaming[job.job_id] = job.request
+        STREAMS_IN_FLIGHT.labels(kind).inc()
+        outcome, first_media = "failed", True
         try:
             width, height = frame_from_pb(video_spec(job))[0].frame_size
-            for kind, value in events():
-                if kind in ("timed", "ready"):
+            for event, value in events():
+                if event in ("timed", "ready"):
                     value = value or {"frame_count": 0, "duration_s": 0.0}  # live: not known in advance
                     yield response(header=gw.StreamVideoHeader(
                         content_type="video/mp4", frame_size=common_pb2.FrameSize(width=width, height=height),
                         fps=job.request["fps"], frame_count=value["frame_count"],
                         duration_seconds=value["duration_s"], seed=job.request["seed"]))
                 else:
+                    if first_media:
+                        FIRST_MEDIA.labels(kind).observe(time.monotonic() - started)
+                        first_media = False
                     yield response(media=value)
             end = gw.StreamVideoEnd(warnings=job.warnings)
             if "captions_vtt" in job.result:
                 end.captions.webvtt, end.captions.srt = job.result["captions_vtt"], job.result["captions_srt"]
+            outcome = "ok"
             yield response(end=end)
+        except GeneratorExit:  # the caller went away
+            outcome = "cancelled"
+            raise
         except JobFailed as exc:
+            outcome = "cancelled" if not context.is_active() else \
+                "invalid" if exc.code == "INVALID_ARGUMENT" else "failed"
             if exc.code == "INVALID_ARGUMENT" and exc.field:
                 raise InputError(exc.field, str(exc)) from None
             context.abort(getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc))
+        except InputError:  # what the caller sent during the stream (live text, audio)
+            outcome = "invalid" if context.is_active() else "cancelled"
+            raise
+        except Exception:  # (a caller who hung up shows here too: the calls it fed broke off)
+            outcome = "failed" if context.is_active() else "cancelled"
+            raise
         finally:
+            STREAMS.labels(kind, outcome).inc()
+            STREAMS_IN_FLIGHT.labels(kind).dec()
             self._streaming.pop(job.job_id, None)
             self._streams.release()
 
