@@ -114,6 +114,7 @@ class LivePiece:
     sample_rate: int
     start_s: float
     emotions: list[tuple[float, str, float]] = field(default_factory=list)
+    idle: bool = False  # silence while waiting for the writer (not a pause the text asked for)
 
 
 class LiveScript:
@@ -230,7 +231,9 @@ def paced(text: Iterable[str], script: LiveScript, *, lead_s: float | None = Non
             except queue.Empty:  # the writer is thinking
                 yield from started(script.quiet())
                 if idling and (ahead := script.duration - (clock() - started_at)) < lead_s:
-                    yield script.silence(lead_s - ahead + tick_s)
+                    rest = script.silence(lead_s - ahead + tick_s)
+                    rest.idle = True
+                    yield rest
                 continue
             if kind == "error":
                 raise value
