@@ -768,6 +768,12 @@ def test_voice_sample_clones_the_voice_through_the_gateway(stack, client, photo_
     again = client.wait(client.submit(photo=photo_id, script="And again.", voice_sample=sample, resolution=256),
                         timeout_s=300)
     assert again.state == gw.JOB_STATE_SUCCEEDED and stack.storage().list("voices/") == profiles
+    # a live video from text speaks in the cloned voice too, with the same stored profile
+    live = list(client.live(text=iter(["Hello from a ", "live cloned voice."]), photo=photo_id, voice_sample=sample,
+                            resolution=256, timeout_s=300))
+    assert live[-1].HasField("end") and "live cloned voice." in live[-1].end.captions.webvtt
+    assert sum(len(m.media) for m in live if m.HasField("media")) > 10_000
+    assert stack.storage().list("voices/") == profiles
     # The sample is personal data: deleting it takes its speaker profile along
     deleted = client.delete_asset(sample)
     assert deleted[0] == f"assets/{sample}" and [k for k in deleted if k.startswith("voices/")] == profiles
