@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,25 @@ def expression_row(speech) -> dict:
             "jaw_r_vs_whole_clip": round(float(np.corrcoef(jaw, whole.channel("jawOpen"))[0, 1]), 3)}
 
 
+@contextmanager
+def render_times(times: list[float]):
+    """Meanwhile, time.monotonic() goes into `times` as each frame is rendered (handed to the encoder)."""
+    import services.render.renderer as renderer_module
+
+    original = renderer_module.Renderer.render
+
+    def timed(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        times.append(time.monotonic())
+        return out
+
+    renderer_module.Renderer.render = timed
+    try:
+        yield
+    finally:
+        renderer_module.Renderer.render = original
+
+
 def embedded_row(speech) -> dict:
     from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
 
@@ -94,21 +114,10 @@ def embedded_row(speech) -> dict:
         if b"moof" in data:
             marks.setdefault("first_fragment_s", time.monotonic() - start)
 
-    lags: list[float] = []
-    import services.render.renderer as renderer_module
-
-    original = renderer_module.Renderer.render
-
-    def timed(self, *args, **kwargs):  # when each frame is rendered (handed to the encoder)
-        out = original(self, *args, **kwargs)
-        lags.append(time.monotonic() - start - len(lags) / FPS)
-        return out
-
-    renderer_module.Renderer.render = timed
-    try:
+    times: list[float] = []
+    with render_times(times):
         result = pipeline.live(request, paced(speech.audio, speech.sample_rate, start), speech.sample_rate, sink)
-    finally:
-        renderer_module.Renderer.render = original
+    lags = [t - start - k / FPS for k, t in enumerate(times)]
     return {"path": "embedded live video (likeness live)", **stats(lags[:result.frames]),
             **{k: round(v, 3) for k, v in marks.items()}}
 
@@ -199,27 +208,17 @@ def text_stats(runs: list[list[float]]) -> dict:
 
 def embedded_text_row() -> dict:
     from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
-    import services.render.renderer as renderer_module
 
     pipeline = EmbeddedPipeline()
     request = VideoRequest(photo=PHOTO.read_bytes(), script="", seed=1)
     pipeline.live_text(request, iter([WARM_TEXT]), lambda b: None)  # warm
     runs: list[list[float]] = []
-    original = renderer_module.Renderer.render
-
-    def timed(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        runs[-1].append(time.monotonic() - start)
-        return out
-
-    renderer_module.Renderer.render = timed
-    try:
-        for _ in range(TEXT_TRIALS):
-            runs.append([])
+    for _ in range(TEXT_TRIALS):
+        times: list[float] = []
+        with render_times(times):
             start = time.monotonic()
             pipeline.live_text(request, llm(SCRIPT, start), lambda b: None)
-    finally:
-        renderer_module.Renderer.render = original
+        runs.append([t - start for t in times])
     return {"path": "embedded live video from LLM text", **text_stats(runs)}
 
 

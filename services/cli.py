@@ -151,10 +151,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         target.write_text(text, encoding="utf-8")
         print(f"blendshapes: {target}", file=sys.stderr)
     if args.captions:
-        target = Path(args.captions)
-        cues = captions.build_cues(result.speech.words, result.speech.text, result.speech.duration)
-        target.write_text(captions.FORMATS[target.suffix.lower()](cues), encoding="utf-8")
-        print(f"captions: {target} ({len(cues)} cues)", file=sys.stderr)
+        _write_cues(args.captions, captions.build_cues(result.speech.words, result.speech.text,
+                                                       result.speech.duration))
     if args.poster:
         print(f"poster: {write_poster(result.poster, args.poster)}", file=sys.stderr)
     print(f"{result.path or 'stdout'}  ({result.speech.duration:.1f} s, {len(result.track)} frames)",
@@ -434,6 +432,15 @@ def _write_captions(path: str, captions) -> None:
     print(f"captions: {target}", file=sys.stderr)
 
 
+def _write_cues(path: str, cues: list) -> None:
+    """In-process captions (services.common.captions cues) as the file `path` names: .srt or WebVTT."""
+    from services.common import captions
+
+    target = Path(path)
+    target.write_text(captions.FORMATS[target.suffix.lower()](cues), encoding="utf-8")
+    print(f"captions: {target} ({len(cues)} cues)", file=sys.stderr)
+
+
 def _write_stream(out: str, write) -> None:
     """`write(sink)` into stdout for `-` (a player can read it from a pipe), else into the file `out`,
     which appears only once complete."""
@@ -566,13 +573,11 @@ def cmd_live(args: argparse.Namespace) -> int:
                            voice=args.voice_name or "", speed=args.speed, **_framing(args))
     if not Path(args.photo).is_file():
         raise InputError("photo", f"no such file: {args.photo}")
-    request.validate_video()
     if from_text:
-        from dataclasses import replace
-
-        replace(request, script="Hello.").validate()  # the voice options
+        request.validate_voice()
         text = _live_text(args)
     else:
+        request.validate_video()
         rate, pieces = _live_audio(args)
     client = _reachable_client(args) if args.server else None
     if args.server and client is None:
@@ -626,11 +631,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         if "captions" in summary:
             _write_captions(args.captions, summary["captions"])
         else:
-            from services.common import captions
-
-            target = Path(args.captions)
-            target.write_text(captions.FORMATS[target.suffix.lower()](summary["cues"]), encoding="utf-8")
-        print(f"captions: {args.captions}", file=sys.stderr)
+            _write_cues(args.captions, summary["cues"])
     facts = f", {summary['frames']} frames ({summary['seconds']:.1f} s)" if "frames" in summary else ""
     print(f"{args.out}  (live{facts})", file=sys.stderr if args.out == "-" else sys.stdout)
     return 0

@@ -79,6 +79,12 @@ class VideoRequest:
                 raise InputError(name, "is empty")
         self.validate_video()
 
+    def validate_voice(self) -> None:
+        """The checks of a live video from text: the video's and the voice's (the text comes later)."""
+        from dataclasses import replace
+
+        replace(self, script="Hello.", driving_audio=None, burn_captions=False).validate()
+
     def validate_video(self) -> None:
         """The checks of everything but what is said (a live video's audio comes as it is spoken)."""
         if not isinstance(self.size, int) or not 128 <= self.size <= 1080 or self.size % 2:
@@ -362,8 +368,7 @@ class EmbeddedPipeline:
         from services.common.captions import build_cues
         from services.common.live_script import LiveScript, paced
 
-        request.validate_video()
-        replace(request, script="Hello.", driving_audio=None, burn_captions=False).validate()  # the voice
+        request.validate_voice()
         warnings: list[str] = []
 
         def speak(sentence: str) -> Speech:

@@ -49,6 +49,14 @@ def _checker(violations: list[tuple[str, str]]):
     return check
 
 
+def _check_style(request, violations: list[tuple[str, str]]) -> None:
+    """A request's emotion and expressiveness (SubmitVideoRequest, LiveVideoHeader)."""
+    if request.emotion not in wire.EMOTIONS:
+        violations.append(("emotion", "unknown value"))
+    if request.expressiveness not in wire.EXPRESSIVENESS:
+        violations.append(("expressiveness", "unknown value"))
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, storage: Storage, manager: JobManager, runner: JobRunner | None = None, *,
                  scoped: bool = False, store: StorageJobStore | None = None) -> None:
@@ -183,21 +191,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 end.captions.webvtt, end.captions.srt = job.result["captions_vtt"], job.result["captions_srt"]
             outcome = "ok"
             yield response(end=end)
-        except GeneratorExit:  # the caller went away
-            outcome = "cancelled"
-            raise
-        except JobFailed as exc:
-            outcome = "cancelled" if not context.is_active() else \
-                "invalid" if exc.code == "INVALID_ARGUMENT" else "failed"
-            if exc.code == "INVALID_ARGUMENT" and exc.field:
+        except BaseException as exc:
+            # A caller who hung up shows as GeneratorExit, or as the calls it fed breaking off.
+            invalid = isinstance(exc, InputError) or (isinstance(exc, JobFailed) and exc.code == "INVALID_ARGUMENT")
+            outcome = ("cancelled" if isinstance(exc, GeneratorExit) or not context.is_active()
+                       else "invalid" if invalid else "failed")
+            if not isinstance(exc, JobFailed):
+                raise
+            if invalid and exc.field:
                 raise InputError(exc.field, str(exc)) from None
             context.abort(getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL), str(exc))
-        except InputError:  # what the caller sent during the stream (live text, audio)
-            outcome = "invalid" if context.is_active() else "cancelled"
-            raise
-        except Exception:  # (a caller who hung up shows here too: the calls it fed broke off)
-            outcome = "failed" if context.is_active() else "cancelled"
-            raise
         finally:
             STREAMS.labels(kind, outcome).inc()
             STREAMS_IN_FLIGHT.labels(kind).dec()
@@ -368,10 +371,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if r.HasField("voice_sample") and not recording:
             job["voice_sample_key"] = check("voice_sample", lambda: self._asset(r.voice_sample, "voice_sample"))
         size, fps, frame = self._check_video(spec, check, violations)
-        if r.emotion not in wire.EMOTIONS:
-            violations.append(("emotion", "unknown value"))
-        if r.expressiveness not in wire.EXPRESSIVENESS:
-            violations.append(("expressiveness", "unknown value"))
+        _check_style(r, violations)
         if len(r.client_request_id) > 128:
             violations.append(("client_request_id", "at most 128 characters"))
         if r.webhook_url:
@@ -427,10 +427,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if h.video.burn_in_captions:
             violations.append(("video.burn_in_captions", "a live video's words are not known ahead of its "
                                                          "frames (with speech, the end carries captions)"))
-        if h.emotion not in wire.EMOTIONS:
-            violations.append(("emotion", "unknown value"))
-        if h.expressiveness not in wire.EXPRESSIVENESS:
-            violations.append(("expressiveness", "unknown value"))
+        _check_style(h, violations)
         if violations:
             raise InputError.many(violations)
         job.update(video_spec=json_format.MessageToDict(h.video), alpha=False, size=size, fps=fps,
