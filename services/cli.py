@@ -653,7 +653,9 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photo", required=True, help="portrait photo (jpg/png/webp)")
     script = parser.add_mutually_exclusive_group()
     script.add_argument("--script", help="text to speak, with optional tags: [happy] / [sad 0.6] (emotion from "
-                                         "the next word on), [pause 1.5] (with --audio: what the recording says)")
+                                         "the next word on), [nod] / [shake] / [tilt left] / [look right] / "
+                                         "[raise brows] / [wink left] (a motion on the next word), [pause 1.5] "
+                                         "(with --audio: what the recording says)")
     script.add_argument("--script-file", help="UTF-8 text file to speak")
     parser.add_argument("--voice", help="a 3-60 s sample of a voice (any text; wav/mp3/m4a/ogg/webm): "
                                         "the script is spoken in that voice")

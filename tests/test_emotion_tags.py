@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from services.common.arkit import INDEX
-from services.common.emotion_tags import LEAD_S, EmotionTag, strip_tags, timed_emotions
+from services.common.script_tags import LEAD_S, EmotionTag, strip_tags, timed_emotions
 from services.common.errors import InputError
 from services.common.speech import Word
 

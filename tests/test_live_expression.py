@@ -279,3 +279,35 @@ def test_stream_expression_refuses_bad_live_input(expression_process, speech) ->
     with pytest.raises(grpc.RpcError) as info:  # the client hangs up without end_of_audio
         call(_header(16000), ex.StreamExpressionRequest(audio_chunk=b"\0" * 320))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "end_of_audio" in info.value.details()
+
+
+def test_stream_expression_lays_motions_over_the_frames(expression_process, speech) -> None:
+    """A motion sent in the stream (a live caller's "[look left]") turns the head in the frames after
+    its time code; a bad one is INVALID_ARGUMENT naming its field."""
+    from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
+
+    address, _ = expression_process
+    pcm = (np.clip(speech.audio[:int(3.0 * speech.sample_rate)], -1, 1) * 32767).astype("<i2").tobytes()
+    chunk = int(0.1 * speech.sample_rate) * 2
+
+    def call(motion: ex.TimedMotion | None):
+        messages = [_header(speech.sample_rate)]
+        if motion is not None:
+            messages.append(ex.StreamExpressionRequest(motion=motion))
+        messages += [ex.StreamExpressionRequest(audio_chunk=pcm[i:i + chunk]) for i in range(0, len(pcm), chunk)]
+        messages.append(ex.StreamExpressionRequest(end_of_audio=ex.EndOfAudio()))
+        with grpc.insecure_channel(address) as channel:
+            replies = list(expression_pb2_grpc.ExpressionServiceStub(channel).StreamExpression(iter(messages),
+                                                                                               timeout=60))
+        return np.array([r.frame.head_pose for r in replies if r.HasField("frame")])
+
+    plain = call(None)
+    looked = call(ex.TimedMotion(time_code=1.0, motion=common_pb2.MOTION_LOOK_LEFT, strength=1.0))
+    yaw = np.degrees(looked[:, 1] - plain[:, 1])
+    assert np.abs(yaw[:25]).max() < 1e-3 and yaw[int(2.0 * 25)] > 9  # toward the image right
+    for motion, field in ((ex.TimedMotion(time_code=1.0, motion=99), "motion.motion"),
+                          (ex.TimedMotion(time_code=1.0, motion=common_pb2.MOTION_NOD, strength=2.0), "motion.strength"),
+                          (ex.TimedMotion(time_code=-1.0, motion=common_pb2.MOTION_NOD), "motion.time_code")):
+        with pytest.raises(grpc.RpcError) as info:
+            call(motion)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in info.value.details(), field

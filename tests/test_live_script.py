@@ -114,6 +114,15 @@ def test_tags_alone_act_on_the_next_words_and_bad_tags_name_the_field(speak):
     assert list(script.push("[sad 0.5]\n")) == []  # nothing to say yet, nothing known of the rate
     first = list(script.push("Oh no.\n"))
     assert first[0].emotions == [(0.0, "sad", 0.5)]
+    # a motion tag alone waits for the next words too; in a sentence it lands on its word
+    assert list(script.push("[shake]\n")) == []
+    second = list(script.push("Not [nod 0.5] that one.\n"))
+    start = second[-1].start_s  # (after the sentence pause)
+    spoken = [w for w in script.words if w.start >= start - 1e-9]
+    that = next(w for w in spoken if w.text == "that")
+    assert [(m, s) for _, m, s in second[-1].motions] == [("shake", 1.0), ("nod", 0.5)]
+    assert second[-1].motions[0][0] == pytest.approx(max(spoken[0].start - 0.1, start))
+    assert second[-1].motions[1][0] == pytest.approx(that.start - 0.1)
     with pytest.raises(InputError) as info:
         list(script.push("Fine [happy 3] then.\n"))
     assert info.value.field == "text" and "strength" in info.value.message

@@ -56,6 +56,9 @@ def test_a_pause_is_silence_in_an_exact_timeline(pipeline, voice):
     frown = track.weights[:, INDEX["mouthFrownLeft"]]
     t = paused.words[it].start
     assert frown[int((t + 0.6) * track.fps):].mean() > frown[:int((t - 1.0) * track.fps)].mean() + 0.1
+    # a pause after the last words is silence at the end, with one piece of speech as with several
+    ending, _ = pipeline.speech(VideoRequest(photo=b"x", script="It is forty-two. [pause 2]", voice=voice))
+    assert 1.95 <= ending.duration - ending.words[-1].end < 2.1, ending.duration - ending.words[-1].end
 
 
 def test_only_tags_or_a_bad_pause_is_refused_before_work():

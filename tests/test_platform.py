@@ -316,6 +316,11 @@ def test_live_video_refuses_bad_input(stack, client, photo_id, spoken):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "stray bytes" in violations[0][1], violations
     code, violations = violations_of(lambda: call(gw.LiveVideoRequest(audio_chunk=pcm[:320])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == "header"
+    bad_motion = gw.LiveVideoRequest(motion=expression_pb2.TimedMotion(time_code=0.5, motion=common_pb2.MOTION_NOD,
+                                                                       strength=2.0))
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), bad_motion,
+                                                  gw.LiveVideoRequest(audio_chunk=pcm[:rate * 2]), end))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == "motion.strength", violations
     # the gateway's services are unharmed: a good one afterwards works
     good = call(gw.LiveVideoRequest(header=header), gw.LiveVideoRequest(audio_chunk=pcm[:rate * 2]), end)
     assert good[-1].HasField("end")
@@ -326,11 +331,11 @@ def test_live_video_from_text_as_an_llm_writes_it(stack, client, photo_id, tmp_p
     tag). After the first sentence the caller sends nothing until video comes back (the gateway
     speaks a sentence once it is whole, not at the end); then it "thinks" for 3.5 s: the face rests
     in silence at real-time pace meanwhile. The MP4 carries the spoken sentences and the idle time,
-    the end carries captions of every word, timed on the video."""
+    the end carries captions of every word, timed on the video; a motion tag turns the head."""
     import threading
 
     first = "Maybe Bob will pay me back. "
-    rest = "[hap" + "py] Please bring the big map. It is nine o'clock."
+    rest = "[hap" + "py] Please bring the big map. [look le" + "ft] It is nine o'clock."
     got_media, waited = threading.Event(), {}
 
     def text():
@@ -376,6 +381,16 @@ def test_live_video_from_text_as_an_llm_writes_it(stack, client, photo_id, tmp_p
     talking = motion[int(0.3 * 25):int((first_end - 0.2) * 25)].mean()
     resting = motion[int((first_end + 0.4) * 25):int((second_start - 0.3) * 25)].mean()
     assert talking > 2 * resting, (talking, resting)
+    # "[look left]": the eyes and nose move toward the image right (the subject's left) from the third
+    # sentence on (phase correlation of the upper face against the frame before it, in px at 256)
+    import cv2
+
+    third = float(cues[2].split("-->")[0].strip().split(":")[-1])
+    upper = video.frames[:, 80:135, 64:192].mean(axis=3).astype(np.float64)
+    window = cv2.createHanningWindow(upper.shape[1:][::-1], cv2.CV_64F)
+    shift = [cv2.phaseCorrelate(upper[int((third - 0.4) * 25)], upper[k], window)[0][0]
+             for k in (int((third - 0.2) * 25), int((third + 0.9) * 25))]
+    assert abs(shift[0]) < 1.5 and shift[1] > 5, shift  # (without the tag: 1.2)
 
 
 def test_live_video_from_text_refuses_bad_input(stack, client, photo_id):
@@ -400,6 +415,7 @@ def test_live_video_from_text_refuses_bad_input(stack, client, photo_id):
             ([end], "text", "nothing was said"),
             ([gw.LiveVideoRequest(text="Hello [sad 7] there."), end], "text", "strength"),
             ([gw.LiveVideoRequest(emotion=expression_pb2.TimedEmotion(time_code=1.0)), end], "emotion", "tags"),
+            ([gw.LiveVideoRequest(motion=expression_pb2.TimedMotion(time_code=1.0)), end], "motion", "tags"),
             ([gw.LiveVideoRequest(audio_chunk=b"\0\0"), end], "audio_chunk", "text"),
             ([gw.LiveVideoRequest(text="Hello there.")], "end_of_audio", "end_of_audio")):
         code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), *messages))
@@ -563,11 +579,11 @@ def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "voice" in [f for f, _ in violations]
 
 
-def test_emotion_tags_in_the_script_drive_the_face(stack, client, photo_id):
+def test_emotion_and_motion_tags_in_the_script_drive_the_face(stack, client, photo_id):
     from services.common.arkit import INDEX
 
-    script = ("[happy] What a wonderful morning this is, I love it. [pause 1] [sad] But then the rain came and "
-              "ruined everything.")
+    script = ("[happy] What a wonderful morning this is, [nod] I love it. [pause 1] [sad] But then the rain came "
+              "and [look left] ruined everything.")
     job = client.wait(client.submit(photo=photo_id, script=script, resolution=256, export_blendshapes=True),
                       timeout_s=300)
     assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
@@ -581,6 +597,14 @@ def test_emotion_tags_in_the_script_drive_the_face(stack, client, photo_id):
     smile = weights[:, [INDEX["mouthSmileLeft"], INDEX["mouthSmileRight"]]].mean(axis=1)
     happy, sad = smile[int(0.3 * fps):int((but["start"] - 0.3) * fps)], smile[int((but["start"] + 0.5) * fps):]
     assert happy.mean() > sad.mean() + 0.1
+    # the motions, from just before their words: a nod (chin down) on "I", a look aside from "ruined"
+    pose = np.degrees(np.array([f["head_pose"] for f in stored["frames"]]))
+    i_word = next(w for w in timeline["words"] if w["text"] == "I")
+    ruined = next(w for w in timeline["words"] if w["text"] == "ruined")
+    before = slice(int((i_word["start"] - 0.6) * fps), int((i_word["start"] - 0.2) * fps))
+    nod = pose[int((i_word["start"] - 0.1) * fps):int((i_word["start"] + 0.4) * fps), 0]
+    assert nod.max() > pose[before, 0].max() + 4
+    assert pose[int((ruined["start"] + 0.5) * fps), 1] > pose[:int((ruined["start"] - 0.2) * fps), 1].max() + 6
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -606,6 +630,7 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r, "webhook_url", "ftp://hooks.example/likeness"), "webhook_url"),
     (lambda r: setattr(r, "speed", 3.0), "speed"),
     (lambda r: setattr(r, "script", "[happy 7] Hello."), "script"),
+    (lambda r: setattr(r, "script", "Hello. [nod 2]"), "script"),
     (lambda r: setattr(r, "script", "Hello [pause 99] there."), "script"),
     (lambda r: (r.driving_audio.CopyFrom(gw.AssetSource(asset_id="0" * 64)),
                 setattr(r.video, "burn_in_captions", True)), "video.burn_in_captions"),

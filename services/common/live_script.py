@@ -21,13 +21,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from services.common import config
 from services.common.captions import _ends_sentence
-from services.common.emotion_tags import EmotionTag, strip_tags, timed_emotions
+from services.common.script_tags import ScriptTag, strip_tags, timed_emotions, timed_motions
 from services.common.errors import InputError
 from services.common.speech import Speech, Word
 
@@ -108,12 +108,13 @@ def speakable(text: str) -> str:
 
 @dataclass
 class LivePiece:
-    """Audio to append to the live timeline, and emotion changes (seconds on that timeline)."""
+    """Audio to append to the live timeline, emotion changes and motions (seconds on that timeline)."""
 
     audio: np.ndarray  # float32 mono at sample_rate
     sample_rate: int
     start_s: float
     emotions: list[tuple[float, str, float]] = field(default_factory=list)
+    motions: list[tuple[float, str, float]] = field(default_factory=list)
     idle: bool = False  # silence while waiting for the writer (not a pause the text asked for)
 
 
@@ -127,7 +128,7 @@ class LiveScript:
         self.duration = 0.0  # seconds of audio handed out so far
         self.words: list[Word] = []
         self.spoken: list[str] = []
-        self._tags: list[EmotionTag] = []  # tags written after the last words: they act on the next ones
+        self._tags: list[ScriptTag] = []  # tags written after the last words: they act on the next ones
         self._gap_due = False  # a sentence was spoken: the next one starts after a sentence pause
 
     @property
@@ -160,7 +161,7 @@ class LiveScript:
         from services.tts.pauses import speak_with_pauses, strip_pauses
 
         text, tags = strip_tags(speakable(sentence), self.field)
-        tags = [EmotionTag(0, t.emotion, t.strength) for t in self._tags] + tags
+        tags = [replace(t, offset=0) for t in self._tags] + tags
         if not strip_pauses(text):  # only tags: they act from the next words (pauses are silence)
             self._tags = tags
             seconds = _pause_seconds(text, self.field)
@@ -177,11 +178,13 @@ class LiveScript:
             yield self.silence(config.get_float("LIKENESS_TTS_SENTENCE_SILENCE"))
         start = self.duration
         emotions = [(start + t, name, strength) for t, name, strength in timed_emotions(tags, speech.words, text)]
+        motions = [(start + t, name, strength) for t, name, strength in timed_motions(tags, speech.words, text)]
         self.words += [Word(w.text, w.start + start, w.end + start) for w in speech.words]
         self.spoken.append(speech.text or text)
         self.duration += speech.duration
         self._gap_due = True
-        yield LivePiece(np.asarray(speech.audio, np.float32).reshape(-1), speech.sample_rate, start, emotions)
+        yield LivePiece(np.asarray(speech.audio, np.float32).reshape(-1), speech.sample_rate, start, emotions,
+                        motions)
 
 
 def _pause_seconds(text: str, field: str) -> float:

@@ -16,6 +16,9 @@ EMOTIONS = {pb.EMOTION_UNSPECIFIED: "neutral", pb.EMOTION_NEUTRAL: "neutral", pb
             pb.EMOTION_SAD: "sad", pb.EMOTION_ANGRY: "angry", pb.EMOTION_SURPRISED: "surprised"}
 EXPRESSIVENESS = {pb.EXPRESSIVENESS_UNSPECIFIED: "medium", pb.EXPRESSIVENESS_LOW: "low",
                   pb.EXPRESSIVENESS_MEDIUM: "medium", pb.EXPRESSIVENESS_HIGH: "high"}
+MOTIONS = {value: pb.Motion.Name(value).removeprefix("MOTION_").lower() for value in pb.Motion.values()
+           if value != pb.MOTION_UNSPECIFIED}  # names as services.expression.motions.MOTIONS
+MOTION_ENUM = {name: value for value, name in MOTIONS.items()}
 EMOTION_ENUM = {name: value for value, name in EMOTIONS.items() if value != pb.EMOTION_UNSPECIFIED}
 EXPRESSIVENESS_ENUM = {name: value for value, name in EXPRESSIVENESS.items()
                        if value != pb.EXPRESSIVENESS_UNSPECIFIED}

@@ -60,24 +60,38 @@ def _timed(timed: ex.TimedEmotion, field: str = "emotion") -> tuple[float, str, 
     return timed.time_code, wire.EMOTIONS[timed.emotion], timed.strength or 1.0
 
 
+def _timed_motion(timed: ex.TimedMotion, field: str = "motion") -> tuple[float, str, float]:
+    if timed.motion not in wire.MOTIONS:
+        raise InputError(f"{field}.motion", "unknown value")
+    if not 0.0 <= timed.time_code < 1e6:
+        raise InputError(f"{field}.time_code", f"must be seconds from the start of the audio, got {timed.time_code}")
+    if not 0.0 <= timed.strength <= 1.0:
+        raise InputError(f"{field}.strength", f"must be in (0, 1] (0 means 1), got {timed.strength:g}")
+    return timed.time_code, wire.MOTIONS[timed.motion], timed.strength or 1.0
+
+
 class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
     def __init__(self, client: InferenceClient) -> None:
         self.client = client
 
     def _animate(self, speech: Speech, params: ex.ExpressionParams,
-                 emotions: list[tuple[float, str, float]] | None = None) -> ExpressionTrack:
-        """`emotions`: time-coded changes (seconds, emotion, strength) after params.emotion."""
+                 emotions: list[tuple[float, str, float]] | None = None,
+                 motions: list[tuple[float, str, float]] | None = None) -> ExpressionTrack:
+        """`emotions`: time-coded changes (seconds, emotion, strength) after params.emotion;
+        `motions`: (seconds, motion, strength)."""
         if speech.duration > MAX_AUDIO_SECONDS:
             raise InputError("audio", f"{speech.duration:.0f} s is over the limit of {MAX_AUDIO_SECONDS:.0f} s")
         fps, emotion, expressiveness = _checked(params)
         track = animate(self.client, speech, fps=fps, seed=params.seed, emotion=emotion,
-                        expressiveness=expressiveness, emotions=emotions or ())
+                        expressiveness=expressiveness, emotions=emotions or (), motions=motions or ())
         return apply_gains(track, params)
 
     def Animate(self, request: ex.AnimateRequest, context) -> ex.AnimateResponse:
         samples, rate = wire.audio_from_pb(request.audio)
         emotions = [_timed(e) for e in request.emotions]
-        track = self._animate(wire.speech_from_pb(samples, rate, request.timeline), request.params, emotions)
+        motions = [_timed_motion(m, f"motions[{i}]") for i, m in enumerate(request.motions)]
+        track = self._animate(wire.speech_from_pb(samples, rate, request.timeline), request.params, emotions,
+                              motions)
         return ex.AnimateResponse(header=wire.blendshape_header(track.fps), frames=wire.frames_to_pb(track))
 
     def StreamExpression(self, request_iterator, context) -> Iterator[ex.StreamExpressionResponse]:
@@ -96,14 +110,17 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
         frames go out once the audio is complete."""
         chunks: list[bytes] = []
         emotions: list[tuple[float, str, float]] = []
+        motions: list[tuple[float, str, float]] = []
         for kind, message in _requests(request_iterator):
             if kind == "audio_chunk":
                 chunks.append(message.audio_chunk)
+            elif kind == "motion":
+                motions.append(_timed_motion(message.motion))
             else:  # from its time code on (eased in), on top of the header's emotion
                 emotions.append(_timed(message.emotion))
         samples = wire.pcm_to_float(b"".join(chunks), header.audio_format, field="audio_format")
         track = self._animate(wire.speech_from_pb(samples, header.audio_format.sample_rate, header.timeline),
-                              header.params, emotions)
+                              header.params, emotions, motions)
         yield ex.StreamExpressionResponse(header=wire.blendshape_header(track.fps))
         for frame in wire.frames_to_pb(track):
             yield ex.StreamExpressionResponse(frame=frame)
@@ -123,6 +140,9 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
         for kind, message in _requests(request_iterator):
             if kind == "emotion":
                 live.push_emotion(*_timed(message.emotion))
+                continue
+            if kind == "motion":
+                live.push_motion(*_timed_motion(message.motion))
                 continue
             live.push_audio(pcm.decode(message.audio_chunk))
             if live.features.duration > MAX_AUDIO_SECONDS:
@@ -145,12 +165,12 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
 
 
 def _requests(request_iterator) -> Iterator[tuple[str, ex.StreamExpressionRequest]]:
-    """(kind, message) of the audio chunks and emotions after the header, up to end_of_audio."""
+    """(kind, message) of the audio chunks, emotions and motions after the header, up to end_of_audio."""
     for message in request_iterator:
         kind = message.WhichOneof("request")
         if kind == "end_of_audio":
             return
-        if kind not in ("audio_chunk", "emotion"):
+        if kind not in ("audio_chunk", "emotion", "motion"):
             raise InputError("header", "only one header may be sent")
         yield kind, message
     raise InputError("end_of_audio", "the stream must end with end_of_audio")

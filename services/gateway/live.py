@@ -79,7 +79,7 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
                 call.cancel()
 
         def from_caller() -> None:
-            """The caller's audio (and emotion changes) to both services."""
+            """The caller's audio (and emotion changes and motions) to both services."""
             try:
                 headers(audio_format)
                 audio_bytes = 0
@@ -90,6 +90,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
                         audio(message.audio_chunk)
                     elif kind == "emotion":
                         to_expression.put(ex.StreamExpressionRequest(emotion=message.emotion))
+                    elif kind == "motion":
+                        to_expression.put(ex.StreamExpressionRequest(motion=message.motion))
                     elif kind == "end_of_audio":
                         if not audio_bytes:
                             raise InputError("audio_chunk", "no audio was sent")
@@ -121,6 +123,9 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
                     for time_code, emotion, strength in piece.emotions:
                         to_expression.put(ex.StreamExpressionRequest(emotion=ex.TimedEmotion(
                             time_code=time_code, emotion=wire.EMOTION_ENUM[emotion], strength=strength)))
+                    for time_code, motion, strength in piece.motions:
+                        to_expression.put(ex.StreamExpressionRequest(motion=ex.TimedMotion(
+                            time_code=time_code, motion=wire.MOTION_ENUM[motion], strength=strength)))
                     audio(pcm.data)
                 to_expression.put(ex.StreamExpressionRequest(end_of_audio=ex.EndOfAudio()))
             except BaseException as exc:
@@ -179,9 +184,9 @@ def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str]:
             yield message.text
         elif kind == "end_of_audio":
             return
-        elif kind == "emotion":
-            raise InputError("emotion", "with speech, write emotion tags in the text ([happy] ...): a time "
-                                        "code is not known before the text is spoken")
+        elif kind in ("emotion", "motion"):
+            raise InputError(kind, f"with speech, write {kind} tags in the text ([happy], [nod] ...): a time "
+                                   "code is not known before the text is spoken")
         elif kind == "audio_chunk":
             raise InputError("audio_chunk", "this stream sends text (header.speech); audio goes with audio_format")
         else:

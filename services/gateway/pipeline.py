@@ -55,10 +55,13 @@ class VideoRequest:
 
     @property
     def spoken_script(self) -> tuple[str, list]:
-        """(the script without its emotion tags, the tags: services.common.emotion_tags)."""
-        from services.common.emotion_tags import strip_tags
+        """(the script without its emotion and motion tags, the tags: services.common.script_tags; a
+        motion after the last words gets the silence it needs)."""
+        from services.common.script_tags import strip_tags
+        from services.gateway.speech_rules import with_room_for_motions
 
-        return strip_tags(self.script or "")
+        text, tags = strip_tags(self.script or "")
+        return (text if self.driving_audio is not None else with_room_for_motions(text, tags)), tags
 
     @property
     def frame(self) -> FrameSpec:
@@ -180,15 +183,15 @@ class EmbeddedPipeline:
             profile, speed=request.speed, language=request.language)), list(profile.warnings)
 
     def expression(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
-        """The speech's expression track (services.expression.animate), the script's emotion tags
-        timed by its words."""
-        from services.common.emotion_tags import timed_emotions
+        """The speech's expression track (services.expression.animate), the script's emotion and
+        motion tags timed by its words."""
+        from services.common.script_tags import timed_emotions, timed_motions
         from services.expression.animate import animate
 
         script, tags = request.spoken_script  # (tag offsets are in the script as written, pause tags included)
-        emotions = timed_emotions(tags, speech.words, script)
         return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
-                       expressiveness=request.expressiveness, emotions=emotions)
+                       expressiveness=request.expressiveness, emotions=timed_emotions(tags, speech.words, script),
+                       motions=timed_motions(tags, speech.words, script))
 
     def generate(self, request: VideoRequest, out_path: str | Path | None,
                  progress: ProgressFn = lambda stage, fraction: None,
@@ -271,7 +274,7 @@ class EmbeddedPipeline:
         agent); the face follows the sound alone (request.script is not used) and fragmented MP4 with
         that audio goes to `stream_to` while the audio is still arriving (services.expression.diffusion.live;
         a frame is out ~0.4-1 s after its audio, plus rendering). Pieces may be LivePieces (their
-        emotion changes apply; `sample_rate` None: theirs)."""
+        emotion changes and motions apply; `sample_rate` None: theirs)."""
         import queue
         import threading
 
@@ -335,6 +338,8 @@ class EmbeddedPipeline:
                 if isinstance(piece, LivePiece):
                     for time_code, emotion, strength in piece.emotions:
                         animator.push_emotion(time_code, emotion, strength)
+                    for time_code, motion, strength in piece.motions:
+                        animator.push_motion(time_code, motion, strength)
                     piece = piece.audio
                 piece = np.asarray(piece, np.float32).reshape(-1)
                 feed.push(piece)

@@ -23,7 +23,7 @@ from services.common import config, wire
 from services.common.grpc_client import Deadline, DeadlineExceeded, open_channel, with_retries
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
                                                    render_pb2_grpc, tts_pb2, tts_pb2_grpc)
-from services.common.emotion_tags import EmotionTag, timed_emotions
+from services.common.script_tags import EmotionTag, MotionTag, timed_emotions, timed_motions
 from services.common.speech import Word
 from services.common.storage import Storage
 from services.common.tracing import span
@@ -232,12 +232,15 @@ class JobRunner:
         request = job.request
         samples, rate = decode_audio(self.storage.get_bytes(keys["audio"]))
         timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
-        tags = [EmotionTag(**t) for t in request.get("emotion_tags", [])]
+        tags = ([EmotionTag(**t) for t in request.get("emotion_tags", [])]
+                + [MotionTag(**t) for t in request.get("motion_tags", [])])
+        words, text = _words(timeline), request.get("script") or request.get("transcript", "")
         emotions = [expression_pb2.TimedEmotion(time_code=t, emotion=wire.EMOTION_ENUM[name], strength=strength)
-                    for t, name, strength in timed_emotions(tags, _words(timeline), request.get("script")
-                                                            or request.get("transcript", ""))]
+                    for t, name, strength in timed_emotions(tags, words, text)]
+        motions = [expression_pb2.TimedMotion(time_code=t, motion=wire.MOTION_ENUM[name], strength=strength)
+                   for t, name, strength in timed_motions(tags, words, text)]
         call = expression_pb2.AnimateRequest(
-            audio=wire.audio_to_pb(samples, rate), timeline=timeline, emotions=emotions,
+            audio=wire.audio_to_pb(samples, rate), timeline=timeline, emotions=emotions, motions=motions,
             params=expression_pb2.ExpressionParams(
                 fps=request["fps"], seed=request["seed"], emotion=wire.EMOTION_ENUM[request["emotion"]],
                 expressiveness=wire.EXPRESSIVENESS_ENUM[request["expressiveness"]]))

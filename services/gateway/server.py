@@ -19,6 +19,7 @@ from services.common import config, grpc_errors, wire
 from services.common.errors import InputError, NotFound
 from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
+from services.common.script_tags import EmotionTag, MotionTag
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, auth, retention, webhooks
@@ -363,7 +364,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                        for name, message in checked.violations]
         if checked.text is not None:
             job["transcript" if recording else "script"] = checked.text
-            job["emotion_tags"] = [asdict(t) for t in checked.tags]
+            job["emotion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, EmotionTag)]
+            job["motion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, MotionTag)]
         if r.speed:
             job["speed"] = float(r.speed)
         if checked.voice:

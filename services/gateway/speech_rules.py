@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.common.emotion_tags import EmotionTag, strip_tags
+from services.common.script_tags import MotionTag, ScriptTag, strip_tags
 from services.common.errors import InputError
 
 WORDS = "words"  # the field of "needs the words" (captions); each caller names it its own way
@@ -13,10 +13,19 @@ WORDS = "words"  # the field of "needs the words" (captions); each caller names 
 
 @dataclass
 class CheckedSpeech:
-    text: str | None  # the script (or transcript) without its emotion tags; None: not known
-    tags: list[EmotionTag] = field(default_factory=list)
+    text: str | None  # the script (or transcript) without its emotion and motion tags; None: not known
+    tags: list[ScriptTag] = field(default_factory=list)
     voice: str = ""  # the built-in voice's catalogue name; "": the default
     violations: list[tuple[str, str]] = field(default_factory=list)
+
+
+def with_room_for_motions(text: str, tags: list[ScriptTag]) -> str:
+    """A script whose last tags are motions ("Thanks! [wink left]") gets the silence they need after
+    its last words, as a pause tag: the video would otherwise end as they start."""
+    from services.expression.motions import SECONDS
+
+    trailing = [SECONDS[t.motion] for t in tags if isinstance(t, MotionTag) and t.offset >= len(text)]
+    return f"{text} [pause {max(trailing):.2f}]" if trailing else text
 
 
 def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: str = "", speed: float = 1.0,
@@ -45,6 +54,7 @@ def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: st
         if tagged is not None:
             out.text, out.tags = tagged
             if not recording:
+                out.text = with_room_for_motions(out.text, out.tags)
                 check(script_field, lambda: split_pauses(out.text, script_field))
                 if not strip_pauses(out.text):
                     out.violations.append((script_field, "is empty (send a script, or a driving recording)"

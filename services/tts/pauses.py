@@ -52,7 +52,7 @@ def strip_pauses(text: str) -> str:
 def speak_with_pauses(text: str, speak: Callable[[str], Speech], field: str = "script") -> Speech:
     """`speak` on each piece between pause tags, joined with the pauses (plain `speak(text)` without tags)."""
     pieces = split_pauses(text, field)
-    if len(pieces) == 1:
+    if len(pieces) == 1 and not pieces[0][1]:
         return speak(pieces[0][0] or text)
     spoken = [(speak(piece), seconds) for piece, seconds in pieces if piece]
     if not spoken:

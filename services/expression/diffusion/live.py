@@ -21,6 +21,7 @@ import numpy as np
 
 from services.common import config
 from services.common.errors import InputError
+from services.common.expression_track import ExpressionTrack
 from services.common.inference import InferenceClient
 from services.expression.diffusion.blinks import blink_start, extra_blinks, with_blinks
 from services.expression.gestures import BLINK_MIN_INTERVAL_S
@@ -29,11 +30,13 @@ from services.expression.diffusion.model import ModelConfig
 from services.expression.diffusion.sampler import OVERLAP, join_window, window_inputs, window_seed
 from services.expression.diffusion.style import GUIDANCE, emotion_mix, style_timeline, style_vector
 from services.expression.diffusion.tensor_model import WINDOW_MODEL_NAME, blink_top_up, window_tensors
+from services.expression.motions import MOTIONS, apply_motions
 from services.expression.procedural import frame_count
 
 
 class LiveAnimator:
-    """push_audio / push_emotion as they come, `take()` the frames that are final, `end()` at the end."""
+    """push_audio / push_emotion / push_motion as they come, `take()` the frames that are final, `end()`
+    at the end."""
 
     def __init__(self, client: InferenceClient, sample_rate: int, *, fps: float = 25.0, seed: int = 0,
                  emotion: str = "neutral", expressiveness: str = "medium", step: int | None = None) -> None:
@@ -50,6 +53,7 @@ class LiveAnimator:
                                 1, self.cfg.window - OVERLAP))
         self.features = FeatureStream(sample_rate)
         self.changes: list[tuple[float, str, float]] = []
+        self.motions: list[tuple[float, str, float]] = []  # laid over the frames as they are taken
         self._motion = np.zeros((0, self.cfg.motion_dim), np.float32)  # model frames (25 fps), natural units
         self._next_start = 0  # first frame of the next window
         self._final = 0  # model frames no later window changes
@@ -66,6 +70,13 @@ class LiveAnimator:
         """From `time_code` on (frames already final keep theirs)."""
         emotion_mix(self.emotion, [(time_code, emotion, strength)], 1, FPS)  # validates
         self.changes.append((float(time_code), emotion, float(strength or 1.0)))
+
+    def push_motion(self, time_code: float, motion: str, strength: float = 1.0) -> None:
+        """A directed motion (services.expression.motions) from `time_code`; frames already taken keep
+        theirs."""
+        if motion not in MOTIONS:
+            raise InputError("motion.motion", f"unknown motion {motion!r}")
+        self.motions.append((float(time_code), motion, float(strength or 1.0)))
 
     def end(self) -> None:
         self.features.end()
@@ -89,8 +100,11 @@ class LiveAnimator:
             lo = max(0, int(np.floor(dst[0] * FPS)) - 1)
             src = np.arange(lo, len(motion)) / FPS
             rows = np.stack([np.interp(dst, src, motion[lo:, j]) for j in range(motion.shape[1])], axis=1)
-        self._taken = n_out
-        return np.clip(rows[:, :52], 0.0, 1.0).astype(np.float32), rows[:, 52:].astype(np.float32)
+        first, self._taken = self._taken, n_out
+        track = ExpressionTrack(self.fps, np.clip(rows[:, :52], 0.0, 1.0), rows[:, 52:])
+        if self.motions:
+            track = apply_motions(track, self.motions, start_s=first / self.fps)
+        return track.weights, track.head_pose
 
     def _generate(self) -> None:
         W, L, C = self.cfg.window, self.cfg.lookahead, self.cfg.context

@@ -1,0 +1,170 @@
+"""Directed motions: motion tags in a script ("[nod]", "[look left]") -> time-coded motions -> laid
+over the model's frames (services.expression.motions), whole clips and live streams alike."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.common.arkit import INDEX
+from services.common.errors import InputError
+from services.common.expression_track import ExpressionTrack
+from services.common.script_tags import (MOTION_LEAD_S, EmotionTag, MotionTag, strip_tags, timed_emotions,
+                                         timed_motions)
+from services.common.speech import Word
+from services.expression.motions import MAX_HEAD_DEG, MOTIONS, apply_motions, overlay
+
+FPS = 25.0
+
+
+def still(seconds: float = 4.0, pose_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> ExpressionTrack:
+    n = int(seconds * FPS)
+    pose = np.zeros((n, 6))
+    pose[:, :3] = np.radians(pose_deg)
+    return ExpressionTrack(FPS, np.zeros((n, 52)), pose)
+
+
+def degrees(track: ExpressionTrack, axis: int) -> np.ndarray:
+    return np.degrees(track.head_pose[:, axis].astype(np.float64))
+
+
+# ------------------------------------------------------------------------------------ tags
+
+
+def test_motion_tags_are_taken_out_of_the_script_with_their_offsets() -> None:
+    text, tags = strip_tags("[happy] Yes. [nod] We did it. [look left 0.5] Over there. [tilt-right] [wink_left] "
+                            "Right? [RAISE  brows] Wow. [looking left] stays.")
+    assert text == "Yes. We did it. Over there. Right? Wow. [looking left] stays."
+    assert tags[0] == EmotionTag(0, "happy", 1.0)
+    motions = [t for t in tags if isinstance(t, MotionTag)]
+    assert [(t.motion, t.strength) for t in motions] == [
+        ("nod", 1.0), ("look_left", 0.5), ("tilt_right", 1.0), ("wink_left", 1.0), ("raise_brows", 1.0)]
+    assert [text[t.offset:].split()[0] for t in motions] == ["We", "Over", "Right?", "Right?", "Wow."]
+    with pytest.raises(InputError) as info:
+        strip_tags("Sure. [nod 2] Yes.", "script")
+    assert info.value.field == "script" and "[nod 2]" in info.value.message
+
+
+def test_a_motion_starts_just_before_its_word_or_as_the_last_word_ends() -> None:
+    text, tags = strip_tags("[happy] Yes. [nod] We did it. [shake]")
+    words = [Word("Yes.", 0.1, 0.5), Word("We", 0.9, 1.1), Word("did", 1.1, 1.3), Word("it.", 1.3, 1.7)]
+    assert timed_motions(tags, words, text) == [(0.9 - MOTION_LEAD_S, "nod", 1.0), (1.7, "shake", 1.0)]
+    assert timed_emotions(tags, words, text) == [(0.0, "happy", 1.0)]  # each kind to its own stage
+
+
+# --------------------------------------------------------------------------------- overlay
+
+
+def test_each_motion_moves_what_it_names_and_only_around_its_time() -> None:
+    base = still()
+    start = 1.0
+    moved = {name: apply_motions(base, [(start, name, 1.0)]) for name in MOTIONS}
+    t = np.arange(len(base)) / FPS
+    for name, track in moved.items():
+        changed = np.flatnonzero(np.any(track.weights != base.weights, axis=1)
+                                 | np.any(track.head_pose != base.head_pose, axis=1))
+        assert len(changed) and t[changed[0]] >= start and t[changed[-1]] < start + 2.0, name
+    nod = degrees(moved["nod"], 0)  # pitch > 0: chin down
+    assert 6.5 < nod.max() < 7.5 and abs(t[nod.argmax()] - (start + 0.22)) < 0.05
+    assert np.abs(degrees(moved["nod"], 1)).max() == 0
+    shake = degrees(moved["shake"], 1)
+    assert 6 < np.abs(shake).max() <= 8 and np.sum(np.diff(np.sign(shake[np.abs(shake) > 1])) != 0) >= 3
+    assert degrees(moved["tilt_left"], 2).max() > 7.5 and degrees(moved["tilt_right"], 2).min() < -7.5
+    for name, axis, sign in (("look_left", 1, 1), ("look_right", 1, -1), ("look_up", 0, -1), ("look_down", 0, 1)):
+        turned = sign * degrees(moved[name], axis)  # yaw > 0: toward the image right (the subject's left)
+        assert 6.5 < turned.max() <= 10.5 and turned.min() >= 0, name
+    w = {name: track.weights for name, track in moved.items()}
+    assert w["wink_left"][:, INDEX["eyeBlinkLeft"]].max() == 1 and w["wink_left"][:, INDEX["eyeBlinkRight"]].max() == 0
+    assert w["wink_right"][:, INDEX["eyeBlinkRight"]].max() == 1 and w["wink_right"][:, INDEX["eyeBlinkLeft"]].max() == 0
+    assert w["raise_brows"][:, INDEX["browInnerUp"]].max() == pytest.approx(0.75)
+    half = apply_motions(base, [(start, "nod", 0.5)])
+    np.testing.assert_allclose(degrees(half, 0), 0.5 * nod, atol=1e-4)
+
+
+def test_the_eyes_hold_the_camera_while_the_head_moves_and_lead_it_when_looking_aside() -> None:
+    base = still()
+    times = np.arange(len(base)) / FPS
+    for name in ("nod", "shake", "tilt_left"):  # eye rotation cancels the head's: gaze stays on the camera
+        pose, gaze, _ = overlay(times, [(1.0, name, 1.0)])
+        np.testing.assert_allclose(gaze[:, 0], -pose[:, 1])
+        np.testing.assert_allclose(gaze[:, 1], pose[:, 0])
+    track = apply_motions(base, [(1.0, "look_left", 1.0)])
+    eyes = track.weights[:, INDEX["eyeLookOutLeft"]]  # toward the subject's left: left eye out, right eye in
+    np.testing.assert_allclose(eyes, track.weights[:, INDEX["eyeLookInRight"]])
+    # (coming back the eyes are on the camera first and hold it while the head turns back)
+    assert track.weights[:int(2.25 * FPS), INDEX["eyeLookInLeft"]].max() == 0
+    assert track.weights[int(2.5 * FPS):int(3.0 * FPS), INDEX["eyeLookInLeft"]].max() > 0
+    head = degrees(track, 1)
+    first_eyes, first_head = np.argmax(eyes > 0.2), np.argmax(head > 2.0)
+    assert first_eyes < first_head  # the eyes go first
+    hold = slice(int(1.8 * FPS), int(2.1 * FPS))  # held: eyes in the head + head = 22 degrees aside
+    np.testing.assert_allclose(np.degrees(eyes[hold] * 0.6) + head[hold], 22.0, atol=0.5)
+
+
+def test_motions_keep_the_head_within_its_limit_and_leave_other_frames_alone() -> None:
+    base = still(pose_deg=(4.0, 8.0, 0.0))
+    piled = apply_motions(base, [(1.0, "look_left", 1.0), (1.1, "shake", 1.0), (1.2, "nod", 1.0)])
+    assert np.abs(degrees(piled, 1)).max() <= MAX_HEAD_DEG + 1e-4
+    np.testing.assert_array_equal(piled.head_pose[:int(FPS)], base.head_pose[:int(FPS)])
+    np.testing.assert_array_equal(piled.head_pose[int(3.5 * FPS):], base.head_pose[int(3.5 * FPS):])
+    # a live stream's later frames: the same motion laid over frames starting at 2 s
+    later = apply_motions(still(2.0), [(2.5, "nod", 1.0)], start_s=2.0)
+    whole = apply_motions(still(4.0), [(2.5, "nod", 1.0)])
+    np.testing.assert_array_equal(later.head_pose, whole.head_pose[int(2 * FPS):])
+    with pytest.raises(ValueError):
+        overlay(np.arange(10) / FPS, [(0.0, "moonwalk", 1.0)])
+
+
+# ------------------------------------------------------------------------------------ live
+
+
+def test_a_motion_sent_during_a_live_stream_shapes_the_frames_after_it() -> None:
+    from services.common.inference import InProcessClient
+    from services.expression.diffusion.live import LiveAnimator
+    from services.tts.engine import TextToSpeech
+
+    speech = TextToSpeech().synthesize("We looked everywhere for the keys. Then we found them by the door.", seed=2)
+    step = int(0.02 * speech.sample_rate)
+
+    def run(motion: bool) -> np.ndarray:
+        live = LiveAnimator(InProcessClient(), speech.sample_rate, fps=FPS, seed=4)
+        poses, sent = [], False
+        for i in range(0, len(speech.audio), step):
+            live.push_audio(speech.audio[i:i + step])
+            if motion and not sent and live.features.duration >= 1.5:  # frames before ~1 s are out already
+                live.push_motion(2.0, "look_left", 1.0)
+                sent = True
+            poses.append(live.take()[1])
+        live.end()
+        poses.append(live.take()[1])
+        return np.concatenate(poses)
+
+    plain, looked = run(False), run(True)
+    t = np.arange(len(plain)) / FPS
+    pose_add, _, _ = overlay(t, [(2.0, "look_left", 1.0)])
+    np.testing.assert_allclose(looked[:, 1] - plain[:, 1], pose_add[:, 1], atol=1e-5)
+    assert np.degrees(looked[int(3.0 * FPS), 1] - plain[int(3.0 * FPS), 1]) > 9
+    with pytest.raises(InputError):
+        LiveAnimator(InProcessClient(), 16000).push_motion(1.0, "moonwalk")
+
+
+# ------------------------------------------------------------------------- end of a script
+
+
+def test_a_motion_after_the_last_words_gets_the_silence_it_needs() -> None:
+    from services.expression.motions import SECONDS
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.gateway.speech_rules import check_speech
+
+    checked = check_speech("Thanks for watching! [wink left]", recording=False, cloned=False)
+    assert checked.text == "Thanks for watching! [pause 0.50]" and not checked.violations
+    assert check_speech("Thanks! [nod] [pause 2]", recording=False, cloned=False).text == "Thanks! [pause 2]"
+    assert check_speech("[nod] Thanks!", recording=False, cloned=False).text == "Thanks!"
+    assert check_speech("Thanks! [nod]", recording=True, cloned=False).text == "Thanks!"  # a recording: its own length
+    assert check_speech("[nod]", recording=False, cloned=False).violations == [("script", "has nothing to say but tags")]
+    request = VideoRequest(photo=b"", script="Thanks for watching! [look left]", seed=1)
+    speech, _ = EmbeddedPipeline().speech(request)
+    track = EmbeddedPipeline().expression(speech, request)
+    last = speech.words[-1]
+    assert speech.duration >= last.end + SECONDS["look_left"]
+    yaw = np.degrees(track.head_pose[:, 1])
+    assert yaw[int((last.end + 1.0) * FPS)] > yaw[:int(last.end * FPS)].max() + 6  # seen, not cut off
