@@ -7,6 +7,8 @@ mouth.png: rows = grace_hopper at 512 and 1080 (closed-mouth photo: drawn teeth)
 is the mouth region scaled to the same width (512-px rigs upscaled with nearest-neighbour, x~3, so
 the pixels and the lip-edge feathering are visible). cat_blink.jpg: the cat's eyes over one blink.
 cat_mouth.jpg: the cat's mouth (no human teeth: throat and tongue) across the visemes, x4.
+motions.jpg: each motion tag (services/expression/motions.py) at its fullest, on grace_hopper and the
+cat (keypoints), 512 px shown at 200.
 """
 from __future__ import annotations
 
@@ -115,10 +117,35 @@ def cat_blink_sheet() -> np.ndarray:
     return np.concatenate([np.concatenate(tiles[:3], 1), np.concatenate(tiles[3:], 1)], 0)
 
 
+def motions_sheet() -> np.ndarray:
+    from services.expression.motions import MOTIONS, apply_motions
+    from services.common.expression_track import ExpressionTrack
+    from services.render.photo import load_photo
+    from services.render.renderer import Renderer
+    from services.render.rig import build_rig
+
+    rest = ExpressionTrack(25.0, np.zeros((50, 52)), np.zeros((50, 6)))
+    rows = []
+    for row_name, renderer in (("grace 512", Renderer(build_rig(load_photo(ROOT / "assets" / "photos" /
+                                                                          "grace_hopper.jpg"), size=512))),
+                               ("cat 512 (keypoints)", cat_renderer())):
+        tiles = [label(cv2.resize(renderer.render(np.zeros(52), np.zeros(6)), (200, 200),
+                                  interpolation=cv2.INTER_AREA), f"{row_name}: rest")]
+        for name in MOTIONS:
+            track = apply_motions(rest, [(0.0, name, 1.0)])
+            change = np.abs(track.head_pose[:, :3]).sum(axis=1) + np.abs(track.weights).sum(axis=1)
+            k = int(np.argmax(change))  # the motion at its fullest
+            frame = renderer.render(track.weights[k], track.head_pose[k])
+            tiles.append(label(cv2.resize(frame, (200, 200), interpolation=cv2.INTER_AREA), name.replace("_", " ")))
+        rows.append(np.concatenate([np.concatenate(tiles[:6], 1), np.concatenate(tiles[6:], 1)], 0))
+    return np.concatenate(rows, 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "contact")
-    sheets = {"mouth": mouth_sheet, "cat_blink": cat_blink_sheet, "cat_mouth": cat_mouth_sheet}
+    sheets = {"mouth": mouth_sheet, "cat_blink": cat_blink_sheet, "cat_mouth": cat_mouth_sheet,
+              "motions": motions_sheet}
     parser.add_argument("--only", nargs="+", choices=sorted(sheets), help="make only these sheets")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
