@@ -682,7 +682,8 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
                                             "(image left), mouth corner (image right)")
     parser.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed for voice variation, blinks and head motion")
-    parser.add_argument("--emotion", default="neutral", help="neutral, happy, sad, angry or surprised")
+    parser.add_argument("--emotion", default="neutral",
+                        help="neutral, happy, sad, angry, surprised or auto (each sentence as its words feel)")
     parser.add_argument("--expressiveness", default="medium", help="low, medium or high")
     parser.add_argument("--captions", metavar="PATH",
                         help="also write captions of what is said, timed by the spoken words (.vtt or .srt)")
@@ -762,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("--keypoints", str, None, "5 points for faces no detector finds (as for generate)"),
             ("--fps", float, 25.0, "frames per second (default 25)"),
             ("--seed", int, 0, "seed for blinks and head motion"),
-            ("--emotion", str, "neutral", "neutral, happy, sad, angry or surprised"),
+            ("--emotion", str, "neutral", "neutral, happy, sad, angry, surprised or auto (each sentence as its "
+                                          "words feel; with --text-in)"),
             ("--expressiveness", str, "medium", "low, medium or high")):
         live.add_argument(name, type=kind, default=default, help=text)
     live.add_argument("--server", default="", help="a gateway address (LiveVideo); default: in-process, no servers")

@@ -34,7 +34,7 @@ RETRY_POLICY = json.dumps({"methodConfig": [{
                     "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 KINDS = {"photo": gw.ASSET_KIND_PHOTO, "voice_sample": gw.ASSET_KIND_VOICE_SAMPLE,
          "driving_audio": gw.ASSET_KIND_DRIVING_AUDIO, "script": gw.ASSET_KIND_SCRIPT}
-EMOTIONS = {"neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_HAPPY,
+EMOTIONS = {"auto": common_pb2.EMOTION_AUTO, "neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_HAPPY,
             "sad": common_pb2.EMOTION_SAD, "angry": common_pb2.EMOTION_ANGRY,
             "surprised": common_pb2.EMOTION_SURPRISED}
 EXPRESSIVENESS = {"low": common_pb2.EXPRESSIVENESS_LOW, "medium": common_pb2.EXPRESSIVENESS_MEDIUM,

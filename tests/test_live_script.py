@@ -160,3 +160,12 @@ def test_nothing_said_and_a_broken_source_are_errors(speak):
 
     with pytest.raises(ConnectionError):
         list(paced(broken(), LiveScript(speak), lead_s=0.5))
+
+
+def test_auto_emotion_tags_each_sentence_as_it_is_spoken(speak):
+    script = LiveScript(speak, auto_emotion=True)
+    pieces = list(script.push("We won the cup, what a wonderful day! The bus leaves at nine. [sad] It is late. "))
+    pieces += list(script.end())
+    said = [p for p in pieces if p.emotions]
+    assert [e[1] for p in said for e in p.emotions] == ["happy", "neutral", "sad"]  # the writer's tag kept
+    assert all(p.start_s <= p.emotions[0][0] < p.start_s + 0.5 for p in said)

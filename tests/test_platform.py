@@ -316,6 +316,9 @@ def test_live_video_refuses_bad_input(stack, client, photo_id, spoken):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "stray bytes" in violations[0][1], violations
     code, violations = violations_of(lambda: call(gw.LiveVideoRequest(audio_chunk=pcm[:320])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == "header"
+    auto = gw.LiveVideoHeader(photo=header.photo, audio_format=header.audio_format, emotion=common_pb2.EMOTION_AUTO)
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=auto), end))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and [f for f, _ in violations] == ["emotion"], violations
     bad_motion = gw.LiveVideoRequest(motion=expression_pb2.TimedMotion(time_code=0.5, motion=common_pb2.MOTION_NOD,
                                                                        strength=2.0))
     code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), bad_motion,
@@ -349,7 +352,7 @@ def test_live_video_from_text_as_an_llm_writes_it(stack, client, photo_id, tmp_p
             yield rest[i:i + 4]
 
     arrivals = []
-    for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, timeout_s=300):
+    for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, emotion="auto", timeout_s=300):
         kind = message.WhichOneof("response")
         if kind == "media":
             got_media.set()
@@ -605,6 +608,24 @@ def test_emotion_and_motion_tags_in_the_script_drive_the_face(stack, client, pho
     nod = pose[int((i_word["start"] - 0.1) * fps):int((i_word["start"] + 0.4) * fps), 0]
     assert nod.max() > pose[before, 0].max() + 4
     assert pose[int((ruined["start"] + 0.5) * fps), 1] > pose[:int((ruined["start"] - 0.2) * fps), 1].max() + 6
+
+
+def test_emotion_auto_reads_each_sentence(stack, client, photo_id):
+    """emotion auto: the gateway tags each sentence with the emotion its words carry (no tags written)."""
+    from services.common.arkit import INDEX
+
+    script = "We won the cup, what a wonderful day! Sadly, our captain was badly hurt and everyone is heartbroken."
+    job = client.wait(client.submit(photo=photo_id, script=script, resolution=128, emotion="auto",
+                                    export_blendshapes=True, seed=3), timeout_s=300)
+    assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
+    timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
+    sadly = next(w for w in timeline["words"] if w["text"].startswith("Sadly"))["start"]
+    stored = json.loads(stack.storage().get_bytes(job.result.blendshapes.key))
+    weights, fps = np.array([f["weights"] for f in stored["frames"]]), stored["fps"]
+    smile = weights[:, [INDEX["mouthSmileLeft"], INDEX["mouthSmileRight"]]].mean(axis=1)
+    frown = weights[:, [INDEX["mouthFrownLeft"], INDEX["mouthFrownRight"]]].mean(axis=1)
+    glad, sorry = slice(int(0.3 * fps), int((sadly - 0.3) * fps)), slice(int((sadly + 0.5) * fps), None)
+    assert smile[glad].mean() > smile[sorry].mean() + 0.1 and frown[sorry].mean() > frown[glad].mean() + 0.05
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -121,8 +121,9 @@ class LivePiece:
 class LiveScript:
     """Sentences spoken one after another on one timeline; `words` and `text` are what was said."""
 
-    def __init__(self, speak: Callable[[str], Speech], *, field: str = "text") -> None:
-        self.speak, self.field = speak, field
+    def __init__(self, speak: Callable[[str], Speech], *, field: str = "text", auto_emotion: bool = False) -> None:
+        """`auto_emotion`: each sentence gets the emotion its words carry (services.common.auto_emotion)."""
+        self.speak, self.field, self.auto_emotion = speak, field, auto_emotion
         self.sentences = SentenceBuffer()
         self.sample_rate: int | None = None
         self.duration = 0.0  # seconds of audio handed out so far
@@ -169,6 +170,10 @@ class LiveScript:
                 yield self.silence(seconds)
             return
         self._tags = []
+        if self.auto_emotion:
+            from services.common.auto_emotion import with_auto_emotions
+
+            tags = with_auto_emotions(text, tags, tag_first=True)
         speech = speak_with_pauses(text, self.speak, self.field)
         if self.sample_rate is None:
             self.sample_rate = speech.sample_rate

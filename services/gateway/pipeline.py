@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
 ProgressFn = Callable[[str, float], None]
 
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
+EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "auto")  # auto: services.common.auto_emotion
 EXPRESSIVENESS = ("low", "medium", "high")
 
 
@@ -55,13 +55,18 @@ class VideoRequest:
 
     @property
     def spoken_script(self) -> tuple[str, list]:
-        """(the script without its emotion and motion tags, the tags: services.common.script_tags; a
-        motion after the last words gets the silence it needs)."""
-        from services.common.script_tags import strip_tags
-        from services.gateway.speech_rules import with_room_for_motions
+        """(the script without its emotion and motion tags, the tags: services.gateway.speech_rules.
+        prepared_script: a motion after the last words gets the silence it needs, each sentence its
+        emotion with emotion "auto")."""
+        from services.gateway.speech_rules import prepared_script
 
-        text, tags = strip_tags(self.script or "")
-        return (text if self.driving_audio is not None else with_room_for_motions(text, tags)), tags
+        return prepared_script(self.script or "", recording=self.driving_audio is not None,
+                               auto_emotion=self.emotion == "auto")
+
+    @property
+    def base_emotion(self) -> str:
+        """The emotion the face starts in ("auto" starts neutral: its sentences carry their own)."""
+        return "neutral" if self.emotion == "auto" else self.emotion
 
     @property
     def frame(self) -> FrameSpec:
@@ -189,7 +194,7 @@ class EmbeddedPipeline:
         from services.expression.animate import animate
 
         script, tags = request.spoken_script  # (tag offsets are in the script as written, pause tags included)
-        return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.emotion,
+        return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.base_emotion,
                        expressiveness=request.expressiveness, emotions=timed_emotions(tags, speech.words, script),
                        motions=timed_motions(tags, speech.words, script))
 
@@ -269,7 +274,7 @@ class EmbeddedPipeline:
                            stage_seconds=seconds, poster=poster.image)
 
     def live(self, request: VideoRequest, audio: Iterable[np.ndarray | "LivePiece"], sample_rate: int | None,
-             stream_to: Callable[[bytes], None]) -> LiveResult:
+             stream_to: Callable[[bytes], None], *, from_text: bool = False) -> LiveResult:
         """A live video: `audio` yields mono float pieces as they are spoken (a microphone, a voice
         agent); the face follows the sound alone (request.script is not used) and fragmented MP4 with
         that audio goes to `stream_to` while the audio is still arriving (services.expression.diffusion.live;
@@ -288,6 +293,8 @@ class EmbeddedPipeline:
         from services.render.tensor_model import detector, segmenter
 
         request.validate_video()
+        if request.emotion == "auto" and not from_text:
+            raise InputError("emotion", "auto reads the words: it goes with text, not audio")
         if request.frame.alpha:
             raise InputError("out", "a transparent video is not streamed (MP4 has no alpha)")
         if request.burn_captions:
@@ -322,7 +329,7 @@ class EmbeddedPipeline:
             """The animator and the encoder, once the audio's sample rate is known."""
             nonlocal encoder
             started = LiveAnimator(self.client, rate, fps=request.fps, seed=request.seed,
-                                   emotion=request.emotion, expressiveness=request.expressiveness)
+                                   emotion=request.base_emotion, expressiveness=request.expressiveness)
             encoder = threading.Thread(target=encode, args=(rate,), name="live-encode", daemon=True)
             encoder.start()
             return started
@@ -381,8 +388,8 @@ class EmbeddedPipeline:
             warnings.extend(w for w in said if w not in warnings)
             return speech
 
-        script = LiveScript(speak)
-        result = self.live(request, paced(text, script, lead_s=lead_s), None, stream_to)
+        script = LiveScript(speak, auto_emotion=request.emotion == "auto")
+        result = self.live(request, paced(text, script, lead_s=lead_s), None, stream_to, from_text=True)
         result.warnings += warnings
         result.captions = build_cues(script.words, script.text, script.duration)
         return result

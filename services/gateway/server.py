@@ -52,10 +52,15 @@ def _checker(violations: list[tuple[str, str]]):
 
 def _check_style(request, violations: list[tuple[str, str]]) -> None:
     """A request's emotion and expressiveness (SubmitVideoRequest, LiveVideoHeader)."""
-    if request.emotion not in wire.EMOTIONS:
+    if request.emotion not in wire.EMOTIONS and request.emotion != common_pb2.EMOTION_AUTO:
         violations.append(("emotion", "unknown value"))
     if request.expressiveness not in wire.EXPRESSIVENESS:
         violations.append(("expressiveness", "unknown value"))
+
+
+def _base_emotion(emotion: int) -> str:
+    """The emotion a job starts in (auto starts neutral: its sentences carry their own as tags)."""
+    return "neutral" if emotion == common_pb2.EMOTION_AUTO else wire.EMOTIONS[emotion]
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -359,7 +364,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         text_field = "transcript" if recording else which or "script"
         spec = r.video
         checked = check_speech(text, recording=recording, cloned=r.HasField("voice_sample"), voice=r.voice,
-                               speed=r.speed or 1.0, needs_words=spec.burn_in_captions, script_field=text_field)
+                               speed=r.speed or 1.0, needs_words=spec.burn_in_captions, script_field=text_field,
+                               auto_emotion=r.emotion == common_pb2.EMOTION_AUTO)
         violations += [("video.burn_in_captions" if name == WORDS else name, message)
                        for name, message in checked.violations]
         if checked.text is not None:
@@ -383,7 +389,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         # The whole spec travels to the render service as JSON (aspect, fit, background, keypoints).
         job.update(video_spec=json_format.MessageToDict(spec), alpha=bool(frame and frame.alpha))
         job.update(size=size, fps=fps, seed=r.seed if r.HasField("seed") else random.randrange(2**31),
-                   emotion=wire.EMOTIONS[r.emotion], expressiveness=wire.EXPRESSIVENESS[r.expressiveness])
+                   emotion=_base_emotion(r.emotion), expressiveness=wire.EXPRESSIVENESS[r.expressiveness])
         return job
 
     def _check_video(self, spec: common_pb2.VideoSpec, check, violations: list) -> tuple[int, float, object]:
@@ -430,11 +436,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             violations.append(("video.burn_in_captions", "a live video's words are not known ahead of its "
                                                          "frames (with speech, the end carries captions)"))
         _check_style(h, violations)
+        if h.emotion == common_pb2.EMOTION_AUTO:
+            if h.HasField("audio_format"):
+                violations.append(("emotion", "auto reads the words: it goes with speech (text), not audio"))
+            job["auto_emotion"] = True
         if violations:
             raise InputError.many(violations)
         job.update(video_spec=json_format.MessageToDict(h.video), alpha=False, size=size, fps=fps,
                    seed=h.seed if h.HasField("seed") else random.randrange(2**31),
-                   emotion=wire.EMOTIONS[h.emotion], expressiveness=wire.EXPRESSIVENESS[h.expressiveness])
+                   emotion=_base_emotion(h.emotion), expressiveness=wire.EXPRESSIVENESS[h.expressiveness])
         return job
 
     def _job_pb(self, job: Job) -> gw.Job:

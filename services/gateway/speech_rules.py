@@ -28,11 +28,25 @@ def with_room_for_motions(text: str, tags: list[ScriptTag]) -> str:
     return f"{text} [pause {max(trailing):.2f}]" if trailing else text
 
 
+def prepared_script(script: str, *, recording: bool, auto_emotion: bool = False,
+                    field: str = "script") -> tuple[str, list[ScriptTag]]:
+    """(the text to speak, its tags): tags taken out, room made for motions after the last words,
+    each sentence's emotion added when `auto_emotion` (services.common.auto_emotion)."""
+    text, tags = strip_tags(script, field)
+    if not recording:
+        text = with_room_for_motions(text, tags)
+    if auto_emotion:
+        from services.common.auto_emotion import with_auto_emotions
+
+        tags = with_auto_emotions(text, tags)
+    return text, tags
+
+
 def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: str = "", speed: float = 1.0,
-                 needs_words: bool = False, script_field: str = "script") -> CheckedSpeech:
+                 needs_words: bool = False, script_field: str = "script", auto_emotion: bool = False) -> CheckedSpeech:
     """`script`: the text to speak, or a recording's transcript (`recording`); None when it could not
     be read (its own violation is reported elsewhere). `cloned`: a voice sample was sent.
-    `needs_words`: captions were asked for."""
+    `needs_words`: captions were asked for. `auto_emotion`: tag each sentence with its emotion."""
     from services.tts.engine import check_script_length, check_speed
     from services.tts.pauses import split_pauses, strip_pauses
     from services.tts.voices import check_voice
@@ -50,11 +64,11 @@ def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: st
                                                "sample only with a script to synthesize"))
     if script is not None:
         check(script_field, lambda: check_script_length(script, script_field))
-        tagged = check(script_field, lambda: strip_tags(script, script_field))
+        tagged = check(script_field, lambda: prepared_script(script, recording=recording, auto_emotion=auto_emotion,
+                                                             field=script_field))
         if tagged is not None:
             out.text, out.tags = tagged
             if not recording:
-                out.text = with_room_for_motions(out.text, out.tags)
                 check(script_field, lambda: split_pauses(out.text, script_field))
                 if not strip_pauses(out.text):
                     out.violations.append((script_field, "is empty (send a script, or a driving recording)"
