@@ -58,6 +58,7 @@ bench: setup eval-data
 	$(PY) benchmarks/voice.py
 	$(PY) benchmarks/voices.py
 	$(PY) benchmarks/render.py
+	$(PY) benchmarks/motions.py
 	$(PY) benchmarks/watermark.py
 
 eval-data: setup
