@@ -124,7 +124,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
                            voice_sample=voice_sample, driving_audio=driving_audio, voice=args.voice_name or "",
-                           speed=args.speed, burn_captions=args.burn_captions,
+                           speed=args.speed, burn_captions=args.burn_captions, auto_motions=args.auto_motions,
                            emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
     request.validate()
     streaming = args.out == "-"  # fragmented MP4 to stdout, for a player reading a pipe
@@ -303,7 +303,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             options = dict(photo=asset, script=script, resolution=args.size, fps=args.fps,
                            seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
                            voice_sample=voice_id, driving_audio=audio_id, voice=args.voice_name or "",
-                           speed=args.speed, webhook_url=args.webhook_url, **_submit_framing(client, args))
+                           speed=args.speed, webhook_url=args.webhook_url, auto_motions=args.auto_motions,
+                           **_submit_framing(client, args))
             if args.stream:
                 return _receive_stream(client, options, args)
             job_id = client.submit(**options)
@@ -570,7 +571,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     voice_sample = _read_audio(args.voice, "voice")
     request = VideoRequest(photo=Path(args.photo), script="", size=args.size, fps=args.fps, seed=args.seed,
                            emotion=args.emotion, expressiveness=args.expressiveness, voice_sample=voice_sample,
-                           voice=args.voice_name or "", speed=args.speed, **_framing(args))
+                           voice=args.voice_name or "", speed=args.speed, auto_motions=args.auto_motions,
+                           **_framing(args))
     if not Path(args.photo).is_file():
         raise InputError("photo", f"no such file: {args.photo}")
     if from_text:
@@ -604,7 +606,7 @@ def cmd_live(args: argparse.Namespace) -> int:
             with client:
                 asset = client.upload(args.photo, kind="photo")
                 options = dict(resolution=args.size, fps=args.fps, seed=args.seed, emotion=args.emotion,
-                               expressiveness=args.expressiveness,
+                               expressiveness=args.expressiveness, auto_motions=args.auto_motions,
                                **{k: v for k, v in _submit_framing(client, args).items() if k != "burn_captions"})
                 if from_text:
                     voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
@@ -685,6 +687,8 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--emotion", default="neutral",
                         help="neutral, happy, sad, angry, surprised or auto (each sentence as its words feel)")
     parser.add_argument("--expressiveness", default="medium", help="low, medium or high")
+    parser.add_argument("--auto-motions", action="store_true",
+                        help="nod on yes, shake on no, tilt on questions, without motion tags")
     parser.add_argument("--captions", metavar="PATH",
                         help="also write captions of what is said, timed by the spoken words (.vtt or .srt)")
     parser.add_argument("--burn-captions", action="store_true",
@@ -752,6 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--voice-name", help="with --text-in: a built-in voice (`likeness voices`); default: joe")
     live.add_argument("--speed", type=float, default=1.0, help="with --text-in: speaking rate, 0.5-2.0 (default 1)")
     live.add_argument("--captions", help="with --text-in: also write captions of what was said (.srt or .vtt)")
+    live.add_argument("--auto-motions", action="store_true",
+                      help="with --text-in: nod on yes, shake on no, tilt on questions, without motion tags")
     live.add_argument("--rate", type=int, default=16000, help="sample rate of --audio-in - (default 16000)")
     live.add_argument("--realtime", action="store_true", help="send a file's audio at the pace it is spoken")
     live.add_argument("--out", required=True, help="an .mp4 file, or - : stdout (pipe it into a player)")

@@ -164,7 +164,7 @@ class LikenessClient:
             raise ValueError("give audio (with sample_rate) or text")
         base = self.video_request(photo=photo, **options)
         header = gw.LiveVideoHeader(photo=base.photo, video=base.video, emotion=base.emotion,
-                                    expressiveness=base.expressiveness)
+                                    expressiveness=base.expressiveness, auto_motions=base.auto_motions)
         if audio is not None:
             header.audio_format.CopyFrom(common_pb2.AudioFormat(sample_rate=sample_rate, channels=1,
                                                                 encoding=common_pb2.AUDIO_ENCODING_PCM_S16LE))
@@ -195,7 +195,7 @@ class LikenessClient:
                       background_image: common_pb2.ObjectRef | None = None,
                       keypoints: Sequence[tuple[float, float]] | None = None,
                       voice_sample: str | None = None, driving_audio: str | None = None, voice: str = "",
-                      speed: float = 1.0, burn_captions: bool = False,
+                      speed: float = 1.0, burn_captions: bool = False, auto_motions: bool = False,
                       webhook_url: str = "") -> gw.SubmitVideoRequest:
         """aspect 1:1/9:16/16:9/4:5; fit cover/contain; background '#RRGGBB' or 'transparent' (the
         video is then VP9 WebM with alpha), or background_image = upload_object(...).object;
@@ -204,6 +204,7 @@ class LikenessClient:
         `driving_audio` asset (a recording to lip-sync to; `script` is then its optional transcript);
         asset ids come from upload(). `voice`: a built-in voice (voices()); "": the default; `speed`:
         speaking rate of the script (0.5-2.0); `burn_captions`: draw the captions into the video;
+        `auto_motions`: nod on yes, shake on no, tilt on questions (no tags needed);
         `webhook_url`: where the gateway POSTs the final job (services.gateway.webhooks)."""
         video = common_pb2.VideoSpec(resolution=resolution, fps=fps, aspect_ratio=ASPECTS[aspect],
                                      fit=FITS[fit], burn_in_captions=burn_captions)
@@ -219,7 +220,8 @@ class LikenessClient:
             client_request_id=client_request_id, photo=gw.AssetSource(asset_id=photo),
             video=video, emotion=EMOTIONS[emotion],
             expressiveness=EXPRESSIVENESS[expressiveness], export_blendshapes=export_blendshapes,
-            language=language, voice=voice, speed=0.0 if speed == 1.0 else speed, webhook_url=webhook_url)
+            language=language, voice=voice, speed=0.0 if speed == 1.0 else speed, webhook_url=webhook_url,
+            auto_motions=auto_motions)
         if seed is not None:
             request.seed = seed
         if driving_audio is not None:

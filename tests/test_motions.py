@@ -168,3 +168,44 @@ def test_a_motion_after_the_last_words_gets_the_silence_it_needs() -> None:
     assert speech.duration >= last.end + SECONDS["look_left"]
     yaw = np.degrees(track.head_pose[:, 1])
     assert yaw[int((last.end + 1.0) * FPS)] > yaw[:int(last.end * FPS)].max() + 6  # seen, not cut off
+
+
+# ---------------------------------------------------------------------------- auto motions
+
+
+def test_auto_motions_nod_on_yes_shake_on_no_and_tilt_on_questions() -> None:
+    from services.common.auto_motion import with_auto_motions
+
+    text, tags = strip_tags("Yes, that is right. No, we never said that. Could you check again? Of course not! "
+                            "Rightly so. Okay. [wink left] Is that all for today then? Sure.")
+    motions = [(text[t.offset:].split()[0], t.motion, t.strength) for t in with_auto_motions(text, tags)
+               if isinstance(t, MotionTag)]
+    assert motions == [("Yes,", "nod", 0.7), ("No,", "shake", 0.6), ("Could", "tilt_left", 0.5),
+                       ("Of", "shake", 0.6),  # "of course not" is a no
+                       ("Is", "wink_left", 1.0),  # the writer's own motion: nothing added in its sentence
+                       ("Sure.", "nod", 0.7)]
+    close = with_auto_motions("Yes. No. Sure.", [])  # one motion, then quiet until it is over
+    assert [(t.offset, t.motion) for t in close] == [(0, "nod")]
+
+
+def test_auto_motions_move_the_head_in_process_and_need_words() -> None:
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+
+    pipeline = EmbeddedPipeline()
+    script = "The report is ready for you today. Yes, it is finished. No, it is not late."
+    auto = VideoRequest(photo=b"x", script=script, auto_motions=True, seed=2)
+    speech, _ = pipeline.speech(auto)
+    moved, plain = pipeline.expression(speech, auto), pipeline.expression(speech, VideoRequest(photo=b"x", script=script,
+                                                                                              seed=2))
+    extra = np.degrees(moved.head_pose[:, :3] - plain.head_pose[:, :3])
+    yes = next(w for w in speech.words if w.text.startswith("Yes")).start
+    no = next(w for w in speech.words if w.text.startswith("No")).start
+    t = np.arange(len(moved)) / moved.fps
+    assert np.abs(extra[t < yes - 0.2]).max() < 1e-3  # nothing before the first cue
+    nod = extra[(t >= yes - 0.1) & (t < yes + 0.8)]
+    assert nod[:, 0].max() > 4 and np.abs(nod[:, 1]).max() < 1e-3
+    shake = extra[(t >= no - 0.1) & (t < no + 1.1), 1]
+    assert shake.max() > 3 and shake.min() < -3
+    with pytest.raises(InputError) as info:  # from audio there are no words to read
+        pipeline.live(auto, iter([np.zeros(1600, np.float32)]), 16000, lambda data: None)
+    assert info.value.field == "auto_motions"

@@ -316,9 +316,10 @@ def test_live_video_refuses_bad_input(stack, client, photo_id, spoken):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "stray bytes" in violations[0][1], violations
     code, violations = violations_of(lambda: call(gw.LiveVideoRequest(audio_chunk=pcm[:320])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == "header"
-    auto = gw.LiveVideoHeader(photo=header.photo, audio_format=header.audio_format, emotion=common_pb2.EMOTION_AUTO)
+    auto = gw.LiveVideoHeader(photo=header.photo, audio_format=header.audio_format, emotion=common_pb2.EMOTION_AUTO,
+                              auto_motions=True)
     code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=auto), end))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and [f for f, _ in violations] == ["emotion"], violations
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and [f for f, _ in violations] == ["emotion", "auto_motions"]
     bad_motion = gw.LiveVideoRequest(motion=expression_pb2.TimedMotion(time_code=0.5, motion=common_pb2.MOTION_NOD,
                                                                        strength=2.0))
     code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), bad_motion,
@@ -352,7 +353,8 @@ def test_live_video_from_text_as_an_llm_writes_it(stack, client, photo_id, tmp_p
             yield rest[i:i + 4]
 
     arrivals = []
-    for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, emotion="auto", timeout_s=300):
+    for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, emotion="auto",
+                               auto_motions=True, timeout_s=300):
         kind = message.WhichOneof("response")
         if kind == "media":
             got_media.set()
@@ -610,13 +612,15 @@ def test_emotion_and_motion_tags_in_the_script_drive_the_face(stack, client, pho
     assert pose[int((ruined["start"] + 0.5) * fps), 1] > pose[:int((ruined["start"] - 0.2) * fps), 1].max() + 6
 
 
-def test_emotion_auto_reads_each_sentence(stack, client, photo_id):
-    """emotion auto: the gateway tags each sentence with the emotion its words carry (no tags written)."""
+def test_emotion_auto_and_auto_motions_read_each_sentence(stack, client, photo_id):
+    """emotion auto: the gateway tags each sentence with the emotion its words carry; auto_motions: a
+    nod where it says yes (no tags written)."""
     from services.common.arkit import INDEX
 
-    script = "We won the cup, what a wonderful day! Sadly, our captain was badly hurt and everyone is heartbroken."
+    script = ("We won the cup, what a wonderful day! Sadly, our captain was badly hurt and everyone is "
+              "heartbroken. Yes, she will be back.")
     job = client.wait(client.submit(photo=photo_id, script=script, resolution=128, emotion="auto",
-                                    export_blendshapes=True, seed=3), timeout_s=300)
+                                    auto_motions=True, export_blendshapes=True, seed=3), timeout_s=300)
     assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
     sadly = next(w for w in timeline["words"] if w["text"].startswith("Sadly"))["start"]
@@ -624,8 +628,12 @@ def test_emotion_auto_reads_each_sentence(stack, client, photo_id):
     weights, fps = np.array([f["weights"] for f in stored["frames"]]), stored["fps"]
     smile = weights[:, [INDEX["mouthSmileLeft"], INDEX["mouthSmileRight"]]].mean(axis=1)
     frown = weights[:, [INDEX["mouthFrownLeft"], INDEX["mouthFrownRight"]]].mean(axis=1)
-    glad, sorry = slice(int(0.3 * fps), int((sadly - 0.3) * fps)), slice(int((sadly + 0.5) * fps), None)
+    yes = next(w for w in timeline["words"] if w["text"].startswith("Yes"))["start"]
+    glad, sorry = slice(int(0.3 * fps), int((sadly - 0.3) * fps)), slice(int((sadly + 0.5) * fps), int((yes - 0.3) * fps))
     assert smile[glad].mean() > smile[sorry].mean() + 0.1 and frown[sorry].mean() > frown[glad].mean() + 0.05
+    pitch = np.degrees(np.array([f["head_pose"] for f in stored["frames"]])[:, 0])
+    nod = pitch[int((yes - 0.1) * fps):int((yes + 0.8) * fps)]  # a chin-down pulse on "Yes" (over the sad posture)
+    assert nod.max() > max(nod[0], nod[-1]) + 2, nod  # (without auto_motions: + 0.0)
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -121,9 +121,12 @@ class LivePiece:
 class LiveScript:
     """Sentences spoken one after another on one timeline; `words` and `text` are what was said."""
 
-    def __init__(self, speak: Callable[[str], Speech], *, field: str = "text", auto_emotion: bool = False) -> None:
-        """`auto_emotion`: each sentence gets the emotion its words carry (services.common.auto_emotion)."""
-        self.speak, self.field, self.auto_emotion = speak, field, auto_emotion
+    def __init__(self, speak: Callable[[str], Speech], *, field: str = "text", auto_emotion: bool = False,
+                 auto_motions: bool = False) -> None:
+        """`auto_emotion`: each sentence gets the emotion its words carry (services.common.auto_emotion);
+        `auto_motions`: nods, shakes and tilts where it says yes, no or asks (services.common.auto_motion)."""
+        self.speak, self.field = speak, field
+        self.auto_emotion, self.auto_motions = auto_emotion, auto_motions
         self.sentences = SentenceBuffer()
         self.sample_rate: int | None = None
         self.duration = 0.0  # seconds of audio handed out so far
@@ -174,6 +177,10 @@ class LiveScript:
             from services.common.auto_emotion import with_auto_emotions
 
             tags = with_auto_emotions(text, tags, tag_first=True)
+        if self.auto_motions:
+            from services.common.auto_motion import with_auto_motions
+
+            tags = with_auto_motions(text, tags)
         speech = speak_with_pauses(text, self.speak, self.field)
         if self.sample_rate is None:
             self.sample_rate = speech.sample_rate

@@ -111,7 +111,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             """The caller's text, spoken a sentence at a time, to both services."""
             nonlocal script
             try:
-                script = LiveScript(speak, auto_emotion=bool(job.request.get("auto_emotion")))
+                script = LiveScript(speak, auto_emotion=bool(job.request.get("auto_emotion")),
+                                    auto_motions=bool(job.request.get("auto_motions")))
                 for n, piece in enumerate(paced(_texts(incoming), script)):
                     if over.is_set():
                         return

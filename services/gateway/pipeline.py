@@ -52,6 +52,7 @@ class VideoRequest:
     voice: str = ""  # a built-in voice (services.tts.voices); "": the default
     speed: float = 1.0  # speaking rate of the script (0.5-2.0)
     burn_captions: bool = False  # draw the captions into the frames
+    auto_motions: bool = False  # nod on yes, shake on no, tilt on questions (services.common.auto_motion)
 
     @property
     def spoken_script(self) -> tuple[str, list]:
@@ -61,7 +62,7 @@ class VideoRequest:
         from services.gateway.speech_rules import prepared_script
 
         return prepared_script(self.script or "", recording=self.driving_audio is not None,
-                               auto_emotion=self.emotion == "auto")
+                               auto_emotion=self.emotion == "auto", auto_motions=self.auto_motions)
 
     @property
     def base_emotion(self) -> str:
@@ -295,6 +296,8 @@ class EmbeddedPipeline:
         request.validate_video()
         if request.emotion == "auto" and not from_text:
             raise InputError("emotion", "auto reads the words: it goes with text, not audio")
+        if request.auto_motions and not from_text:
+            raise InputError("auto_motions", "reads the words: it goes with text, not audio")
         if request.frame.alpha:
             raise InputError("out", "a transparent video is not streamed (MP4 has no alpha)")
         if request.burn_captions:
@@ -388,7 +391,7 @@ class EmbeddedPipeline:
             warnings.extend(w for w in said if w not in warnings)
             return speech
 
-        script = LiveScript(speak, auto_emotion=request.emotion == "auto")
+        script = LiveScript(speak, auto_emotion=request.emotion == "auto", auto_motions=request.auto_motions)
         result = self.live(request, paced(text, script, lead_s=lead_s), None, stream_to, from_text=True)
         result.warnings += warnings
         result.captions = build_cues(script.words, script.text, script.duration)

@@ -365,7 +365,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         spec = r.video
         checked = check_speech(text, recording=recording, cloned=r.HasField("voice_sample"), voice=r.voice,
                                speed=r.speed or 1.0, needs_words=spec.burn_in_captions, script_field=text_field,
-                               auto_emotion=r.emotion == common_pb2.EMOTION_AUTO)
+                               auto_emotion=r.emotion == common_pb2.EMOTION_AUTO, auto_motions=r.auto_motions)
         violations += [("video.burn_in_captions" if name == WORDS else name, message)
                        for name, message in checked.violations]
         if checked.text is not None:
@@ -440,6 +440,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if h.HasField("audio_format"):
                 violations.append(("emotion", "auto reads the words: it goes with speech (text), not audio"))
             job["auto_emotion"] = True
+        if h.auto_motions:
+            if h.HasField("audio_format"):
+                violations.append(("auto_motions", "reads the words: it goes with speech (text), not audio"))
+            job["auto_motions"] = True
         if violations:
             raise InputError.many(violations)
         job.update(video_spec=json_format.MessageToDict(h.video), alpha=False, size=size, fps=fps,

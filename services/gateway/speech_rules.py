@@ -28,11 +28,16 @@ def with_room_for_motions(text: str, tags: list[ScriptTag]) -> str:
     return f"{text} [pause {max(trailing):.2f}]" if trailing else text
 
 
-def prepared_script(script: str, *, recording: bool, auto_emotion: bool = False,
+def prepared_script(script: str, *, recording: bool, auto_emotion: bool = False, auto_motions: bool = False,
                     field: str = "script") -> tuple[str, list[ScriptTag]]:
-    """(the text to speak, its tags): tags taken out, room made for motions after the last words,
-    each sentence's emotion added when `auto_emotion` (services.common.auto_emotion)."""
+    """(the text to speak, its tags): tags taken out, each sentence's emotion added when
+    `auto_emotion` (services.common.auto_emotion), yes/no/question motions when `auto_motions`
+    (services.common.auto_motion), room made for motions after the last words."""
     text, tags = strip_tags(script, field)
+    if auto_motions:
+        from services.common.auto_motion import with_auto_motions
+
+        tags = with_auto_motions(text, tags)
     if not recording:
         text = with_room_for_motions(text, tags)
     if auto_emotion:
@@ -43,10 +48,11 @@ def prepared_script(script: str, *, recording: bool, auto_emotion: bool = False,
 
 
 def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: str = "", speed: float = 1.0,
-                 needs_words: bool = False, script_field: str = "script", auto_emotion: bool = False) -> CheckedSpeech:
+                 needs_words: bool = False, script_field: str = "script", auto_emotion: bool = False,
+                 auto_motions: bool = False) -> CheckedSpeech:
     """`script`: the text to speak, or a recording's transcript (`recording`); None when it could not
     be read (its own violation is reported elsewhere). `cloned`: a voice sample was sent.
-    `needs_words`: captions were asked for. `auto_emotion`: tag each sentence with its emotion."""
+    `needs_words`: captions were asked for. `auto_emotion`, `auto_motions`: see prepared_script."""
     from services.tts.engine import check_script_length, check_speed
     from services.tts.pauses import split_pauses, strip_pauses
     from services.tts.voices import check_voice
@@ -65,7 +71,7 @@ def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: st
     if script is not None:
         check(script_field, lambda: check_script_length(script, script_field))
         tagged = check(script_field, lambda: prepared_script(script, recording=recording, auto_emotion=auto_emotion,
-                                                             field=script_field))
+                                                             auto_motions=auto_motions, field=script_field))
         if tagged is not None:
             out.text, out.tags = tagged
             if not recording:
