@@ -3,7 +3,7 @@
     "Yes, that is right. No, we never said that. Could you check again?"
       -> [nod] Yes, ... [shake] No, ... [tilt left] Could ...
 
-English cues, taken from the start of a sentence (or a clause after a comma): an affirmation ("yes",
+English cues, taken from the start of a sentence: an affirmation ("yes",
 "exactly", "of course", "I agree") nods, a negation ("no", "never", "not at all", "of course not")
 shakes, and a question tilts the head, alternating sides. At most one motion a sentence and none
 within MIN_GAP_CHARS of the last (a nod is over by then), so the head does not twitch; a
