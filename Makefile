@@ -39,7 +39,7 @@ demo: setup
 	mkdir -p out
 	$(PY) -m services.cli generate --photo assets/photos/grace_hopper.jpg \
 	  --script-file assets/scripts/welcome.txt --out out/demo.mp4 --export-blendshapes out/demo_blendshapes.json \
-	  --captions out/demo.vtt --poster out/demo.jpg
+	  --captions out/demo.vtt --poster out/demo.jpg --emotion auto --auto-motions
 
 # Offline checkers for deploy/ (kubectl/kustomize, kubernetes-validate, checkov, promtool) in .venv-deploy
 deploy-tools:
