@@ -513,7 +513,9 @@ def test_cli_live_from_text_in_process_and_through_the_gateway(stack, tmp_path):
     for args, field in ((["--text-in", "-", "--voice-name", "nobody"], "voice"),
                         (["--audio-in", "-", "--speed", "1.5"], "speed"),
                         (["--audio-in", "-", "--voice-name", "joe"], "voice-name"),
-                        (["--text-in", "-", "--captions", "out.txt"], "captions")):
+                        (["--text-in", "-", "--captions", "out.txt"], "captions"),
+                        (["--audio-in", "-", "--emotion", "auto"], "emotion"),  # no words to read
+                        (["--audio-in", "-", "--auto-motions"], "auto_motions")):
         bad = subprocess.run([sys.executable, "-m", "services.cli", "live", "--photo", str(PHOTO), *args, "--out", "-"],
                              cwd=ROOT, input=b"", capture_output=True, timeout=120)
         assert bad.returncode == 2 and bad.stderr.decode().strip().splitlines()[-1].startswith(f"error: {field}"), \
