@@ -586,16 +586,16 @@ def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "voice" in [f for f, _ in violations]
 
 
-def test_emotion_and_motion_tags_in_the_script_drive_the_face(stack, client, photo_id):
+def test_emotion_and_motion_tags_in_an_ssml_script_drive_the_face(stack, client, photo_id):
     from services.common.arkit import INDEX
 
-    script = ("[happy] What a wonderful morning this is, [nod] I love it. [pause 1] [sad] But then the rain came "
-              "and [look left] ruined everything.")
+    script = ('<speak>[happy] What a wonderful morning this is, [nod] I love it. <break time="1s"/> [sad] But then '
+              'the rain came and [look left] <emphasis>ruined</emphasis> everything.</speak>')  # SSML, our tags inside
     job = client.wait(client.submit(photo=photo_id, script=script, resolution=256, export_blendshapes=True),
                       timeout_s=300)
     assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
-    assert timeline["text"].startswith("What a wonderful") and "[" not in job.result.captions.webvtt
+    assert timeline["text"].startswith("What a wonderful") and not set("[<") & set(job.result.captions.webvtt)
     but = next(w for w in timeline["words"] if w["text"] == "But")
     it = timeline["words"][timeline["words"].index(but) - 1]
     assert 0.95 <= but["start"] - it["end"] < 1.2  # the pause tag, spoken by the TTS service
@@ -662,6 +662,7 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r, "speed", 3.0), "speed"),
     (lambda r: setattr(r, "script", "[happy 7] Hello."), "script"),
     (lambda r: setattr(r, "script", "Hello. [nod 2]"), "script"),
+    (lambda r: setattr(r, "script", "<speak>Hello <b>there</speak>"), "script"),
     (lambda r: setattr(r, "script", "Hello [pause 99] there."), "script"),
     (lambda r: (r.driving_audio.CopyFrom(gw.AssetSource(asset_id="0" * 64)),
                 setattr(r.video, "burn_in_captions", True)), "video.burn_in_captions"),

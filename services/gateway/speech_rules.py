@@ -30,10 +30,12 @@ def with_room_for_motions(text: str, tags: list[ScriptTag]) -> str:
 
 def prepared_script(script: str, *, recording: bool, auto_emotion: bool = False, auto_motions: bool = False,
                     field: str = "script") -> tuple[str, list[ScriptTag]]:
-    """(the text to speak, its tags): tags taken out, each sentence's emotion added when
-    `auto_emotion` (services.common.auto_emotion), yes/no/question motions when `auto_motions`
-    (services.common.auto_motion), room made for motions after the last words."""
-    text, tags = strip_tags(script, field)
+    """(the text to speak, its tags): SSML read (services.common.ssml), tags taken out, each sentence's
+    emotion added when `auto_emotion` (services.common.auto_emotion), yes/no/question motions when
+    `auto_motions` (services.common.auto_motion), room made for motions after the last words."""
+    from services.common.ssml import from_ssml
+
+    text, tags = strip_tags(from_ssml(script, field), field)
     if auto_motions:
         from services.common.auto_motion import with_auto_motions
 
