@@ -22,6 +22,7 @@ from services.common.script_tags import EmotionTag, MotionTag, strip_tags
     ("Wow, I did not expect that.", "surprised"),
     ("Here is the plan for next quarter.", "neutral"),
     ("The meeting is at nine.", "neutral"),
+    ("There is no way to know yet.", "neutral"),
     ("[pause 1]", "neutral"),
 ])
 def test_a_sentence_gets_the_emotion_its_words_carry(sentence, emotion) -> None:

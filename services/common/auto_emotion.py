@@ -21,7 +21,7 @@ AUTO = "auto"
 THRESHOLD = 0.35  # |VADER compound| below this is neutral ("Thank you all for coming." is 0.36)
 _SENTENCE = re.compile(r"[^.!?]*(?:[.!?]+[\"')\]]*|$)")
 _PAUSE = re.compile(r"\[\s*pause[^\]]*\]", re.IGNORECASE)
-_SURPRISE = re.compile(r"\?!|!\?|\b(?:wow|whoa|woah|omg|oh my|no way|gosh|unbelievable)\b", re.IGNORECASE)
+_SURPRISE = re.compile(r"\?!|!\?|\b(?:wow|whoa|woah|omg|oh my|gosh|unbelievable)\b", re.IGNORECASE)
 _ANGER = re.compile(r"\b(?:hate|hated|angry|furious|outrage\w*|unacceptable|ridiculous|disgust\w*|sick of|fed up|"
                     r"how dare|enough is enough)\b", re.IGNORECASE)
 
