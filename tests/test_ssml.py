@@ -16,6 +16,7 @@ def test_ssml_becomes_our_script() -> None:
                      'WWW</sub> <prosody rate="fast">rocks</prosody>.<mark name="m1"/><audio src="x.wav"/></speak>') \
         == "First one.\nSecond & last.\n[pause 0.75] [happy] World Wide Web rocks."
     assert from_ssml("<speak>One <break/> two</speak>") == "One [pause 0.5] two"  # medium by default
+    assert from_ssml('<?xml version="1.0"?>\n<speak>One <break time="2s"/> two</speak>') == "One [pause 2] two"
     # a plain script: only <break/> is read; other angle brackets are text
     assert " ".join(from_ssml('Wait <break time="1.5s" /> for it. Is 3 < 4?').split()) == "Wait [pause 1.5] for it. Is 3 < 4?"
     assert from_ssml("No markup: 3 < 4 > 2.") == "No markup: 3 < 4 > 2."
@@ -26,6 +27,8 @@ def test_ssml_becomes_our_script() -> None:
     ('<speak>Hello <break strength="huge"/></speak>', "strength"),
     ("<speak>Hello <b>bold</speak>", "does not parse"),
     ("<speak><video>x</video></speak>", "not supported"),
+    ('<!DOCTYPE speak [<!ENTITY a "aaaa">]><speak>&a;&a;</speak>', "not accepted"),
+    ('<speak><!ENTITY a "x"> Hi</speak>', "not accepted"),
 ])
 def test_bad_ssml_is_an_input_error_on_the_field(script, words) -> None:
     with pytest.raises(InputError) as info:

@@ -3,7 +3,7 @@
     <speak>Hello <break time="700ms"/> there, <emphasis>friend</emphasis>.</speak>
       -> Hello [pause 0.7] there, friend.
 
-A script whose text starts with <speak> is parsed as SSML (W3C SSML 1.1, the subset every cloud voice
+A script whose text starts with <speak> (or an XML declaration) is parsed as SSML (W3C SSML 1.1, the subset every cloud voice
 shares): <break time="..."/> (s or ms) or strength (x-weak ... x-strong) becomes a pause tag, <sub
 alias="..."> speaks its alias, <p> and <s> end their sentence (with a full stop if it has none), and the text of <emphasis>, <prosody>,
 <say-as>, <phoneme>, <voice>, <lang> is spoken as written (rate, pitch and voice changes inside a
@@ -26,7 +26,7 @@ _SENTENCE = {"p", "s", "paragraph", "sentence"}
 
 
 def is_ssml(text: str) -> bool:
-    return text.lstrip().lower().startswith("<speak")
+    return text.lstrip().lower().startswith(("<speak", "<?xml", "<!doctype"))
 
 
 def _break_seconds(attributes: dict[str, str], field: str) -> float:
@@ -52,6 +52,8 @@ def from_ssml(text: str, field: str = "script") -> str:
         if "<break" not in text.lower():
             return text
         return _BARE_BREAK.sub(lambda m: _pause(_break_seconds(dict(_ATTRIBUTE.findall(m.group(1))), field)), text)
+    if "<!" in text:  # SSML needs no DTD or entities; refusing them rules out entity-expansion bombs
+        raise InputError(field, "SSML with <!DOCTYPE>, <!ENTITY> or <![CDATA[ ]]> is not accepted")
     try:
         root = ElementTree.fromstring(text.strip())
     except ElementTree.ParseError as exc:
