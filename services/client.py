@@ -159,7 +159,8 @@ class LikenessClient:
         spoken by the server a sentence at a time in `voice`, `voice_sample` (an asset id), `speed`,
         `language`. The responses are stream()'s (a header, fragmented-MP4 bytes while the input still
         arrives, the end; from text, with captions). `options`: resolution, fps, seed, emotion,
-        expressiveness and the framing options of video_request."""
+        expressiveness, the framing options of video_request and, from text, auto_motions (emotion
+        "auto" and auto_motions read the words: not with audio)."""
         if (audio is None) == (text is None):
             raise ValueError("give audio (with sample_rate) or text")
         base = self.video_request(photo=photo, **options)
