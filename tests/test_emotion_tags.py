@@ -61,3 +61,21 @@ def test_the_face_follows_the_tags(pipeline):
     assert _mean(plain, smile, *happy_part) < _mean(track, smile, *happy_part) - 0.1  # the tag did it
     with pytest.raises(InputError, match="nothing to say"):
         VideoRequest(photo=b"unused", script="[happy] [pause 1] [sad]").validate()
+
+
+def test_a_mistyped_tag_is_read_out_with_a_warning_and_other_brackets_pass():
+    from services.common.script_tags import near_misses
+
+    text, tags = strip_tags("[happpy] Hello [sic] there. [look lef] [tilt] [pause 1] [nodd 0.5] Done. [Note]")
+    assert tags == [] and text.startswith("[happpy] Hello [sic] there.")
+    warnings = near_misses(text)
+    assert [w.split(" is not a tag")[0] for w in warnings] == ["[happpy]", "[look lef]", "[tilt]", "[nodd 0.5]"]
+    assert "[happy]" in warnings[0] and "[look left]" in warnings[1] and "[tilt left] or [tilt right]" in warnings[2]
+
+
+def test_the_embedded_pipeline_reports_a_mistyped_tag():
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+
+    speech, warnings = EmbeddedPipeline().speech(VideoRequest(photo=b"x", script="Hello [wnik left] there."))
+    assert [w.text for w in speech.words][:1] == ["Hello"]
+    assert warnings == ["script: [wnik left] is not a tag (did you mean [wink left]?): it is read out as text"]

@@ -123,6 +123,8 @@ def test_tags_alone_act_on_the_next_words_and_bad_tags_name_the_field(speak):
     assert [(m, s) for _, m, s in second[-1].motions] == [("shake", 1.0), ("nod", 0.5)]
     assert second[-1].motions[0][0] == pytest.approx(max(spoken[0].start - 0.1, start))
     assert second[-1].motions[1][0] == pytest.approx(that.start - 0.1)
+    list(script.push("Oh [sadd] well.\n"))  # a mistyped tag is read out, with a warning
+    assert script.warnings == ["text: [sadd] is not a tag (did you mean [sad]?): it is read out as text"]
     with pytest.raises(InputError) as info:
         list(script.push("Fine [happy 3] then.\n"))
     assert info.value.field == "text" and "strength" in info.value.message

@@ -426,8 +426,9 @@ def test_live_video_from_text_refuses_bad_input(stack, client, photo_id):
         code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), *messages))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == field and words in violations[0][1], \
             (messages, violations)
-    good = call(gw.LiveVideoRequest(header=header), gw.LiveVideoRequest(text="Hello there."), end)
-    assert good[-1].HasField("end") and "Hello there." in good[-1].end.captions.webvtt
+    good = call(gw.LiveVideoRequest(header=header), gw.LiveVideoRequest(text="Hello [nodd] there."), end)
+    assert good[-1].HasField("end") and "Hello" in good[-1].end.captions.webvtt
+    assert [w.split(" is not")[0] for w in good[-1].end.warnings] == ["text: [nodd]"]  # read out, with a warning
 
 
 def test_a_live_caller_who_hangs_up_frees_its_place(stack, client, photo_id, spoken):
@@ -620,10 +621,11 @@ def test_emotion_auto_and_auto_motions_read_each_sentence(stack, client, photo_i
     from services.common.arkit import INDEX
 
     script = ("We won the cup, what a wonderful day! Sadly, our captain was badly hurt and everyone is "
-              "heartbroken. Yes, she will be back.")
+              "heartbroken. Yes, she will be back. [nodd]")  # (a mistyped tag: read out, with a warning)
     job = client.wait(client.submit(photo=photo_id, script=script, resolution=128, emotion="auto",
                                     auto_motions=True, export_blendshapes=True, seed=3), timeout_s=300)
     assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
+    assert any(w.startswith("script: [nodd] is not a tag (did you mean [nod]?)") for w in job.warnings), job.warnings
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
     sadly = next(w for w in timeline["words"] if w["text"].startswith("Sadly"))["start"]
     stored = json.loads(stack.storage().get_bytes(job.result.blendshapes.key))

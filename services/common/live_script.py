@@ -27,7 +27,7 @@ import numpy as np
 
 from services.common import config
 from services.common.captions import _ends_sentence
-from services.common.script_tags import ScriptTag, strip_tags, timed_emotions, timed_motions
+from services.common.script_tags import ScriptTag, near_misses, strip_tags, timed_emotions, timed_motions
 from services.common.errors import InputError
 from services.common.speech import Speech, Word
 
@@ -132,6 +132,7 @@ class LiveScript:
         self.duration = 0.0  # seconds of audio handed out so far
         self.words: list[Word] = []
         self.spoken: list[str] = []
+        self.warnings: list[str] = []  # mistyped tags (read out as text)
         self._tags: list[ScriptTag] = []  # tags written after the last words: they act on the next ones
         self._gap_due = False  # a sentence was spoken: the next one starts after a sentence pause
 
@@ -165,6 +166,7 @@ class LiveScript:
         from services.tts.pauses import speak_with_pauses, strip_pauses
 
         text, tags = strip_tags(speakable(sentence), self.field)
+        self.warnings += [f"{self.field}: {w}" for w in near_misses(text) if f"{self.field}: {w}" not in self.warnings]
         tags = [replace(t, offset=0) for t in self._tags] + tags
         if not strip_pauses(text):  # only tags: they act from the next words (pauses are silence)
             self._tags = tags

@@ -12,6 +12,7 @@ bracketed text ("[sic]") is not a tag and is left in the script. Pause tags are 
 """
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +27,8 @@ _NAMES = [*EMOTION_NAMES, *(name.replace("_", r"[\s_-]+") for name in MOTION_NAM
 _TAG = re.compile(r"\[\s*(" + "|".join(_NAMES) + r")(?:\s*[:\s]\s*([^\]\s]+))?\s*\]", re.IGNORECASE)
 LEAD_S = 0.2  # an emotion shows this long before the word it is written before
 MOTION_LEAD_S = 0.1  # a motion starts this long before its word (a nod lands on the word)
+_BRACKETED = re.compile(r"\[\s*([A-Za-z][A-Za-z _-]{1,30}?)(?:\s*[:\s]\s*[0-9.]+)?\s*\]")
+_VOCABULARY = [*EMOTION_NAMES, *(name.replace("_", " ") for name in MOTION_NAMES), "pause"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,20 @@ def strip_tags(script: str, field: str = "script") -> tuple[str, list[ScriptTag]
     text = "".join(pieces)
     stripped = len(text) - len(text.lstrip())
     return text.strip(), [replace(t, offset=max(t.offset - stripped, 0)) for t in tags]
+
+
+def near_misses(text: str) -> list[str]:
+    """Warnings for bracketed words in a script without its tags that look like a mistyped tag
+    ("[look lef]", "[happpy]"): they are not tags, so they are read out. Other brackets ("[sic]") pass."""
+    out = []
+    for match in _BRACKETED.finditer(text):
+        name = " ".join(re.split(r"[\s_-]+", match.group(1).lower()))
+        close = ([v for v in _VOCABULARY if v.startswith(name + " ")]  # "[tilt]": which way?
+                 or difflib.get_close_matches(name, _VOCABULARY, n=1, cutoff=0.75))
+        if close and name != "pause":
+            meant = " or ".join(f"[{v}]" for v in close)
+            out.append(f"{match.group(0)} is not a tag (did you mean {meant}?): it is read out as text")
+    return out
 
 
 def timed_emotions(tags: Sequence[ScriptTag], words: Sequence[Word], text: str) -> list[tuple[float, str, float]]:

@@ -172,6 +172,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             first = next((f for f in failures if not (isinstance(f, grpc.RpcError) and (
                 not hasattr(f, "code") or f.code() == grpc.StatusCode.CANCELLED))), failures[0])
             raise first
+        if script is not None:
+            job.warnings.extend(w for w in script.warnings if w not in job.warnings)
         if script is not None and script.words:
             cues = captions.build_cues(script.words, script.text, script.duration)
             job.result.update(captions_vtt=captions.to_webvtt(cues), captions_srt=captions.to_srt(cues))

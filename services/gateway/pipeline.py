@@ -165,8 +165,14 @@ class EmbeddedPipeline:
         self._cloner = None
 
     def speech(self, request: VideoRequest) -> tuple[Speech, list[str]]:
-        """The request's speech: synthesized (in a cloned voice with a voice sample) or the user's own
-        recording, prepared and aligned to the script when there is one."""
+        """(the request's speech: synthesized (in a cloned voice with a voice sample) or the user's own
+        recording, prepared and aligned to the script when there is one; warnings)."""
+        from services.common.script_tags import near_misses
+
+        speech, warnings = self._speech(request)
+        return speech, [f"script: {w}" for w in near_misses(request.spoken_script[0])] + warnings
+
+    def _speech(self, request: VideoRequest) -> tuple[Speech, list[str]]:
         from services.tts.recording import DRIVING, driving_speech, prepare_recording
 
         from services.tts.pauses import speak_with_pauses, strip_pauses
@@ -393,6 +399,6 @@ class EmbeddedPipeline:
 
         script = LiveScript(speak, auto_emotion=request.emotion == "auto", auto_motions=request.auto_motions)
         result = self.live(request, paced(text, script, lead_s=lead_s), None, stream_to, from_text=True)
-        result.warnings += warnings
+        result.warnings += warnings + script.warnings
         result.captions = build_cues(script.words, script.text, script.duration)
         return result

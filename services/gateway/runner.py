@@ -189,8 +189,8 @@ class JobRunner:
                                         transcript=request.get("transcript", ""),
                                         language=request.get("language", ""))
             response = with_retries(lambda t: self.tts.Align(call, timeout=t), deadline)
-        if response.warnings:
-            job.warnings.extend(response.warnings)
+        job.warnings.extend(w for w in [*request.get("script_warnings", []), *response.warnings]
+                            if w not in job.warnings)
         samples, rate = wire.audio_from_pb(response.audio)
         from services.common.audio_io import encode_wav
 

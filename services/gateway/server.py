@@ -372,6 +372,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             job["transcript" if recording else "script"] = checked.text
             job["emotion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, EmotionTag)]
             job["motion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, MotionTag)]
+            if checked.warnings:
+                job["script_warnings"] = checked.warnings
         if r.speed:
             job["speed"] = float(r.speed)
         if checked.voice:

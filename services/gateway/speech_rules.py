@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.common.script_tags import MotionTag, ScriptTag, strip_tags
+from services.common.script_tags import MotionTag, ScriptTag, near_misses, strip_tags
 from services.common.errors import InputError
 
 WORDS = "words"  # the field of "needs the words" (captions); each caller names it its own way
@@ -17,6 +17,7 @@ class CheckedSpeech:
     tags: list[ScriptTag] = field(default_factory=list)
     voice: str = ""  # the built-in voice's catalogue name; "": the default
     violations: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a mistyped tag, which is read out
 
 
 def with_room_for_motions(text: str, tags: list[ScriptTag]) -> str:
@@ -76,6 +77,7 @@ def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: st
                                                              auto_motions=auto_motions, field=script_field))
         if tagged is not None:
             out.text, out.tags = tagged
+            out.warnings = [f"{script_field}: {w}" for w in near_misses(out.text)]
             if not recording:
                 check(script_field, lambda: split_pauses(out.text, script_field))
                 if not strip_pauses(out.text):
