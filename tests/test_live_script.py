@@ -171,3 +171,16 @@ def test_auto_emotion_tags_each_sentence_as_it_is_spoken(speak):
     said = [p for p in pieces if p.emotions]
     assert [e[1] for p in said for e in p.emotions] == ["happy", "neutral", "sad"]  # the writer's tag kept
     assert all(p.start_s <= p.emotions[0][0] < p.start_s + 0.5 for p in said)
+
+
+def test_a_motion_after_the_last_words_plays_in_silence_at_the_end(speak):
+    script = LiveScript(speak)
+    pieces = list(script.push("See you soon! [wink left]")) + list(script.end())  # tag in the last sentence
+    (at, motion, _), = [m for p in pieces for m in p.motions]
+    assert motion == "wink_left" and at == pytest.approx(script.words[-1].end)
+    assert script.duration >= at + 0.5  # room to play in, as silence
+    script = LiveScript(speak)
+    pieces = list(script.push("See you soon!\n[nod]\n")) + list(script.end())  # a tag alone after it
+    last = pieces[-1]
+    assert last.motions == [(pytest.approx(last.start_s), "nod", 1.0)] and last.start_s > script.words[-1].end
+    assert not np.any(last.audio) and len(last.audio) / last.sample_rate == pytest.approx(0.9, abs=0.01)

@@ -27,7 +27,8 @@ import numpy as np
 
 from services.common import config
 from services.common.captions import _ends_sentence
-from services.common.script_tags import ScriptTag, near_misses, strip_tags, timed_emotions, timed_motions
+from services.common.script_tags import (MotionTag, ScriptTag, near_misses, strip_tags, timed_emotions,
+                                         timed_motions, with_room_for_motions)
 from services.common.errors import InputError
 from services.common.speech import Speech, Word
 
@@ -152,6 +153,15 @@ class LiveScript:
     def end(self) -> Iterator[LivePiece]:
         for sentence in self.sentences.flush():
             yield from self._say(sentence)
+        # Motion tags after the last words ("Bye! [wink left]"): silence for them to play in.
+        motions = [t for t in self._tags if isinstance(t, MotionTag)]
+        if motions and self.sample_rate is not None:
+            from services.expression.motions import SECONDS
+
+            piece = self.silence(max(SECONDS[t.motion] for t in motions))
+            piece.motions = [(piece.start_s, t.motion, t.strength) for t in motions]
+            self._tags = []
+            yield piece
 
     def silence(self, seconds: float) -> LivePiece:
         if self.sample_rate is None:
@@ -183,7 +193,7 @@ class LiveScript:
             from services.common.auto_motion import with_auto_motions
 
             tags = with_auto_motions(text, tags)
-        speech = speak_with_pauses(text, self.speak, self.field)
+        speech = speak_with_pauses(with_room_for_motions(text, tags), self.speak, self.field)
         if self.sample_rate is None:
             self.sample_rate = speech.sample_rate
         elif speech.sample_rate != self.sample_rate:

@@ -80,6 +80,15 @@ def strip_tags(script: str, field: str = "script") -> tuple[str, list[ScriptTag]
     return text.strip(), [replace(t, offset=max(t.offset - stripped, 0)) for t in tags]
 
 
+def with_room_for_motions(text: str, tags: Sequence[ScriptTag]) -> str:
+    """A script whose last tags are motions ("Thanks! [wink left]") gets the silence they need after
+    its last words, as a pause tag: the video would otherwise end as they start."""
+    from services.expression.motions import SECONDS
+
+    trailing = [SECONDS[t.motion] for t in tags if isinstance(t, MotionTag) and t.offset >= len(text)]
+    return f"{text} [pause {max(trailing):.2f}]" if trailing else text
+
+
 def near_misses(text: str) -> list[str]:
     """Warnings for bracketed words in a script without its tags that look like a mistyped tag
     ("[look lef]", "[happpy]"): they are not tags, so they are read out. Other brackets ("[sic]") pass."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.common.script_tags import MotionTag, ScriptTag, near_misses, strip_tags
+from services.common.script_tags import ScriptTag, near_misses, strip_tags, with_room_for_motions
 from services.common.errors import InputError
 
 WORDS = "words"  # the field of "needs the words" (captions); each caller names it its own way
@@ -18,15 +18,6 @@ class CheckedSpeech:
     voice: str = ""  # the built-in voice's catalogue name; "": the default
     violations: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. a mistyped tag, which is read out
-
-
-def with_room_for_motions(text: str, tags: list[ScriptTag]) -> str:
-    """A script whose last tags are motions ("Thanks! [wink left]") gets the silence they need after
-    its last words, as a pause tag: the video would otherwise end as they start."""
-    from services.expression.motions import SECONDS
-
-    trailing = [SECONDS[t.motion] for t in tags if isinstance(t, MotionTag) and t.offset >= len(text)]
-    return f"{text} [pause {max(trailing):.2f}]" if trailing else text
 
 
 def prepared_script(script: str, *, recording: bool, auto_emotion: bool = False, auto_motions: bool = False,
