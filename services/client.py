@@ -37,6 +37,7 @@ KINDS = {"photo": gw.ASSET_KIND_PHOTO, "voice_sample": gw.ASSET_KIND_VOICE_SAMPL
 EMOTIONS = {"auto": common_pb2.EMOTION_AUTO, "neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_HAPPY,
             "sad": common_pb2.EMOTION_SAD, "angry": common_pb2.EMOTION_ANGRY,
             "surprised": common_pb2.EMOTION_SURPRISED}
+LiveAudioItem = bytes | expression_pb2.TimedMotion | expression_pb2.TimedEmotion  # what live() audio yields
 EXPRESSIVENESS = {"low": common_pb2.EXPRESSIVENESS_LOW, "medium": common_pb2.EXPRESSIVENESS_MEDIUM,
                   "high": common_pb2.EXPRESSIVENESS_HIGH}
 ASPECTS = {"1:1": common_pb2.ASPECT_RATIO_1_1, "9:16": common_pb2.ASPECT_RATIO_9_16,
@@ -152,10 +153,12 @@ class LikenessClient:
         (write them out in order: a playable .mp4), then the end with warnings and captions."""
         return self.stub.StreamVideo(gw.StreamVideoRequest(request=self.video_request(**options)), timeout=timeout_s)
 
-    def live(self, audio: Iterable[bytes] | None = None, *, sample_rate: int = 0, text: Iterable[str] | None = None,
-             photo: str, timeout_s: float = 3600.0, **options) -> Iterator[gw.LiveVideoResponse]:
+    def live(self, audio: Iterable[LiveAudioItem] | None = None, *, sample_rate: int = 0,
+             text: Iterable[str] | None = None, photo: str, timeout_s: float = 3600.0,
+             **options) -> Iterator[gw.LiveVideoResponse]:
         """A live video (LiveVideo) from `audio`: 16-bit mono PCM at `sample_rate` as it is spoken (a
-        microphone, a voice agent), or from `text` as it is written (an LLM's reply, in any pieces),
+        microphone, a voice agent; an item may instead be an expression_pb2.TimedMotion ("nod" at 2.5 s)
+        or TimedEmotion, sent where it comes), or from `text` as it is written (an LLM's reply, in any pieces),
         spoken by the server a sentence at a time in `voice`, `voice_sample` (an asset id), `speed`,
         `language`. The responses are stream()'s (a header, fragmented-MP4 bytes while the input still
         arrives, the end; from text, with captions). `options`: resolution, fps, seed, emotion,
@@ -179,8 +182,13 @@ class LikenessClient:
         def requests() -> Iterator[gw.LiveVideoRequest]:
             yield gw.LiveVideoRequest(header=header)
             if audio is not None:
-                for chunk in audio:
-                    yield gw.LiveVideoRequest(audio_chunk=bytes(chunk))
+                for item in audio:  # (a motion or emotion change goes out where it comes in the audio)
+                    if isinstance(item, expression_pb2.TimedMotion):
+                        yield gw.LiveVideoRequest(motion=item)
+                    elif isinstance(item, expression_pb2.TimedEmotion):
+                        yield gw.LiveVideoRequest(emotion=item)
+                    else:
+                        yield gw.LiveVideoRequest(audio_chunk=bytes(item))
             else:
                 for piece in text:
                     yield gw.LiveVideoRequest(text=piece)

@@ -252,6 +252,8 @@ def test_live_video_comes_back_while_the_audio_is_spoken(stack, client, photo_id
 
     def audio():
         for i in range(0, len(pcm), piece):
+            if i == 20 * piece:  # at 0.4 s: "look left" from 1.0 s (a voice agent's motion, sent with its audio)
+                yield expression_pb2.TimedMotion(time_code=1.0, motion=common_pb2.MOTION_LOOK_LEFT)
             yield pcm[i:i + piece]
             sent[0] = i + piece
             if i < 3 * rate * 2 <= i + piece:
@@ -291,6 +293,13 @@ def test_live_video_comes_back_while_the_audio_is_spoken(stack, client, photo_id
     mouth = video.frames[:, 125:170, 100:156].astype(np.float32)
     corner = video.frames[:, :24, :24].astype(np.float32)
     assert np.abs(np.diff(mouth, axis=0)).mean() > 5 * np.abs(np.diff(corner, axis=0)).mean()
+    # the motion: the upper face moves toward the image right after 1.0 s (phase correlation, px at 256)
+    import cv2
+
+    upper = video.frames[:, 80:135, 64:192].mean(axis=3).astype(np.float64)
+    window = cv2.createHanningWindow(upper.shape[1:][::-1], cv2.CV_64F)
+    shift = [cv2.phaseCorrelate(upper[int(0.6 * 25)], upper[k], window)[0][0] for k in (int(0.9 * 25), int(2.0 * 25))]
+    assert abs(shift[0]) < 1.5 and shift[1] > 5, shift
 
 
 def test_live_video_refuses_bad_input(stack, client, photo_id, spoken):
