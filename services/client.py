@@ -205,6 +205,8 @@ class LikenessClient:
                       keypoints: Sequence[tuple[float, float]] | None = None,
                       voice_sample: str | None = None, driving_audio: str | None = None, voice: str = "",
                       speed: float = 1.0, burn_captions: bool = False, auto_motions: bool = False,
+                      emotions: Sequence[tuple[float, str, float]] = (),
+                      motions: Sequence[tuple[float, str, float]] = (),
                       webhook_url: str = "") -> gw.SubmitVideoRequest:
         """aspect 1:1/9:16/16:9/4:5; fit cover/contain; background '#RRGGBB' or 'transparent' (the
         video is then VP9 WebM with alpha), or background_image = upload_object(...).object;
@@ -213,7 +215,8 @@ class LikenessClient:
         `driving_audio` asset (a recording to lip-sync to; `script` is then its optional transcript);
         asset ids come from upload(). `voice`: a built-in voice (voices()); "": the default; `speed`:
         speaking rate of the script (0.5-2.0); `burn_captions`: draw the captions into the video;
-        `auto_motions`: nod on yes, shake on no, tilt on questions (no tags needed);
+        `auto_motions`: nod on yes, shake on no, tilt on questions (no tags needed); `emotions`, `motions`:
+        time-coded (seconds, name, strength), e.g. (2.5, "nod", 1.0), on top of the script's tags;
         `webhook_url`: where the gateway POSTs the final job (services.gateway.webhooks)."""
         video = common_pb2.VideoSpec(resolution=resolution, fps=fps, aspect_ratio=ASPECTS[aspect],
                                      fit=FITS[fit], burn_in_captions=burn_captions)
@@ -233,6 +236,11 @@ class LikenessClient:
             auto_motions=auto_motions)
         if seed is not None:
             request.seed = seed
+        for time_code, name, strength in emotions:
+            request.emotions.add(time_code=time_code, emotion=EMOTIONS[name], strength=strength)
+        for time_code, name, strength in motions:
+            request.motions.add(time_code=time_code, motion=common_pb2.Motion.Value(f"MOTION_{name.upper()}"),
+                                strength=strength)
         if driving_audio is not None:
             request.driving_audio.asset_id = driving_audio
             request.transcript = script or ""  # optional: exact lip timing by forced alignment

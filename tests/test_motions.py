@@ -209,3 +209,24 @@ def test_auto_motions_move_the_head_in_process_and_need_words() -> None:
     with pytest.raises(InputError) as info:  # from audio there are no words to read
         pipeline.live(auto, iter([np.zeros(1600, np.float32)]), 16000, lambda data: None)
     assert info.value.field == "auto_motions"
+
+
+def test_time_coded_motions_and_emotions_go_with_a_request() -> None:
+    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+
+    pipeline = EmbeddedPipeline()
+    request = VideoRequest(photo=b"x", script="We will see what happens next week.", seed=1,
+                           motions=((0.5, "tilt_right", 1.0),), emotions=((0.0, "happy", 1.0),))
+    request._validate_timed()
+    speech, _ = pipeline.speech(request)
+    track, plain = pipeline.expression(speech, request), pipeline.expression(
+        speech, VideoRequest(photo=b"x", script=request.script, seed=1))
+    roll = np.degrees(track.head_pose[:, 2] - plain.head_pose[:, 2])
+    assert roll[int(1.2 * FPS)] < -7.5 and np.abs(roll[:int(0.5 * FPS)]).max() < 1e-3
+    assert track.weights[:, INDEX["mouthSmileLeft"]].mean() > plain.weights[:, INDEX["mouthSmileLeft"]].mean() + 0.1
+    for bad, field in ((dict(motions=((1.0, "moonwalk", 1.0),)), "motions[0]"),
+                       (dict(motions=((-1.0, "nod", 1.0),)), "motions[0].time_code"),
+                       (dict(emotions=((1.0, "happy", 2.0),)), "emotions[0].strength")):
+        with pytest.raises(InputError) as info:
+            VideoRequest(photo=b"x", script="Hi.", **bad).validate()
+        assert info.value.field == field

@@ -632,7 +632,8 @@ def test_emotion_auto_and_auto_motions_read_each_sentence(stack, client, photo_i
     script = ("We won the cup, what a wonderful day! Sadly, our captain was badly hurt and everyone is "
               "heartbroken. Yes, she will be back. [nodd]")  # (a mistyped tag: read out, with a warning)
     job = client.wait(client.submit(photo=photo_id, script=script, resolution=128, emotion="auto",
-                                    auto_motions=True, export_blendshapes=True, seed=3), timeout_s=300)
+                                    auto_motions=True, export_blendshapes=True, seed=3,
+                                    motions=[(0.1, "tilt_left", 1.0)]), timeout_s=300)  # (and a time-coded one)
     assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
     assert any(w.startswith("script: [nodd] is not a tag (did you mean [nod]?)") for w in job.warnings), job.warnings
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
@@ -645,6 +646,8 @@ def test_emotion_auto_and_auto_motions_read_each_sentence(stack, client, photo_i
     glad, sorry = slice(int(0.3 * fps), int((sadly - 0.3) * fps)), slice(int((sadly + 0.5) * fps), int((yes - 0.3) * fps))
     assert smile[glad].mean() > smile[sorry].mean() + 0.1 and frown[sorry].mean() > frown[glad].mean() + 0.05
     pitch = np.degrees(np.array([f["head_pose"] for f in stored["frames"]])[:, 0])
+    roll = np.degrees(np.array([f["head_pose"] for f in stored["frames"]])[:, 2])
+    assert roll[int(1.0 * fps)] > 6 and abs(roll[int(3.5 * fps)]) < 3  # the time-coded tilt, held then let go
     nod = pitch[int((yes - 0.1) * fps):int((yes + 0.8) * fps)]  # a chin-down pulse on "Yes" (over the sad posture)
     assert nod.max() > max(nod[0], nod[-1]) + 2, nod  # (without auto_motions: + 0.0)
 
@@ -674,6 +677,9 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: setattr(r, "script", "[happy 7] Hello."), "script"),
     (lambda r: setattr(r, "script", "Hello. [nod 2]"), "script"),
     (lambda r: setattr(r, "script", "<speak>Hello <b>there</speak>"), "script"),
+    (lambda r: r.motions.add(time_code=1.0, motion=99), "motions[0].motion"),
+    (lambda r: r.emotions.add(time_code=-1.0, emotion=common_pb2.EMOTION_SAD), "emotions[0].time_code"),
+    (lambda r: r.motions.add(time_code=1.0, motion=common_pb2.MOTION_NOD, strength=3.0), "motions[0].strength"),
     (lambda r: setattr(r, "script", "Hello [pause 99] there."), "script"),
     (lambda r: (r.driving_audio.CopyFrom(gw.AssetSource(asset_id="0" * 64)),
                 setattr(r.video, "burn_in_captions", True)), "video.burn_in_captions"),

@@ -24,6 +24,30 @@ EXPRESSIVENESS_ENUM = {name: value for value, name in EXPRESSIVENESS.items()
                        if value != pb.EXPRESSIVENESS_UNSPECIFIED}
 
 
+# -- time-coded emotions and motions ------------------------------------------------------------
+
+def _timed(time_code: float, strength: float, field: str) -> float:
+    if not 0.0 <= time_code < 1e6:
+        raise InputError(f"{field}.time_code", f"must be seconds from the start of the audio, got {time_code}")
+    if not 0.0 <= strength <= 1.0:
+        raise InputError(f"{field}.strength", f"must be in (0, 1] (0 means 1), got {strength:g}")
+    return strength or 1.0
+
+
+def timed_emotion_from_pb(timed, field: str = "emotion") -> tuple[float, str, float]:
+    """(seconds, emotion, strength) of a TimedEmotion, or InputError naming `field`."""
+    if timed.emotion not in EMOTIONS:
+        raise InputError(f"{field}.emotion", "unknown value")
+    return timed.time_code, EMOTIONS[timed.emotion], _timed(timed.time_code, timed.strength, field)
+
+
+def timed_motion_from_pb(timed, field: str = "motion") -> tuple[float, str, float]:
+    """(seconds, motion, strength) of a TimedMotion, or InputError naming `field`."""
+    if timed.motion not in MOTIONS:
+        raise InputError(f"{field}.motion", "unknown value")
+    return timed.time_code, MOTIONS[timed.motion], _timed(timed.time_code, timed.strength, field)
+
+
 # -- stored objects ------------------------------------------------------------------------------
 
 def object_ref(info) -> pb.ObjectRef:

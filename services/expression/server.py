@@ -54,22 +54,6 @@ def _checked(params: ex.ExpressionParams) -> tuple[float, str, str]:
     return fps, wire.EMOTIONS[params.emotion], wire.EXPRESSIVENESS[params.expressiveness]
 
 
-def _timed(timed: ex.TimedEmotion, field: str = "emotion") -> tuple[float, str, float]:
-    if timed.emotion not in wire.EMOTIONS:
-        raise InputError(f"{field}.emotion", "unknown value")
-    return timed.time_code, wire.EMOTIONS[timed.emotion], timed.strength or 1.0
-
-
-def _timed_motion(timed: ex.TimedMotion, field: str = "motion") -> tuple[float, str, float]:
-    if timed.motion not in wire.MOTIONS:
-        raise InputError(f"{field}.motion", "unknown value")
-    if not 0.0 <= timed.time_code < 1e6:
-        raise InputError(f"{field}.time_code", f"must be seconds from the start of the audio, got {timed.time_code}")
-    if not 0.0 <= timed.strength <= 1.0:
-        raise InputError(f"{field}.strength", f"must be in (0, 1] (0 means 1), got {timed.strength:g}")
-    return timed.time_code, wire.MOTIONS[timed.motion], timed.strength or 1.0
-
-
 class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
     def __init__(self, client: InferenceClient) -> None:
         self.client = client
@@ -88,8 +72,8 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
 
     def Animate(self, request: ex.AnimateRequest, context) -> ex.AnimateResponse:
         samples, rate = wire.audio_from_pb(request.audio)
-        emotions = [_timed(e) for e in request.emotions]
-        motions = [_timed_motion(m, f"motions[{i}]") for i, m in enumerate(request.motions)]
+        emotions = [wire.timed_emotion_from_pb(e, f"emotions[{i}]") for i, e in enumerate(request.emotions)]
+        motions = [wire.timed_motion_from_pb(m, f"motions[{i}]") for i, m in enumerate(request.motions)]
         track = self._animate(wire.speech_from_pb(samples, rate, request.timeline), request.params, emotions,
                               motions)
         return ex.AnimateResponse(header=wire.blendshape_header(track.fps), frames=wire.frames_to_pb(track))
@@ -115,9 +99,9 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
             if kind == "audio_chunk":
                 chunks.append(message.audio_chunk)
             elif kind == "motion":
-                motions.append(_timed_motion(message.motion))
+                motions.append(wire.timed_motion_from_pb(message.motion))
             else:  # from its time code on (eased in), on top of the header's emotion
-                emotions.append(_timed(message.emotion))
+                emotions.append(wire.timed_emotion_from_pb(message.emotion))
         samples = wire.pcm_to_float(b"".join(chunks), header.audio_format, field="audio_format")
         track = self._animate(wire.speech_from_pb(samples, header.audio_format.sample_rate, header.timeline),
                               header.params, emotions, motions)
@@ -139,10 +123,10 @@ class ExpressionServicer(expression_pb2_grpc.ExpressionServiceServicer):
         sent = 0
         for kind, message in _requests(request_iterator):
             if kind == "emotion":
-                live.push_emotion(*_timed(message.emotion))
+                live.push_emotion(*wire.timed_emotion_from_pb(message.emotion))
                 continue
             if kind == "motion":
-                live.push_motion(*_timed_motion(message.motion))
+                live.push_motion(*wire.timed_motion_from_pb(message.motion))
                 continue
             live.push_audio(pcm.decode(message.audio_chunk))
             if live.features.duration > MAX_AUDIO_SECONDS:

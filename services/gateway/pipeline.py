@@ -53,6 +53,9 @@ class VideoRequest:
     speed: float = 1.0  # speaking rate of the script (0.5-2.0)
     burn_captions: bool = False  # draw the captions into the frames
     auto_motions: bool = False  # nod on yes, shake on no, tilt on questions (services.common.auto_motion)
+    # time-coded (seconds, name, strength) on top of the script's tags (a recording without a transcript)
+    emotions: tuple[tuple[float, str, float], ...] = ()
+    motions: tuple[tuple[float, str, float], ...] = ()
 
     @property
     def spoken_script(self) -> tuple[str, list]:
@@ -86,7 +89,24 @@ class VideoRequest:
         for name in ("voice_sample", "driving_audio"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise InputError(name, "is empty")
+        self._validate_timed()
         self.validate_video()
+
+    def _validate_timed(self) -> None:
+        """The time-coded emotions and motions: the API's rules (services.common.wire)."""
+        from services.common import wire
+        from services.common.proto_gen.likeness.v1 import expression_pb2 as ex
+
+        for i, (time_code, name, strength) in enumerate(self.emotions):
+            if name not in wire.EMOTION_ENUM:
+                raise InputError(f"emotions[{i}]", f"unknown emotion {name!r}")
+            wire.timed_emotion_from_pb(ex.TimedEmotion(time_code=time_code, emotion=wire.EMOTION_ENUM[name],
+                                                       strength=strength), f"emotions[{i}]")
+        for i, (time_code, name, strength) in enumerate(self.motions):
+            if name not in wire.MOTION_ENUM:
+                raise InputError(f"motions[{i}]", f"unknown motion {name!r}")
+            wire.timed_motion_from_pb(ex.TimedMotion(time_code=time_code, motion=wire.MOTION_ENUM[name],
+                                                     strength=strength), f"motions[{i}]")
 
     def validate_voice(self) -> None:
         """The checks of a live video from text: the video's and the voice's (the text comes later)."""
@@ -202,8 +222,9 @@ class EmbeddedPipeline:
 
         script, tags = request.spoken_script  # (tag offsets are in the script as written, pause tags included)
         return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.base_emotion,
-                       expressiveness=request.expressiveness, emotions=timed_emotions(tags, speech.words, script),
-                       motions=timed_motions(tags, speech.words, script))
+                       expressiveness=request.expressiveness,
+                       emotions=[*timed_emotions(tags, speech.words, script), *request.emotions],
+                       motions=[*timed_motions(tags, speech.words, script), *request.motions])
 
     def generate(self, request: VideoRequest, out_path: str | Path | None,
                  progress: ProgressFn = lambda stage, fraction: None,

@@ -236,9 +236,9 @@ class JobRunner:
                 + [MotionTag(**t) for t in request.get("motion_tags", [])])
         words, text = _words(timeline), request.get("script") or request.get("transcript", "")
         emotions = [expression_pb2.TimedEmotion(time_code=t, emotion=wire.EMOTION_ENUM[name], strength=strength)
-                    for t, name, strength in timed_emotions(tags, words, text)]
+                    for t, name, strength in [*timed_emotions(tags, words, text), *request.get("timed_emotions", [])]]
         motions = [expression_pb2.TimedMotion(time_code=t, motion=wire.MOTION_ENUM[name], strength=strength)
-                   for t, name, strength in timed_motions(tags, words, text)]
+                   for t, name, strength in [*timed_motions(tags, words, text), *request.get("timed_motions", [])]]
         call = expression_pb2.AnimateRequest(
             audio=wire.audio_to_pb(samples, rate), timeline=timeline, emotions=emotions, motions=motions,
             params=expression_pb2.ExpressionParams(
