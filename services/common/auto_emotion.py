@@ -20,7 +20,6 @@ from services.common.script_tags import EmotionTag, ScriptTag
 AUTO = "auto"
 THRESHOLD = 0.35  # |VADER compound| below this is neutral ("Thank you all for coming." is 0.36)
 _SENTENCE = re.compile(r"[^.!?]*(?:[.!?]+[\"')\]]*|$)")
-_PAUSE = re.compile(r"\[\s*pause[^\]]*\]", re.IGNORECASE)
 _SURPRISE = re.compile(r"\?!|!\?|\b(?:wow|whoa|woah|omg|oh my|gosh|unbelievable)\b", re.IGNORECASE)
 _ANGER = re.compile(r"\b(?:hate|hated|angry|furious|outrage\w*|unacceptable|ridiculous|disgust\w*|sick of|fed up|"
                     r"how dare|enough is enough)\b", re.IGNORECASE)
@@ -35,7 +34,9 @@ def _analyzer():
 
 def sentence_emotion(sentence: str) -> tuple[str, float]:
     """(emotion, strength) that a sentence's words carry."""
-    words = _PAUSE.sub(" ", sentence).strip()
+    from services.tts.pauses import strip_pauses
+
+    words = strip_pauses(sentence)
     if not words:
         return "neutral", 1.0
     score = _analyzer().polarity_scores(words)["compound"]

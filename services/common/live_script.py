@@ -27,8 +27,8 @@ import numpy as np
 
 from services.common import config
 from services.common.captions import _ends_sentence
-from services.common.script_tags import (MotionTag, ScriptTag, near_misses, strip_tags, timed_emotions,
-                                         timed_motions, with_room_for_motions)
+from services.common.script_tags import (MotionTag, ScriptTag, motions_seconds, near_misses, strip_tags,
+                                         timed_emotions, timed_motions, with_room_for_motions)
 from services.common.errors import InputError
 from services.common.speech import Speech, Word
 
@@ -154,12 +154,9 @@ class LiveScript:
         for sentence in self.sentences.flush():
             yield from self._say(sentence)
         # Motion tags after the last words ("Bye! [wink left]"): silence for them to play in.
-        motions = [t for t in self._tags if isinstance(t, MotionTag)]
-        if motions and self.sample_rate is not None:
-            from services.expression.motions import SECONDS
-
-            piece = self.silence(max(SECONDS[t.motion] for t in motions))
-            piece.motions = [(piece.start_s, t.motion, t.strength) for t in motions]
+        if (seconds := motions_seconds(self._tags)) and self.sample_rate is not None:
+            piece = self.silence(seconds)
+            piece.motions = [(piece.start_s, t.motion, t.strength) for t in self._tags if isinstance(t, MotionTag)]
             self._tags = []
             yield piece
 
@@ -176,7 +173,9 @@ class LiveScript:
         from services.tts.pauses import speak_with_pauses, strip_pauses
 
         text, tags = strip_tags(speakable(sentence), self.field)
-        self.warnings += [f"{self.field}: {w}" for w in near_misses(text) if f"{self.field}: {w}" not in self.warnings]
+        for warning in (f"{self.field}: {w}" for w in near_misses(text)):
+            if warning not in self.warnings:
+                self.warnings.append(warning)
         tags = [replace(t, offset=0) for t in self._tags] + tags
         if not strip_pauses(text):  # only tags: they act from the next words (pauses are silence)
             self._tags = tags

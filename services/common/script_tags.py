@@ -80,13 +80,18 @@ def strip_tags(script: str, field: str = "script") -> tuple[str, list[ScriptTag]
     return text.strip(), [replace(t, offset=max(t.offset - stripped, 0)) for t in tags]
 
 
+def motions_seconds(tags: Sequence[ScriptTag]) -> float:
+    """How long the motion tags among `tags` move the face once they start (0.0: none)."""
+    from services.expression.motions import SECONDS
+
+    return max((SECONDS[t.motion] for t in tags if isinstance(t, MotionTag)), default=0.0)
+
+
 def with_room_for_motions(text: str, tags: Sequence[ScriptTag]) -> str:
     """A script whose last tags are motions ("Thanks! [wink left]") gets the silence they need after
     its last words, as a pause tag: the video would otherwise end as they start."""
-    from services.expression.motions import SECONDS
-
-    trailing = [SECONDS[t.motion] for t in tags if isinstance(t, MotionTag) and t.offset >= len(text)]
-    return f"{text} [pause {max(trailing):.2f}]" if trailing else text
+    seconds = motions_seconds([t for t in tags if t.offset >= len(text)])
+    return f"{text} [pause {seconds:.2f}]" if seconds else text
 
 
 def near_misses(text: str) -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 from services.common.arkit import ARKIT_52, HEAD_POSE
 from services.common.errors import InputError
 from services.common.expression_track import ExpressionTrack
-from services.common.proto_gen.likeness.v1 import common_pb2 as pb
+from services.common.proto_gen.likeness.v1 import common_pb2 as pb, expression_pb2
 from services.common.speech import Phone, Speech, Word
 
 EMOTIONS = {pb.EMOTION_UNSPECIFIED: "neutral", pb.EMOTION_NEUTRAL: "neutral", pb.EMOTION_HAPPY: "happy",
@@ -26,7 +26,8 @@ EXPRESSIVENESS_ENUM = {name: value for value, name in EXPRESSIVENESS.items()
 
 # -- time-coded emotions and motions ------------------------------------------------------------
 
-def _timed(time_code: float, strength: float, field: str) -> float:
+def check_timed(time_code: float, strength: float, field: str) -> float:
+    """The strength of a time-coded emotion or motion (0 means 1), or InputError naming `field`."""
     if not 0.0 <= time_code < 1e6:
         raise InputError(f"{field}.time_code", f"must be seconds from the start of the audio, got {time_code}")
     if not 0.0 <= strength <= 1.0:
@@ -34,18 +35,26 @@ def _timed(time_code: float, strength: float, field: str) -> float:
     return strength or 1.0
 
 
-def timed_emotion_from_pb(timed, field: str = "emotion") -> tuple[float, str, float]:
+def timed_emotion_from_pb(timed: expression_pb2.TimedEmotion, field: str = "emotion") -> tuple[float, str, float]:
     """(seconds, emotion, strength) of a TimedEmotion, or InputError naming `field`."""
     if timed.emotion not in EMOTIONS:
         raise InputError(f"{field}.emotion", "unknown value")
-    return timed.time_code, EMOTIONS[timed.emotion], _timed(timed.time_code, timed.strength, field)
+    return timed.time_code, EMOTIONS[timed.emotion], check_timed(timed.time_code, timed.strength, field)
 
 
-def timed_motion_from_pb(timed, field: str = "motion") -> tuple[float, str, float]:
+def timed_motion_from_pb(timed: expression_pb2.TimedMotion, field: str = "motion") -> tuple[float, str, float]:
     """(seconds, motion, strength) of a TimedMotion, or InputError naming `field`."""
     if timed.motion not in MOTIONS:
         raise InputError(f"{field}.motion", "unknown value")
-    return timed.time_code, MOTIONS[timed.motion], _timed(timed.time_code, timed.strength, field)
+    return timed.time_code, MOTIONS[timed.motion], check_timed(timed.time_code, timed.strength, field)
+
+
+def timed_emotion_to_pb(time_code: float, emotion: str, strength: float) -> expression_pb2.TimedEmotion:
+    return expression_pb2.TimedEmotion(time_code=time_code, emotion=EMOTION_ENUM[emotion], strength=strength)
+
+
+def timed_motion_to_pb(time_code: float, motion: str, strength: float) -> expression_pb2.TimedMotion:
+    return expression_pb2.TimedMotion(time_code=time_code, motion=MOTION_ENUM[motion], strength=strength)
 
 
 # -- stored objects ------------------------------------------------------------------------------

@@ -121,12 +121,10 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
                         headers(pcm.format)
                     if piece.idle:
                         LIVE_IDLE.inc(len(piece.audio) / piece.sample_rate)
-                    for time_code, emotion, strength in piece.emotions:
-                        to_expression.put(ex.StreamExpressionRequest(emotion=ex.TimedEmotion(
-                            time_code=time_code, emotion=wire.EMOTION_ENUM[emotion], strength=strength)))
-                    for time_code, motion, strength in piece.motions:
-                        to_expression.put(ex.StreamExpressionRequest(motion=ex.TimedMotion(
-                            time_code=time_code, motion=wire.MOTION_ENUM[motion], strength=strength)))
+                    for emotion in piece.emotions:
+                        to_expression.put(ex.StreamExpressionRequest(emotion=wire.timed_emotion_to_pb(*emotion)))
+                    for motion in piece.motions:
+                        to_expression.put(ex.StreamExpressionRequest(motion=wire.timed_motion_to_pb(*motion)))
                     audio(pcm.data)
                 to_expression.put(ex.StreamExpressionRequest(end_of_audio=ex.EndOfAudio()))
             except BaseException as exc:

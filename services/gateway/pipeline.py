@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -57,7 +58,7 @@ class VideoRequest:
     emotions: tuple[tuple[float, str, float], ...] = ()
     motions: tuple[tuple[float, str, float], ...] = ()
 
-    @property
+    @cached_property  # (speech, expression and warnings all ask; SSML and sentiment are read once)
     def spoken_script(self) -> tuple[str, list]:
         """(the script without its emotion and motion tags, the tags: services.gateway.speech_rules.
         prepared_script: a motion after the last words gets the silence it needs, each sentence its
@@ -95,18 +96,13 @@ class VideoRequest:
     def _validate_timed(self) -> None:
         """The time-coded emotions and motions: the API's rules (services.common.wire)."""
         from services.common import wire
-        from services.common.proto_gen.likeness.v1 import expression_pb2 as ex
 
-        for i, (time_code, name, strength) in enumerate(self.emotions):
-            if name not in wire.EMOTION_ENUM:
-                raise InputError(f"emotions[{i}]", f"unknown emotion {name!r}")
-            wire.timed_emotion_from_pb(ex.TimedEmotion(time_code=time_code, emotion=wire.EMOTION_ENUM[name],
-                                                       strength=strength), f"emotions[{i}]")
-        for i, (time_code, name, strength) in enumerate(self.motions):
-            if name not in wire.MOTION_ENUM:
-                raise InputError(f"motions[{i}]", f"unknown motion {name!r}")
-            wire.timed_motion_from_pb(ex.TimedMotion(time_code=time_code, motion=wire.MOTION_ENUM[name],
-                                                     strength=strength), f"motions[{i}]")
+        for kind, names, items in (("emotion", wire.EMOTION_ENUM, self.emotions),
+                                   ("motion", wire.MOTION_ENUM, self.motions)):
+            for i, (time_code, name, strength) in enumerate(items):
+                if name not in names:
+                    raise InputError(f"{kind}s[{i}]", f"unknown {kind} {name!r}")
+                wire.check_timed(time_code, strength, f"{kind}s[{i}]")
 
     def validate_voice(self) -> None:
         """The checks of a live video from text: the video's and the voice's (the text comes later)."""
@@ -320,11 +316,11 @@ class EmbeddedPipeline:
         from services.render.rig import build_rig
         from services.render.tensor_model import detector, segmenter
 
+        from services.gateway.speech_rules import reading_words
+
         request.validate_video()
-        if request.emotion == "auto" and not from_text:
-            raise InputError("emotion", "auto reads the words: it goes with text, not audio")
-        if request.auto_motions and not from_text:
-            raise InputError("auto_motions", "reads the words: it goes with text, not audio")
+        if not from_text and (violations := reading_words(request.emotion == "auto", request.auto_motions)):
+            raise InputError(*violations[0])
         if request.frame.alpha:
             raise InputError("out", "a transparent video is not streamed (MP4 has no alpha)")
         if request.burn_captions:

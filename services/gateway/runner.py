@@ -235,10 +235,10 @@ class JobRunner:
         tags = ([EmotionTag(**t) for t in request.get("emotion_tags", [])]
                 + [MotionTag(**t) for t in request.get("motion_tags", [])])
         words, text = _words(timeline), request.get("script") or request.get("transcript", "")
-        emotions = [expression_pb2.TimedEmotion(time_code=t, emotion=wire.EMOTION_ENUM[name], strength=strength)
-                    for t, name, strength in [*timed_emotions(tags, words, text), *request.get("timed_emotions", [])]]
-        motions = [expression_pb2.TimedMotion(time_code=t, motion=wire.MOTION_ENUM[name], strength=strength)
-                   for t, name, strength in [*timed_motions(tags, words, text), *request.get("timed_motions", [])]]
+        emotions = [wire.timed_emotion_to_pb(*e) for e in [*timed_emotions(tags, words, text),
+                                                           *request.get("timed_emotions", [])]]
+        motions = [wire.timed_motion_to_pb(*m) for m in [*timed_motions(tags, words, text),
+                                                         *request.get("timed_motions", [])]]
         call = expression_pb2.AnimateRequest(
             audio=wire.audio_to_pb(samples, rate), timeline=timeline, emotions=emotions, motions=motions,
             params=expression_pb2.ExpressionParams(

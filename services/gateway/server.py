@@ -29,7 +29,7 @@ from services.gateway.live import run_live
 from services.gateway.metrics import FIRST_MEDIA, IN_FLIGHT, JOBS, QUEUE_DEPTH, STREAMS, STREAMS_IN_FLIGHT
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
-from services.gateway.speech_rules import WORDS, check_speech
+from services.gateway.speech_rules import WORDS, check_speech, reading_words
 from services.tts.voices import DEFAULT_VOICE, VOICES
 
 log = logging.getLogger(__name__)
@@ -442,14 +442,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             violations.append(("video.burn_in_captions", "a live video's words are not known ahead of its "
                                                          "frames (with speech, the end carries captions)"))
         _check_style(h, violations)
-        if h.emotion == common_pb2.EMOTION_AUTO:
-            if h.HasField("audio_format"):
-                violations.append(("emotion", "auto reads the words: it goes with speech (text), not audio"))
-            job["auto_emotion"] = True
-        if h.auto_motions:
-            if h.HasField("audio_format"):
-                violations.append(("auto_motions", "reads the words: it goes with speech (text), not audio"))
-            job["auto_motions"] = True
+        job.update(auto_emotion=h.emotion == common_pb2.EMOTION_AUTO, auto_motions=h.auto_motions)
+        if h.HasField("audio_format"):
+            violations += reading_words(job["auto_emotion"], job["auto_motions"])
         if violations:
             raise InputError.many(violations)
         job.update(video_spec=json_format.MessageToDict(h.video), alpha=False, size=size, fps=fps,

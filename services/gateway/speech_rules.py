@@ -20,6 +20,12 @@ class CheckedSpeech:
     warnings: list[str] = field(default_factory=list)  # e.g. a mistyped tag, which is read out
 
 
+def reading_words(auto_emotion: bool, auto_motions: bool) -> list[tuple[str, str]]:
+    """The violations of asking a live video from audio to read its words: it has none."""
+    return [(field, "reads the words: it goes with text, not audio")
+            for field, asked in (("emotion", auto_emotion), ("auto_motions", auto_motions)) if asked]
+
+
 def prepared_script(script: str, *, recording: bool, auto_emotion: bool = False, auto_motions: bool = False,
                     field: str = "script") -> tuple[str, list[ScriptTag]]:
     """(the text to speak, its tags): SSML read (services.common.ssml), tags taken out, each sentence's
