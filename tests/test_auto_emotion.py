@@ -30,6 +30,17 @@ def test_a_sentence_gets_the_emotion_its_words_carry(sentence, emotion) -> None:
     assert name == emotion and 0.3 <= strength <= 1.0
 
 
+def test_sentences_are_cut_where_captions_and_live_text_cut_them() -> None:
+    from services.common.auto_emotion import sentences
+
+    text = "I met Dr. Smith at 3 p.m. today. Sadly, he was ill!  What?! Yes"
+    assert [text[a:b] for a, b in sentences(text)] == ["I met Dr. Smith at 3 p.m. today.", "Sadly, he was ill!",
+                                                       "What?!", "Yes"]
+    text, tags = strip_tags("The meeting is at nine. Our Dr. Smith was wonderful and so kind to us!")
+    out = with_auto_emotions(text, tags)  # one glad sentence: tagged at its start, not again at "Smith"
+    assert [(text[t.offset:].split()[0], t.emotion) for t in out] == [("Our", "happy")]
+
+
 def test_sentences_are_tagged_where_the_emotion_changes_and_the_writers_tags_win() -> None:
     text, tags = strip_tags("Here is the news. We won the cup! We really won it! Sadly, our captain was hurt. "
                             "[surprised] She is fine. The next game is on Monday. [nod] See you there.")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from services.common.captions import _ends_sentence
 from services.common.script_tags import EmotionTag, ScriptTag
 
 AUTO = "auto"
 THRESHOLD = 0.35  # |VADER compound| below this is neutral ("Thank you all for coming." is 0.36)
-_SENTENCE = re.compile(r"[^.!?]*(?:[.!?]+[\"')\]]*|$)")
 _SURPRISE = re.compile(r"\?!|!\?|\b(?:wow|whoa|woah|omg|oh my|gosh|unbelievable)\b", re.IGNORECASE)
 _ANGER = re.compile(r"\b(?:hate|hated|angry|furious|outrage\w*|unacceptable|ridiculous|disgust\w*|sick of|fed up|"
                     r"how dare|enough is enough)\b", re.IGNORECASE)
@@ -51,14 +51,16 @@ def sentence_emotion(sentence: str) -> tuple[str, float]:
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) character spans of the sentences in `text` (whitespace around them left out)."""
-    spans = []
-    for match in _SENTENCE.finditer(text):
-        start, end = match.start(), match.end()
-        while start < end and text[start].isspace():
-            start += 1
-        if start < end:
-            spans.append((start, end))
+    """(start, end) character spans of the sentences in `text` (whitespace around them left out), cut
+    where captions cut them ("Dr. Smith" and "3 p.m. today" go on)."""
+    spans, start = [], None
+    tokens = list(re.finditer(r"\S+", text))
+    for k, token in enumerate(tokens):
+        start = token.start() if start is None else start
+        following = tokens[k + 1].group() if k + 1 < len(tokens) else ""
+        if not following or _ends_sentence(token.group(), following):
+            spans.append((start, token.end()))
+            start = None
     return spans
 
 
