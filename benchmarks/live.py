@@ -17,6 +17,8 @@ From text (an LLM streaming the same script, a word every 1/WORDS_PER_S s), the 
 (EmbeddedPipeline.live_text, LiveVideo with speech): when the first frame is out after the first word
 was written (embedded: rendered, building the rig included; platform: playable at the client, the
 rig cached), and how long a player that starts then would wait in all (stall; 0: it never runs dry).
+Interrupted (LiveVideo with speech): 3 s after the video became playable an interrupt is sent (the user
+spoke over the avatar); how much speech a player that started then still plays after it.
 """
 from __future__ import annotations
 
@@ -242,6 +244,50 @@ def platform_text_row() -> dict:
     return {"path": "platform LiveVideo from LLM text (playable)", **text_stats(runs)}
 
 
+def platform_interrupt_row(after_s: float = 3.0) -> dict:
+    """A user speaks over the avatar: the script is written as before, and `after_s` after the video
+    became playable at the client (a player starting then) an interrupt is sent. How much speech the
+    user still hears after it: where the speech ends in the video minus the player's position then."""
+    import io
+
+    import av
+
+    from services.client import LikenessClient
+    from services.stack import LocalStack
+
+    runs = []
+    with LocalStack() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
+        photo = client.upload(PHOTO, kind="photo")
+        list(client.live(text=iter([WARM_TEXT]), photo=photo, seed=1))  # warm
+        for _ in range(TEXT_TRIALS):
+            playing, sent = {}, {}
+
+            def text(start: float):
+                yield from llm(SCRIPT, start)
+                while "at" not in playing:
+                    time.sleep(0.01)
+                time.sleep(max(0.0, playing["at"] + after_s - time.monotonic()))
+                sent["at"] = time.monotonic()
+                yield LikenessClient.INTERRUPT
+
+            received, start = b"", time.monotonic()
+            for message in client.live(text=text(start), photo=photo, seed=1):
+                if message.HasField("media"):
+                    received += message.media
+                    if "at" not in playing and video_samples(received)[0]:
+                        playing["at"] = time.monotonic()
+            with av.open(io.BytesIO(received)) as container:
+                rate = container.streams.audio[0].sample_rate
+                audio = np.concatenate([f.to_ndarray().mean(axis=0) for f in container.decode(audio=0)])
+            loud = np.flatnonzero(np.abs(audio) > 0.05 * np.abs(audio).max())
+            position = sent["at"] - playing["at"]
+            runs.append({"heard_after_s": round(loud[-1] / rate - position, 3), "position_s": round(position, 2),
+                         "speech_end_s": round(loud[-1] / rate, 2)})
+    heard = [r["heard_after_s"] for r in runs]
+    return {"path": f"platform LiveVideo from text, interrupted {after_s:.0f} s in", "runs": runs,
+            "heard_after_s": round(float(np.median(heard)), 3), "heard_after_max_s": round(max(heard), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-platform", action="store_true", help="skip the LiveVideo row (starts the stack)")
@@ -254,6 +300,7 @@ def main() -> None:
     if not args.no_platform:
         rows.append(platform_row(speech))
     text_rows = [embedded_text_row()] + ([] if args.no_platform else [platform_text_row()])
+    interrupt = None if args.no_platform else platform_interrupt_row()
     print(f"audio {speech.duration:.1f} s, paced at real time in {PIECE_S * 1000:.0f} ms pieces; lag = when a frame "
           f"is out minus when its audio was spoken")
     print(f"{'path':40} {'median':>7} {'p90':>7} {'max':>7}  first bytes / fragment   other")
@@ -266,10 +313,15 @@ def main() -> None:
     print(f"{'path':44} {'first frame':>11} {'stall':>7} {'video':>7}")
     for row in text_rows:
         print(f"{row['path']:44} {row['first_frame_s']:10.2f}s {row['stall_s']:6.2f}s {row['video_s']:6.1f}s")
+    if interrupt is not None:
+        print(f"\n{interrupt['path']} (LIKENESS_LIVE_SPEECH_LEAD_S {os.environ.get('LIKENESS_LIVE_SPEECH_LEAD_S', '1.5')}"
+              f"): speech heard after the interrupt {interrupt['heard_after_s']:.2f} s median, "
+              f"{interrupt['heard_after_max_s']:.2f} s max (the whole reply: {speech.duration:.1f} s)")
     out = {"benchmark": "live", "date": dt.date.today().isoformat(),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
            "audio_s": round(speech.duration, 2), "piece_s": PIECE_S, "rows": rows,
-           "words_per_s": WORDS_PER_S, "text_rows": text_rows}
+           "words_per_s": WORDS_PER_S, "text_rows": text_rows, "interrupt": interrupt,
+           "speech_lead_s": float(os.environ.get("LIKENESS_LIVE_SPEECH_LEAD_S", "1.5"))}
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
 

@@ -20,7 +20,10 @@ from services.common.errors import InputError
 if TYPE_CHECKING:
     import numpy as np
 
+    from services.common.live_script import Interrupt
+
 EXIT_BAD_INPUT = 2
+CANCEL = "\x18"  # ASCII CAN in `likeness live --text-in -`: an interrupt (the user spoke over the avatar)
 
 
 class StageProgress:
@@ -525,10 +528,13 @@ def _live_audio(args: argparse.Namespace) -> tuple[int, Iterator[np.ndarray]]:
     return rate, from_file()
 
 
-def _live_text(args: argparse.Namespace) -> Iterator[str]:
-    """Text as it is written: stdin (`-`) handed on as it arrives (an LLM's output piped in), or a file."""
+def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt]:
+    """Text as it is written: stdin (`-`) handed on as it arrives (an LLM's output piped in), or a file.
+    On stdin an ASCII CAN (0x18) is an interrupt: the avatar stops talking, the text after it is the next reply."""
     import codecs
     import os
+
+    from services.common.live_script import INTERRUPT
 
     if args.text_in != "-":
         path = Path(args.text_in)
@@ -540,7 +546,11 @@ def _live_text(args: argparse.Namespace) -> Iterator[str]:
     def from_stdin() -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while data := os.read(sys.stdin.fileno(), 4096):  # returns what a pipe holds, without waiting for more
-            yield decoder.decode(data)
+            for n, text in enumerate(decoder.decode(data).split(CANCEL)):
+                if n:
+                    yield INTERRUPT
+                if text:
+                    yield text
         yield decoder.decode(b"", final=True)
 
     return from_stdin()
@@ -751,7 +761,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(e.g. arecord -f S16_LE -c 1 -r 16000 -t raw)")
     source.add_argument("--text-in",
                         help="a UTF-8 text file, or - : text on stdin as it is written (pipe an LLM's output in); "
-                             "spoken a sentence at a time, tags as in --script ([happy], [pause 1])")
+                             "spoken a sentence at a time, tags as in --script ([happy], [pause 1]); on stdin a "
+                             "CAN byte (0x18) interrupts: the avatar stops talking, the text after it is the next reply")
     live.add_argument("--voice", help="with --text-in: a 3-60 s sample of the voice to speak in")
     live.add_argument("--voice-name", help="with --text-in: a built-in voice (`likeness voices`); default: joe")
     live.add_argument("--speed", type=float, default=1.0, help="with --text-in: speaking rate, 0.5-2.0 (default 1)")

@@ -21,6 +21,7 @@ import grpc
 
 from services.common import config
 from services.common.grpc_server import channel_options
+from services.common.live_script import INTERRUPT, Interrupt
 from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 
 CHUNK = 1024 * 1024
@@ -38,6 +39,7 @@ EMOTIONS = {"auto": common_pb2.EMOTION_AUTO, "neutral": common_pb2.EMOTION_NEUTR
             "sad": common_pb2.EMOTION_SAD, "angry": common_pb2.EMOTION_ANGRY,
             "surprised": common_pb2.EMOTION_SURPRISED}
 LiveAudioItem = bytes | expression_pb2.TimedMotion | expression_pb2.TimedEmotion  # what live() audio yields
+LiveTextItem = str | Interrupt  # what live() text yields: INTERRUPT stops the speech (the user spoke)
 EXPRESSIVENESS = {"low": common_pb2.EXPRESSIVENESS_LOW, "medium": common_pb2.EXPRESSIVENESS_MEDIUM,
                   "high": common_pb2.EXPRESSIVENESS_HIGH}
 ASPECTS = {"1:1": common_pb2.ASPECT_RATIO_1_1, "9:16": common_pb2.ASPECT_RATIO_9_16,
@@ -85,6 +87,8 @@ class _CallDetails(NamedTuple("_CallDetails", [("method", str), ("timeout", Opti
 
 
 class LikenessClient:
+    INTERRUPT = INTERRUPT  # a live(text=...) item: stop talking now (the user spoke over the avatar)
+
     def __init__(self, address: str, *, timeout_s: float = 60.0, api_key: str | None = None,
                  tls_ca: str | Path | None = None) -> None:
         """api_key / tls_ca (a PEM file of root certificates: the gateway serves TLS) default to
@@ -154,13 +158,14 @@ class LikenessClient:
         return self.stub.StreamVideo(gw.StreamVideoRequest(request=self.video_request(**options)), timeout=timeout_s)
 
     def live(self, audio: Iterable[LiveAudioItem] | None = None, *, sample_rate: int = 0,
-             text: Iterable[str] | None = None, photo: str, timeout_s: float = 3600.0,
+             text: Iterable[LiveTextItem] | None = None, photo: str, timeout_s: float = 3600.0,
              **options) -> Iterator[gw.LiveVideoResponse]:
         """A live video (LiveVideo) from `audio`: 16-bit mono PCM at `sample_rate` as it is spoken (a
         microphone, a voice agent; an item may instead be an expression_pb2.TimedMotion ("nod" at 2.5 s)
         or TimedEmotion, sent where it comes), or from `text` as it is written (an LLM's reply, in any pieces),
         spoken by the server a sentence at a time in `voice`, `voice_sample` (an asset id), `speed`,
-        `language`. The responses are stream()'s (a header, fragmented-MP4 bytes while the input still
+        `language`; an INTERRUPT item stops the speech at once (the user spoke over the avatar: what
+        was not said is dropped, the text after it is the next reply). The responses are stream()'s (a header, fragmented-MP4 bytes while the input still
         arrives, the end; from text, with captions). `options`: resolution, fps, seed, emotion,
         expressiveness, the framing options of video_request and, from text, auto_motions (emotion
         "auto" and auto_motions read the words: not with audio)."""
@@ -191,7 +196,10 @@ class LikenessClient:
                         yield gw.LiveVideoRequest(audio_chunk=bytes(item))
             else:
                 for piece in text:
-                    yield gw.LiveVideoRequest(text=piece)
+                    if isinstance(piece, Interrupt):
+                        yield gw.LiveVideoRequest(interrupt=gw.Interrupt())
+                    else:
+                        yield gw.LiveVideoRequest(text=piece)
             yield gw.LiveVideoRequest(end_of_audio=expression_pb2.EndOfAudio())
 
         return self.stub.LiveVideo(requests(), timeout=timeout_s)

@@ -31,7 +31,7 @@ LIKENESS_METRICS = {
     "likeness_job_queue_depth", "likeness_jobs_in_flight", "likeness_stage_duration_seconds",
     "likeness_frames_rendered_total", "likeness_webhook_attempts_total", "likeness_auth_failures_total",
     "likeness_streams_in_flight", "likeness_streams_total", "likeness_stream_first_media_seconds",
-    "likeness_live_idle_seconds_total",
+    "likeness_live_idle_seconds_total", "likeness_live_interrupts_total",
 }
 HISTOGRAMS = {"likeness_grpc_request_duration_seconds", "likeness_stage_duration_seconds",
               "likeness_stream_first_media_seconds"}

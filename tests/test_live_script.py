@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.common.errors import InputError
-from services.common.live_script import MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced, speakable
+from services.common.live_script import INTERRUPT, MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced, speakable
 
 TEXT = ("Hello there. I met Dr. Smith at 3.30 p.m. today! [hap" "py] Great news. [pause 1] "
         "Was it \"real\"? Yes\nNo more")
@@ -141,13 +141,13 @@ def test_the_face_rests_in_silence_while_the_writer_thinks(speak):
         t0 = time.monotonic()
         pieces = list(paced(writer(), script, lead_s=lead))
         elapsed = time.monotonic() - t0
-        silent = [p for p in pieces if not np.any(p.audio)]
+        silent = [p for p in pieces if p.idle]
         if lead:
             # the audio kept pace with the clock: it covers the wait, and about lead more
-            assert len(silent) >= 5 and script.duration >= elapsed - 0.3, (script.duration, elapsed)
+            assert len(silent) >= 5 and not any(np.any(p.audio) for p in silent) and script.duration >= elapsed - 0.3, (script.duration, elapsed)
             assert script.words[-2].start - script.words[1].end > 2.5
         else:
-            assert [len(p.audio) for p in silent] == [int(round(0.2 * script.sample_rate))]  # the sentence pause
+            assert not any(p.idle for p in pieces)  # only the sentence pause is silent
             assert script.duration < elapsed - 1.0  # (the video would wait for the text)
 
 
@@ -184,3 +184,66 @@ def test_a_motion_after_the_last_words_plays_in_silence_at_the_end(speak):
     last = pieces[-1]
     assert last.motions == [(pytest.approx(last.start_s), "nod", 1.0)] and last.start_s > script.words[-1].end
     assert not np.any(last.audio) and len(last.audio) / last.sample_rate == pytest.approx(0.9, abs=0.01)
+
+
+def test_speech_goes_out_at_most_the_lead_ahead_of_the_clock(speak):
+    script, sent = LiveScript(speak), []
+    t0 = time.monotonic()
+    for piece in paced(iter(["The quick brown fox jumps over the lazy dog, and then it runs far away. "]), script,
+                       lead_s=0.5, speech_lead_s=0.6):
+        sent.append((time.monotonic() - t0, piece.start_s, len(piece.audio) / piece.sample_rate))
+    assert script.duration > 3.0 and max(length for _, _, length in sent) <= 0.1 + 1e-6  # in CHUNK_S pieces
+    sent = [(at - sent[0][0], start, length) for at, start, length in sent]  # (the clock starts with the speech)
+    # each piece leaves no later than when it starts playing minus the lead (a little slack for the CPU) ...
+    assert all(at <= max(start - 0.6, 0) + 0.3 for at, start, _ in sent)
+    # ... and no earlier: the speech is not all handed out at once
+    assert all(at >= start - 0.6 - 0.05 for at, start, _ in sent), [(a, s) for a, s, _ in sent if a < s - 0.65]
+    assert sent[-1][0] > script.duration - 1.0
+
+
+def test_an_interrupt_stops_the_speech_and_the_next_reply_follows(speak):
+    import threading
+
+    barged_in = threading.Event()
+
+    def writer():
+        yield ("[happy] This is a long answer that goes on and on about the weather in the hills. "
+               "[nod] Then a second sentence that nobody will hear. ")
+        barged_in.wait(timeout=30)
+        yield INTERRUPT
+        yield "[sad] Sorry, go on. "
+
+    script, pieces = LiveScript(speak), []
+    for piece in paced(writer(), script, lead_s=0.5, speech_lead_s=0.5):
+        pieces.append(piece)
+        if piece.start_s >= 1.0 and not barged_in.is_set():
+            barged_in.set()
+            stopped_near = piece.start_s + 0.5 + 0.2  # the lead, and the pieces that left meanwhile
+    said = [w.text for w in script.words]
+    assert said[:3] == ["This", "is", "a"] and said[-3:] == ["Sorry", "go", "on"]
+    assert "nobody" not in said and "hills" not in said  # the rest of the answer was never spoken
+    assert script.text.startswith("This is a long answer") and script.text.endswith("Sorry, go on.")
+    assert "hills" not in script.text and "nobody" not in script.text
+    sorry = said.index("Sorry")
+    cut = script.words[sorry - 1].end  # the last word begun before the interrupt ends the first reply
+    assert cut <= stopped_near + 0.05
+    rate = pieces[0].sample_rate
+    audio = np.concatenate([p.audio for p in pieces])
+    assert len(audio) / rate == pytest.approx(script.duration, abs=1e-3)  # one timeline, no gaps or overlaps
+    reply = next(p.start_s for p in pieces if p.start_s >= cut and np.any(p.audio))
+    gap = audio[int((cut + 0.001) * rate):int(reply * rate)]
+    assert len(gap) >= 0.19 * rate and not np.any(gap)  # silence until then (at least a sentence pause)
+    fade, = [p for p in pieces if len(p.audio) == int(0.02 * rate)]  # the speech fades out instead of clicking
+    assert fade.start_s < cut + 0.021 and np.abs(fade.audio[-10:]).max() <= 0.05 * np.abs(fade.audio).max() + 1e-6
+    emotions = [e[1] for p in pieces for e in p.emotions]
+    motions = [m[1] for p in pieces for m in p.motions]
+    assert emotions == ["happy", "sad"] and motions == []  # the dropped sentence's nod went with it
+
+
+def test_text_before_an_interrupt_that_was_not_yet_heard_is_never_heard(speak):
+    script = LiveScript(speak)
+    pieces = list(paced(iter(["Hello there. How are you today? ", INTERRUPT, "Bye now."]), script, lead_s=0.5,
+                        speech_lead_s=0.5))
+    assert [w.text for w in script.words] == ["Bye", "now"] and script.text == "Bye now."
+    assert script.words[0].start < 0.3  # from the start: nothing before it was heard
+    assert len(np.concatenate([p.audio for p in pieces])) / script.sample_rate == pytest.approx(script.duration, abs=1e-3)

@@ -334,6 +334,10 @@ def test_live_video_refuses_bad_input(stack, client, photo_id, spoken):
     code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), bad_motion,
                                                   gw.LiveVideoRequest(audio_chunk=pcm[:rate * 2]), end))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == "motion.strength", violations
+    code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header),
+                                                  gw.LiveVideoRequest(audio_chunk=pcm[:rate * 2]),
+                                                  gw.LiveVideoRequest(interrupt=gw.Interrupt()), end))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == "interrupt", violations
     # the gateway's services are unharmed: a good one afterwards works
     good = call(gw.LiveVideoRequest(header=header), gw.LiveVideoRequest(audio_chunk=pcm[:rate * 2]), end)
     assert good[-1].HasField("end")
@@ -405,6 +409,58 @@ def test_live_video_from_text_as_an_llm_writes_it(stack, client, photo_id, tmp_p
     shift = [cv2.phaseCorrelate(upper[int((third - 0.4) * 25)], upper[k], window)[0][0]
              for k in (int((third - 0.2) * 25), int((third + 0.9) * 25))]
     assert abs(shift[0]) < 1.5 and shift[1] > 5, shift  # (without the tag: 1.2)
+
+
+def test_a_live_video_from_text_stops_talking_when_interrupted(stack, client, photo_id, tmp_path):
+    """A voice agent's user speaks over the avatar: LiveVideo with speech gets an interrupt while the
+    first (long) reply is being spoken. The speech stops within the lead (the rest of the reply, already
+    written, is never heard: the decoded audio goes silent), the mouth comes to rest, the next reply is
+    spoken after it, and the captions hold only what was heard."""
+    import threading
+
+    long_reply = ("Well, the history of the lighthouse is a long one, and it starts with a storm, a broken mast "
+                  "and a village that decided never again to lose a ship on the rocks below the hill. ")
+    got_media, interrupted = threading.Event(), {}
+
+    def text():
+        yield long_reply
+        got_media.wait(60)
+        time.sleep(0.5)
+        interrupted["at"] = time.monotonic()
+        yield client.INTERRUPT
+        time.sleep(1.5)  # (the user talks; the LLM writes its next reply)
+        yield "Sorry, go ahead."
+
+    arrivals, first_media_at = [], None
+    for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, timeout_s=300):
+        kind = message.WhichOneof("response")
+        if kind == "media" and first_media_at is None:
+            first_media_at = time.monotonic()
+            got_media.set()
+        arrivals.append((kind, message))
+    assert arrivals[-1][0] == "end"
+    vtt = arrivals[-1][1].end.captions.webvtt
+    assert "Well, the history" in vtt and "Sorry, go ahead." in vtt
+    assert "rocks below the hill" not in vtt and "village" not in vtt, vtt  # never said
+    (tmp_path / "interrupted.mp4").write_bytes(b"".join(m.media for k, m in arrivals if k == "media"))
+    video = decode(tmp_path / "interrupted.mp4")
+    cues = [line for line in vtt.splitlines() if "-->" in line]
+    times = [[float(t.strip().split(":")[-1]) for t in cue.split("-->")] for cue in cues]
+    stopped, resumed = times[-2][1], times[-1][0]  # the first reply's last cue ends (held a little after its
+    # last word), the second reply starts
+    # the interrupt came 0.5 s after the first video was playable: the speech stops within the lead
+    # (LIKENESS_LIVE_SPEECH_LEAD_S 1.5) of the gateway's clock, far before the 10+ s reply would end
+    rate = video.sample_rate
+    loud = np.abs(video.audio[:int(stopped * rate)]).max()
+    heard = np.flatnonzero(np.abs(video.audio[:int((resumed - 0.05) * rate)]) > 0.05 * loud)
+    last_sound = heard[-1] / rate  # the end of the first reply in the decoded audio
+    assert last_sound <= stopped and last_sound < 0.5 + 1.5 + 2.0, (last_sound, times)
+    assert resumed - last_sound > 0.3, (last_sound, resumed)  # silence until the next reply
+    mouth = video.frames[:, 125:170, 100:156].astype(np.float32)
+    motion = np.abs(np.diff(mouth, axis=0)).mean(axis=(1, 2, 3))
+    talking = motion[int(0.3 * 25):int((last_sound - 0.2) * 25)].mean()
+    after = motion[int((last_sound + 0.2) * 25):int((resumed - 0.05) * 25)]
+    assert len(after) >= 3 and talking > 2 * after.mean(), (talking, after.mean())  # the mouth comes to rest
 
 
 def test_live_video_from_text_refuses_bad_input(stack, client, photo_id):
@@ -504,8 +560,9 @@ def test_cli_live_from_a_microphone_pipe_in_process_and_through_the_gateway(stac
 
 def test_cli_live_from_text_in_process_and_through_the_gateway(stack, tmp_path):
     """`likeness live --text-in -`: text on stdin (an LLM's output piped in), fragmented MP4 on stdout and
-    captions; in-process and through LiveVideo the same speech comes out."""
-    text = "Maybe Bob will pay me back. [happy] Please bring\nthe big map"
+    captions; in-process and through LiveVideo the same speech comes out. A CAN byte interrupts: the
+    text before it, not yet spoken, is never heard."""
+    text = "Let me think about that for a \x18Maybe Bob will pay me back. [happy] Please bring\nthe big map"
     durations = []
     for extra in ([], ["--server", stack.gateway_address]):
         vtt = tmp_path / "live.vtt"
@@ -519,6 +576,7 @@ def test_cli_live_from_text_in_process_and_through_the_gateway(stack, tmp_path):
         durations.append(video.audio_duration)
         cues = vtt.read_text()
         assert "Maybe Bob will pay me back." in cues and "Please bring" in cues and "[happy]" not in cues, cues
+        assert "think" not in cues and "\x18" not in cues, cues
     assert abs(durations[0] - durations[1]) < 0.1, durations
     for args, field in ((["--text-in", "-", "--voice-name", "nobody"], "voice"),
                         (["--audio-in", "-", "--speed", "1.5"], "speed"),
@@ -947,6 +1005,7 @@ def test_metrics_are_exposed_and_scraped_by_prometheus(stack, tmp_path):
     assert value("likeness_streams_in_flight", '{kind="live_text"}') == 0
     assert value("likeness_stream_first_media_seconds_count", '{kind="live_text"}') >= 3
     assert value("likeness_live_idle_seconds_total") > 1.0
+    assert value("likeness_live_interrupts_total") >= 2  # the interrupted live video, the CLI's CAN byte
 
     prometheus = "/usr/bin/prometheus"
     assert os.path.exists(prometheus), "run scripts/install-deploy-tools.sh (Debian prometheus)"

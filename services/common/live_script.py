@@ -11,8 +11,10 @@ A sentence is complete at . ! ? (captions' rules: "Dr. Smith" goes on) once the 
 text comes for `tick_s`), or at a line break; a sentence still open after MAX_PIECE_CHARS is cut at its
 last clause mark or space.
 Emotion tags ("[happy]") and pause tags ("[pause 1]") work as in a script, also when a tag arrives
-split across pieces. LLMs write Markdown: its marks are not read out (`speakable`). While the writer is thinking, `paced` keeps the audio `lead_s` ahead of the wall
-clock with silence: a player never runs dry and the face rests (blinks, breathes) in the pause.
+split across pieces. LLMs write Markdown: its marks are not read out (`speakable`). While the writer
+is thinking, `paced` keeps the audio `lead_s` ahead of the wall clock with silence: a player never runs
+dry and the face rests (blinks, breathes) in the pause. Speech goes out at most `speech_lead_s` ahead of
+the clock, so that the user can speak over the avatar: an INTERRUPT item in the text stops it at once.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -30,7 +33,7 @@ from services.common.captions import _ends_sentence
 from services.common.script_tags import (MotionTag, ScriptTag, motions_seconds, near_misses, strip_tags,
                                          timed_emotions, timed_motions, with_room_for_motions)
 from services.common.errors import InputError
-from services.common.speech import Speech, Word
+from services.common.speech import Speech, Word, word_offsets
 
 MAX_PIECE_CHARS = 300  # a sentence still open after this many characters is spoken in parts
 MAX_TAG_CHARS = 40  # "[surprised 0.75]": a "[" further back than this is text, not a tag still arriving
@@ -133,6 +136,7 @@ class LiveScript:
         self.duration = 0.0  # seconds of audio handed out so far
         self.words: list[Word] = []
         self.spoken: list[str] = []
+        self._spans: list[tuple[float, int]] = []  # each spoken sentence's start and its first word's index
         self.warnings: list[str] = []  # mistyped tags (read out as text)
         self._tags: list[ScriptTag] = []  # tags written after the last words: they act on the next ones
         self._gap_due = False  # a sentence was spoken: the next one starts after a sentence pause
@@ -159,6 +163,25 @@ class LiveScript:
             piece.motions = [(piece.start_s, t.motion, t.strength) for t in self._tags if isinstance(t, MotionTag)]
             self._tags = []
             yield piece
+
+    def interrupt(self, end_s: float) -> None:
+        """Speech stopped at `end_s` on the timeline (see `paced`): the text not yet spoken and tags
+        waiting for words are dropped, and what was said ends with the last word begun by then."""
+        self.sentences.pending = ""
+        self._tags, self._gap_due = [], bool(self.spoken)  # (the next reply after a sentence pause)
+        self.duration = min(self.duration, end_s)
+        while self._spans and self._spans[-1][0] >= end_s:  # sentences that never started
+            self._spans.pop()
+            self.spoken.pop()
+        first = self._spans[-1][1] if self._spans else 0
+        heard = [w for w in self.words[first:] if w.start < end_s]
+        if self._spans and len(heard) < len(self.words) - first:  # cut short: its text up to the next word
+            if offsets := word_offsets(self.words[first:], self.spoken[-1]):
+                cut = self.spoken[-1][:offsets[len(heard)]].rstrip()
+            else:
+                cut = " ".join(w.text for w in heard)
+            self.spoken[-1] = cut.rstrip(",;:—–-") + "…"  # (trailing off: the captions' cue ends there)
+        self.words = self.words[:first] + [replace(w, end=min(w.end, end_s)) for w in heard]
 
     def silence(self, seconds: float) -> LivePiece:
         if self.sample_rate is None:
@@ -202,6 +225,7 @@ class LiveScript:
         start = self.duration
         emotions = [(start + t, name, strength) for t, name, strength in timed_emotions(tags, speech.words, text)]
         motions = [(start + t, name, strength) for t, name, strength in timed_motions(tags, speech.words, text)]
+        self._spans.append((start, len(self.words)))
         self.words += [Word(w.text, w.start + start, w.end + start) for w in speech.words]
         self.spoken.append(speech.text or text)
         self.duration += speech.duration
@@ -216,16 +240,111 @@ def _pause_seconds(text: str, field: str) -> float:
     return sum(seconds for _, seconds in split_pauses(text, field))
 
 
-def idle_lead_s() -> float:
-    return config.get_float("LIKENESS_LIVE_IDLE_LEAD_S")
+class Interrupt:
+    """A text item that stops the speech at once (the user spoke over the avatar): see `paced`."""
+
+    def __repr__(self) -> str:
+        return "INTERRUPT"
 
 
-def paced(text: Iterable[str], script: LiveScript, *, lead_s: float | None = None, tick_s: float = 0.2,
+INTERRUPT = Interrupt()
+CHUNK_S = 0.1  # speech goes out in pieces this long: an interrupt cuts between two of them
+FADE_S = 0.02  # ... and the speech fades out over this long instead of clicking
+MAX_QUEUED_S = 20.0  # speech spoken ahead of what went out: more waits (an interrupt would waste it)
+
+
+class _Pacer:
+    """Pieces in as fast as they are spoken; the same audio out in CHUNK_S pieces, none starting more
+    than `lead_s` ahead of the clock (0: as fast as they come). `cut` drops what has not gone out."""
+
+    def __init__(self, lead_s: float, clock: Callable[[], float]) -> None:
+        self.lead_s, self.clock = lead_s, clock
+        self.started_at: float | None = None  # the clock when the first piece went out
+        self.sent_until = 0.0  # the timeline's end of what went out
+        self.epoch = 0  # counts cuts: pieces spoken before the latest cut are dropped on arrival
+        self.received = False
+        self._queue: deque[LivePiece] = deque()
+        self._closed, self._failure = False, None
+        self._ready = threading.Condition()
+
+    def put(self, pieces: Iterable[LivePiece], epoch: int) -> None:
+        for piece in pieces:
+            chunk = max(1, int(round(CHUNK_S * piece.sample_rate)))
+            parts = [replace(piece, audio=piece.audio[i:i + chunk], start_s=piece.start_s + i / piece.sample_rate,
+                             emotions=[], motions=[]) for i in range(0, max(len(piece.audio), 1), chunk)]
+            for events, name in ((piece.emotions, "emotions"), (piece.motions, "motions")):
+                for event in events:  # with the part playing at its time code: a cut drops it with the part
+                    at = min(int((event[0] - piece.start_s) * piece.sample_rate) // chunk, len(parts) - 1)
+                    getattr(parts[max(at, 0)], name).append(event)
+            with self._ready:
+                while epoch == self.epoch and not self._closed and self._queue and \
+                        self._queue[-1].start_s - self.sent_until > MAX_QUEUED_S:
+                    self._ready.wait()
+                if epoch == self.epoch and not self._closed:
+                    self.received = True
+                    self._queue.extend(parts)
+                    self._ready.notify_all()
+
+    def cut(self) -> float:
+        """Drops every piece not yet out (the next one's first FADE_S, faded out, still goes); returns
+        where the timeline then ends."""
+        with self._ready:
+            self.epoch += 1
+            end = self.sent_until
+            following = self._queue[0] if self._queue else None
+            self._queue.clear()
+            if following is not None and not following.idle and len(following.audio):
+                n = min(len(following.audio), int(FADE_S * following.sample_rate))
+                tail = following.audio[:n] * np.linspace(1.0, 0.0, n, dtype=np.float32)
+                self._queue.append(LivePiece(tail, following.sample_rate, following.start_s))
+                end += n / following.sample_rate
+            self._ready.notify_all()
+            return end
+
+    def close(self, failure: BaseException | None = None) -> None:
+        with self._ready:
+            self._closed, self._failure = True, self._failure or failure
+            self._ready.notify_all()
+
+    def out(self) -> Iterator[LivePiece]:
+        while True:
+            with self._ready:
+                while True:
+                    if self._failure is not None:
+                        raise self._failure
+                    if self._queue:
+                        wait = 0.0
+                        if self.started_at is not None and self.lead_s > 0:
+                            wait = self._queue[0].start_s - (self.clock() - self.started_at) - self.lead_s
+                        if wait <= 0:
+                            break
+                        self._ready.wait(wait)
+                    elif self._closed:
+                        return
+                    else:
+                        self._ready.wait()
+                piece = self._queue.popleft()
+                if self.started_at is None:
+                    self.started_at = self.clock()
+                self.sent_until = piece.start_s + len(piece.audio) / piece.sample_rate
+                self._ready.notify_all()  # (room for more)
+            yield piece
+
+
+def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float | None = None,
+          speech_lead_s: float | None = None, tick_s: float = 0.2,
           clock: Callable[[], float] = time.monotonic) -> Iterator[LivePiece]:
-    """`script`'s pieces for `text` (read on its own thread: it may block, like a network stream).
+    """`script`'s pieces for `text` (read on its own thread: it may block, like a network stream),
+    spoken on another thread and handed out in CHUNK_S pieces at most `speech_lead_s`
+    (LIKENESS_LIVE_SPEECH_LEAD_S) ahead of the clock, so that an INTERRUPT item in `text` stops the
+    speech within about that: what has not gone out is dropped (the text still waiting too), the
+    speech fades out, the captions end with the last word heard, and the text after it is spoken next.
     From the first words on, while no sentence is ready, silence keeps the audio `lead_s`
     (LIKENESS_LIVE_IDLE_LEAD_S) ahead of the clock; 0: no silence, the video waits for the text."""
-    lead_s = idle_lead_s() if lead_s is None else lead_s
+    lead_s = config.get_float("LIKENESS_LIVE_IDLE_LEAD_S") if lead_s is None else lead_s
+    if speech_lead_s is None:
+        speech_lead_s = config.get_float("LIKENESS_LIVE_SPEECH_LEAD_S")
+    pacer = _Pacer(speech_lead_s, clock)
     inbox: queue.Queue = queue.Queue()
     stop = threading.Event()
 
@@ -234,39 +353,54 @@ def paced(text: Iterable[str], script: LiveScript, *, lead_s: float | None = Non
             for item in text:
                 if stop.is_set():
                     return
-                inbox.put(("text", item))
-            inbox.put(("end", None))
+                if isinstance(item, Interrupt):  # cut at once, not after the sentence being spoken now
+                    end = pacer.cut()
+                    inbox.put(("interrupt", end, pacer.epoch))
+                else:  # (with the epoch it was written in: if a cut follows, what it says is dropped)
+                    inbox.put(("text", item, pacer.epoch))
+            inbox.put(("end", None, pacer.epoch))
         except BaseException as exc:  # (the caller hung up, or sent something wrong): raised below
-            inbox.put(("error", exc))
+            inbox.put(("error", exc, None))
+
+    def speak() -> None:
+        epoch = 0  # the epoch of the text the script has taken in so far
+        try:
+            while True:
+                idling = pacer.received and lead_s > 0  # (from the first words on)
+                try:
+                    kind, value, item_epoch = inbox.get(
+                        timeout=tick_s if idling or script.sentences.pending.strip() else None)
+                except queue.Empty:  # the writer is thinking
+                    pacer.put(script.quiet(), epoch)
+                    started_at = pacer.started_at  # (None: the first piece is on its way out)
+                    if idling and started_at is not None and \
+                            (ahead := script.duration - (clock() - started_at)) < lead_s:
+                        rest = script.silence(lead_s - ahead + tick_s)
+                        rest.idle = True
+                        pacer.put([rest], epoch)
+                    continue
+                if kind == "error":
+                    raise value
+                if kind == "stop":
+                    return
+                epoch = item_epoch
+                if kind == "interrupt":
+                    script.interrupt(value)
+                    continue
+                pacer.put(script.push(value) if kind == "text" else script.end(), epoch)
+                if kind == "end":
+                    if not pacer.received:
+                        raise InputError(script.field, "nothing was said (no text with words in it)")
+                    break
+        except BaseException as exc:
+            pacer.close(exc)
+        pacer.close()
 
     threading.Thread(target=read, name="live-text", daemon=True).start()
-    started_at: float | None = None
-
-    def started(pieces: Iterable[LivePiece]) -> Iterator[LivePiece]:
-        nonlocal started_at
-        for piece in pieces:
-            if started_at is None:
-                started_at = clock()
-            yield piece
-
+    threading.Thread(target=speak, name="live-speech", daemon=True).start()
     try:
-        while True:
-            idling = started_at is not None and lead_s > 0
-            try:
-                kind, value = inbox.get(timeout=tick_s if idling or script.sentences.pending.strip() else None)
-            except queue.Empty:  # the writer is thinking
-                yield from started(script.quiet())
-                if idling and (ahead := script.duration - (clock() - started_at)) < lead_s:
-                    rest = script.silence(lead_s - ahead + tick_s)
-                    rest.idle = True
-                    yield rest
-                continue
-            if kind == "error":
-                raise value
-            yield from started(script.push(value) if kind == "text" else script.end())
-            if kind == "end":
-                if started_at is None:
-                    raise InputError(script.field, "nothing was said (no text with words in it)")
-                return
+        yield from pacer.out()
     finally:
         stop.set()
+        inbox.put(("stop", None, None))
+        pacer.close()

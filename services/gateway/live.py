@@ -23,13 +23,13 @@ import grpc
 from services.common import captions, wire
 from services.common.errors import InputError
 from services.common.grpc_client import Deadline
-from services.common.live_script import LiveScript, paced
+from services.common.live_script import INTERRUPT, Interrupt, LiveScript, paced
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2 as ex, gateway_pb2 as gw,
                                                    render_pb2 as rd)
 from services.common.speech import Speech
 from services.common.tracing import span
 from services.gateway.jobs import Job
-from services.gateway.metrics import LIVE_IDLE
+from services.gateway.metrics import LIVE_IDLE, LIVE_INTERRUPTS
 from services.gateway.runner import JobRunner, _as_job_failure, video_spec
 
 _END = object()
@@ -99,6 +99,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
                         return
                     elif kind == "text":
                         raise InputError("text", "goes with header.speech; this stream sends audio")
+                    elif kind == "interrupt":
+                        raise InputError("interrupt", "goes with header.speech; with audio, stop sending it")
                     else:
                         raise InputError("header", "only one header may be sent")
                 raise InputError("end_of_audio", "the stream must end with end_of_audio")
@@ -177,12 +179,15 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             job.result.update(captions_vtt=captions.to_webvtt(cues), captions_srt=captions.to_srt(cues))
 
 
-def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str]:
-    """The text messages of a LiveVideo with speech, until end_of_audio."""
+def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str | Interrupt]:
+    """The text messages (and interrupts) of a LiveVideo with speech, until end_of_audio."""
     for message in incoming:
         kind = message.WhichOneof("request")
         if kind == "text":
             yield message.text
+        elif kind == "interrupt":
+            LIVE_INTERRUPTS.inc()
+            yield INTERRUPT
         elif kind == "end_of_audio":
             return
         elif kind in ("emotion", "motion"):

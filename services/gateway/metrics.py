@@ -16,3 +16,5 @@ FIRST_MEDIA = Histogram("likeness_stream_first_media_seconds", "Seconds from a l
                         "video bytes, by kind.", ["kind"], buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
 LIVE_IDLE = Counter("likeness_live_idle_seconds_total", "Seconds of resting silence live videos from text "
                     "added while the caller's text was late (an LLM thinking).")
+LIVE_INTERRUPTS = Counter("likeness_live_interrupts_total", "Interrupts of live videos from text (the user "
+                          "spoke over the avatar).")

@@ -23,7 +23,7 @@ from services.render.layout import Background, FrameSpec
 from services.render.poster import PosterPicker
 
 if TYPE_CHECKING:
-    from services.common.live_script import LivePiece
+    from services.common.live_script import Interrupt, LivePiece
 
 # Stage names double as progress labels and as keys of stage outputs in object storage.
 STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
@@ -395,12 +395,13 @@ class EmbeddedPipeline:
         result.duration_s = animator.features.duration
         return result
 
-    def live_text(self, request: VideoRequest, text: Iterable[str], stream_to: Callable[[bytes], None],
+    def live_text(self, request: VideoRequest, text: Iterable["str | Interrupt"], stream_to: Callable[[bytes], None],
                   *, lead_s: float | None = None) -> LiveResult:
         """A live video from text as it is written (an LLM's reply, in any pieces): spoken a sentence at
         a time in the request's voice (voice, voice_sample, speed, language), the face resting in
-        silence at real-time pace while no sentence is ready (services.common.live_script); the
-        result carries the captions. request.script is not used."""
+        silence at real-time pace while no sentence is ready (services.common.live_script); an
+        INTERRUPT item stops the speech (the user spoke over the avatar); the result carries the
+        captions. request.script is not used."""
         from dataclasses import replace
 
         from services.common.captions import build_cues
