@@ -556,6 +556,10 @@ def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt]:
     return from_stdin()
 
 
+def _interrupted(time_code: float, heard_text: str) -> None:
+    print(f"interrupted at {time_code:.2f} s; heard: {heard_text!r}", file=sys.stderr, flush=True)
+
+
 def cmd_live(args: argparse.Namespace) -> int:
     """Live: audio as it is spoken (or text as it is written) in, the talking video out meanwhile."""
     import numpy as np
@@ -603,7 +607,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
         if client is None:
             pipeline = EmbeddedPipeline()
-            result = (pipeline.live_text(request, text, stream_to=write) if from_text
+            result = (pipeline.live_text(request, text, stream_to=write, on_interrupt=_interrupted) if from_text
                       else pipeline.live(request, pieces, rate, stream_to=write))
             summary.update(frames=result.frames, seconds=result.duration_s, warnings=result.warnings,
                            cues=result.captions)
@@ -628,6 +632,8 @@ def cmd_live(args: argparse.Namespace) -> int:
                 for message in call:
                     if message.HasField("media"):
                         write(message.media)
+                    elif message.HasField("interrupted"):
+                        _interrupted(message.interrupted.time_code, message.interrupted.heard_text)
                     elif message.HasField("end"):
                         summary.update(warnings=list(message.end.warnings), captions=message.end.captions)
         except grpc.RpcError as exc:

@@ -213,8 +213,9 @@ def test_an_interrupt_stops_the_speech_and_the_next_reply_follows(speak):
         yield INTERRUPT
         yield "[sad] Sorry, go on. "
 
-    script, pieces = LiveScript(speak), []
-    for piece in paced(writer(), script, lead_s=0.5, speech_lead_s=0.5):
+    script, pieces, told = LiveScript(speak), [], []
+    for piece in paced(writer(), script, lead_s=0.5, speech_lead_s=0.5,
+                       on_interrupt=lambda *args: told.append(args)):
         pieces.append(piece)
         if piece.start_s >= 1.0 and not barged_in.is_set():
             barged_in.set()
@@ -224,9 +225,11 @@ def test_an_interrupt_stops_the_speech_and_the_next_reply_follows(speak):
     assert "nobody" not in said and "hills" not in said  # the rest of the answer was never spoken
     assert script.text.startswith("This is a long answer") and script.text.endswith("Sorry, go on.")
     assert "hills" not in script.text and "nobody" not in script.text
+    (time_code, heard), = told  # what the agent keeps in its chat history: the reply as far as it was heard
+    assert heard.startswith("This is a long answer") and heard.endswith("…") and script.text.startswith(heard[:-1])
     sorry = said.index("Sorry")
     cut = script.words[sorry - 1].end  # the last word begun before the interrupt ends the first reply
-    assert cut <= stopped_near + 0.05
+    assert cut <= time_code <= stopped_near + 0.05
     rate = pieces[0].sample_rate
     audio = np.concatenate([p.audio for p in pieces])
     assert len(audio) / rate == pytest.approx(script.duration, abs=1e-3)  # one timeline, no gaps or overlaps
@@ -242,8 +245,10 @@ def test_an_interrupt_stops_the_speech_and_the_next_reply_follows(speak):
 
 def test_text_before_an_interrupt_that_was_not_yet_heard_is_never_heard(speak):
     script = LiveScript(speak)
+    told = []
     pieces = list(paced(iter(["Hello there. How are you today? ", INTERRUPT, "Bye now."]), script, lead_s=0.5,
-                        speech_lead_s=0.5))
+                        speech_lead_s=0.5, on_interrupt=lambda *args: told.append(args)))
+    assert told == [(0.0, "")]
     assert [w.text for w in script.words] == ["Bye", "now"] and script.text == "Bye now."
     assert script.words[0].start < 0.3  # from the start: nothing before it was heard
     assert len(np.concatenate([p.audio for p in pieces])) / script.sample_rate == pytest.approx(script.duration, abs=1e-3)

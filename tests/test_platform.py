@@ -442,6 +442,9 @@ def test_a_live_video_from_text_stops_talking_when_interrupted(stack, client, ph
     vtt = arrivals[-1][1].end.captions.webvtt
     assert "Well, the history" in vtt and "Sorry, go ahead." in vtt
     assert "rocks below the hill" not in vtt and "village" not in vtt, vtt  # never said
+    (notice,) = [m.interrupted for k, m in arrivals if k == "interrupted"]  # for the agent's chat history
+    assert notice.heard_text.startswith("Well, the history") and notice.heard_text.endswith("…")
+    assert notice.heard_text[:-1] in " ".join(vtt.split()), (notice.heard_text, vtt)
     (tmp_path / "interrupted.mp4").write_bytes(b"".join(m.media for k, m in arrivals if k == "media"))
     video = decode(tmp_path / "interrupted.mp4")
     cues = [line for line in vtt.splitlines() if "-->" in line]
@@ -455,6 +458,8 @@ def test_a_live_video_from_text_stops_talking_when_interrupted(stack, client, ph
     heard = np.flatnonzero(np.abs(video.audio[:int((resumed - 0.05) * rate)]) > 0.05 * loud)
     last_sound = heard[-1] / rate  # the end of the first reply in the decoded audio
     assert last_sound <= stopped and last_sound < 0.5 + 1.5 + 2.0, (last_sound, times)
+    # the cut: after the last sound (a pause between words may come first), before the next reply
+    assert last_sound - 0.1 < notice.time_code < resumed - 0.2, (notice.time_code, last_sound, resumed)
     assert resumed - last_sound > 0.3, (last_sound, resumed)  # silence until the next reply
     mouth = video.frames[:, 125:170, 100:156].astype(np.float32)
     motion = np.abs(np.diff(mouth, axis=0)).mean(axis=(1, 2, 3))
@@ -577,6 +582,7 @@ def test_cli_live_from_text_in_process_and_through_the_gateway(stack, tmp_path):
         cues = vtt.read_text()
         assert "Maybe Bob will pay me back." in cues and "Please bring" in cues and "[happy]" not in cues, cues
         assert "think" not in cues and "\x18" not in cues, cues
+        assert "interrupted at 0.00 s; heard: ''" in proc.stderr.decode(), proc.stderr[-2000:]
     assert abs(durations[0] - durations[1]) < 0.1, durations
     for args, field in ((["--text-in", "-", "--voice-name", "nobody"], "voice"),
                         (["--audio-in", "-", "--speed", "1.5"], "speed"),

@@ -137,6 +137,7 @@ class LiveScript:
         self.words: list[Word] = []
         self.spoken: list[str] = []
         self._spans: list[tuple[float, int]] = []  # each spoken sentence's start and its first word's index
+        self._reply = 0  # where in `spoken` the reply being spoken starts (after the last interrupt)
         self.warnings: list[str] = []  # mistyped tags (read out as text)
         self._tags: list[ScriptTag] = []  # tags written after the last words: they act on the next ones
         self._gap_due = False  # a sentence was spoken: the next one starts after a sentence pause
@@ -164,9 +165,10 @@ class LiveScript:
             self._tags = []
             yield piece
 
-    def interrupt(self, end_s: float) -> None:
+    def interrupt(self, end_s: float) -> str:
         """Speech stopped at `end_s` on the timeline (see `paced`): the text not yet spoken and tags
-        waiting for words are dropped, and what was said ends with the last word begun by then."""
+        waiting for words are dropped, and what was said ends with the last word begun by then.
+        Returns what was said of the interrupted reply (since the previous interrupt)."""
         self.sentences.pending = ""
         self._tags, self._gap_due = [], bool(self.spoken)  # (the next reply after a sentence pause)
         self.duration = min(self.duration, end_s)
@@ -182,6 +184,8 @@ class LiveScript:
                 cut = " ".join(w.text for w in heard)
             self.spoken[-1] = cut.rstrip(",;:—–-") + "…"  # (trailing off: the captions' cue ends there)
         self.words = self.words[:first] + [replace(w, end=min(w.end, end_s)) for w in heard]
+        said, self._reply = " ".join(self.spoken[self._reply:]), len(self.spoken)
+        return said
 
     def silence(self, seconds: float) -> LivePiece:
         if self.sample_rate is None:
@@ -332,13 +336,14 @@ class _Pacer:
 
 
 def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float | None = None,
-          speech_lead_s: float | None = None, tick_s: float = 0.2,
-          clock: Callable[[], float] = time.monotonic) -> Iterator[LivePiece]:
+          speech_lead_s: float | None = None, tick_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
+          on_interrupt: Callable[[float, str], None] | None = None) -> Iterator[LivePiece]:
     """`script`'s pieces for `text` (read on its own thread: it may block, like a network stream),
     spoken on another thread and handed out in CHUNK_S pieces at most `speech_lead_s`
     (LIKENESS_LIVE_SPEECH_LEAD_S) ahead of the clock, so that an INTERRUPT item in `text` stops the
     speech within about that: what has not gone out is dropped (the text still waiting too), the
-    speech fades out, the captions end with the last word heard, and the text after it is spoken next.
+    speech fades out, the captions end with the last word heard, and the text after it is spoken next;
+    `on_interrupt(time_code, heard_text)` is told where it cut and what of the reply was said.
     From the first words on, while no sentence is ready, silence keeps the audio `lead_s`
     (LIKENESS_LIVE_IDLE_LEAD_S) ahead of the clock; 0: no silence, the video waits for the text."""
     lead_s = config.get_float("LIKENESS_LIVE_IDLE_LEAD_S") if lead_s is None else lead_s
@@ -385,7 +390,9 @@ def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float 
                     return
                 epoch = item_epoch
                 if kind == "interrupt":
-                    script.interrupt(value)
+                    heard = script.interrupt(value)
+                    if on_interrupt is not None:
+                        on_interrupt(value, heard)
                     continue
                 pacer.put(script.push(value) if kind == "text" else script.end(), epoch)
                 if kind == "end":

@@ -42,7 +42,8 @@ def _drain(q: queue.Queue) -> Iterator:
 
 def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat | None,
              incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[tuple[str, object]]:
-    """Yields ("ready", None) once the rig is prepared, then ("media", bytes) in order.
+    """Yields ("ready", None) once the rig is prepared, then ("media", bytes) in order, and
+    ("interrupted", LiveInterrupted) as interrupts cut the speech.
     `audio_format` None: the caller sends text (job.request has the voice), spoken here."""
     request = job.request
     deadline = Deadline(runner.deadline_s)
@@ -71,6 +72,7 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
         render = runner.render.RenderVideo(_drain(to_render), timeout=deadline.remaining())
         failures: list[BaseException] = []
         over = threading.Event()  # the video ended (or the caller went away): no more idle silence
+        interrupts: queue.Queue = queue.Queue()  # LiveInterrupted notices for the caller
         script: LiveScript | None = None
 
         def stop(exc: BaseException) -> None:
@@ -115,7 +117,10 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             try:
                 script = LiveScript(speak, auto_emotion=bool(job.request.get("auto_emotion")),
                                     auto_motions=bool(job.request.get("auto_motions")))
-                for n, piece in enumerate(paced(_texts(incoming), script)):
+                def interrupted(time_code: float, heard_text: str) -> None:
+                    interrupts.put(gw.LiveInterrupted(time_code=time_code, heard_text=heard_text))
+
+                for n, piece in enumerate(paced(_texts(incoming), script, on_interrupt=interrupted)):
                     if over.is_set():
                         return
                     pcm = wire.audio_to_pb(piece.audio, piece.sample_rate)
@@ -153,9 +158,13 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             worker.start()
         try:
             with span("stage render", {"stage": "render"}):
-                for response in render:
+                for response in render:  # (media flows on while the stream is open: the face idles)
+                    while not interrupts.empty():
+                        yield "interrupted", interrupts.get()
                     if response.HasField("media"):
                         yield "media", response.media
+                while not interrupts.empty():
+                    yield "interrupted", interrupts.get()
         except grpc.RpcError:
             if not failures:
                 raise

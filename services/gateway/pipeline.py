@@ -396,11 +396,13 @@ class EmbeddedPipeline:
         return result
 
     def live_text(self, request: VideoRequest, text: Iterable["str | Interrupt"], stream_to: Callable[[bytes], None],
-                  *, lead_s: float | None = None) -> LiveResult:
+                  *, lead_s: float | None = None,
+                  on_interrupt: Callable[[float, str], None] | None = None) -> LiveResult:
         """A live video from text as it is written (an LLM's reply, in any pieces): spoken a sentence at
         a time in the request's voice (voice, voice_sample, speed, language), the face resting in
         silence at real-time pace while no sentence is ready (services.common.live_script); an
-        INTERRUPT item stops the speech (the user spoke over the avatar); the result carries the
+        INTERRUPT item stops the speech (the user spoke over the avatar; `on_interrupt(time_code,
+        heard_text)` is told where and what of the reply was said); the result carries the
         captions. request.script is not used."""
         from dataclasses import replace
 
@@ -416,7 +418,8 @@ class EmbeddedPipeline:
             return speech
 
         script = LiveScript(speak, auto_emotion=request.emotion == "auto", auto_motions=request.auto_motions)
-        result = self.live(request, paced(text, script, lead_s=lead_s), None, stream_to, from_text=True)
+        result = self.live(request, paced(text, script, lead_s=lead_s, on_interrupt=on_interrupt), None, stream_to,
+                           from_text=True)
         result.warnings += warnings + script.warnings
         result.captions = build_cues(script.words, script.text, script.duration)
         return result

@@ -167,7 +167,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def _streamed(self, job: Job, events: Callable[[], Iterator[tuple[str, object]]], context,
                   response=gw.StreamVideoResponse, kind: str = "stream"):
-        """StreamVideo's responses from a runner's events ("timed"/"ready", then "media"), in one of the
+        """StreamVideo's responses from a runner's events ("timed"/"ready", then "media"; LiveVideo's
+        "interrupted" too), in one of the
         LIKENESS_MAX_STREAMS slots (RESOURCE_EXHAUSTED when none is free) held until the end; counted
         by `kind` in the likeness_stream* metrics."""
         started = time.monotonic()
@@ -187,6 +188,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                         content_type="video/mp4", frame_size=common_pb2.FrameSize(width=width, height=height),
                         fps=job.request["fps"], frame_count=value["frame_count"],
                         duration_seconds=value["duration_s"], seed=job.request["seed"]))
+                elif event == "interrupted":
+                    yield response(interrupted=value)
                 else:
                     if first_media:
                         FIRST_MEDIA.labels(kind).observe(time.monotonic() - started)
