@@ -20,7 +20,7 @@ from services.common.errors import InputError
 if TYPE_CHECKING:
     import numpy as np
 
-    from services.common.live_script import Interrupt
+    from services.common.live_pacing import Interrupt
 
 EXIT_BAD_INPUT = 2
 CANCEL = "\x18"  # ASCII CAN in `likeness live --text-in -`: an interrupt (the user spoke over the avatar)
@@ -534,7 +534,7 @@ def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt]:
     import codecs
     import os
 
-    from services.common.live_script import INTERRUPT
+    from services.common.live_pacing import INTERRUPT
 
     if args.text_in != "-":
         path = Path(args.text_in)
@@ -776,7 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--auto-motions", action="store_true",
                       help="with --text-in: nod on yes, shake on no, tilt on questions, without motion tags")
     live.add_argument("--rate", type=int, default=16000, help="sample rate of --audio-in - (default 16000)")
-    live.add_argument("--realtime", action="store_true", help="send a file's audio at the pace it is spoken")
+    live.add_argument("--realtime", action="store_true", help="send a file's audio at the pace it is spoken (without: as fast as it is read, and "
+                           "held LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock, as a voice agent's would be)")
     live.add_argument("--out", required=True, help="an .mp4 file, or - : stdout (pipe it into a player)")
     for name, kind, default, text in (
             ("--size", int, 512, "the frame's shorter side in pixels, 128-1080 (default 512)"),

@@ -21,7 +21,7 @@ import grpc
 
 from services.common import config
 from services.common.grpc_server import channel_options
-from services.common.live_script import INTERRUPT, Interrupt
+from services.common.live_pacing import INTERRUPT, Interrupt
 from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 
 CHUNK = 1024 * 1024
@@ -38,7 +38,7 @@ KINDS = {"photo": gw.ASSET_KIND_PHOTO, "voice_sample": gw.ASSET_KIND_VOICE_SAMPL
 EMOTIONS = {"auto": common_pb2.EMOTION_AUTO, "neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_HAPPY,
             "sad": common_pb2.EMOTION_SAD, "angry": common_pb2.EMOTION_ANGRY,
             "surprised": common_pb2.EMOTION_SURPRISED}
-LiveAudioItem = bytes | expression_pb2.TimedMotion | expression_pb2.TimedEmotion  # what live() audio yields
+LiveAudioItem = bytes | expression_pb2.TimedMotion | expression_pb2.TimedEmotion | Interrupt  # live() audio items
 LiveTextItem = str | Interrupt  # what live() text yields: INTERRUPT stops the speech (the user spoke)
 EXPRESSIVENESS = {"low": common_pb2.EXPRESSIVENESS_LOW, "medium": common_pb2.EXPRESSIVENESS_MEDIUM,
                   "high": common_pb2.EXPRESSIVENESS_HIGH}
@@ -162,7 +162,8 @@ class LikenessClient:
              **options) -> Iterator[gw.LiveVideoResponse]:
         """A live video (LiveVideo) from `audio`: 16-bit mono PCM at `sample_rate` as it is spoken (a
         microphone, a voice agent; an item may instead be an expression_pb2.TimedMotion ("nod" at 2.5 s)
-        or TimedEmotion, sent where it comes), or from `text` as it is written (an LLM's reply, in any pieces),
+        or TimedEmotion, sent where it comes, or INTERRUPT: the audio not yet heard is dropped and the
+        next audio continues where the speech stopped), or from `text` as it is written (an LLM's reply, in any pieces),
         spoken by the server a sentence at a time in `voice`, `voice_sample` (an asset id), `speed`,
         `language`; an INTERRUPT item stops the speech at once (the user spoke over the avatar: what
         was not said is dropped, the text after it is the next reply). The responses are stream()'s (a header, fragmented-MP4 bytes while the input still
@@ -188,7 +189,9 @@ class LikenessClient:
             yield gw.LiveVideoRequest(header=header)
             if audio is not None:
                 for item in audio:  # (a motion or emotion change goes out where it comes in the audio)
-                    if isinstance(item, expression_pb2.TimedMotion):
+                    if isinstance(item, Interrupt):
+                        yield gw.LiveVideoRequest(interrupt=gw.Interrupt())
+                    elif isinstance(item, expression_pb2.TimedMotion):
                         yield gw.LiveVideoRequest(motion=item)
                     elif isinstance(item, expression_pb2.TimedEmotion):
                         yield gw.LiveVideoRequest(emotion=item)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from services.common.errors import InputError
-from services.common.live_script import INTERRUPT, MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced, speakable
+from services.common.live_pacing import INTERRUPT
+from services.common.live_script import MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced, speakable
 
 TEXT = ("Hello there. I met Dr. Smith at 3.30 p.m. today! [hap" "py] Great news. [pause 1] "
         "Was it \"real\"? Yes\nNo more")

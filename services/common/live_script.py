@@ -22,9 +22,8 @@ import queue
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -33,6 +32,8 @@ from services.common.captions import _ends_sentence
 from services.common.script_tags import (MotionTag, ScriptTag, motions_seconds, near_misses, strip_tags,
                                          timed_emotions, timed_motions, with_room_for_motions)
 from services.common.errors import InputError
+from services.common import live_pacing
+from services.common.live_pacing import Interrupt, LivePiece, Pacer
 from services.common.speech import Speech, Word, word_offsets
 
 MAX_PIECE_CHARS = 300  # a sentence still open after this many characters is spoken in parts
@@ -108,18 +109,6 @@ def speakable(text: str) -> str:
     for pattern, replacement in _MARKDOWN:
         text = pattern.sub(replacement, text)
     return " ".join(text.split())
-
-
-@dataclass
-class LivePiece:
-    """Audio to append to the live timeline, emotion changes and motions (seconds on that timeline)."""
-
-    audio: np.ndarray  # float32 mono at sample_rate
-    sample_rate: int
-    start_s: float
-    emotions: list[tuple[float, str, float]] = field(default_factory=list)
-    motions: list[tuple[float, str, float]] = field(default_factory=list)
-    idle: bool = False  # silence while waiting for the writer (not a pause the text asked for)
 
 
 class LiveScript:
@@ -244,102 +233,11 @@ def _pause_seconds(text: str, field: str) -> float:
     return sum(seconds for _, seconds in split_pauses(text, field))
 
 
-class Interrupt:
-    """A text item that stops the speech at once (the user spoke over the avatar): see `paced`."""
-
-    def __repr__(self) -> str:
-        return "INTERRUPT"
-
-
-INTERRUPT = Interrupt()
-CHUNK_S = 0.1  # speech goes out in pieces this long: an interrupt cuts between two of them
-FADE_S = 0.02  # ... and the speech fades out over this long instead of clicking
-MAX_QUEUED_S = 20.0  # speech spoken ahead of what went out: more waits (an interrupt would waste it)
-
-
-class _Pacer:
-    """Pieces in as fast as they are spoken; the same audio out in CHUNK_S pieces, none starting more
-    than `lead_s` ahead of the clock (0: as fast as they come). `cut` drops what has not gone out."""
-
-    def __init__(self, lead_s: float, clock: Callable[[], float]) -> None:
-        self.lead_s, self.clock = lead_s, clock
-        self.started_at: float | None = None  # the clock when the first piece went out
-        self.sent_until = 0.0  # the timeline's end of what went out
-        self.epoch = 0  # counts cuts: pieces spoken before the latest cut are dropped on arrival
-        self.received = False
-        self._queue: deque[LivePiece] = deque()
-        self._closed, self._failure = False, None
-        self._ready = threading.Condition()
-
-    def put(self, pieces: Iterable[LivePiece], epoch: int) -> None:
-        for piece in pieces:
-            chunk = max(1, int(round(CHUNK_S * piece.sample_rate)))
-            parts = [replace(piece, audio=piece.audio[i:i + chunk], start_s=piece.start_s + i / piece.sample_rate,
-                             emotions=[], motions=[]) for i in range(0, max(len(piece.audio), 1), chunk)]
-            for events, name in ((piece.emotions, "emotions"), (piece.motions, "motions")):
-                for event in events:  # with the part playing at its time code: a cut drops it with the part
-                    at = min(int((event[0] - piece.start_s) * piece.sample_rate) // chunk, len(parts) - 1)
-                    getattr(parts[max(at, 0)], name).append(event)
-            with self._ready:
-                while epoch == self.epoch and not self._closed and self._queue and \
-                        self._queue[-1].start_s - self.sent_until > MAX_QUEUED_S:
-                    self._ready.wait()
-                if epoch == self.epoch and not self._closed:
-                    self.received = True
-                    self._queue.extend(parts)
-                    self._ready.notify_all()
-
-    def cut(self) -> float:
-        """Drops every piece not yet out (the next one's first FADE_S, faded out, still goes); returns
-        where the timeline then ends."""
-        with self._ready:
-            self.epoch += 1
-            end = self.sent_until
-            following = self._queue[0] if self._queue else None
-            self._queue.clear()
-            if following is not None and not following.idle and len(following.audio):
-                n = min(len(following.audio), int(FADE_S * following.sample_rate))
-                tail = following.audio[:n] * np.linspace(1.0, 0.0, n, dtype=np.float32)
-                self._queue.append(LivePiece(tail, following.sample_rate, following.start_s))
-                end += n / following.sample_rate
-            self._ready.notify_all()
-            return end
-
-    def close(self, failure: BaseException | None = None) -> None:
-        with self._ready:
-            self._closed, self._failure = True, self._failure or failure
-            self._ready.notify_all()
-
-    def out(self) -> Iterator[LivePiece]:
-        while True:
-            with self._ready:
-                while True:
-                    if self._failure is not None:
-                        raise self._failure
-                    if self._queue:
-                        wait = 0.0
-                        if self.started_at is not None and self.lead_s > 0:
-                            wait = self._queue[0].start_s - (self.clock() - self.started_at) - self.lead_s
-                        if wait <= 0:
-                            break
-                        self._ready.wait(wait)
-                    elif self._closed:
-                        return
-                    else:
-                        self._ready.wait()
-                piece = self._queue.popleft()
-                if self.started_at is None:
-                    self.started_at = self.clock()
-                self.sent_until = piece.start_s + len(piece.audio) / piece.sample_rate
-                self._ready.notify_all()  # (room for more)
-            yield piece
-
-
 def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float | None = None,
           speech_lead_s: float | None = None, tick_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
           on_interrupt: Callable[[float, str], None] | None = None) -> Iterator[LivePiece]:
     """`script`'s pieces for `text` (read on its own thread: it may block, like a network stream),
-    spoken on another thread and handed out in CHUNK_S pieces at most `speech_lead_s`
+    spoken on another thread and handed out in live_pacing.CHUNK_S pieces at most `speech_lead_s`
     (LIKENESS_LIVE_SPEECH_LEAD_S) ahead of the clock, so that an INTERRUPT item in `text` stops the
     speech within about that: what has not gone out is dropped (the text still waiting too), the
     speech fades out, the captions end with the last word heard, and the text after it is spoken next;
@@ -347,9 +245,7 @@ def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float 
     From the first words on, while no sentence is ready, silence keeps the audio `lead_s`
     (LIKENESS_LIVE_IDLE_LEAD_S) ahead of the clock; 0: no silence, the video waits for the text."""
     lead_s = config.get_float("LIKENESS_LIVE_IDLE_LEAD_S") if lead_s is None else lead_s
-    if speech_lead_s is None:
-        speech_lead_s = config.get_float("LIKENESS_LIVE_SPEECH_LEAD_S")
-    pacer = _Pacer(speech_lead_s, clock)
+    pacer = Pacer(live_pacing.speech_lead_s() if speech_lead_s is None else speech_lead_s, clock)
     inbox: queue.Queue = queue.Queue()
     stop = threading.Event()
 

@@ -8,7 +8,9 @@ to the caller. Three calls run at once, wired by two queues:
 
 With header.speech the caller sends text instead (an LLM's reply as it is written): the gateway
 speaks it a sentence at a time through the TTS service (services.common.live_script) and sends that
-audio on the same way, with silence while the writer thinks; the end carries captions.
+audio on the same way, with silence while the writer thinks; the end carries captions. Either way the
+audio goes on at most LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock, so that an interrupt (the user
+spoke over the avatar) can drop the rest (services.common.live_pacing).
 
 Nothing is stored; a failure anywhere ends all three calls.
 """
@@ -19,11 +21,13 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+import numpy as np
 
 from services.common import captions, wire
 from services.common.errors import InputError
 from services.common.grpc_client import Deadline
-from services.common.live_script import INTERRUPT, Interrupt, LiveScript, paced
+from services.common.live_pacing import INTERRUPT, Interrupt, LivePiece, paced_audio
+from services.common.live_script import LiveScript, paced
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2 as ex, gateway_pb2 as gw,
                                                    render_pb2 as rd)
 from services.common.speech import Speech
@@ -80,32 +84,59 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             for call in (expression, render):
                 call.cancel()
 
+        def caller_audio() -> Iterator:
+            """The caller's messages as paced_audio items: audio, emotion changes and motions where they
+            come, interrupts."""
+            pcm, rate, heard = wire.PcmStream(audio_format, "audio_format"), audio_format.sample_rate, False
+            nothing = np.zeros(0, np.float32)
+            for message in incoming:
+                kind = message.WhichOneof("request")
+                if kind == "audio_chunk":
+                    heard = heard or bool(message.audio_chunk)
+                    yield pcm.decode(message.audio_chunk)
+                elif kind == "emotion":
+                    yield LivePiece(nothing, rate, 0.0, emotions=[wire.timed_emotion_from_pb(message.emotion)])
+                elif kind == "motion":
+                    yield LivePiece(nothing, rate, 0.0, motions=[wire.timed_motion_from_pb(message.motion)])
+                elif kind == "interrupt":
+                    LIVE_INTERRUPTS.inc()
+                    yield INTERRUPT
+                elif kind == "end_of_audio":
+                    if not heard:
+                        raise InputError("audio_chunk", "no audio was sent")
+                    pcm.finish()
+                    return
+                elif kind == "text":
+                    raise InputError("text", "goes with header.speech; this stream sends audio")
+                else:
+                    raise InputError("header", "only one header may be sent")
+            raise InputError("end_of_audio", "the stream must end with end_of_audio")
+
+        def send(piece: LivePiece) -> None:
+            """A piece of the timeline to both services: its emotion changes and motions, then its audio."""
+            for emotion in piece.emotions:
+                to_expression.put(ex.StreamExpressionRequest(emotion=wire.timed_emotion_to_pb(*emotion)))
+            for motion in piece.motions:
+                to_expression.put(ex.StreamExpressionRequest(motion=wire.timed_motion_to_pb(*motion)))
+            if len(piece.audio):
+                audio(wire.audio_to_pb(piece.audio, piece.sample_rate, common_pb2.AUDIO_ENCODING_PCM_F32LE).data)
+
+        def interrupted(time_code: float, heard_text: str) -> None:
+            interrupts.put(gw.LiveInterrupted(time_code=time_code, heard_text=heard_text))
+
+        def float_format(rate: int) -> common_pb2.AudioFormat:
+            return common_pb2.AudioFormat(sample_rate=rate, channels=1, encoding=common_pb2.AUDIO_ENCODING_PCM_F32LE)
+
         def from_caller() -> None:
-            """The caller's audio (and emotion changes and motions) to both services."""
+            """The caller's audio (and emotion changes, motions, interrupts) to both services, at most
+            LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock."""
             try:
-                headers(audio_format)
-                audio_bytes = 0
-                for message in incoming:
-                    kind = message.WhichOneof("request")
-                    if kind == "audio_chunk":
-                        audio_bytes += len(message.audio_chunk)
-                        audio(message.audio_chunk)
-                    elif kind == "emotion":
-                        to_expression.put(ex.StreamExpressionRequest(emotion=message.emotion))
-                    elif kind == "motion":
-                        to_expression.put(ex.StreamExpressionRequest(motion=message.motion))
-                    elif kind == "end_of_audio":
-                        if not audio_bytes:
-                            raise InputError("audio_chunk", "no audio was sent")
-                        to_expression.put(ex.StreamExpressionRequest(end_of_audio=ex.EndOfAudio()))
+                headers(float_format(audio_format.sample_rate))
+                for piece in paced_audio(caller_audio(), audio_format.sample_rate, on_interrupt=interrupted):
+                    if over.is_set():
                         return
-                    elif kind == "text":
-                        raise InputError("text", "goes with header.speech; this stream sends audio")
-                    elif kind == "interrupt":
-                        raise InputError("interrupt", "goes with header.speech; with audio, stop sending it")
-                    else:
-                        raise InputError("header", "only one header may be sent")
-                raise InputError("end_of_audio", "the stream must end with end_of_audio")
+                    send(piece)
+                to_expression.put(ex.StreamExpressionRequest(end_of_audio=ex.EndOfAudio()))
             except BaseException as exc:  # (the caller went away, or sent something wrong)
                 stop(exc)
             finally:
@@ -117,22 +148,14 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             try:
                 script = LiveScript(speak, auto_emotion=bool(job.request.get("auto_emotion")),
                                     auto_motions=bool(job.request.get("auto_motions")))
-                def interrupted(time_code: float, heard_text: str) -> None:
-                    interrupts.put(gw.LiveInterrupted(time_code=time_code, heard_text=heard_text))
-
                 for n, piece in enumerate(paced(_texts(incoming), script, on_interrupt=interrupted)):
                     if over.is_set():
                         return
-                    pcm = wire.audio_to_pb(piece.audio, piece.sample_rate)
                     if n == 0:
-                        headers(pcm.format)
+                        headers(float_format(piece.sample_rate))
                     if piece.idle:
                         LIVE_IDLE.inc(len(piece.audio) / piece.sample_rate)
-                    for emotion in piece.emotions:
-                        to_expression.put(ex.StreamExpressionRequest(emotion=wire.timed_emotion_to_pb(*emotion)))
-                    for motion in piece.motions:
-                        to_expression.put(ex.StreamExpressionRequest(motion=wire.timed_motion_to_pb(*motion)))
-                    audio(pcm.data)
+                    send(piece)
                 to_expression.put(ex.StreamExpressionRequest(end_of_audio=ex.EndOfAudio()))
             except BaseException as exc:
                 stop(exc)

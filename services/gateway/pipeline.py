@@ -23,7 +23,7 @@ from services.render.layout import Background, FrameSpec
 from services.render.poster import PosterPicker
 
 if TYPE_CHECKING:
-    from services.common.live_script import Interrupt, LivePiece
+    from services.common.live_pacing import Interrupt, LivePiece
 
 # Stage names double as progress labels and as keys of stage outputs in object storage.
 STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
@@ -297,17 +297,20 @@ class EmbeddedPipeline:
         return VideoResult(path=out, speech=speech, track=track, warnings=list(rig.warnings) + speech_warnings,
                            stage_seconds=seconds, poster=poster.image)
 
-    def live(self, request: VideoRequest, audio: Iterable[np.ndarray | "LivePiece"], sample_rate: int | None,
-             stream_to: Callable[[bytes], None], *, from_text: bool = False) -> LiveResult:
+    def live(self, request: VideoRequest, audio: Iterable["np.ndarray | LivePiece | Interrupt"],
+             sample_rate: int | None, stream_to: Callable[[bytes], None], *, from_text: bool = False,
+             on_interrupt: Callable[[float, str], None] | None = None) -> LiveResult:
         """A live video: `audio` yields mono float pieces as they are spoken (a microphone, a voice
         agent); the face follows the sound alone (request.script is not used) and fragmented MP4 with
         that audio goes to `stream_to` while the audio is still arriving (services.expression.diffusion.live;
         a frame is out ~0.4-1 s after its audio, plus rendering). Pieces may be LivePieces (their
-        emotion changes and motions apply; `sample_rate` None: theirs)."""
+        emotion changes and motions apply; `sample_rate` None: theirs). Audio pushed faster than it is
+        heard waits at most LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock, so that an INTERRUPT item
+        can stop it (services.common.live_pacing; `on_interrupt(time_code, "")` is told where)."""
         import queue
         import threading
 
-        from services.common.live_script import LivePiece
+        from services.common.live_pacing import LivePiece, paced_audio
         from services.expression.diffusion.live import LiveAnimator
         from services.render.encode import AudioFeed, stream_mp4
         from services.render.layout import Compositor
@@ -330,6 +333,8 @@ class EmbeddedPipeline:
                         segment=segmenter(self.client), keypoints=keypoints)
         renderer = (Renderer(rig) if rig.stage is None
                     else Compositor(Renderer(rig), rig.stage, seed=request.seed, fps=request.fps))
+        if not from_text and sample_rate is not None:  # (text comes paced already)
+            audio = paced_audio(audio, sample_rate, on_interrupt=on_interrupt)
         feed, frames = AudioFeed(), queue.Queue()
         failure: list[BaseException] = []
         result = LiveResult(warnings=list(rig.warnings))

@@ -1,0 +1,74 @@
+"""Live audio handed on at the pace it is heard (services.common.live_pacing): pushed faster than real
+time it waits at most the lead ahead of the clock, an interrupt drops what has not gone out (the voice
+fading out) and the audio after it continues the timeline where the speech stopped."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from services.common.live_pacing import CHUNK_S, FADE_S, INTERRUPT, LivePiece, paced_audio
+
+RATE = 16000
+
+
+def tone(seconds: float, level: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_audio_pushed_fast_waits_the_lead_ahead_of_the_clock_and_real_time_audio_does_not():
+    sent = []
+    for piece in paced_audio(iter([tone(3.0)]), RATE, lead_s=0.5):
+        sent.append((time.monotonic(), piece.start_s, len(piece.audio)))
+    t0 = sent[0][0]
+    assert sum(n for *_, n in sent) == 3 * RATE and max(n for *_, n in sent) <= CHUNK_S * RATE
+    assert all(start - 0.5 - 0.05 <= at - t0 <= max(start - 0.5, 0) + 0.15 for at, start, _ in sent)
+
+    def microphone():  # 20 ms pieces as they are spoken: never held
+        for k in range(50):
+            time.sleep(0.02)
+            yield tone(0.02)
+
+    arrived = []
+    start = time.monotonic()
+    for piece in paced_audio(microphone(), RATE, lead_s=0.5):
+        arrived.append(time.monotonic() - start - (piece.start_s + len(piece.audio) / RATE))
+    assert max(arrived) < 0.05, max(arrived)  # each out right after it was spoken
+
+
+def test_an_interrupt_drops_what_was_not_heard_and_the_next_audio_follows_on():
+    barge, told = threading.Event(), []
+
+    def agent():
+        yield tone(5.0)  # a whole reply at once, as an agent's TTS delivers it
+        yield LivePiece(np.zeros(0, np.float32), RATE, 0.0, motions=[(4.0, "nod", 1.0)])  # (never reached)
+        barge.wait(30)
+        yield INTERRUPT
+        yield tone(1.0, level=0.25)  # the next reply
+
+    pieces = []
+    for piece in paced_audio(agent(), RATE, lead_s=0.4, on_interrupt=lambda *a: told.append(a)):
+        pieces.append(piece)
+        if piece.start_s >= 0.5 and not barge.is_set():
+            barge.set()
+    (cut, heard), = told
+    assert heard == "" and 0.5 < cut < 0.5 + 0.4 + 0.3, cut  # within the lead of where the player was
+    audio = np.concatenate([p.audio for p in pieces])
+    assert len(audio) == pytest.approx((cut + 1.0) * RATE, abs=2)  # the rest of the 5 s never went out
+    assert [p.start_s for p in pieces] == sorted(p.start_s for p in pieces)  # one timeline
+    fade = audio[int((cut - FADE_S) * RATE):int(cut * RATE)]
+    assert np.abs(fade[-8:]).max() < 0.05 and np.abs(fade[:len(fade) // 2]).max() > 0.2  # faded out, no click
+    assert np.abs(audio[int(cut * RATE):]).max() == pytest.approx(0.25, abs=0.01)  # then the next reply
+    assert not [m for p in pieces for m in p.motions]  # the nod queued after the cut went with it
+
+
+def test_a_broken_source_is_raised_to_the_reader():
+    def broken():
+        yield tone(0.2)
+        raise ConnectionError("the caller went away")
+
+    with pytest.raises(ConnectionError):
+        list(paced_audio(broken(), RATE, lead_s=0.5))
