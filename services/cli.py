@@ -6,6 +6,7 @@ Bad input never ends in a traceback: a one-line `error: FIELD: message` on stder
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -118,6 +119,32 @@ def _check_poster(args: argparse.Namespace, alpha: bool) -> None:
         check_output_path(args.poster, suffixes=(".png",) if alpha else POSTER_SUFFIXES, field="poster")
 
 
+def _timed(values: Sequence[str], kind: str) -> tuple[tuple[float, str, float], ...]:
+    """--motion / --emotion-at values "SECONDS:NAME[:STRENGTH]" -> (seconds, name, strength)."""
+    from services.common import wire
+
+    names = wire.MOTION_ENUM if kind == "motion" else wire.EMOTION_ENUM
+    option = "motion" if kind == "motion" else "emotion-at"
+    out = []
+    for value in values:
+        parts = value.split(":")
+        try:
+            seconds, strength = float(parts[0]), float(parts[2]) if len(parts) == 3 else 1.0
+        except (ValueError, IndexError):
+            parts = []
+        if len(parts) not in (2, 3):
+            raise InputError(option, f"{value!r}: expected SECONDS:NAME[:STRENGTH], e.g. 2.5:nod")
+        name = "_".join(parts[1].strip().lower().replace("-", " ").split())
+        if name not in names:
+            raise InputError(option, f"{value!r}: unknown {kind} {parts[1]!r} (one of {', '.join(sorted(names))})")
+        try:
+            strength = wire.check_timed(seconds, strength, option)
+        except InputError as exc:
+            raise InputError(option, f"{value!r}: {exc.message}") from None
+        out.append((seconds, name, strength))
+    return tuple(out)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from services.common import captions
     from services.gateway.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
@@ -128,7 +155,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
                            voice_sample=voice_sample, driving_audio=driving_audio, voice=args.voice_name or "",
                            speed=args.speed, burn_captions=args.burn_captions, auto_motions=args.auto_motions,
-                           emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args))
+                           emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args),
+                           motions=_timed(args.motion, "motion"), emotions=_timed(args.emotion_at, "emotion"))
     request.validate()
     streaming = args.out == "-"  # fragmented MP4 to stdout, for a player reading a pipe
     if streaming and request.frame.alpha:
@@ -293,6 +321,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     _check_captions(args, script, driving_audio)
     _check_poster(args, alpha=(args.background or "").strip().lower() == "transparent")
+    timed = dict(motions=_timed(args.motion, "motion"), emotions=_timed(args.emotion_at, "emotion"))
     if args.stream and args.poster:
         raise InputError("poster", "a stream has no poster; leave out --stream for a job with one")
     client = _reachable_client(args)
@@ -307,7 +336,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                            seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
                            voice_sample=voice_id, driving_audio=audio_id, voice=args.voice_name or "",
                            speed=args.speed, webhook_url=args.webhook_url, auto_motions=args.auto_motions,
-                           **_submit_framing(client, args))
+                           **timed, **_submit_framing(client, args))
             if args.stream:
                 return _receive_stream(client, options, args)
             job_id = client.submit(**options)
@@ -556,6 +585,23 @@ def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt]:
     return from_stdin()
 
 
+def _live_items(pieces: Iterator) -> Iterator:
+    """`likeness live --audio-in` pieces as LikenessClient.live() audio items: 16-bit PCM, and the
+    time-coded directions of a LivePiece as TimedEmotion / TimedMotion messages."""
+    import numpy as np
+
+    from services.common import wire
+    from services.common.live_pacing import LivePiece
+
+    for piece in pieces:
+        if isinstance(piece, LivePiece):
+            yield from (wire.timed_emotion_to_pb(*e) for e in piece.emotions)
+            yield from (wire.timed_motion_to_pb(*m) for m in piece.motions)
+            piece = piece.audio
+        if len(piece):
+            yield (np.clip(piece, -1, 1) * 32767).round().astype("<i2").tobytes()
+
+
 def _interrupted(time_code: float, heard_text: str) -> None:
     print(f"interrupted at {time_code:.2f} s; heard: {heard_text!r}", file=sys.stderr, flush=True)
 
@@ -577,6 +623,10 @@ def cmd_live(args: argparse.Namespace) -> int:
             raise InputError(name.replace("_", "-"), "goes with --text-in (audio brings its own voice and no words)")
     if args.speed != 1.0 and not from_text:
         raise InputError("speed", "goes with --text-in (audio is shown at its own pace)")
+    motions, emotions = _timed(args.motion, "motion"), _timed(args.emotion_at, "emotion")
+    if from_text and (motions or emotions):
+        raise InputError("motion" if motions else "emotion-at", "goes with --audio-in; with --text-in write tags "
+                                                                "in the text ([nod], [happy])")
     if args.captions:
         from services.common.captions import FORMATS
         from services.gateway.pipeline import check_output_path
@@ -595,6 +645,11 @@ def cmd_live(args: argparse.Namespace) -> int:
     else:
         request.validate_video()
         rate, pieces = _live_audio(args)
+        if motions or emotions:  # time-coded: they go ahead of the audio, each applied at its time
+            from services.common.live_pacing import LivePiece
+
+            directions = LivePiece(np.zeros(0, np.float32), rate, 0.0, emotions=list(emotions), motions=list(motions))
+            pieces = itertools.chain([directions], pieces)
     client = _reachable_client(args) if args.server else None
     if args.server and client is None:
         return 1
@@ -627,8 +682,7 @@ def cmd_live(args: argparse.Namespace) -> int:
                     call = client.live(text=text, photo=asset, voice=args.voice_name or "", voice_sample=voice_id,
                                        speed=args.speed, **options)
                 else:
-                    pcm = ((np.clip(p, -1, 1) * 32767).round().astype("<i2").tobytes() for p in pieces)
-                    call = client.live(pcm, sample_rate=rate, photo=asset, **options)
+                    call = client.live(_live_items(pieces), sample_rate=rate, photo=asset, **options)
                 for message in call:
                     if message.HasField("media"):
                         write(message.media)
@@ -705,6 +759,12 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expressiveness", default="medium", help="low, medium or high")
     parser.add_argument("--auto-motions", action="store_true",
                         help="nod on yes, shake on no, tilt on questions, without motion tags")
+    parser.add_argument("--motion", action="append", default=[], metavar="SECONDS:NAME[:STRENGTH]",
+                        help="a motion at a time code (seconds from the start of the speech), e.g. 2.5:nod or "
+                             "'4:look left:0.5'; repeat for more (a recording without a transcript has no words "
+                             "for [nod] tags)")
+    parser.add_argument("--emotion-at", action="append", default=[], metavar="SECONDS:NAME[:STRENGTH]",
+                        help="an emotion from a time code on, e.g. 0:happy or 6.2:sad:0.7; repeatable")
     parser.add_argument("--captions", metavar="PATH",
                         help="also write captions of what is said, timed by the spoken words (.vtt or .srt)")
     parser.add_argument("--burn-captions", action="store_true",
@@ -775,6 +835,11 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--captions", help="with --text-in: also write captions of what was said (.srt or .vtt)")
     live.add_argument("--auto-motions", action="store_true",
                       help="with --text-in: nod on yes, shake on no, tilt on questions, without motion tags")
+    live.add_argument("--motion", action="append", default=[], metavar="SECONDS:NAME[:STRENGTH]",
+                      help="with --audio-in: a motion at a time code of the audio, e.g. 2.5:nod; repeatable "
+                           "(with --text-in write [nod] tags)")
+    live.add_argument("--emotion-at", action="append", default=[], metavar="SECONDS:NAME[:STRENGTH]",
+                      help="with --audio-in: an emotion from a time code on, e.g. 3:happy; repeatable")
     live.add_argument("--rate", type=int, default=16000, help="sample rate of --audio-in - (default 16000)")
     live.add_argument("--realtime", action="store_true", help="send a file's audio at the pace it is spoken (without: as fast as it is read, and "
                            "held LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock, as a voice agent's would be)")

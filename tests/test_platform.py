@@ -594,17 +594,24 @@ def test_a_live_caller_who_hangs_up_frees_its_place(stack, client, photo_id, spo
 
 def test_cli_live_from_a_microphone_pipe_in_process_and_through_the_gateway(stack, spoken, tmp_path):
     """`likeness live --audio-in -`: raw PCM on stdin (what `arecord -t raw` writes), fragmented MP4 on
-    stdout; in-process (no servers) and with --server through LiveVideo."""
+    stdout; in-process (no servers) and with --server through LiveVideo; a time-coded --motion turns the
+    head at its time."""
+    import cv2
+
     pcm, rate, samples = spoken
     for extra in ([], ["--server", stack.gateway_address]):
         proc = subprocess.run([sys.executable, "-m", "services.cli", "live", "--photo", str(PHOTO), "--audio-in", "-",
-                               "--rate", str(rate), "--size", "256", "--out", "-", *extra],
+                               "--rate", str(rate), "--size", "256", "--out", "-", "--motion", "2:look left", *extra],
                               cwd=ROOT, input=pcm, capture_output=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         (tmp_path / "cli-live.mp4").write_bytes(proc.stdout)
         video = decode(tmp_path / "cli-live.mp4")
         assert len(video.frames) == int(np.ceil(len(samples) / rate * 25 - 1e-6)), extra
         assert abs(video.audio_duration - len(samples) / rate) < 0.1
+        upper = video.frames[:, 80:135, 64:192].mean(axis=3).astype(np.float64)  # (as in the LiveVideo test)
+        window = cv2.createHanningWindow(upper.shape[1:][::-1], cv2.CV_64F)
+        shift = [cv2.phaseCorrelate(upper[int(1.6 * 25)], upper[k], window)[0][0] for k in (int(1.8 * 25), int(2.9 * 25))]
+        assert abs(shift[0]) < 1.5 and shift[1] > 4, (extra, shift)
     bad = subprocess.run([sys.executable, "-m", "services.cli", "live", "--photo", str(PHOTO), "--audio-in", "-",
                           "--rate", "100", "--out", "-"], cwd=ROOT, input=b"", capture_output=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.decode().strip().splitlines()[-1].startswith("error: rate:"), bad.stderr
