@@ -21,6 +21,7 @@ import grpc
 
 from services.common import config
 from services.common.grpc_server import channel_options
+from services.common.listening import LISTEN, STOP_LISTENING, Listen
 from services.common.live_pacing import INTERRUPT, Interrupt
 from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 
@@ -38,8 +39,8 @@ KINDS = {"photo": gw.ASSET_KIND_PHOTO, "voice_sample": gw.ASSET_KIND_VOICE_SAMPL
 EMOTIONS = {"auto": common_pb2.EMOTION_AUTO, "neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_HAPPY,
             "sad": common_pb2.EMOTION_SAD, "angry": common_pb2.EMOTION_ANGRY,
             "surprised": common_pb2.EMOTION_SURPRISED}
-LiveAudioItem = bytes | expression_pb2.TimedMotion | expression_pb2.TimedEmotion | Interrupt  # live() audio items
-LiveTextItem = str | Interrupt  # what live() text yields: INTERRUPT stops the speech (the user spoke)
+LiveAudioItem = bytes | expression_pb2.TimedMotion | expression_pb2.TimedEmotion | Interrupt | Listen  # live() audio
+LiveTextItem = str | Interrupt | Listen  # live() text: INTERRUPT stops the speech, LISTEN / STOP_LISTENING
 EXPRESSIVENESS = {"low": common_pb2.EXPRESSIVENESS_LOW, "medium": common_pb2.EXPRESSIVENESS_MEDIUM,
                   "high": common_pb2.EXPRESSIVENESS_HIGH}
 ASPECTS = {"1:1": common_pb2.ASPECT_RATIO_1_1, "9:16": common_pb2.ASPECT_RATIO_9_16,
@@ -87,7 +88,8 @@ class _CallDetails(NamedTuple("_CallDetails", [("method", str), ("timeout", Opti
 
 
 class LikenessClient:
-    INTERRUPT = INTERRUPT  # a live(text=...) item: stop talking now (the user spoke over the avatar)
+    INTERRUPT = INTERRUPT  # a live() item: stop talking now (the user spoke over the avatar)
+    LISTEN, STOP_LISTENING = LISTEN, STOP_LISTENING  # live() items: the user started / stopped talking
 
     def __init__(self, address: str, *, timeout_s: float = 60.0, api_key: str | None = None,
                  tls_ca: str | Path | None = None) -> None:
@@ -163,7 +165,8 @@ class LikenessClient:
         """A live video (LiveVideo) from `audio`: 16-bit mono PCM at `sample_rate` as it is spoken (a
         microphone, a voice agent; an item may instead be an expression_pb2.TimedMotion ("nod" at 2.5 s)
         or TimedEmotion, sent where it comes, or INTERRUPT: the audio not yet heard is dropped and the
-        next audio continues where the speech stopped), or from `text` as it is written (an LLM's reply, in any pieces),
+        next audio continues where the speech stopped, or LISTEN / STOP_LISTENING: the user talks, the
+        avatar listens), or from `text` as it is written (an LLM's reply, in any pieces),
         spoken by the server a sentence at a time in `voice`, `voice_sample` (an asset id), `speed`,
         `language`; an INTERRUPT item stops the speech at once (the user spoke over the avatar: what
         was not said is dropped, the text after it is the next reply). The responses are stream()'s (a header, fragmented-MP4 bytes while the input still
@@ -191,6 +194,8 @@ class LikenessClient:
                 for item in audio:  # (a motion or emotion change goes out where it comes in the audio)
                     if isinstance(item, Interrupt):
                         yield gw.LiveVideoRequest(interrupt=gw.Interrupt())
+                    elif isinstance(item, Listen):
+                        yield gw.LiveVideoRequest(listening=item.on)
                     elif isinstance(item, expression_pb2.TimedMotion):
                         yield gw.LiveVideoRequest(motion=item)
                     elif isinstance(item, expression_pb2.TimedEmotion):
@@ -201,6 +206,8 @@ class LikenessClient:
                 for piece in text:
                     if isinstance(piece, Interrupt):
                         yield gw.LiveVideoRequest(interrupt=gw.Interrupt())
+                    elif isinstance(piece, Listen):
+                        yield gw.LiveVideoRequest(listening=piece.on)
                     else:
                         yield gw.LiveVideoRequest(text=piece)
             yield gw.LiveVideoRequest(end_of_audio=expression_pb2.EndOfAudio())

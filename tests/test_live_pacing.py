@@ -72,3 +72,36 @@ def test_a_broken_source_is_raised_to_the_reader():
 
     with pytest.raises(ConnectionError):
         list(paced_audio(broken(), RATE, lead_s=0.5))
+
+
+def test_a_listening_face_nods_now_and_then_until_it_talks_again():
+    from services.common.listening import LISTEN, STOP_LISTENING, Listening
+
+    listening = Listening(seed=3)
+    assert listening.motions(0.0, 10.0) == []  # not listening: nothing
+    listening.start(2.0)
+    first = listening.motions(2.0, 2.1)
+    assert sorted(name for _, name, _ in first) == ["raise_brows", "tilt_left"] or \
+        sorted(name for _, name, _ in first) == ["raise_brows", "tilt_right"]
+    nods = [m for k in range(21, 200) for m in listening.motions(k / 10, (k + 1) / 10)]
+    times = [t for t, _, _ in nods]
+    assert all(name == "nod" and 0.35 <= s <= 0.6 for _, name, s in nods) and len(nods) >= 4
+    assert 2.8 <= times[0] <= 3.6 and all(2.2 <= b - a <= 4.0 for a, b in zip(times, times[1:]))
+    listening.stop()
+    assert listening.motions(20.0, 40.0) == []
+    replay = Listening(seed=3)
+    replay.start(2.0)
+    assert [m for k in range(20, 200) for m in replay.motions(k / 10, (k + 1) / 10)] == first + nods  # seeded
+
+    def caller():  # silence while the user talks, as a voice agent sends it
+        yield tone(0.5, level=0.0)
+        yield LISTEN
+        for _ in range(40):
+            yield tone(0.1, level=0.0)
+        yield STOP_LISTENING
+        yield tone(3.0, level=0.0)
+
+    pieces = list(paced_audio(caller(), RATE, lead_s=0.0, seed=1))
+    motions = [m for p in pieces for m in p.motions]
+    assert motions and all(0.5 <= t < 4.5 for t, _, _ in motions)  # only while listening
+    assert [name for _, name, _ in motions].count("nod") >= 1

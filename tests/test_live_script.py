@@ -132,20 +132,29 @@ def test_tags_alone_act_on_the_next_words_and_bad_tags_name_the_field(speak):
 
 
 def test_the_face_rests_in_silence_while_the_writer_thinks(speak):
-    def writer():
-        yield "Hello there. "
-        time.sleep(3.0)
-        yield "Still here."
+    import threading
 
     for lead in (0.5, 0.0):
-        script = LiveScript(speak)
-        t0 = time.monotonic()
-        pieces = list(paced(writer(), script, lead_s=lead))
+        first_out = threading.Event()  # (the clock runs from the first speech out, however long TTS took)
+
+        def writer():
+            yield "Hello there. "
+            first_out.wait(30)
+            time.sleep(3.0)
+            yield "Still here."
+
+        script, pieces = LiveScript(speak), []
+        for piece in paced(writer(), script, lead_s=lead):
+            if not pieces:
+                t0 = time.monotonic()
+                first_out.set()
+            pieces.append(piece)
         elapsed = time.monotonic() - t0
         silent = [p for p in pieces if p.idle]
         if lead:
             # the audio kept pace with the clock: it covers the wait, and about lead more
-            assert len(silent) >= 5 and not any(np.any(p.audio) for p in silent) and script.duration >= elapsed - 0.3, (script.duration, elapsed)
+            assert len(silent) >= 5 and not any(np.any(p.audio) for p in silent)
+            assert script.duration >= elapsed - 0.3, (script.duration, elapsed)
             assert script.words[-2].start - script.words[1].end > 2.5
         else:
             assert not any(p.idle for p in pieces)  # only the sentence pause is silent
@@ -212,6 +221,7 @@ def test_an_interrupt_stops_the_speech_and_the_next_reply_follows(speak):
                "[nod] Then a second sentence that nobody will hear. ")
         barged_in.wait(timeout=30)
         yield INTERRUPT
+        time.sleep(3.5)  # the user talks: the avatar listens
         yield "[sad] Sorry, go on. "
 
     script, pieces, told = LiveScript(speak), [], []
@@ -241,7 +251,10 @@ def test_an_interrupt_stops_the_speech_and_the_next_reply_follows(speak):
     assert fade.start_s < cut + 0.021 and np.abs(fade.audio[-10:]).max() <= 0.05 * np.abs(fade.audio).max() + 1e-6
     emotions = [e[1] for p in pieces for e in p.emotions]
     motions = [m[1] for p in pieces for m in p.motions]
-    assert emotions == ["happy", "sad"] and motions == []  # the dropped sentence's nod went with it
+    assert emotions == ["happy", "sad"] and "nod" in motions  # the dropped sentence's nod went with it, but ...
+    listened = [m for p in pieces for m in p.motions]  # ... while the user talked the avatar listened
+    assert all(cut <= t < reply and p.idle for p in pieces for t, _, _ in p.motions), (listened, cut, reply)
+    assert {"raise_brows", "nod"} <= {name for _, name, _ in listened} and all(s <= 0.6 for *_, s in listened)
 
 
 def test_text_before_an_interrupt_that_was_not_yet_heard_is_never_heard(speak):

@@ -515,6 +515,55 @@ def test_a_live_video_from_text_stops_talking_when_interrupted(stack, client, ph
     assert len(after) >= 3 and talking > 2 * after.mean(), (talking, after.mean())  # the mouth comes to rest
 
 
+def test_a_live_avatar_listens_while_the_user_talks(stack, client, photo_id, tmp_path):
+    """LiveVideo with speech: after the first sentence the face rests 3 s (the control), then listens for
+    4 s (listening true, then false): its upper face moves up and down (small nods) while listening
+    and much less while merely resting."""
+    import threading
+
+    import cv2
+
+    got_media = threading.Event()
+
+    def text():
+        yield "Hello there.\n"
+        got_media.wait(60)
+        time.sleep(3.0)
+        yield client.LISTEN
+        time.sleep(4.0)
+        yield client.STOP_LISTENING
+        yield "Go on.\n"
+
+    arrivals = []
+    for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, timeout_s=300):
+        kind = message.WhichOneof("response")
+        if kind == "media":
+            got_media.set()
+        arrivals.append((kind, message))
+    assert arrivals[-1][0] == "end"
+    (tmp_path / "listening.mp4").write_bytes(b"".join(m.media for k, m in arrivals if k == "media"))
+    video = decode(tmp_path / "listening.mp4")
+    cues = [line for line in arrivals[-1][1].end.captions.webvtt.splitlines() if "-->" in line]
+    first_end = float(cues[0].split("-->")[1].strip().split(":")[-1])
+    second = float(cues[1].split("-->")[0].strip().split(":")[-1])
+    grey = video.frames.mean(axis=3).astype(np.float32)
+
+    def vertical_range(start: float, end: float) -> float:
+        """How far the eyes' band moves up and down (px, template match against the window's first frame)."""
+        band = grey[int(start * 25), 80:120, 70:186]
+        dy = []
+        for k in range(int(start * 25), int(end * 25)):
+            match = cv2.matchTemplate(grey[k, 70:130, 60:196], band, cv2.TM_CCOEFF_NORMED)
+            y, x = np.unravel_index(np.argmax(match), match.shape)
+            below, at, above = (match[y - 1, x], match[y, x], match[y + 1, x]) if 0 < y < match.shape[0] - 1 else (0, 0, 0)
+            dy.append(y + 0.5 * (below - above) / (below - 2 * at + above - 1e-9))
+        return float(np.ptp(dy))
+
+    # the listening stretch ends 0.2 s (the sentence pause) before the second sentence; 4 s long
+    listening, resting = vertical_range(second - 4.0, second - 0.4), vertical_range(first_end + 0.6, second - 4.4)
+    assert listening > 2.0 and listening > 1.5 * resting, (listening, resting)
+
+
 def test_live_video_from_text_refuses_bad_input(stack, client, photo_id):
     stub = client.stub
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from services.common import config
+from services.common.listening import Listen, Listening
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Interrupt:
 INTERRUPT = Interrupt()
 CHUNK_S = 0.1  # speech goes out in pieces this long: an interrupt cuts between two of them
 FADE_S = 0.02  # ... and the speech fades out over this long instead of clicking
+SPEAKING_RMS = 0.01  # audio louder than this (-40 dBFS) is the avatar talking: it stops listening
 MAX_QUEUED_S = 20.0  # speech spoken ahead of what went out: more waits (an interrupt would waste it)
 
 
@@ -128,15 +130,19 @@ class Pacer:
             yield piece
 
 
-def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt], sample_rate: int, *,
-                lead_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt | Listen], sample_rate: int, *,
+                lead_s: float | None = None, clock: Callable[[], float] = time.monotonic, seed: int = 0,
                 on_interrupt: Callable[[float, str], None] | None = None) -> Iterator[LivePiece]:
     """Audio as it arrives (float mono arrays at `sample_rate`, or LivePieces carrying emotion changes
     and motions) on one timeline, handed out at most `lead_s` (LIKENESS_LIVE_SPEECH_LEAD_S) ahead of
     the clock: audio that comes at real time (a microphone) is never held, audio pushed faster (a voice
     agent's TTS) waits. An INTERRUPT item drops what has not gone out; the audio after it continues
-    the timeline where the speech stopped, and `on_interrupt(time_code, "")` is told where that is."""
+    the timeline where the speech stopped, and `on_interrupt(time_code, "")` is told where that is.
+    LISTEN / STOP_LISTENING items (services.common.listening) put listening motions on the audio that
+    follows (the caller sends silence meanwhile) until the audio has sound again; an interrupt starts
+    listening too."""
     pacer = Pacer(speech_lead_s() if lead_s is None else lead_s, clock)
+    listening = Listening(seed)
     stop = threading.Event()
 
     def read() -> None:
@@ -147,8 +153,15 @@ def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt], sample_rate
                     return
                 if isinstance(item, Interrupt):
                     position = pacer.cut()
+                    listening.start(position)  # (the user is talking)
                     if on_interrupt is not None:
                         on_interrupt(position, "")
+                    continue
+                if isinstance(item, Listen):
+                    if item.on:
+                        listening.start(position)
+                    else:
+                        listening.stop()
                     continue
                 if isinstance(item, LivePiece):
                     if item.sample_rate != sample_rate:
@@ -156,7 +169,11 @@ def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt], sample_rate
                     piece = replace(item, audio=np.asarray(item.audio, np.float32).reshape(-1), start_s=position)
                 else:
                     piece = LivePiece(np.asarray(item, np.float32).reshape(-1), sample_rate, position)
-                position += len(piece.audio) / sample_rate
+                end = position + len(piece.audio) / sample_rate
+                if len(piece.audio) and np.sqrt(np.mean(piece.audio ** 2)) > SPEAKING_RMS:
+                    listening.stop()  # the avatar talks again
+                piece.motions = piece.motions + listening.motions(position, end)
+                position = end
                 pacer.put([piece], pacer.epoch)
         except BaseException as exc:  # (the caller hung up, or sent something wrong): raised to the reader
             pacer.close(exc)

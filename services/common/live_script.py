@@ -33,6 +33,7 @@ from services.common.script_tags import (MotionTag, ScriptTag, motions_seconds, 
                                          timed_emotions, timed_motions, with_room_for_motions)
 from services.common.errors import InputError
 from services.common import live_pacing
+from services.common.listening import Listen, Listening
 from services.common.live_pacing import Interrupt, LivePiece, Pacer
 from services.common.speech import Speech, Word, word_offsets
 
@@ -233,15 +234,17 @@ def _pause_seconds(text: str, field: str) -> float:
     return sum(seconds for _, seconds in split_pauses(text, field))
 
 
-def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float | None = None,
+def paced(text: Iterable[str | Interrupt | Listen], script: LiveScript, *, lead_s: float | None = None,
           speech_lead_s: float | None = None, tick_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
-          on_interrupt: Callable[[float, str], None] | None = None) -> Iterator[LivePiece]:
+          seed: int = 0, on_interrupt: Callable[[float, str], None] | None = None) -> Iterator[LivePiece]:
     """`script`'s pieces for `text` (read on its own thread: it may block, like a network stream),
     spoken on another thread and handed out in live_pacing.CHUNK_S pieces at most `speech_lead_s`
     (LIKENESS_LIVE_SPEECH_LEAD_S) ahead of the clock, so that an INTERRUPT item in `text` stops the
     speech within about that: what has not gone out is dropped (the text still waiting too), the
     speech fades out, the captions end with the last word heard, and the text after it is spoken next;
     `on_interrupt(time_code, heard_text)` is told where it cut and what of the reply was said.
+    After an interrupt, or from a LISTEN item, the resting face listens (services.common.listening)
+    until STOP_LISTENING or its next words.
     From the first words on, while no sentence is ready, silence keeps the audio `lead_s`
     (LIKENESS_LIVE_IDLE_LEAD_S) ahead of the clock; 0: no silence, the video waits for the text."""
     lead_s = config.get_float("LIKENESS_LIVE_IDLE_LEAD_S") if lead_s is None else lead_s
@@ -257,11 +260,20 @@ def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float 
                 if isinstance(item, Interrupt):  # cut at once, not after the sentence being spoken now
                     end = pacer.cut()
                     inbox.put(("interrupt", end, pacer.epoch))
+                elif isinstance(item, Listen):
+                    inbox.put(("listen", item.on, pacer.epoch))
                 else:  # (with the epoch it was written in: if a cut follows, what it says is dropped)
                     inbox.put(("text", item, pacer.epoch))
             inbox.put(("end", None, pacer.epoch))
         except BaseException as exc:  # (the caller hung up, or sent something wrong): raised below
             inbox.put(("error", exc, None))
+
+    listening = Listening(seed)
+
+    def spoken(pieces: Iterable[LivePiece]) -> Iterator[LivePiece]:
+        for piece in pieces:  # the avatar talks: it is not listening now
+            listening.stop()
+            yield piece
 
     def speak() -> None:
         epoch = 0  # the epoch of the text the script has taken in so far
@@ -272,12 +284,13 @@ def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float 
                     kind, value, item_epoch = inbox.get(
                         timeout=tick_s if idling or script.sentences.pending.strip() else None)
                 except queue.Empty:  # the writer is thinking
-                    pacer.put(script.quiet(), epoch)
+                    pacer.put(spoken(script.quiet()), epoch)
                     started_at = pacer.started_at  # (None: the first piece is on its way out)
                     if idling and started_at is not None and \
                             (ahead := script.duration - (clock() - started_at)) < lead_s:
                         rest = script.silence(lead_s - ahead + tick_s)
                         rest.idle = True
+                        rest.motions = listening.motions(rest.start_s, script.duration)
                         pacer.put([rest], epoch)
                     continue
                 if kind == "error":
@@ -287,10 +300,17 @@ def paced(text: Iterable[str | Interrupt], script: LiveScript, *, lead_s: float 
                 epoch = item_epoch
                 if kind == "interrupt":
                     heard = script.interrupt(value)
+                    listening.start(script.duration)  # (the user is talking)
                     if on_interrupt is not None:
                         on_interrupt(value, heard)
                     continue
-                pacer.put(script.push(value) if kind == "text" else script.end(), epoch)
+                if kind == "listen":
+                    if value:
+                        listening.start(script.duration)
+                    else:
+                        listening.stop()
+                    continue
+                pacer.put(spoken(script.push(value) if kind == "text" else script.end()), epoch)
                 if kind == "end":
                     if not pacer.received:
                         raise InputError(script.field, "nothing was said (no text with words in it)")

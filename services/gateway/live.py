@@ -26,6 +26,7 @@ import numpy as np
 from services.common import captions, wire
 from services.common.errors import InputError
 from services.common.grpc_client import Deadline
+from services.common.listening import LISTEN, STOP_LISTENING, Listen
 from services.common.live_pacing import INTERRUPT, Interrupt, LivePiece, paced_audio
 from services.common.live_script import LiveScript, paced
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2 as ex, gateway_pb2 as gw,
@@ -101,6 +102,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
                 elif kind == "interrupt":
                     LIVE_INTERRUPTS.inc()
                     yield INTERRUPT
+                elif kind == "listening":
+                    yield LISTEN if message.listening else STOP_LISTENING
                 elif kind == "end_of_audio":
                     if not heard:
                         raise InputError("audio_chunk", "no audio was sent")
@@ -132,7 +135,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock."""
             try:
                 headers(float_format(audio_format.sample_rate))
-                for piece in paced_audio(caller_audio(), audio_format.sample_rate, on_interrupt=interrupted):
+                for piece in paced_audio(caller_audio(), audio_format.sample_rate, seed=request["seed"],
+                                         on_interrupt=interrupted):
                     if over.is_set():
                         return
                     send(piece)
@@ -148,7 +152,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             try:
                 script = LiveScript(speak, auto_emotion=bool(job.request.get("auto_emotion")),
                                     auto_motions=bool(job.request.get("auto_motions")))
-                for n, piece in enumerate(paced(_texts(incoming), script, on_interrupt=interrupted)):
+                for n, piece in enumerate(paced(_texts(incoming), script, seed=request["seed"],
+                                                on_interrupt=interrupted)):
                     if over.is_set():
                         return
                     if n == 0:
@@ -211,8 +216,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             job.result.update(captions_vtt=captions.to_webvtt(cues), captions_srt=captions.to_srt(cues))
 
 
-def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str | Interrupt]:
-    """The text messages (and interrupts) of a LiveVideo with speech, until end_of_audio."""
+def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str | Interrupt | Listen]:
+    """The text messages (and interrupts, listening) of a LiveVideo with speech, until end_of_audio."""
     for message in incoming:
         kind = message.WhichOneof("request")
         if kind == "text":
@@ -220,6 +225,8 @@ def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str | Interrupt]
         elif kind == "interrupt":
             LIVE_INTERRUPTS.inc()
             yield INTERRUPT
+        elif kind == "listening":
+            yield LISTEN if message.listening else STOP_LISTENING
         elif kind == "end_of_audio":
             return
         elif kind in ("emotion", "motion"):

@@ -334,7 +334,7 @@ class EmbeddedPipeline:
         renderer = (Renderer(rig) if rig.stage is None
                     else Compositor(Renderer(rig), rig.stage, seed=request.seed, fps=request.fps))
         if not from_text and sample_rate is not None:  # (text comes paced already)
-            audio = paced_audio(audio, sample_rate, on_interrupt=on_interrupt)
+            audio = paced_audio(audio, sample_rate, seed=request.seed, on_interrupt=on_interrupt)
         feed, frames = AudioFeed(), queue.Queue()
         failure: list[BaseException] = []
         result = LiveResult(warnings=list(rig.warnings))
@@ -423,8 +423,8 @@ class EmbeddedPipeline:
             return speech
 
         script = LiveScript(speak, auto_emotion=request.emotion == "auto", auto_motions=request.auto_motions)
-        result = self.live(request, paced(text, script, lead_s=lead_s, on_interrupt=on_interrupt), None, stream_to,
-                           from_text=True)
+        result = self.live(request, paced(text, script, lead_s=lead_s, seed=request.seed, on_interrupt=on_interrupt),
+                           None, stream_to, from_text=True)
         result.warnings += warnings + script.warnings
         result.captions = build_cues(script.words, script.text, script.duration)
         return result
