@@ -85,36 +85,6 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             for call in (expression, render):
                 call.cancel()
 
-        def caller_audio() -> Iterator:
-            """The caller's messages as paced_audio items: audio, emotion changes and motions where they
-            come, interrupts."""
-            pcm, rate, heard = wire.PcmStream(audio_format, "audio_format"), audio_format.sample_rate, False
-            nothing = np.zeros(0, np.float32)
-            for message in incoming:
-                kind = message.WhichOneof("request")
-                if kind == "audio_chunk":
-                    heard = heard or bool(message.audio_chunk)
-                    yield pcm.decode(message.audio_chunk)
-                elif kind == "emotion":
-                    yield LivePiece(nothing, rate, 0.0, emotions=[wire.timed_emotion_from_pb(message.emotion)])
-                elif kind == "motion":
-                    yield LivePiece(nothing, rate, 0.0, motions=[wire.timed_motion_from_pb(message.motion)])
-                elif kind == "interrupt":
-                    LIVE_INTERRUPTS.inc()
-                    yield INTERRUPT
-                elif kind == "listening":
-                    yield LISTEN if message.listening else STOP_LISTENING
-                elif kind == "end_of_audio":
-                    if not heard:
-                        raise InputError("audio_chunk", "no audio was sent")
-                    pcm.finish()
-                    return
-                elif kind == "text":
-                    raise InputError("text", "goes with header.speech; this stream sends audio")
-                else:
-                    raise InputError("header", "only one header may be sent")
-            raise InputError("end_of_audio", "the stream must end with end_of_audio")
-
         def send(piece: LivePiece) -> None:
             """A piece of the timeline to both services: its emotion changes and motions, then its audio."""
             for emotion in piece.emotions:
@@ -135,7 +105,7 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock."""
             try:
                 headers(float_format(audio_format.sample_rate))
-                for piece in paced_audio(caller_audio(), audio_format.sample_rate, seed=request["seed"],
+                for piece in paced_audio(_audio_items(incoming, audio_format), audio_format.sample_rate, seed=request["seed"],
                                          on_interrupt=interrupted):
                     if over.is_set():
                         return
@@ -216,17 +186,53 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             job.result.update(captions_vtt=captions.to_webvtt(cues), captions_srt=captions.to_srt(cues))
 
 
+def _turn_taking(message: gw.LiveVideoRequest) -> Interrupt | Listen | None:
+    """An interrupt or a change of listening (either kind of stream), else None."""
+    kind = message.WhichOneof("request")
+    if kind == "interrupt":
+        LIVE_INTERRUPTS.inc()
+        return INTERRUPT
+    if kind == "listening":
+        return LISTEN if message.listening else STOP_LISTENING
+    return None
+
+
+def _audio_items(incoming: Iterator[gw.LiveVideoRequest], audio_format: common_pb2.AudioFormat) -> Iterator:
+    """The messages of a LiveVideo with audio as paced_audio items, until end_of_audio: the audio, emotion
+    changes and motions where they come, interrupts and listening."""
+    pcm, rate, heard = wire.PcmStream(audio_format, "audio_format"), audio_format.sample_rate, False
+    nothing = np.zeros(0, np.float32)
+    for message in incoming:
+        kind = message.WhichOneof("request")
+        if (turn := _turn_taking(message)) is not None:
+            yield turn
+        elif kind == "audio_chunk":
+            heard = heard or bool(message.audio_chunk)
+            yield pcm.decode(message.audio_chunk)
+        elif kind == "emotion":
+            yield LivePiece(nothing, rate, 0.0, emotions=[wire.timed_emotion_from_pb(message.emotion)])
+        elif kind == "motion":
+            yield LivePiece(nothing, rate, 0.0, motions=[wire.timed_motion_from_pb(message.motion)])
+        elif kind == "end_of_audio":
+            if not heard:
+                raise InputError("audio_chunk", "no audio was sent")
+            pcm.finish()
+            return
+        elif kind == "text":
+            raise InputError("text", "goes with header.speech; this stream sends audio")
+        else:
+            raise InputError("header", "only one header may be sent")
+    raise InputError("end_of_audio", "the stream must end with end_of_audio")
+
+
 def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str | Interrupt | Listen]:
     """The text messages (and interrupts, listening) of a LiveVideo with speech, until end_of_audio."""
     for message in incoming:
         kind = message.WhichOneof("request")
-        if kind == "text":
+        if (turn := _turn_taking(message)) is not None:
+            yield turn
+        elif kind == "text":
             yield message.text
-        elif kind == "interrupt":
-            LIVE_INTERRUPTS.inc()
-            yield INTERRUPT
-        elif kind == "listening":
-            yield LISTEN if message.listening else STOP_LISTENING
         elif kind == "end_of_audio":
             return
         elif kind in ("emotion", "motion"):
