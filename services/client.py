@@ -214,6 +214,12 @@ class LikenessClient:
 
         return self.stub.LiveVideo(requests(), timeout=timeout_s)
 
+    def live_session(self, *, sample_rate: int = 0, photo: str, **options) -> "LiveSession":
+        """A live video driven from anywhere in a voice agent (its LLM, its VAD, its TTS callbacks):
+        `session.say(text)` (or `send_audio(pcm)` with `sample_rate`), `interrupt()`, `listen()`,
+        `end()`; iterate the session for live()'s responses. `options` as for live()."""
+        return LiveSession(self, sample_rate=sample_rate, photo=photo, **options)
+
     @staticmethod
     def video_request(*, photo: str, script: str = "", resolution: int = 512, fps: float = 25.0,
                       seed: int | None = None, emotion: str = "neutral", expressiveness: str = "medium",
@@ -351,3 +357,69 @@ def _fetch(url: str, path: str | Path) -> Path:
     with urllib.request.urlopen(url, timeout=120) as response:
         target.write_bytes(response.read())
     return target
+
+
+class LiveSession:
+    """LikenessClient.live() fed from a queue, so that any thread can add to it as things happen:
+
+        with client.live_session(photo=asset, voice="kokoro-female") as session:
+            threading.Thread(target=play, args=(session,)).start()   # for message in session: ...
+            session.say("Hello! ")             # an LLM's reply, in any pieces
+            session.interrupt()                # the user spoke over the avatar (VAD)
+            session.listen()                   # ... and is talking: the avatar listens
+            session.say("Sorry, go on. ")      # the next reply
+        # leaving the block ends it (end_of_audio); cancel() hangs up at once
+    """
+
+    def __init__(self, client: LikenessClient, *, sample_rate: int = 0, photo: str, **options) -> None:
+        import queue
+
+        self._items: queue.Queue = queue.Queue()
+        self._ended = False
+
+        def items() -> Iterator:
+            while (item := self._items.get()) is not None:
+                yield item
+
+        self.audio = sample_rate > 0
+        self._call = (client.live(items(), sample_rate=sample_rate, photo=photo, **options) if self.audio
+                      else client.live(text=items(), photo=photo, **options))
+
+    def say(self, text: str) -> None:
+        self._put(text, text=True)
+
+    def send_audio(self, pcm: bytes) -> None:
+        """16-bit mono PCM at the session's sample rate, as it is spoken or synthesized."""
+        self._put(bytes(pcm), text=False)
+
+    def interrupt(self) -> None:
+        self._put(INTERRUPT)
+
+    def listen(self, on: bool = True) -> None:
+        self._put(LISTEN if on else STOP_LISTENING)
+
+    def end(self) -> None:
+        """No more input: what is still open is spoken, then the stream ends (its `end` message)."""
+        if not self._ended:
+            self._ended = True
+            self._items.put(None)
+
+    def cancel(self) -> None:
+        self.end()
+        self._call.cancel()
+
+    def __iter__(self) -> Iterator[gw.LiveVideoResponse]:
+        return iter(self._call)
+
+    def __enter__(self) -> "LiveSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.end()
+
+    def _put(self, item, text: bool | None = None) -> None:
+        if self._ended:
+            raise RuntimeError("the session has ended")
+        if text is not None and text == self.audio:
+            raise ValueError("this session sends " + ("audio: use send_audio()" if self.audio else "text: use say()"))
+        self._items.put(item)

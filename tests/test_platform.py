@@ -516,30 +516,38 @@ def test_a_live_video_from_text_stops_talking_when_interrupted(stack, client, ph
 
 
 def test_a_live_avatar_listens_while_the_user_talks(stack, client, photo_id, tmp_path):
-    """LiveVideo with speech: after the first sentence the face rests 3 s (the control), then listens for
-    4 s (listening true, then false): its upper face moves up and down (small nods) while listening
-    and much less while merely resting."""
+    """LiveVideo with speech, driven through a LiveSession from another thread (as a voice agent's VAD
+    would): after the first sentence the face rests 3 s (the control), then listens for 4 s (listening
+    true, then false): its upper face moves up and down (small nods) while listening and much less
+    while merely resting."""
     import threading
 
     import cv2
 
     got_media = threading.Event()
+    session = client.live_session(photo=photo_id, resolution=256, seed=4, timeout_s=300)
 
-    def text():
-        yield "Hello there.\n"
+    def agent():
+        session.say("Hello there.\n")
         got_media.wait(60)
         time.sleep(3.0)
-        yield client.LISTEN
+        session.listen()
         time.sleep(4.0)
-        yield client.STOP_LISTENING
-        yield "Go on.\n"
+        session.listen(False)
+        session.say("Go on.\n")
+        session.end()
 
+    with pytest.raises(ValueError):
+        session.send_audio(b"\0\0")  # a text session
+    threading.Thread(target=agent, daemon=True).start()
     arrivals = []
-    for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, timeout_s=300):
+    for message in session:
         kind = message.WhichOneof("response")
         if kind == "media":
             got_media.set()
         arrivals.append((kind, message))
+    with pytest.raises(RuntimeError):
+        session.say("Too late.")
     assert arrivals[-1][0] == "end"
     (tmp_path / "listening.mp4").write_bytes(b"".join(m.media for k, m in arrivals if k == "media"))
     video = decode(tmp_path / "listening.mp4")
