@@ -266,3 +266,22 @@ def test_text_before_an_interrupt_that_was_not_yet_heard_is_never_heard(speak):
     assert [w.text for w in script.words] == ["Bye", "now"] and script.text == "Bye now."
     assert script.words[0].start < 0.3  # from the start: nothing before it was heard
     assert len(np.concatenate([p.audio for p in pieces])) / script.sample_rate == pytest.approx(script.duration, abs=1e-3)
+
+
+def test_a_stream_that_starts_with_the_user_talking_shows_the_face_listening_at_once(speak):
+    from services.common.listening import LISTEN
+
+    def writer():
+        yield LISTEN  # the user talks first
+        time.sleep(2.0)
+        yield "Hello there. "  # the agent's first reply
+
+    script, pieces, t0 = LiveScript(speak), [], time.monotonic()
+    for piece in paced(writer(), script, lead_s=0.5):
+        pieces.append((time.monotonic() - t0, piece))
+    first_at, first = pieces[0]
+    assert first.idle and first.start_s == 0.0 and first_at < 1.5  # out before any words (a TTS probe first)
+    listened = [m for _, p in pieces for m in p.motions]
+    assert {"raise_brows", "nod"} <= {name for _, name, _ in listened}
+    assert all(t < script.words[0].start for t, _, _ in listened)  # ... until the agent talks
+    assert [w.text for w in script.words] == ["Hello", "there"] and script.words[0].start > 1.0

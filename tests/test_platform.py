@@ -517,9 +517,10 @@ def test_a_live_video_from_text_stops_talking_when_interrupted(stack, client, ph
 
 def test_a_live_avatar_listens_while_the_user_talks(stack, client, photo_id, tmp_path):
     """LiveVideo with speech, driven through a LiveSession from another thread (as a voice agent's VAD
-    would): after the first sentence the face rests 3 s (the control), then listens for 4 s (listening
-    true, then false): its upper face moves up and down (small nods) while listening and much less
-    while merely resting."""
+    would): the user talks first (listening before any text: the video starts at once); after the
+    first sentence the face rests 3 s (the control), then listens for 4 s (listening true, then
+    false): its upper face moves up and down (small nods) while listening and much less while merely
+    resting."""
     import threading
 
     import cv2
@@ -528,8 +529,11 @@ def test_a_live_avatar_listens_while_the_user_talks(stack, client, photo_id, tmp
     session = client.live_session(photo=photo_id, resolution=256, seed=4, timeout_s=300)
 
     def agent():
-        session.say("Hello there.\n")
+        session.listen()  # the user talks first: the face shows at once, listening
         got_media.wait(60)
+        time.sleep(1.0)
+        session.say("Hello there.\n")
+        time.sleep(1.0)
         time.sleep(3.0)
         session.listen()
         time.sleep(4.0)
@@ -554,6 +558,7 @@ def test_a_live_avatar_listens_while_the_user_talks(stack, client, photo_id, tmp
     cues = [line for line in arrivals[-1][1].end.captions.webvtt.splitlines() if "-->" in line]
     first_end = float(cues[0].split("-->")[1].strip().split(":")[-1])
     second = float(cues[1].split("-->")[0].strip().split(":")[-1])
+    assert float(cues[0].split("-->")[0].strip().split(":")[-1]) > 0.8, cues  # (the video began before the words)
     grey = video.frames.mean(axis=3).astype(np.float32)
 
     def vertical_range(start: float, end: float) -> float:

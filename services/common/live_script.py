@@ -177,6 +177,12 @@ class LiveScript:
         said, self._reply = " ".join(self.spoken[self._reply:]), len(self.spoken)
         return said
 
+    def know_rate(self) -> None:
+        """Learns the voice's sample rate before anything is said (one short phrase spoken and dropped),
+        so that the face can rest or listen in silence from the start."""
+        if self.sample_rate is None:
+            self.sample_rate = self.speak("Hello.").sample_rate
+
     def silence(self, seconds: float) -> LivePiece:
         if self.sample_rate is None:
             raise RuntimeError("silence before any speech: the sample rate is not known yet")
@@ -244,7 +250,8 @@ def paced(text: Iterable[str | Interrupt | Listen], script: LiveScript, *, lead_
     speech fades out, the captions end with the last word heard, and the text after it is spoken next;
     `on_interrupt(time_code, heard_text)` is told where it cut and what of the reply was said.
     After an interrupt, or from a LISTEN item, the resting face listens (services.common.listening)
-    until STOP_LISTENING or its next words.
+    until STOP_LISTENING or its next words; a stream that starts with LISTEN (the user talks first)
+    shows the face listening at once.
     From the first words on, while no sentence is ready, silence keeps the audio `lead_s`
     (LIKENESS_LIVE_IDLE_LEAD_S) ahead of the clock; 0: no silence, the video waits for the text."""
     lead_s = config.get_float("LIKENESS_LIVE_IDLE_LEAD_S") if lead_s is None else lead_s
@@ -279,15 +286,15 @@ def paced(text: Iterable[str | Interrupt | Listen], script: LiveScript, *, lead_
         epoch = 0  # the epoch of the text the script has taken in so far
         try:
             while True:
-                idling = pacer.received and lead_s > 0  # (from the first words on)
+                idling = (pacer.received or listening.on) and lead_s > 0  # (from the first words, or listening)
                 try:
                     kind, value, item_epoch = inbox.get(
                         timeout=tick_s if idling or script.sentences.pending.strip() else None)
                 except queue.Empty:  # the writer is thinking
                     pacer.put(spoken(script.quiet()), epoch)
-                    started_at = pacer.started_at  # (None: the first piece is on its way out)
-                    if idling and started_at is not None and \
-                            (ahead := script.duration - (clock() - started_at)) < lead_s:
+                    started_at = pacer.started_at  # (None: nothing out yet, all of it is ahead)
+                    ahead = script.duration - (0.0 if started_at is None else clock() - started_at)
+                    if idling and ahead < lead_s:
                         rest = script.silence(lead_s - ahead + tick_s)
                         rest.idle = True
                         rest.motions = listening.motions(rest.start_s, script.duration)
@@ -306,6 +313,7 @@ def paced(text: Iterable[str | Interrupt | Listen], script: LiveScript, *, lead_
                     continue
                 if kind == "listen":
                     if value:
+                        script.know_rate()  # (a stream may start with the user talking)
                         listening.start(script.duration)
                     else:
                         listening.stop()
