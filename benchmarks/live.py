@@ -314,9 +314,10 @@ def main() -> None:
     for row in text_rows:
         print(f"{row['path']:44} {row['first_frame_s']:10.2f}s {row['stall_s']:6.2f}s {row['video_s']:6.1f}s")
     if interrupt is not None:
-        print(f"\n{interrupt['path']} (LIKENESS_LIVE_SPEECH_LEAD_S {os.environ.get('LIKENESS_LIVE_SPEECH_LEAD_S', '1.5')}"
-              f"): speech heard after the interrupt {interrupt['heard_after_s']:.2f} s median, "
-              f"{interrupt['heard_after_max_s']:.2f} s max (the whole reply: {speech.duration:.1f} s)")
+        lead = os.environ.get("LIKENESS_LIVE_SPEECH_LEAD_S", "1.5")
+        print(f"\n{interrupt['path']} (LIKENESS_LIVE_SPEECH_LEAD_S {lead}): speech heard after the interrupt "
+              f"{interrupt['heard_after_s']:.2f} s median, {interrupt['heard_after_max_s']:.2f} s max "
+              f"(the whole reply: {speech.duration:.1f} s)")
     out = {"benchmark": "live", "date": dt.date.today().isoformat(),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
            "audio_s": round(speech.duration, 2), "piece_s": PIECE_S, "rows": rows,

@@ -828,7 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--text-in",
                         help="a UTF-8 text file, or - : text on stdin as it is written (pipe an LLM's output in); "
                              "spoken a sentence at a time, tags as in --script ([happy], [pause 1]); on stdin a "
-                             "CAN byte (0x18) interrupts: the avatar stops talking, the text after it is the next reply")
+                             "CAN byte (0x18) interrupts: the avatar stops talking, the text after it is the "
+                             "next reply")
     live.add_argument("--voice", help="with --text-in: a 3-60 s sample of the voice to speak in")
     live.add_argument("--voice-name", help="with --text-in: a built-in voice (`likeness voices`); default: joe")
     live.add_argument("--speed", type=float, default=1.0, help="with --text-in: speaking rate, 0.5-2.0 (default 1)")

@@ -104,8 +104,9 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             """The caller's audio (and emotion changes, motions, interrupts) to both services, at most
             LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock."""
             try:
-                headers(float_format(audio_format.sample_rate))
-                for piece in paced_audio(_audio_items(incoming, audio_format), audio_format.sample_rate, seed=request["seed"],
+                rate = audio_format.sample_rate
+                headers(float_format(rate))
+                for piece in paced_audio(_audio_items(incoming, audio_format), rate, seed=request["seed"],
                                          on_interrupt=interrupted):
                     if over.is_set():
                         return
