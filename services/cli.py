@@ -842,7 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--emotion-at", action="append", default=[], metavar="SECONDS:NAME[:STRENGTH]",
                       help="with --audio-in: an emotion from a time code on, e.g. 3:happy; repeatable")
     live.add_argument("--rate", type=int, default=16000, help="sample rate of --audio-in - (default 16000)")
-    live.add_argument("--realtime", action="store_true", help="send a file's audio at the pace it is spoken (without: as fast as it is read, and "
+    live.add_argument("--realtime", action="store_true",
+                      help="send a file's audio at the pace it is spoken (without: as fast as it is read, and "
                            "held LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock, as a voice agent's would be)")
     live.add_argument("--out", required=True, help="an .mp4 file, or - : stdout (pipe it into a player)")
     for name, kind, default, text in (

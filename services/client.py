@@ -169,8 +169,9 @@ class LikenessClient:
         avatar listens), or from `text` as it is written (an LLM's reply, in any pieces),
         spoken by the server a sentence at a time in `voice`, `voice_sample` (an asset id), `speed`,
         `language`; an INTERRUPT item stops the speech at once (the user spoke over the avatar: what
-        was not said is dropped, the text after it is the next reply). The responses are stream()'s (a header, fragmented-MP4 bytes while the input still
-        arrives, the end; from text, with captions). `options`: resolution, fps, seed, emotion,
+        was not said is dropped, the text after it is the next reply). The responses are stream()'s
+        (a header, fragmented-MP4 bytes while the input still arrives, the end; from text, with
+        captions), and `interrupted` after an interrupt. `options`: resolution, fps, seed, emotion,
         expressiveness, the framing options of video_request and, from text, auto_motions (emotion
         "auto" and auto_motions read the words: not with audio)."""
         if (audio is None) == (text is None):
