@@ -148,6 +148,21 @@ def test_an_emotion_sent_during_the_stream_changes_the_frames_after_its_time_cod
     assert np.abs(timed[:k - 10, smile].mean() - calm[:k - 10, smile].mean()) < 0.05
 
 
+def test_a_stream_that_starts_in_silence_keeps_the_mouth_closed_until_the_speech(speech) -> None:
+    """A voice agent that connects and sends silence until it speaks (or the face listening first):
+    normalised on nothing but silence, the silence used to read as loud speech (jawOpen 0.67)."""
+    rate = speech.sample_rate
+    audio = np.concatenate([np.zeros(3 * rate, np.float32), np.asarray(speech.audio, np.float32)])
+    live, weights = LiveAnimator(InProcessClient(), rate, fps=25.0, seed=5), []
+    for i in range(0, len(audio), rate // 50):
+        live.push_audio(audio[i:i + rate // 50])
+        weights.append(live.take()[0])
+    live.end()
+    jaw = np.concatenate(weights + [live.take()[0]])[:, INDEX["jawOpen"]]
+    assert jaw[:72].max() < 0.12, jaw[:72].max()  # (nearly) shut through the silence: was 0.69
+    assert jaw[80:].max() > 0.3 and jaw[80:].mean() > 4 * jaw[:72].mean()  # and talking after it
+
+
 def test_bad_live_input_is_input_error(speech) -> None:
     from services.common.errors import InputError
 

@@ -83,13 +83,21 @@ def _relative_pitch(f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rel, voiced.astype(np.float32)
 
 
+# Log power below which audio is (digital) silence, ~55 dB under a normal voice's peaks (7.9; real
+# recordings' peaks 5.6-6.9, hiss at -60 dBFS -3.1): the scale of audio that never got louder than this.
+ENERGY_FLOOR = -5.0
+
+
 def _normalise(mel: np.ndarray, energy: np.ndarray, f0: np.ndarray, n_frames: int) -> np.ndarray:
     """Raw analysis frames (log-mel, log energy, F0 Hz) -> [n_frames, FEATURE_DIM], normalised on
     these frames themselves (the whole recording offline, what has arrived so far live)."""
     rel_f0, voiced = _relative_pitch(f0)
     loud = energy >= np.percentile(energy, 50)  # normalise on the speech, not the silences
     mel = (mel - mel[loud].mean(axis=0)) / (mel[loud].std() + 1e-3)
-    rel = np.clip((energy - np.percentile(energy, 98)) / 10.0, -6.0, 0.5)[:, None]
+    # (the floor acts only on a live stream that has been silent so far: scaled to its own peak,
+    # silence read as loud speech and the jaw hung wide open, jawOpen 0.67)
+    peak = max(float(np.percentile(energy, 98)), ENERGY_FLOOR)
+    rel = np.clip((energy - peak) / 10.0, -6.0, 0.5)[:, None]
     per = np.concatenate([mel, rel, 2.0 * rel_f0[:, None], voiced[:, None]], axis=1)  # [N, PER_FRAME]
     centre = np.round(np.arange(n_frames) * (100.0 / FPS)).astype(int)
     idx = np.clip(centre[:, None] + np.arange(-STACK // 2, STACK - STACK // 2)[None, :], 0, len(per) - 1)
