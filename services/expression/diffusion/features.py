@@ -88,15 +88,35 @@ def _relative_pitch(f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 ENERGY_FLOOR = -5.0
 
 
+LONG_SILENCE_FRAMES = 100  # analysis frames (1 s) of digital silence that are a rest, not a pause
+
+
+def _long_silences(energy: np.ndarray) -> np.ndarray:
+    """Frames in runs of more than LONG_SILENCE_FRAMES below ENERGY_FLOOR."""
+    silent = np.concatenate([[False], energy < ENERGY_FLOOR, [False]])
+    edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
+    out = np.zeros(len(energy), bool)
+    for start, end in zip(edges[::2], edges[1::2]):
+        if end - start > LONG_SILENCE_FRAMES:
+            out[start:end] = True
+    return out
+
+
 def _normalise(mel: np.ndarray, energy: np.ndarray, f0: np.ndarray, n_frames: int) -> np.ndarray:
     """Raw analysis frames (log-mel, log energy, F0 Hz) -> [n_frames, FEATURE_DIM], normalised on
     these frames themselves (the whole recording offline, what has arrived so far live)."""
     rel_f0, voiced = _relative_pitch(f0)
-    loud = energy >= np.percentile(energy, 50)  # normalise on the speech, not the silences
+    # Long digital silences (a live face resting or listening between replies) are left out of the
+    # statistics: 20 s of them before a sentence pulled its lips to r 0.52 of their own. The pauses
+    # inside speech (under a second; every held-out clip's and training clip's) stay in, as trained.
+    counted = ~_long_silences(energy)
+    if not counted.any():
+        counted[:] = True
+    loud = counted & (energy >= np.percentile(energy[counted], 50))  # normalise on the speech, not the silences
     mel = (mel - mel[loud].mean(axis=0)) / (mel[loud].std() + 1e-3)
     # (the floor acts only on a live stream that has been silent so far: scaled to its own peak,
     # silence read as loud speech and the jaw hung wide open, jawOpen 0.67)
-    peak = max(float(np.percentile(energy, 98)), ENERGY_FLOOR)
+    peak = max(float(np.percentile(energy[counted], 98)), ENERGY_FLOOR)
     rel = np.clip((energy - peak) / 10.0, -6.0, 0.5)[:, None]
     per = np.concatenate([mel, rel, 2.0 * rel_f0[:, None], voiced[:, None]], axis=1)  # [N, PER_FRAME]
     centre = np.round(np.arange(n_frames) * (100.0 / FPS)).astype(int)
