@@ -585,11 +585,9 @@ def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt]:
     return from_stdin()
 
 
-def _live_items(pieces: Iterator) -> Iterator:
+def _live_items(pieces: Iterator, rate: int) -> Iterator:
     """`likeness live --audio-in` pieces as LikenessClient.live() audio items: 16-bit PCM, and the
     time-coded directions of a LivePiece as TimedEmotion / TimedMotion messages."""
-    import numpy as np
-
     from services.common import wire
     from services.common.live_pacing import LivePiece
 
@@ -599,7 +597,7 @@ def _live_items(pieces: Iterator) -> Iterator:
             yield from (wire.timed_motion_to_pb(*m) for m in piece.motions)
             piece = piece.audio
         if len(piece):
-            yield (np.clip(piece, -1, 1) * 32767).round().astype("<i2").tobytes()
+            yield wire.audio_to_pb(piece, rate).data
 
 
 def _interrupted(time_code: float, heard_text: str) -> None:
@@ -682,7 +680,7 @@ def cmd_live(args: argparse.Namespace) -> int:
                     call = client.live(text=text, photo=asset, voice=args.voice_name or "", voice_sample=voice_id,
                                        speed=args.speed, **options)
                 else:
-                    call = client.live(_live_items(pieces), sample_rate=rate, photo=asset, **options)
+                    call = client.live(_live_items(pieces, rate), sample_rate=rate, photo=asset, **options)
                 for message in call:
                     if message.HasField("media"):
                         write(message.media)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 
 import grpc
 
-from services.common import config
+from services.common import config, wire
 from services.common.grpc_server import channel_options
 from services.common.listening import LISTEN, STOP_LISTENING, Listen
 from services.common.live_pacing import INTERRUPT, Interrupt
@@ -191,26 +191,19 @@ class LikenessClient:
 
         def requests() -> Iterator[gw.LiveVideoRequest]:
             yield gw.LiveVideoRequest(header=header)
-            if audio is not None:
-                for item in audio:  # (a motion or emotion change goes out where it comes in the audio)
-                    if isinstance(item, Interrupt):
-                        yield gw.LiveVideoRequest(interrupt=gw.Interrupt())
-                    elif isinstance(item, Listen):
-                        yield gw.LiveVideoRequest(listening=item.on)
-                    elif isinstance(item, expression_pb2.TimedMotion):
-                        yield gw.LiveVideoRequest(motion=item)
-                    elif isinstance(item, expression_pb2.TimedEmotion):
-                        yield gw.LiveVideoRequest(emotion=item)
-                    else:
-                        yield gw.LiveVideoRequest(audio_chunk=bytes(item))
-            else:
-                for piece in text:
-                    if isinstance(piece, Interrupt):
-                        yield gw.LiveVideoRequest(interrupt=gw.Interrupt())
-                    elif isinstance(piece, Listen):
-                        yield gw.LiveVideoRequest(listening=piece.on)
-                    else:
-                        yield gw.LiveVideoRequest(text=piece)
+            for item in (audio if audio is not None else text):  # (each goes out where it comes)
+                if isinstance(item, Interrupt):
+                    yield gw.LiveVideoRequest(interrupt=gw.Interrupt())
+                elif isinstance(item, Listen):
+                    yield gw.LiveVideoRequest(listening=item.on)
+                elif isinstance(item, expression_pb2.TimedMotion):
+                    yield gw.LiveVideoRequest(motion=item)
+                elif isinstance(item, expression_pb2.TimedEmotion):
+                    yield gw.LiveVideoRequest(emotion=item)
+                elif audio is not None:
+                    yield gw.LiveVideoRequest(audio_chunk=bytes(item))
+                else:
+                    yield gw.LiveVideoRequest(text=item)
             yield gw.LiveVideoRequest(end_of_audio=expression_pb2.EndOfAudio())
 
         return self.stub.LiveVideo(requests(), timeout=timeout_s)
@@ -261,11 +254,8 @@ class LikenessClient:
             auto_motions=auto_motions)
         if seed is not None:
             request.seed = seed
-        for time_code, name, strength in emotions:
-            request.emotions.add(time_code=time_code, emotion=EMOTIONS[name], strength=strength)
-        for time_code, name, strength in motions:
-            request.motions.add(time_code=time_code, motion=common_pb2.Motion.Value(f"MOTION_{name.upper()}"),
-                                strength=strength)
+        request.emotions.extend(wire.timed_emotion_to_pb(*emotion) for emotion in emotions)
+        request.motions.extend(wire.timed_motion_to_pb(*motion) for motion in motions)
         if driving_audio is not None:
             request.driving_audio.asset_id = driving_audio
             request.transcript = script or ""  # optional: exact lip timing by forced alignment

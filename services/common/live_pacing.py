@@ -170,7 +170,7 @@ def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt | Listen], sa
                 else:
                     piece = LivePiece(np.asarray(item, np.float32).reshape(-1), sample_rate, position)
                 end = position + len(piece.audio) / sample_rate
-                if len(piece.audio) and np.sqrt(np.mean(piece.audio ** 2)) > SPEAKING_RMS:
+                if listening.on and len(piece.audio) and np.sqrt(np.mean(piece.audio ** 2)) > SPEAKING_RMS:
                     listening.stop()  # the avatar talks again
                 piece.motions = piece.motions + listening.motions(position, end)
                 position = end

@@ -3,13 +3,14 @@
     <speak>Hello <break time="700ms"/> there, <emphasis>friend</emphasis>.</speak>
       -> Hello [pause 0.7] there, friend.
 
-A script whose text starts with <speak> (or an XML declaration) is parsed as SSML (W3C SSML 1.1, the subset every cloud voice
-shares): <break time="..."/> (s or ms) or strength (x-weak ... x-strong) becomes a pause tag, <sub
-alias="..."> speaks its alias, <p> and <s> end their sentence (with a full stop if it has none), and the text of <emphasis>, <prosody>,
-<say-as>, <phoneme>, <voice>, <lang> is spoken as written (rate, pitch and voice changes inside a
-script are not ours to make: speed and voice are per request); <audio> and <mark> are dropped. A
-<break .../> in a plain script (as some voice tools write it) becomes a pause too. Our own tags
-("[happy]", "[nod]", "[pause 1]") may appear in SSML text. Malformed SSML is an InputError on the field.
+A script whose text starts with <speak> (or an XML declaration) is parsed as SSML (W3C SSML 1.1, the
+subset every cloud voice shares): <break time="..."/> (s or ms) or strength (x-weak ... x-strong)
+becomes a pause tag, <sub alias="..."> speaks its alias, <p> and <s> end their sentence (with a full
+stop if it has none), and the text of <emphasis>, <prosody>, <say-as>, <phoneme>, <voice>, <lang> is
+spoken as written (rate, pitch and voice changes inside a script are not ours to make: speed and
+voice are per request); <audio> and <mark> are dropped. A <break .../> in a plain script (as some
+voice tools write it) becomes a pause too. Our own tags ("[happy]", "[nod]", "[pause 1]") may appear
+in SSML text. Malformed SSML is an InputError on the field.
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from services.render.layout import Background, FrameSpec
 from services.render.poster import PosterPicker
 
 if TYPE_CHECKING:
+    from services.common.listening import Listen
     from services.common.live_pacing import Interrupt, LivePiece
 
 # Stage names double as progress labels and as keys of stage outputs in object storage.
@@ -400,7 +401,8 @@ class EmbeddedPipeline:
         result.duration_s = animator.features.duration
         return result
 
-    def live_text(self, request: VideoRequest, text: Iterable["str | Interrupt"], stream_to: Callable[[bytes], None],
+    def live_text(self, request: VideoRequest, text: Iterable["str | Interrupt | Listen"],
+                  stream_to: Callable[[bytes], None],
                   *, lead_s: float | None = None,
                   on_interrupt: Callable[[float, str], None] | None = None) -> LiveResult:
         """A live video from text as it is written (an LLM's reply, in any pieces): spoken a sentence at

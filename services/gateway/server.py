@@ -377,9 +377,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             job["motion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, MotionTag)]
             if checked.warnings:
                 job["script_warnings"] = checked.warnings
-        job["timed_emotions"] = [check(f"emotions[{i}]", lambda e=e, i=i: wire.timed_emotion_from_pb(e, f"emotions[{i}]"))
+        job["timed_emotions"] = [check(f"emotions[{i}]",
+                                       lambda e=e, i=i: wire.timed_emotion_from_pb(e, f"emotions[{i}]"))
                                  for i, e in enumerate(r.emotions)]
-        job["timed_motions"] = [check(f"motions[{i}]", lambda m=m, i=i: wire.timed_motion_from_pb(m, f"motions[{i}]"))
+        job["timed_motions"] = [check(f"motions[{i}]",
+                                      lambda m=m, i=i: wire.timed_motion_from_pb(m, f"motions[{i}]"))
                                 for i, m in enumerate(r.motions)]
         if r.speed:
             job["speed"] = float(r.speed)
