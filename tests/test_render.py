@@ -449,6 +449,31 @@ def test_lip_edges_are_soft(renderers, grace_1080):
         assert max(steps) < bound * contrast, (renderer.rig.size, max(steps), contrast)
 
 
+def test_an_inked_illustration_opens_to_its_ink(renderers):
+    """A line-art illustration (the photo through OpenCV's stylization filter, black ink strokes)
+    fills its open mouth with its ink, as its own teeth gaps are, and keeps its own inked teeth
+    without shaded rows drawn beside them; the photos keep a cavity in the lip's colour, in shade
+    (near-black there reads as a hole), and their drawn rows."""
+    from services.render.rig import LIP_LOWER_INNER, LIP_UPPER_INNER
+
+    inked = cv2.stylization(load_photo(PHOTOS / "astronaut.png")[..., ::-1], sigma_s=60,
+                            sigma_r=0.45)[..., ::-1].copy()
+    cases = {"inked": Renderer(build_rig(inked)), **renderers}
+    darkest = {}
+    for name, renderer in cases.items():
+        w = weights(jawOpen=0.8)
+        frame = renderer.render(w, pose()) @ _LUMA
+        posed = renderer.pose_mesh(w, pose())
+        hole = np.concatenate([posed[list(LIP_UPPER_INNER)], posed[list(LIP_LOWER_INNER)][::-1]])[:, :2]
+        mask = np.zeros(frame.shape, np.uint8)
+        cv2.fillPoly(mask, [np.round(hole).astype(np.int32)], 1)
+        darkest[name] = float(np.percentile(frame[cv2.erode(mask, np.ones((5, 5))) > 0], 10))
+        assert renderer.mouth.inked == (name == "inked"), name
+        assert renderer.mouth.drawn_teeth == (name != "inked"), name
+    assert darkest["inked"] < 12, darkest
+    assert min(darkest[name] for name in renderers) > 20, darkest
+
+
 def test_photo_teeth_are_reused(renderers):
     """A photo showing its teeth (made by the renderer itself at jawOpen 0.4, with a random texture
     painted on the teeth so that synthetic teeth cannot match it): opening the mouth further

@@ -11,7 +11,8 @@ face size) instead of a hard polygon edge.
 
 Tooth sizes come from the face: a mouth-width unit clamped to 0.6-1.0 of the inter-ocular distance
 (a smiling or pursed photo does not give giant or tiny teeth). Colours come from the photo (lip
-colour darkened for the cavity, the skin's light for the ivory). When the photo shows its own teeth
+colour darkened for the cavity, the skin's light for the ivory; an inked illustration's cavity is its
+ink, as the artist fills an open mouth). When the photo shows its own teeth
 (an open mouth with bright pixels inside the lips, less saturated than the skin), those pixels are
 reused: the part above the gap between the rows of teeth (the darkest row, at least half-way down)
 stays with the upper teeth, the part below travels with the lower lip. Where the mouth is no wider
@@ -40,6 +41,13 @@ UNIT_IOD = (0.6, 1.0)  # mouth unit clamped to this range of the inter-ocular di
 # The cavity is the lip's colour in shade, redder (cheeks and palate are wet tissue too), not black:
 # a near-black opening reads as a hole. Darker still toward the throat (see _interior).
 CAVITY_TINT = np.array([0.34, 0.17, 0.17])
+# Inked illustrations (comics, line-art filters) shade with pure black strokes: when that many of
+# the face's pixels are that dark, the picture's darkest paint is its ink, and the artist's open
+# mouth is filled with it (the photo's own teeth gaps are), so the cavity is the ink's colour.
+# A photo's darkest face pixels (nostrils, lashes) are far lighter: luma 24-31 at the 1st
+# percentile on the bundled photos, where the inked face has 5% at 0.
+INK_LUMA = 12.0
+INK_SHARE = 0.02
 TONGUE_RISE = 0.21  # how far (u) the tongue's back shows above the lower incisors, the jaw fully open
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -104,10 +112,13 @@ class MouthInterior:
                 teeth = np.median(top, axis=0)
                 self.rest_split = self._darkest_rows(luma)
         self.photo_teeth = teeth is not None
+        ink = img[face & (luma <= INK_LUMA)] if rig.source != "keypoints" else img[:0]
+        self.inked = len(ink) >= INK_SHARE * max(1, int(face.sum()))
         # Faces placed from keypoints (pets, cartoons) get no drawn human tooth rows: on a cat they
         # read as dentures. Their open mouth is throat shading and the tongue (the photo's own
-        # teeth, when it shows them, are still reused).
-        self.drawn_teeth = rig.source != "keypoints"
+        # teeth, when it shows them, are still reused). Nor does an inked face that shows its own
+        # teeth: shaded ivory rows beside its flat, ink-gapped ones read as a grey denture.
+        self.drawn_teeth = rig.source != "keypoints" and not (self.inked and self.photo_teeth)
         if teeth is None:  # ivory a little below the face's highlights, tinted like the skin's light
             tint = skin / max(1.0, float(skin @ _LUMA))
             # (a neutral ivory reads as grey-blue beside warm skin: teeth take the light's warmth)
@@ -117,6 +128,8 @@ class MouthInterior:
         self.lip = lip.astype(np.float32)
         self.gum = np.clip(lip * np.array([1.05, 0.78, 0.8]) + 12, 0, 255).astype(np.float32)
         self.cavity = (CAVITY_TINT * lip + np.array([6, 2, 2])).astype(np.float32)
+        if self.inked:
+            self.cavity = np.median(ink, axis=0).astype(np.float32)
         # Tongue: the lip's hue, more saturated (wet tissue in shade).
         self.tongue = np.clip(lip * np.array([0.82, 0.5, 0.5]), 0, 255).astype(np.float32)
 
