@@ -88,6 +88,14 @@ def _relative_pitch(f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 ENERGY_FLOOR = -5.0
 
 
+# A live stream is read as digital silence until a voice is in it (pitch found in VOICED_MIN analysis
+# frames): a microphone's hiss before anyone speaks (DIO finds no pitch in it), normalised on nothing
+# but itself, read as speech and opened the mouth (jawOpen mean 0.45 at -60 dBFS, 0.26-0.36 at -45 to
+# -35). A whole recording is not gated: its speech sets the scale, and the same hiss moves nothing.
+VOICED_MIN = 10
+SILENT_LOG = float(np.log(1e-8))  # log-mel and log energy of digital silence (see _mel_frames)
+
+
 LONG_SILENCE_FRAMES = 100  # analysis frames (1 s) of digital silence that are a rest, not a pause
 
 
@@ -143,7 +151,8 @@ class FeatureStream:
     """`frame_features` for audio that arrives in pieces (a live stream). Resampling, log-mel and F0
     are computed once per analysis frame as soon as the audio around it has arrived (as on the whole
     recording: resampling and log-mel exactly, pitch nearly always, see DIO_MARGIN); the normalisation
-    uses the frames so far. Given all the audio at once it returns what `frame_features` does."""
+    uses the frames so far, and audio without a voice so far reads as silence (VOICED_MIN). Given all the
+audio of a recording with a voice in it at once, it returns what `frame_features` does."""
 
     def __init__(self, sample_rate: int) -> None:
         g = int(np.gcd(int(sample_rate), SAMPLE_RATE))
@@ -240,4 +249,7 @@ class FeatureStream:
     def features(self, n_frames: int) -> np.ndarray:
         """[n_frames, FEATURE_DIM], normalised on every final analysis frame so far."""
         n = self._analyse()
-        return _normalise(self._mel[:n], self._energy[:n], self._f0[:n], n_frames)
+        mel, energy = self._mel[:n], self._energy[:n]
+        if int(np.count_nonzero(self._f0[:n] > 0)) < VOICED_MIN:  # no voice yet: the face rests
+            mel, energy = np.full_like(mel, SILENT_LOG), np.full_like(energy, SILENT_LOG)
+        return _normalise(mel, energy, self._f0[:n], n_frames)
