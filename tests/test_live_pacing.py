@@ -39,6 +39,21 @@ def test_audio_pushed_fast_waits_the_lead_ahead_of_the_clock_and_real_time_audio
     assert max(arrived) < 0.05, max(arrived)  # each out right after it was spoken
 
 
+def test_the_first_speech_goes_at_once_then_the_lead_holds(monkeypatch):
+    """From the configured lead (no `lead_s`): the stream's first START_LEAD_S goes out at once (the
+    face's first frame needs audio well ahead of it), the rest at most the lead ahead of the clock."""
+    from services.common.live_pacing import START_LEAD_S
+
+    monkeypatch.setenv("LIKENESS_LIVE_SPEECH_LEAD_S", "0.5")
+    sent = []
+    for piece in paced_audio(iter([tone(START_LEAD_S + 1.5)]), RATE):
+        sent.append((time.monotonic(), piece.start_s))
+    t0 = sent[0][0]
+    assert all(at - t0 < 0.15 for at, start in sent if start <= START_LEAD_S + 1e-6)  # at once
+    later = [(at - t0, start) for at, start in sent if start > START_LEAD_S + 1e-6]
+    assert later and all(start - 0.5 - 0.05 <= at <= start - 0.5 + 0.15 for at, start in later), later
+
+
 def test_an_interrupt_drops_what_was_not_heard_and_the_next_audio_follows_on():
     barge, told = threading.Event(), []
 

@@ -72,7 +72,8 @@ _ALL = [
     _s("LIKENESS_LIVE_IDLE_LEAD_S", "float", 0.5, "live text: silence keeps the audio this far ahead of "
        "the clock while no sentence is ready (0: none)", "gateway, `likeness live --text-in`", "0.5 s"),
     _s("LIKENESS_LIVE_SPEECH_LEAD_S", "float", 1.5, "live: speech goes out at most this far ahead of "
-       "the clock, so an interrupt stops it within about that (0: as fast as it comes)",
+       "the clock (after the first 2 s, which go at once), so an interrupt stops it within about that "
+       "(0: as fast as it comes)",
        "gateway, `likeness live`", "1.5 s"),
     _s("LIKENESS_JOB_SAVE_INTERVAL_S", "float", 2.0, "least seconds between progress-only job record writes",
        "gateway"),

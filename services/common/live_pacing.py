@@ -38,6 +38,14 @@ def speech_lead_s() -> float:
     return config.get_float("LIKENESS_LIVE_SPEECH_LEAD_S")
 
 
+def paced_by(lead_s: float | None, clock: Callable[[], float]) -> Pacer:
+    """A Pacer at `lead_s`, or else at LIKENESS_LIVE_SPEECH_LEAD_S after a START_LEAD_S start."""
+    if lead_s is not None:
+        return Pacer(lead_s, clock)
+    lead_s = speech_lead_s()
+    return Pacer(lead_s, clock, START_LEAD_S if lead_s > 0 else None)
+
+
 class Interrupt:
     """An item among live text or audio that stops the speech at once (the user spoke over the avatar)."""
 
@@ -50,14 +58,20 @@ CHUNK_S = 0.1  # speech goes out in pieces this long: an interrupt cuts between 
 FADE_S = 0.02  # ... and the speech fades out over this long instead of clicking
 SPEAKING_RMS = 0.01  # audio louder than this (-40 dBFS) is the avatar talking: it stops listening
 MAX_QUEUED_S = 20.0  # speech spoken ahead of what went out: more waits (an interrupt would waste it)
+# The stream's first speech goes out this far at once: the face's first frame needs ~0.8 s of audio
+# ahead of it, and the player starts that much behind the clock. From then on the lead only has to
+# keep the pipeline ahead of that player, so it can be shorter, and an interrupt stops sooner.
+START_LEAD_S = 2.0
 
 
 class Pacer:
     """Pieces in as fast as they are spoken; the same audio out in CHUNK_S pieces, none starting more
-    than `lead_s` ahead of the clock (0: as fast as they come). `cut` drops what has not gone out."""
+    than `lead_s` ahead of the clock (0: as fast as they come), except the stream's first `start_lead_s`
+    (default: `lead_s`), which goes at once. `cut` drops what has not gone out."""
 
-    def __init__(self, lead_s: float, clock: Callable[[], float]) -> None:
+    def __init__(self, lead_s: float, clock: Callable[[], float], start_lead_s: float | None = None) -> None:
         self.lead_s, self.clock = lead_s, clock
+        self.start_lead_s = lead_s if start_lead_s is None else max(lead_s, start_lead_s)
         self.started_at: float | None = None  # the clock when the first piece went out
         self.sent_until = 0.0  # the timeline's end of what went out
         self.epoch = 0  # counts cuts: pieces spoken before the latest cut are dropped on arrival
@@ -114,7 +128,8 @@ class Pacer:
                     if self._queue:
                         wait = 0.0
                         if self.started_at is not None and self.lead_s > 0:
-                            wait = self._queue[0].start_s - (self.clock() - self.started_at) - self.lead_s
+                            ahead = max(self.clock() - self.started_at + self.lead_s, self.start_lead_s)
+                            wait = self._queue[0].start_s - ahead
                         if wait <= 0:
                             break
                         self._ready.wait(wait)
@@ -135,13 +150,13 @@ def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt | Listen], sa
                 on_interrupt: Callable[[float, str], None] | None = None) -> Iterator[LivePiece]:
     """Audio as it arrives (float mono arrays at `sample_rate`, or LivePieces carrying emotion changes
     and motions) on one timeline, handed out at most `lead_s` (LIKENESS_LIVE_SPEECH_LEAD_S) ahead of
-    the clock: audio that comes at real time (a microphone) is never held, audio pushed faster (a voice
-    agent's TTS) waits. An INTERRUPT item drops what has not gone out; the audio after it continues
-    the timeline where the speech stopped, and `on_interrupt(time_code, "")` is told where that is.
+    the clock (the first START_LEAD_S at once, unless `lead_s` is given): audio that comes at real
+    time (a microphone) is never held, audio pushed faster (a voice agent's TTS) waits. An INTERRUPT
+    item drops what has not gone out; the audio after it continues the timeline where the speech stopped, and `on_interrupt(time_code, "")` is told where that is.
     LISTEN / STOP_LISTENING items (services.common.listening) put listening motions on the audio that
     follows (the caller sends silence meanwhile) until the audio has sound again; an interrupt starts
     listening too."""
-    pacer = Pacer(speech_lead_s() if lead_s is None else lead_s, clock)
+    pacer = paced_by(lead_s, clock)
     listening = Listening(seed)
     stop = threading.Event()
 

@@ -34,7 +34,7 @@ from services.common.script_tags import (MotionTag, ScriptTag, motions_seconds, 
 from services.common.errors import InputError
 from services.common import live_pacing
 from services.common.listening import Listen, Listening
-from services.common.live_pacing import Interrupt, LivePiece, Pacer
+from services.common.live_pacing import Interrupt, LivePiece
 from services.common.speech import Speech, Word, word_offsets
 
 MAX_PIECE_CHARS = 300  # a sentence still open after this many characters is spoken in parts
@@ -255,7 +255,7 @@ def paced(text: Iterable[str | Interrupt | Listen], script: LiveScript, *, lead_
     From the first words on, while no sentence is ready, silence keeps the audio `lead_s`
     (LIKENESS_LIVE_IDLE_LEAD_S) ahead of the clock; 0: no silence, the video waits for the text."""
     lead_s = config.get_float("LIKENESS_LIVE_IDLE_LEAD_S") if lead_s is None else lead_s
-    pacer = Pacer(live_pacing.speech_lead_s() if speech_lead_s is None else speech_lead_s, clock)
+    pacer = live_pacing.paced_by(speech_lead_s, clock)
     inbox: queue.Queue = queue.Queue()
     stop = threading.Event()
 
