@@ -21,10 +21,12 @@ from services.common.errors import InputError
 if TYPE_CHECKING:
     import numpy as np
 
+    from services.common.listening import Listen
     from services.common.live_pacing import Interrupt
 
 EXIT_BAD_INPUT = 2
 CANCEL = "\x18"  # ASCII CAN in `likeness live --text-in -`: an interrupt (the user spoke over the avatar)
+LISTEN_ON, LISTEN_OFF = "\x11", "\x13"  # ASCII DC1 / DC3 there: the user started / stopped talking
 
 
 class StageProgress:
@@ -557,13 +559,18 @@ def _live_audio(args: argparse.Namespace) -> tuple[int, Iterator[np.ndarray]]:
     return rate, from_file()
 
 
-def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt]:
+def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt | Listen]:
     """Text as it is written: stdin (`-`) handed on as it arrives (an LLM's output piped in), or a file.
-    On stdin an ASCII CAN (0x18) is an interrupt: the avatar stops talking, the text after it is the next reply."""
+    On stdin an ASCII CAN (0x18) is an interrupt: the avatar stops talking, the text after it is the next
+    reply; DC1 (0x11) / DC3 (0x13): the user started / stopped talking (the avatar listens meanwhile)."""
     import codecs
     import os
+    import re
 
+    from services.common.listening import LISTEN, STOP_LISTENING
     from services.common.live_pacing import INTERRUPT
+
+    controls = {CANCEL: INTERRUPT, LISTEN_ON: LISTEN, LISTEN_OFF: STOP_LISTENING}
 
     if args.text_in != "-":
         path = Path(args.text_in)
@@ -575,11 +582,11 @@ def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt]:
     def from_stdin() -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while data := os.read(sys.stdin.fileno(), 4096):  # returns what a pipe holds, without waiting for more
-            for n, text in enumerate(decoder.decode(data).split(CANCEL)):
-                if n:
-                    yield INTERRUPT
-                if text:
-                    yield text
+            for part in re.split(f"([{''.join(controls)}])", decoder.decode(data)):
+                if part in controls:
+                    yield controls[part]
+                elif part:
+                    yield part
         yield decoder.decode(b"", final=True)
 
     return from_stdin()
@@ -827,7 +834,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a UTF-8 text file, or - : text on stdin as it is written (pipe an LLM's output in); "
                              "spoken a sentence at a time, tags as in --script ([happy], [pause 1]); on stdin a "
                              "CAN byte (0x18) interrupts: the avatar stops talking, the text after it is the "
-                             "next reply")
+                             "next reply; DC1 (0x11) / DC3 (0x13): the user started / stopped talking (the "
+                             "avatar listens, nodding now and then)")
     live.add_argument("--voice", help="with --text-in: a 3-60 s sample of the voice to speak in")
     live.add_argument("--voice-name", help="with --text-in: a built-in voice (`likeness voices`); default: joe")
     live.add_argument("--speed", type=float, default=1.0, help="with --text-in: speaking rate, 0.5-2.0 (default 1)")

@@ -285,3 +285,24 @@ def test_a_stream_that_starts_with_the_user_talking_shows_the_face_listening_at_
     assert {"raise_brows", "nod"} <= {name for _, name, _ in listened}
     assert all(t < script.words[0].start for t, _, _ in listened)  # ... until the agent talks
     assert [w.text for w in script.words] == ["Hello", "there"] and script.words[0].start > 1.0
+
+
+def test_the_cli_reads_interrupts_and_listening_from_control_bytes_on_stdin(monkeypatch):
+    """`likeness live --text-in -`: CAN (0x18) interrupts, DC1 / DC3 (0x11 / 0x13) say the user started /
+    stopped talking; the text around them goes on as written, also when a byte arrives alone."""
+    import argparse
+    import os
+    import sys
+
+    from services.cli import _live_text
+    from services.common.listening import LISTEN, STOP_LISTENING
+
+    read, write = os.pipe()
+    os.write(write, "Hello the\x18re.\x11".encode())
+    os.write(write, b"\x13")
+    os.write(write, "Héllo ag".encode() + "ain.".encode())
+    os.close(write)
+    monkeypatch.setattr(sys, "stdin", os.fdopen(read, "rb"))
+    items = [item for item in _live_text(argparse.Namespace(text_in="-")) if item != ""]
+    assert items[:5] == ["Hello the", INTERRUPT, "re.", LISTEN, STOP_LISTENING], items
+    assert "".join(i for i in items[5:] if isinstance(i, str)) == "Héllo again.", items
