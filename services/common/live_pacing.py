@@ -38,14 +38,6 @@ def speech_lead_s() -> float:
     return config.get_float("LIKENESS_LIVE_SPEECH_LEAD_S")
 
 
-def paced_by(lead_s: float | None, clock: Callable[[], float]) -> Pacer:
-    """A Pacer at `lead_s`, or else at LIKENESS_LIVE_SPEECH_LEAD_S after a START_LEAD_S start."""
-    if lead_s is not None:
-        return Pacer(lead_s, clock)
-    lead_s = speech_lead_s()
-    return Pacer(lead_s, clock, START_LEAD_S if lead_s > 0 else None)
-
-
 class Interrupt:
     """An item among live text or audio that stops the speech at once (the user spoke over the avatar)."""
 
@@ -145,6 +137,14 @@ class Pacer:
             yield piece
 
 
+def paced_by(lead_s: float | None, clock: Callable[[], float]) -> Pacer:
+    """A Pacer at `lead_s`, or else at LIKENESS_LIVE_SPEECH_LEAD_S after a START_LEAD_S start."""
+    if lead_s is not None:
+        return Pacer(lead_s, clock)
+    lead_s = speech_lead_s()
+    return Pacer(lead_s, clock, START_LEAD_S if lead_s > 0 else None)
+
+
 def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt | Listen], sample_rate: int, *,
                 lead_s: float | None = None, clock: Callable[[], float] = time.monotonic, seed: int = 0,
                 on_interrupt: Callable[[float, str], None] | None = None) -> Iterator[LivePiece]:
@@ -152,7 +152,8 @@ def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt | Listen], sa
     and motions) on one timeline, handed out at most `lead_s` (LIKENESS_LIVE_SPEECH_LEAD_S) ahead of
     the clock (the first START_LEAD_S at once, unless `lead_s` is given): audio that comes at real
     time (a microphone) is never held, audio pushed faster (a voice agent's TTS) waits. An INTERRUPT
-    item drops what has not gone out; the audio after it continues the timeline where the speech stopped, and `on_interrupt(time_code, "")` is told where that is.
+    item drops what has not gone out; the audio after it continues the timeline where the speech
+    stopped, and `on_interrupt(time_code, "")` is told where that is.
     LISTEN / STOP_LISTENING items (services.common.listening) put listening motions on the audio that
     follows (the caller sends silence meanwhile) until the audio has sound again; an interrupt starts
     listening too."""

@@ -65,7 +65,8 @@ def _polygon_mask(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
 def _strokes(mask: np.ndarray, width_px: float) -> np.ndarray:
     """The pixels of `mask` in lines thinner than about `width_px` (what an opening removes)."""
     k = max(3, int(round(width_px)) | 1)
-    return mask & ~cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8)).astype(bool)
+    blobs = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
+    return mask & ~blobs.astype(bool)
 
 
 def _saturation(pixels: np.ndarray) -> float:

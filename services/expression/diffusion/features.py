@@ -86,8 +86,6 @@ def _relative_pitch(f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # Log power below which audio is (digital) silence, ~55 dB under a normal voice's peaks (7.9; real
 # recordings' peaks 5.6-6.9, hiss at -60 dBFS -3.1): the scale of audio that never got louder than this.
 ENERGY_FLOOR = -5.0
-
-
 # A live stream is read as digital silence until a voice is in it (pitch found in VOICED_MIN analysis
 # frames): a microphone's hiss before anyone speaks (DIO finds no pitch in it), normalised on nothing
 # but itself, read as speech and opened the mouth (jawOpen mean 0.45 at -60 dBFS, 0.26-0.36 at -45 to
@@ -151,8 +149,8 @@ class FeatureStream:
     """`frame_features` for audio that arrives in pieces (a live stream). Resampling, log-mel and F0
     are computed once per analysis frame as soon as the audio around it has arrived (as on the whole
     recording: resampling and log-mel exactly, pitch nearly always, see DIO_MARGIN); the normalisation
-    uses the frames so far, and audio without a voice so far reads as silence (VOICED_MIN). Given all the
-audio of a recording with a voice in it at once, it returns what `frame_features` does."""
+    uses the frames so far, and audio without a voice so far reads as silence (VOICED_MIN). Given all
+    the audio of a recording with a voice in it at once, it returns what `frame_features` does."""
 
     def __init__(self, sample_rate: int) -> None:
         g = int(np.gcd(int(sample_rate), SAMPLE_RATE))
