@@ -193,12 +193,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _face_at(args: argparse.Namespace) -> dict:
+    """--face-at X,Y -> {"face_at": (x, y)} (nothing when not given)."""
+    if not getattr(args, "face_at", None):
+        return {}
+    try:
+        x, y = (float(v) for v in args.face_at.split(","))
+    except ValueError:
+        raise InputError("face-at", f"expected X,Y in photo pixels (e.g. 640,360), got {args.face_at!r}") from None
+    return {"face_at": (x, y)}
+
+
 def _framing(args: argparse.Namespace) -> dict:
-    """--aspect/--fit/--background/--keypoints -> VideoRequest fields (validated there)."""
+    """--aspect/--fit/--background/--keypoints/--face-at -> VideoRequest fields (validated there)."""
     from services.render.keypoints import parse_keypoints
     from services.render.layout import Background
 
-    out = {"aspect": args.aspect, "fit": args.fit}
+    out = {"aspect": args.aspect, "fit": args.fit, **_face_at(args)}
     if args.background:
         out["background"] = Background.parse(args.background)
     if args.keypoints:
@@ -211,7 +222,7 @@ def _submit_framing(client, args: argparse.Namespace) -> dict:
     from services.render.formats import check_output, output_kind
     from services.render.keypoints import parse_keypoints
 
-    out = {"aspect": args.aspect, "fit": args.fit, "burn_captions": args.burn_captions}
+    out = {"aspect": args.aspect, "fit": args.fit, "burn_captions": args.burn_captions, **_face_at(args)}
     background = (args.background or "").strip()
     if background.lower() == "transparent" or background.startswith("#"):
         out["background"] = background.lower()
@@ -757,6 +768,8 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
                                             "'x,y;x,y;x,y;x,y;x,y' in photo pixels, or a JSON file: eye "
                                             "(image left), eye (image right), nose tip, mouth corner "
                                             "(image left), mouth corner (image right)")
+    parser.add_argument("--face-at", metavar="X,Y", help="a photo of several people: animate the face at this "
+                                                         "point, in photo pixels (default: the largest face)")
     parser.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed for voice variation, blinks and head motion")
     parser.add_argument("--emotion", default="neutral",
@@ -858,6 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--fit", str, "cover", "cover (default) or contain"),
             ("--background", str, None, "'#RRGGBB' or an image file: replaces the photo's background"),
             ("--keypoints", str, None, "5 points for faces no detector finds (as for generate)"),
+            ("--face-at", str, None, "X,Y: the face to animate in a photo of several people (as for generate)"),
             ("--fps", float, 25.0, "frames per second (default 25)"),
             ("--seed", int, 0, "seed for blinks and head motion"),
             ("--emotion", str, "neutral", "neutral, happy, sad, angry, surprised or auto (each sentence as its "

@@ -221,6 +221,7 @@ class LikenessClient:
                       aspect: str = "1:1", fit: str = "cover", background: str | None = None,
                       background_image: common_pb2.ObjectRef | None = None,
                       keypoints: Sequence[tuple[float, float]] | None = None,
+                      face_at: tuple[float, float] | None = None,
                       voice_sample: str | None = None, driving_audio: str | None = None, voice: str = "",
                       speed: float = 1.0, burn_captions: bool = False, auto_motions: bool = False,
                       emotions: Sequence[tuple[float, str, float]] = (),
@@ -228,7 +229,8 @@ class LikenessClient:
                       webhook_url: str = "") -> gw.SubmitVideoRequest:
         """aspect 1:1/9:16/16:9/4:5; fit cover/contain; background '#RRGGBB' or 'transparent' (the
         video is then VP9 WebM with alpha), or background_image = upload_object(...).object;
-        keypoints: 5 (x, y) photo pixels for faces no detector finds (see services.render.keypoints).
+        keypoints: 5 (x, y) photo pixels for faces no detector finds (see services.render.keypoints);
+        face_at: (x, y) photo pixels of the face to animate in a photo of several people (default: the largest).
         Speech: `script`, spoken in the voice of the `voice_sample` asset if given, or instead the
         `driving_audio` asset (a recording to lip-sync to; `script` is then its optional transcript);
         asset ids come from upload(). `voice`: a built-in voice (voices()); "": the default; `speed`:
@@ -246,6 +248,8 @@ class LikenessClient:
             video.background.image.CopyFrom(background_image)
         for x, y in keypoints or ():
             video.keypoints.points.add(x=float(x), y=float(y))
+        if face_at is not None:
+            video.face_at.x, video.face_at.y = map(float, face_at)
         request = gw.SubmitVideoRequest(
             client_request_id=client_request_id, photo=gw.AssetSource(asset_id=photo),
             video=video, emotion=EMOTIONS[emotion],

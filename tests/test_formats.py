@@ -417,3 +417,27 @@ def test_render_service_muxes_live_audio_as_it_arrives(storage, tmp_path):
     assert info.value.field == "audio_chunk"
     with pytest.raises(InputError, match="stray bytes"):
         list(servicer.RenderVideo(messages(cut=1), None))
+
+
+def test_cli_face_at_picks_the_face_in_a_photo_of_several_people(tmp_path):
+    """`likeness generate --face-at X,Y`: the face at the point talks (the video's frame shows her, not
+    the larger face beside her); a malformed point is a one-line error naming the option."""
+    from tests.test_render import two_faces
+
+    canvas = two_faces()
+    Image.fromarray(canvas).save(tmp_path / "two.png")
+    out = tmp_path / "left.mp4"
+    run = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(tmp_path / "two.png"),
+                          "--script", "Hi.", "--size", "128", "--face-at", "225,125", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "animating the one at (225, 125)" in run.stderr + run.stdout
+    frame = next(decode_frames(out)).astype(np.float64)
+    # the first frame is the astronaut's crop: closer to her side of the photo than to Grace Hopper's
+    left = cv2.resize(canvas[:, :512], frame.shape[1::-1]).astype(np.float64)
+    right = cv2.resize(canvas[:360, 512:], frame.shape[1::-1]).astype(np.float64)
+    assert np.abs(frame - left).mean() < np.abs(frame - right).mean()
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(tmp_path / "two.png"),
+                          "--script", "Hi.", "--face-at", "225", "--out", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: face-at:"), bad.stderr

@@ -915,6 +915,25 @@ def test_photo_without_a_face_fails_the_job_with_the_field(client):
     assert field_violations(job.error)[0][0] == "photo" and "no face" in job.error.message
 
 
+def test_a_point_picks_the_face_in_a_photo_of_several_people(client, tmp_path):
+    """VideoSpec.face_at: in a photo of two people the face at the point talks; a point on no face fails
+    the job with the field."""
+    from PIL import Image
+
+    from tests.test_render import two_faces
+
+    path = tmp_path / "two.png"
+    Image.fromarray(two_faces()).save(path)
+    photo = client.upload(path, kind="photo")
+    job = client.wait(client.submit(photo=photo, script="Hi.", resolution=128, face_at=(225, 125)), timeout_s=120)
+    assert job.state == gw.JOB_STATE_SUCCEEDED
+    assert "2 faces found; animating the one at (225, 125)" in job.warnings, job.warnings
+    with pytest.raises(JobFailedError) as info:
+        client.wait(client.submit(photo=photo, script="Hi.", resolution=128, face_at=(10, 500)), timeout_s=120)
+    error = info.value.job.error
+    assert field_violations(error)[0][0] == "video.face_at" and "no face at (10, 500)" in error.message, error
+
+
 # ------------------------------------------------------------------------------ queue and cancel
 
 

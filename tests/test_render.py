@@ -334,18 +334,49 @@ def test_photo_modes_and_orientation():
     assert load_photo(buf.getvalue()).shape == (100, 80, 3)
 
 
-def test_two_faces_picks_the_largest():
-    left = load_photo(PHOTOS / "astronaut.png")  # face ~110 px tall
-    right = load_photo(PHOTOS / "grace_hopper.jpg")  # face ~200 px tall, shown at 0.6: ~125 px
+def two_faces() -> np.ndarray:
+    """The astronaut (face ~110 px tall) on the left, Grace Hopper (~125 px) on the right."""
+    left = load_photo(PHOTOS / "astronaut.png")
+    right = load_photo(PHOTOS / "grace_hopper.jpg")  # face ~200 px tall, shown at 0.6
     right = cv2.resize(right, (307, 360), interpolation=cv2.INTER_AREA)
     canvas = np.full((512, 512 + 307, 3), 200, np.uint8)
     canvas[:, :512] = left
     canvas[:360, 512:] = right
+    return canvas
+
+
+def test_two_faces_picks_the_largest():
+    canvas = two_faces()
     rig = build_rig(canvas)
     assert "2 faces found; animating the largest" in rig.warnings, rig.warnings
     scale, x0, _ = rig.crop
     chosen_nose_x = rig.landmarks[1, 0] / scale + x0  # back in canvas coordinates
     assert chosen_nose_x > 512  # Grace Hopper's larger face, not the astronaut's
+
+
+def test_a_point_picks_the_face_in_a_photo_of_several_people():
+    from services.render.layout import FrameSpec
+    from services.render.spec import frame_from_pb, frame_to_pb
+
+    canvas = two_faces()
+    for at, on_the_left in (((225, 125), True), ((225, 230), True),  # on her face, under her chin
+                            ((669, 140), False)):
+        rig = build_rig(canvas, frame=FrameSpec(face_at=at))
+        scale, x0, _ = rig.crop
+        assert (rig.landmarks[1, 0] / scale + x0 < 512) == on_the_left, at
+        assert any(w.startswith("2 faces found; animating the one at") for w in rig.warnings), rig.warnings
+    largest = build_rig(canvas, frame=FrameSpec())
+    assert FrameSpec(face_at=(250, 200)).key() != FrameSpec().key()  # cached rigs differ too
+    for at, words in (((10, 500), "no face at (10, 500); faces found around"), ((900, 10), "outside the photo"),
+                      ((-1, 5), "must be an (x, y) point")):
+        with pytest.raises(InputError) as info:
+            build_rig(canvas, frame=FrameSpec(face_at=at))
+        assert info.value.field == "face_at" and words in info.value.message, info.value.message
+    with pytest.raises(InputError, match="not both"):
+        build_rig(canvas, frame=FrameSpec(face_at=(250, 200)), keypoints=np.array(
+            [[200, 180], [300, 180], [250, 230], [215, 270], [285, 270]], np.float64))
+    frame, _ = frame_from_pb(frame_to_pb(FrameSpec(size=256, face_at=(250.0, 200.0))))
+    assert frame.face_at == (250.0, 200.0) and largest.landmarks.shape == (478, 3)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class VideoRequest:
     fit: str = "cover"  # cover: fill the frame (crop); contain: the whole photo, padded
     background: Background | None = None  # None: the photo's own background
     keypoints: tuple[tuple[float, float], ...] | None = None  # 5 points for faces no detector finds
+    face_at: tuple[float, float] | None = None  # several people: the face at this photo point
     voice_sample: bytes | None = None  # a recording of the voice to clone for the script
     driving_audio: bytes | None = None  # a recording to lip-sync to; `script` (optional) is its transcript
     voice: str = ""  # a built-in voice (services.tts.voices); "": the default
@@ -76,7 +77,8 @@ class VideoRequest:
 
     @property
     def frame(self) -> FrameSpec:
-        return FrameSpec(size=self.size, aspect=self.aspect, fit=self.fit, background=self.background)
+        return FrameSpec(size=self.size, aspect=self.aspect, fit=self.fit, background=self.background,
+                         face_at=self.face_at)
 
     def validate(self) -> None:
         """Cheap checks that need no model, so bad requests fail before any work is done."""
@@ -127,6 +129,8 @@ class VideoRequest:
         self.frame.validate()
         if self.keypoints is not None:
             validate_keypoints(np.asarray(self.keypoints, dtype=np.float64))
+            if self.face_at is not None:
+                raise InputError("face_at", "give keypoints or a point on the face, not both")
 
 
 @dataclass

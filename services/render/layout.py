@@ -64,8 +64,12 @@ class FrameSpec:
     aspect: str = "1:1"
     fit: str = "cover"
     background: Background | None = None  # None: the photo's own background
+    face_at: tuple[float, float] | None = None  # photo pixels: the face animated (None: the largest)
 
     def validate(self) -> None:
+        if self.face_at is not None and (len(self.face_at) != 2 or not all(
+                isinstance(v, (int, float)) and np.isfinite(v) and v >= 0 for v in self.face_at)):
+            raise InputError("face_at", f"must be an (x, y) point in photo pixels, got {self.face_at!r}")
         if not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE or self.size % 2:
             raise InputError("size", f"must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, "
                                      f"got {self.size}")
@@ -97,7 +101,8 @@ class FrameSpec:
             b = self.background
             bg = ("transparent" if b.transparent else "%02x%02x%02x" % b.color if b.color
                   else "img" + hashlib.sha256(b.image).hexdigest()[:16] if b.image is not None else "photo")
-        return f"{self.size}-{self.aspect.replace(':', 'x')}-{self.fit}-{bg}"
+        at = "" if self.face_at is None else "-at%.0fx%.0f" % tuple(self.face_at)
+        return f"{self.size}-{self.aspect.replace(':', 'x')}-{self.fit}-{bg}{at}"
 
 
 @dataclass

@@ -235,7 +235,8 @@ FaceDetector = Callable[[np.ndarray], list[np.ndarray]]
 def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None = None,
               frame: FrameSpec | None = None, keypoints: np.ndarray | None = None,
               segment: Callable[[np.ndarray], np.ndarray] | None = None) -> FaceRig:
-    """Find the (largest) face, crop a square around it, resize to `size`, and re-fit the mesh.
+    """Find the face (the largest, or the one at frame.face_at), crop a square around it, resize to
+    `size`, and re-fit the mesh.
 
     `detect` (default: `detect_faces`, mediapipe in-process) maps an RGB image to every face's
     [478, 3] landmarks in pixels; a server can pass one that runs the model elsewhere (Triton).
@@ -254,11 +255,14 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     if keypoints is not None:
         from services.render.keypoints import fit_template, shape_eyes, validate_keypoints
 
+        if frame.face_at is not None:
+            raise InputError("face_at", "give keypoints or a point on the face, not both")
+
         face = shape_eyes(fit_template(validate_keypoints(keypoints, photo.shape)), photo)
         warnings.append("face placed from keypoints: eye openings measured in the photo (or "
                         "estimated from the eye distance), gaze kept still")
     else:
-        face = _locate(photo, detect, warnings)
+        face = _locate(photo, detect, warnings, frame.face_at)
         check_pose(face)
 
     face_h = float(np.linalg.norm(face[FOREHEAD_TOP, :2] - face[CHIN, :2]))
@@ -328,9 +332,13 @@ def _breathing_stage(image: np.ndarray, face: np.ndarray,
     return Stage(base=image, offset=(0, 0), body=matte)
 
 
-def _locate(photo: np.ndarray, detect: FaceDetector, warnings: list[str]) -> np.ndarray:
-    """The largest face's [478, 3] landmarks in photo pixels (first pass, on a bounded copy)."""
+def _locate(photo: np.ndarray, detect: FaceDetector, warnings: list[str],
+            at: tuple[float, float] | None = None) -> np.ndarray:
+    """The [478, 3] landmarks in photo pixels (first pass, on a bounded copy) of the largest face, or
+    of the face at `at` (the one whose box holds it, else the nearest within a face's height)."""
     h, w = photo.shape[:2]
+    if at is not None and not (at[0] < w and at[1] < h):
+        raise InputError("face_at", f"({at[0]:.0f}, {at[1]:.0f}) is outside the photo ({w} x {h} px)")
     shrink = min(1.0, DETECT_MAX_SIDE / max(h, w))
     small = photo if shrink == 1.0 else cv2.resize(photo, (round(w * shrink), round(h * shrink)),
                                                     interpolation=cv2.INTER_AREA)
@@ -339,9 +347,32 @@ def _locate(photo: np.ndarray, detect: FaceDetector, warnings: list[str]) -> np.
         raise InputError("photo", "no face found: use a photo of a person facing the camera, eyes and "
                                   "mouth visible; for a pet, cartoon or illustration give 5 keypoints "
                                   "(eyes, nose tip, mouth corners)")
+    faces = [f / shrink for f in faces]
+    if at is not None:
+        return _face_at(faces, np.asarray(at, np.float64), warnings)
     if len(faces) > 1:
         warnings.append(f"{len(faces)} faces found; animating the largest")
-    return faces[0] / shrink
+    return faces[0]
+
+
+def _face_at(faces: list[np.ndarray], at: np.ndarray, warnings: list[str]) -> np.ndarray:
+    """The face whose box holds `at` (the smallest such: a face in front of another), else the
+    nearest one within its own height; none: an error that says where the faces are."""
+    lo = [f[:NUM_MESH, :2].min(axis=0) for f in faces]
+    hi = [f[:NUM_MESH, :2].max(axis=0) for f in faces]
+    gaps = [float(np.linalg.norm(np.maximum(np.maximum(a - at, at - b), 0.0))) for a, b in zip(lo, hi)]
+    holding = [k for k, gap in enumerate(gaps) if gap == 0.0]
+    if holding:
+        k = min(holding, key=lambda k: _face_area(faces[k]))
+    else:
+        k = int(np.argmin(gaps))
+        if gaps[k] > (hi[k] - lo[k])[1]:
+            where = ", ".join(f"({(a[0] + b[0]) / 2:.0f}, {(a[1] + b[1]) / 2:.0f})" for a, b in zip(lo, hi))
+            raise InputError("face_at", f"no face at ({at[0]:.0f}, {at[1]:.0f}); faces found around {where} "
+                                        "(photo pixels)")
+    if len(faces) > 1:
+        warnings.append(f"{len(faces)} faces found; animating the one at ({at[0]:.0f}, {at[1]:.0f})")
+    return faces[k]
 
 
 def max_photo_angles() -> tuple[float, float, float]:

@@ -92,8 +92,13 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             cached = True
         else:
             with span("build_rig", {"size": frame.size, "aspect": frame.aspect, "fit": frame.fit}):
-                rig = build_rig(load_photo(data), frame=frame, detect=self.detect, keypoints=keypoints,
-                                segment=self.segment)
+                try:
+                    rig = build_rig(load_photo(data), frame=frame, detect=self.detect, keypoints=keypoints,
+                                    segment=self.segment)
+                except InputError as exc:  # (the point is the request's video.face_at)
+                    if exc.field != "face_at":
+                        raise
+                    raise InputError("video.face_at", exc.message) from None
             self.storage.put_bytes(key, rig.to_bytes(), "application/x-npz")
             cached = False
         return rd.PrepareRigResponse(rig_id=rig_id, cached=cached, warnings=rig.warnings,

@@ -1,4 +1,4 @@
-"""VideoSpec (proto) <-> FrameSpec + keypoints, with the same checks everywhere (gateway, render)."""
+"""VideoSpec (proto) <-> FrameSpec (face_at included) + keypoints, with the same checks everywhere (gateway, render)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -48,8 +48,9 @@ def frame_from_pb(spec: common_pb2.VideoSpec, fetch: Callable[[common_pb2.Object
             background = Background(image=fetch(spec.background.image, field) if fetch else b"")
         else:
             raise InputError(f"{prefix}.background", "set color, transparent or image")
+    face_at = (float(spec.face_at.x), float(spec.face_at.y)) if spec.HasField("face_at") else None
     frame = FrameSpec(size=size, aspect=ASPECT_NAMES[spec.aspect_ratio], fit=FIT_NAMES[spec.fit],
-                      background=background)
+                      background=background, face_at=face_at)
     try:
         frame.validate()
     except InputError as exc:
@@ -59,6 +60,8 @@ def frame_from_pb(spec: common_pb2.VideoSpec, fetch: Callable[[common_pb2.Object
     if spec.HasField("keypoints"):
         points = np.array([(p.x, p.y) for p in spec.keypoints.points], np.float64).reshape(-1, 2)
         keypoints = validate_keypoints(points, field=f"{prefix}.keypoints")
+        if face_at is not None:
+            raise InputError(f"{prefix}.face_at", "give keypoints or a point on the face, not both")
     return frame, keypoints
 
 
@@ -77,4 +80,6 @@ def frame_to_pb(frame: FrameSpec, *, fps: float = 0.0, keypoints=None,
     if keypoints is not None:
         for x, y in np.asarray(keypoints, np.float64).reshape(-1, 2):
             spec.keypoints.points.add(x=float(x), y=float(y))
+    if frame.face_at is not None:
+        spec.face_at.x, spec.face_at.y = map(float, frame.face_at)
     return spec
