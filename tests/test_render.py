@@ -483,8 +483,8 @@ def test_lip_edges_are_soft(renderers, grace_1080):
 def test_an_inked_illustration_opens_to_its_ink(renderers):
     """A line-art illustration (the photo through OpenCV's stylization filter, black ink strokes)
     fills its open mouth with its ink, as its own teeth gaps are, and keeps its own inked teeth
-    without shaded rows drawn beside them; the photos (one with black sunglasses) keep a cavity in
-    the lip's colour, in shade (near-black there reads as a hole), and their drawn rows."""
+    without shaded rows drawn beside them; the photos (one with black sunglasses, one underexposed)
+    keep a cavity in the lip's colour, in shade (near-black there reads as a hole), and their drawn rows."""
     from services.render.rig import LIP_LOWER_INNER, LIP_UPPER_INNER
 
     inked = cv2.stylization(load_photo(PHOTOS / "astronaut.png")[..., ::-1], sigma_s=60,
@@ -495,7 +495,10 @@ def test_an_inked_illustration_opens_to_its_ink(renderers):
     for eye in (468, 473):
         cv2.ellipse(shades, tuple(int(v) for v in rig.landmarks[eye, :2]),
                     (int(0.2 * rig.face_height), int(0.15 * rig.face_height)), 0, 0, 360, (8, 8, 10), -1)
-    cases = {"inked": Renderer(build_rig(inked)), **renderers, "sunglasses": Renderer(build_rig(shades))}
+    # An underexposed photo with crushed blacks has as many near-black pixels, shading off gradually.
+    crushed = (255 * (load_photo(PHOTOS / "grace_hopper.jpg") / 255.0) ** 2.9).astype(np.uint8)
+    cases = {"inked": Renderer(build_rig(inked)), **renderers, "sunglasses": Renderer(build_rig(shades)),
+             "crushed": Renderer(build_rig(crushed))}
     darkest = {}
     for name, renderer in cases.items():
         w = weights(jawOpen=0.8)
@@ -508,7 +511,8 @@ def test_an_inked_illustration_opens_to_its_ink(renderers):
         assert renderer.mouth.inked == (name == "inked"), name
         assert renderer.mouth.drawn_teeth == (name != "inked"), name
     assert darkest["inked"] < 12, darkest
-    assert min(darkest[name] for name in cases if name != "inked") > 20, darkest
+    assert min(darkest[name] for name in cases if name not in ("inked", "crushed")) > 20, darkest
+    assert darkest["crushed"] > darkest["inked"], darkest  # (its own dark red, not ink)
 
 
 def test_photo_teeth_are_reused(renderers):

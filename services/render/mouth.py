@@ -47,10 +47,13 @@ CAVITY_TINT = np.array([0.34, 0.17, 0.17])
 # colour. A photo's darkest face pixels (nostrils, lashes) are far lighter: luma 24-31 at the 1st
 # percentile on the bundled photos, where the inked faces have 6-16% at 0. Strokes, not blobs: black
 # sunglasses are as dark, but an opening with a square INK_STROKE face heights wide keeps them
-# (87% of their dark pixels, vs 1-14% of the inked faces').
+# (87% of their dark pixels, vs 1-14% of the inked faces'). And pure black: a drawing's darks are
+# mostly its ink at 0 (36-40% of the face's pixels under luma 40 are <= 2), where an underexposed or
+# crushed photo shades off into its shadows (0-16%, with 3-11% of the face at luma <= 12).
 INK_LUMA = 12.0
 INK_SHARE = 0.02
 INK_STROKE = 0.02
+INK_PURE, INK_DARK, INK_PURE_SHARE = 2.0, 40.0, 0.25
 TONGUE_RISE = 0.21  # how far (u) the tongue's back shows above the lower incisors, the jaw fully open
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -124,7 +127,9 @@ class MouthInterior:
         self.photo_teeth = teeth is not None
         ink = img[_strokes(face & (luma <= INK_LUMA), INK_STROKE * rig.face_height)] \
             if rig.source != "keypoints" else img[:0]
-        self.inked = len(ink) >= INK_SHARE * max(1, int(face.sum()))
+        darks = luma[face & (luma <= INK_DARK)]
+        self.inked = len(ink) >= INK_SHARE * max(1, int(face.sum())) \
+            and float(np.mean(darks <= INK_PURE)) >= INK_PURE_SHARE
         # Faces placed from keypoints (pets, cartoons) get no drawn human tooth rows: on a cat they
         # read as dentures. Their open mouth is throat shading and the tongue (the photo's own
         # teeth, when it shows them, are still reused). Nor does an inked face that shows its own
