@@ -157,6 +157,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
                            voice_sample=voice_sample, driving_audio=driving_audio, voice=args.voice_name or "",
                            speed=args.speed, burn_captions=args.burn_captions, auto_motions=args.auto_motions,
+                           language=args.language,
                            emotion=args.emotion, expressiveness=args.expressiveness, **_framing(args),
                            motions=_timed(args.motion, "motion"), emotions=_timed(args.emotion_at, "emotion"))
     request.validate()
@@ -349,7 +350,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                            seed=args.seed, emotion=args.emotion, expressiveness=args.expressiveness,
                            voice_sample=voice_id, driving_audio=audio_id, voice=args.voice_name or "",
                            speed=args.speed, webhook_url=args.webhook_url, auto_motions=args.auto_motions,
-                           **timed, **_submit_framing(client, args))
+                           language=args.language, **timed, **_submit_framing(client, args))
             if args.stream:
                 return _receive_stream(client, options, args)
             job_id = client.submit(**options)
@@ -652,7 +653,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     request = VideoRequest(photo=Path(args.photo), script="", size=args.size, fps=args.fps, seed=args.seed,
                            emotion=args.emotion, expressiveness=args.expressiveness, voice_sample=voice_sample,
                            voice=args.voice_name or "", speed=args.speed, auto_motions=args.auto_motions,
-                           **_framing(args))
+                           language=args.language, **_framing(args))
     if not Path(args.photo).is_file():
         raise InputError("photo", f"no such file: {args.photo}")
     if from_text:
@@ -696,7 +697,7 @@ def cmd_live(args: argparse.Namespace) -> int:
                 if from_text:
                     voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
                     call = client.live(text=text, photo=asset, voice=args.voice_name or "", voice_sample=voice_id,
-                                       speed=args.speed, **options)
+                                       speed=args.speed, language=args.language, **options)
                 else:
                     call = client.live(_live_items(pieces, rate), sample_rate=rate, photo=asset, **options)
                 for message in call:
@@ -750,6 +751,8 @@ def _video_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voice-name", help="a built-in voice for the script (`likeness voices`); "
                                              "default: joe")
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate of the script, 0.5-2.0 (default 1)")
+    parser.add_argument("--language", default="en-us", help="the script's language, an espeak-ng code (default "
+                                                            "en-us; e.g. de, ru, cmn, ja for kana)")
     parser.add_argument("--audio", help="your own recording (wav/mp3/m4a/ogg/webm) to lip-sync to instead "
                                         "of synthesized speech; with --script it is aligned to the text")
     parser.add_argument("--out", required=True,
@@ -852,6 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--voice", help="with --text-in: a 3-60 s sample of the voice to speak in")
     live.add_argument("--voice-name", help="with --text-in: a built-in voice (`likeness voices`); default: joe")
     live.add_argument("--speed", type=float, default=1.0, help="with --text-in: speaking rate, 0.5-2.0 (default 1)")
+    live.add_argument("--language", default="en-us", help="with --text-in: the text's language (as for generate)")
     live.add_argument("--captions", help="with --text-in: also write captions of what was said (.srt or .vtt)")
     live.add_argument("--auto-motions", action="store_true",
                       help="with --text-in: nod on yes, shake on no, tilt on questions, without motion tags")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -441,3 +442,21 @@ def test_cli_face_at_picks_the_face_in_a_photo_of_several_people(tmp_path):
                           "--script", "Hi.", "--face-at", "225", "--out", str(out)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: face-at:"), bad.stderr
+
+
+def test_cli_refuses_a_script_its_language_would_spell_out_and_speaks_it_in_its_own():
+    """A Japanese script under the default en-us would come out as "Japanese letter" over and over
+    (32 s for two short sentences): refused, naming the language to set; in kana with --language ja
+    (and a Kokoro voice, trained on Japanese) it is spoken at a talking pace."""
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTO),
+                          "--script", "こんにちは。わたしは りけねす です。", "--out", "/tmp/never.mp4"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: language:") and ": ja" in bad.stderr, \
+        bad.stderr
+    out = Path(tempfile.mkdtemp()) / "ja.mp4"
+    run = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(PHOTO), "--script",
+                          "こんにちは。わたしは りけねす です。", "--language", "ja", "--voice-name", "kokoro-female",
+                          "--size", "128", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seconds = len(list(decode_frames(out))) / 25
+    assert 1.5 < seconds < 8.0, seconds  # (two short sentences; spelled out letter by letter: 30 s)

@@ -861,6 +861,7 @@ def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
     (lambda r: r.emotions.add(time_code=-1.0, emotion=common_pb2.EMOTION_SAD), "emotions[0].time_code"),
     (lambda r: r.motions.add(time_code=1.0, motion=common_pb2.MOTION_NOD, strength=3.0), "motions[0].strength"),
     (lambda r: setattr(r, "script", "Hello [pause 99] there."), "script"),
+    (lambda r: setattr(r, "script", "Привет, как дела?"), "language"),  # en-us would spell it out
     (lambda r: (r.driving_audio.CopyFrom(gw.AssetSource(asset_id="0" * 64)),
                 setattr(r.video, "burn_in_captions", True)), "video.burn_in_captions"),
     (lambda r: (r.driving_audio.CopyFrom(gw.AssetSource(asset_id="0" * 64)), setattr(r, "transcript", "[happy]"),

@@ -197,6 +197,8 @@ def test_grouping_and_stress():
     ("a " * 2501, {}, "script"),
     ("... -- !!! 🍕", {}, "script"),
     ("Hello there.", {"language": "klingon"}, "language"),
+    ("Привет, как дела?", {}, "language"),  # en-us would spell the Cyrillic letters out one by one
+    ("今日は写真から話しています。", {"language": "ja"}, "language"),  # espeak-ng has no kanji readings
     ("Hello there.", {"speed": 5.0}, "speed"),
     ("Hello there.", {"seed": -1}, "seed"),
 ])
@@ -204,13 +206,18 @@ def test_bad_input_raises_input_error(tts, text, kwargs, field):
     with pytest.raises(InputError) as err:
         tts.synthesize(text, **kwargs)
     assert err.value.field == field
-    if field == "language":
+    if kwargs.get("language") == "klingon":
         assert "en-us" in err.value.message and "supported" in err.value.message
+    elif field == "language":
+        assert "letter" in err.value.message, err.value.message  # what would go wrong, and what to set
 
 
 def test_other_languages_and_long_scripts(tts):
     de = tts.synthesize("Guten Morgen, wie geht es dir?", seed=0, language="de")
     assert [w.text for w in de.words] == ["Guten", "Morgen", "wie", "geht", "es", "dir"]
+    ru = tts.synthesize("Привет, как дела?", seed=0, language="ru")  # in its own language: spoken
+    english = tts.synthesize("Hello, how are you?", seed=0)
+    assert [w.text for w in ru.words] == ["Привет", "как", "дела"] and ru.duration < 2 * english.duration
     assert abs(de.phones[-1].end - de.duration) <= HOP_LENGTH / de.sample_rate
     # One run-on sentence far longer than a model chunk: split inside, timeline still exact.
     long_text = " ".join(["one more word"] * 60)
@@ -232,3 +239,18 @@ def test_wav_round_trip(tmp_path, speech):
     with pytest.raises(InputError) as err:
         read_wav(tmp_path / "bad.wav")
     assert err.value.field == "audio"
+
+
+def test_the_writing_system_says_which_languages_can_read_a_script():
+    from services.tts.phonemize import check_readable, writing_system
+
+    assert [writing_system(t) for t in ("Hello.", "Привет.", "你好。", "こんにちは、私は。", "안녕", "ＡＢＣ", "123")] == \
+        ["LATIN", "CYRILLIC", "CJK", "KANA", "HANGUL", "LATIN", ""]
+    for text, language in (("Hello.", "ru"), ("Привет.", "ru"), ("Привет.", "uk"), ("你好。", "cmn"),
+                           ("こんにちは。", "ja"), ("안녕하세요", "ko"), ("Bonjour, Привет.", "fr")):
+        check_readable(text, language)  # (Latin letters: any language reads them; a Cyrillic word among French)
+    for text, language, hint in (("Привет, мир.", "en-us", "ru, uk"), ("你好。", "ja", "cmn"),
+                                 ("こんにちは。", "en-us", "Japanese kana"), ("漢字とかな。", "ja", "kana only")):
+        with pytest.raises(InputError) as err:
+            check_readable(text, language)
+        assert err.value.field == "language" and hint in err.value.message, err.value.message

@@ -30,6 +30,7 @@ from services.gateway.metrics import FIRST_MEDIA, IN_FLIGHT, JOBS, QUEUE_DEPTH, 
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
 from services.gateway.speech_rules import WORDS, check_speech, reading_words
+from services.tts.phonemize import check_readable
 from services.tts.voices import DEFAULT_VOICE, VOICES
 
 log = logging.getLogger(__name__)
@@ -372,6 +373,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         violations += [("video.burn_in_captions" if name == WORDS else name, message)
                        for name, message in checked.violations]
         if checked.text is not None:
+            if not recording:  # (a recording's transcript is aligned, not spoken by espeak-ng)
+                check("language", lambda: check_readable(checked.text, job["language"].lower().replace("_", "-")))
             job["transcript" if recording else "script"] = checked.text
             job["emotion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, EmotionTag)]
             job["motion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, MotionTag)]

@@ -82,6 +82,51 @@ def check_language(language: str) -> str:
     return code
 
 
+# The espeak-ng languages that read each non-Latin writing system (Unicode script names; KANA:
+# hiragana and katakana, with any kanji among them). Any other language spells such letters out one
+# by one ("Japanese letter, Japanese letter..." under en-us: 32 s of it for three short sentences), so
+# that script is refused, naming the languages that read it.
+READERS: dict[str, tuple[str, ...]] = {
+    "CYRILLIC": ("ru", "uk", "bg", "sr", "mk", "be", "kk", "ky", "tt", "ba", "cv", "nog", "hbs"),
+    "GREEK": ("el", "grc"), "ARABIC": ("ar", "fa", "ur", "sd", "ug"), "HEBREW": ("he",),
+    "DEVANAGARI": ("hi", "ne", "mr", "kok"), "BENGALI": ("bn", "as", "bpy"), "GURMUKHI": ("pa",),
+    "GUJARATI": ("gu",), "ORIYA": ("or",), "TAMIL": ("ta",), "TELUGU": ("te",), "KANNADA": ("kn",),
+    "MALAYALAM": ("ml",), "SINHALA": ("si",), "THAI": ("th",), "MYANMAR": ("my",), "GEORGIAN": ("ka",),
+    "ARMENIAN": ("hy", "hyw"), "ETHIOPIC": ("am",), "HANGUL": ("ko",), "KANA": ("ja",),
+    "CJK": ("cmn", "zh", "yue", "hak"),
+}
+_SCRIPT_NAMES = {"KANA": "Japanese kana", "CJK": "Chinese characters"}  # (others: "Cyrillic letters")
+
+
+def writing_system(text: str) -> str:
+    """The Unicode script most of `text`'s letters are in: "LATIN", "CYRILLIC", "CJK", "KANA", ...
+    ("" without letters)."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "").split(" ")[0]
+            name = {"FULLWIDTH": "LATIN", "HIRAGANA": "KANA", "KATAKANA": "KANA",
+                    "KATAKANA-HIRAGANA": "KANA"}.get(name, name)
+            counts[name] = counts.get(name, 0) + 1
+    if "KANA" in counts:  # kanji among kana: Japanese, not Chinese
+        counts["KANA"] += counts.pop("CJK", 0)
+    return max(counts, key=counts.get) if counts else ""
+
+
+def check_readable(text: str, language: str) -> None:
+    """InputError("language", ...) when espeak-ng in `language` (a normalised code) would spell the
+    script's letters out one by one, or cannot read its Japanese kanji. Needs no espeak-ng."""
+    system = writing_system(text)
+    readers = READERS.get(system)
+    if readers is not None and language not in readers and language.split("-")[0] not in readers:
+        written = _SCRIPT_NAMES.get(system, f"{system.title()} letters")
+        raise InputError("language", f"the script is written in {written}, which {language} reads out letter "
+                                     f"by letter; set the language to one that reads them: {', '.join(readers)}")
+    if language.split("-")[0] == "ja" and any(unicodedata.name(ch, "").startswith("CJK") for ch in text):
+        raise InputError("language", "espeak-ng reads Japanese in kana only (kanji come out as 'Chinese "
+                                     "letter'): write the script in hiragana and katakana")
+
+
 # -- text -> clauses ---------------------------------------------------------------------------
 def clean_text(text: str) -> str:
     """Unify quotes/dashes, drop what espeak-ng can't speak, collapse whitespace."""
@@ -243,8 +288,10 @@ def _align_labels(a: list[str], b: list[str], b_label: list[int]) -> list[int]:
 
 # -- the whole script --------------------------------------------------------------------------
 def phonemize(text: str, language: str = DEFAULT_LANGUAGE) -> list[Clause]:
-    """Script -> phonemized clauses. Raises InputError for an unknown language."""
+    """Script -> phonemized clauses. Raises InputError for an unknown language, or one that would
+    spell the script's letters out (check_readable)."""
     code = check_language(language)
+    check_readable(text, code)
     pieces = split_clauses(clean_text(text))
     word_list = sorted({w for words, _ in pieces for w in words})
     ipas = espeak_ipa([" ".join(words) for words, _ in pieces] + word_list, code)
