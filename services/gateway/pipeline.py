@@ -83,7 +83,7 @@ class VideoRequest:
     def validate(self) -> None:
         """Cheap checks that need no model, so bad requests fail before any work is done."""
         from services.gateway.speech_rules import WORDS, check_speech
-        from services.tts.phonemize import check_readable
+        from services.tts.phonemize import check_readable, language_code
 
         checked = check_speech(self.script or "", recording=self.driving_audio is not None,
                                cloned=self.voice_sample is not None, voice=self.voice, speed=self.speed,
@@ -92,7 +92,7 @@ class VideoRequest:
             name, message = checked.violations[0]
             raise InputError("burn_captions" if name == WORDS else name, message)
         if self.script and self.driving_audio is None:  # (a recording's transcript is aligned, not spoken)
-            check_readable(self.spoken_script[0], self.language.strip().lower().replace("_", "-"))
+            check_readable(self.spoken_script[0], language_code(self.language))
         for name in ("voice_sample", "driving_audio"):
             if getattr(self, name) is not None and not getattr(self, name):
                 raise InputError(name, "is empty")

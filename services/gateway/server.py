@@ -30,7 +30,7 @@ from services.gateway.metrics import FIRST_MEDIA, IN_FLIGHT, JOBS, QUEUE_DEPTH, 
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
 from services.gateway.speech_rules import WORDS, check_speech, reading_words
-from services.tts.phonemize import check_readable
+from services.tts.phonemize import check_readable, language_code
 from services.tts.voices import DEFAULT_VOICE, VOICES
 
 log = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                        for name, message in checked.violations]
         if checked.text is not None:
             if not recording:  # (a recording's transcript is aligned, not spoken by espeak-ng)
-                check("language", lambda: check_readable(checked.text, job["language"].lower().replace("_", "-")))
+                check("language", lambda: check_readable(checked.text, language_code(job["language"])))
             job["transcript" if recording else "script"] = checked.text
             job["emotion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, EmotionTag)]
             job["motion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, MotionTag)]

@@ -73,9 +73,14 @@ def supported_languages() -> tuple[str, ...]:
     return tuple(sorted(languages))
 
 
+def language_code(language: str) -> str:
+    """A language tag as espeak-ng names its voices: "en_US" -> "en-us"."""
+    return (language or "").strip().lower().replace("_", "-")
+
+
 def check_language(language: str) -> str:
-    """Normalise a language code ("en_US" -> "en-us") or raise InputError("language", ...)."""
-    code = (language or "").strip().lower().replace("_", "-")
+    """Normalise a language code (language_code) or raise InputError("language", ...)."""
+    code = language_code(language)
     supported = supported_languages()
     if code not in supported:
         raise InputError("language", f"unknown language {language!r}; supported: {', '.join(supported)}")

@@ -20,6 +20,7 @@ from services.tts.cloning import SpeakerProfile, VoiceCloner
 from services.tts.cloning.cloner import sample_sha256
 from services.tts.engine import TextToSpeech
 from services.tts.pauses import speak_with_pauses, strip_pauses
+from services.tts.phonemize import language_code
 from services.tts.recording import prepare_recording
 from services.tts.tensor_model import ModelVoice
 from services.tts.voices import VoiceBank, check_voice
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def espeak_language(tag: str) -> str:
     """BCP-47 ("en-US") -> espeak-ng voice name ("en-us"); empty -> the default."""
-    return tag.strip().lower().replace("_", "-") or "en-us"
+    return language_code(tag) or "en-us"
 
 
 class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
