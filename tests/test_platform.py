@@ -781,8 +781,10 @@ def test_emotion_and_motion_tags_in_an_ssml_script_drive_the_face(stack, client,
 
     script = ('<speak>[happy] What a wonderful morning this is, [nod] I love it. <break time="1s"/> [sad] But then '
               'the rain came and [look left] <emphasis>ruined</emphasis> everything.</speak>')  # SSML, our tags inside
-    job = client.wait(client.submit(photo=photo_id, script=script, resolution=256, export_blendshapes=True),
-                      timeout_s=300)
+    # (seeded: without a seed the head's own sway differs every run, and once in a while it reached
+    # 2.6 degrees before "ruined", more than the look aside's margin over it)
+    job = client.wait(client.submit(photo=photo_id, script=script, resolution=256, export_blendshapes=True,
+                                    seed=11), timeout_s=300)
     assert job.state == gw.JOB_STATE_SUCCEEDED, job.error.message
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
     assert timeline["text"].startswith("What a wonderful") and not set("[<") & set(job.result.captions.webvtt)
@@ -801,7 +803,8 @@ def test_emotion_and_motion_tags_in_an_ssml_script_drive_the_face(stack, client,
     before = slice(int((i_word["start"] - 0.6) * fps), int((i_word["start"] - 0.2) * fps))
     nod = pose[int((i_word["start"] - 0.1) * fps):int((i_word["start"] + 0.4) * fps), 0]
     assert nod.max() > pose[before, 0].max() + 4
-    assert pose[int((ruined["start"] + 0.5) * fps), 1] > pose[:int((ruined["start"] - 0.2) * fps), 1].max() + 6
+    look, earlier = pose[int((ruined["start"] + 0.5) * fps), 1], pose[:int((ruined["start"] - 0.2) * fps), 1]
+    assert look > earlier.max() + 6, (look, earlier.max())
 
 
 def test_emotion_auto_and_auto_motions_read_each_sentence(stack, client, photo_id):
