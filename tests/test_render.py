@@ -377,6 +377,18 @@ def test_a_point_picks_the_face_in_a_photo_of_several_people():
             [[200, 180], [300, 180], [250, 230], [215, 270], [285, 270]], np.float64))
     frame, _ = frame_from_pb(frame_to_pb(FrameSpec(size=256, face_at=(250.0, 200.0))))
     assert frame.face_at == (250.0, 200.0) and largest.landmarks.shape == (478, 3)
+    # Both at once is refused where the request is first read too: the API's spec, the embedded request.
+    both = frame_to_pb(FrameSpec(size=256, face_at=(250.0, 200.0)),
+                       keypoints=[[200, 180], [300, 180], [250, 230], [215, 270], [285, 270]])
+    with pytest.raises(InputError) as info:
+        frame_from_pb(both)
+    assert info.value.field == "video.face_at" and "not both" in info.value.message
+    from services.gateway.pipeline import VideoRequest
+
+    with pytest.raises(InputError) as info:
+        VideoRequest(photo=b"", script="Hi.", face_at=(250.0, 200.0),
+                     keypoints=((200, 180), (300, 180), (250, 230), (215, 270), (285, 270))).validate_video()
+    assert info.value.field == "face_at" and "not both" in info.value.message
 
 
 # ---------------------------------------------------------------------------------------------
