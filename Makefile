@@ -13,9 +13,10 @@ STAMP := $(VENV)/.likeness-installed
 setup: system-deps $(STAMP) protos
 
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v openssl >/dev/null; then \
-	  echo "installing system packages (espeak-ng, sox, openssl)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox openssl >/dev/null; \
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v openssl >/dev/null \
+	    || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  echo "installing system packages (espeak-ng, sox, openssl, postgresql)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox openssl postgresql >/dev/null; \
 	fi
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml

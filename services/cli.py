@@ -245,6 +245,16 @@ def _submit_framing(client, args: argparse.Namespace) -> dict:
     return out
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:20]!r}") from None
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError("from 1 to 16")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -253,12 +263,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print("starting S3, Triton and the tts/expression/render/gateway services ...", file=sys.stderr)
+    print("starting PostgreSQL, S3, Triton and the tts/expression/render/gateway services ...", file=sys.stderr)
     kwargs = {"workdir": Path(args.workdir)} if args.workdir else {}
-    with LocalStack(**kwargs) as stack:
+    with LocalStack(**kwargs, gateways=args.gateways, durable=True) as stack:
         print(f"gateway    {stack.gateway_address}")
         for name, service in stack.services.items():
             print(f"{name:<11}{service.address}  metrics {service.metrics_url}")
+        for replica in stack.replicas:
+            print(f"{'gateway':<11}{replica.address}  metrics {replica.metrics_url}  (replica)")
+        print(f"postgres   {stack.pg.host}:{stack.pg.port}  (data in {stack.pg.data_dir})")
         print(f"triton     {stack.triton.grpc_url}  metrics {stack.triton.metrics_url}")
         print(f"s3         {stack.s3.endpoint}  (data in {stack.workdir / 's3'})")
         print(f"logs       {stack.workdir / 'logs'}")
@@ -805,8 +818,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the ARKit-52 blendshape + head pose track (.json or .csv)")
     gen.set_defaults(func=cmd_generate)
 
-    srv = sub.add_parser("serve", help="run the whole platform on loopback: S3, Triton, the four services")
+    srv = sub.add_parser("serve", help="run the whole platform on loopback: PostgreSQL, S3, Triton, the four "
+                                       "services")
     srv.add_argument("--workdir", help="where data and logs go (default: a new temp dir)")
+    srv.add_argument("--gateways", type=_positive_int, default=1,
+                     help="gateway replicas sharing the job database (default 1)")
     srv.set_defaults(func=cmd_serve)
 
     new_key = sub.add_parser("new-key", help="print a new API key line 'principal:key' for the gateway's "

@@ -1,7 +1,8 @@
 """The whole platform on loopback, for development (`likeness serve`) and the tests.
 
-A real S3 server (seaweedfs), a real Triton server on model_repository/, and the four gRPC
-services as separate processes wired by env vars, each waited for through gRPC health checking.
+A real PostgreSQL (the job database the gateway replicas share), a real S3 server (seaweedfs), a real
+Triton server on model_repository/, and the four gRPC services as separate processes wired by env vars,
+each waited for through gRPC health checking.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.child_process import die_with_parent, log_tail
+from services.common.pg_server import PgServer
 from services.common.ports import free_ports
 from services.common.s3_server import S3Server
 from services.common.triton_server import TritonServer
@@ -53,11 +55,14 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)  # extra env for every service
     only: tuple[str, ...] = SERVICES  # e.g. ("gateway",): API tests that run no job need no Triton
     start_timeout: float = 120.0
+    gateways: int = 1  # gateway replicas on the one database (the first is services["gateway"])
+    durable: bool = False  # the job database fsyncs (likeness serve); tests need not
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.s3: S3Server | None = None
+        self.pg: PgServer | None = None
         self.triton: TritonServer | None = None
         ports = free_ports(2 * len(SERVICES))
         self.services = {name: ServiceProcess(name, ports[2 * i], ports[2 * i + 1],
@@ -71,21 +76,37 @@ class LocalStack:
         try:
             self.s3 = S3Server(self.workdir / "s3", log_path=self.workdir / "logs" / "s3.log").start()
             self.storage().ensure_bucket()
+            if "gateway" in self.only:
+                self.pg = self._start_database()
             if set(self.only) - {"gateway"}:
                 self.triton = TritonServer(self.model_repository, log_path=self.workdir / "logs" / "triton.log",
                                            start_timeout=self.start_timeout).start()
             for name in SERVICES:
                 if name in self.only:
                     self.start_service(name)
+            if "gateway" in self.only:
+                for _ in range(self.gateways - 1):
+                    self.start_replica("gateway")
         except BaseException:
             self.stop()
             raise
         return self
 
+    def _start_database(self) -> PgServer:
+        """PostgreSQL with its data in the workdir; its password is kept beside it for the next start."""
+        password_file = self.workdir / "postgres.password"
+        password = password_file.read_text().strip() if password_file.exists() else None
+        pg = PgServer(self.workdir / "postgres", password=password, durable=self.durable,
+                      log_path=self.workdir / "logs" / "postgres.log").start()
+        if password is None:
+            password_file.touch(mode=0o600)
+            password_file.write_text(pg.password + "\n")
+        return pg
+
     def service_env(self, name: str, service: ServiceProcess | None = None) -> dict[str, str]:
         service = service or self.services[name]
         return {
-            **os.environ, **self.s3.env(),
+            **os.environ, **self.s3.env(), **(self.pg.env() if self.pg else {}),
             "LIKENESS_GRPC_PORT": str(service.grpc_port),
             "LIKENESS_METRICS_PORT": str(service.metrics_port),
             "LIKENESS_TRITON_URL": self.triton.grpc_url if self.triton else "",
@@ -135,8 +156,9 @@ class LocalStack:
                 time.sleep(0.1)
         raise TimeoutError(f"{name} not healthy after {self.start_timeout:.0f} s:\n{log_tail(service.log_path)}")
 
-    def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.services[name].proc
+    def kill_service(self, name: str | ServiceProcess, sig: int = signal.SIGKILL) -> None:
+        """Kills a service's process (a name: its first process; or a replica from start_replica)."""
+        proc = (self.services[name] if isinstance(name, str) else name).proc
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=30)
@@ -157,6 +179,8 @@ class LocalStack:
                     proc.wait()
         if self.triton is not None:
             self.triton.stop()
+        if self.pg is not None:
+            self.pg.stop()
         if self.s3 is not None:
             self.s3.stop()
 

@@ -111,3 +111,26 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
             ip = socket.inet_ntop(family, raw).removeprefix("::ffff:")  # IPv4-mapped IPv6 -> IPv4
             found.add((ip, int(port_hex, 16)))
     return found
+
+
+# -- PostgreSQL: one server per test session, a database of its own per test ----------------------------------
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator["PgServer"]:
+    from services.common.pg_server import PgServer
+
+    with PgServer(durable=False) as server:
+        yield server
+
+
+@pytest.fixture
+def database(pg_server) -> Iterator["Database"]:
+    """A migrated, empty job database (dropped after the test)."""
+    from services.gateway.db import Database
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    db = Database(pg_server.create_database(name), max_size=4)
+    db.migrate()
+    yield db
+    db.close()
+    pg_server.drop_database(name)

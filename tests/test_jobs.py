@@ -1,13 +1,16 @@
-"""The gateway's job manager on its own: queue limits, idempotency, cancel, watch, restart."""
+"""The gateway's job manager on a real PostgreSQL: queue limits, idempotency, cancel, watch, and
+replicas sharing one database (claims, leases, take-over, a database restart)."""
 from __future__ import annotations
 
-import json
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.gateway.jobs import JobFailed, JobManager, JobState, MemoryJobStore, PrincipalBusy, QueueFull
+from services.gateway.db import Database
+from services.gateway.jobs import JobActive, JobFailed, JobManager, JobState, PrincipalBusy, QueueFull
 
 
 def wait_for(predicate, timeout=5.0):
@@ -19,32 +22,48 @@ def wait_for(predicate, timeout=5.0):
     return False
 
 
-def test_runs_jobs_and_reports_progress():
+@pytest.fixture
+def managers(database):
+    """make(run, **kwargs) -> a JobManager on the test's database (a replica); all closed after."""
+    made: list[JobManager] = []
+
+    def make(run=lambda job, ctx: None, **kwargs) -> JobManager:
+        kwargs.setdefault("max_concurrent", 1)
+        made.append(JobManager(run, database, **kwargs))
+        return made[-1]
+
+    yield make
+    for manager in made:
+        manager.close()
+
+
+def test_runs_jobs_and_reports_progress(managers):
     def run(job, ctx):
         for i in range(3):
             ctx.report("render", i / 3)
+            time.sleep(0.05)
         ctx.stage_done("render", f"jobs/{job.job_id}/video.mp4")
         job.result["video_key"] = f"jobs/{job.job_id}/video.mp4"
 
-    manager = JobManager(run, max_concurrent=1)
+    manager = managers(run, progress_save_interval_s=0.0)
     job, existing = manager.submit({"script": "hi"})
-    events = list(manager.watch(job.job_id, timeout_s=5))
-    assert not existing
-    assert events[-1].state is JobState.SUCCEEDED and events[-1].progress == 1.0
-    assert events[-1].result["video_key"].endswith("video.mp4")
-    assert any(e.stage == "render" and 0 < e.progress < 1 for e in events) or len(events) >= 1
+    events = list(manager.watch(job.job_id, timeout_s=10))
+    assert not existing and events[0].state in (JobState.QUEUED, JobState.RUNNING)
+    assert events[-1].state is JobState.SUCCEEDED and events[-1].progress == 1.0 and events[-1].attempts == 1
+    assert events[-1].result["video_key"].endswith("video.mp4") and events[-1].holder == ""
+    assert any(e.stage == "render" and 0 < e.progress < 1 for e in events)  # woken by the notifications
 
 
-def test_same_client_request_id_is_the_same_job():
-    manager = JobManager(lambda job, ctx: None, max_concurrent=1)
+def test_same_client_request_id_is_the_same_job(managers):
+    manager = managers()
     first, existing1 = manager.submit({"a": 1}, client_request_id="req-1")
     second, existing2 = manager.submit({"a": 1}, client_request_id="req-1")
     assert first.job_id == second.job_id and not existing1 and existing2
 
 
-def test_queue_full_is_refused_then_accepts_again():
+def test_queue_full_is_refused_then_accepts_again(managers):
     release = threading.Event()
-    manager = JobManager(lambda job, ctx: release.wait(5), max_concurrent=1, max_queued=2)
+    manager = managers(lambda job, ctx: release.wait(5), max_queued=2)
     running, _ = manager.submit({})
     assert wait_for(lambda: manager.get(running.job_id).state is JobState.RUNNING)
     manager.submit({})
@@ -56,25 +75,55 @@ def test_queue_full_is_refused_then_accepts_again():
     manager.submit({})
 
 
-def test_one_principal_cannot_take_the_whole_queue():
+def test_one_principal_cannot_take_the_whole_queue(managers):
     release = threading.Event()
-    manager = JobManager(lambda job, ctx: release.wait(5), max_concurrent=1, max_queued=10,
-                         max_active_per_owner=2)
+    manager = managers(lambda job, ctx: release.wait(5), max_queued=10, max_active_per_owner=2)
     first, _ = manager.submit({}, owner="studio")
     second, _ = manager.submit({}, client_request_id="r", owner="studio")  # one running, one queued
     with pytest.raises(PrincipalBusy) as caught:
         manager.submit({}, owner="studio")
     assert caught.value.subject == "principal:studio" and "limit 2 per principal" in str(caught.value)
-    assert manager.submit({}, client_request_id="r", owner="studio") == (second, True)  # a retry is no new job
+    again, existing = manager.submit({}, client_request_id="r", owner="studio")  # a retry is no new job
+    assert existing and again.job_id == second.job_id
     manager.submit({}, owner="ads")  # the others still get their share
     for _ in range(3):
         manager.submit({})  # keys off ("" owner): only the queue's own limit
     release.set()
     assert wait_for(lambda: manager.get(first.job_id).state is JobState.SUCCEEDED)
+    assert wait_for(lambda: manager.get(second.job_id).state is JobState.SUCCEEDED)
     manager.submit({}, owner="studio")  # a finished job frees a place
 
 
-def test_cancel_running_and_queued_jobs():
+def test_limits_are_counted_across_replicas(managers):
+    """The queue and per-principal limits hold for the sum over replicas (not each replica's own)."""
+    replicas = [managers(max_concurrent=0, max_queued=4, max_active_per_owner=2) for _ in range(3)]
+    replicas[0].submit({}, owner="studio")
+    replicas[1].submit({}, owner="studio")
+    with pytest.raises(PrincipalBusy):
+        replicas[2].submit({}, owner="studio")
+    replicas[2].submit({}, owner="ads")
+    replicas[0].submit({}, owner="ads")
+    with pytest.raises(QueueFull):
+        replicas[1].submit({}, owner="news")
+    assert all(r.counts() == {"QUEUED": 4, "RUNNING": 0} for r in replicas)
+
+
+def test_concurrent_admission_never_overshoots_the_limits(managers):
+    replicas = [managers(max_concurrent=0, max_queued=10, max_active_per_owner=3) for _ in range(3)]
+
+    def submit(i):
+        try:
+            return replicas[i % 3].submit({}, owner=f"p{i % 4}")[0].job_id
+        except QueueFull:
+            return None
+
+    with ThreadPoolExecutor(12) as pool:
+        accepted = [job_id for job_id in pool.map(submit, range(40)) if job_id]
+    owners = Counter(j.owner for j in replicas[0].active())
+    assert len(accepted) == 10 and max(owners.values()) <= 3
+
+
+def test_cancel_running_and_queued_jobs_from_any_replica(managers):
     started = threading.Event()
 
     def run(job, ctx):
@@ -83,22 +132,27 @@ def test_cancel_running_and_queued_jobs():
             ctx.report("render", 0.5)
             time.sleep(0.01)
 
-    manager = JobManager(run, max_concurrent=1)
-    running, _ = manager.submit({})
-    queued, _ = manager.submit({})
+    runner = managers(run)
+    other = managers(max_concurrent=0)  # runs nothing: cancels reach the runner through the database
+    running, _ = runner.submit({})
+    queued, _ = runner.submit({})
     assert started.wait(5)
-    assert manager.cancel(queued.job_id).state is JobState.CANCELLED
-    manager.cancel(running.job_id)
-    assert wait_for(lambda: manager.get(running.job_id).state is JobState.CANCELLED)
+    assert other.cancel(queued.job_id).state is JobState.CANCELLED
+    other.cancel(running.job_id)
+    assert wait_for(lambda: other.get(running.job_id).state is JobState.CANCELLED, timeout=3)
+    assert other.get(running.job_id).message == "cancelled"
+    assert other.cancel(running.job_id).state is JobState.CANCELLED  # a finished job stays as it is
+    with pytest.raises(KeyError):
+        other.cancel("f" * 32)
 
 
-def test_failures_carry_a_status_and_the_gateway_lives_on():
+def test_failures_carry_a_status_and_the_gateway_lives_on(managers):
     def run(job, ctx):
         if job.request.get("bad"):
             raise JobFailed("INVALID_ARGUMENT", "no face found", field="photo")
         raise RuntimeError("boom")
 
-    manager = JobManager(run, max_concurrent=1)
+    manager = managers(run)
     bad, _ = manager.submit({"bad": True})
     bug, _ = manager.submit({})
     assert wait_for(lambda: manager.get(bug.job_id).state.terminal)
@@ -106,47 +160,23 @@ def test_failures_carry_a_status_and_the_gateway_lives_on():
     assert manager.get(bug.job_id).state is JobState.FAILED and "boom" in manager.get(bug.job_id).message
 
 
-def test_restart_requeues_unfinished_jobs_and_keeps_finished_ones():
-    store = MemoryJobStore()
-    block = threading.Event()
-    first = JobManager(lambda job, ctx: block.wait(0.5) or ctx.report("tts", 1.0), max_concurrent=1, store=store)
-    done, _ = first.submit({"n": 1}, client_request_id="done")
-    assert wait_for(lambda: first.get(done.job_id).state is JobState.SUCCEEDED)
-    # a job recorded as RUNNING when the old gateway died
-    pending, _ = first.submit({"n": 2}, client_request_id="pending")
-    record = store.jobs[pending.job_id].replace('"QUEUED"', '"RUNNING"')
-    store.jobs[pending.job_id] = record
-
-    ran = []
-    second = JobManager(lambda job, ctx: ran.append(job.job_id), max_concurrent=1, store=store)
-    assert wait_for(lambda: second.get(pending.job_id).state is JobState.SUCCEEDED)
-    assert second.get(done.job_id).state is JobState.SUCCEEDED and pending.job_id in ran
-    assert second.submit({}, client_request_id="done")[0].job_id == done.job_id
+def test_list_pages_and_filters_on_every_replica(managers):
+    first = managers(max_concurrent=2)
+    second = managers(max_concurrent=0)
+    ids = [(first if i % 2 else second).submit({"i": i}, owner="studio" if i < 4 else "ads")[0].job_id
+           for i in range(5)]
+    for manager in (first, second):
+        page1, token = manager.list(page_size=3)
+        page2, token2 = manager.list(page_size=3, page_token=token)
+        assert [j.job_id for j in page1 + page2] == ids[::-1] and token and token2 == ""
+        assert [j.job_id for j in manager.list(owner="studio")[0]] == ids[3::-1]
+    assert wait_for(lambda: all(first.get(i).state is JobState.SUCCEEDED for i in ids))
+    assert first.list(states={JobState.FAILED})[0] == []
+    assert len(second.list(states={JobState.SUCCEEDED})[0]) == 5
+    assert [j.job_id for j in first.list(owner="ads", states={JobState.SUCCEEDED})[0]] == [ids[4]]
 
 
-def test_list_pages_and_filters():
-    manager = JobManager(lambda job, ctx: None, max_concurrent=2)
-    ids = [manager.submit({"i": i})[0].job_id for i in range(5)]
-    assert wait_for(lambda: all(manager.get(i).state is JobState.SUCCEEDED for i in ids))
-    page1, token = manager.list(page_size=3)
-    page2, token2 = manager.list(page_size=3, page_token=token)
-    assert [j.job_id for j in page1 + page2] == ids[::-1] and token2 == ""
-    assert manager.list(states={JobState.FAILED})[0] == []
-    assert len(manager.list(states={JobState.SUCCEEDED})[0]) == 5
-
-
-class CountingStore(MemoryJobStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[tuple[str, str, float]] = []
-
-    def save(self, job) -> None:
-        super().save(job)
-        self.writes.append((job.state.value, job.stage, job.progress))
-
-
-def test_progress_is_persisted_sparingly_but_state_changes_always():
-    store = CountingStore()
+def test_progress_is_written_sparingly_but_state_changes_always(managers, database):
     halfway, resume = threading.Event(), threading.Event()
 
     def run(job, ctx):
@@ -158,29 +188,21 @@ def test_progress_is_persisted_sparingly_but_state_changes_always():
                     resume.wait(5)
             ctx.stage_done(stage, f"jobs/{job.job_id}/{stage}")
 
-    manager = JobManager(run, max_concurrent=1, store=store, progress_save_interval_s=60.0)
+    manager = managers(run, progress_save_interval_s=60.0)
     job, _ = manager.submit({})
     assert halfway.wait(5)
-    # watchers read progress from memory; the stored record still has the stage's first report
-    assert manager.get(job.job_id).progress == pytest.approx(0.5)
-    stored = store.load_all()[0]
+    stored = manager.get(job.job_id)  # the stage's first report, not every one
     assert (stored.stage, stored.progress, stored.state) == ("render", 0.0, JobState.RUNNING)
+    assert stored.stage_outputs == {"tts": f"jobs/{job.job_id}/tts"}
     resume.set()
     assert wait_for(lambda: manager.get(job.job_id).state.terminal)
-    # submit, start, first report of each stage, each stage's output, the end: never one per report
-    states = [w[0] for w in store.writes]
-    assert states[0] == "QUEUED" and states[-1] == "SUCCEEDED" and "RUNNING" in states
-    assert len(store.writes) <= 8, store.writes
-    final = store.load_all()[0]
+    final = manager.get(job.job_id)
     assert final.state is JobState.SUCCEEDED and set(final.stage_outputs) == {"tts", "render"}
 
 
-def test_a_finished_job_can_be_forgotten_a_running_one_cannot():
-    from services.gateway.jobs import JobActive
-
+def test_a_finished_job_can_be_forgotten_a_running_one_cannot(managers):
     gate = threading.Event()
-    store = MemoryJobStore()
-    manager = JobManager(lambda job, ctx: gate.wait(5), max_concurrent=1, store=store)
+    manager = managers(lambda job, ctx: gate.wait(5))
     job, _ = manager.submit({"n": 1}, client_request_id="req-9")
     assert wait_for(lambda: manager.get(job.job_id).state is JobState.RUNNING)
     with pytest.raises(JobActive, match="running"):
@@ -190,183 +212,98 @@ def test_a_finished_job_can_be_forgotten_a_running_one_cannot():
     manager.forget(job.job_id)
     with pytest.raises(KeyError):
         manager.get(job.job_id)
-    assert manager.list()[0] == [] and job.job_id not in store.jobs
+    with pytest.raises(KeyError):
+        manager.forget(job.job_id)
+    assert manager.list()[0] == []
     manager.set_webhook(job.job_id, {"state": "DELIVERED"})  # a late webhook result is dropped
-    assert job.job_id not in store.jobs
     again, existing = manager.submit({"n": 2}, client_request_id="req-9")  # the id is free again
     assert not existing and again.job_id != job.job_id
 
 
-def test_replicas_on_one_store_run_their_own_jobs_and_take_over_a_stopped_ones():
-    store = MemoryJobStore()
-    first = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=0.3)
-    job, _ = first.submit({"script": "hi"})  # queued (no workers): held and touched by the first
-    first._update(job, state=JobState.RUNNING)  # (as if it had started it)
-    second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=0.3)
-    time.sleep(1.0)  # three lease periods: the first keeps touching it, the second leaves it alone
-    with pytest.raises(KeyError):
-        second.get(job.job_id)
-    assert store.load(job.job_id).holder == first.instance_id
+def test_a_dead_replicas_job_is_taken_over_within_the_lease(managers, database):
+    """A replica that stops renewing (killed: no close) loses its running job to another once the lease
+    passes; the new holder runs it (attempt 2) with the stage outputs the first one recorded."""
+    started = threading.Event()
 
-    first._closed.set()  # the first stops touching (a crashed gateway: no release)
-    assert wait_for(lambda: job.job_id in second._jobs, timeout=5)
-    assert store.load(job.job_id).holder == second.instance_id
-    assert second.get(job.job_id).state is JobState.QUEUED
-    assert store.load(job.job_id).state is JobState.QUEUED  # the record says so too
-    second.cancel(job.job_id)
-    assert job.job_id not in store.leases()  # finished: released
+    def stuck(job, ctx):
+        ctx.stage_done("tts", f"jobs/{job.job_id}/speech.wav")
+        started.set()
+        time.sleep(30)
 
-
-def test_a_closing_replica_releases_its_queued_jobs_at_once():
-    store = MemoryJobStore()
-    first = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
+    ran: list[tuple[int, dict]] = []
+    first = managers(stuck, lease_s=1.0)
     job, _ = first.submit({})
-    second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
+    assert started.wait(5)
+    second = managers(lambda job, ctx: ran.append((job.attempts, dict(job.stage_outputs))), lease_s=1.0)
+    time.sleep(1.5)  # more than the lease: the first keeps renewing, the second leaves it alone
+    assert second.get(job.job_id).holder == first.instance_id and not ran
+    first._closed.set()  # its lease keeper stops, as in a crash (no release)
+    started_at = time.monotonic()
+    assert wait_for(lambda: ran, timeout=5)
+    assert time.monotonic() - started_at < 2.0 + 0.5  # the lease (1 s) plus a poll
+    assert ran == [(2, {"tts": f"jobs/{job.job_id}/speech.wav"})]
+    assert wait_for(lambda: second.get(job.job_id).state is JobState.SUCCEEDED)
+    first._write(first._running[job.job_id].job)  # the old holder writing late changes nothing
+    assert second.get(job.job_id).state is JobState.SUCCEEDED
+
+
+def test_a_closing_replica_hands_its_running_jobs_back_at_once(managers):
+    started = threading.Event()
+
+    def slow(job, ctx):
+        started.set()
+        while True:
+            ctx.check_cancelled()
+            time.sleep(0.01)
+
+    ran = []
+    first = managers(slow, lease_s=30)
+    job, _ = first.submit({})
+    assert started.wait(5)
+    second = managers(lambda job, ctx: ran.append(job.job_id), lease_s=30)
     first.close()
-    # Released now: taken on the second's next pass (every lease_s / 3 = 10 s), long before 30 s.
-    assert wait_for(lambda: job.job_id in second._jobs, timeout=15)
-    assert store.load(job.job_id).holder == second.instance_id
+    assert wait_for(lambda: ran == [job.job_id], timeout=5)  # long before the 30 s lease
+    assert wait_for(lambda: second.get(job.job_id).state is JobState.SUCCEEDED)
 
 
-def test_two_replicas_adopting_at_once_run_a_job_once():
-    store = MemoryJobStore()
-    orphan, _ = JobManager(lambda job, ctx: None, max_concurrent=0, store=store).submit({})  # lease_s 0: no touch
-    ran: list[str] = []
-    managers = [JobManager(lambda job, ctx: ran.append(job.holder), max_concurrent=1, store=store, lease_s=0.3)
-                for _ in range(2)]
-    assert wait_for(lambda: len(ran) >= 1, timeout=5)
-    time.sleep(1.0)
-    assert len(ran) == 1 and ran[0] in {m.instance_id for m in managers}
+def test_replicas_racing_for_jobs_run_each_exactly_once(managers):
+    runs: Counter = Counter()
+    lock = threading.Lock()
 
+    def run(job, ctx):
+        with lock:
+            runs[job.job_id] += 1
+        time.sleep(0.01)
 
-def test_a_retried_submission_reaching_another_replica_is_the_same_job():
-    store = MemoryJobStore()
-    first = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
-    second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
-    job, _ = first.submit({"script": "hi"}, client_request_id="req-9", owner="studio")
-    again, existing = second.submit({"script": "hi"}, client_request_id="req-9", owner="studio")
-    assert existing and again.job_id == job.job_id
-    other, existing = second.submit({"script": "hi"}, client_request_id="req-9", owner="ads")
-    assert not existing and other.job_id != job.job_id  # per principal
-
-
-def test_every_replica_lists_every_job_newest_first(storage):
-    """Gateway replicas on one real S3 store: ListJobs on any of them shows every job of the caller,
-    newest first, paged, whichever replica runs it; a job deleted through one is gone from all."""
-    from services.gateway.job_store import StorageJobStore
-    from services.gateway.retention import Eraser
-
-    store = StorageJobStore(storage)
-    first = JobManager(lambda job, ctx: None, max_concurrent=1, store=store, lease_s=30)
-    second = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)  # its jobs stay queued
-    a = first.submit({"n": 1}, owner="studio")[0]
-    time.sleep(0.01)
-    b = second.submit({"n": 2}, owner="studio", client_request_id="rq-1")[0]
-    time.sleep(0.01)
-    c = first.submit({"n": 3}, owner="ads")[0]
-    assert wait_for(lambda: first.get(c.job_id).state is JobState.SUCCEEDED)
-    for manager in (first, second):
-        assert [j.job_id for j in manager.list(owner="studio")[0]] == [b.job_id, a.job_id]
-        assert [j.job_id for j in manager.list()[0]] == [c.job_id, b.job_id, a.job_id]  # keys off / an operator
-        page, token = manager.list(page_size=2)
-        rest, last = manager.list(page_size=2, page_token=token)
-        assert [j.job_id for j in page + rest] == [c.job_id, b.job_id, a.job_id] and (token, last) == ("2", "")
-        assert [j.job_id for j in manager.list(states={JobState.QUEUED})[0]] == [b.job_id]
-        assert [j.state for j in manager.list(owner="ads")[0]] == [JobState.SUCCEEDED]
-
-    second.cancel(b.job_id)
-    Eraser(storage, first, streaming=lambda: []).delete_job(first.list(owner="studio")[0][0])  # b, through first
-    assert [j.job_id for j in second.list(owner="studio")[0]] == [a.job_id]  # gone from the one that ran it
-    with pytest.raises(KeyError):
-        second.get(b.job_id)
-    assert storage.list("requests/") == [] and len(storage.list("job-index/")) == 2
-    again, existing = second.submit({"n": 2}, owner="studio", client_request_id="rq-1")  # the id is free again
-    assert not existing and again.job_id != b.job_id
-    first.close()
-    second.close()
-
-
-def test_records_saved_before_the_index_are_listed(storage):
-    from services.gateway.job_store import StorageJobStore
-    from services.gateway.jobs import Job
-
-    store = StorageJobStore(storage)
-    old = Job(job_id="0" * 32, request={}, owner="studio", state=JobState.SUCCEEDED, created_at=time.time() - 60)
-    store.save(old)  # as an older gateway saved it: no index entry
-    manager = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
-    new = manager.submit({}, owner="studio")[0]
-    assert [j.job_id for j in manager.list(owner="studio")[0]] == [new.job_id, old.job_id]
-    other = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=30)
-    other.drop_local(old.job_id)  # (a replica that never loaded it) still finds it through the index
-    assert [j.job_id for j in other.list(owner="studio")[0]] == [new.job_id, old.job_id]
-    manager.close()
-    other.close()
-
-
-def test_the_lease_keeper_outlives_a_storage_outage():
-    """S3 unreachable for a while must not stop a replica renewing its leases for good (the others
-    would take its jobs and run them twice)."""
-    class FlakyStore(MemoryJobStore):
-        down = False
-
-        def leases(self):
-            if self.down:
-                raise ConnectionError("storage unreachable")
-            return super().leases()
-
-    store = FlakyStore()
-    manager = JobManager(lambda job, ctx: None, max_concurrent=0, store=store, lease_s=0.3)
-    job, _ = manager.submit({})
-    store.down = True
+    submitter = managers(max_concurrent=0, max_queued=100)
+    ids = [submitter.submit({"i": i})[0].job_id for i in range(40)]
+    replicas = [managers(run, max_concurrent=2) for _ in range(3)]
+    assert wait_for(lambda: sum(runs.values()) >= 40, timeout=20)
     time.sleep(0.5)
-    store.down = False
-    touched = store.touched[job.job_id]
-    assert wait_for(lambda: store.touched[job.job_id] > touched, timeout=2)
-    manager.close()
+    assert sorted(runs) == sorted(ids) and set(runs.values()) == {1}
+    holders = Counter(replicas[0].get(i).attempts for i in ids)
+    assert holders == {1: 40}
 
 
-def test_a_storage_outage_neither_stops_a_job_nor_kills_a_worker():
-    """Records the store refuses mid-job are written once it answers again; the worker goes on to
-    the next job (before, the first failed write ended the worker thread for good)."""
-    class FlakyStore(MemoryJobStore):
-        down = False
-
-        def save(self, job):
-            if self.down:
-                raise ConnectionError("storage unreachable")
-            super().save(job)
-
-    store = FlakyStore()
-    release = threading.Event()
-    manager = JobManager(lambda job, ctx: release.wait(5), max_concurrent=1, store=store, lease_s=0.3)
-    job, _ = manager.submit({})
-    assert wait_for(lambda: store.load(job.job_id).state is JobState.RUNNING)
-    store.down = True
-    release.set()
-    assert wait_for(lambda: manager.get(job.job_id).state is JobState.SUCCEEDED)
-    assert store.load(job.job_id).state is JobState.RUNNING  # not written yet
-    with pytest.raises(ConnectionError):
-        manager.submit({})  # no job id for a record that is not stored
-    assert len(manager.list()[0]) == 1
-    store.down = False
-    assert wait_for(lambda: store.load(job.job_id).state is JobState.SUCCEEDED, timeout=3)
-    assert wait_for(lambda: job.job_id not in store.leases(), timeout=3)
-    second, _ = manager.submit({})
-    assert wait_for(lambda: manager.get(second.job_id).state is JobState.SUCCEEDED)  # the worker lives
-    manager.close()
+def test_watch_wakes_on_changes_made_by_another_replica(managers):
+    gate = threading.Event()
+    runner = managers(lambda job, ctx: gate.wait(10) and ctx.report("render", 0.5) or ctx.check_cancelled())
+    watcher = managers(max_concurrent=0)
+    job, _ = runner.submit({})
+    assert wait_for(lambda: runner.get(job.job_id).state is JobState.RUNNING)
+    seen = []
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(lambda: [seen.append(j) for j in watcher.watch(job.job_id, timeout_s=20)])
+        time.sleep(0.3)
+        gate.set()
+        started = time.monotonic()
+        done.result(timeout=10)
+    assert seen[-1].state is JobState.SUCCEEDED and time.monotonic() - started < 2  # not a 5 s re-read
+    with pytest.raises(KeyError):
+        next(watcher.watch("f" * 32))
 
 
-def test_records_of_an_older_or_newer_gateway_load():
-    from services.gateway.jobs import Job
-
-    job = Job(job_id="a" * 32, request={"script": "hi"}, retry_of="b" * 32)
-    data = json.loads(job.to_json())
-    newer = Job.from_json(json.dumps({**data, "priority": 3}))  # a field a later version adds
-    older = Job.from_json(json.dumps({k: v for k, v in data.items() if k not in ("retry_of", "holder")}))
-    assert newer == job and older.retry_of == "" and older.request == job.request
-
-
-def test_a_cancel_stops_a_call_that_sends_no_progress():
+def test_a_cancel_stops_a_call_that_sends_no_progress(managers):
     """ctx.on_cancel: the runner hands over the call's cancel (a render stream that is silent until
     the video is stored), so a cancel stops it at once instead of when it ends."""
     stopped = threading.Event()
@@ -380,10 +317,57 @@ def test_a_cancel_stops_a_call_that_sends_no_progress():
         finally:
             forget()
 
-    manager = JobManager(run, max_concurrent=1)
+    manager = managers(run)
     job, _ = manager.submit({})
     assert wait_for(lambda: manager.get(job.job_id).state is JobState.RUNNING)
     started = time.monotonic()
-    manager.cancel(job.job_id)
+    managers(max_concurrent=0).cancel(job.job_id)  # through another replica
     assert wait_for(lambda: manager.get(job.job_id).state is JobState.CANCELLED, timeout=3)
     assert time.monotonic() - started < 3
+
+
+def test_a_database_restart_loses_no_job_and_stops_no_worker(pg_server, managers, database):
+    """PostgreSQL restarted while a job runs: calls meanwhile raise DatabaseUnavailable (UNAVAILABLE for
+    the API), the job's end is written once the server is back, and the workers run the next job."""
+    from services.gateway.db import DatabaseUnavailable
+
+    release = threading.Event()
+    manager = managers(lambda job, ctx: release.wait(10), lease_s=3.0)
+    job, _ = manager.submit({})
+    assert wait_for(lambda: manager.get(job.job_id).state is JobState.RUNNING)
+    pg_server.kill()
+    with pytest.raises(DatabaseUnavailable):
+        manager.submit({})
+    release.set()
+    time.sleep(0.5)
+    pg_server.start()
+    assert wait_for(lambda: _state(manager, job.job_id) is JobState.SUCCEEDED, timeout=10)
+    assert manager.get(job.job_id).attempts == 1  # finished by its holder, not run again
+    second, _ = manager.submit({})
+    assert wait_for(lambda: _state(manager, second.job_id) is JobState.SUCCEEDED, timeout=10)
+
+
+def _state(manager, job_id):
+    from services.gateway.db import DatabaseUnavailable
+
+    try:
+        return manager.get(job_id).state
+    except DatabaseUnavailable:
+        return None
+
+
+def test_replicas_starting_at_once_on_an_empty_database_migrate_once(pg_server):
+    name = "test_migrate_race"
+    dsn = pg_server.create_database(name)
+    databases = [Database(dsn, max_size=2) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            applied = list(pool.map(lambda db: db.migrate(), databases))
+        assert sorted(len(a) for a in applied) == [0, 0, 0, len(applied[0]) or len(max(applied))]
+        assert sum(len(a) for a in applied) == len(max(applied, key=len)) >= 1
+        with databases[0].connect() as conn:
+            assert conn.execute("SELECT count(*) AS n FROM schema_migrations").fetchone()["n"] == len(max(applied, key=len))
+    finally:
+        for db in databases:
+            db.close()
+        pg_server.drop_database(name)

@@ -12,7 +12,6 @@ from services.client import LikenessClient
 from services.gateway import assets
 from services.gateway.jobs import JobManager, JobState
 from services.gateway.retention import Eraser
-from services.gateway.job_store import StorageJobStore
 from services.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,10 +20,10 @@ A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
 @pytest.fixture
-def eraser(storage):
-    manager = JobManager(lambda job, ctx: None, max_concurrent=0,  # jobs stay queued until cancelled
-                         store=StorageJobStore(storage))  # job records in S3, as in the gateway
-    return Eraser(storage, manager, streaming=lambda: [])
+def eraser(storage, database):
+    manager = JobManager(lambda job, ctx: None, database, max_concurrent=0)  # jobs stay queued until cancelled
+    yield Eraser(storage, manager, streaming=lambda: [])
+    manager.close()
 
 
 def finished_job(eraser: Eraser, photo: str, **request) -> str:
@@ -44,7 +43,7 @@ def test_old_jobs_and_uploads_go_with_what_they_made(eraser, storage):
 
     assert eraser.sweep(max_age_s=HOUR) == []  # nothing is an hour old yet
     deleted = set(eraser.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR))
-    assert {f"jobs/{old_job}/video.mp4", f"jobs/{old_job}/job.json", f"assets/{A}", f"rigs/{A}-512.npz",
+    assert {f"jobs/{old_job}/video.mp4", f"assets/{A}", f"rigs/{A}-512.npz",
             f"voices/{A}.v3.npz"} == deleted
     assert storage.exists(f"assets/{B}") and eraser.manager.get(running.job_id).state is JobState.QUEUED
     with pytest.raises(KeyError):
@@ -52,7 +51,7 @@ def test_old_jobs_and_uploads_go_with_what_they_made(eraser, storage):
 
     eraser.manager.cancel(running.job_id)  # B's job ends: B goes once old, like the job
     assert set(eraser.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR)) == {
-        f"jobs/{running.job_id}/job.json", f"assets/{B}"}
+        f"assets/{B}"}
     assert storage.list() == []
 
 
@@ -60,9 +59,9 @@ def test_a_job_whose_webhook_is_pending_is_kept(eraser, storage):
     storage.put_bytes(f"assets/{C}", b"photo")
     waiting = finished_job(eraser, C, webhook_url="https://backend.example/hook")
     later = time.time() + 2 * HOUR
-    assert f"jobs/{waiting}/job.json" not in eraser.sweep(max_age_s=HOUR, now=later)
+    assert f"jobs/{waiting}/video.mp4" not in eraser.sweep(max_age_s=HOUR, now=later)
     eraser.manager.set_webhook(waiting, {"state": "DELIVERED", "attempts": 1, "http_status": 204, "error": ""})
-    assert f"jobs/{waiting}/job.json" in eraser.sweep(max_age_s=HOUR, now=later)
+    assert f"jobs/{waiting}/video.mp4" in eraser.sweep(max_age_s=HOUR, now=later)
 
 
 def test_each_principals_claim_ages_on_its_own(eraser, storage):
@@ -97,13 +96,12 @@ def test_the_gateway_sweeps_on_its_own(tmp_path):
         assert "retention: deleted" in stack.log_tail("gateway", 200)
 
 
-def test_a_replica_sweeps_the_jobs_another_replica_ran(storage):
+def test_a_replica_sweeps_the_jobs_another_replica_ran(storage, database):
     """Gateway replicas share the store: an old job finished by a replica that has since gone (or is
     alive and still holds it in memory) is swept by any other, and an upload a job on another replica
     still reads is kept."""
-    run_by = JobManager(lambda job, ctx: None, max_concurrent=0, store=StorageJobStore(storage), lease_s=30)
-    sweeper = Eraser(storage, JobManager(lambda job, ctx: None, max_concurrent=0, store=StorageJobStore(storage),
-                                         lease_s=30), streaming=lambda: [])
+    run_by = JobManager(lambda job, ctx: None, database, max_concurrent=0)
+    sweeper = Eraser(storage, JobManager(lambda job, ctx: None, database, max_concurrent=0), streaming=lambda: [])
     for asset_id in (A, B):
         storage.put_bytes(f"assets/{asset_id}", b"photo")
     done, _ = run_by.submit({"photo_key": f"assets/{A}"})
@@ -111,7 +109,7 @@ def test_a_replica_sweeps_the_jobs_another_replica_ran(storage):
     storage.put_bytes(f"jobs/{done.job_id}/video.mp4", b"video")
     running, _ = run_by.submit({"photo_key": f"assets/{B}"})  # queued on the other replica: B is in use
     deleted = set(sweeper.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR))
-    assert {f"jobs/{done.job_id}/video.mp4", f"jobs/{done.job_id}/job.json", f"assets/{A}"} == deleted
+    assert {f"jobs/{done.job_id}/video.mp4", f"assets/{A}"} == deleted
     assert storage.exists(f"assets/{B}") and [j.job_id for j in run_by.list()[0]] == [running.job_id]
     run_by.close()
     sweeper.manager.close()

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
     workdir = tmp_path / "stack"
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--workdir", str(workdir)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--workdir", str(workdir),
+                             "--gateways", "2"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         printed = []
@@ -29,11 +30,16 @@ def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
             if line.startswith("try:"):
                 break
         names = {line.split()[0] for line in printed}
-        assert {"gateway", "tts", "expression", "render", "triton", "s3", "logs"} <= names, printed
+        assert {"gateway", "tts", "expression", "render", "triton", "s3", "postgres", "logs"} <= names, printed
         gateway = re.search(r"--server (\S+)", printed[-1]).group(1)
-        with LikenessClient(gateway, timeout_s=30) as client:
+        replica = next(line.split()[1] for line in printed if line.startswith("gateway") and "(replica)" in line)
+        with LikenessClient(gateway, timeout_s=30) as client, LikenessClient(replica, timeout_s=30) as other:
             assert "joe" in {v.name for v in client.voices()}
-        assert len(processes_mentioning(str(workdir))) >= 2  # (S3 and Triton keep their data there)
+            job_id = client.submit(photo=client.upload(ROOT / "assets" / "photos" / "grace_hopper.jpg",
+                                                       kind="photo"), script="Hello.")
+            assert other.get(job_id).job_id == job_id  # one job database behind both replicas
+            other.cancel(job_id)
+        assert len(processes_mentioning(str(workdir))) >= 3  # (PostgreSQL, S3 and Triton keep their data there)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=90)

@@ -1,6 +1,6 @@
-"""Webhooks against a real HTTP server on loopback: delivery, signature, retries with backoff, what
-is final, what a restarted gateway sends, which URLs a submission may name. (Through the whole
-platform: tests/test_platform.py.)"""
+"""Webhooks against a real HTTP server on loopback and a real PostgreSQL outbox: delivery, signature,
+retries with backoff, what is final, one delivery with several replicas, what a restarted gateway sends,
+which URLs a submission may name. (Through the whole platform: tests/test_platform.py.)"""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import pytest
 from services.common import config
 from services.common.errors import InputError
 from services.gateway import webhooks
-from services.gateway.jobs import Job, JobManager, JobState, MemoryJobStore
+from services.gateway.jobs import Job, JobManager
 
 SECRET = "test-secret"
 
@@ -68,20 +68,27 @@ def body_of(job: Job) -> bytes:
     return json.dumps({"jobId": job.job_id, "state": job.state.value}).encode()
 
 
-def run_job(url: str, *, fail: bool = False, attempts: int = 4, store: MemoryJobStore | None = None,
-            secret: str = SECRET) -> tuple[JobManager, str]:
-    """A real JobManager whose job ends at once, wired to a sender like the gateway's main()."""
-    sender: list[webhooks.WebhookSender] = []
+@pytest.fixture
+def run_job(database):
+    """run_job(url, fail=, attempts=, secret=) -> (manager, job id): a real JobManager whose job ends at
+    once and a sender on the same database, as the gateway's main() wires them."""
+    made: list = []
 
-    def work(job: Job, ctx) -> None:
-        if fail:
-            raise RuntimeError("the render service fell over")
+    def run(url: str, *, fail: bool = False, attempts: int = 4, secret: str = SECRET) -> tuple[JobManager, str]:
+        def work(job: Job, ctx) -> None:
+            if fail:
+                raise RuntimeError("the render service fell over")
 
-    manager = JobManager(work, store=store, on_finish=lambda job, s: sender[0].job_finished(job) if sender else None)
-    sender.append(webhooks.WebhookSender(manager, body_of, secret=secret, attempts=attempts, backoff_s=0.05,
-                                         timeout_s=5))
-    job, _ = manager.submit({"webhook_url": url})
-    return manager, job.job_id
+        manager = JobManager(work, database)
+        made.append(manager)
+        made.append(webhooks.WebhookSender(manager, body_of, secret=secret, attempts=attempts, backoff_s=0.05,
+                                           timeout_s=5))
+        job, _ = manager.submit({"webhook_url": url})
+        return manager, job.job_id
+
+    yield run
+    for thing in reversed(made):
+        thing.close()
 
 
 def wait_webhook(manager: JobManager, job_id: str, timeout: float = 20.0) -> dict:
@@ -94,7 +101,7 @@ def wait_webhook(manager: JobManager, job_id: str, timeout: float = 20.0) -> dic
     raise AssertionError(f"webhook never ended: {manager.get(job_id).webhook}")
 
 
-def test_a_finished_job_is_posted_once_signed(receiver_factory):
+def test_a_finished_job_is_posted_once_signed(receiver_factory, run_job):
     receiver = receiver_factory()
     manager, job_id = run_job(receiver.url)
     delivery = wait_webhook(manager, job_id)
@@ -109,7 +116,7 @@ def test_a_finished_job_is_posted_once_signed(receiver_factory):
     assert not webhooks.verify(SECRET, headers["likeness-signature"], body, now=time.time() + 3600)
 
 
-def test_a_failed_job_is_posted_too_and_unsigned_without_a_secret(receiver_factory):
+def test_a_failed_job_is_posted_too_and_unsigned_without_a_secret(receiver_factory, run_job):
     receiver = receiver_factory()
     manager, job_id = run_job(receiver.url, fail=True, secret="")
     assert wait_webhook(manager, job_id)["state"] == "DELIVERED"
@@ -118,7 +125,7 @@ def test_a_failed_job_is_posted_too_and_unsigned_without_a_secret(receiver_facto
     assert "likeness-signature" not in headers
 
 
-def test_server_errors_are_retried_with_growing_waits(receiver_factory):
+def test_server_errors_are_retried_with_growing_waits(receiver_factory, run_job):
     receiver = receiver_factory([503, 500, 429])
     manager, job_id = run_job(receiver.url)
     assert wait_webhook(manager, job_id) == {"state": "DELIVERED", "attempts": 4, "http_status": 200, "error": ""}
@@ -129,7 +136,7 @@ def test_server_errors_are_retried_with_growing_waits(receiver_factory):
 
 
 @pytest.mark.parametrize("status", [400, 404, 410])
-def test_a_client_error_is_final(receiver_factory, status):
+def test_a_client_error_is_final(receiver_factory, run_job, status):
     receiver = receiver_factory([status])
     manager, job_id = run_job(receiver.url)
     delivery = wait_webhook(manager, job_id)
@@ -139,7 +146,7 @@ def test_a_client_error_is_final(receiver_factory, status):
     assert len(receiver.received) == 1
 
 
-def test_a_redirect_is_not_followed(receiver_factory):
+def test_a_redirect_is_not_followed(receiver_factory, run_job):
     target = receiver_factory()
     receiver = receiver_factory([302], location=target.url)
     manager, job_id = run_job(receiver.url)
@@ -148,7 +155,7 @@ def test_a_redirect_is_not_followed(receiver_factory):
     assert target.received == []
 
 
-def test_it_gives_up_after_the_configured_attempts(receiver_factory):
+def test_it_gives_up_after_the_configured_attempts(receiver_factory, run_job):
     receiver = receiver_factory([503] * 10)
     manager, job_id = run_job(receiver.url, attempts=3)
     delivery = wait_webhook(manager, job_id)
@@ -157,7 +164,7 @@ def test_it_gives_up_after_the_configured_attempts(receiver_factory):
     assert len(receiver.received) == 3
 
 
-def test_an_unreachable_endpoint_is_retried_then_failed(receiver_factory):
+def test_an_unreachable_endpoint_is_retried_then_failed(receiver_factory, run_job):
     receiver = receiver_factory()
     url = receiver.url
     receiver.close()  # nothing listens there any more: connection refused
@@ -167,22 +174,56 @@ def test_an_unreachable_endpoint_is_retried_then_failed(receiver_factory):
     assert delivery["error"]
 
 
-def test_the_delivery_state_is_saved_and_a_restarted_gateway_sends_what_was_pending(receiver_factory):
+def test_a_pending_webhook_is_sent_once_a_gateway_runs_again(receiver_factory, database):
+    """The outbox row is written with the job's end: with no gateway running (all replicas down) it waits,
+    and the next gateway that starts sends it, once; a delivered one is not sent again."""
     receiver = receiver_factory()
-    store = MemoryJobStore()
-    # A job that ended while its webhook was still being retried when the gateway stopped.
-    store.save(Job(job_id="j1", request={"webhook_url": receiver.url}, state=JobState.SUCCEEDED,
-                   webhook={"state": "PENDING", "attempts": 2, "http_status": 503, "error": "HTTP 503"}))
-    store.save(Job(job_id="j2", request={"webhook_url": receiver.url}, state=JobState.SUCCEEDED,
-                   webhook={"state": "DELIVERED", "attempts": 1, "http_status": 200, "error": ""}))
-    manager = JobManager(lambda job, ctx: None, store=store)
+    manager = JobManager(lambda job, ctx: None, database)
+    job, _ = manager.submit({"webhook_url": receiver.url})
+    done, _ = manager.submit({"webhook_url": receiver.url})
+    deadline = time.monotonic() + 10
+    while not (manager.get(job.job_id).state.terminal and manager.get(done.job_id).state.terminal):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with database.connect() as conn:
+        assert {r["job_id"] for r in conn.execute("SELECT job_id FROM webhook_outbox")} == {job.job_id, done.job_id}
+        conn.execute("DELETE FROM webhook_outbox WHERE job_id = %s", (done.job_id,))  # (as if delivered)
+    senders = [webhooks.WebhookSender(manager, body_of, secret=SECRET, attempts=5, backoff_s=0.05)
+               for _ in range(3)]  # three replicas' dispatchers
+    try:
+        assert wait_webhook(manager, job.job_id) == {"state": "DELIVERED", "attempts": 1, "http_status": 200,
+                                                     "error": ""}
+        time.sleep(0.5)
+        assert [json.loads(body)["jobId"] for _, body, _ in receiver.received] == [job.job_id]
+        with database.connect() as conn:
+            assert conn.execute("SELECT count(*) AS n FROM webhook_outbox").fetchone()["n"] == 0
+    finally:
+        for sender in senders:
+            sender.close()
+        manager.close()
+
+
+def test_a_claimed_delivery_of_a_dead_replica_is_taken_over(receiver_factory, database):
+    """A replica that claimed a webhook and died before it was sent: the claim lapses and another
+    replica sends it (at least once)."""
+    receiver = receiver_factory()
+    manager = JobManager(lambda job, ctx: None, database)
+    job, _ = manager.submit({"webhook_url": receiver.url})
+    deadline = time.monotonic() + 10
+    while not manager.get(job.job_id).state.terminal:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with database.connect() as conn:  # claimed by a replica that is gone, for 1 more second
+        conn.execute("UPDATE webhook_outbox SET claimed_by = 'dead', claimed_until = now() + interval '1 second'")
     sender = webhooks.WebhookSender(manager, body_of, secret=SECRET, attempts=5, backoff_s=0.05)
-    sender.resume(manager.finished())
-    assert wait_webhook(manager, "j1") == {"state": "DELIVERED", "attempts": 3, "http_status": 200, "error": ""}
-    time.sleep(0.2)
-    assert [json.loads(body)["jobId"] for _, body, _ in receiver.received] == ["j1"]  # not j2 again
-    saved = {job.job_id: job for job in store.load_all()}
-    assert saved["j1"].webhook["state"] == "DELIVERED"
+    try:
+        time.sleep(0.5)
+        assert receiver.received == []  # still claimed
+        assert wait_webhook(manager, job.job_id)["state"] == "DELIVERED"
+        assert len(receiver.received) == 1
+    finally:
+        sender.close()
+        manager.close()
 
 
 @pytest.mark.parametrize("url,reason", [

@@ -95,9 +95,12 @@ _ALL = [
        "each principal sees only its own jobs and uploads (README: Authentication)", "gateway", "unset"),
     _s("LIKENESS_ADMIN_PRINCIPALS", "str", "", "comma-separated principals that see and manage every "
        "job and upload (operators)", "gateway", "unset"),
-    _s("LIKENESS_JOB_LEASE_S", "float", 30.0, "gateway replicas on one store: an unfinished job whose "
-       "gateway stopped touching it this long is taken over by another (0: every gateway takes every "
-       "unfinished job at start)", "gateway"),
+    _s("LIKENESS_JOB_LEASE_S", "float", 30.0, "a running job whose gateway replica stopped renewing its "
+       "lease this long is taken over by another replica", "gateway"),
+    _s("LIKENESS_DATABASE_URL", "str", "", "PostgreSQL DSN of the job database every gateway replica "
+       "shares (`likeness serve` starts one)", "gateway", "required"),
+    _s("LIKENESS_DATABASE_POOL_SIZE", "int", 10, "connections a gateway replica keeps to the job database",
+       "gateway"),
     _s("LIKENESS_RETENTION_DAYS", "float", 0.0, "finished jobs and uploads older than this are deleted, with "
        "all they stored (0: kept until deleted)", "gateway"),
     _s("LIKENESS_MAX_JOBS_PER_PRINCIPAL", "int", 0, "queued + running jobs one principal may have (0: no "

@@ -1,27 +1,29 @@
 """Asynchronous jobs: bounded concurrency, a bounded queue, idempotent submission, cancel, watch.
 
 The manager knows nothing about gRPC or about what a job does: it runs `run(job, ctx)` on a worker
-thread and records state. A `JobStore` (object storage in the platform) keeps every job record, so
-a restarted gateway can list old jobs and re-queue unfinished ones; they resume from the last
-stage whose output is already stored.
+thread and records state in PostgreSQL (services/gateway/db.py), the system of record every gateway
+replica shares: any replica answers for any job, a job whose replica died is taken over by another,
+and it resumes from the last stage whose output is already stored.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import asyncio
 import logging
-import queue
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Iterator, Protocol
+from typing import AsyncIterator, Callable, Iterator
+
+from psycopg.types.json import Jsonb
 
 from services.common.errors import StorageUnavailable
+from services.gateway.db import Database, DatabaseUnavailable, Notifications
 
 log = logging.getLogger(__name__)
+ADMISSION_LOCK = 0x4C696B61  # pg_advisory_xact_lock key: submissions are admitted one at a time
+WATCH_REREAD_S = 5.0  # a watcher reads its job again at least this often (a notification lost in a reconnect)
 
 
 class JobState(str, Enum):
@@ -58,18 +60,6 @@ class Job:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
-    def to_json(self) -> str:
-        return json.dumps({**dataclasses.asdict(self), "state": self.state.value})
-
-    @classmethod
-    def from_json(cls, text: str) -> "Job":
-        """Fields a newer gateway added are ignored (replicas of two versions share the records
-        during a rolling update); fields it lacks take their defaults."""
-        data = json.loads(text)
-        data["state"] = JobState(data["state"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
 
 class QueueFull(Exception):
     subject = "job-queue"  # google.rpc.QuotaFailure's subject: what ran out
@@ -92,92 +82,17 @@ class JobActive(Exception):
     """The job is queued or running (it must be cancelled before it can be deleted)."""
 
 
-class JobStore(Protocol):
-    def save(self, job: Job) -> None: ...
-    def load_all(self) -> list[Job]: ...
-    def load(self, job_id: str) -> Job | None: ...
-    def delete(self, job: Job) -> None: ...  # the record and what indexes it
-    # Leases, for gateway replicas sharing one store: the holder of an unfinished job touches it.
-    def touch(self, job_id: str) -> None: ...
-    def release(self, job_id: str) -> None: ...
-    def leases(self) -> dict[str, float]: ...  # job_id -> Unix time of the last touch
-    # client_request_id -> job, across replicas (a retried submission may reach another one).
-    def index_request(self, owner: str, client_request_id: str, job_id: str) -> None: ...
-    def find_request(self, owner: str, client_request_id: str) -> str | None: ...
-    # Every job by owner and creation time, across replicas (ListJobs, the retention sweep).
-    def index_job(self, job: Job) -> None: ...
-    def list_index(self, owner: str | None) -> list[tuple[float, str]]: ...  # (created_at, job_id); None: all
-    def reindex(self, jobs: list[Job]) -> None: ...  # index records saved before the index existed
-
-
-def request_key(owner: str, client_request_id: str) -> str:
-    """A fixed-length name for (owner, client_request_id), whatever characters they hold."""
-    return hashlib.sha256(f"{owner}\0{client_request_id}".encode()).hexdigest()
-
-
-def owner_key(owner: str) -> str:
-    """A fixed-length name for a principal, whatever characters it holds."""
-    return hashlib.sha256(f"owner\0{owner}".encode()).hexdigest()[:32]
-
-
-class MemoryJobStore:
-    def __init__(self) -> None:
-        self.jobs: dict[str, str] = {}
-        self.touched: dict[str, float] = {}
-        self.requests: dict[str, str] = {}
-        self.index: dict[str, tuple[str, float]] = {}  # job_id -> (owner, created_at)
-
-    def save(self, job: Job) -> None:
-        self.jobs[job.job_id] = job.to_json()
-
-    def load_all(self) -> list[Job]:
-        return [Job.from_json(text) for text in list(self.jobs.values())]
-
-    def load(self, job_id: str) -> Job | None:
-        text = self.jobs.get(job_id)
-        return None if text is None else Job.from_json(text)
-
-    def touch(self, job_id: str) -> None:
-        self.touched[job_id] = time.time()
-
-    def release(self, job_id: str) -> None:
-        self.touched.pop(job_id, None)
-
-    def leases(self) -> dict[str, float]:
-        return dict(self.touched)
-
-    def index_request(self, owner: str, client_request_id: str, job_id: str) -> None:
-        self.requests[request_key(owner, client_request_id)] = job_id
-
-    def find_request(self, owner: str, client_request_id: str) -> str | None:
-        return self.requests.get(request_key(owner, client_request_id))
-
-    def index_job(self, job: Job) -> None:
-        self.index[job.job_id] = (job.owner, job.created_at)
-
-    def list_index(self, owner: str | None) -> list[tuple[float, str]]:
-        return [(created, job_id) for job_id, (who, created) in list(self.index.items()) if owner in (None, who)]
-
-    def reindex(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            self.index_job(job)
-
-    def delete(self, job: Job) -> None:
-        self.jobs.pop(job.job_id, None)
-        self.index.pop(job.job_id, None)
-        if job.client_request_id:
-            self.requests.pop(request_key(job.owner, job.client_request_id), None)
-
-
 class JobContext:
     """Handed to the job function: progress reports and cooperative cancellation."""
 
     def __init__(self, manager: "JobManager", job: Job) -> None:
         self._manager, self.job = manager, job
         self.cancelled = threading.Event()
+        self.lost = False  # stopped because this replica holds the job no longer (not a user's cancel)
         self._on_cancel: list[Callable[[], None]] = []
 
-    def cancel(self) -> None:
+    def cancel(self, lost: bool = False) -> None:
+        self.lost = self.lost or lost
         self.cancelled.set()
         for stop in list(self._on_cancel):
             stop()
@@ -192,14 +107,14 @@ class JobContext:
 
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         self.check_cancelled()
-        # Progress within a stage is only worth persisting now and then: watchers read it from
-        # memory, and a restarted gateway resumes from stage outputs, not from a percentage.
-        self._manager._update(self.job, persist=stage != self.job.stage,
-                              stage=stage, progress=max(0.0, min(1.0, fraction)), message=message)
+        # Progress within a stage is only worth writing now and then: a job taken over resumes from
+        # stage outputs, not from a percentage.
+        self._manager._progress(self, persist=stage != self.job.stage,
+                                stage=stage, progress=max(0.0, min(1.0, fraction)), message=message)
 
     def stage_done(self, stage: str, key: str) -> None:
         self.job.stage_outputs[stage] = key
-        self._manager._update(self.job, stage=stage, progress=1.0)
+        self._manager._progress(self, persist=True, stage=stage, progress=1.0)
 
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():
@@ -210,343 +125,402 @@ JobFn = Callable[[Job, JobContext], None]
 
 
 class JobManager:
-    """With lease_s > 0 (gateway replicas sharing one store) a manager runs only the unfinished jobs it
-    holds: its own, and those whose holder stopped touching them for lease_s (a crashed or stopped
-    replica); it touches its jobs every lease_s / 3. With lease_s = 0 it takes every unfinished job
-    in the store at start (one gateway)."""
+    """Jobs in PostgreSQL, shared by every gateway replica that has the same database.
 
-    def __init__(self, run: JobFn, *, max_concurrent: int = 2, max_queued: int = 16, max_active_per_owner: int = 0,
-                 store: JobStore | None = None, progress_save_interval_s: float = 2.0, lease_s: float = 0.0,
+    Each replica runs up to `max_concurrent` jobs at once: a free worker claims the oldest queued job
+    (`FOR UPDATE SKIP LOCKED`: two replicas never claim the same row) and holds it with a lease it renews
+    every lease_s / 3; a job whose holder stopped renewing (a replica killed) is claimed again by any
+    replica once its lease has passed, and resumes from the stages whose outputs are stored. Every
+    write of a running job names its holder, so a replica that lost its lease changes nothing. Admission
+    (queue and per-principal limits) is counted in the database, across replicas. Watch and cancel are
+    woken by LISTEN/NOTIFY (a trigger notifies every change of a row)."""
+
+    def __init__(self, run: JobFn, db: Database, *, notifications: Notifications | None = None,
+                 max_concurrent: int = 2, max_queued: int = 16, max_active_per_owner: int = 0,
+                 lease_s: float = 30.0, progress_save_interval_s: float = 2.0,
                  on_finish: Callable[[Job, float], None] = lambda job, seconds: None) -> None:
         self.instance_id = uuid.uuid4().hex
-        self.lease_s = lease_s
-        self._closed = threading.Event()
-        self._run = run
-        self._store = store or MemoryJobStore()
-        self._progress_save_interval_s = progress_save_interval_s
-        self._saved_at: dict[str, float] = {}  # job_id -> monotonic time of its last store write
-        self._unsaved: set[str] = set()  # jobs whose last record write failed
-        self._on_finish = on_finish
-        self._lock = threading.Condition()
-        self._jobs: dict[str, Job] = {}
-        self._by_request_id: dict[tuple[str, str], str] = {}  # (owner, client_request_id) -> job_id
-        self._contexts: dict[str, JobContext] = {}
-        self._queue: queue.Queue[str] = queue.Queue()
+        self.db = db
+        self._own_events = notifications is None
+        self.events = notifications or Notifications(db.dsn)
+        self.lease_s = max(0.3, lease_s)
         self.max_queued = max_queued
         self.max_active_per_owner = max_active_per_owner  # 0: no limit; never for owner "" (keys off)
-        self._workers = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
+        self._run = run
+        self._on_finish = on_finish
+        self._progress_save_interval_s = progress_save_interval_s
+        self._closed = threading.Event()
+        self._lock = threading.Condition()
+        self._queued_version = 0  # moved by every notification of a queued job: free workers look
+        self._running: dict[str, JobContext] = {}
+        self._saved_at: dict[str, float] = {}  # job_id -> monotonic time of its last progress write
+        self.events.on_job(self._notified)
+        self.events.connected.wait(5.0)  # (a database down at start: the workers poll until it is up)
+        self._threads = [threading.Thread(target=self._work, name=f"job-worker-{i}", daemon=True)
                          for i in range(max_concurrent)]
-        unfinished: list[str] = []
-        stored = sorted(self._store.load_all(), key=lambda j: j.created_at)
-        if lease_s > 0:
-            self._store.reindex(stored)
-        for job in stored:  # a restarted gateway keeps its jobs
-            if job.state.terminal or lease_s <= 0:
-                self._take(job)
-            else:
-                unfinished.append(job.job_id)  # adopted below unless a live replica holds it
-        for worker in self._workers:
-            worker.start()
-        if lease_s > 0:
-            threading.Thread(target=self._keep_leases, args=(unfinished,), name="job-leases", daemon=True).start()
-
-    def _take(self, job: Job) -> None:
-        """Into memory (and onto the queue when unfinished)."""
-        with self._lock:
-            self._jobs[job.job_id] = job
-            if job.client_request_id:
-                self._by_request_id[job.owner, job.client_request_id] = job.job_id
-            if not job.state.terminal:
-                job.state = JobState.QUEUED
-                job.holder = self.instance_id
-                self._contexts[job.job_id] = JobContext(self, job)
-                self._queue.put(job.job_id)
-
-    def _keep_leases(self, unfinished: list[str]) -> None:
-        """Touches this manager's unfinished jobs every lease_s / 3 and adopts stale ones (a holder
-        that stopped touching them for lease_s). A pass that fails (storage unreachable) is tried
-        again on the next one: the thread must outlive an outage, or the jobs it holds lapse."""
-        candidates = set(unfinished)
-        while not self._closed.is_set():
-            try:
-                self._lease_pass(candidates)
-                candidates.clear()
-            except Exception:  # noqa: BLE001
-                log.exception("job leases not renewed; trying again in %.0f s", self.lease_s / 3)
-            if self._closed.wait(self.lease_s / 3):
-                return
-
-    def _lease_pass(self, candidates: set[str]) -> None:
-        """Two managers adopting at once both write themselves in as holder, wait, read again: only
-        the one the record names runs it."""
-        self._save_unsaved()
-        now = time.time()
-        leases = self._store.leases()
-        # Another replica's jobs: stale ones, and those it let go (holder "" in the record).
-        candidates = candidates | {job_id for job_id in leases if job_id not in self._jobs}
-        claimed = []
-        for job_id in sorted(candidates):
-            job = self._store.load(job_id)
-            if job is None or job.state.terminal:
-                self._store.release(job_id)
-            elif job.holder in ("", self.instance_id) or leases.get(job_id, 0.0) < now - self.lease_s:
-                job.holder = self.instance_id
-                self._store.save(job)
-                self._store.touch(job_id)
-                claimed.append(job_id)
-        if claimed:
-            time.sleep(min(1.0, self.lease_s / 10))
-            for job_id in claimed:
-                job = self._store.load(job_id)
-                if job is not None and job.holder == self.instance_id and not job.state.terminal:
-                    self._take(job)
-                    self._save(job)  # QUEUED here now, not the state its last holder left
-        with self._lock:
-            mine = [j.job_id for j in self._jobs.values() if not j.state.terminal]
-        if not self._closed.is_set():
-            for job_id in mine:
-                self._store.touch(job_id)
-
-    def close(self) -> None:
-        """Stops holding jobs (a gateway shutting down): queued ones are let go (holder "") for another
-        replica to take on its next pass; running ones, no longer touched, are taken after lease_s."""
-        self._closed.set()
-        if self.lease_s > 0:
-            with self._lock:
-                for job in self._jobs.values():
-                    if job.state is JobState.QUEUED:
-                        job.holder = ""
-                        self._store.save(job)
+        self._threads.append(threading.Thread(target=self._keep_leases, name="job-leases", daemon=True))
+        for thread in self._threads:
+            thread.start()
 
     # -- public API ------------------------------------------------------------------------------
 
     def submit(self, request: dict, client_request_id: str = "", owner: str = "", retry_of: str = "",
                prepare: Callable[[Job], None] = lambda job: None) -> tuple[Job, bool]:
-        """Returns (job, existing). The same owner's same client_request_id -> the same job, not a new one.
-        `prepare(job)` runs before the job is stored and queued (a retry copies what its old job made)."""
-        with self._lock:
-            if client_request_id and (owner, client_request_id) in self._by_request_id:
-                return self._jobs[self._by_request_id[owner, client_request_id]], True
-            if client_request_id:  # submitted through another replica (or before this one started)?
-                known = self._store.find_request(owner, client_request_id)
-                job = self._jobs.get(known) or self._store.load(known) if known else None
-                if job is not None:
-                    return job, True
-            if self.queue_depth >= self.max_queued:
-                raise QueueFull(f"{self.queue_depth} jobs are queued (limit {self.max_queued}); retry later")
-            if owner and self.max_active_per_owner:
-                active = sum(1 for j in self._jobs.values() if j.owner == owner and not j.state.terminal)
-                if active >= self.max_active_per_owner:
-                    raise PrincipalBusy(owner, active, self.max_active_per_owner)
-            job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner,
-                      holder=self.instance_id, retry_of=retry_of)
-            prepare(job)
-            # Strict: no job id for the caller unless its record, index entries and lease are stored.
-            self._store.save(job)
-            try:
-                self._store.index_job(job)
-                if client_request_id:
-                    self._store.index_request(owner, client_request_id, job.job_id)
-                if self.lease_s > 0:
-                    self._store.touch(job.job_id)
-            except Exception:
-                try:
-                    self._store.delete(job)
-                except Exception:  # noqa: BLE001 - still down: a record left behind runs after a restart
-                    log.exception("job %s: refused, but its record could not be removed", job.job_id)
-                raise
-            self._saved_at[job.job_id] = time.monotonic()
-            self._jobs[job.job_id] = job
+        """Returns (job, existing). The same owner's same client_request_id -> the same job, not a new one,
+        whichever replica it reached. `prepare(job)` runs before the job is stored (a retry copies
+        what its old job made). QueueFull / PrincipalBusy when the limits (counted across replicas) are
+        reached."""
+        job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner,
+                  retry_of=retry_of)
+        with self.db.connect() as conn, conn.transaction():
+            # One admission at a time across replicas (a few ms): the counts below stay true until commit.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK,))
             if client_request_id:
-                self._by_request_id[owner, client_request_id] = job.job_id
-            self._contexts[job.job_id] = JobContext(self, job)
-            self._queue.put(job.job_id)
-            self._lock.notify_all()
-            return job, False
+                row = conn.execute("SELECT * FROM jobs WHERE owner = %s AND client_request_id = %s",
+                                   (owner, client_request_id)).fetchone()
+                if row is not None:
+                    return _job(row), True
+            counts = conn.execute(
+                "SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued, "
+                "count(*) FILTER (WHERE owner = %s) AS mine FROM jobs WHERE state IN ('QUEUED', 'RUNNING')",
+                (owner,)).fetchone()
+            if counts["queued"] >= self.max_queued:
+                raise QueueFull(f"{counts['queued']} jobs are queued (limit {self.max_queued}); retry later")
+            if owner and self.max_active_per_owner and counts["mine"] >= self.max_active_per_owner:
+                raise PrincipalBusy(owner, counts["mine"], self.max_active_per_owner)
+            prepare(job)
+            row = conn.execute(
+                "INSERT INTO jobs (job_id, owner, client_request_id, state, request, stage_outputs, retry_of) "
+                "VALUES (%s, %s, %s, 'QUEUED', %s, %s, %s) RETURNING *",
+                (job.job_id, owner, client_request_id, Jsonb(request), Jsonb(job.stage_outputs), retry_of)).fetchone()
+        return _job(row), False
 
     def get(self, job_id: str) -> Job:
-        with self._lock:
-            return self._jobs[job_id]
+        """The job as last written (by whichever replica runs it); KeyError when there is none."""
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return _job(row)
 
     def cancel(self, job_id: str) -> Job:
-        with self._lock:
-            job = self._jobs[job_id]
-            if not job.state.terminal:
-                self._contexts[job_id].cancel()
-                if job.state is JobState.QUEUED:  # never started: done right away
-                    self._finish(job, JobState.CANCELLED, message="cancelled before it started")
-            return job
+        """A queued job ends now; a running one is stopped by its holder, which the notification
+        reaches wherever it runs. A finished job is returned as it is. KeyError for an unknown job."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET cancel_requested = true, updated_at = clock_timestamp(), "
+                "state = CASE state WHEN 'QUEUED' THEN 'CANCELLED' ELSE state END, "
+                "message = CASE state WHEN 'QUEUED' THEN 'cancelled before it started' ELSE message END "
+                "WHERE job_id = %s AND state IN ('QUEUED', 'RUNNING') RETURNING *", (job_id,)).fetchone()
+        if row is None:
+            return self.get(job_id)
+        job = _job(row)
+        if job.state is JobState.CANCELLED:
+            self._on_finish(job, job.updated_at - job.created_at)
+        return job
 
     def list(self, *, states: set[JobState] | None = None, owner: str | None = None, page_size: int = 50,
              page_token: str = "", created_before: float | None = None) -> tuple[list[Job], str]:
-        """Newest first; only `owner`'s jobs when given. With replicas sharing the store (lease_s > 0)
-        every replica's jobs: ours from memory, the others' from their records (read only as far as
-        the page reaches)."""
-        with self._lock:
-            local = dict(self._jobs)
-        created = {j.job_id: j.created_at for j in local.values() if owner in (None, j.owner)}
-        if self.lease_s > 0:
-            indexed = dict((job_id, at) for at, job_id in self._store.list_index(owner))
-            for job_id in [i for i in created if i not in indexed and local[i].state.terminal]:
-                self.drop_local(job_id)  # deleted through another replica (or by its retention sweep)
-                del created[job_id]
-            created.update((i, at) for i, at in indexed.items() if i not in local)
-        ids = sorted((i for i, at in created.items() if created_before is None or at < created_before),
-                     key=lambda i: (created[i], i), reverse=True)
-        start = int(page_token or 0)
-        matched: list[Job] = []
-        for job_id in ids:
-            job = local.get(job_id) or self._store.load(job_id)  # None: deleted since it was listed
-            if job is not None and owner in (None, job.owner) and (not states or job.state in states):
-                matched.append(job)
-                if len(matched) > start + page_size:
-                    return matched[start:start + page_size], str(start + page_size)
-        return matched[start:start + page_size], ""
-
-    def finished(self) -> list[Job]:
-        """The finished jobs in this replica's memory: every one in the store when it started."""
-        with self._lock:
-            return [j for j in self._jobs.values() if j.state.terminal]
+        """Newest first, every replica's; only `owner`'s jobs when given. The token is where the page
+        ended (creation time, id), so pages stay right while jobs are added or deleted."""
+        where, args = ["true"], []
+        if owner is not None:
+            where.append("owner = %s")
+            args.append(owner)
+        if states:
+            where.append("state = ANY(%s)")
+            args.append([s.value for s in states])
+        if created_before is not None:
+            where.append("created_at < to_timestamp(%s)")
+            args.append(created_before)
+        if page_token:
+            micros, job_id = parse_page_token(page_token)
+            where.append("(created_at, job_id) < (to_timestamp(%s / 1e6), %s)")
+            args += [micros, job_id]
+        with self.db.connect() as conn:
+            rows = conn.execute(f"SELECT * FROM jobs WHERE {' AND '.join(where)} "
+                                "ORDER BY created_at DESC, job_id DESC LIMIT %s", (*args, page_size + 1)).fetchall()
+        jobs = [_job(row) for row in rows[:page_size]]
+        token = ""
+        if len(rows) > page_size:
+            last = rows[page_size - 1]
+            token = f"{round(last['created_at'].timestamp() * 1e6)}.{last['job_id']}"
+        return jobs, token
 
     def active(self) -> list[Job]:
-        """Queued and running jobs, every replica's (those hold leases) when replicas share the store."""
-        with self._lock:
-            jobs = {j.job_id: j for j in self._jobs.values() if not j.state.terminal}
-        if self.lease_s > 0:
-            for job_id in self._store.leases():
-                job = None if job_id in jobs else self._store.load(job_id)
-                if job is not None and not job.state.terminal:
-                    jobs[job_id] = job
-        return list(jobs.values())
+        """Queued and running jobs, every replica's."""
+        with self.db.connect() as conn:
+            rows = conn.execute("SELECT * FROM jobs WHERE state IN ('QUEUED', 'RUNNING')").fetchall()
+        return [_job(row) for row in rows]
 
-    def drop_record(self, job: Job) -> None:
-        """Deletes another replica's finished job record (and its index entries) from the store."""
-        self._store.delete(job)
-
-    def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[Job]:
-        """Yields a snapshot on every change until the job ends (the last one is terminal)."""
-        deadline = time.monotonic() + timeout_s
-        last = -1.0
-        while True:
-            with self._lock:
-                job = self._jobs[job_id]
-                while job.updated_at == last and not job.state.terminal:
-                    if not self._lock.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
-                        if time.monotonic() >= deadline:
-                            return
-                last = job.updated_at
-                snapshot = dataclasses.replace(job, stage_outputs=dict(job.stage_outputs),
-                                               result=dict(job.result), warnings=list(job.warnings))
-            yield snapshot
-            if snapshot.state.terminal:
-                return
-
-    def set_webhook(self, job_id: str, delivery: dict) -> None:
-        """Records how a finished job's webhook went (wakes watchers, saves the record)."""
-        with self._lock:
-            if job_id in self._jobs:  # (not a job deleted meanwhile)
-                self._update(self._jobs[job_id], webhook=delivery)
-
-    def forget(self, job_id: str) -> None:
-        """Drops a finished job: from memory, ListJobs and the store (its client_request_id is free
-        again). JobActive while it is queued or running; KeyError for an unknown job."""
-        with self._lock:
-            job = self._jobs[job_id]
-            if not job.state.terminal:
-                raise JobActive(f"job {job_id} is {job.state.value.lower()}: cancel it first")
-            self._store.delete(job)
-            self.drop_local(job_id)
-
-    def drop_local(self, job_id: str) -> None:
-        """Out of this replica's memory, not the store (a job deleted through another replica)."""
-        with self._lock:
-            job = self._jobs.pop(job_id, None)
-            self._contexts.pop(job_id, None)
-            self._saved_at.pop(job_id, None)
-            if job is not None and self._by_request_id.get((job.owner, job.client_request_id)) == job_id:
-                del self._by_request_id[job.owner, job.client_request_id]
+    def counts(self) -> dict[str, int]:
+        """{"QUEUED": n, "RUNNING": n} across replicas (the queue-depth metric)."""
+        with self.db.connect() as conn:
+            rows = conn.execute("SELECT state, count(*) AS n FROM jobs WHERE state IN ('QUEUED', 'RUNNING') "
+                                "GROUP BY state").fetchall()
+        return {"QUEUED": 0, "RUNNING": 0, **{row["state"]: row["n"] for row in rows}}
 
     @property
     def queue_depth(self) -> int:
-        return sum(1 for j in self._jobs.values() if j.state is JobState.QUEUED)
+        return self.counts()["QUEUED"]
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for j in self._jobs.values() if j.state is JobState.RUNNING)
+        return self.counts()["RUNNING"]
+
+    def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[Job]:
+        """Yields the job on every change until it ends (the last one is terminal), woken by the
+        database's notifications; KeyError when there is no such job."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while True:
+            version = self.events.version(job_id)
+            try:
+                job = self.get(job_id)
+            except KeyError:
+                if last is None:
+                    raise
+                return  # deleted meanwhile
+            if job.updated_at != last:
+                last = job.updated_at
+                yield job
+            remaining = deadline - time.monotonic()
+            if job.state.terminal or remaining <= 0:
+                return
+            self.events.wait(job_id, version, min(remaining, WATCH_REREAD_S))
+
+    async def watch_async(self, job_id: str, *, timeout_s: float = 3600.0) -> AsyncIterator[Job]:
+        """`watch` for asyncio: no thread is held while the job does not change."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while True:
+            version = self.events.version(job_id)
+            try:
+                job = await asyncio.to_thread(self.get, job_id)
+            except KeyError:
+                if last is None:
+                    raise
+                return
+            if job.updated_at != last:
+                last = job.updated_at
+                yield job
+            remaining = deadline - time.monotonic()
+            if job.state.terminal or remaining <= 0:
+                return
+            await self.events.await_change(job_id, version, min(remaining, WATCH_REREAD_S))
+
+    def set_webhook(self, job_id: str, delivery: dict) -> None:
+        """Records how a finished job's webhook went (GetJob shows it; watchers are woken)."""
+        with self.db.connect() as conn:
+            conn.execute("UPDATE jobs SET webhook = %s, updated_at = clock_timestamp() WHERE job_id = %s",
+                         (Jsonb(delivery), job_id))
+
+    def forget(self, job_id: str) -> None:
+        """Deletes a finished job's row (its client_request_id is free again). JobActive while it is
+        queued or running; KeyError for an unknown job."""
+        with self.db.connect() as conn:
+            row = conn.execute("DELETE FROM jobs WHERE job_id = %s AND state NOT IN ('QUEUED', 'RUNNING') "
+                               "RETURNING job_id", (job_id,)).fetchone()
+        if row is None:
+            job = self.get(job_id)  # KeyError: no such job
+            raise JobActive(f"job {job_id} is {job.state.value.lower()}: cancel it first")
+
+    def close(self) -> None:
+        """Stops taking jobs (a replica shutting down): the jobs it runs go back to the queue at once,
+        for another replica to resume from their stored stages."""
+        self._closed.set()
+        with self._lock:
+            running = list(self._running.values())
+            self._lock.notify_all()
+        for ctx in running:
+            ctx.cancel(lost=True)
+        try:
+            with self.db.connect() as conn:
+                conn.execute("UPDATE jobs SET state = 'QUEUED', holder = '', lease_until = NULL, "
+                             "updated_at = clock_timestamp() WHERE holder = %s AND state = 'RUNNING' "
+                             "AND NOT cancel_requested", (self.instance_id,))
+        except DatabaseUnavailable:
+            pass  # their leases run out instead
+        if self._own_events:
+            self.events.close()
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _update(self, job: Job, *, persist: bool = True, **changes) -> None:
-        """Every change wakes watchers; the store gets state changes at once and progress-only
-        changes at most every `progress_save_interval_s` per job."""
-        with self._lock:
-            for name, value in changes.items():
-                setattr(job, name, value)
-            job.updated_at = max(time.time(), job.updated_at + 1e-6)
-            since = time.monotonic() - self._saved_at.get(job.job_id, float("-inf"))
-            if persist or job.state.terminal or since >= self._progress_save_interval_s:
-                self._save(job)
-            self._lock.notify_all()
-
-    def _save(self, job: Job) -> None:
-        """A record the store refuses (unreachable past its retries) is kept in memory and written
-        again by the lease thread: a job does not stop, nor a worker die, for a storage outage."""
-        try:
-            self._store.save(job)
-        except Exception:  # noqa: BLE001
-            log.exception("job %s: record not saved (saved again later)", job.job_id)
-            self._unsaved.add(job.job_id)
+    def _notified(self, job_id: str, state: str, cancel: bool) -> None:
+        if state in ("QUEUED", "RECONNECTED"):  # (after a reconnect: whatever was queued meanwhile)
+            with self._lock:
+                self._queued_version += 1
+                self._lock.notify_all()
             return
-        self._unsaved.discard(job.job_id)
-        self._saved_at[job.job_id] = time.monotonic()
-
-    def _save_unsaved(self) -> None:
         with self._lock:
-            for job_id in sorted(self._unsaved):
-                job = self._jobs.get(job_id)
-                if job is not None:
-                    self._store.save(job)  # raises while the store is still down: the next pass tries
-                    if job.state.terminal and self.lease_s > 0:
-                        self._store.release(job_id)
-                self._unsaved.discard(job_id)
-
-    def _finish(self, job: Job, state: JobState, **changes) -> None:
-        self._update(job, state=state, **changes)
-        try:
-            if self.lease_s > 0 and job.job_id not in self._unsaved:  # (else released once saved)
-                self._store.release(job.job_id)
-            self._on_finish(job, job.updated_at - job.created_at)
-        except Exception:  # noqa: BLE001 - a lease left behind is released by any replica's pass
-            log.exception("job %s: finished, but not released or reported", job.job_id)
+            ctx = self._running.get(job_id)
+        if ctx is not None and (cancel or state != "RUNNING"):
+            # cancelled, or deleted / finished / re-queued by someone else: no longer ours to run
+            ctx.cancel(lost=not cancel)
 
     def _work(self) -> None:
-        while True:
-            job_id = self._queue.get()
+        poll_s = max(0.1, min(self.lease_s / 3, 1.0))  # expired leases are found by looking
+        while not self._closed.is_set():
+            with self._lock:
+                seen = self._queued_version
             try:
-                self._work_on(job_id)
-            except Exception:  # noqa: BLE001 - a worker that died would stop this gateway running jobs
-                log.exception("job %s: worker error", job_id)
+                job = self._claim()
+            except Exception:  # noqa: BLE001 - the database restarting: look again shortly
+                log.warning("job claim failed; trying again", exc_info=log.isEnabledFor(logging.DEBUG))
+                job = None
+            if job is None:
+                with self._lock:
+                    self._lock.wait_for(lambda: self._queued_version != seen or self._closed.is_set(), poll_s)
+                continue
+            try:
+                self._work_on(job)
+            except Exception:  # noqa: BLE001 - a worker that died would stop this replica running jobs
+                log.exception("job %s: worker error", job.job_id)
 
-    def _work_on(self, job_id: str) -> None:
+    def _claim(self) -> Job | None:
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET state = 'RUNNING', holder = %(me)s, attempts = attempts + 1, "
+                "lease_until = now() + make_interval(secs => %(lease)s), updated_at = clock_timestamp() "
+                "WHERE job_id = (SELECT job_id FROM jobs WHERE NOT cancel_requested AND "
+                "(state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < now())) "
+                "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
+                {"me": self.instance_id, "lease": self.lease_s}).fetchone()
+        return None if row is None else _job(row)
+
+    def _work_on(self, job: Job) -> None:
+        ctx = JobContext(self, job)
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.state is not JobState.QUEUED or self._closed.is_set():
-                return  # deleted, cancelled, or let go (close)
-            ctx = self._contexts[job_id]
-            self._update(job, state=JobState.RUNNING, attempts=job.attempts + 1)
+            self._running[job.job_id] = ctx
         try:
+            if self._closed.is_set():
+                ctx.cancel(lost=True)
             self._run(job, ctx)
         except JobCancelled:
-            self._finish(job, JobState.CANCELLED, message="cancelled")
+            if not ctx.lost:
+                self._finish(job, JobState.CANCELLED, message="cancelled")
         except JobFailed as exc:
             self._finish(job, JobState.FAILED, error_code=exc.code, error_field=exc.field, message=str(exc))
         except StorageUnavailable as exc:  # the outputs so far are kept: a retry resumes after them
             self._finish(job, JobState.FAILED, error_code="UNAVAILABLE", message=str(exc))
         except Exception as exc:  # a bug or an exhausted retry: the job fails, the gateway lives
-            self._finish(job, JobState.FAILED, error_code="INTERNAL", message=f"{type(exc).__name__}: {exc}")
+            if ctx.lost:
+                log.info("job %s: stopped here (%s); its new holder runs it", job.job_id, type(exc).__name__)
+            else:
+                log.exception("job %s failed", job.job_id)
+                self._finish(job, JobState.FAILED, error_code="INTERNAL", message=f"{type(exc).__name__}: {exc}")
         else:
-            self._finish(job, JobState.SUCCEEDED, progress=1.0, message="done")
+            if ctx.lost:
+                log.info("job %s: done here, but another replica holds it now", job.job_id)
+            else:
+                self._finish(job, JobState.SUCCEEDED, progress=1.0, message="done")
+        finally:
+            with self._lock:
+                self._running.pop(job.job_id, None)
+                self._saved_at.pop(job.job_id, None)
 
+    def _write(self, job: Job, *, final: bool = False) -> bool:
+        """The job's row as this holder sees it; False when it holds the job no longer (fenced)."""
+        sets = ("state = %(state)s, stage = %(stage)s, progress = %(progress)s, message = %(message)s, "
+                "error_code = %(error_code)s, error_field = %(error_field)s, stage_outputs = %(stage_outputs)s, "
+                "result = %(result)s, warnings = %(warnings)s, updated_at = clock_timestamp()")
+        if final:
+            sets += ", holder = '', lease_until = NULL"
+        with self.db.connect() as conn:
+            row = conn.execute(
+                f"UPDATE jobs SET {sets} WHERE job_id = %(job_id)s AND holder = %(me)s AND state = 'RUNNING' "
+                "RETURNING updated_at, cancel_requested",
+                {"state": job.state.value, "stage": job.stage, "progress": job.progress, "message": job.message,
+                 "error_code": job.error_code, "error_field": job.error_field,
+                 "stage_outputs": Jsonb(job.stage_outputs), "result": Jsonb(job.result),
+                 "warnings": Jsonb(job.warnings), "job_id": job.job_id, "me": self.instance_id}).fetchone()
+        if row is not None:
+            job.updated_at = row["updated_at"].timestamp()
+        return row is not None
+
+    def _progress(self, ctx: "JobContext", persist: bool, **changes) -> None:
+        """A running job's stage and progress: at once on a new stage, else at most every
+        progress_save_interval_s. A database briefly away only delays it."""
+        for name, value in changes.items():
+            setattr(ctx.job, name, value)
+        now = time.monotonic()
+        if not persist and now - self._saved_at.get(ctx.job.job_id, float("-inf")) < self._progress_save_interval_s:
+            return
+        try:
+            held = self._write(ctx.job)
+        except DatabaseUnavailable:
+            return
+        self._saved_at[ctx.job.job_id] = now
+        if not held:
+            ctx.cancel(lost=True)
+
+    def _finish(self, job: Job, state: JobState, **changes) -> None:
+        """The final write, retried through a database outage for as long as the lease would have held."""
+        job.state = state
+        for name, value in changes.items():
+            setattr(job, name, value)
+        give_up = time.monotonic() + self.lease_s
+        while True:
+            try:
+                held = self._write(job, final=True)
+                break
+            except DatabaseUnavailable:
+                if time.monotonic() > give_up or self._closed.is_set():
+                    log.warning("job %s: its end was not written; another replica runs it again", job.job_id)
+                    return
+                time.sleep(0.5)
+        if not held:
+            log.info("job %s: ended here as %s, but another replica holds it now", job.job_id, state.value)
+            return
+        try:
+            self._on_finish(job, job.updated_at - job.created_at)
+        except Exception:  # noqa: BLE001
+            log.exception("job %s: finished, but not reported", job.job_id)
+
+    def _keep_leases(self) -> None:
+        """Renews this replica's leases every lease_s / 3; a job whose row no longer names this replica
+        (taken over after a long stall, or deleted) is stopped here. Also ends jobs whose cancel was
+        asked while their holder was dying."""
+        while not self._closed.wait(self.lease_s / 3):
+            try:
+                with self.db.connect() as conn:
+                    held = {row["job_id"]: row["cancel_requested"] for row in conn.execute(
+                        "UPDATE jobs SET lease_until = now() + make_interval(secs => %s) "
+                        "WHERE holder = %s AND state = 'RUNNING' RETURNING job_id, cancel_requested",
+                        (self.lease_s, self.instance_id))}
+                    conn.execute("UPDATE jobs SET state = 'CANCELLED', message = 'cancelled', holder = '', "
+                                 "lease_until = NULL, updated_at = clock_timestamp() "
+                                 "WHERE state = 'RUNNING' AND cancel_requested AND lease_until < now()")
+            except Exception:  # noqa: BLE001 - the database restarting: the next pass renews them
+                log.warning("job leases not renewed; trying again in %.1f s", self.lease_s / 3)
+                continue
+            with self._lock:
+                running = dict(self._running)
+            for job_id, ctx in running.items():
+                if job_id not in held:
+                    if not self._closed.is_set() and ctx.job.holder == self.instance_id:
+                        ctx.cancel(lost=True)
+                elif held[job_id]:
+                    ctx.cancel()
+
+
+def parse_page_token(token: str) -> tuple[int, str]:
+    """ListJobs' next_page_token: "<creation time in µs>.<job id>"; ValueError for anything else."""
+    micros, _, job_id = token.partition(".")
+    if not (micros.isdigit() and len(micros) <= 20 and len(job_id) == 32
+            and all(c in "0123456789abcdef" for c in job_id)):
+        raise ValueError("not a page token")
+    return int(micros), job_id
+
+
+def _job(row: dict) -> Job:
+    return Job(job_id=row["job_id"], request=row["request"], client_request_id=row["client_request_id"],
+               owner=row["owner"], holder=row["holder"], state=JobState(row["state"]), stage=row["stage"],
+               progress=float(row["progress"]), message=row["message"], error_code=row["error_code"],
+               error_field=row["error_field"], stage_outputs=row["stage_outputs"], result=row["result"],
+               warnings=row["warnings"], attempts=row["attempts"], webhook=row["webhook"],
+               retry_of=row["retry_of"], created_at=row["created_at"].timestamp(),
+               updated_at=row["updated_at"].timestamp())
 
 class JobFailed(Exception):
     """A job ends with a status the client can act on (e.g. INVALID_ARGUMENT, UNAVAILABLE)."""

@@ -16,6 +16,7 @@ from typing import Callable
 from services.common.errors import NotFound
 from services.common.storage import Storage
 from services.gateway import assets, webhooks
+from services.gateway.db import Database
 from services.gateway.jobs import Job, JobActive, JobManager
 
 log = logging.getLogger(__name__)
@@ -33,18 +34,18 @@ class Eraser:
         self.streaming = streaming  # the live streams' requests
 
     def delete_job(self, job: Job) -> list[str]:
-        """Its outputs first, its record last: a failure half-way leaves a job that can be deleted again.
+        """Its outputs first, its row last: a failure half-way leaves a job that can be deleted again.
         JobActive while it is queued or running."""
         if not job.state.terminal:
             raise JobActive(f"job {job.job_id} is {job.state.value.lower()}: cancel it first")
-        keys = [key for key in self.storage.list(f"jobs/{job.job_id}/") if not key.endswith("/job.json")]
+        keys = self.storage.list(f"jobs/{job.job_id}/")
         for key in keys:
             self.storage.delete(key)
         try:
             self.manager.forget(job.job_id)
-        except KeyError:  # another replica's job, or deleted by a concurrent call: the record itself
-            self.manager.drop_record(job)
-        return [*keys, f"jobs/{job.job_id}/job.json"]
+        except KeyError:  # deleted by a concurrent call
+            pass
+        return keys
 
     def users(self, key: str, viewer: str | None = None) -> list[str]:
         """What still reads the asset `key`; another principal's job is not named to `viewer`."""
@@ -108,7 +109,9 @@ class Eraser:
 
 
 def start_sweeper(eraser: Eraser, retention_days: float) -> threading.Thread | None:
-    """Sweeps every tenth of the retention period (1 s .. 10 min) in a daemon thread; None when 0."""
+    """Sweeps every tenth of the retention period (1 s .. 10 min) in a daemon thread; None when 0.
+    With several replicas on one database, one of them sweeps each period: the one whose UPDATE of
+    periodic_runs moves the last run forward."""
     if retention_days <= 0:
         return None
     max_age_s = retention_days * DAY_S
@@ -118,15 +121,26 @@ def start_sweeper(eraser: Eraser, retention_days: float) -> threading.Thread | N
         while True:
             time.sleep(interval_s)
             try:
+                if not claim_period(eraser.manager.db, "retention", interval_s):
+                    continue
                 deleted = eraser.sweep(max_age_s)
                 if deleted:
                     log.info("retention: deleted %d objects older than %g days", len(deleted), retention_days)
-            except Exception:  # storage briefly unreachable: try again next round
+            except Exception:  # storage or database briefly unreachable: try again next round
                 log.exception("retention sweep failed")
 
     thread = threading.Thread(target=loop, name="retention", daemon=True)
     thread.start()
     return thread
+
+
+def claim_period(db: Database, name: str, interval_s: float) -> bool:
+    """True for the one caller per `interval_s` (across replicas) that should do the work `name`."""
+    with db.connect() as conn:
+        conn.execute("INSERT INTO periodic_runs (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+        return conn.execute("UPDATE periodic_runs SET last_run = now() WHERE name = %s AND "
+                            "last_run <= now() - make_interval(secs => %s) RETURNING name",
+                            (name, interval_s * 0.9)).fetchone() is not None
 
 
 def asset_keys(request: dict) -> set[str]:

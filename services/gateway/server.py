@@ -23,8 +23,8 @@ from services.common.script_tags import EmotionTag, MotionTag
 from services.common.storage import Storage
 from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, auth, retention, webhooks
-from services.gateway.job_store import CancelRequests, StorageJobStore
-from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull
+from services.gateway.db import Database
+from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull, parse_page_token
 from services.gateway.live import run_live
 from services.gateway.metrics import FIRST_MEDIA, IN_FLIGHT, JOBS, QUEUE_DEPTH, STREAMS, STREAMS_IN_FLIGHT
 from services.gateway.runner import Downstream, JobRunner, video_spec
@@ -66,11 +66,9 @@ def _base_emotion(emotion: int) -> str:
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(self, storage: Storage, manager: JobManager, runner: JobRunner | None = None, *,
-                 scoped: bool = False, store: StorageJobStore | None = None) -> None:
+                 scoped: bool = False) -> None:
         self.storage = storage
-        self.manager = manager
-        self.store = store  # every replica's job records: GetJob/WatchJob of jobs another replica runs
-        self.cancel_requests = CancelRequests(storage, manager, store) if store is not None else None
+        self.manager = manager  # every replica's jobs, in PostgreSQL
         self.runner = runner  # for StreamVideo (jobs reach it through the manager)
         self.scoped = scoped  # API keys on: each principal sees only its own jobs and uploads
         self.max_streams = config.get_int("LIKENESS_MAX_STREAMS")
@@ -228,13 +226,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                                       terminal=job.state.terminal)
 
     def CancelJob(self, request, context):
-        job = self._get(request.job_id)
-        try:
+        self._get(request.job_id)
+        try:  # (whichever replica runs it is told by the database's notification)
             return gw.CancelJobResponse(job=self._job_pb(self.manager.cancel(request.job_id)))
-        except KeyError:  # another replica runs it: it sees the request within a second or so
-            if not job.state.terminal and self.cancel_requests is not None:
-                self.cancel_requests.request(request.job_id)
-            return gw.CancelJobResponse(job=self._job_pb(job))
+        except KeyError:  # deleted meanwhile
+            raise NotFound(f"no job {request.job_id!r}") from None
 
     def RetryJob(self, request, context):
         old = self._get(request.job_id)  # (NOT_FOUND for another principal's job)
@@ -255,9 +251,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         copied: list[str] = []
         try:
             for key in self.storage.list(f"jobs/{old.job_id}/"):
-                if not key.endswith("/job.json"):
-                    copied.append(f"jobs/{new.job_id}/" + key.removeprefix(f"jobs/{old.job_id}/"))
-                    self.storage.copy(key, copied[-1])
+                copied.append(f"jobs/{new.job_id}/" + key.removeprefix(f"jobs/{old.job_id}/"))
+                self.storage.copy(key, copied[-1])
         except Exception:  # no job is made: leave no objects of one behind
             for key in copied:
                 try:
@@ -283,8 +278,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def ListJobs(self, request, context):
         if request.page_size < 0:
             raise InputError("page_size", "must be >= 0")
-        if request.page_token and not request.page_token.isdigit():
-            raise InputError("page_token", "use next_page_token from the previous page")
+        if request.page_token:
+            try:
+                parse_page_token(request.page_token)
+            except ValueError:
+                raise InputError("page_token", "use next_page_token from the previous page") from None
         states = {s for s, v in STATES.items() if v in set(request.states)}
         jobs, token = self.manager.list(states=states or None, owner=self._caller(),
                                         page_size=min(request.page_size or 50, 500), page_token=request.page_token)
@@ -298,38 +296,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     # -- helpers ---------------------------------------------------------------------------------
 
     def _get(self, job_id: str) -> Job:
-        try:
-            job = self.manager.get(job_id)
-            if job.state.terminal and self.store is not None and not self.store.exists(job_id):
-                self.manager.drop_local(job_id)  # deleted through another replica: gone here too
-                job = None
-        except KeyError:  # accepted by another gateway replica: its record, as last saved
-            job = self.store.load(job_id) if self.store is not None and _valid_id(job_id) else None
+        job = None
+        if _valid_id(job_id):  # (anything else is no job)
+            try:
+                job = self.manager.get(job_id)
+            except KeyError:
+                pass
         if job is None or self._caller() not in (None, job.owner):
-            raise NotFound(f"no job {job_id!r}")  # another principal's job: as if there were none
+            raise NotFound(f"no job {job_id[:64]!r}")  # another principal's job: as if there were none
         return job
 
     def _watch(self, job_id: str, timeout_s: float):
-        """This replica's jobs from memory; another replica's from its record, read every second
-        (progress there is saved every LIKENESS_JOB_SAVE_INTERVAL_S)."""
         try:
-            self.manager.get(job_id)
-        except KeyError:
-            pass
-        else:
             yield from self.manager.watch(job_id, timeout_s=timeout_s)
-            return
-        deadline, last = time.monotonic() + timeout_s, None
-        while time.monotonic() < deadline:
-            job = self.store.load(job_id) if self.store is not None else None
-            if job is None:
-                return
-            if job.updated_at != last:
-                last = job.updated_at
-                yield job
-            if job.state.terminal:
-                return
-            time.sleep(1.0)
+        except KeyError:  # deleted meanwhile
+            raise NotFound(f"no job {job_id!r}") from None
 
     def _caller(self) -> str | None:
         """Whose jobs and uploads the caller manages: its own with API keys on, everyone's (None)
@@ -338,8 +319,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return None if not self.scoped or auth.is_admin(principal) else principal
 
     def _gauges(self) -> None:
-        QUEUE_DEPTH.set(self.manager.queue_depth)
-        IN_FLIGHT.set(self.manager.in_flight)
+        counts = self.manager.counts()  # every replica's: the HPA scales on the global backlog
+        QUEUE_DEPTH.set(counts["QUEUED"])
+        IN_FLIGHT.set(counts["RUNNING"])
 
     def _validate(self, r: gw.SubmitVideoRequest) -> dict:
         """Everything the gateway can check itself, all at once: one BadRequest with every violation."""
@@ -534,27 +516,23 @@ def main() -> None:
     configure("gateway")
     storage = Storage.from_env()
     storage.ensure_bucket()
-
-    sender: webhooks.WebhookSender | None = None
+    db = Database(config.get_str("LIKENESS_DATABASE_URL"), max_size=config.get_int("LIKENESS_DATABASE_POOL_SIZE"))
+    db.migrate()  # (replicas starting at once apply each migration once)
 
     def finished(job: Job, seconds: float) -> None:
         JOBS.labels(job.state.value.lower()).inc()
-        if sender is not None:
-            sender.job_finished(job)
 
     runner = JobRunner(storage, Downstream.from_env())
-    store = StorageJobStore(storage)
-    manager = JobManager(runner,
+    manager = JobManager(runner, db,
                          max_concurrent=config.get_int("LIKENESS_MAX_CONCURRENT_JOBS"),
                          max_queued=config.get_int("LIKENESS_MAX_QUEUED_JOBS"),
                          max_active_per_owner=config.get_int("LIKENESS_MAX_JOBS_PER_PRINCIPAL"),
-                         store=store, on_finish=finished,
+                         on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"),
                          lease_s=config.get_float("LIKENESS_JOB_LEASE_S"))
     authenticate = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
-    servicer = GatewayServicer(storage, manager, runner, scoped=authenticate is not None, store=store)
+    servicer = GatewayServicer(storage, manager, runner, scoped=authenticate is not None)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
-    sender.resume(manager.finished())  # pending when the gateway last stopped (read from memory, not the index)
     retention.start_sweeper(servicer.eraser, config.get_float("LIKENESS_RETENTION_DAYS"))
     start_metrics_server(metrics_port(9101))
     server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
@@ -563,15 +541,19 @@ def main() -> None:
                    credentials=auth.server_credentials(config.get_str("LIKENESS_TLS_CERT_FILE"),
                                                        config.get_str("LIKENESS_TLS_KEY_FILE")),
                    health_port=config.get_int("LIKENESS_HEALTH_PORT"))
+
     def refresh_gauges() -> None:  # gauges also move when jobs finish, not only on calls
         while True:
-            servicer._gauges()
+            try:
+                servicer._gauges()
+            except Exception:  # noqa: BLE001 - the database restarting
+                pass
             time.sleep(1.0)
 
     threading.Thread(target=refresh_gauges, daemon=True).start()
-    threading.Thread(target=servicer.cancel_requests.apply_forever, name="cancel-requests", daemon=True).start()
     server.wait_for_termination()
-    manager.close()  # queued jobs: another replica takes them now, not after LIKENESS_JOB_LEASE_S
+    sender.close()
+    manager.close()  # the jobs it ran: another replica resumes them now, not after LIKENESS_JOB_LEASE_S
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Webhooks: when a job ends, POST its final record to the URL its client gave.
 
-A backend that submits many jobs should not have to hold a WatchJob stream open for each. Each
-finished job's delivery runs on its own thread (one slow endpoint holds up nobody else). The body is
+A backend that submits many jobs should not have to hold a WatchJob stream open for each. A job that
+finishes leaves a row in the database's webhook outbox (in the same transaction); dispatcher threads on
+every gateway replica claim due rows one at a time, so a slow endpoint holds up only its own. The body is
 the Job as GetJob returns it (proto3 JSON, presigned video URL included); with a secret the gateway
 signs it like Stripe does (`Likeness-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 "<t>.<body>">`, see `verify`). Network errors, 408, 429 and 5xx are retried after doubling waits; a
 2xx is delivered; any other answer (a 4xx, a redirect: never followed, a POST must not turn into a
-GET elsewhere) is final. How it went is kept on the job record (`Job.webhook`), so GetJob shows it
-and a restarted gateway sends the ones still pending.
+GET elsewhere) is final. How it went is kept on the job record (`Job.webhook`), so GetJob shows it;
+a webhook still pending when every replica stops is sent when one starts again. `Likeness-Delivery`
+(the job id) is the same on every attempt: receivers drop what they already have.
 """
 from __future__ import annotations
 
@@ -22,8 +24,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable
 
+from psycopg.types.json import Jsonb
+
 from services.common import config
 from services.common.errors import InputError
+from services.gateway.db import WEBHOOK_CHANNEL
 from services.gateway.jobs import Job, JobManager
 from services.gateway.metrics import WEBHOOKS
 
@@ -82,66 +87,82 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class WebhookSender:
-    """Sends each finished job's webhook; `body(job)` gives the bytes to POST."""
+    """Delivers the webhooks of finished jobs from the database's outbox (a row per job still to
+    deliver, written in the transaction that finished it): `workers` threads per replica each claim one
+    due row at a time (FOR UPDATE SKIP LOCKED, held for the POST's timeout and then some), so every
+    webhook is sent by one replica at a time, at least once, and a replica that dies mid-delivery
+    leaves its row to another once the claim passes. `body(job)` gives the bytes to POST."""
 
     def __init__(self, manager: JobManager, body: Callable[[Job], bytes], *, secret: str | None = None,
                  attempts: int | None = None, backoff_s: float | None = None,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, workers: int = 4) -> None:
         self._manager, self._body = manager, body
         self.secret = config.get_str("LIKENESS_WEBHOOK_SECRET") if secret is None else secret
         self.attempts = max(1, attempts if attempts is not None else config.get_int("LIKENESS_WEBHOOK_ATTEMPTS"))
         self.backoff_s = backoff_s if backoff_s is not None else config.get_float("LIKENESS_WEBHOOK_BACKOFF_S")
         self.timeout_s = timeout_s if timeout_s is not None else config.get_float("LIKENESS_WEBHOOK_TIMEOUT_S")
         self._opener = urllib.request.build_opener(_NoRedirect)
-        self._lock = threading.Lock()
-        self._sending: set[str] = set()
+        self._closed = threading.Event()
+        for i in range(workers):
+            threading.Thread(target=self._dispatch, name=f"webhooks-{i}", daemon=True).start()
 
-    def job_finished(self, job: Job) -> None:
-        """Starts the delivery of a finished job's webhook, if it has one still to send."""
-        if not job.request.get("webhook_url") or not job.state.terminal:
-            return
-        if job.webhook.get("state", PENDING) != PENDING:
-            return
-        with self._lock:
-            if job.job_id in self._sending:
-                return
-            self._sending.add(job.job_id)
-        threading.Thread(target=self._deliver, args=(job,), name=f"webhook-{job.job_id[:8]}", daemon=True).start()
+    def close(self) -> None:
+        self._closed.set()
 
-    def resume(self, jobs: list[Job]) -> None:
-        """After a restart: the finished jobs whose webhooks were still pending."""
-        for job in jobs:
-            self.job_finished(job)
+    def _dispatch(self) -> None:
+        events = self._manager.events
+        while not self._closed.is_set():
+            seen = events.version(WEBHOOK_CHANNEL)
+            try:
+                job = self._claim()
+            except Exception:  # noqa: BLE001 - the database restarting: look again shortly
+                log.warning("webhook outbox not read; trying again")
+                job = None
+            if job is None:
+                events.wait(WEBHOOK_CHANNEL, seen, 1.0)  # due retries are found by looking
+                continue
+            try:
+                self._attempt(job)
+            except Exception:  # noqa: BLE001 - a bug must not stop the dispatcher; the claim lapses
+                log.exception("webhook of job %s", job.job_id)
 
-    def _deliver(self, job: Job) -> None:
+    def _claim(self) -> Job | None:
+        with self._manager.db.connect() as conn:
+            row = conn.execute(
+                "UPDATE webhook_outbox SET claimed_by = %(me)s, "
+                "claimed_until = now() + make_interval(secs => %(hold)s) "
+                "WHERE job_id = (SELECT job_id FROM webhook_outbox WHERE due_at <= now() AND "
+                "(claimed_until IS NULL OR claimed_until < now()) ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "RETURNING job_id", {"me": self._manager.instance_id, "hold": 2 * self.timeout_s + 5}).fetchone()
+        if row is None:
+            return None
         try:
-            url = job.request["webhook_url"]
-            delivery = {"state": PENDING, "attempts": 0, "http_status": 0, "error": "", **job.webhook}
-            body = self._body(job)
-            event = f"job.{job.state.value.lower()}"
-            wait = self.backoff_s
-            while True:
-                attempt = self._post(url, body, event, job.job_id)
-                delivery.update(attempts=delivery["attempts"] + 1, http_status=attempt.http_status,
-                                error=attempt.error)
-                if 200 <= attempt.http_status < 300:
-                    delivery["state"] = DELIVERED
-                elif not attempt.retry or delivery["attempts"] >= self.attempts:
-                    delivery["state"] = FAILED
-                self._manager.set_webhook(job.job_id, dict(delivery))
-                WEBHOOKS.labels(delivery["state"].lower() if delivery["state"] != PENDING else "retried").inc()
-                if delivery["state"] != PENDING:
-                    if delivery["state"] == FAILED:
-                        log.warning("webhook of job %s failed after %d attempts: %s", job.job_id,
-                                    delivery["attempts"], attempt.error)
-                    return
-                time.sleep(wait)
-                wait *= 2
-        except Exception:  # a bug must not take the gateway down; the record stays PENDING
-            log.exception("webhook of job %s", job.job_id)
-        finally:
-            with self._lock:
-                self._sending.discard(job.job_id)
+            return self._manager.get(row["job_id"])
+        except KeyError:  # deleted meanwhile (its outbox row went with it)
+            return None
+
+    def _attempt(self, job: Job) -> None:
+        """One POST; then the outbox row goes (delivered, or failed for good) or waits for its retry."""
+        delivery = {"state": PENDING, "attempts": 0, "http_status": 0, "error": "", **job.webhook}
+        attempt = self._post(job.request["webhook_url"], self._body(job), f"job.{job.state.value.lower()}",
+                             job.job_id)
+        delivery.update(attempts=delivery["attempts"] + 1, http_status=attempt.http_status, error=attempt.error)
+        if 200 <= attempt.http_status < 300:
+            delivery["state"] = DELIVERED
+        elif not attempt.retry or delivery["attempts"] >= self.attempts:
+            delivery["state"] = FAILED
+            log.warning("webhook of job %s failed after %d attempts: %s", job.job_id, delivery["attempts"],
+                        attempt.error)
+        WEBHOOKS.labels(delivery["state"].lower() if delivery["state"] != PENDING else "retried").inc()
+        wait_s = self.backoff_s * 2 ** (delivery["attempts"] - 1)
+        with self._manager.db.connect() as conn, conn.transaction():
+            conn.execute("UPDATE jobs SET webhook = %s, updated_at = clock_timestamp() WHERE job_id = %s",
+                         (Jsonb(delivery), job.job_id))
+            if delivery["state"] == PENDING:
+                conn.execute("UPDATE webhook_outbox SET due_at = now() + make_interval(secs => %s), "
+                             "claimed_by = '', claimed_until = NULL WHERE job_id = %s", (wait_s, job.job_id))
+            else:
+                conn.execute("DELETE FROM webhook_outbox WHERE job_id = %s", (job.job_id,))
 
     def _post(self, url: str, body: bytes, event: str, job_id: str) -> Attempt:
         headers = {"Content-Type": "application/json", "User-Agent": "likeness-gateway",
