@@ -54,6 +54,7 @@ test: setup deploy-tools
 bench: setup eval-data
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/platform_overhead.py
+	$(PY) benchmarks/control_plane.py
 	$(PY) benchmarks/expression.py
 	$(PY) benchmarks/singing.py
 	$(PY) benchmarks/voice.py

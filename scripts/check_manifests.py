@@ -18,6 +18,7 @@ Rules, per target:
   monitor       every ServiceMonitor selects at least one Service, and each endpoint's port is a named
                 port of every Service it selects
   netpol-port   every named port in a NetworkPolicy exists on the pods it selects
+  statefulset   every StatefulSet's serviceName is a headless Service selecting its pods (its pods' DNS names)
   labels        every object and pod template carries app.kubernetes.io/name, app.kubernetes.io/component
                 and app.kubernetes.io/part-of=likeness
 Exit status: 0 clean, 1 rule violations (one line each), 2 usage or tool errors.
@@ -375,6 +376,23 @@ def check_netpol_ports(docs: list[Doc], pods: list[Workload]) -> Iterator[Proble
                                       f"named port {port['port']!r} does not exist on {w.kind}/{w.name}")
 
 
+def check_statefulsets(docs: list[Doc], pods: list[Workload]) -> Iterator[Problem]:
+    services = {(name_of(d), namespace_of(d)): d.get("spec") or {} for d in docs if d.get("kind") == "Service"}
+    for doc in docs:
+        if doc.get("kind") != "StatefulSet":
+            continue
+        name, ns = name_of(doc), namespace_of(doc)
+        governing = (doc.get("spec") or {}).get("serviceName")
+        service = services.get((governing, ns))
+        own = next(w for w in pods if (w.kind, w.name, w.namespace) == ("StatefulSet", name, ns))
+        if service is None:
+            yield Problem("StatefulSet", name, "statefulset", f"serviceName {governing!r} is not a Service in {ns}")
+        elif service.get("clusterIP") != "None":
+            yield Problem("StatefulSet", name, "statefulset", f"serviceName {governing!r} is not headless")
+        elif not selector_matches(equality_selector(service.get("selector")), own.pod_labels):
+            yield Problem("StatefulSet", name, "statefulset", f"Service {governing} does not select its pods")
+
+
 def check_labels(docs: list[Doc], pods: list[Workload]) -> Iterator[Problem]:
     def missing(labels: dict[str, str]) -> list[str]:
         wanted = [k for k in ("app.kubernetes.io/name", "app.kubernetes.io/component") if not labels.get(k)]
@@ -403,6 +421,7 @@ def check(docs: list[Doc], public_services: Iterable[str] = ("gateway",)) -> lis
     problems += check_hpas(docs, pods)
     problems += check_service_monitors(docs)
     problems += check_netpol_ports(docs, pods)
+    problems += check_statefulsets(docs, pods)
     problems += check_labels(docs, pods)
     return problems
 

@@ -38,6 +38,7 @@ class ServiceProcess:
     metrics_port: int
     log_path: Path
     proc: subprocess.Popen | None = None
+    health_port: int = 0  # plaintext health checks alone (LIKENESS_HEALTH_PORT)
 
     @property
     def address(self) -> str:
@@ -64,9 +65,9 @@ class LocalStack:
         self.s3: S3Server | None = None
         self.pg: PgServer | None = None
         self.triton: TritonServer | None = None
-        ports = free_ports(2 * len(SERVICES))
-        self.services = {name: ServiceProcess(name, ports[2 * i], ports[2 * i + 1],
-                                              self.workdir / "logs" / f"{name}.log")
+        ports = free_ports(3 * len(SERVICES))
+        self.services = {name: ServiceProcess(name, ports[3 * i], ports[3 * i + 1],
+                                              self.workdir / "logs" / f"{name}.log", health_port=ports[3 * i + 2])
                          for i, name in enumerate(SERVICES)}
         self.replicas: list[ServiceProcess] = []  # extra processes of a service (start_replica)
 
@@ -109,6 +110,7 @@ class LocalStack:
             **os.environ, **self.s3.env(), **(self.pg.env() if self.pg else {}),
             "LIKENESS_GRPC_PORT": str(service.grpc_port),
             "LIKENESS_METRICS_PORT": str(service.metrics_port),
+            "LIKENESS_HEALTH_PORT": str(service.health_port),
             "LIKENESS_TRITON_URL": self.triton.grpc_url if self.triton else "",
             "LIKENESS_TTS_ADDR": self.services["tts"].address,
             "LIKENESS_EXPRESSION_ADDR": self.services["expression"].address,
@@ -117,23 +119,37 @@ class LocalStack:
             **self.env,
         }
 
-    def start_service(self, name: str, service: ServiceProcess | None = None) -> ServiceProcess:
+    def launch(self, name: str, service: ServiceProcess | None = None,
+               extra_env: dict[str, str] | None = None) -> ServiceProcess:
+        """Starts a service's process without waiting for it (wait_healthy does)."""
         service = service or self.services[name]
+        service.name = name
         log = open(service.log_path, "ab")
         service.proc = subprocess.Popen([sys.executable, "-m", f"services.{name}.server"], cwd=ROOT,
-                                        env=self.service_env(name, service), stdout=log, stderr=subprocess.STDOUT,
+                                        env={**self.service_env(name, service), **(extra_env or {})},
+                                        stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True, preexec_fn=die_with_parent)
         log.close()
+        return service
+
+    def start_service(self, name: str, service: ServiceProcess | None = None,
+                      extra_env: dict[str, str] | None = None) -> ServiceProcess:
+        service = self.launch(name, service, extra_env)
         self.wait_healthy(name, service)
         return service
 
-    def start_replica(self, name: str) -> ServiceProcess:
-        """Another process of a service on ports of its own, same env and store (e.g. a second
-        gateway); stopped with the stack."""
-        grpc_port, metrics_port = free_ports(2)
-        replica = ServiceProcess(name, grpc_port, metrics_port, self.workdir / "logs" / f"{name}-{grpc_port}.log")
+    def new_replica(self, name: str) -> ServiceProcess:
+        """Another process of a service on ports of its own (launch or start_service it); stopped with
+        the stack."""
+        grpc_port, metrics_port, health_port = free_ports(3)
+        replica = ServiceProcess(name, grpc_port, metrics_port, self.workdir / "logs" / f"{name}-{grpc_port}.log",
+                                 health_port=health_port)
         self.replicas.append(replica)
-        return self.start_service(name, replica)
+        return replica
+
+    def start_replica(self, name: str, extra_env: dict[str, str] | None = None) -> ServiceProcess:
+        """Another process of a service, same env and store (e.g. a second gateway), up and healthy."""
+        return self.start_service(name, self.new_replica(name), extra_env)
 
     def wait_healthy(self, name: str, service: ServiceProcess | None = None) -> None:
         service = service or self.services[name]

@@ -147,6 +147,13 @@ def _pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
     return deployment["spec"]["template"]["spec"]
 
 
+def _workloads(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Deployments and StatefulSets by name (the names do not repeat across the two kinds)."""
+    deployments, statefulsets = _objects(docs, "Deployment"), _objects(docs, "StatefulSet")
+    assert not set(deployments) & set(statefulsets)
+    return {**deployments, **statefulsets}
+
+
 # --- kustomize + schemas -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -154,9 +161,11 @@ def test_overlay_renders_the_platform(docs: dict[str, list[dict[str, Any]]], ove
     objects = docs[overlay]
     deployments = _objects(objects, "Deployment")
     assert set(deployments) == {*SERVICES, "triton", "minio"}
-    assert set(_objects(objects, "Service")) == {*SERVICES, "triton", "minio",
+    own_database = {"postgres"} if overlay == "dev-cpu" else set()  # prod-gpu: a managed PostgreSQL
+    assert set(_objects(objects, "StatefulSet")) == own_database
+    assert set(_objects(objects, "Service")) == {*SERVICES, "triton", "minio", *own_database,
                                                  *(f"{n}-pods" for n in ("tts", "expression", "render", "triton"))}
-    assert set(_objects(objects, "PodDisruptionBudget")) == set(deployments)
+    assert set(_objects(objects, "PodDisruptionBudget")) == set(_workloads(objects))
     assert set(_objects(objects, "ServiceMonitor")) == {*SERVICES, "triton"}
     assert _objects(objects, "Namespace").keys() == {"likeness"}
     namespaced = [d for d in objects if d["kind"] != "Namespace"]
@@ -315,6 +324,25 @@ def test_check_manifests_flags_each_rule(docs: dict[str, list[dict[str, Any]]], 
     assert expected in result.stdout, result.stdout
 
 
+def _governing_typo(d: dict[str, Any]) -> None:
+    d["spec"]["serviceName"] = "postgre"
+
+
+def _not_headless(d: dict[str, Any]) -> None:
+    del d["spec"]["clusterIP"]
+
+
+@pytest.mark.parametrize(("kind", "name", "mutate", "expected"), [
+    ("StatefulSet", "postgres", _governing_typo, "StatefulSet/postgres: serviceName 'postgre' is not a Service"),
+    ("Service", "postgres", _not_headless, "StatefulSet/postgres: serviceName 'postgres' is not headless"),
+])
+def test_check_manifests_flags_a_bad_statefulset_service(docs: dict[str, list[dict[str, Any]]], kind: str, name: str,
+                                                         mutate, expected: str) -> None:
+    result = _check_manifests("-", stdin=_mutated(docs["dev-cpu"], kind, name, mutate))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert expected in result.stdout and result.stdout.count("[") == 1, result.stdout
+
+
 # --- what each overlay must be -----------------------------------------------------------------------
 
 def _gpus(deployment: dict[str, Any]) -> int:
@@ -325,14 +353,15 @@ def _gpus(deployment: dict[str, Any]) -> int:
 def test_dev_cpu_is_small_and_gpu_free(docs: dict[str, list[dict[str, Any]]]) -> None:
     objects = docs["dev-cpu"]
     deployments = _objects(objects, "Deployment")
-    assert {n: d["spec"]["replicas"] for n, d in deployments.items()} == dict.fromkeys(deployments, 1)
+    # One replica each, but two gateways: the job database is shared, as in production.
+    assert {n: d["spec"]["replicas"] for n, d in deployments.items()} == {**dict.fromkeys(deployments, 1), "gateway": 2}
     assert all(_gpus(d) == 0 and "nodeSelector" not in _pod_spec(d) for d in deployments.values())
     assert not _objects(objects, "HorizontalPodAutoscaler") and not _objects(objects, "PersistentVolumeClaim")
     data = next(v for v in _pod_spec(deployments["minio"])["volumes"] if v["name"] == "data")
     assert "emptyDir" in data and "persistentVolumeClaim" not in data
     assert "--allow-gpu-metrics=false" in _pod_spec(deployments["triton"])["containers"][0]["args"]
-    total_cpu_requests = sum(_millicores(c["resources"]["requests"]["cpu"])
-                             for d in deployments.values() for c in _pod_spec(d)["containers"])
+    total_cpu_requests = sum(_millicores(c["resources"]["requests"]["cpu"]) * w["spec"]["replicas"]
+                             for w in _workloads(objects).values() for c in _pod_spec(w)["containers"])
     assert total_cpu_requests <= 2000, f"dev-cpu requests {total_cpu_requests}m CPU"
     assert _objects(objects, "Service")["gateway"]["spec"]["type"] == "ClusterIP"
 
@@ -367,13 +396,124 @@ def test_prod_gpu_places_triton_on_gpus_and_scales(docs: dict[str, list[dict[str
     for name, hpa in hpas.items():
         assert hpa["spec"]["minReplicas"] <= deployments[name]["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
     metrics = {n: {_hpa_metric(m) for m in h["spec"]["metrics"]} for n, h in hpas.items()}
-    assert ("Pods", "likeness_job_queue_depth") in metrics["gateway"]
+    # The queue depth is global (every gateway pod reports the same count): External, divided by the replicas.
+    queue = [m for m in hpas["gateway"]["spec"]["metrics"] if _hpa_metric(m)[1] == "likeness_job_queue_depth"]
+    assert [m["type"] for m in queue] == ["External"], queue
+    assert queue[0]["external"]["target"]["type"] == "AverageValue", "a global value: per-replica share of it"
     assert ("Pods", "triton_avg_queue_duration_us") in metrics["triton"]
     for name in ("tts", "expression", "render"):
         assert ("Resource", "cpu") in metrics[name]
     services = _objects(objects, "Service")
     assert [n for n, s in services.items() if s["spec"]["type"] != "ClusterIP"] == ["gateway"]
     assert services["gateway"]["spec"]["type"] == "LoadBalancer"
+
+
+# --- the job database (PostgreSQL) and the gateway replicas that share it -------------------------------
+
+def _env_var(container: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [e for e in container.get("env", []) if e["name"] == name]
+    assert len(found) == 1, f"{container['name']}: {len(found)} definitions of {name}"
+    return found[0]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_reads_its_database_url_from_a_secret(docs: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    objects = docs[overlay]
+    gateway = _pod_spec(_objects(objects, "Deployment")["gateway"])["containers"][0]
+    url = _env_var(gateway, "LIKENESS_DATABASE_URL")
+    assert "value" not in url, "a DSN carries a password: never a literal in the manifest"
+    assert url["valueFrom"] == {"secretKeyRef": {"name": "likeness-database", "key": "url"}}, url
+    assert int(_env_var(gateway, "LIKENESS_DATABASE_POOL_SIZE")["value"]) >= 1
+    assert "LIKENESS_DATABASE_URL" not in _objects(objects, "ConfigMap")["likeness-config"]["data"]
+    # Only the gateway holds the database's credentials.
+    for name, workload in _workloads(objects).items():
+        refs = {e["valueFrom"]["secretKeyRef"]["name"] for c in _pod_spec(workload)["containers"]
+                for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+        refs |= {s["secretRef"]["name"] for c in _pod_spec(workload)["containers"]
+                 for s in c.get("envFrom", []) if "secretRef" in s}
+        if "likeness-database" in refs:
+            assert name in {"gateway", "postgres"}, f"{name} reads likeness-database"
+
+
+def test_dev_cpu_runs_postgres_on_a_volume_claim(docs: dict[str, list[dict[str, Any]]]) -> None:
+    objects = docs["dev-cpu"]
+    postgres = _objects(objects, "StatefulSet")["postgres"]
+    spec, pod = postgres["spec"], _pod_spec(postgres)
+    assert spec["replicas"] == 1, "one writer; more replicas would be separate, empty databases"
+    container = pod["containers"][0]
+    assert re.fullmatch(r"postgres:1[6-9](\.\d+)?-\w+", container["image"]), container["image"]  # pinned, not latest
+    # Data on the claim template's volume, in a subdirectory initdb owns; the other writable paths are emptyDirs.
+    claims = {c["metadata"]["name"]: c for c in spec["volumeClaimTemplates"]}
+    assert set(claims) == {"data"}
+    assert claims["data"]["spec"]["accessModes"] == ["ReadWriteOnce"] and claims["data"]["spec"]["resources"]["requests"]["storage"]
+    assert claims["data"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "likeness"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/var/lib/postgresql/data"] == "data" and "data" not in {v["name"] for v in pod.get("volumes", [])}
+    assert _env_var(container, "PGDATA")["value"].startswith("/var/lib/postgresql/data/")
+    assert {"/var/run/postgresql", "/tmp"} <= set(mounts), "the root filesystem is read-only"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"][0] == "pg_isready", probe
+    # The headless governing Service, and the gateway's DSN naming it, its port and the same password.
+    service = _objects(objects, "Service")["postgres"]["spec"]
+    assert spec["serviceName"] == "postgres" and service["clusterIP"] == "None"
+    assert _matches({"matchLabels": service["selector"]}, _pod_spec_labels(postgres))
+    secret = _objects(objects, "Secret")["likeness-database"]["stringData"]
+    assert _env_var(container, "POSTGRES_PASSWORD")["valueFrom"]["secretKeyRef"] == {"name": "likeness-database",
+                                                                                      "key": "password"}
+    dsn = re.fullmatch(r"postgresql://(\w+):([^@]+)@([\w.-]+):(\d+)/(\w+)", secret["url"])
+    assert dsn, secret["url"]
+    user, password, host, port, database = dsn.groups()
+    assert (user, database) == (_env_var(container, "POSTGRES_USER")["value"], _env_var(container, "POSTGRES_DB")["value"])
+    assert password == secret["password"] and host == "postgres"
+    assert int(port) in {p["port"] for p in service["ports"] if p["name"] == "postgres"}
+    assert {p["containerPort"] for p in container["ports"] if p["name"] == "postgres"} == {5432}
+
+
+def test_prod_gpu_runs_no_postgres(docs: dict[str, list[dict[str, Any]]]) -> None:
+    objects = docs["prod-gpu"]
+    assert not _objects(objects, "StatefulSet")
+    images = [c["image"] for w in _workloads(objects).values() for c in _pod_spec(w)["containers"]]
+    assert not [i for i in images if "postgres" in i], images
+    assert "postgres" not in _objects(objects, "Service")
+    # The managed database's Secret is created beforehand: rendering it would overwrite it on every apply.
+    assert "likeness-database" not in _objects(objects, "Secret")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_runs_replicated_under_a_disruption_budget(docs: dict[str, list[dict[str, Any]]],
+                                                               overlay: str) -> None:
+    objects = docs[overlay]
+    gateway = _objects(objects, "Deployment")["gateway"]
+    replicas = gateway["spec"]["replicas"]
+    assert replicas >= 2
+    budgets = [b for b in _objects(objects, "PodDisruptionBudget").values()
+               if _matches(b["spec"]["selector"], _pod_spec_labels(gateway))]
+    assert len(budgets) == 1, budgets
+    budget = budgets[0]["spec"]
+    # A drain keeps at least one gateway serving.
+    assert budget.get("minAvailable", 0) >= 1 or budget.get("maxUnavailable") == 1, budget
+    hpa = _objects(objects, "HorizontalPodAutoscaler").get("gateway")
+    if hpa:
+        assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_only_the_gateway_reaches_postgres(docs: dict[str, list[dict[str, Any]]]) -> None:
+    objects = docs["dev-cpu"]
+    policies = list(_objects(objects, "NetworkPolicy").values())
+    workloads = _workloads(objects)
+    postgres = workloads["postgres"]
+    sources = {n: ("likeness", _pod_spec_labels(w)) for n, w in workloads.items()}
+    sources |= {"outsider": ("default", {"app.kubernetes.io/name": "curl"}),
+                "gateway-elsewhere": ("default", _pod_spec_labels(workloads["gateway"])),
+                "prometheus": ("monitoring", {"app.kubernetes.io/name": "prometheus"})}
+    reached = {n for n, source in sources.items() if _allowed(policies, postgres, source, "postgres")}
+    assert reached == {"gateway"}, reached
+    # And through no other port either: every rule admitting anyone to postgres names the port.
+    for policy in policies:
+        if _matches(policy["spec"]["podSelector"], _pod_spec_labels(postgres)):
+            for rule in policy["spec"].get("ingress", []):
+                assert [p["port"] for p in rule["ports"]] == ["postgres"], policy["metadata"]["name"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -396,9 +536,10 @@ def test_probes_security_and_config(docs: dict[str, list[dict[str, Any]]], overl
     startup = triton["startupProbe"]
     assert startup["httpGet"]["path"] == "/v2/health/ready"
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "models need minutes to load"
-    for name, deployment in deployments.items():
+    for name, deployment in _workloads(objects).items():
         pod = _pod_spec(deployment)
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsUser"] >= 10000 and pod["serviceAccountName"] == name, name
         for container in pod["containers"]:
             ctx = container["securityContext"]
             assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False, name
@@ -468,17 +609,19 @@ def _allowed(policies: list[dict[str, Any]], dest: dict[str, Any], source: tuple
 def test_network_policies_allow_exactly_the_pipeline(docs: dict[str, list[dict[str, Any]]], overlay: str) -> None:
     objects = docs[overlay]
     policies = list(_objects(objects, "NetworkPolicy").values())
-    deployments = _objects(objects, "Deployment")
+    deployments = _workloads(objects)
     pods = {n: ("likeness", d["spec"]["template"]["metadata"]["labels"]) for n, d in deployments.items()}
     outsider = ("default", {"app.kubernetes.io/name": "curl"})
     prometheus = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
-    data_port = {**dict.fromkeys(SERVICES, "grpc"), "triton": "grpc", "minio": "s3"}
+    data_port = {**dict.fromkeys(SERVICES, "grpc"), "triton": "grpc", "minio": "s3", "postgres": "postgres"}
     expected_callers = {
         "gateway": {"outsider", *deployments},  # public: anyone
         "tts": {"gateway"}, "expression": {"gateway"}, "render": {"gateway"},
         "triton": {"tts", "expression", "render"},
         "minio": {"gateway", "tts", "expression", "render"},
+        **({"postgres": {"gateway"}} if "postgres" in deployments else {}),
     }
+    assert set(expected_callers) == set(deployments), "every workload's callers are spelled out"
     for dest, callers in expected_callers.items():
         sources = {**pods, "outsider": outsider, "prometheus": prometheus}
         reached = {s for s, src in sources.items() if _allowed(policies, deployments[dest], src, data_port[dest])}
@@ -617,20 +760,27 @@ def test_dashboard_layout_is_sound() -> None:
 
 
 def test_adapter_rules_serve_every_hpa_custom_metric(docs: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
-    rules = _yaml_docs(DEPLOY / "prometheus" / "adapter-rules.yaml")[0]["rules"]["custom"]
-    served = {r["name"]["as"]: r for r in rules}
-    wanted = {m["pods"]["metric"]["name"] for h in _objects(docs["prod-gpu"], "HorizontalPodAutoscaler").values()
-              for m in h["spec"]["metrics"] if m["type"] == "Pods"}
-    assert wanted and wanted <= set(served), f"no prometheus-adapter rule for {wanted - set(served)}"
+    """Pods metrics come from the adapter's custom rules (custom.metrics.k8s.io), External ones from its
+    external rules (external.metrics.k8s.io): each HPA metric has its rule, and every query parses."""
+    rules = _yaml_docs(DEPLOY / "prometheus" / "adapter-rules.yaml")[0]["rules"]
+    hpa_metrics = [m for h in _objects(docs["prod-gpu"], "HorizontalPodAutoscaler").values() for m in h["spec"]["metrics"]]
     queries = []
-    for rule in served.values():
-        series = re.match(r"[a-zA-Z_:][\w:]*", rule["seriesQuery"]).group()
-        assert series in ALLOWED_METRICS, series
-        query = (rule["metricsQuery"].replace("<<.Series>>", series)
-                 .replace("<<.LabelMatchers>>", 'namespace="likeness",pod=~"triton-.*"')
-                 .replace("<<.GroupBy>>", "pod"))
-        assert promql_metric_names(query) <= ALLOWED_METRICS, query
-        queries.append(query)
+    for kind, section, matchers in (("Pods", "custom", 'namespace="likeness",pod=~"triton-.*"'),
+                                    ("External", "external", 'namespace="likeness"')):
+        served = {r["name"]["as"]: r for r in rules[section]}
+        wanted = {m[kind.lower()]["metric"]["name"] for m in hpa_metrics if m["type"] == kind}
+        assert wanted and wanted <= set(served), f"no prometheus-adapter {section} rule for {wanted - set(served)}"
+        for rule in served.values():
+            series = re.match(r"[a-zA-Z_:][\w:]*", rule["seriesQuery"]).group()
+            assert series in ALLOWED_METRICS, series
+            if section == "external":  # one value per namespace, not per pod: no pod label to map
+                assert set(rule["resources"]["overrides"]) == {"namespace"}, rule
+                assert "<<.GroupBy>>" not in rule["metricsQuery"], "the HPA sums every series an external metric returns"
+            query = (rule["metricsQuery"].replace("<<.Series>>", series)
+                     .replace("<<.LabelMatchers>>", matchers)
+                     .replace("<<.GroupBy>>", "pod"))
+            assert promql_metric_names(query) <= ALLOWED_METRICS, query
+            queries.append(query)
     _promtool_parses(queries, tmp_path)
 
 
@@ -655,6 +805,16 @@ def test_dockerfiles_lint_clean_and_match_the_deployments(docs: dict[str, list[d
     for path in dockerfiles:
         user = re.findall(r"^USER (\S+)", path.read_text(encoding="utf-8"), re.M)
         assert path.stem in SERVICES or user == ["10001:10001"], f"{path.name} must end as the non-root user"
+    # The base image installs requirements.txt minus the dev/test-only packages it names: the gateway's
+    # PostgreSQL driver and pool must survive that filter.
+    base = (DEPLOY / "docker" / "base.Dockerfile").read_text(encoding="utf-8")
+    excluded = re.search(r"grep -v -E '(\^\(.*?\)==)' requirements\.txt", base).group(1)
+    requirements = [line for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines()
+                    if line and not line.startswith("#")]
+    installed = [line for line in requirements if not re.match(excluded, line)]
+    for package in ("psycopg[binary]==", "psycopg-pool=="):
+        assert any(line.startswith(package) for line in installed), f"the images do not install {package}"
+    assert "pip install --no-cache-dir -c constraints.txt -r /tmp/requirements-runtime.txt" in base
     ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", "tests"} <= set(ignored) and "services" not in ignored
 

@@ -2,6 +2,7 @@
 replicas sharing one database (claims, leases, take-over, a database restart)."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -11,6 +12,14 @@ import pytest
 
 from services.gateway.db import Database
 from services.gateway.jobs import JobActive, JobFailed, JobManager, JobState, PrincipalBusy, QueueFull
+
+
+def watch(manager: JobManager, job_id: str, timeout_s: float = 10.0) -> list:
+    """Every snapshot manager.watch (async) yields, collected on this thread's own event loop."""
+    async def collect():
+        return [job async for job in manager.watch(job_id, timeout_s=timeout_s)]
+
+    return asyncio.run(collect())
 
 
 def wait_for(predicate, timeout=5.0):
@@ -47,7 +56,7 @@ def test_runs_jobs_and_reports_progress(managers):
 
     manager = managers(run, progress_save_interval_s=0.0)
     job, existing = manager.submit({"script": "hi"})
-    events = list(manager.watch(job.job_id, timeout_s=10))
+    events = watch(manager, job.job_id)
     assert not existing and events[0].state in (JobState.QUEUED, JobState.RUNNING)
     assert events[-1].state is JobState.SUCCEEDED and events[-1].progress == 1.0 and events[-1].attempts == 1
     assert events[-1].result["video_key"].endswith("video.mp4") and events[-1].holder == ""
@@ -293,14 +302,14 @@ def test_watch_wakes_on_changes_made_by_another_replica(managers):
     assert wait_for(lambda: runner.get(job.job_id).state is JobState.RUNNING)
     seen = []
     with ThreadPoolExecutor(1) as pool:
-        done = pool.submit(lambda: [seen.append(j) for j in watcher.watch(job.job_id, timeout_s=20)])
+        done = pool.submit(lambda: seen.extend(watch(watcher, job.job_id, timeout_s=20)))
         time.sleep(0.3)
         gate.set()
         started = time.monotonic()
         done.result(timeout=10)
     assert seen[-1].state is JobState.SUCCEEDED and time.monotonic() - started < 2  # not a 5 s re-read
     with pytest.raises(KeyError):
-        next(watcher.watch("f" * 32))
+        watch(watcher, "f" * 32)
 
 
 def test_a_cancel_stops_a_call_that_sends_no_progress(managers):

@@ -99,6 +99,10 @@ _ALL = [
        "lease this long is taken over by another replica", "gateway"),
     _s("LIKENESS_DATABASE_URL", "str", "", "PostgreSQL DSN of the job database every gateway replica "
        "shares (`likeness serve` starts one)", "gateway", "required"),
+    _s("LIKENESS_STREAM_IDLE_S", "float", 30.0, "an upload that sends nothing this long is closed "
+       "(DEADLINE_EXCEEDED)", "gateway", "30 s"),
+    _s("LIKENESS_MAX_STREAMS_PER_PRINCIPAL", "int", 1000, "open WatchJob, UploadAsset, StreamVideo and "
+       "LiveVideo calls one principal may hold on a gateway replica (more: RESOURCE_EXHAUSTED)", "gateway"),
     _s("LIKENESS_DATABASE_POOL_SIZE", "int", 10, "connections a gateway replica keeps to the job database",
        "gateway"),
     _s("LIKENESS_RETENTION_DAYS", "float", 0.0, "finished jobs and uploads older than this are deleted, with "
@@ -107,8 +111,8 @@ _ALL = [
        "limit; API keys on only)", "gateway"),
     _s("LIKENESS_TLS_CERT_FILE", "str", "", "PEM certificate chain: the gateway serves TLS", "gateway", "unset"),
     _s("LIKENESS_TLS_KEY_FILE", "str", "", "PEM private key of that certificate", "gateway", "unset"),
-    _s("LIKENESS_HEALTH_PORT", "int", 0, "plaintext port serving gRPC health checks alone (0: none), for "
-       "probes of a TLS gateway", "gateway"),
+    _s("LIKENESS_HEALTH_PORT", "int", 0, "plaintext port serving gRPC health checks alone, on threads of "
+       "its own (0: none), for probes of a busy service or a TLS gateway", "every service"),
     # -- tts -------------------------------------------------------------------------------------------------
     _s("LIKENESS_TTS_THREADS", "int", 0, "onnxruntime threads of the voice (0: onnxruntime decides)", "tts"),
     _s("LIKENESS_TTS_SENTENCE_SILENCE", "float", 0.2, "pause between sentences (s)", "tts", "0.2 s"),

@@ -154,13 +154,16 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_names: Sequence[str],
           max_workers: int = 8, interceptors: Sequence[grpc.ServerInterceptor] = (),
           host: str = "[::]", handle_sigterm: bool = True,
-          credentials: grpc.ServerCredentials | None = None, health_port: int = 0) -> grpc.Server:
+          credentials: grpc.ServerCredentials | None = None, health_port: int | None = None) -> grpc.Server:
     """Builds, starts and returns a server with health (SERVING for each name and ""), reflection,
     metrics and InputError mapping; TLS when `credentials` are given, and then health checking
-    alone also in plaintext on `health_port` (if not 0) for Kubernetes' gRPC probes. On SIGTERM (installed only from the main thread) it shuts down
+    alone also in plaintext on `health_port` (default LIKENESS_HEALTH_PORT; 0: none), served by threads of
+    its own, so probes are answered however busy the service's workers are. On SIGTERM (installed only from the main thread) it shuts down
     via stop_gracefully (LIKENESS_SHUTDOWN_DRAIN_S, default 2 s; LIKENESS_SHUTDOWN_GRACE_S, default
     20 s: together under Kubernetes' default 30 s terminationGracePeriodSeconds)."""
     size = max_message_bytes()
+    if health_port is None:
+        health_port = config.get_int("LIKENESS_HEALTH_PORT")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[*interceptors, MetricsInterceptor()],

@@ -110,6 +110,13 @@ def grpc_server_interceptors() -> list:
     return [server_interceptor()]
 
 
+def aio_server_interceptors() -> list:
+    """grpc_server_interceptors for a grpc.aio server (the gateway)."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor()]
+
+
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     """Wraps a channel so every call opens a client span and sends W3C traceparent metadata.
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Callable
 
 from psycopg.types.json import Jsonb
 
@@ -23,7 +23,7 @@ from services.gateway.db import Database, DatabaseUnavailable, Notifications
 
 log = logging.getLogger(__name__)
 ADMISSION_LOCK = 0x4C696B61  # pg_advisory_xact_lock key: submissions are admitted one at a time
-WATCH_REREAD_S = 5.0  # a watcher reads its job again at least this often (a notification lost in a reconnect)
+WATCH_REREAD_S = 60.0  # a watcher re-reads its job at least this often (a reconnect wakes every watcher anyway)
 
 
 class JobState(str, Enum):
@@ -268,29 +268,10 @@ class JobManager:
     def in_flight(self) -> int:
         return self.counts()["RUNNING"]
 
-    def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> Iterator[Job]:
+    async def watch(self, job_id: str, *, timeout_s: float = 3600.0) -> AsyncIterator[Job]:
         """Yields the job on every change until it ends (the last one is terminal), woken by the
-        database's notifications; KeyError when there is no such job."""
-        deadline = time.monotonic() + timeout_s
-        last = None
-        while True:
-            version = self.events.version(job_id)
-            try:
-                job = self.get(job_id)
-            except KeyError:
-                if last is None:
-                    raise
-                return  # deleted meanwhile
-            if job.updated_at != last:
-                last = job.updated_at
-                yield job
-            remaining = deadline - time.monotonic()
-            if job.state.terminal or remaining <= 0:
-                return
-            self.events.wait(job_id, version, min(remaining, WATCH_REREAD_S))
-
-    async def watch_async(self, job_id: str, *, timeout_s: float = 3600.0) -> AsyncIterator[Job]:
-        """`watch` for asyncio: no thread is held while the job does not change."""
+        database's notifications, holding no thread while the job does not change; KeyError when
+        there is no such job."""
         deadline = time.monotonic() + timeout_s
         last = None
         while True:

@@ -17,11 +17,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import config, grpc_errors, wire
 from services.common.errors import InputError, NotFound
-from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 from services.common.script_tags import EmotionTag, MotionTag
 from services.common.storage import Storage
-from services.common.tracing import configure, grpc_server_interceptors
 from services.gateway import assets, auth, retention, webhooks
 from services.gateway.db import Database
 from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull, parse_page_token
@@ -78,28 +76,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     # -- assets ----------------------------------------------------------------------------------
 
-    def UploadAsset(self, request_iterator, context):
-        first = next(request_iterator, None)
-        if first is None or not first.HasField("header"):
-            raise InputError("header", "the first message must be the header")
-        header = first.header
-        assets.check_header(header)
-        limit, chunks, size = assets.MAX_BYTES[header.kind], [], 0
-        for message in request_iterator:
-            if not message.HasField("chunk"):
-                raise InputError("chunk", "only chunks may follow the header")
-            if len(message.chunk) > 1024 * 1024:
-                raise InputError("chunk", "chunks must be at most 1 MiB")
-            size += len(message.chunk)
-            if size > limit:
-                raise InputError("chunk", f"more than {limit} bytes")
-            chunks.append(message.chunk)
-        data = b"".join(chunks)
+    def store_upload(self, header: gw.UploadAssetHeader, data: bytes) -> gw.UploadAssetResponse:
+        """An upload's bytes, received whole (services/gateway/aio.py reads the stream): checked
+        against its header and stored."""
         sha = hashlib.sha256(data).hexdigest()
-        if size != header.size_bytes:
-            raise InputError("header.size_bytes", f"declared {header.size_bytes} bytes, received {size}")
+        if len(data) != header.size_bytes:
+            raise InputError("header.size_bytes", f"declared {header.size_bytes} bytes, received {len(data)}")
         if sha != header.sha256.lower():
-            raise InputError("header.sha256", f"declared {header.sha256}, received content hashes to {sha}")
+            raise InputError("header.sha256", f"declared {header.sha256[:64]}, received content hashes to {sha}")
         assets.check_content(header.kind, data)
         key = assets.asset_key(sha)
         # With API keys on, "existing" says whether the caller had it, not whether anyone had.
@@ -218,13 +202,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def GetJob(self, request, context):
         return gw.GetJobResponse(job=self._job_pb(self._get(request.job_id)))
 
-    def WatchJob(self, request, context):
-        self._get(request.job_id)
-        for job in self._watch(request.job_id, timeout_s=max(1.0, context.time_remaining() or 3600)):
-            yield gw.WatchJobResponse(job=self._job_pb(job), stage=STAGES.get(job.stage, gw.STAGE_UNSPECIFIED),
-                                      stage_fraction=job.progress, message=job.message,
-                                      terminal=job.state.terminal)
-
     def CancelJob(self, request, context):
         self._get(request.job_id)
         try:  # (whichever replica runs it is told by the database's notification)
@@ -305,12 +282,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if job is None or self._caller() not in (None, job.owner):
             raise NotFound(f"no job {job_id[:64]!r}")  # another principal's job: as if there were none
         return job
-
-    def _watch(self, job_id: str, timeout_s: float):
-        try:
-            yield from self.manager.watch(job_id, timeout_s=timeout_s)
-        except KeyError:  # deleted meanwhile
-            raise NotFound(f"no job {job_id!r}") from None
 
     def _caller(self) -> str | None:
         """Whose jobs and uploads the caller manages: its own with API keys on, everyone's (None)
@@ -511,9 +482,9 @@ def _ts(seconds: float) -> Timestamp:
     return ts
 
 
-def main() -> None:
-    logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
-    configure("gateway")
+def build() -> tuple[GatewayServicer, Callable[[], None]]:
+    """The gateway's parts from the environment: the servicer (with its job manager, webhook sender
+    and retention sweeper running) and the function that stops them. Served by services/gateway/aio.py."""
     storage = Storage.from_env()
     storage.ensure_bucket()
     db = Database(config.get_str("LIKENESS_DATABASE_URL"), max_size=config.get_int("LIKENESS_DATABASE_POOL_SIZE"))
@@ -530,17 +501,11 @@ def main() -> None:
                          on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"),
                          lease_s=config.get_float("LIKENESS_JOB_LEASE_S"))
-    authenticate = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
-    servicer = GatewayServicer(storage, manager, runner, scoped=authenticate is not None)
+    log.info("gateway replica %s (the holder its running jobs name)", manager.instance_id)
+    scoped = bool(config.get_str("LIKENESS_API_KEYS_FILE"))
+    servicer = GatewayServicer(storage, manager, runner, scoped=scoped)
     sender = webhooks.WebhookSender(manager, servicer.job_json)
     retention.start_sweeper(servicer.eraser, config.get_float("LIKENESS_RETENTION_DAYS"))
-    start_metrics_server(metrics_port(9101))
-    server = serve([(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer)],
-                   port=grpc_port(50051), service_names=["likeness.v1.GatewayService"],
-                   interceptors=[*grpc_server_interceptors(), *([authenticate] if authenticate else [])],
-                   credentials=auth.server_credentials(config.get_str("LIKENESS_TLS_CERT_FILE"),
-                                                       config.get_str("LIKENESS_TLS_KEY_FILE")),
-                   health_port=config.get_int("LIKENESS_HEALTH_PORT"))
 
     def refresh_gauges() -> None:  # gauges also move when jobs finish, not only on calls
         while True:
@@ -550,11 +515,16 @@ def main() -> None:
                 pass
             time.sleep(1.0)
 
-    threading.Thread(target=refresh_gauges, daemon=True).start()
-    server.wait_for_termination()
-    sender.close()
-    manager.close()  # the jobs it ran: another replica resumes them now, not after LIKENESS_JOB_LEASE_S
+    threading.Thread(target=refresh_gauges, name="gauges", daemon=True).start()
+
+    def stop() -> None:
+        sender.close()
+        manager.close()  # the jobs it ran: another replica resumes them now, not after LIKENESS_JOB_LEASE_S
+
+    return servicer, stop
 
 
 if __name__ == "__main__":
+    from services.gateway.aio import main  # (the async front imports this module)
+
     main()

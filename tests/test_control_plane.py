@@ -1,0 +1,159 @@
+"""The gateway's control plane on real processes (a gateway, PostgreSQL, S3; no model services): held
+streams cost no thread, stalled uploads are closed, start-up does not grow with the job history, the
+per-principal stream cap, two replicas starting at once on an empty database."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.client import LikenessClient
+from services.common import grpc_errors
+from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
+from services.stack import LocalStack
+
+PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_QUEUED_JOBS": "100", "LIKENESS_STREAM_IDLE_S": "3",
+           "LIKENESS_MAX_STREAMS_PER_PRINCIPAL": "200"}
+    with LocalStack(env=env, only=("gateway",)) as running:
+        yield running
+
+
+def timed(call) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started
+
+
+def test_idle_watches_and_stalled_uploads_block_nothing(stack):
+    """64 held WatchJob streams and 16 uploads that sent a header and stalled: health, GetJob and
+    SubmitVideo still answer within 1 s (the synchronous server had 8 threads: the 9th stream froze it);
+    the stalled uploads are closed after LIKENESS_STREAM_IDLE_S."""
+    with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
+        photo = client.upload(PHOTO, kind="photo")
+        job_id = client.submit(photo=photo, script="Watch me.")  # stays queued (no workers)
+        channel = grpc.insecure_channel(stack.gateway_address)
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        watches = [stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=60) for _ in range(64)]
+        for watch in watches[:8]:
+            assert next(watch).job.job_id == job_id  # each one is open and answered
+        ends: list[tuple[grpc.StatusCode, str, float]] = []
+        started = time.monotonic()
+
+        def stall():
+            header = gw.UploadAssetRequest(header=gw.UploadAssetHeader(kind=gw.ASSET_KIND_PHOTO, sha256="0" * 64,
+                                                                       size_bytes=10, content_type="image/png"))
+            yield header
+            time.sleep(30)  # never sends its chunks
+
+        def upload():
+            try:
+                stub.UploadAsset(stall(), timeout=60)
+            except grpc.RpcError as exc:
+                ends.append((exc.code(), exc.details(), time.monotonic() - started))
+
+        threads = [threading.Thread(target=upload, daemon=True) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        health = health_pb2_grpc.HealthStub(channel)
+        probes = grpc.insecure_channel(f"127.0.0.1:{stack.services['gateway'].health_port}")
+        probe = health_pb2_grpc.HealthStub(probes)  # the kubelet's port: threads of its own
+        for _ in range(3):
+            assert timed(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=1)) < 1.0
+            assert probe.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING
+            assert timed(lambda: client.stub.GetJob(gw.GetJobRequest(job_id=job_id), timeout=1)) < 1.0
+            assert timed(lambda: client.stub.SubmitVideo(client.video_request(photo=photo, script="And me."),
+                                                         timeout=1)) < 1.0
+        for thread in threads:
+            thread.join(timeout=15)
+        assert len(ends) == 16
+        assert {code for code, _, _ in ends} == {grpc.StatusCode.DEADLINE_EXCEEDED}
+        assert all(2.5 < at < 10 for _, _, at in ends) and "LIKENESS_STREAM_IDLE_S" in ends[0][1]
+        client.cancel(job_id)
+        finals = [[r.job.state for r in watch][-1] for watch in watches]  # the cancel reached every watcher
+        assert set(finals) == {gw.JOB_STATE_CANCELLED}
+        for watch in watches:
+            watch.cancel()
+        channel.close()
+        probes.close()
+
+
+def test_open_streams_are_capped_per_principal(stack):
+    replica = stack.start_replica("gateway", {"LIKENESS_MAX_STREAMS_PER_PRINCIPAL": "3"})
+    with LikenessClient(replica.address, timeout_s=30, api_key="", tls_ca="") as client:
+        job_id = client.submit(photo=client.upload(PHOTO, kind="photo"), script="Capped.")
+        watches = [client.stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=30) for _ in range(3)]
+        for watch in watches:
+            next(watch)
+        with pytest.raises(grpc.RpcError) as caught:
+            next(client.stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=10))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert grpc_errors.retry_delay(caught.value) == 2.0
+        assert client.get(job_id).job_id == job_id  # unary calls are not streams
+        watches[0].cancel()
+        time.sleep(0.3)
+        fourth = client.stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=10)
+        assert next(fourth).job.job_id == job_id  # a closed stream frees its place
+        client.cancel(job_id)
+        for watch in (*watches[1:], fourth):
+            watch.cancel()
+    stack.kill_service(replica)
+
+
+def test_start_up_does_not_grow_with_the_job_history(stack):
+    """A replica starting on a database with 10,000 finished jobs is up as fast as one on none (the old
+    gateway read every record at start); ListJobs pages over them."""
+    base = startup_time(stack)
+    with psycopg.connect(stack.pg.dsn()) as conn:
+        conn.execute(
+            "INSERT INTO jobs (job_id, owner, state, request, created_at, updated_at) "
+            "SELECT md5(i::text || %s), 'history', 'SUCCEEDED', '{}'::jsonb, "
+            "now() - make_interval(secs => i), now() - make_interval(secs => i) FROM generate_series(1, 10000) i",
+            (uuid.uuid4().hex,))
+    loaded = startup_time(stack)
+    assert loaded < base + 1.0, (base, loaded)
+    with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
+        page = client.stub.ListJobs(gw.ListJobsRequest(page_size=500), timeout=10)
+        assert len(page.jobs) == 500 and page.next_page_token
+        second = client.stub.ListJobs(gw.ListJobsRequest(page_size=500, page_token=page.next_page_token), timeout=10)
+        assert not {j.job_id for j in page.jobs} & {j.job_id for j in second.jobs}
+        assert page.jobs[-1].create_time.ToNanoseconds() >= second.jobs[0].create_time.ToNanoseconds()
+        with pytest.raises(grpc.RpcError) as caught:
+            client.stub.ListJobs(gw.ListJobsRequest(page_token="12"), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def startup_time(stack) -> float:
+    started = time.monotonic()
+    replica = stack.start_replica("gateway")
+    took = time.monotonic() - started
+    stack.kill_service(replica)
+    return took
+
+
+def test_two_replicas_starting_at_once_on_an_empty_database_both_come_up(stack):
+    """Both apply the migrations under one advisory lock: neither fails on the other's tables."""
+    database = f"empty_{uuid.uuid4().hex[:8]}"
+    dsn = stack.pg.create_database(database)
+    replicas = [stack.new_replica("gateway") for _ in range(2)]
+    try:
+        for replica in replicas:
+            stack.launch("gateway", replica, extra_env={"LIKENESS_DATABASE_URL": dsn})
+        for replica in replicas:
+            stack.wait_healthy("gateway", replica)
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
+    finally:
+        for replica in replicas:
+            stack.kill_service(replica)

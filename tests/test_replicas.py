@@ -1,0 +1,152 @@
+"""Three gateway replicas on one PostgreSQL, one S3 server and the services (real processes): they share
+one queue, run each stage of each job once, answer for each other's jobs, take over a killed replica's
+job, ride out a database restart and deliver each webhook once through a rolling restart."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from services.client import LikenessClient
+from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+from services.stack import LocalStack
+from tests.test_platform import requests_served
+from tests.test_webhooks import Receiver
+
+PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
+TERMINAL = {gw.JOB_STATE_SUCCEEDED, gw.JOB_STATE_FAILED, gw.JOB_STATE_CANCELLED}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    env = {"LIKENESS_MAX_CONCURRENT_JOBS": "1", "LIKENESS_MAX_QUEUED_JOBS": "64", "LIKENESS_JOB_LEASE_S": "3",
+           "LIKENESS_WEBHOOK_BACKOFF_S": "0.2", "LIKENESS_SHUTDOWN_DRAIN_S": "0.2"}
+    with LocalStack(env=env, gateways=3) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def clients(stack):
+    made = [LikenessClient(g.address, timeout_s=60, api_key="", tls_ca="") for g in gateways(stack)]
+    yield made
+    for client in made:
+        client.close()
+
+
+def gateways(stack):
+    return [stack.services["gateway"], *stack.replicas]
+
+
+def served(stack, method: str, service: str, grpc_service: str) -> float:
+    return requests_served(stack.services[service], method, grpc_service)
+
+
+def wait_all(client, job_ids, timeout_s=300.0) -> dict[str, gw.Job]:
+    deadline, jobs = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        jobs = {j: client.get(j) for j in job_ids}
+        if all(job.state in TERMINAL for job in jobs.values()):
+            return jobs
+        time.sleep(0.5)
+    raise AssertionError({j: gw.JobState.Name(job.state) for j, job in jobs.items()})
+
+
+def row(stack, job_id: str) -> dict:
+    with psycopg.connect(stack.pg.dsn()) as conn:
+        holder, attempts = conn.execute("SELECT holder, attempts FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+    return {"holder": holder, "attempts": attempts}
+
+
+def replica_holding(stack, holder: str):
+    return next(g for g in gateways(stack) if holder in Path(g.log_path).read_text(errors="replace"))
+
+
+def test_thirty_jobs_round_robin_run_each_stage_once(stack, clients):
+    photo = clients[0].upload(PHOTO, kind="photo")
+    stages = [("Synthesize", "tts", "likeness.v1.TtsService"), ("Animate", "expression",
+              "likeness.v1.ExpressionService"), ("RenderVideo", "render", "likeness.v1.RenderService")]
+    before = {m: served(stack, m, s, g) for m, s, g in stages}
+    ids = [clients[i % 3].submit(photo=photo, script=f"Job {i}.", resolution=256, seed=i) for i in range(30)]
+    jobs = wait_all(clients[1], ids)
+    assert {gw.JobState.Name(j.state) for j in jobs.values()} == {"JOB_STATE_SUCCEEDED"}
+    ran = {m: served(stack, m, s, g) - before[m] for m, s, g in stages}
+    assert ran == {"Synthesize": 30, "Animate": 30, "RenderVideo": 30}  # each stage of each job once
+    with psycopg.connect(stack.pg.dsn()) as conn:
+        attempts = conn.execute("SELECT attempts, count(*) FROM jobs WHERE job_id = ANY(%s) GROUP BY attempts",
+                                (ids,)).fetchall()
+    assert attempts == [(1, 30)]
+    for i, job_id in enumerate(ids):  # any replica answers for any job
+        assert clients[(i + 1) % 3].get(job_id).state == gw.JOB_STATE_SUCCEEDED
+    for client in clients:
+        assert set(ids) <= {j.job_id for j in client.jobs()}
+    watched = list(clients[2].stub.WatchJob(gw.WatchJobRequest(job_id=ids[0]), timeout=10))
+    assert watched[-1].terminal
+
+
+def test_a_killed_replicas_job_is_finished_by_another(stack, clients):
+    photo = clients[0].upload(PHOTO, kind="photo")
+    script = " ".join(["The replica that runs me is about to be killed, and another one finishes me."] * 3)
+    job_id = clients[0].submit(photo=photo, script=script, resolution=256)
+    deadline = time.monotonic() + 60
+    while clients[0].get(job_id).state != gw.JOB_STATE_RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    holder = row(stack, job_id)["holder"]
+    victim = replica_holding(stack, holder)
+    stack.kill_service(victim, signal.SIGKILL)
+    survivor = next(c for c, g in zip(clients, gateways(stack)) if g is not victim)
+    job = survivor.wait(job_id, timeout_s=300)
+    assert job.state == gw.JOB_STATE_SUCCEEDED
+    after = row(stack, job_id)
+    assert after["attempts"] == 2 and after["holder"] == ""
+    stack.start_service("gateway", victim)  # (back for the next tests)
+
+
+def test_a_database_restart_loses_no_job(stack, clients):
+    photo = clients[0].upload(PHOTO, kind="photo")
+    job_id = clients[1].submit(photo=photo, script="The database restarts while I run.", resolution=256)
+    deadline = time.monotonic() + 60
+    while clients[1].get(job_id).state != gw.JOB_STATE_RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    stack.pg.kill()
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            clients[2].stub.GetJob(gw.GetJobRequest(job_id=job_id), timeout=15)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
+        assert "127.0.0.1" not in caught.value.details()
+        time.sleep(2.0)
+    finally:
+        stack.pg.start()
+    job = clients[2].wait(job_id, timeout_s=300)
+    assert job.state == gw.JOB_STATE_SUCCEEDED
+    assert all(g.proc.poll() is None for g in gateways(stack))  # no replica crashed
+
+
+def test_each_webhook_is_delivered_once_through_a_rolling_restart(stack, clients):
+    receiver = Receiver()
+    try:
+        photo = clients[0].upload(PHOTO, kind="photo")
+        ids = [clients[i % 3].submit(photo=photo, script=f"Webhook {i}.", resolution=256,
+                                     webhook_url=receiver.url) for i in range(9)]
+        for replica in gateways(stack):  # a rolling update: one replica at a time, SIGTERM then back
+            os.killpg(replica.proc.pid, signal.SIGTERM)
+            replica.proc.wait(timeout=60)
+            stack.start_service("gateway", replica)
+        wait_all(clients[0], ids)
+        deadline = time.monotonic() + 60
+        while len({h["likeness-delivery"] for h, _, _ in receiver.received}) < len(ids):
+            assert time.monotonic() < deadline, len(receiver.received)
+            time.sleep(0.2)
+        time.sleep(2.0)  # (a second delivery would come now)
+        per_job = Counter(h["likeness-delivery"] for h, _, _ in receiver.received)
+        assert set(per_job) == set(ids) and set(per_job.values()) == {1}
+        assert all(clients[0].get(j).webhook.state == gw.WEBHOOK_STATE_DELIVERED for j in ids)
+    finally:
+        receiver.close()
