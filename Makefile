@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.likeness-installed
 
-.PHONY: setup system-deps protos deploy-tools demo test bench eval-data clean train-expression
+.PHONY: setup system-deps protos deploy-tools demo test test-fast bench eval-data clean train-expression
 
 setup: system-deps $(STAMP) protos
 
@@ -48,6 +48,12 @@ deploy-tools:
 
 test: setup deploy-tools
 	$(PY) -m pytest -q tests
+
+# A few minutes for the inner loop: everything but the suites that start the whole platform
+# (model services + Triton), the demo and the deploy checkers. CI runs `make test`.
+SLOW_TESTS := test_platform test_replicas test_demo test_serve test_deploy test_client_resilience
+test-fast: setup
+	$(PY) -m pytest -q tests $(foreach t,$(SLOW_TESTS),--ignore=tests/$(t).py)
 
 # Every benchmark (tables on stdout, JSON in benchmarks/results/); the quality ones need the held-out
 # evaluation data (flite, festival, the pocketsphinx sdist recordings) that eval-data installs.

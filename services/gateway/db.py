@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from services.common.errors import StorageUnavailable
 
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x4C696B6D  # pg_advisory_lock keys: any constant of the project's own
 JOB_CHANNEL, WEBHOOK_CHANNEL = "likeness_jobs", "likeness_webhooks"
+# The pool's reconnection backs off 1, 2, 4, ... s without a cap, so a database back after a minute was
+# only found a minute later; a pool of a few connections can afford an attempt a second instead.
+AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 
 class DatabaseUnavailable(StorageUnavailable):
@@ -43,7 +47,8 @@ class Database:
         # check: a connection broken by a server restart is replaced before it is lent
         self.pool = ConnectionPool(dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, open=False,
                                    kwargs={"row_factory": dict_row, "connect_timeout": 3, "autocommit": True},
-                                   check=ConnectionPool.check_connection, name="likeness-jobs")
+                                   check=ConnectionPool.check_connection, name="likeness-jobs",
+                                   reconnect_timeout=365 * 86400.0)  # (never give up on the database)
         self.pool.open(wait=False)
 
     @contextmanager
