@@ -124,9 +124,11 @@ class LocalStack:
         """Starts a service's process without waiting for it (wait_healthy does)."""
         service = service or self.services[name]
         service.name = name
+        env = {**self.service_env(name, service), **(extra_env or {})}
+        service.health_port = int(env["LIKENESS_HEALTH_PORT"])  # (a test's env may name its own)
         log = open(service.log_path, "ab")
         service.proc = subprocess.Popen([sys.executable, "-m", f"services.{name}.server"], cwd=ROOT,
-                                        env={**self.service_env(name, service), **(extra_env or {})},
+                                        env=env,
                                         stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True, preexec_fn=die_with_parent)
         log.close()
@@ -154,9 +156,9 @@ class LocalStack:
     def wait_healthy(self, name: str, service: ServiceProcess | None = None) -> None:
         service = service or self.services[name]
         deadline = time.monotonic() + self.start_timeout
-        cert = self.env.get("LIKENESS_TLS_CERT_FILE") if name == "gateway" else None
-        channel = (grpc.secure_channel(service.address, grpc.ssl_channel_credentials(Path(cert).read_bytes()))
-                   if cert else grpc.insecure_channel(service.address))  # (a self-signed test certificate)
+        # The plaintext health port: the same answers whether or not the gRPC port speaks TLS (the TLS
+        # settings may come from the environment of `likeness serve`, not from self.env).
+        channel = grpc.insecure_channel(f"127.0.0.1:{service.health_port}")
         with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:

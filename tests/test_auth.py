@@ -288,3 +288,18 @@ def test_cli_jobs_lists_the_callers_jobs_only(secured, tmp_path):
     with client_for(secured, "studio") as studio, client_for(secured, "ads") as ads:
         studio.cancel(mine)
         ads.cancel(theirs)
+
+
+def test_a_stack_whose_tls_comes_from_the_environment_becomes_healthy(tmp_path, monkeypatch):
+    """`likeness serve` with LIKENESS_TLS_CERT_FILE / KEY_FILE in its environment: its health wait used to
+    speak plaintext to the TLS port and never saw the gateway healthy; it now asks the plaintext health
+    port, and a TLS client gets answers on the gateway's port."""
+    cert, key = make_certificate(tmp_path)
+    monkeypatch.setenv("LIKENESS_TLS_CERT_FILE", str(cert))
+    monkeypatch.setenv("LIKENESS_TLS_KEY_FILE", str(key))
+    with LocalStack(only=("gateway",), start_timeout=60) as stack:
+        with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca=str(cert)) as client:
+            assert "joe" in {v.name for v in client.voices()}
+        with grpc.insecure_channel(stack.gateway_address) as plain:  # the gRPC port itself is TLS only
+            with pytest.raises(grpc.RpcError):
+                gateway_pb2_grpc.GatewayServiceStub(plain).ListVoices(gw.ListVoicesRequest(), timeout=3)

@@ -157,3 +157,62 @@ def test_two_replicas_starting_at_once_on_an_empty_database_both_come_up(stack):
     finally:
         for replica in replicas:
             stack.kill_service(replica)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height (a decompression bomb's first bytes; no pixels follow)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bad_input_is_invalid_argument_with_a_bounded_message(stack):
+    """Object keys that climb out or are unbounded, a 10,000-character language, an image that declares
+    400 million pixels (Pillow's own bomb error was UNKNOWN), bytes Pillow cannot read (its message named
+    the buffer's repr): each is INVALID_ARGUMENT on its field, the message bounded and free of reprs."""
+    import hashlib
+
+    with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
+        photo = client.upload(PHOTO, kind="photo")
+        cases = []
+        for key in ("../assets/" + photo, "/etc/passwd", "assets\\x", "assets/\0x", "a/" * 600):
+            request = client.video_request(photo=photo, script="Hi.")
+            request.photo.ClearField("asset_id")
+            request.photo.object.key = key
+            cases.append(("photo.object.key", lambda r=request: client.stub.SubmitVideo(r, timeout=10)))
+        long_language = client.video_request(photo=photo, script="Hi.", language="x" * 10_000)
+        cases.append(("language", lambda: client.stub.SubmitVideo(long_language, timeout=10)))
+        for data in (png_declaring(20_000, 20_000), b"\x89PNG\r\n\x1a\n not an image"):
+            header = gw.UploadAssetHeader(kind=gw.ASSET_KIND_PHOTO, sha256=hashlib.sha256(data).hexdigest(),
+                                          size_bytes=len(data), content_type="image/png")
+            messages = [gw.UploadAssetRequest(header=header), gw.UploadAssetRequest(chunk=data)]
+            cases.append(("photo", lambda m=messages: client.stub.UploadAsset(iter(m), timeout=10)))
+        for field, call in cases:
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            error = caught.value
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, error.code(), error.details())
+            assert field in [f for f, _ in grpc_errors.field_violations(error)], error.details()
+            assert len(error.details()) <= 1024 and " object at 0x" not in error.details()  # (bounded, whatever came in)
+            assert "127.0.0.1" not in error.details() and "/etc/passwd" not in error.details()
+
+
+def test_a_client_request_id_used_again_for_another_request_is_already_exists(stack):
+    with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
+        photo = client.upload(PHOTO, kind="photo")
+        first = client.stub.SubmitVideo(client.video_request(photo=photo, script="One.", client_request_id="rq-7"),
+                                        timeout=10)
+        again = client.stub.SubmitVideo(client.video_request(photo=photo, script="One.", client_request_id="rq-7"),
+                                        timeout=10)
+        assert again.existing and again.job_id == first.job_id  # the same request: the same job
+        with pytest.raises(grpc.RpcError) as caught:
+            client.stub.SubmitVideo(client.video_request(photo=photo, script="Two.", client_request_id="rq-7"),
+                                    timeout=10)
+        assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert [f for f, _ in grpc_errors.field_violations(caught.value)] == ["client_request_id"]
+        client.cancel(first.job_id)

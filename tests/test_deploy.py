@@ -7,6 +7,8 @@ The main venv has no PyYAML, so YAML is read through .venv-deploy's python (YAML
 """
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import os
 import re
@@ -306,6 +308,12 @@ def _bad_named_port(d: dict[str, Any]) -> None:
     d["spec"]["ingress"][0]["ports"][0]["port"] = "grcp"
 
 
+def _egress_peer_typo(d: dict[str, Any]) -> None:
+    peer = next(peer for rule in d["spec"]["egress"] for peer in rule["to"]
+                if peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "tts"})
+    peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] = "tss"
+
+
 @pytest.mark.parametrize(("kind", "name", "mutate", "expected"), [
     ("Deployment", "triton", _drop_tolerations, "Deployment/triton: requests a GPU but tolerates no NoSchedule taint"),
     ("Deployment", "triton", _drop_node_selector, "Deployment/triton: requests a GPU (triton) but has no nodeSelector"),
@@ -316,6 +324,7 @@ def _bad_named_port(d: dict[str, Any]) -> None:
     ("Deployment", "expression", _drop_liveness, "Deployment/expression: container expression has no livenessProbe"),
     ("NetworkPolicy", "backends-from-gateway", _peer_typo, "ingress peer podSelector (app.kubernetes.io/name=gatway)"),
     ("NetworkPolicy", "gateway-public", _bad_named_port, "named port 'grcp' does not exist on Deployment/gateway"),
+    ("NetworkPolicy", "gateway-egress", _egress_peer_typo, "egress peer podSelector (app.kubernetes.io/name=tss)"),
 ])
 def test_check_manifests_flags_each_rule(docs: dict[str, list[dict[str, Any]]], kind: str, name: str,
                                          mutate, expected: str) -> None:
@@ -546,6 +555,8 @@ def test_probes_security_and_config(docs: dict[str, list[dict[str, Any]]], overl
             assert ctx["capabilities"]["drop"] == ["ALL"], name
     config = _objects(objects, "ConfigMap")["likeness-config"]["data"]
     assert ENV_CONTRACT <= set(config), ENV_CONTRACT - set(config)
+    # The services bind loopback unless told: in a pod they must listen on the pod's address (probes, peers).
+    assert config["LIKENESS_BIND_HOST"] == "0.0.0.0"
     services = _objects(objects, "Service")
     for key in ("LIKENESS_GATEWAY_ADDR", "LIKENESS_TTS_ADDR", "LIKENESS_EXPRESSION_ADDR", "LIKENESS_RENDER_ADDR",
                 "LIKENESS_TRITON_URL", "LIKENESS_S3_ENDPOINT"):
@@ -630,6 +641,139 @@ def test_network_policies_allow_exactly_the_pipeline(docs: dict[str, list[dict[s
         assert _allowed(policies, deployments[dest], prometheus, "metrics"), f"Prometheus cannot scrape {dest}"
         assert not _allowed(policies, deployments[dest], outsider, "metrics"), f"{dest} metrics are public"
         assert not _allowed(policies, deployments[dest], pods["gateway"], "metrics"), f"{dest} metrics open to gateway"
+
+
+# --- the gateway's egress (webhook URLs come from tenants: no SSRF into the cluster) -------------------
+
+# Where the gateway must never connect on tenants' behalf: private (RFC 1918), link-local (cloud metadata),
+# CGNAT (RFC 6598) and loopback.
+NON_PUBLIC = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "127.0.0.0/8")
+KUBE_DNS = ("kube-system", {"k8s-app": "kube-dns"})
+DATABASE_PORT = 5432
+
+Destination = tuple[str, dict[str, str]] | str  # (namespace, pod labels), or an IP address outside the cluster
+
+
+def _egress_policies(policies: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [p for p in policies
+            if "Egress" in p["spec"].get("policyTypes", []) and _matches(p["spec"]["podSelector"], labels)]
+
+
+def _peer_admits(peer: dict[str, Any], dest: Destination) -> bool:
+    if isinstance(dest, str):
+        if "ipBlock" not in peer:
+            return False
+        ip, block = ipaddress.ip_address(dest), peer["ipBlock"]
+        return (ip in ipaddress.ip_network(block["cidr"])
+                and not any(ip in ipaddress.ip_network(e) for e in block.get("except", [])))
+    if "ipBlock" in peer:
+        return False  # ipBlocks and pod IPs: implementation-defined, nothing here counts on it
+    namespace, labels = dest
+    ns_ok = (_matches(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+             if "namespaceSelector" in peer else namespace == "likeness")
+    return ns_ok and (_matches(peer["podSelector"], labels) if "podSelector" in peer else True)
+
+
+def _egress_allowed(policies: list[dict[str, Any]], source_labels: dict[str, str], dest: Destination,
+                    port: int, protocol: str = "TCP") -> bool:
+    """May a pod with `source_labels` open `dest`:`port` under these egress policies (none: anything)?"""
+    selecting = _egress_policies(policies, source_labels)
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("egress", []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports):
+                continue
+            peers = rule.get("to")
+            if peers is None or any(_peer_admits(peer, dest) for peer in peers):
+                return True
+    return False
+
+
+def _container_port(workload: dict[str, Any], name: str) -> int:
+    found = {p["containerPort"] for c in _pod_spec(workload)["containers"] for p in c.get("ports", [])
+             if p["name"] == name}
+    assert len(found) == 1, (workload["metadata"]["name"], name, found)
+    return found.pop()
+
+
+def _gateway_egress(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    policies = list(_objects(objects, "NetworkPolicy").values())
+    egress = _egress_policies(policies, _pod_spec_labels(_objects(objects, "Deployment")["gateway"]))
+    assert [p["metadata"]["name"] for p in egress] == ["gateway-egress"], "the gateway's egress is one policy"
+    return policies, egress[0]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_egress_opens_only_what_it_calls(docs: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    objects = docs[overlay]
+    policies, policy = _gateway_egress(objects)
+    workloads = _workloads(objects)
+    assert [n for n, w in workloads.items() if _matches(policy["spec"]["podSelector"], _pod_spec_labels(w))] \
+        == ["gateway"], "gateway-egress selects the gateway only"
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    for rule in policy["spec"]["egress"]:
+        # A rule without peers or ports opens every destination or every port of them.
+        assert rule.get("to") and rule.get("ports"), rule
+        assert all(isinstance(p["port"], int) for p in rule["ports"]), f"egress by port number: {rule}"
+    allowed = functools.partial(_egress_allowed, policies, _pod_spec_labels(workloads["gateway"]))
+    pods = {n: ("likeness", _pod_spec_labels(w)) for n, w in workloads.items()}
+
+    assert allowed(KUBE_DNS, 53, "UDP") and allowed(KUBE_DNS, 53, "TCP"), "DNS"
+    assert not allowed(("kube-system", {"k8s-app": "metrics-server"}), 443), "kube-system beyond DNS"
+    # The pipeline: each backend on its own gRPC port, as its Deployment declares it; nothing else of theirs.
+    for name in ("tts", "expression", "render"):
+        grpc = _container_port(workloads[name], "grpc")
+        assert grpc == SERVICES[name][0]
+        assert allowed(pods[name], grpc), f"gateway -> {name}:{grpc}"
+        assert not allowed(pods[name], _container_port(workloads[name], "metrics")), f"{name} metrics"
+    assert not allowed(pods["tts"], SERVICES["expression"][0]), "each backend on its own port only"
+    assert not allowed(pods["triton"], _container_port(workloads["triton"], "grpc")), "the gateway calls no Triton"
+    assert allowed(pods["minio"], _container_port(workloads["minio"], "s3")), "gateway -> minio"
+    # The job database: dev-cpu's own PostgreSQL pods, prod-gpu's managed one by address (a placeholder).
+    rules = policy["spec"]["egress"]
+    database_rules = [r for r in rules if any(p["port"] == DATABASE_PORT for p in r["ports"])]
+    assert len(database_rules) == 1 and database_rules[0]["ports"] == [{"port": DATABASE_PORT, "protocol": "TCP"}]
+    if "postgres" in workloads:
+        assert _container_port(workloads["postgres"], "postgres") == DATABASE_PORT
+        assert allowed(pods["postgres"], DATABASE_PORT), "gateway -> postgres"
+        assert not allowed(pods["minio"], DATABASE_PORT)
+    else:
+        for peer in database_rules[0]["to"]:
+            network = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+            assert network.prefixlen >= 8, f"the database rule opens {network}"
+            assert allowed(str(network.network_address), DATABASE_PORT)
+    assert not allowed("8.8.8.8", DATABASE_PORT), "the database port is not open to the internet"
+    # Webhooks: https to public addresses; nothing else, and nothing private on any port but the database's.
+    assert allowed("93.184.216.34", 443) and allowed("8.8.8.8", 443)
+    for port in (80, 8080, 8443, 22):
+        assert not allowed("93.184.216.34", port), port
+    for cidr in NON_PUBLIC:
+        network = ipaddress.ip_network(cidr)
+        for address in (network.network_address + 1, network.network_address + network.num_addresses // 2,
+                        network.broadcast_address - 1):
+            for port in (443, 80, 8080, 53, 9000, 50052):
+                assert not allowed(str(address), port), f"{address}:{port}"
+    assert not allowed("169.254.169.254", 80) and not allowed("169.254.169.254", 443), "cloud metadata"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_reaches_the_internet_on_https_only(docs: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    _, policy = _gateway_egress(docs[overlay])
+    blocks = [(rule, peer["ipBlock"]) for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer]
+    internet = [(rule, block) for rule, block in blocks if block["cidr"] == "0.0.0.0/0"]
+    assert len(internet) == 1, internet
+    rule, block = internet[0]
+    assert rule["ports"] == [{"port": 443, "protocol": "TCP"}] and len(rule["to"]) == 1, rule
+    excepted = [ipaddress.ip_network(c) for c in block.get("except", [])]
+    for cidr in NON_PUBLIC:
+        assert any(ipaddress.ip_network(cidr).subnet_of(e) for e in excepted), f"{cidr} not excepted"
+    # Any other ipBlock is the managed database's (prod-gpu), on its port only.
+    for other_rule, other in blocks:
+        if other is not block:
+            assert other_rule["ports"] == [{"port": DATABASE_PORT, "protocol": "TCP"}], other_rule
+            assert ipaddress.ip_network(other["cidr"]).prefixlen > 0, other
 
 
 # --- Prometheus rules ----------------------------------------------------------------------------------

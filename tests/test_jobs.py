@@ -380,3 +380,27 @@ def test_replicas_starting_at_once_on_an_empty_database_migrate_once(pg_server):
         for db in databases:
             db.close()
         pg_server.drop_database(name)
+
+
+def test_a_request_id_used_again_with_another_request_is_refused(managers):
+    from services.gateway.jobs import RequestMismatch
+
+    first, second = managers(max_concurrent=0), managers(max_concurrent=0)
+    job, _ = first.submit({"script": "hi"}, client_request_id="rq", owner="studio", fingerprint="a" * 64)
+    again, existing = second.submit({"script": "hi"}, client_request_id="rq", owner="studio", fingerprint="a" * 64)
+    assert existing and again.job_id == job.job_id
+    with pytest.raises(RequestMismatch) as caught:
+        second.submit({"script": "bye"}, client_request_id="rq", owner="studio", fingerprint="b" * 64)
+    assert caught.value.job_id == job.job_id and "different request" in str(caught.value)
+
+
+def test_the_default_per_principal_limit_is_a_fair_share(monkeypatch):
+    from services.gateway.server import per_principal_limit
+
+    monkeypatch.delenv("LIKENESS_MAX_JOBS_PER_PRINCIPAL", raising=False)
+    monkeypatch.setenv("LIKENESS_MAX_QUEUED_JOBS", "16")
+    assert per_principal_limit() == 4  # a quarter of the queue: one tenant cannot fill it
+    monkeypatch.setenv("LIKENESS_MAX_QUEUED_JOBS", "2")
+    assert per_principal_limit() == 1
+    monkeypatch.setenv("LIKENESS_MAX_JOBS_PER_PRINCIPAL", "0")
+    assert per_principal_limit() == 0  # asked for: no limit

@@ -27,6 +27,7 @@ from services.client import JobFailedError, LikenessClient
 from services.common.grpc_errors import field_violations
 from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw
 from services.stack import HEALTH_NAMES, LocalStack
+from tests.test_webhooks import LOOPBACK_ALLOWED
 from tests.video_instrument import decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,8 @@ WEBHOOK_SECRET = "platform-test-secret"
 def stack():
     trace_file = Path(tempfile.mkdtemp(prefix="likeness-traces-")) / "spans.jsonl"
     env = {"LIKENESS_TRACE_FILE": str(trace_file), "LIKENESS_MAX_CONCURRENT_JOBS": "1",
-           "LIKENESS_MAX_QUEUED_JOBS": "2", "LIKENESS_WEBHOOK_SECRET": WEBHOOK_SECRET, "LIKENESS_MAX_STREAMS": "1"}
+           "LIKENESS_MAX_QUEUED_JOBS": "2", "LIKENESS_WEBHOOK_SECRET": WEBHOOK_SECRET, "LIKENESS_MAX_STREAMS": "1",
+           **LOOPBACK_ALLOWED}  # (the webhook receivers here are http:// on loopback)
     with LocalStack(env=env) as running:
         running.trace_file = trace_file
         yield running

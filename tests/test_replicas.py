@@ -17,7 +17,7 @@ import pytest
 from services.client import LikenessClient
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.stack import LocalStack
-from tests.test_webhooks import Receiver
+from tests.test_webhooks import LOOPBACK_ALLOWED, Receiver
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
 TERMINAL = {gw.JOB_STATE_SUCCEEDED, gw.JOB_STATE_FAILED, gw.JOB_STATE_CANCELLED}
@@ -26,7 +26,7 @@ TERMINAL = {gw.JOB_STATE_SUCCEEDED, gw.JOB_STATE_FAILED, gw.JOB_STATE_CANCELLED}
 @pytest.fixture(scope="module")
 def stack():
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "1", "LIKENESS_MAX_QUEUED_JOBS": "64", "LIKENESS_JOB_LEASE_S": "3",
-           "LIKENESS_WEBHOOK_BACKOFF_S": "0.2", "LIKENESS_SHUTDOWN_DRAIN_S": "0.2"}
+           "LIKENESS_WEBHOOK_BACKOFF_S": "0.2", "LIKENESS_SHUTDOWN_DRAIN_S": "0.2", **LOOPBACK_ALLOWED}
     with LocalStack(env=env, gateways=3) as running:
         yield running
 

@@ -10,9 +10,27 @@ import time
 from pathlib import Path
 
 from services.client import LikenessClient
-from tests.conftest import processes_mentioning
+from tests.conftest import listening_addresses, processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid`'s children, their children, ... (Linux /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
@@ -40,6 +58,11 @@ def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
             assert other.get(job_id).job_id == job_id  # one job database behind both replicas
             other.cancel(job_id)
         assert len(processes_mentioning(str(workdir))) >= 3  # (PostgreSQL, S3 and Triton keep their data there)
+        # Nothing it starts listens beyond loopback (gRPC, health, metrics, Triton, S3, PostgreSQL).
+        listening = {pid: listening_addresses(pid) for pid in descendants(proc.pid)}
+        assert sum(len(a) for a in listening.values()) >= 12, listening
+        exposed = {pid: a for pid, a in listening.items() if any(ip not in ("127.0.0.1", "::1") for ip, _ in a)}
+        assert exposed == {}, exposed
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=90)

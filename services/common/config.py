@@ -87,6 +87,10 @@ _ALL = [
        "gateway", "unset"),
     _s("LIKENESS_WEBHOOK_ALLOWED_HOSTS", "str", "", "comma-separated hosts webhooks may go to (empty: any)",
        "gateway", "unset"),
+    _s("LIKENESS_WEBHOOK_ALLOW_HTTP", "bool", False, "webhooks may be plain http:// (default: https only)",
+       "gateway"),
+    _s("LIKENESS_WEBHOOK_ALLOWED_NETWORKS", "str", "", "comma-separated CIDRs webhooks may reach although not "
+       "public (loopback, private, link-local: refused otherwise)", "gateway", "unset"),
     _s("LIKENESS_WEBHOOK_ATTEMPTS", "int", 6, "POSTs per webhook before giving up", "gateway"),
     _s("LIKENESS_WEBHOOK_BACKOFF_S", "float", 2.0, "wait before the first retry, doubling each time (s)",
        "gateway"),
@@ -107,10 +111,13 @@ _ALL = [
        "gateway"),
     _s("LIKENESS_RETENTION_DAYS", "float", 0.0, "finished jobs and uploads older than this are deleted, with "
        "all they stored (0: kept until deleted)", "gateway"),
-    _s("LIKENESS_MAX_JOBS_PER_PRINCIPAL", "int", 0, "queued + running jobs one principal may have (0: no "
-       "limit; API keys on only)", "gateway"),
+    _s("LIKENESS_MAX_JOBS_PER_PRINCIPAL", "int", -1, "queued + running jobs one principal may have, across "
+       "replicas (-1: a quarter of LIKENESS_MAX_QUEUED_JOBS, at least 1; 0: no limit; API keys on only)",
+       "gateway"),
     _s("LIKENESS_TLS_CERT_FILE", "str", "", "PEM certificate chain: the gateway serves TLS", "gateway", "unset"),
     _s("LIKENESS_TLS_KEY_FILE", "str", "", "PEM private key of that certificate", "gateway", "unset"),
+    _s("LIKENESS_BIND_HOST", "str", "127.0.0.1", "address every service's gRPC, health and metrics ports "
+       "listen on (Kubernetes: 0.0.0.0, set in the manifests)", "every service"),
     _s("LIKENESS_HEALTH_PORT", "int", 0, "plaintext port serving gRPC health checks alone, on threads of "
        "its own (0: none), for probes of a busy service or a TLS gateway", "every service"),
     # -- tts -------------------------------------------------------------------------------------------------

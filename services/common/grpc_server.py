@@ -153,7 +153,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
 def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_names: Sequence[str],
           max_workers: int = 8, interceptors: Sequence[grpc.ServerInterceptor] = (),
-          host: str = "[::]", handle_sigterm: bool = True,
+          host: str | None = None, handle_sigterm: bool = True,
           credentials: grpc.ServerCredentials | None = None, health_port: int | None = None) -> grpc.Server:
     """Builds, starts and returns a server with health (SERVING for each name and ""), reflection,
     metrics and InputError mapping; TLS when `credentials` are given, and then health checking
@@ -164,6 +164,7 @@ def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_
     size = max_message_bytes()
     if health_port is None:
         health_port = config.get_int("LIKENESS_HEALTH_PORT")
+    host = bind_host() if host is None else host
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[*interceptors, MetricsInterceptor()],
@@ -225,7 +226,13 @@ def stop_gracefully(server: grpc.Server, grace_s: float = 20.0, drain_s: float =
     return stopped
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> int:
-    """Serves Prometheus /metrics on addr:port in a daemon thread; returns the bound port (port 0 picks one)."""
-    httpd, _thread = start_http_server(port, addr=addr)
+def bind_host() -> str:
+    """LIKENESS_BIND_HOST: loopback unless configured (the manifests bind 0.0.0.0 in their pods)."""
+    return config.get_str("LIKENESS_BIND_HOST") or "127.0.0.1"
+
+
+def start_metrics_server(port: int, addr: str | None = None) -> int:
+    """Serves Prometheus /metrics on addr:port (default LIKENESS_BIND_HOST) in a daemon thread; returns
+    the bound port (port 0 picks one)."""
+    httpd, _thread = start_http_server(port, addr=bind_host() if addr is None else addr)
     return int(httpd.server_port)

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a local PostgreSQL server for Likeness development.")
     parser.add_argument("--dir", required=True, type=Path, help="data directory (kept between runs)")
     parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--password", default=os.environ.get("LIKENESS_PG_PASSWORD") or None,
+    parser.add_argument("--password", default=None,
                         help="needed again when the data directory exists (default: random, printed)")
     args = parser.parse_args(argv)
     with PgServer(args.dir, port=args.port, password=args.password, log_path=args.dir.parent / "postgres.log") as s:

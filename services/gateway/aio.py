@@ -320,7 +320,7 @@ class _BlockingRequests:
         return item
 
 
-async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: int, host: str = "[::]",
+async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: int, host: str,
                 credentials: grpc.ServerCredentials | None = None, health_port: int = 0,
                 ready: Callable[[int], None] = lambda port: None) -> None:
     """Serves the gateway until SIGTERM/SIGINT, then drains as grpc_server.stop_gracefully does."""
@@ -376,7 +376,7 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
 
 
 def main() -> None:
-    from services.common.grpc_server import grpc_port, metrics_port, start_metrics_server
+    from services.common.grpc_server import bind_host, grpc_port, metrics_port, start_metrics_server
     from services.common.tracing import configure
 
     logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
@@ -388,6 +388,7 @@ def main() -> None:
     start_metrics_server(metrics_port(9101))
     try:
         asyncio.run(serve(servicer, keys=authenticate.keys if authenticate else None, port=grpc_port(50051),
+                          host=bind_host(),
                           credentials=credentials, health_port=config.get_int("LIKENESS_HEALTH_PORT")))
     finally:
         stop()

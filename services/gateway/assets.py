@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 
 from services.common import config
 from services.common.errors import InputError
@@ -17,6 +18,20 @@ MAX_BYTES = {
 }
 MAX_PHOTO_PIXELS = config.get_int("LIKENESS_MAX_PHOTO_PIXELS")
 ASSET_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+MAX_KEY_CHARS = 1024  # S3's own limit
+
+
+def check_key(key: str, field: str) -> str:
+    """An object key a request may name: relative, no '..' segment, no NUL or backslash, bounded."""
+    if not key:
+        raise InputError(field, "is required")
+    if len(key) > MAX_KEY_CHARS:
+        raise InputError(field, f"at most {MAX_KEY_CHARS} characters")
+    if key.startswith("/") or "\0" in key or "\\" in key or ".." in key.split("/"):
+        raise InputError(field, "must be a relative object key without '..', NUL or backslashes")
+    return key
 
 
 def asset_key(asset_id: str) -> str:
@@ -48,12 +63,17 @@ def check_content(kind: int, data: bytes) -> None:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > MAX_PHOTO_PIXELS:
-                    raise InputError("photo", f"{image.width}x{image.height} is over {MAX_PHOTO_PIXELS} pixels")
-                image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise InputError("photo", f"not a readable image: {exc}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # (our own limit follows)
+                with Image.open(io.BytesIO(data)) as image:
+                    if image.width * image.height > MAX_PHOTO_PIXELS:
+                        raise InputError("photo", f"{image.width}x{image.height} is over {MAX_PHOTO_PIXELS} pixels")
+                    image.verify()
+        except Image.DecompressionBombError:  # (Pillow's own limit, before it tells the size)
+            raise InputError("photo", f"over {MAX_PHOTO_PIXELS} pixels") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            # (Pillow's messages name the buffer's repr: none of the caller's business)
+            raise InputError("photo", "not a readable image (JPEG, PNG, WebP, ...)") from None
     elif kind in (gw.ASSET_KIND_VOICE_SAMPLE, gw.ASSET_KIND_DRIVING_AUDIO):
         from services.common.audio_io import decode_audio
 

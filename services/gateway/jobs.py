@@ -74,6 +74,15 @@ class PrincipalBusy(QueueFull):
         self.subject = f"principal:{owner}"
 
 
+class RequestMismatch(Exception):
+    """A client_request_id used again with a different request (AIP-155: not the first job again)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__("client_request_id was used before with a different request; use a new id for a "
+                         "new request")
+        self.job_id = job_id
+
+
 class JobCancelled(Exception):
     pass
 
@@ -165,9 +174,10 @@ class JobManager:
     # -- public API ------------------------------------------------------------------------------
 
     def submit(self, request: dict, client_request_id: str = "", owner: str = "", retry_of: str = "",
-               prepare: Callable[[Job], None] = lambda job: None) -> tuple[Job, bool]:
+               prepare: Callable[[Job], None] = lambda job: None, fingerprint: str = "") -> tuple[Job, bool]:
         """Returns (job, existing). The same owner's same client_request_id -> the same job, not a new one,
-        whichever replica it reached. `prepare(job)` runs before the job is stored (a retry copies
+        whichever replica it reached; RequestMismatch when `fingerprint` (what the caller sent) differs
+        from the first submission's. `prepare(job)` runs before the job is stored (a retry copies
         what its old job made). QueueFull / PrincipalBusy when the limits (counted across replicas) are
         reached."""
         job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner,
@@ -179,6 +189,8 @@ class JobManager:
                 row = conn.execute("SELECT * FROM jobs WHERE owner = %s AND client_request_id = %s",
                                    (owner, client_request_id)).fetchone()
                 if row is not None:
+                    if fingerprint and row["request_sha256"] and row["request_sha256"] != fingerprint:
+                        raise RequestMismatch(row["job_id"])
                     return _job(row), True
             counts = conn.execute(
                 "SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued, "
@@ -190,9 +202,10 @@ class JobManager:
                 raise PrincipalBusy(owner, counts["mine"], self.max_active_per_owner)
             prepare(job)
             row = conn.execute(
-                "INSERT INTO jobs (job_id, owner, client_request_id, state, request, stage_outputs, retry_of) "
-                "VALUES (%s, %s, %s, 'QUEUED', %s, %s, %s) RETURNING *",
-                (job.job_id, owner, client_request_id, Jsonb(request), Jsonb(job.stage_outputs), retry_of)).fetchone()
+                "INSERT INTO jobs (job_id, owner, client_request_id, state, request, stage_outputs, retry_of, "
+                "request_sha256) VALUES (%s, %s, %s, 'QUEUED', %s, %s, %s, %s) RETURNING *",
+                (job.job_id, owner, client_request_id, Jsonb(request), Jsonb(job.stage_outputs), retry_of,
+                 fingerprint)).fetchone()
         return _job(row), False
 
     def get(self, job_id: str) -> Job:

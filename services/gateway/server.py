@@ -14,6 +14,8 @@ from datetime import timedelta
 import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 
 from services.common import config, grpc_errors, wire
 from services.common.errors import InputError, NotFound
@@ -22,13 +24,14 @@ from services.common.script_tags import EmotionTag, MotionTag
 from services.common.storage import Storage
 from services.gateway import assets, auth, retention, webhooks
 from services.gateway.db import Database
-from services.gateway.jobs import Job, JobActive, JobFailed, JobManager, JobState, QueueFull, parse_page_token
+from services.gateway.jobs import (Job, JobActive, JobFailed, JobManager, JobState, QueueFull, RequestMismatch,
+                                   parse_page_token)
 from services.gateway.live import run_live
 from services.gateway.metrics import FIRST_MEDIA, IN_FLIGHT, JOBS, QUEUE_DEPTH, STREAMS, STREAMS_IN_FLIGHT
 from services.gateway.runner import Downstream, JobRunner, video_spec
 from services.render.spec import frame_from_pb
 from services.gateway.speech_rules import WORDS, check_speech, reading_words
-from services.tts.phonemize import check_readable, language_code
+from services.tts.phonemize import check_language, check_readable
 from services.tts.voices import DEFAULT_VOICE, VOICES
 
 log = logging.getLogger(__name__)
@@ -105,9 +108,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         else:
             if source.object.bucket and source.object.bucket != self.storage.bucket:
                 raise InputError(f"{field}.object.bucket", f"must be {self.storage.bucket!r}")
-            key = source.object.key
-        if not key or not self.storage.exists(key) or (self.scoped and not self._owns(key)):
-            raise InputError(field, f"asset {key or '(empty)'} not found; upload it first")
+            key = assets.check_key(source.object.key, f"{field}.object.key")
+        if not self.storage.exists(key) or (self.scoped and not self._owns(key)):
+            raise InputError(field, "asset not found; upload it first")  # (whose key it is is not said)
         return key
 
     def _owns(self, key: str) -> bool:
@@ -120,10 +123,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def SubmitVideo(self, request: gw.SubmitVideoRequest, context):
         job_request = self._validate(request)
+        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
         try:
-            job, existing = self.manager.submit(job_request, request.client_request_id, auth.current_principal())
+            job, existing = self.manager.submit(job_request, request.client_request_id, auth.current_principal(),
+                                                fingerprint=fingerprint)
         except QueueFull as exc:
             grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject=exc.subject)
+        except RequestMismatch as exc:
+            _already_exists(context, exc)
         self._gauges()
         return gw.SubmitVideoResponse(job_id=job.job_id, existing=existing)
 
@@ -216,9 +223,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                                                                "only a failed or cancelled job is retried")
         try:  # (an operator's retry stays the owner's job)
             job, existing = self.manager.submit(old.request, request.client_request_id, old.owner,
-                                                retry_of=old.job_id, prepare=lambda new: self._carry_over(old, new))
+                                                retry_of=old.job_id, prepare=lambda new: self._carry_over(old, new),
+                                                fingerprint=hashlib.sha256(f"retry {old.job_id}".encode()).hexdigest())
         except QueueFull as exc:
             grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject=exc.subject)
+        except RequestMismatch as exc:
+            _already_exists(context, exc)
         self._gauges()
         return gw.RetryJobResponse(job=self._job_pb(job), existing=existing)
 
@@ -300,6 +310,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         check = _checker(violations)
 
         job: dict = {"export_blendshapes": r.export_blendshapes, "language": r.language or "en-us"}
+        language = check("language", lambda: check_language(job["language"]))  # (before any service sees it)
         if not r.HasField("photo"):
             violations.append(("photo", "is required"))
         else:
@@ -326,8 +337,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         violations += [("video.burn_in_captions" if name == WORDS else name, message)
                        for name, message in checked.violations]
         if checked.text is not None:
-            if not recording:  # (a recording's transcript is aligned, not spoken by espeak-ng)
-                check("language", lambda: check_readable(checked.text, language_code(job["language"])))
+            if not recording and language:  # (a recording's transcript is aligned, not spoken by espeak-ng)
+                check("language", lambda: check_readable(checked.text, language))
             job["transcript" if recording else "script"] = checked.text
             job["emotion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, EmotionTag)]
             job["motion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, MotionTag)]
@@ -393,6 +404,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             checked = check_speech(None, recording=False, cloned=cloned, voice=sp.voice, speed=sp.speed or 1.0)
             violations += [(f"speech.{name}", message) for name, message in checked.violations]
             job.update(language=sp.language or "en-us", speed=float(sp.speed or 1.0), voice=checked.voice)
+            check("speech.language", lambda: check_language(job["language"]))
             if cloned:
                 job["voice_sample_key"] = check("speech.voice_sample",
                                                 lambda: self._asset(sp.voice_sample, "speech.voice_sample"))
@@ -471,6 +483,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return start + share * job.progress
 
 
+def _already_exists(context, exc: RequestMismatch) -> None:
+    """ALREADY_EXISTS naming client_request_id (BadRequest details), as AIP-155 asks."""
+    status = grpc_errors.error_status(grpc.StatusCode.ALREADY_EXISTS, str(exc), [("client_request_id", str(exc))])
+    context.abort_with_status(rpc_status.to_status(status_pb2.Status.FromString(status.SerializeToString())))
+
+
 def _valid_id(job_id: str) -> bool:
     """Job ids are uuid4 hex: anything else is no job, and must not become an object key."""
     return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
@@ -480,6 +498,13 @@ def _ts(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
     return ts
+
+
+def per_principal_limit() -> int:
+    """LIKENESS_MAX_JOBS_PER_PRINCIPAL, its default (-1) a fair share: a quarter of the queue, so one
+    tenant cannot fill it for all."""
+    limit = config.get_int("LIKENESS_MAX_JOBS_PER_PRINCIPAL")
+    return max(1, config.get_int("LIKENESS_MAX_QUEUED_JOBS") // 4) if limit < 0 else limit
 
 
 def build() -> tuple[GatewayServicer, Callable[[], None]]:
@@ -497,7 +522,7 @@ def build() -> tuple[GatewayServicer, Callable[[], None]]:
     manager = JobManager(runner, db,
                          max_concurrent=config.get_int("LIKENESS_MAX_CONCURRENT_JOBS"),
                          max_queued=config.get_int("LIKENESS_MAX_QUEUED_JOBS"),
-                         max_active_per_owner=config.get_int("LIKENESS_MAX_JOBS_PER_PRINCIPAL"),
+                         max_active_per_owner=per_principal_limit(),
                          on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"),
                          lease_s=config.get_float("LIKENESS_JOB_LEASE_S"))

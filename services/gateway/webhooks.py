@@ -13,14 +13,17 @@ a webhook still pending when every replica stops is sent when one starts again. 
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import logging
+import socket
+import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,21 +43,59 @@ SIGNATURE_TOLERANCE_S = 300
 
 
 def check_url(url: str) -> str:
-    """The URL if the gateway may POST to it, else InputError on `webhook_url`."""
+    """The URL if the gateway may POST to it, else InputError on `webhook_url`: https (http only with
+    LIKENESS_WEBHOOK_ALLOW_HTTP), a host among LIKENESS_WEBHOOK_ALLOWED_HOSTS when that is set, and a
+    host that resolves to public addresses only (or to LIKENESS_WEBHOOK_ALLOWED_NETWORKS): a tenant
+    must not make the gateway POST its jobs into the cluster, to loopback or to a cloud's metadata."""
     if len(url) > MAX_URL_CHARS:
         raise InputError("webhook_url", f"at most {MAX_URL_CHARS} characters")
+    host, port = _target(url)
+    resolve_checked(host, port)
+    return url
+
+
+def _target(url: str) -> tuple[str, int]:
     try:
         parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise InputError("webhook_url", f"is not a URL: {exc}") from None
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise InputError("webhook_url", "is not a URL") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise InputError("webhook_url", "must be an http:// or https:// URL with a host")
+        raise InputError("webhook_url", "must be an https:// URL with a host")
+    if parts.scheme == "http" and not config.get_bool("LIKENESS_WEBHOOK_ALLOW_HTTP"):
+        raise InputError("webhook_url", "must be https:// (the gateway allows http:// only with "
+                                        "LIKENESS_WEBHOOK_ALLOW_HTTP)")
     allowed = {h.strip().lower() for h in config.get_str("LIKENESS_WEBHOOK_ALLOWED_HOSTS").split(",") if h.strip()}
     if allowed and host.lower() not in allowed:
-        raise InputError("webhook_url", f"the gateway may not call {host!r} (LIKENESS_WEBHOOK_ALLOWED_HOSTS)")
-    return url
+        raise InputError("webhook_url", "the gateway may not call this host (LIKENESS_WEBHOOK_ALLOWED_HOSTS)")
+    return host, port or (443 if parts.scheme == "https" else 80)
+
+
+def resolve_checked(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, every one of them public or in an allowed network; else
+    InputError (the message names no address: what the cluster's DNS says is not the tenant's business)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise InputError("webhook_url", "its host does not resolve") from None
+    allowed = _allowed_networks()
+    addresses = sorted({info[4][0] for info in infos})
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        public = ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+        if not public and not any(ip in network for network in allowed):
+            raise InputError("webhook_url", "its host is not a public address (loopback, private, link-local, "
+                                            "multicast or reserved); LIKENESS_WEBHOOK_ALLOWED_NETWORKS "
+                                            "allows such networks")
+    return addresses
+
+
+def _allowed_networks() -> list:
+    networks = []
+    for text in config.get_str("LIKENESS_WEBHOOK_ALLOWED_NETWORKS").split(","):
+        if text.strip():
+            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+    return networks
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -74,16 +115,34 @@ def verify(secret: str, header: str, body: bytes, *, now: float | None = None,
     return fresh and hmac.compare_digest(sign(secret, timestamp, body), f"t={timestamp},v1={fields.get('v1', '')}")
 
 
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks signature (`webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`),
+    so receivers can use a stock verifier. A `whsec_<base64>` secret is used as the spec says (its
+    bytes); any other as its UTF-8 bytes."""
+    key = base64.b64decode(secret.removeprefix("whsec_")) if secret.startswith("whsec_") else secret.encode()
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify_standard(secret: str, headers: dict[str, str], body: bytes, *, now: float | None = None,
+                    tolerance_s: float = SIGNATURE_TOLERANCE_S) -> bool:
+    """For receivers: are these Standard Webhooks headers (webhook-id, -timestamp, -signature) this
+    body's, made recently? (Header names in lower case.)"""
+    try:
+        msg_id, timestamp = headers["webhook-id"], int(headers["webhook-timestamp"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        return False
+    expected = standard_signature(secret, msg_id, timestamp, body)
+    return any(hmac.compare_digest(expected, sig) for sig in headers.get("webhook-signature", "").split())
+
+
 @dataclass
 class Attempt:
     http_status: int  # 0: no response
     error: str
     retry: bool
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None  # urllib then raises HTTPError with the 3xx: final, like any non-2xx answer
 
 
 class WebhookSender:
@@ -101,7 +160,6 @@ class WebhookSender:
         self.attempts = max(1, attempts if attempts is not None else config.get_int("LIKENESS_WEBHOOK_ATTEMPTS"))
         self.backoff_s = backoff_s if backoff_s is not None else config.get_float("LIKENESS_WEBHOOK_BACKOFF_S")
         self.timeout_s = timeout_s if timeout_s is not None else config.get_float("LIKENESS_WEBHOOK_TIMEOUT_S")
-        self._opener = urllib.request.build_opener(_NoRedirect)
         self._closed = threading.Event()
         for i in range(workers):
             threading.Thread(target=self._dispatch, name=f"webhooks-{i}", daemon=True).start()
@@ -165,16 +223,50 @@ class WebhookSender:
                 conn.execute("DELETE FROM webhook_outbox WHERE job_id = %s", (job.job_id,))
 
     def _post(self, url: str, body: bytes, event: str, job_id: str) -> Attempt:
+        """One POST to the address the URL's host resolves to now, checked again (a DNS answer that
+        changed since the submission to an internal address is refused) and connected to as checked:
+        no second lookup between the check and the connection. Redirects are answers, not followed."""
         headers = {"Content-Type": "application/json", "User-Agent": "likeness-gateway",
                    "Likeness-Event": event, "Likeness-Delivery": job_id}
         if self.secret:
-            headers["Likeness-Signature"] = sign(self.secret, int(time.time()), body)
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            now = int(time.time())
+            # Standard Webhooks headers, and the Likeness-Signature of the last release (kept for one more)
+            headers.update({"webhook-id": job_id, "webhook-timestamp": str(now),
+                            "webhook-signature": standard_signature(self.secret, job_id, now, body),
+                            "Likeness-Signature": sign(self.secret, now, body)})
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as response:
-                return Attempt(response.status, "", False)
-        except urllib.error.HTTPError as exc:
-            retry = exc.code in (408, 429) or exc.code >= 500
-            return Attempt(exc.code, f"HTTP {exc.code} {exc.reason}", retry)
-        except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out, TLS
-            return Attempt(0, str(getattr(exc, "reason", exc)), True)
+            host, port = _target(url)
+            address = resolve_checked(host, port)[0]
+        except InputError as exc:
+            return Attempt(0, exc.message, False)
+        parts = urllib.parse.urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection = _PinnedConnection(parts.scheme == "https", host, address, port, self.timeout_s)
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            status, reason = response.status, response.reason
+        except (OSError, http.client.HTTPException) as exc:  # refused, unreachable, timed out, TLS
+            return Attempt(0, type(exc).__name__ if not str(exc) else str(exc)[:200], True)
+        finally:
+            connection.close()
+        if 200 <= status < 300:
+            return Attempt(status, "", False)
+        retry = status in (408, 429) or status >= 500
+        return Attempt(status, f"HTTP {status} {reason}"[:200], retry)
+
+
+class _PinnedConnection:
+    """HTTP(S) to a checked address, with the URL's host for Host and TLS (SNI, certificate check)."""
+
+    def __new__(cls, tls: bool, host: str, address: str, port: int, timeout_s: float):
+        base = http.client.HTTPSConnection if tls else http.client.HTTPConnection
+        kwargs = {"context": ssl.create_default_context()} if tls else {}
+        connection = base(host, port, timeout=timeout_s, **kwargs)
+
+        def connect() -> None:
+            sock = socket.create_connection((address, port), timeout_s)
+            connection.sock = (connection._context.wrap_socket(sock, server_hostname=host) if tls else sock)
+
+        connection.connect = connect
+        return connection

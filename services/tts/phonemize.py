@@ -83,7 +83,8 @@ def check_language(language: str) -> str:
     code = language_code(language)
     supported = supported_languages()
     if code not in supported:
-        raise InputError("language", f"unknown language {language!r}; supported: {', '.join(supported)}")
+        shown = language[:24] + ("..." if len(language) > 24 else "")  # (never echo unbounded input)
+        raise InputError("language", f"unknown language {shown!r}; supported: {', '.join(supported)}")
     return code
 
 
