@@ -278,7 +278,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"try: likeness submit --server {stack.gateway_address} --photo PHOTO --script TEXT --out out.mp4",
               flush=True)
         try:
-            stop.wait()
+            while not stop.wait(1.0):  # a child that crashed is started again (with backoff), and said so
+                stack.revive(log=lambda message: print(f"serve: {message}", file=sys.stderr, flush=True))
         except KeyboardInterrupt:
             pass
     return 0

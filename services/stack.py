@@ -70,6 +70,7 @@ class LocalStack:
                                               self.workdir / "logs" / f"{name}.log", health_port=ports[3 * i + 2])
                          for i, name in enumerate(SERVICES)}
         self.replicas: list[ServiceProcess] = []  # extra processes of a service (start_replica)
+        self._revivals: dict[str, tuple[int, float, float]] = {}  # child -> (failures, next try, started)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -173,6 +174,53 @@ class LocalStack:
                     pass
                 time.sleep(0.1)
         raise TimeoutError(f"{name} not healthy after {self.start_timeout:.0f} s:\n{log_tail(service.log_path)}")
+
+    def revive(self, log=lambda message: None) -> list[str]:
+        """Starts again whatever has exited (PostgreSQL, S3, Triton, a service process), on the same ports
+        and data; each child waits 1, 2, 4, ... s (at most 30) between tries, reset once it has run for a
+        minute. `likeness serve` calls this every second. Returns what it restarted."""
+        now = time.monotonic()
+        revived = []
+        children = [("postgres", self.pg), ("s3", self.s3), ("triton", self.triton)]
+        children += [(f"{s.name}:{s.grpc_port}", s) for s in [*self.services.values(), *self.replicas]
+                     if s.name in self.only]
+        for label, child in children:
+            if child is None:
+                continue
+            alive = child.running if not isinstance(child, ServiceProcess) else (
+                child.proc is not None and child.proc.poll() is None)
+            failures, not_before, started = self._revivals.get(label, (0, 0.0, now))
+            if alive:
+                if failures and now - started > 60:
+                    self._revivals[label] = (0, 0.0, started)
+                continue
+            if isinstance(child, ServiceProcess) and child.proc is None:
+                continue  # never started here (a replica being set up)
+            if now < not_before:
+                continue
+            log(f"{label} exited; restarting it (try {failures + 1})")
+            try:
+                self._restart(child)
+                revived.append(label)
+            except Exception as exc:  # noqa: BLE001 - tried again after the backoff
+                log(f"{label} did not come back: {str(exc).splitlines()[0] if str(exc) else exc}")
+            self._revivals[label] = (failures + 1, time.monotonic() + min(30.0, 2.0 ** failures), time.monotonic())
+        return revived
+
+    def _restart(self, child) -> None:
+        if isinstance(child, ServiceProcess):
+            self.start_service(child.name, child)
+        elif isinstance(child, TritonServer):
+            child._fixed_ports = (child.grpc_port, child.http_port, child.metrics_port)  # where services look
+            child._terminate()  # (its whole process group: no backend stub outlives its server)
+            child.start()
+        elif isinstance(child, S3Server):
+            child._fixed_port = child.port
+            child._terminate()
+            child.start()
+        else:
+            child._terminate()
+            child.start()
 
     def kill_service(self, name: str | ServiceProcess, sig: int = signal.SIGKILL) -> None:
         """Kills a service's process (a name: its first process; or a replica from start_replica)."""

@@ -122,7 +122,8 @@ def test_job_through_the_gateway_gives_a_playable_mp4(stack, client, photo_id, t
     h, m, s = vtt.rsplit("-->", 1)[1].split()[0].split(":")
     assert 3600 * int(h) + 60 * int(m) + float(s) <= video.audio_duration + 0.05
     # the same request id is the same job, not a new one
-    assert client.submit(photo=photo_id, script=SCRIPT, seed=7, client_request_id="first-video") == job_id
+    assert client.submit(photo=photo_id, script=SCRIPT, seed=7, export_blendshapes=True,
+                         client_request_id="first-video") == job_id
     # the same job with the captions drawn in: the same frames but for the text at the bottom
     burned = decode(client.download(client.wait(client.submit(photo=photo_id, script=SCRIPT, seed=7,
                                                               burn_captions=True), timeout_s=300),

@@ -2,6 +2,7 @@
 listens, answers on the gateway address it printed, and a SIGTERM stops it with every child."""
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -9,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from services.client import LikenessClient
+from services.client import JobFailedError, LikenessClient
+from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+from services.common.triton_server import live_group_members
 from tests.conftest import listening_addresses, processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +34,18 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def only_process(root: int, marker: str) -> int:
+    [pid] = [p for p in descendants(root) if marker in cmdline(p) and "python_backend_stub" not in cmdline(p)]
+    return pid
 
 
 def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
@@ -63,6 +78,33 @@ def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
         assert sum(len(a) for a in listening.values()) >= 12, listening
         exposed = {pid: a for pid, a in listening.items() if any(ip not in ("127.0.0.1", "::1") for ip, _ in a)}
         assert exposed == {}, exposed
+
+        # Supervision: a crashed service or Triton is started again on the same port, Triton's backend
+        # stubs do not outlive it, and the platform answers as before.
+        tts, triton = (only_process(proc.pid, marker) for marker in ("services.tts.server", "tritonserver"))
+        os.kill(tts, signal.SIGKILL)
+        os.killpg(triton, signal.SIGKILL)  # (the server and its stubs, as an OOM kill of the pod would)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pids = {marker: [p for p in descendants(proc.pid) if marker in cmdline(p)]
+                    for marker in ("services.tts.server", "tritonserver")}
+            if all(pids.values()) and tts not in pids["services.tts.server"] and triton not in pids["tritonserver"]:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("not restarted")
+        assert live_group_members(triton) == []
+        with LikenessClient(gateway, timeout_s=60) as client:
+            deadline = time.monotonic() + 60
+            while True:  # (the restarted Triton loads its models; tts answers once it is healthy)
+                try:
+                    job = client.wait(client.submit(photo=client.upload(ROOT / "assets" / "photos" /
+                                                                        "grace_hopper.jpg", kind="photo"),
+                                                    script="Back again.", resolution=256), timeout_s=120)
+                    break
+                except JobFailedError:
+                    assert time.monotonic() < deadline, "the platform did not recover"
+            assert job.state == gw.JOB_STATE_SUCCEEDED
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=90)

@@ -22,6 +22,7 @@ from services.common.errors import InputError, ModelUnavailable, NotFound, Stora
 
 Violations = Iterable[tuple[str, str]] | InputError
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_MESSAGE_CHARS = 1000  # a status message's length, whatever the request held
 
 
 def _pairs(violations: Violations) -> list[tuple[str, str]]:
@@ -44,6 +45,8 @@ def bad_request_status(violations: Violations, message: str | None = None) -> st
     bad_request = error_details_pb2.BadRequest(field_violations=[
         error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in pairs])
     text = message or "; ".join(f"{f}: {d}" for f, d in pairs)
+    if len(text) > MAX_MESSAGE_CHARS:  # (every violation stays whole in the BadRequest details)
+        text = text[:MAX_MESSAGE_CHARS - 1] + "…"
     return status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=text,
                              details=[_pack(bad_request)])
 
