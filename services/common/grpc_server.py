@@ -91,6 +91,14 @@ def _abandoned_code(context: grpc.ServicerContext) -> str:
     return grpc.StatusCode.CANCELLED.name
 
 
+def record_call(service: str, method: str, code: str, started: float) -> None:
+    """Counts and times one finished call (`started`: its time.perf_counter()); ERROR on its span."""
+    REQUESTS.labels(service, method, code).inc()
+    DURATION.labels(service, method).observe(time.perf_counter() - started)
+    if code != "OK":  # the OTel grpc instrumentation leaves aborted server spans UNSET
+        mark_error(code, f"{service}/{method}")
+
+
 class MetricsInterceptor(grpc.ServerInterceptor):
     """Counts and times every call, including aborts and streams; maps InputError on the way."""
 
@@ -108,13 +116,6 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             return handler._replace(unary_stream=self._stream(handler.unary_stream, service, method))
         return handler._replace(stream_stream=self._stream(handler.stream_stream, service, method))
 
-    @staticmethod
-    def _record(service: str, method: str, code: str, started: float) -> None:
-        REQUESTS.labels(service, method, code).inc()
-        DURATION.labels(service, method).observe(time.perf_counter() - started)
-        if code != "OK":  # the OTel grpc instrumentation leaves aborted server spans UNSET
-            mark_error(code, f"{service}/{method}")
-
     def _unary(self, fn: Callable, service: str, method: str) -> Callable:
         fn = maps_input_errors(fn)
 
@@ -128,7 +129,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 raise
             finally:
                 deadline.reset(token)
-                self._record(service, method, _final_code(context, failed=failed), started)
+                record_call(service, method, _final_code(context, failed=failed), started)
         return handle
 
     def _stream(self, fn: Callable, service: str, method: str) -> Callable:
@@ -147,7 +148,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 code = _final_code(context, failed=True)
                 raise
             finally:
-                self._record(service, method, code or _final_code(context, failed=False), started)
+                record_call(service, method, code or _final_code(context, failed=False), started)
         return handle
 
 

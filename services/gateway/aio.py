@@ -28,7 +28,7 @@ import grpc
 
 from services.common import config, deadline, grpc_errors
 from services.common.errors import InputError
-from services.common.grpc_server import MetricsInterceptor
+from services.common.grpc_server import record_call
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.gateway import assets, auth
 from services.gateway.server import STAGES, GatewayServicer, build
@@ -46,7 +46,17 @@ class _Abort(Exception):
         self.code, self.details, self.trailing = code, details, trailing
 
 
-class SyncContext:
+class _Raises:
+    """context.abort / abort_with_status as _Abort (what grpc_errors' helpers call)."""
+
+    def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Abort(code, details)
+
+    def abort_with_status(self, status: Any) -> None:
+        raise _Abort(status.code, status.details, tuple(status.trailing_metadata or ()))
+
+
+class SyncContext(_Raises):
     """The part of a grpc.ServicerContext the blocking servicer uses, for an aio call."""
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
@@ -55,12 +65,6 @@ class SyncContext:
         self._deadline = None if context.time_remaining() is None else time.monotonic() + context.time_remaining()
         self.active = True
         context.add_done_callback(lambda _: setattr(self, "active", False))
-
-    def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise _Abort(code, details)
-
-    def abort_with_status(self, status: Any) -> None:
-        raise _Abort(status.code, status.details, tuple(status.trailing_metadata or ()))
 
     def is_active(self) -> bool:
         return self.active
@@ -78,7 +82,7 @@ class SyncContext:
 def _as_abort(exc: Exception) -> _Abort:
     """A domain error (InputError, NotFound, ...) as the status grpc_errors gives it."""
     try:
-        grpc_errors.abort_for(SyncContext.__new__(SyncContext), exc)
+        grpc_errors.abort_for(_Raises(), exc)
     except _Abort as abort:
         return abort
     raise AssertionError("abort_for returned")
@@ -102,32 +106,22 @@ class AsyncGateway(gateway_pb2_grpc.GatewayServiceServicer):
         return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(ctx.run, fn, *args))
 
     def _principal(self, context: grpc.aio.ServicerContext) -> str:
-        if self.keys is None:
-            return ""
-        metadata = dict(context.invocation_metadata() or ())
-        scheme, _, key = str(metadata.get("authorization", "")).partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            auth.AUTH_FAILURES.labels("missing").inc()
-            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, "send the API key as 'authorization: Bearer <key>' metadata")
-        principal = self.keys.principal(key.strip())
-        if principal is None:
-            auth.AUTH_FAILURES.labels("unknown_key").inc()
-            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, "unknown API key")
-        return principal
+        try:
+            return auth.authenticate(self.keys, context.invocation_metadata())
+        except auth.Unauthenticated as exc:
+            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
 
     def _hold_stream(self, principal: str) -> None:
         with self._lock:
-            if self._open[principal] >= self.max_streams_per_principal:
-                abort = None
-                try:
-                    grpc_errors.resource_exhausted(
-                        SyncContext.__new__(SyncContext),
-                        f"{self.max_streams_per_principal} streams are open for this caller (limit per "
-                        "principal); close one or retry later", retry_after_s=2.0, subject="streams-per-principal")
-                except _Abort as exc:
-                    abort = exc
-                raise abort
-            self._open[principal] += 1
+            if self._open[principal] < self.max_streams_per_principal:
+                self._open[principal] += 1
+                return
+        try:
+            grpc_errors.resource_exhausted(
+                _Raises(), f"{self.max_streams_per_principal} streams are open for this caller (limit per "
+                "principal); close one or retry later", retry_after_s=2.0, subject="streams-per-principal")
+        except _Abort as abort:
+            raise abort from None
 
     def _release_stream(self, principal: str) -> None:
         with self._lock:
@@ -146,7 +140,7 @@ class AsyncGateway(gateway_pb2_grpc.GatewayServiceServicer):
             if abort is None:
                 raise
         finally:
-            MetricsInterceptor._record(SERVICE, method, code, started)
+            record_call(SERVICE, method, code, started)
         await context.abort(abort.code, abort.details, abort.trailing)
 
     async def _stream(self, method: str, body: Callable, request: Any,
@@ -168,7 +162,7 @@ class AsyncGateway(gateway_pb2_grpc.GatewayServiceServicer):
         finally:
             if held:
                 self._release_stream(principal)
-            MetricsInterceptor._record(SERVICE, method, code, started)
+            record_call(SERVICE, method, code, started)
         await context.abort(abort.code, abort.details, abort.trailing)
 
     @staticmethod
@@ -381,13 +375,13 @@ def main() -> None:
 
     logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
     configure("gateway")
-    authenticate = auth.interceptor_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
+    keys = auth.keys_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))
     credentials = auth.server_credentials(config.get_str("LIKENESS_TLS_CERT_FILE"),
                                           config.get_str("LIKENESS_TLS_KEY_FILE"))
     servicer, stop = build()
     start_metrics_server(metrics_port(9101))
     try:
-        asyncio.run(serve(servicer, keys=authenticate.keys if authenticate else None, port=grpc_port(50051),
+        asyncio.run(serve(servicer, keys=keys, port=grpc_port(50051),
                           host=bind_host(),
                           credentials=credentials, health_port=config.get_int("LIKENESS_HEALTH_PORT")))
     finally:

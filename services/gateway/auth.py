@@ -19,7 +19,6 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator
 
 import grpc
 from prometheus_client import Counter
@@ -29,7 +28,6 @@ from services.common import config
 log = logging.getLogger(__name__)
 
 AUTH_FAILURES = Counter("likeness_auth_failures_total", "Gateway calls refused as UNAUTHENTICATED.", ["reason"])
-EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
 PRINCIPAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_KEY_CHARS = 16
 
@@ -110,86 +108,35 @@ class ApiKeys:
         return None
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
-    """Refuses calls without a known key; runs the handler with the caller's principal set."""
-
-    def __init__(self, keys: ApiKeys) -> None:
-        self.keys = keys
-
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                          details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        if handler is None or details.method.lstrip("/").startswith(EXEMPT_SERVICES):
-            return handler
-        metadata = dict(details.invocation_metadata or ())
-        scheme, _, key = str(metadata.get("authorization", "")).partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            return _refusal(handler, "missing", "send the API key as 'authorization: Bearer <key>' metadata")
-        principal = self.keys.principal(key.strip())
-        if principal is None:
-            return _refusal(handler, "unknown_key", "unknown API key")
-        return _with_principal(handler, principal)
+class Unauthenticated(Exception):
+    """A call without a known key (-> UNAUTHENTICATED)."""
 
 
-def _refusal(handler: grpc.RpcMethodHandler, reason: str, message: str) -> grpc.RpcMethodHandler:
-    AUTH_FAILURES.labels(reason).inc()
-
-    def refuse(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # (a generator, as grpc expects of a streaming handler)
-
-    return _wrap(handler, lambda fn: refuse, lambda fn: refuse_stream)
-
-
-def _with_principal(handler: grpc.RpcMethodHandler, principal: str) -> grpc.RpcMethodHandler:
-    def unary(fn: Callable) -> Callable:
-        def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            token = _principal.set(principal)
-            try:
-                return fn(request, context)
-            finally:
-                _principal.reset(token)
-        return handle
-
-    def stream(fn: Callable) -> Callable:
-        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            # A generator resumes in whatever context grpc steps it from: set the principal per step.
-            responses = fn(request, context)
-            while True:
-                token = _principal.set(principal)
-                try:
-                    response = next(responses)
-                except StopIteration:
-                    return
-                finally:
-                    _principal.reset(token)
-                yield response
-        return handle
-
-    return _wrap(handler, unary, stream)
+def authenticate(keys: ApiKeys | None, metadata) -> str:
+    """The caller's principal from its `authorization: Bearer <key>` metadata ("" with keys off);
+    Unauthenticated (counted by reason) without a known key. Health checks and reflection are served
+    without asking (services/gateway/aio.py asks for the API's methods only)."""
+    if keys is None:
+        return ""
+    scheme, _, key = str(dict(metadata or ()).get("authorization", "")).partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        AUTH_FAILURES.labels("missing").inc()
+        raise Unauthenticated("send the API key as 'authorization: Bearer <key>' metadata")
+    principal = keys.principal(key.strip())
+    if principal is None:
+        AUTH_FAILURES.labels("unknown_key").inc()
+        raise Unauthenticated("unknown API key")
+    return principal
 
 
-def _wrap(handler: grpc.RpcMethodHandler, unary: Callable, stream: Callable) -> grpc.RpcMethodHandler:
-    if handler.unary_unary:
-        return handler._replace(unary_unary=unary(handler.unary_unary))
-    if handler.stream_unary:
-        return handler._replace(stream_unary=unary(handler.stream_unary))
-    if handler.unary_stream:
-        return handler._replace(unary_stream=stream(handler.unary_stream))
-    return handler._replace(stream_stream=stream(handler.stream_stream))
-
-
-def interceptor_from_env(path: str) -> AuthInterceptor | None:
-    """The interceptor for LIKENESS_API_KEYS_FILE (None when unset: every caller is anonymous)."""
+def keys_from_env(path: str) -> ApiKeys | None:
+    """The keys of LIKENESS_API_KEYS_FILE (None when unset: every caller is anonymous)."""
     if not path:
         log.warning("LIKENESS_API_KEYS_FILE is not set: the gateway accepts calls without an API key")
         return None
     if not os.path.isfile(path):
         raise AuthConfigError(f"LIKENESS_API_KEYS_FILE={path}: no such file")
-    return AuthInterceptor(ApiKeys(path))
+    return ApiKeys(path)
 
 
 def server_credentials(cert_file: str, key_file: str) -> grpc.ServerCredentials | None:
