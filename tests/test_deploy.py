@@ -489,6 +489,39 @@ def test_prod_gpu_runs_no_postgres(docs: dict[str, list[dict[str, Any]]]) -> Non
     assert "likeness-database" not in _objects(objects, "Secret")
 
 
+INTERNAL_TOKEN = {"secretKeyRef": {"name": "likeness-internal", "key": "token"}}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_backends_answer_only_the_gateway_s_internal_token(docs: dict[str, list[dict[str, Any]]],
+                                                               overlay: str) -> None:
+    """prod-gpu: the gateway (which sends it) and tts, expression and render (which demand it) read
+    LIKENESS_INTERNAL_TOKEN from one Secret key, so reaching a backend's port is not enough to use it. The
+    Secret is created beforehand, never rendered (an apply would overwrite it). dev-cpu leaves it unset."""
+    objects = docs[overlay]
+    assert "LIKENESS_INTERNAL_TOKEN" not in _objects(objects, "ConfigMap")["likeness-config"]["data"]
+    assert "likeness-internal" not in _objects(objects, "Secret")
+    readers: dict[str, dict[str, Any]] = {}
+    for name, workload in _workloads(objects).items():
+        for container in _pod_spec(workload)["containers"]:
+            if any(e["name"] == "LIKENESS_INTERNAL_TOKEN" for e in container.get("env", [])):
+                readers[f"{name}/{container['name']}"] = _env_var(container, "LIKENESS_INTERNAL_TOKEN")
+            refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", [])
+                    if "secretKeyRef" in e.get("valueFrom", {})}
+            refs |= {s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
+            if "likeness-internal" in refs:
+                assert name in SERVICES, f"{name} reads likeness-internal"
+    if overlay == "dev-cpu":
+        assert not readers, readers
+        return
+    assert set(readers) == {f"{n}/{n}" for n in SERVICES}, readers
+    for where, variable in readers.items():
+        assert "value" not in variable, f"{where}: the token is a secret, never a literal in the manifest"
+        # Not optional: without the Secret the backends would run unguarded (and the gateway without it fail).
+        assert variable["valueFrom"] == INTERNAL_TOKEN, (where, variable)
+    assert len({json.dumps(v, sort_keys=True) for v in readers.values()}) == 1, "one token, one Secret key"
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_gateway_runs_replicated_under_a_disruption_budget(docs: dict[str, list[dict[str, Any]]],
                                                                overlay: str) -> None:

@@ -404,3 +404,26 @@ def test_the_default_per_principal_limit_is_a_fair_share(monkeypatch):
     assert per_principal_limit() == 1
     monkeypatch.setenv("LIKENESS_MAX_JOBS_PER_PRINCIPAL", "0")
     assert per_principal_limit() == 0  # asked for: no limit
+
+
+def test_a_run_whose_end_was_lost_in_an_outage_is_run_again(pg_server, managers):
+    """The database away longer than the lease when a job ends: its end is not written (the worker gives
+    up after the lease) and its row still names this replica. The replica must not go on renewing a lease
+    for a job nothing runs (it would stay RUNNING for ever): the lease lapses, the job is claimed again
+    and ends (attempt 2; its stages would be skipped as stored)."""
+    release, runs = threading.Event(), []
+
+    def run(job, ctx):
+        runs.append(job.attempts)
+        if job.attempts == 1:
+            release.wait(10)
+
+    manager = managers(run, lease_s=1.0)
+    job, _ = manager.submit({})
+    assert wait_for(lambda: runs == [1])
+    pg_server.kill()
+    release.set()
+    time.sleep(7.0)  # one write waits out the pool (5 s), then the worker gives up (lease: 1 s)
+    pg_server.start()
+    assert wait_for(lambda: _state(manager, job.job_id) is JobState.SUCCEEDED, timeout=15)
+    assert runs == [1, 2] and manager.get(job.job_id).attempts == 2

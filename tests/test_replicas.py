@@ -20,13 +20,15 @@ from services.stack import LocalStack
 from tests.test_webhooks import LOOPBACK_ALLOWED, Receiver
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
+INTERNAL_TOKEN = "internal-" + "7" * 24
 TERMINAL = {gw.JOB_STATE_SUCCEEDED, gw.JOB_STATE_FAILED, gw.JOB_STATE_CANCELLED}
 
 
 @pytest.fixture(scope="module")
 def stack():
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "1", "LIKENESS_MAX_QUEUED_JOBS": "64", "LIKENESS_JOB_LEASE_S": "3",
-           "LIKENESS_WEBHOOK_BACKOFF_S": "0.2", "LIKENESS_SHUTDOWN_DRAIN_S": "0.2", **LOOPBACK_ALLOWED}
+           "LIKENESS_WEBHOOK_BACKOFF_S": "0.2", "LIKENESS_SHUTDOWN_DRAIN_S": "0.2", **LOOPBACK_ALLOWED,
+           "LIKENESS_INTERNAL_TOKEN": INTERNAL_TOKEN}  # (every job below passes the backends' check)
     with LocalStack(env=env, gateways=3) as running:
         yield running
 
@@ -156,3 +158,23 @@ def test_each_webhook_is_delivered_once_through_a_rolling_restart(stack, clients
         assert all(clients[0].get(j).webhook.state == gw.WEBHOOK_STATE_DELIVERED for j in ids)
     finally:
         receiver.close()
+
+
+def test_backends_answer_only_calls_that_carry_the_internal_token(stack):
+    """Reaching a backend's port is not enough: without LIKENESS_INTERNAL_TOKEN (which the gateways send,
+    so every job above ran) tts answers UNAUTHENTICATED; health checks need no token."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.common.grpc_server import INTERNAL_TOKEN_HEADER
+    from services.common.proto_gen.likeness.v1 import tts_pb2, tts_pb2_grpc
+
+    request = tts_pb2.SynthesizeRequest(text="Hello.", seed=1)
+    with grpc.insecure_channel(stack.services["tts"].address) as channel:
+        tts = tts_pb2_grpc.TtsServiceStub(channel)
+        for metadata in ((), ((INTERNAL_TOKEN_HEADER, "guess"),)):
+            with pytest.raises(grpc.RpcError) as caught:
+                tts.Synthesize(request, metadata=metadata, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert tts.Synthesize(request, metadata=((INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN),), timeout=60).audio.data
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING

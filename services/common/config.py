@@ -116,6 +116,8 @@ _ALL = [
        "gateway"),
     _s("LIKENESS_TLS_CERT_FILE", "str", "", "PEM certificate chain: the gateway serves TLS", "gateway", "unset"),
     _s("LIKENESS_TLS_KEY_FILE", "str", "", "PEM private key of that certificate", "gateway", "unset"),
+    _s("LIKENESS_INTERNAL_TOKEN", "str", "", "shared secret the gateway sends on its calls to tts, "
+       "expression and render, which then refuse calls without it (UNAUTHENTICATED)", "every service", "unset"),
     _s("LIKENESS_BIND_HOST", "str", "127.0.0.1", "address every service's gRPC, health and metrics ports "
        "listen on (Kubernetes: 0.0.0.0, set in the manifests)", "every service"),
     _s("LIKENESS_HEALTH_PORT", "int", 0, "plaintext port serving gRPC health checks alone, on threads of "

@@ -7,7 +7,8 @@ from typing import Callable, TypeVar
 
 import grpc
 
-from services.common.grpc_server import channel_options
+from services.common import config
+from services.common.grpc_server import INTERNAL_TOKEN_HEADER, channel_options
 from services.common.tracing import traced_channel
 
 T = TypeVar("T")
@@ -21,9 +22,25 @@ ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"roun
 
 
 def open_channel(address: str) -> grpc.Channel:
-    """An insecure channel (in-cluster traffic; NetworkPolicies fence it) that carries trace context
-    and balances calls over all of the target's addresses."""
-    return traced_channel(grpc.insecure_channel(address, options=[*channel_options(), ROUND_ROBIN]))
+    """An insecure channel (in-cluster traffic; NetworkPolicies fence it) that carries trace context,
+    the internal token when LIKENESS_INTERNAL_TOKEN is set, and balances calls over all of the target's
+    addresses."""
+    channel = traced_channel(grpc.insecure_channel(address, options=[*channel_options(), ROUND_ROBIN]))
+    token = config.get_str("LIKENESS_INTERNAL_TOKEN")
+    return grpc.intercept_channel(channel, _WithMetadata(((INTERNAL_TOKEN_HEADER, token),))) if token else channel
+
+
+class _WithMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds fixed metadata to every call."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def _call(self, continuation, details, request):
+        return continuation(details._replace(metadata=[*(details.metadata or ()), *self.metadata]), request)
+
+    intercept_unary_unary = intercept_unary_stream = intercept_stream_unary = intercept_stream_stream = _call
 
 
 class Deadline:

@@ -13,6 +13,7 @@ they run outside the metrics interceptor.
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import signal
 import threading
@@ -91,6 +92,35 @@ def _abandoned_code(context: grpc.ServicerContext) -> str:
     return grpc.StatusCode.CANCELLED.name
 
 
+INTERNAL_TOKEN_HEADER = "x-likeness-internal-token"
+UNGUARDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # (probes and tools need no token)
+
+
+class InternalTokenInterceptor(grpc.ServerInterceptor):
+    """With LIKENESS_INTERNAL_TOKEN set, a backend service (tts, expression, render) answers only calls
+    that carry it (the gateway's channels add it): reaching the port is not enough to use it."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    def intercept_service(self, continuation, details):
+        sent = dict(details.invocation_metadata or ()).get(INTERNAL_TOKEN_HEADER, "")
+        if details.method.startswith(UNGUARDED) or hmac.compare_digest(str(sent).encode(), self._token):
+            return continuation(details)
+        handler = continuation(details)
+        if handler is None:
+            return None
+
+        def refuse(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "internal service: calls need the internal token")
+
+        kind = ("unary_unary" if handler.unary_unary else "stream_unary" if handler.stream_unary
+                else "unary_stream" if handler.unary_stream else "stream_stream")
+        make = getattr(grpc, f"{kind}_rpc_method_handler")
+        return make(refuse, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
 def record_call(service: str, method: str, code: str, started: float) -> None:
     """Counts and times one finished call (`started`: its time.perf_counter()); ERROR on its span."""
     REQUESTS.labels(service, method, code).inc()
@@ -166,9 +196,11 @@ def serve(servicers: Sequence[tuple[AddServicerFn, Any]], *, port: int, service_
     if health_port is None:
         health_port = config.get_int("LIKENESS_HEALTH_PORT")
     host = bind_host() if host is None else host
+    token = config.get_str("LIKENESS_INTERNAL_TOKEN")
+    guard = [InternalTokenInterceptor(token)] if token else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[*interceptors, MetricsInterceptor()],
+        interceptors=[*guard, *interceptors, MetricsInterceptor()],
         options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
                  # Recycle connections so clients re-resolve and spread over new replicas (HPA
                  # scale-out behind a ClusterIP Service balances per connection, not per call).

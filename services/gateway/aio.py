@@ -308,7 +308,11 @@ class _BlockingRequests:
 
         if not self._ctx.active:
             raise StopIteration
-        item = asyncio.run_coroutine_threadsafe(read(), self._loop).result()
+        try:
+            item = asyncio.run_coroutine_threadsafe(read(), self._loop).result()
+        except BaseException:
+            self._ctx.active = False  # the caller's stream broke off: it went away (not a failure of ours)
+            raise
         if item is _DONE:
             raise StopIteration
         return item

@@ -476,20 +476,22 @@ class JobManager:
         (taken over after a long stall, or deleted) is stopped here. Also ends jobs whose cancel was
         asked while their holder was dying."""
         while not self._closed.wait(self.lease_s / 3):
+            with self._lock:
+                running = dict(self._running)
             try:
                 with self.db.connect() as conn:
+                    # Only the jobs a worker here runs: a row that still names this replica but whose run
+                    # ended here unwritten (the database was away) lapses and is claimed again.
                     held = {row["job_id"]: row["cancel_requested"] for row in conn.execute(
                         "UPDATE jobs SET lease_until = now() + make_interval(secs => %s) "
-                        "WHERE holder = %s AND state = 'RUNNING' RETURNING job_id, cancel_requested",
-                        (self.lease_s, self.instance_id))}
+                        "WHERE holder = %s AND state = 'RUNNING' AND job_id = ANY(%s) "
+                        "RETURNING job_id, cancel_requested", (self.lease_s, self.instance_id, list(running)))}
                     conn.execute("UPDATE jobs SET state = 'CANCELLED', message = 'cancelled', holder = '', "
                                  "lease_until = NULL, updated_at = clock_timestamp() "
                                  "WHERE state = 'RUNNING' AND cancel_requested AND lease_until < now()")
             except Exception:  # noqa: BLE001 - the database restarting: the next pass renews them
                 log.warning("job leases not renewed; trying again in %.1f s", self.lease_s / 3)
                 continue
-            with self._lock:
-                running = dict(self._running)
             for job_id, ctx in running.items():
                 if job_id not in held:
                     if not self._closed.is_set() and ctx.job.holder == self.instance_id:

@@ -84,7 +84,7 @@ def check_language(language: str) -> str:
     supported = supported_languages()
     if code not in supported:
         shown = language[:24] + ("..." if len(language) > 24 else "")  # (never echo unbounded input)
-        listed = ", ".join(supported[:24])
+        listed = ", ".join(["en-us", *(c for c in supported if c != "en-us")][:24])  # (the default first)
         raise InputError("language", f"unknown language {shown!r}; supported: {listed}, ... ({len(supported)} "
                                      "in all: the language codes of `espeak-ng --voices`)")
     return code
