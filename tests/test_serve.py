@@ -52,7 +52,7 @@ def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
     workdir = tmp_path / "stack"
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--workdir", str(workdir),
                              "--gateways", "2"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=(tmp_path / "serve.err").open("w"), text=True)
     try:
         printed = []
         deadline = time.monotonic() + 240
@@ -81,19 +81,23 @@ def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
 
         # Supervision: a crashed service or Triton is started again on the same port, Triton's backend
         # stubs do not outlive it, and the platform answers as before.
-        tts, triton = (only_process(proc.pid, marker) for marker in ("services.tts.server", "tritonserver"))
-        os.kill(tts, signal.SIGKILL)
+        markers = ("services.tts.server", "tritonserver", "weed")
+        killed = {marker: only_process(proc.pid, marker) for marker in markers}
+        os.kill(killed["services.tts.server"], signal.SIGKILL)
+        os.kill(killed["weed"], signal.SIGKILL)  # the S3 server
+        triton = killed["tritonserver"]
         os.killpg(triton, signal.SIGKILL)  # (the server and its stubs, as an OOM kill of the pod would)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            pids = {marker: [p for p in descendants(proc.pid) if marker in cmdline(p)]
-                    for marker in ("services.tts.server", "tritonserver")}
-            if all(pids.values()) and tts not in pids["services.tts.server"] and triton not in pids["tritonserver"]:
+            pids = {marker: [p for p in descendants(proc.pid) if marker in cmdline(p)] for marker in markers}
+            if all(pids[m] and killed[m] not in pids[m] for m in markers):
                 break
             time.sleep(0.5)
         else:
-            raise AssertionError("not restarted")
+            raise AssertionError(f"not restarted: {pids}")
         assert live_group_members(triton) == []
+        said = (tmp_path / "serve.err").read_text()
+        assert all(f"{name}" in said for name in ("s3 exited", "triton exited", "tts:")), said[-2000:]
         with LikenessClient(gateway, timeout_s=60) as client:
             deadline = time.monotonic() + 60
             while True:  # (the restarted Triton loads its models; tts answers once it is healthy)
