@@ -131,7 +131,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject=exc.subject)
         except RequestMismatch as exc:
             _already_exists(context, exc)
-        self._gauges()
         return gw.SubmitVideoResponse(job_id=job.job_id, existing=existing)
 
     def StreamVideo(self, stream_request: gw.StreamVideoRequest, context):
@@ -229,7 +228,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             grpc_errors.resource_exhausted(context, str(exc), retry_after_s=5.0, subject=exc.subject)
         except RequestMismatch as exc:
             _already_exists(context, exc)
-        self._gauges()
         return gw.RetryJobResponse(job=self._job_pb(job), existing=existing)
 
     def _carry_over(self, old: Job, new: Job) -> None:
