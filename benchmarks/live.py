@@ -103,7 +103,7 @@ def render_times(times: list[float]):
 
 
 def embedded_row(speech) -> dict:
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     pipeline = EmbeddedPipeline()
     request = VideoRequest(photo=PHOTO.read_bytes(), script="", seed=1)
@@ -209,7 +209,7 @@ def text_stats(runs: list[list[float]]) -> dict:
 
 
 def embedded_text_row() -> dict:
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     pipeline = EmbeddedPipeline()
     request = VideoRequest(photo=PHOTO.read_bytes(), script="", seed=1)

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/pipeline.json"))
     args = parser.parse_args()
 
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     t0 = time.perf_counter()
     pipeline = EmbeddedPipeline()

@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from services.client import LikenessClient
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
     from services.stack import LocalStack
 
     tmp = Path(tempfile.mkdtemp(prefix="likeness-bench-"))

@@ -101,8 +101,8 @@ def _read_inputs(args: argparse.Namespace) -> tuple[str | None, bytes | None, by
 
 def _check_captions(args: argparse.Namespace, script: str | None, driving_audio: bytes | None) -> None:
     from services.common.captions import FORMATS
-    from services.gateway.pipeline import check_output_path
-    from services.gateway.speech_rules import WORDS, check_speech
+    from services.pipeline import check_output_path
+    from services.pipeline.speech_rules import WORDS, check_speech
 
     if args.captions:
         check_output_path(args.captions, suffixes=tuple(FORMATS), field="captions")
@@ -114,7 +114,7 @@ def _check_captions(args: argparse.Namespace, script: str | None, driving_audio:
 
 def _check_poster(args: argparse.Namespace, alpha: bool) -> None:
     """--poster: a .jpg/.png whose folder exists (a transparent video's poster keeps its alpha: .png)."""
-    from services.gateway.pipeline import check_output_path
+    from services.pipeline import check_output_path
     from services.render.poster import POSTER_SUFFIXES
 
     if args.poster:
@@ -149,7 +149,7 @@ def _timed(values: Sequence[str], kind: str) -> tuple[tuple[float, str, float], 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from services.common import captions
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
+    from services.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
     from services.render.formats import check_output
     from services.render.poster import write_poster
 
@@ -641,7 +641,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     """Live: audio as it is spoken (or text as it is written) in, the talking video out meanwhile."""
     import numpy as np
 
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import LIVE_AUDIO, LIVE_TEXT, EmbeddedPipeline, VideoRequest
     from services.render.formats import check_output, output_kind
 
     if args.out != "-":
@@ -660,7 +660,7 @@ def cmd_live(args: argparse.Namespace) -> int:
                                                                 "in the text ([nod], [happy])")
     if args.captions:
         from services.common.captions import FORMATS
-        from services.gateway.pipeline import check_output_path
+        from services.pipeline import check_output_path
 
         check_output_path(args.captions, suffixes=tuple(FORMATS), field="captions")
     voice_sample = _read_audio(args.voice, "voice")
@@ -671,10 +671,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     if not Path(args.photo).is_file():
         raise InputError("photo", f"no such file: {args.photo}")
     if from_text:
-        request.validate_voice()
+        request.validate(LIVE_TEXT)
         text = _live_text(args)
     else:
-        request.validate_video()
+        request.validate(LIVE_AUDIO)
         rate, pieces = _live_audio(args)
         if motions or emotions:  # time-coded: they go ahead of the audio, each applied at its time
             from services.common.live_pacing import LivePiece

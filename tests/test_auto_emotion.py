@@ -55,12 +55,12 @@ def test_sentences_are_tagged_where_the_emotion_changes_and_the_writers_tags_win
 
 
 def test_auto_emotion_drives_the_face_in_process() -> None:
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     pipeline = EmbeddedPipeline()
     request = VideoRequest(photo=b"x", script="We won the cup, what a wonderful day! Sadly, our captain was badly "
                                               "hurt and everyone is heartbroken.", emotion="auto", seed=3)
-    request.validate_video()
+    request.validate()
     speech, _ = pipeline.speech(request)
     track = pipeline.expression(speech, request)
     sadly = next(w for w in speech.words if w.text.startswith("Sadly")).start

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import grpc
 import psycopg
+from psycopg.types.json import Jsonb
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.client import LikenessClient
 from services.common import grpc_errors
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
+from services.pipeline import Stored, VideoRequest
 from services.stack import LocalStack
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
@@ -118,9 +120,9 @@ def test_start_up_does_not_grow_with_the_job_history(stack):
     with psycopg.connect(stack.pg.dsn()) as conn:
         conn.execute(
             "INSERT INTO jobs (job_id, owner, state, request, created_at, updated_at) "
-            "SELECT md5(i::text || %s), 'history', 'SUCCEEDED', '{}'::jsonb, "
+            "SELECT md5(i::text || %s), 'history', 'SUCCEEDED', %s, "
             "now() - make_interval(secs => i), now() - make_interval(secs => i) FROM generate_series(1, 10000) i",
-            (uuid.uuid4().hex,))
+            (uuid.uuid4().hex, Jsonb(VideoRequest(photo=Stored("assets/" + "a" * 64), script="Old.").to_record())))
     loaded = startup_time(stack)
     assert loaded < base + 1.0, (base, loaded)
     with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:

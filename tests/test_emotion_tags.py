@@ -35,7 +35,7 @@ def test_tags_are_timed_by_the_words_after_them():
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from services.gateway.pipeline import EmbeddedPipeline
+    from services.pipeline import EmbeddedPipeline
 
     return EmbeddedPipeline()
 
@@ -46,7 +46,7 @@ def _mean(track, names, start_s, end_s):
 
 
 def test_the_face_follows_the_tags(pipeline):
-    from services.gateway.pipeline import VideoRequest
+    from services.pipeline import VideoRequest
 
     request = VideoRequest(photo=b"unused", script=SCRIPT)
     speech, _ = pipeline.speech(request)
@@ -74,7 +74,7 @@ def test_a_mistyped_tag_is_read_out_with_a_warning_and_other_brackets_pass():
 
 
 def test_the_embedded_pipeline_reports_a_mistyped_tag():
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     speech, warnings = EmbeddedPipeline().speech(VideoRequest(photo=b"x", script="Hello [wnik left] there."))
     assert [w.text for w in speech.words][:1] == ["Hello"]

@@ -152,8 +152,8 @@ def test_a_motion_sent_during_a_live_stream_shapes_the_frames_after_it() -> None
 
 def test_a_motion_after_the_last_words_gets_the_silence_it_needs() -> None:
     from services.expression.motions import SECONDS
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
-    from services.gateway.speech_rules import check_speech
+    from services.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline.speech_rules import check_speech
 
     checked = check_speech("Thanks for watching! [wink left]", recording=False, cloned=False)
     assert checked.text == "Thanks for watching! [pause 0.50]" and not checked.violations
@@ -189,7 +189,7 @@ def test_auto_motions_nod_on_yes_shake_on_no_and_tilt_on_questions() -> None:
 
 
 def test_auto_motions_move_the_head_in_process_and_need_words() -> None:
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     pipeline = EmbeddedPipeline()
     script = "The report is ready for you today. Yes, it is finished. No, it is not late."
@@ -212,19 +212,19 @@ def test_auto_motions_move_the_head_in_process_and_need_words() -> None:
 
 
 def test_time_coded_motions_and_emotions_go_with_a_request() -> None:
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     pipeline = EmbeddedPipeline()
     request = VideoRequest(photo=b"x", script="We will see what happens next week.", seed=1,
                            motions=((0.5, "tilt_right", 1.0),), emotions=((0.0, "happy", 1.0),))
-    request._validate_timed()
+    request.validate()
     speech, _ = pipeline.speech(request)
     track, plain = pipeline.expression(speech, request), pipeline.expression(
         speech, VideoRequest(photo=b"x", script=request.script, seed=1))
     roll = np.degrees(track.head_pose[:, 2] - plain.head_pose[:, 2])
     assert roll[int(1.2 * FPS)] < -7.5 and np.abs(roll[:int(0.5 * FPS)]).max() < 1e-3
     assert track.weights[:, INDEX["mouthSmileLeft"]].mean() > plain.weights[:, INDEX["mouthSmileLeft"]].mean() + 0.1
-    for bad, field in ((dict(motions=((1.0, "moonwalk", 1.0),)), "motions[0]"),
+    for bad, field in ((dict(motions=((1.0, "moonwalk", 1.0),)), "motions[0].motion"),  # (as the API names it)
                        (dict(motions=((-1.0, "nod", 1.0),)), "motions[0].time_code"),
                        (dict(emotions=((1.0, "happy", 2.0),)), "emotions[0].strength")):
         with pytest.raises(InputError) as info:

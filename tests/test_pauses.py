@@ -23,14 +23,14 @@ def test_pause_tags_split_the_script():
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from services.gateway.pipeline import EmbeddedPipeline
+    from services.pipeline import EmbeddedPipeline
 
     return EmbeddedPipeline()
 
 
 @pytest.mark.parametrize("voice", ["joe", "kokoro-female"])
 def test_a_pause_is_silence_in_an_exact_timeline(pipeline, voice):
-    from services.gateway.pipeline import VideoRequest
+    from services.pipeline import VideoRequest
 
     plain, _ = pipeline.speech(VideoRequest(photo=b"x", script="The answer is simple. It is forty-two.", voice=voice))
     paused, _ = pipeline.speech(VideoRequest(photo=b"x", script="[happy] The answer is simple. [pause 1.5] "
@@ -62,7 +62,7 @@ def test_a_pause_is_silence_in_an_exact_timeline(pipeline, voice):
 
 
 def test_only_tags_or_a_bad_pause_is_refused_before_work():
-    from services.gateway.pipeline import VideoRequest
+    from services.pipeline import VideoRequest
 
     for script, match in (("[pause 2]", "nothing to say"), ("Hello [pause 99] there.", "pause tag")):
         with pytest.raises(InputError, match=match) as info:

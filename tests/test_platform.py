@@ -760,9 +760,10 @@ def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id
     from services.gateway.db import Database
     from services.gateway.jobs import JobManager
     from services.gateway.runner import Downstream, JobRunner, job_keys
+    from services.pipeline import VideoRequest
 
     db = Database(stack.pg.dsn(), max_size=1)
-    reader = JobManager(lambda job, ctx: None, db, max_concurrent=0)
+    reader = JobManager(lambda job, ctx: None, db, max_concurrent=0, request_type=VideoRequest)
     record = reader.get(job.job_id)  # the row the gateway wrote
     reader.close()
     db.close()

@@ -383,11 +383,11 @@ def test_a_point_picks_the_face_in_a_photo_of_several_people():
     with pytest.raises(InputError) as info:
         frame_from_pb(both)
     assert info.value.field == "video.face_at" and "not both" in info.value.message
-    from services.gateway.pipeline import VideoRequest
+    from services.pipeline import VideoRequest
 
     with pytest.raises(InputError) as info:
         VideoRequest(photo=b"", script="Hi.", face_at=(250.0, 200.0),
-                     keypoints=((200, 180), (300, 180), (250, 230), (215, 270), (285, 270))).validate_video()
+                     keypoints=((200, 180), (300, 180), (250, 230), (215, 270), (285, 270))).validate()
     assert info.value.field == "face_at" and "not both" in info.value.message
 
 

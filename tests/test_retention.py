@@ -12,6 +12,7 @@ from services.client import LikenessClient
 from services.gateway import assets
 from services.gateway.jobs import JobManager, JobState
 from services.gateway.retention import Eraser
+from services.pipeline import Stored, VideoRequest
 from services.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,13 +22,18 @@ A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 @pytest.fixture
 def eraser(storage, database):
-    manager = JobManager(lambda job, ctx: None, database, max_concurrent=0)  # jobs stay queued until cancelled
+    # (jobs stay queued until cancelled)
+    manager = JobManager(lambda job, ctx: None, database, max_concurrent=0, request_type=VideoRequest)
     yield Eraser(storage, manager, streaming=lambda: [])
     manager.close()
 
 
+def photo_request(asset_id: str, **fields) -> VideoRequest:
+    return VideoRequest(photo=Stored(f"assets/{asset_id}"), script="Hello.", **fields)
+
+
 def finished_job(eraser: Eraser, photo: str, **request) -> str:
-    job, _ = eraser.manager.submit({"photo_key": f"assets/{photo}", **request})
+    job, _ = eraser.manager.submit(photo_request(photo, **request))
     eraser.manager.cancel(job.job_id)
     eraser.storage.put_bytes(f"jobs/{job.job_id}/video.mp4", b"video")
     return job.job_id
@@ -39,7 +45,7 @@ def test_old_jobs_and_uploads_go_with_what_they_made(eraser, storage):
     storage.put_bytes(f"rigs/{A}-512.npz", b"rig")
     storage.put_bytes(f"voices/{A}.v3.npz", b"profile")
     old_job = finished_job(eraser, A)
-    running, _ = eraser.manager.submit({"photo_key": f"assets/{B}"})  # still queued: B is in use
+    running, _ = eraser.manager.submit(photo_request(B))  # still queued: B is in use
 
     assert eraser.sweep(max_age_s=HOUR) == []  # nothing is an hour old yet
     deleted = set(eraser.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR))
@@ -100,14 +106,15 @@ def test_a_replica_sweeps_the_jobs_another_replica_ran(storage, database):
     """Gateway replicas share the store: an old job finished by a replica that has since gone (or is
     alive and still holds it in memory) is swept by any other, and an upload a job on another replica
     still reads is kept."""
-    run_by = JobManager(lambda job, ctx: None, database, max_concurrent=0)
-    sweeper = Eraser(storage, JobManager(lambda job, ctx: None, database, max_concurrent=0), streaming=lambda: [])
+    run_by = JobManager(lambda job, ctx: None, database, max_concurrent=0, request_type=VideoRequest)
+    sweeper = Eraser(storage, JobManager(lambda job, ctx: None, database, max_concurrent=0, request_type=VideoRequest),
+                     streaming=lambda: [])
     for asset_id in (A, B):
         storage.put_bytes(f"assets/{asset_id}", b"photo")
-    done, _ = run_by.submit({"photo_key": f"assets/{A}"})
+    done, _ = run_by.submit(photo_request(A))
     run_by.cancel(done.job_id)
     storage.put_bytes(f"jobs/{done.job_id}/video.mp4", b"video")
-    running, _ = run_by.submit({"photo_key": f"assets/{B}"})  # queued on the other replica: B is in use
+    running, _ = run_by.submit(photo_request(B))  # queued on the other replica: B is in use
     deleted = set(sweeper.sweep(max_age_s=HOUR, now=time.time() + 2 * HOUR))
     assert {f"jobs/{done.job_id}/video.mp4", f"assets/{A}"} == deleted
     assert storage.exists(f"assets/{B}") and [j.job_id for j in run_by.list()[0]] == [running.job_id]

@@ -38,11 +38,11 @@ def test_bad_ssml_is_an_input_error_on_the_field(script, words) -> None:
 
 def test_an_ssml_script_is_spoken_with_its_breaks_and_captioned_without_markup() -> None:
     from services.common.captions import build_cues
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     request = VideoRequest(photo=b"x", script='<speak><s>The answer is simple</s> <break time="1200ms"/> '
                                               '<s>It is <emphasis>forty-two</emphasis></s></speak>')
-    request.validate_video()
+    request.validate()
     speech, _ = EmbeddedPipeline().speech(request)
     words = [w.text for w in speech.words]
     assert words == ["The", "answer", "is", "simple", "It", "is", "forty-two"], words

@@ -69,7 +69,7 @@ def test_voice_names_and_clashes_are_clear_errors(bank):
     with pytest.raises(InputError, match="built-in voices: joe, kokoro-female, kokoro-male") as info:
         check_voice("alice")
     assert info.value.field == "voice"
-    from services.gateway.pipeline import VideoRequest
+    from services.pipeline import VideoRequest
 
     with pytest.raises(InputError, match="brings its own voice"):
         VideoRequest(photo=b"x", script="Hi.", voice="kokoro-male", voice_sample=b"sample").validate()
@@ -105,7 +105,7 @@ def test_cli_lists_voices_and_speaks_in_one(tmp_path):
 
 
 def test_speaking_rate_reaches_every_voice_and_is_checked(bank):
-    from services.gateway.pipeline import EmbeddedPipeline, VideoRequest
+    from services.pipeline import EmbeddedPipeline, VideoRequest
 
     pipeline = EmbeddedPipeline(bank.client)
     for name in VOICES:

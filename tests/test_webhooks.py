@@ -14,6 +14,7 @@ from services.common import config
 from services.common.errors import InputError
 from services.gateway import webhooks
 from services.gateway.jobs import Job, JobManager
+from services.pipeline import Stored, VideoRequest
 
 SECRET = "test-secret"
 LOOPBACK_ALLOWED = {"LIKENESS_WEBHOOK_ALLOW_HTTP": "1", "LIKENESS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"}
@@ -76,6 +77,11 @@ def body_of(job: Job) -> bytes:
     return json.dumps({"jobId": job.job_id, "state": job.state.value}).encode()
 
 
+def hooked(url: str) -> VideoRequest:
+    """A job request whose end is reported to `url`."""
+    return VideoRequest(photo=Stored("assets/" + "a" * 64), script="Hello.", webhook_url=url)
+
+
 @pytest.fixture
 def run_job(database):
     """run_job(url, fail=, attempts=, secret=) -> (manager, job id): a real JobManager whose job ends at
@@ -87,11 +93,11 @@ def run_job(database):
             if fail:
                 raise RuntimeError("the render service fell over")
 
-        manager = JobManager(work, database)
+        manager = JobManager(work, database, request_type=VideoRequest)
         made.append(manager)
         made.append(webhooks.WebhookSender(manager, body_of, secret=secret, attempts=attempts, backoff_s=0.05,
                                            timeout_s=5))
-        job, _ = manager.submit({"webhook_url": url})
+        job, _ = manager.submit(hooked(url))
         return manager, job.job_id
 
     yield run
@@ -188,9 +194,9 @@ def test_a_pending_webhook_is_sent_once_a_gateway_runs_again(receiver_factory, d
     """The outbox row is written with the job's end: with no gateway running (all replicas down) it waits,
     and the next gateway that starts sends it, once; a delivered one is not sent again."""
     receiver = receiver_factory()
-    manager = JobManager(lambda job, ctx: None, database)
-    job, _ = manager.submit({"webhook_url": receiver.url})
-    done, _ = manager.submit({"webhook_url": receiver.url})
+    manager = JobManager(lambda job, ctx: None, database, request_type=VideoRequest)
+    job, _ = manager.submit(hooked(receiver.url))
+    done, _ = manager.submit(hooked(receiver.url))
     deadline = time.monotonic() + 10
     while not (manager.get(job.job_id).state.terminal and manager.get(done.job_id).state.terminal):
         assert time.monotonic() < deadline
@@ -217,8 +223,8 @@ def test_a_claimed_delivery_of_a_dead_replica_is_taken_over(receiver_factory, da
     """A replica that claimed a webhook and died before it was sent: the claim lapses and another
     replica sends it (at least once)."""
     receiver = receiver_factory()
-    manager = JobManager(lambda job, ctx: None, database)
-    job, _ = manager.submit({"webhook_url": receiver.url})
+    manager = JobManager(lambda job, ctx: None, database, request_type=VideoRequest)
+    job, _ = manager.submit(hooked(receiver.url))
     deadline = time.monotonic() + 10
     while not manager.get(job.job_id).state.terminal:
         assert time.monotonic() < deadline

@@ -8,6 +8,7 @@ from typing import Callable, TypeVar
 import grpc
 
 from services.common import config
+from services.common.deadline import Deadline
 from services.common.grpc_server import INTERNAL_TOKEN_HEADER, channel_options
 from services.common.tracing import traced_channel
 
@@ -41,23 +42,6 @@ class _WithMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
         return continuation(details._replace(metadata=[*(details.metadata or ()), *self.metadata]), request)
 
     intercept_unary_unary = intercept_unary_stream = intercept_stream_unary = intercept_stream_stream = _call
-
-
-class Deadline:
-    """A job's deadline, handed down so each downstream call gets only the time that is left."""
-
-    def __init__(self, seconds: float) -> None:
-        self.expires = time.monotonic() + seconds
-
-    def remaining(self, cap: float | None = None) -> float:
-        left = self.expires - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded("the job's deadline passed")
-        return min(left, cap) if cap else left
-
-
-class DeadlineExceeded(Exception):
-    pass
 
 
 def with_retries(call: Callable[[float], T], deadline: Deadline, *, attempts: int = 6,

@@ -1,5 +1,7 @@
 """Expression stage: speech timeline -> ARKit-52 blendshapes + head pose (procedural teacher model);
-audio alone -> the same, by the learned diffusion model (`animate_audio`, imported lazily: torch)."""
+audio alone -> the same, by the learned diffusion model (`animate_audio`, imported lazily: torch).
+`services.expression.animation.animate` is the stage's one entry point (either model, through an
+InferenceClient, directed motions laid over)."""
 from typing import Any
 
 from services.expression.procedural import EMOTIONS, EXPRESSIVENESS_GAIN, animate, frame_count

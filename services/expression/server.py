@@ -20,7 +20,7 @@ from services.common.inference import InferenceClient, client_from_env
 from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
 from services.common.speech import Speech
 from services.common.tracing import configure, grpc_server_interceptors
-from services.expression.animate import animate
+from services.expression.animation import animate
 from services.expression.diffusion.live import LiveAnimator
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from psycopg.types.json import Jsonb
 
@@ -41,7 +41,7 @@ class JobState(str, Enum):
 @dataclass
 class Job:
     job_id: str
-    request: dict  # the validated request, JSON-serialisable (asset keys, script, spec, seed, ...)
+    request: Any  # the validated request (services.pipeline.request.VideoRequest; a dict in unit tests)
     client_request_id: str = ""
     owner: str = ""  # the principal that submitted it ("" with API keys off)
     holder: str = ""  # the gateway process (JobManager.instance_id) that runs it
@@ -147,8 +147,13 @@ class JobManager:
     def __init__(self, run: JobFn, db: Database, *, notifications: Notifications | None = None,
                  max_concurrent: int = 2, max_queued: int = 16, max_active_per_owner: int = 0,
                  lease_s: float = 30.0, progress_save_interval_s: float = 2.0,
-                 on_finish: Callable[[Job, float], None] = lambda job, seconds: None) -> None:
+                 on_finish: Callable[[Job, float], None] = lambda job, seconds: None,
+                 request_type: type | None = None) -> None:
         self.instance_id = uuid.uuid4().hex
+        # What a job's request is (services.pipeline.request.VideoRequest in the gateway): stored as
+        # its to_record(), read back with from_record(); None: a plain JSON dict.
+        self._encode = (lambda request: request) if request_type is None else request_type.to_record
+        self._decode = (lambda record: record) if request_type is None else request_type.from_record
         self.db = db
         self._own_events = notifications is None
         self.events = notifications or Notifications(db.dsn)
@@ -173,7 +178,10 @@ class JobManager:
 
     # -- public API ------------------------------------------------------------------------------
 
-    def submit(self, request: dict, client_request_id: str = "", owner: str = "", retry_of: str = "",
+    def _job(self, row: dict) -> Job:
+        return _job(row, self._decode)
+
+    def submit(self, request, client_request_id: str = "", owner: str = "", retry_of: str = "",
                prepare: Callable[[Job], None] = lambda job: None, fingerprint: str = "") -> tuple[Job, bool]:
         """Returns (job, existing). The same owner's same client_request_id -> the same job, not a new one,
         whichever replica it reached; RequestMismatch when `fingerprint` (what the caller sent) differs
@@ -191,7 +199,7 @@ class JobManager:
                 if row is not None:
                     if fingerprint and row["request_sha256"] and row["request_sha256"] != fingerprint:
                         raise RequestMismatch(row["job_id"])
-                    return _job(row), True
+                    return self._job(row), True
             counts = conn.execute(
                 "SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued, "
                 "count(*) FILTER (WHERE owner = %s) AS mine FROM jobs WHERE state IN ('QUEUED', 'RUNNING')",
@@ -204,9 +212,9 @@ class JobManager:
             row = conn.execute(
                 "INSERT INTO jobs (job_id, owner, client_request_id, state, request, stage_outputs, retry_of, "
                 "request_sha256) VALUES (%s, %s, %s, 'QUEUED', %s, %s, %s, %s) RETURNING *",
-                (job.job_id, owner, client_request_id, Jsonb(request), Jsonb(job.stage_outputs), retry_of,
+                (job.job_id, owner, client_request_id, Jsonb(self._encode(request)), Jsonb(job.stage_outputs), retry_of,
                  fingerprint)).fetchone()
-        return _job(row), False
+        return self._job(row), False
 
     def get(self, job_id: str) -> Job:
         """The job as last written (by whichever replica runs it); KeyError when there is none."""
@@ -214,7 +222,7 @@ class JobManager:
             row = conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
         if row is None:
             raise KeyError(job_id)
-        return _job(row)
+        return self._job(row)
 
     def cancel(self, job_id: str) -> Job:
         """A queued job ends now; a running one is stopped by its holder, which the notification
@@ -227,7 +235,7 @@ class JobManager:
                 "WHERE job_id = %s AND state IN ('QUEUED', 'RUNNING') RETURNING *", (job_id,)).fetchone()
         if row is None:
             return self.get(job_id)
-        job = _job(row)
+        job = self._job(row)
         if job.state is JobState.CANCELLED:
             self._on_finish(job, job.updated_at - job.created_at)
         return job
@@ -253,7 +261,7 @@ class JobManager:
         with self.db.connect() as conn:
             rows = conn.execute(f"SELECT * FROM jobs WHERE {' AND '.join(where)} "
                                 "ORDER BY created_at DESC, job_id DESC LIMIT %s", (*args, page_size + 1)).fetchall()
-        jobs = [_job(row) for row in rows[:page_size]]
+        jobs = [self._job(row) for row in rows[:page_size]]
         token = ""
         if len(rows) > page_size:
             last = rows[page_size - 1]
@@ -264,7 +272,7 @@ class JobManager:
         """Queued and running jobs, every replica's."""
         with self.db.connect() as conn:
             rows = conn.execute("SELECT * FROM jobs WHERE state IN ('QUEUED', 'RUNNING')").fetchall()
-        return [_job(row) for row in rows]
+        return [self._job(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """{"QUEUED": n, "RUNNING": n} across replicas (the queue-depth metric)."""
@@ -380,7 +388,7 @@ class JobManager:
                 "(state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < now())) "
                 "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
                 {"me": self.instance_id, "lease": self.lease_s}).fetchone()
-        return None if row is None else _job(row)
+        return None if row is None else self._job(row)
 
     def _work_on(self, job: Job) -> None:
         ctx = JobContext(self, job)
@@ -509,8 +517,8 @@ def parse_page_token(token: str) -> tuple[int, str]:
     return int(micros), job_id
 
 
-def _job(row: dict) -> Job:
-    return Job(job_id=row["job_id"], request=row["request"], client_request_id=row["client_request_id"],
+def _job(row: dict, decode: Callable[[dict], object]) -> Job:
+    return Job(job_id=row["job_id"], request=decode(row["request"]), client_request_id=row["client_request_id"],
                owner=row["owner"], holder=row["holder"], state=JobState(row["state"]), stage=row["stage"],
                progress=float(row["progress"]), message=row["message"], error_code=row["error_code"],
                error_field=row["error_field"], stage_outputs=row["stage_outputs"], result=row["result"],

@@ -25,7 +25,7 @@ import numpy as np
 
 from services.common import captions, wire
 from services.common.errors import InputError
-from services.common.grpc_client import Deadline
+from services.common.deadline import Deadline
 from services.common.listening import LISTEN, STOP_LISTENING, Listen
 from services.common.live_pacing import INTERRUPT, Interrupt, LivePiece, paced_audio
 from services.common.live_script import LiveScript, paced
@@ -35,7 +35,7 @@ from services.common.speech import Speech
 from services.common.tracing import span
 from services.gateway.jobs import Job
 from services.gateway.metrics import LIVE_IDLE, LIVE_INTERRUPTS
-from services.gateway.runner import JobRunner, _as_job_failure, video_spec
+from services.gateway.runner import JobRunner, _as_job_failure, expression_params
 
 _END = object()
 
@@ -62,12 +62,10 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
         def headers(fmt: common_pb2.AudioFormat) -> None:
             """Both calls' first message, once the audio's format is known."""
             to_expression.put(ex.StreamExpressionRequest(header=ex.StreamExpressionHeader(
-                audio_format=fmt, params=ex.ExpressionParams(
-                    fps=request["fps"], seed=request["seed"], emotion=wire.EMOTION_ENUM[request["emotion"]],
-                    expressiveness=wire.EXPRESSIVENESS_ENUM[request["expressiveness"]]))))
+                audio_format=fmt, params=expression_params(request))))
             to_render.put(rd.RenderVideoRequest(header=rd.RenderVideoHeader(
-                rig_object=rig.rig, video=video_spec(job), blendshapes=wire.blendshape_header(request["fps"]),
-                seed=request["seed"], stream_media=True, live_audio_format=fmt)))
+                rig_object=rig.rig, video=runner.spec(job), blendshapes=wire.blendshape_header(request.fps),
+                seed=request.seed, stream_media=True, live_audio_format=fmt)))
 
         def audio(chunk: bytes) -> None:
             to_render.put(rd.RenderVideoRequest(audio_chunk=chunk))
@@ -106,7 +104,7 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             try:
                 rate = audio_format.sample_rate
                 headers(float_format(rate))
-                for piece in paced_audio(_audio_items(incoming, audio_format), rate, seed=request["seed"],
+                for piece in paced_audio(_audio_items(incoming, audio_format), rate, seed=request.seed,
                                          on_interrupt=interrupted):
                     if over.is_set():
                         return
@@ -121,9 +119,8 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
             """The caller's text, spoken a sentence at a time, to both services."""
             nonlocal script
             try:
-                script = LiveScript(speak, auto_emotion=bool(job.request.get("auto_emotion")),
-                                    auto_motions=bool(job.request.get("auto_motions")))
-                for n, piece in enumerate(paced(_texts(incoming), script, seed=request["seed"],
+                script = LiveScript(speak, auto_emotion=request.emotion == "auto", auto_motions=request.auto_motions)
+                for n, piece in enumerate(paced(_texts(incoming), script, seed=request.seed,
                                                 on_interrupt=interrupted)):
                     if over.is_set():
                         return
@@ -249,7 +246,7 @@ def _texts(incoming: Iterator[gw.LiveVideoRequest]) -> Iterator[str | Interrupt 
 def _speaker(runner: JobRunner, job: Job, deadline: Deadline):
     """text -> Speech through the TTS service, in the header's voice (a cloned one's profile built once)."""
     request = job.request
-    profile = runner._voice_profile(request["voice_sample_key"], deadline) if request.get("voice_sample_key") else None
+    profile = runner._voice_profile(request.voice_sample.key, deadline) if request.voice_sample else None
 
     def speak(text: str) -> Speech:
         try:

@@ -50,8 +50,8 @@ class Eraser:
     def users(self, key: str, viewer: str | None = None) -> list[str]:
         """What still reads the asset `key`; another principal's job is not named to `viewer`."""
         found = [f"job {job.job_id}" if viewer in (None, job.owner) else "another principal's job"
-                 for job in self.manager.active() if key in asset_keys(job.request)]
-        return found + ["a live stream" for request in self.streaming() if key in asset_keys(request)]
+                 for job in self.manager.active() if key in job.request.stored_keys()]
+        return found + ["a live stream" for request in self.streaming() if key in request.stored_keys()]
 
     def delete_asset(self, asset_id: str, principal: str | None = None) -> list[str]:
         """Unscoped (principal None): the upload and what only it made. Scoped: the principal's claim,
@@ -85,7 +85,7 @@ class Eraser:
         cutoff = (time.time() if now is None else now) - max_age_s
         deleted: list[str] = []
         for job in self.manager.list(page_size=1 << 30, created_before=cutoff)[0]:  # every replica's
-            pending = job.webhook.get("state", webhooks.PENDING) == webhooks.PENDING and job.request.get("webhook_url")
+            pending = job.webhook.get("state", webhooks.PENDING) == webhooks.PENDING and job.request.webhook_url
             if job.state.terminal and job.updated_at < cutoff and not pending:
                 deleted += self.delete_job(job)
         claims: dict[str, list[tuple[str, float]]] = {}
@@ -141,10 +141,3 @@ def claim_period(db: Database, name: str, interval_s: float) -> bool:
         return conn.execute("UPDATE periodic_runs SET last_run = now() WHERE name = %s AND "
                             "last_run <= now() - make_interval(secs => %s) RETURNING name",
                             (name, interval_s * 0.9)).fetchone() is not None
-
-
-def asset_keys(request: dict) -> set[str]:
-    """The stored assets a job request reads."""
-    keys = {request.get(name) for name in ("photo_key", "voice_sample_key", "driving_audio_key")}
-    keys.add(request.get("video_spec", {}).get("background", {}).get("image", {}).get("key"))
-    return keys - {None}

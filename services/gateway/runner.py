@@ -20,15 +20,17 @@ import grpc
 from google.protobuf import json_format
 
 from services.common import config, wire
-from services.common.grpc_client import Deadline, DeadlineExceeded, open_channel, with_retries
+from services.common.deadline import Deadline, DeadlineExceeded
+from services.common.grpc_client import open_channel, with_retries
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
                                                    render_pb2_grpc, tts_pb2, tts_pb2_grpc)
-from services.common.script_tags import EmotionTag, MotionTag, timed_emotions, timed_motions
+from services.common.script_tags import timed_emotions, timed_motions
 from services.common.speech import Word
 from services.common.storage import Storage
 from services.common.tracing import span
 from services.gateway.jobs import Job, JobContext, JobFailed
 from services.gateway.metrics import STAGE_SECONDS
+from services.pipeline.request import VideoRequest
 from services.render.poster import poster_suffix
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,10 @@ def _as_job_failure() -> Iterator[None]:
         raise JobFailed("DEADLINE_EXCEEDED", str(exc)) from None
 
 
-def video_spec(job: Job) -> common_pb2.VideoSpec:
-    """The job's VideoSpec as the render service takes it (the validated size and fps filled in)."""
-    spec = json_format.ParseDict(job.request.get("video_spec", {}), common_pb2.VideoSpec())
-    spec.resolution, spec.fps = job.request["size"], job.request["fps"]
-    return spec
+def expression_params(request: VideoRequest) -> expression_pb2.ExpressionParams:
+    return expression_pb2.ExpressionParams(fps=request.fps, seed=request.seed,
+                                           emotion=wire.EMOTION_ENUM[request.base_emotion],
+                                           expressiveness=wire.EXPRESSIVENESS_ENUM[request.expressiveness])
 
 
 def job_keys(job_id: str, alpha: bool = False, prefix: str = "jobs") -> dict[str, str]:
@@ -98,7 +99,7 @@ class JobRunner:
 
     def __call__(self, job: Job, ctx: JobContext) -> None:
         deadline = Deadline(self.deadline_s)
-        keys = job_keys(job.job_id, alpha=bool(job.request.get("alpha")))
+        keys = job_keys(job.job_id, alpha=job.request.frame.alpha)
         with span("job", {"job.id": job.job_id, "job.attempt": job.attempts}), _as_job_failure():
             # the rig first: a photo without a face fails the job before any other work
             rig = self._prepare_rig(job, deadline)
@@ -110,7 +111,7 @@ class JobRunner:
             job.result["poster_key"] = keys["poster"]
         if "frame_count" not in job.result:  # the render ran in an earlier attempt: the same facts
             self._video_facts(job, keys)
-        if job.request.get("export_blendshapes"):
+        if job.request.export_blendshapes:
             job.result["blendshapes_key"] = keys["blendshapes"]
         job.result.update(self._captions(keys))
 
@@ -128,7 +129,7 @@ class JobRunner:
             with span("stage expression", {"stage": "expression"}):
                 self._expression(job, keys, deadline)
             messages, count = self._render_messages(job, keys, rig, stream_media=True)
-            yield "timed", {"frame_count": count, "duration_s": count / job.request["fps"]}
+            yield "timed", {"frame_count": count, "duration_s": count / job.request.fps}
             # Not retried: bytes already sent cannot be taken back.
             call = self.render.RenderVideo(messages(), timeout=deadline.remaining())
             try:
@@ -180,17 +181,15 @@ class JobRunner:
 
     def _speech(self, job: Job, keys: dict[str, str], deadline: Deadline) -> None:
         request = job.request
-        if request.get("script"):
-            profile = self._voice_profile(request["voice_sample_key"], deadline) \
-                if request.get("voice_sample_key") else None
-            response = self.synthesize(request, request["script"], profile, deadline)
+        text = request.spoken_script[0]
+        if request.driving_audio is None:
+            profile = self._voice_profile(request.voice_sample.key, deadline) if request.voice_sample else None
+            response = self.synthesize(request, text, profile, deadline)
         else:
-            call = tts_pb2.AlignRequest(audio=common_pb2.AudioSource(object=self._ref(request["driving_audio_key"])),
-                                        transcript=request.get("transcript", ""),
-                                        language=request.get("language", ""))
+            recording = common_pb2.AudioSource(object=self._ref(request.driving_audio.key))
+            call = tts_pb2.AlignRequest(audio=recording, transcript=text, language=request.language)
             response = with_retries(lambda t: self.tts.Align(call, timeout=t), deadline)
-        job.warnings.extend(w for w in [*request.get("script_warnings", []), *response.warnings]
-                            if w not in job.warnings)
+        job.warnings.extend(w for w in [*request.script_warnings, *response.warnings] if w not in job.warnings)
         samples, rate = wire.audio_from_pb(response.audio)
         from services.common.audio_io import encode_wav
 
@@ -199,11 +198,11 @@ class JobRunner:
         self.storage.put_bytes(keys["timeline"], json_format.MessageToJson(response.timeline).encode(),
                                "application/json")
 
-    def synthesize(self, request: dict, text: str, profile: common_pb2.ObjectRef | None,
+    def synthesize(self, request: VideoRequest, text: str, profile: common_pb2.ObjectRef | None,
                    deadline: Deadline) -> tts_pb2.SynthesizeResponse:
         """`text` spoken by the TTS service in the request's voice (`profile`: a cloned one's)."""
-        call = tts_pb2.SynthesizeRequest(text=text, language=request.get("language", ""), seed=request["seed"],
-                                         voice=request.get("voice", ""), speed=request.get("speed", 1.0))
+        call = tts_pb2.SynthesizeRequest(text=text, language=request.language, seed=request.seed,
+                                         voice=request.voice, speed=request.speed)
         if profile is not None:
             call.voice_reference.profile.CopyFrom(profile)
         return with_retries(lambda t: self.tts.Synthesize(call, timeout=t), deadline)
@@ -232,25 +231,20 @@ class JobRunner:
         request = job.request
         samples, rate = decode_audio(self.storage.get_bytes(keys["audio"]))
         timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
-        tags = ([EmotionTag(**t) for t in request.get("emotion_tags", [])]
-                + [MotionTag(**t) for t in request.get("motion_tags", [])])
-        words, text = _words(timeline), request.get("script") or request.get("transcript", "")
-        emotions = [wire.timed_emotion_to_pb(*e) for e in [*timed_emotions(tags, words, text),
-                                                           *request.get("timed_emotions", [])]]
-        motions = [wire.timed_motion_to_pb(*m) for m in [*timed_motions(tags, words, text),
-                                                         *request.get("timed_motions", [])]]
+        text, tags = request.spoken_script  # (tag offsets are in the script as written)
+        words = _words(timeline)
+        emotions = [wire.timed_emotion_to_pb(*e) for e in [*timed_emotions(tags, words, text), *request.emotions]]
+        motions = [wire.timed_motion_to_pb(*m) for m in [*timed_motions(tags, words, text), *request.motions]]
         call = expression_pb2.AnimateRequest(
             audio=wire.audio_to_pb(samples, rate), timeline=timeline, emotions=emotions, motions=motions,
-            params=expression_pb2.ExpressionParams(
-                fps=request["fps"], seed=request["seed"], emotion=wire.EMOTION_ENUM[request["emotion"]],
-                expressiveness=wire.EXPRESSIVENESS_ENUM[request["expressiveness"]]))
+            params=expression_params(request))
         response = with_retries(lambda t: self.expression.Animate(call, timeout=t), deadline)
         track = wire.track_from_pb(response.header.fps, list(response.frames))
         self.storage.put_bytes(keys["blendshapes"], track.to_json().encode(), "application/json")
 
     def _prepare_rig(self, job: Job, deadline: Deadline) -> render_pb2.PrepareRigResponse:
         """Cached by the render service (photo sha256 + size), so a resumed job pays nothing."""
-        call = render_pb2.PrepareRigRequest(photo_object=self._ref(job.request["photo_key"]), video=video_spec(job))
+        call = render_pb2.PrepareRigRequest(photo_object=self._ref(job.request.photo.key), video=self.spec(job))
         with span("prepare rig"):
             rig = with_retries(lambda t: self.render.PrepareRig(call, timeout=t), deadline)
         job.warnings.extend(w for w in rig.warnings if w not in job.warnings)
@@ -261,13 +255,13 @@ class JobRunner:
         """(a factory of the RenderVideo request stream: header, frame chunks, end; the frame count)."""
         from services.common.expression_track import ExpressionTrack
 
-        spec = video_spec(job)
+        spec = self.spec(job)
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
         frames = wire.frames_to_pb(track)
         header = render_pb2.RenderVideoHeader(
             rig_object=rig.rig, video=spec, audio=common_pb2.AudioSource(object=self._ref(keys["audio"])),
             blendshapes=wire.blendshape_header(track.fps), expected_frames=len(frames),
-            seed=job.request["seed"] or 0, captions=self._burned_captions(spec, keys), **header_fields)
+            seed=job.request.seed, captions=self._burned_captions(spec, keys), **header_fields)
 
         def messages():
             yield render_pb2.RenderVideoRequest(header=header)
@@ -283,7 +277,7 @@ class JobRunner:
         messages, _ = self._render_messages(
             job, keys, rig, poster=self._ref(keys["poster"]),
             output=common_pb2.ObjectRef(bucket=self.storage.bucket, key=keys["video"],
-                                        content_type="video/webm" if job.request.get("alpha") else "video/mp4"))
+                                        content_type="video/webm" if job.request.frame.alpha else "video/mp4"))
 
         def stream(timeout: float) -> render_pb2.RenderResult:
             call = self.render.RenderVideo(messages(), timeout=timeout)
@@ -313,12 +307,15 @@ class JobRunner:
     def _video_facts(self, job: Job, keys: dict[str, str]) -> None:
         """Frame count, duration and frame size of a video rendered before (from its track and spec)."""
         from services.common.expression_track import ExpressionTrack
-        from services.render.spec import frame_from_pb
 
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
-        width, height = frame_from_pb(video_spec(job))[0].frame_size
+        width, height = job.request.frame.frame_size
         job.result.update(frame_count=str(len(track)), duration_s=f"{len(track) / track.fps:.3f}",
                           width=str(width), height=str(height))
+
+    def spec(self, job: Job) -> common_pb2.VideoSpec:
+        """The job's VideoSpec as the render service takes it."""
+        return job.request.video_spec(self.storage.bucket)
 
     def _ref(self, key: str) -> common_pb2.ObjectRef:
         return common_pb2.ObjectRef(bucket=self.storage.bucket, key=key)

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import replace
 from datetime import timedelta
 
 import grpc
@@ -20,7 +19,6 @@ from grpc_status import rpc_status
 from services.common import config, grpc_errors, wire
 from services.common.errors import InputError, NotFound
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
-from services.common.script_tags import EmotionTag, MotionTag
 from services.common.storage import Storage
 from services.gateway import assets, auth, retention, webhooks
 from services.gateway.db import Database
@@ -28,41 +26,14 @@ from services.gateway.jobs import (Job, JobActive, JobFailed, JobManager, JobSta
                                    parse_page_token)
 from services.gateway.live import run_live
 from services.gateway.metrics import FIRST_MEDIA, IN_FLIGHT, JOBS, QUEUE_DEPTH, STREAMS, STREAMS_IN_FLIGHT
-from services.gateway.runner import Downstream, JobRunner, video_spec
-from services.render.spec import frame_from_pb
-from services.gateway.speech_rules import WORDS, check_speech, reading_words
-from services.tts.phonemize import check_language, check_readable
+from services.gateway.runner import Downstream, JobRunner
+from services.pipeline.request import LIVE_AUDIO, VideoRequest, from_live_pb, from_submit_pb
 from services.tts.voices import DEFAULT_VOICE, VOICES
 
 log = logging.getLogger(__name__)
 URL_TTL = timedelta(seconds=config.get_int("LIKENESS_RESULT_URL_TTL_S"))
 STAGES = {"tts": gw.STAGE_TTS, "expression": gw.STAGE_EXPRESSION, "render": gw.STAGE_RENDER}
 STATES = {s: getattr(gw, f"JOB_STATE_{s.value}") for s in JobState}
-
-
-def _checker(violations: list[tuple[str, str]]):
-    """check(field, fn): fn()'s value, or None with its InputError added to `violations` (under `field`
-    unless it names a field inside it), so a request's problems are reported all at once."""
-    def check(field: str, fn):
-        try:
-            return fn()
-        except InputError as exc:
-            violations.append((exc.field if exc.field.startswith(field) else field, exc.message))
-
-    return check
-
-
-def _check_style(request, violations: list[tuple[str, str]]) -> None:
-    """A request's emotion and expressiveness (SubmitVideoRequest, LiveVideoHeader)."""
-    if request.emotion not in wire.EMOTIONS and request.emotion != common_pb2.EMOTION_AUTO:
-        violations.append(("emotion", "unknown value"))
-    if request.expressiveness not in wire.EXPRESSIVENESS:
-        violations.append(("expressiveness", "unknown value"))
-
-
-def _base_emotion(emotion: int) -> str:
-    """The emotion a job starts in (auto starts neutral: its sentences carry their own as tags)."""
-    return "neutral" if emotion == common_pb2.EMOTION_AUTO else wire.EMOTIONS[emotion]
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -136,7 +107,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def StreamVideo(self, stream_request: gw.StreamVideoRequest, context):
         request = stream_request.request
         job_request = self._validate(request)
-        if job_request.get("alpha"):
+        if job_request.frame.alpha:
             raise InputError("video.background", "a transparent video is not streamed (MP4 has no alpha); "
                                                  "submit a job for WebM with alpha")
         if request.webhook_url:
@@ -148,11 +119,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise InputError("header", "the first message must be the header")
-        job = Job(job_id=uuid.uuid4().hex, request=self._validate_live(first.header))
-        audio_format = first.header.audio_format if first.header.HasField("audio_format") else None
+        live_request, mode = self._validate_live(first.header)
+        job = Job(job_id=uuid.uuid4().hex, request=live_request)
+        audio_format = first.header.audio_format if mode == LIVE_AUDIO else None
         yield from self._streamed(job, lambda: run_live(self.runner, job, audio_format, request_iterator),
-                                  context, response=gw.LiveVideoResponse,
-                                  kind="live_audio" if audio_format is not None else "live_text")
+                                  context, response=gw.LiveVideoResponse, kind=mode)
 
     def _streamed(self, job: Job, events: Callable[[], Iterator[tuple[str, object]]], context,
                   response=gw.StreamVideoResponse, kind: str = "stream"):
@@ -169,14 +140,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         STREAMS_IN_FLIGHT.labels(kind).inc()
         outcome, first_media = "failed", True
         try:
-            width, height = frame_from_pb(video_spec(job))[0].frame_size
+            width, height = job.request.frame.frame_size
             for event, value in events():
                 if event in ("timed", "ready"):
                     value = value or {"frame_count": 0, "duration_s": 0.0}  # live: not known in advance
                     yield response(header=gw.StreamVideoHeader(
                         content_type="video/mp4", frame_size=common_pb2.FrameSize(width=width, height=height),
-                        fps=job.request["fps"], frame_count=value["frame_count"],
-                        duration_seconds=value["duration_s"], seed=job.request["seed"]))
+                        fps=job.request.fps, frame_count=value["frame_count"],
+                        duration_seconds=value["duration_s"], seed=job.request.seed))
                 elif event == "interrupted":
                     yield response(interrupted=value)
                 else:
@@ -302,133 +273,41 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         QUEUE_DEPTH.set(counts["QUEUED"])
         IN_FLIGHT.set(counts["RUNNING"])
 
-    def _validate(self, r: gw.SubmitVideoRequest) -> dict:
-        """Everything the gateway can check itself, all at once: one BadRequest with every violation."""
-        violations: list[tuple[str, str]] = []
-        check = _checker(violations)
-
-        job: dict = {"export_blendshapes": r.export_blendshapes, "language": r.language or "en-us"}
-        language = check("language", lambda: check_language(job["language"]))  # (before any service sees it)
-        if not r.HasField("photo"):
-            violations.append(("photo", "is required"))
-        else:
-            job["photo_key"] = check("photo", lambda: self._asset(r.photo, "photo"))
-        which = r.WhichOneof("speech")
-        recording = which == "driving_audio"
-        text: str | None = None
-        if which is None:
-            violations.append(("script", "a script, script_asset or driving_audio is required"))
-        elif recording:  # the TTS service trims, normalises and checks it
-            job["driving_audio_key"] = check("driving_audio", lambda: self._asset(r.driving_audio, "driving_audio"))
-            text = r.transcript
-        else:
-            if r.transcript:
-                violations.append(("transcript", "goes with driving_audio only; a script is spoken as written"))
-            text = r.script if which == "script" else check(
-                "script_asset", lambda: self.storage.get_bytes(self._asset(r.script_asset, "script_asset")).decode(
-                    "utf-8", errors="strict"))
-        text_field = "transcript" if recording else which or "script"
-        spec = r.video
-        checked = check_speech(text, recording=recording, cloned=r.HasField("voice_sample"), voice=r.voice,
-                               speed=r.speed or 1.0, needs_words=spec.burn_in_captions, script_field=text_field,
-                               auto_emotion=r.emotion == common_pb2.EMOTION_AUTO, auto_motions=r.auto_motions)
-        violations += [("video.burn_in_captions" if name == WORDS else name, message)
-                       for name, message in checked.violations]
-        if checked.text is not None:
-            if not recording and language:  # (a recording's transcript is aligned, not spoken by espeak-ng)
-                check("language", lambda: check_readable(checked.text, language))
-            job["transcript" if recording else "script"] = checked.text
-            job["emotion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, EmotionTag)]
-            job["motion_tags"] = [asdict(t) for t in checked.tags if isinstance(t, MotionTag)]
-            if checked.warnings:
-                job["script_warnings"] = checked.warnings
-        job["timed_emotions"] = [check(f"emotions[{i}]",
-                                       lambda e=e, i=i: wire.timed_emotion_from_pb(e, f"emotions[{i}]"))
-                                 for i, e in enumerate(r.emotions)]
-        job["timed_motions"] = [check(f"motions[{i}]",
-                                      lambda m=m, i=i: wire.timed_motion_from_pb(m, f"motions[{i}]"))
-                                for i, m in enumerate(r.motions)]
-        if r.speed:
-            job["speed"] = float(r.speed)
-        if checked.voice:
-            job["voice"] = checked.voice
-        if r.HasField("voice_sample") and not recording:
-            job["voice_sample_key"] = check("voice_sample", lambda: self._asset(r.voice_sample, "voice_sample"))
-        size, fps, frame = self._check_video(spec, check, violations)
-        _check_style(r, violations)
+    def _validate(self, r: gw.SubmitVideoRequest) -> VideoRequest:
+        """The request (services.pipeline.request: parsed and checked there), and what only the gateway
+        checks: the envelope. One BadRequest with every violation."""
+        request, violations = from_submit_pb(r, self._asset, self._script_text)
         if len(r.client_request_id) > 128:
             violations.append(("client_request_id", "at most 128 characters"))
+        webhook_url = ""
         if r.webhook_url:
-            job["webhook_url"] = check("webhook_url", lambda: webhooks.check_url(r.webhook_url))
+            try:
+                webhook_url = webhooks.check_url(r.webhook_url)
+            except InputError as exc:
+                violations.append((exc.field, exc.message))
         if violations:
             raise InputError.many(violations)
-        # The whole spec travels to the render service as JSON (aspect, fit, background, keypoints).
-        job.update(video_spec=json_format.MessageToDict(spec), alpha=bool(frame and frame.alpha))
-        job.update(size=size, fps=fps, seed=r.seed if r.HasField("seed") else random.randrange(2**31),
-                   emotion=_base_emotion(r.emotion), expressiveness=wire.EXPRESSIVENESS[r.expressiveness])
-        return job
+        return replace(request, webhook_url=webhook_url)
 
-    def _check_video(self, spec: common_pb2.VideoSpec, check, violations: list) -> tuple[int, float, object]:
-        """(size, fps, frame) of a VideoSpec; problems go into `violations` (through `check`)."""
-        size = spec.resolution if spec.WhichOneof("size") == "resolution" else 512
-        frame = check("video", lambda: frame_from_pb(spec)[0])  # aspect, fit, background, keypoints
-        if spec.background.WhichOneof("kind") == "image" and spec.background.image.key:
-            check("video.background.image", lambda: self._asset(
-                gw.AssetSource(object=spec.background.image), "video.background.image"))
-        fps = spec.fps or 25.0
-        if not 10 <= fps <= 60:
-            violations.append(("video.fps", f"must be from 10 to 60, got {fps}"))
-        return size, fps, frame
+    def _script_text(self, key: str) -> str:
+        try:
+            return self.storage.get_bytes(key).decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise InputError("script_asset", "is not UTF-8 text") from None
 
-    def _validate_live(self, h: gw.LiveVideoHeader) -> dict:
-        """LiveVideo's header, every violation at once (as SubmitVideo's)."""
-        violations: list[tuple[str, str]] = []
-        check = _checker(violations)
-
-        job: dict = {}
-        if not h.HasField("photo"):
-            violations.append(("photo", "is required"))
-        else:
-            job["photo_key"] = check("photo", lambda: self._asset(h.photo, "photo"))
-        if h.HasField("audio_format") == h.HasField("speech"):
-            violations.append(("audio_format", "either audio_format (the caller's audio follows) or speech "
-                                               "(the caller's text follows) is required" if not h.HasField("speech")
-                               else "not with speech: the server speaks the text in speech's voice"))
-        elif h.HasField("audio_format"):
-            check("audio_format", lambda: wire.sample_width(h.audio_format, "audio_format"))
-        if h.HasField("speech"):
-            sp = h.speech
-            cloned = sp.HasField("voice_sample")
-            checked = check_speech(None, recording=False, cloned=cloned, voice=sp.voice, speed=sp.speed or 1.0)
-            violations += [(f"speech.{name}", message) for name, message in checked.violations]
-            job.update(language=sp.language or "en-us", speed=float(sp.speed or 1.0), voice=checked.voice)
-            check("speech.language", lambda: check_language(job["language"]))
-            if cloned:
-                job["voice_sample_key"] = check("speech.voice_sample",
-                                                lambda: self._asset(sp.voice_sample, "speech.voice_sample"))
-        size, fps, frame = self._check_video(h.video, check, violations)
-        if frame is not None and frame.alpha:
-            violations.append(("video.background", "a transparent video is not streamed (MP4 has no alpha)"))
-        if h.video.burn_in_captions:
-            violations.append(("video.burn_in_captions", "a live video's words are not known ahead of its "
-                                                         "frames (with speech, the end carries captions)"))
-        _check_style(h, violations)
-        job.update(auto_emotion=h.emotion == common_pb2.EMOTION_AUTO, auto_motions=h.auto_motions)
-        if h.HasField("audio_format"):
-            violations += reading_words(job["auto_emotion"], job["auto_motions"])
+    def _validate_live(self, h: gw.LiveVideoHeader) -> tuple[VideoRequest, str]:
+        """LiveVideo's header, every violation at once (as SubmitVideo's); (the request, its mode)."""
+        request, violations, mode = from_live_pb(h, self._asset)
         if violations:
             raise InputError.many(violations)
-        job.update(video_spec=json_format.MessageToDict(h.video), alpha=False, size=size, fps=fps,
-                   seed=h.seed if h.HasField("seed") else random.randrange(2**31),
-                   emotion=_base_emotion(h.emotion), expressiveness=wire.EXPRESSIVENESS[h.expressiveness])
-        return job
+        return request, mode
 
     def _job_pb(self, job: Job) -> gw.Job:
         message = gw.Job(job_id=job.job_id, state=STATES[job.state],
                          stage=STAGES.get(job.stage, gw.STAGE_UNSPECIFIED), progress=self._progress(job),
                          create_time=_ts(job.created_at), update_time=_ts(job.updated_at),
                          warnings=job.warnings, client_request_id=job.client_request_id,
-                         seed=job.request.get("seed", 0), owner=job.owner, retry_of=job.retry_of)
+                         seed=job.request.seed, owner=job.owner, retry_of=job.retry_of)
         for stage, key in job.stage_outputs.items():
             message.stage_outputs.add(stage=STAGES.get(stage, gw.STAGE_UNSPECIFIED), name=stage,
                                       object=common_pb2.ObjectRef(bucket=self.storage.bucket, key=key))
@@ -436,10 +315,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             code = getattr(grpc.StatusCode, job.error_code or "INTERNAL", grpc.StatusCode.INTERNAL)
             message.error.CopyFrom(grpc_errors.error_status(
                 code, job.message, [(job.error_field, job.message)] if job.error_field else []))
-        if job.request.get("webhook_url"):
+        if job.request.webhook_url:
             delivery = {"state": webhooks.PENDING, "attempts": 0, "http_status": 0, "error": "", **job.webhook}
             message.webhook.CopyFrom(gw.WebhookDelivery(
-                url=job.request["webhook_url"], state=getattr(gw, f"WEBHOOK_STATE_{delivery['state']}"),
+                url=job.request.webhook_url, state=getattr(gw, f"WEBHOOK_STATE_{delivery['state']}"),
                 attempts=delivery["attempts"], http_status=delivery["http_status"], error=delivery["error"]))
         if job.state is JobState.SUCCEEDED and "video_key" in job.result:
             video = self.storage.stat(job.result["video_key"])
@@ -452,11 +331,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 message.result.poster.CopyFrom(wire.object_ref(poster))
                 message.result.poster_url = self.storage.presigned_get_url(poster.key, URL_TTL)
             message.result.url_expires_at.CopyFrom(expires)
-            message.result.fps = job.request.get("fps", 25.0)
+            message.result.fps = job.request.fps
             message.result.duration_seconds = float(job.result.get("duration_s", 0.0))
-            size = job.request.get("size", 512)  # (records written before the facts were kept: square)
-            message.result.frame_size.width = int(job.result.get("width", size))
-            message.result.frame_size.height = int(job.result.get("height", size))
+            message.result.frame_size.width = int(job.result["width"])
+            message.result.frame_size.height = int(job.result["height"])
             if "blendshapes_key" in job.result:
                 message.result.blendshapes.CopyFrom(common_pb2.ObjectRef(
                     bucket=self.storage.bucket, key=job.result["blendshapes_key"], content_type="application/json"))
@@ -523,7 +401,7 @@ def build() -> tuple[GatewayServicer, Callable[[], None]]:
                          max_active_per_owner=per_principal_limit(),
                          on_finish=finished,
                          progress_save_interval_s=config.get_float("LIKENESS_JOB_SAVE_INTERVAL_S"),
-                         lease_s=config.get_float("LIKENESS_JOB_LEASE_S"))
+                         lease_s=config.get_float("LIKENESS_JOB_LEASE_S"), request_type=VideoRequest)
     log.info("gateway replica %s (the holder its running jobs name)", manager.instance_id)
     scoped = bool(config.get_str("LIKENESS_API_KEYS_FILE"))
     servicer = GatewayServicer(storage, manager, runner, scoped=scoped)

@@ -202,7 +202,7 @@ class WebhookSender:
     def _attempt(self, job: Job) -> None:
         """One POST; then the outbox row goes (delivered, or failed for good) or waits for its retry."""
         delivery = {"state": PENDING, "attempts": 0, "http_status": 0, "error": "", **job.webhook}
-        attempt = self._post(job.request["webhook_url"], self._body(job), f"job.{job.state.value.lower()}",
+        attempt = self._post(job.request.webhook_url, self._body(job), f"job.{job.state.value.lower()}",
                              job.job_id)
         delivery.update(attempts=delivery["attempts"] + 1, http_status=attempt.http_status, error=attempt.error)
         if 200 <= attempt.http_status < 300:

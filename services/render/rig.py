@@ -247,16 +247,15 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     """
     detect = detect or detect_faces
     frame = frame or FrameSpec(size=size)
-    frame.validate()
+    from services.render.spec import check_framing  # (spec imports the protos: not at rig import)
+
+    check_framing(frame, keypoints)
     if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
         raise InputError("photo", f"expected an RGB uint8 image, got {photo.dtype} {photo.shape}")
     warnings: list[str] = []
     h, w = photo.shape[:2]
     if keypoints is not None:
         from services.render.keypoints import fit_template, shape_eyes, validate_keypoints
-
-        if frame.face_at is not None:
-            raise InputError("face_at", "give keypoints or a point on the face, not both")
 
         face = shape_eyes(fit_template(validate_keypoints(keypoints, photo.shape)), photo)
         warnings.append("face placed from keypoints: eye openings measured in the photo (or "

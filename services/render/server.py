@@ -33,9 +33,10 @@ from services.render.formats import write_video
 from services.render.layout import Compositor, FrameSpec
 from services.render.photo import load_photo
 from services.render.poster import PosterPicker, encode_poster
+from services.render.pump import FramePump
 from services.render.renderer import Renderer
 from services.render.rig import RIG_VERSION, FaceRig, build_rig
-from services.render.spec import CONTENT_TYPES, frame_from_pb
+from services.render.spec import CONTENT_TYPES, check_fps, frame_from_pb
 from services.render.tensor_model import detector, segmenter
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,7 @@ class RenderCancelled(Exception):
 
 
 def spec_fps(spec: common_pb2.VideoSpec) -> float:
-    fps = spec.fps or 25.0
-    if not 1 <= fps <= 60:
-        raise InputError("video.fps", f"must be from 1 to 60, got {fps}")
-    return fps
+    return check_fps(spec.fps or 25.0, "video.fps")
 
 
 def rig_key(photo: bytes, frame: FrameSpec, keypoints: np.ndarray | None) -> str:
@@ -149,13 +147,10 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         renderer = (Renderer(rig) if rig.stage is None
                     else Compositor(Renderer(rig), rig.stage, seed=header.seed, fps=fps))
 
-        frames: queue.Queue = queue.Queue(maxsize=256)
         # What goes back, in order: ("media", bytes) with stream_media, ("progress", n), then _END
         # when the encoder is done. Requests are read on a thread of their own, so the video goes out
         # as it is encoded even while the caller sends nothing (a live caller between bursts of audio).
         outbox: queue.Queue = queue.Queue()
-        rendered = [0]
-        failure: list[BaseException] = []  # the encoder's
         request_failure: list[BaseException] = []  # the request stream's (bad frames, no end, ...)
         # The caller went away (a cancelled job): stop rendering and store nothing.
         cancelled = threading.Event()
@@ -170,34 +165,26 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         overlay = _caption_overlay(header, frame.frame_size)
         poster = PosterPicker()
 
-        frames_over = threading.Event()  # the encoder has taken the last item (_END) from `frames`
+        def render(item, index: int) -> np.ndarray:
+            if cancelled.is_set():
+                raise RenderCancelled()
+            weights, pose = item
+            image = renderer.render(weights, pose)
+            poster.offer(weights, image)
+            return overlay.apply(image, index / fps) if overlay else image
 
-        def produce() -> Iterator[np.ndarray]:
-            while (item := frames.get()) is not _END:
-                if cancelled.is_set():
-                    raise RenderCancelled()
-                weights, pose = item
-                image = renderer.render(weights, pose)
-                poster.offer(weights, image)
-                yield overlay.apply(image, rendered[0] / fps) if overlay else image
-                rendered[0] += 1
-                FRAMES_RENDERED.inc()
-                if not streaming and rendered[0] % PROGRESS_EVERY == 0:
-                    outbox.put(("progress", rendered[0]))
-            frames_over.set()
+        def rendered(count: int) -> None:
+            FRAMES_RENDERED.inc()
+            if not streaming and count % PROGRESS_EVERY == 0:
+                outbox.put(("progress", count))
 
-        def encode() -> None:
-            try:
-                if streaming:
-                    stream_mp4(produce(), audio, rate, fps, lambda data: outbox.put(("media", data)))
-                else:
-                    write_video(produce(), audio, rate, fps, out_path, alpha=frame.alpha)
-            except BaseException as exc:  # reported on the stream below
-                failure.append(exc)
-                while not frames_over.is_set() and frames.get() is not _END:  # drain: the reader never blocks
-                    pass
-            finally:
-                outbox.put(_END)
+        def encode(frames: Iterator[np.ndarray]) -> None:
+            if streaming:
+                stream_mp4(frames, audio, rate, fps, lambda data: outbox.put(("media", data)))
+            else:
+                write_video(frames, audio, rate, fps, out_path, alpha=frame.alpha)
+
+        pump = FramePump(render, encode, maxsize=256, on_frame=rendered, on_done=lambda: outbox.put(_END))
 
         def read_requests() -> None:
             received, ended = 0, False
@@ -207,7 +194,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                     if kind == "frames":
                         chunk = wire.track_from_pb(fps, list(message.frames.frames), field="frames")
                         for weights, pose in zip(chunk.weights, chunk.head_pose):
-                            frames.put((weights, pose))
+                            pump.put((weights, pose))
                         received += len(chunk)
                     elif kind == "audio_chunk":
                         if not live_audio:
@@ -229,12 +216,10 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             finally:
                 if live_audio:
                     audio.end()
-                frames.put(_END)
+                pump.end()
 
-        workers = [threading.Thread(target=encode, name="encode", daemon=True),
-                   threading.Thread(target=read_requests, name="render-requests", daemon=True)]
-        for worker in workers:
-            worker.start()
+        reader = threading.Thread(target=read_requests, name="render-requests", daemon=True)
+        reader.start()
         done = False
         try:
             while (item := outbox.get()) is not _END:
@@ -255,21 +240,21 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         finally:
             if not done:  # closed early (an in-process caller that stopped reading): stop the encoder
                 cancelled.set()
-        for worker in workers:
-            worker.join()
+        reader.join()
+        pump.join()
         if request_failure and not cancelled.is_set():
             shutil.rmtree(workdir, ignore_errors=True)
             raise request_failure[0]
         if caller_gone():
             shutil.rmtree(workdir, ignore_errors=True)
-            log.info("render cancelled by the caller after %d frames: nothing stored", rendered[0])
+            log.info("render cancelled by the caller after %d frames: nothing stored", pump.frames)
             return
-        if failure:
+        if pump.failure is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-            raise failure[0]
-        yield rd.RenderVideoResponse(progress=rd.RenderProgress(frames_rendered=rendered[0],
+            raise pump.failure
+        yield rd.RenderVideoResponse(progress=rd.RenderProgress(frames_rendered=pump.frames,
                                                                  frames_total=header.expected_frames))
-        result = rd.RenderResult(frame_count=rendered[0], duration_seconds=rendered[0] / fps, warnings=rig.warnings,
+        result = rd.RenderResult(frame_count=pump.frames, duration_seconds=pump.frames / fps, warnings=rig.warnings,
                                  frame_size=common_pb2.FrameSize(width=rig_frame[0], height=rig_frame[1]))
         if header.poster.key:  # before the video: a stored video means its poster is there too
             data, poster_type = encode_poster(poster.image)

@@ -21,10 +21,29 @@ FIT_ENUM = {"cover": common_pb2.FIT_COVER, "contain": common_pb2.FIT_CONTAIN}
 CONTENT_TYPES = ("video/mp4", "video/webm")
 
 
+FPS_MIN, FPS_MAX = 10, 60
+
+
+def check_fps(fps: float, field: str = "fps") -> float:
+    """The frame rate, or InputError naming `field` (every caller's rule)."""
+    if not FPS_MIN <= fps <= FPS_MAX:
+        raise InputError(field, f"must be from {FPS_MIN} to {FPS_MAX}, got {fps:g}")
+    return fps
+
+
 def frame_from_pb(spec: common_pb2.VideoSpec, fetch: Callable[[common_pb2.ObjectRef, str], bytes] | None = None,
                   prefix: str = "video") -> tuple[FrameSpec, np.ndarray | None]:
-    """(FrameSpec, keypoints [5, 2] or None). fetch(ref, field) reads a background image; without
-    it an image background is checked for a key only (and carried as empty bytes)."""
+    """(FrameSpec, keypoints [5, 2] or None), checked. fetch(ref, field) reads a background image;
+    without it an image background is checked for a key only (and carried as empty bytes)."""
+    frame, keypoints = parse_frame_pb(spec, fetch, prefix)
+    check_framing(frame, keypoints, prefix)
+    return frame, keypoints
+
+
+def parse_frame_pb(spec: common_pb2.VideoSpec, fetch: Callable[[common_pb2.ObjectRef, str], bytes] | None = None,
+                   prefix: str = "video") -> tuple[FrameSpec, np.ndarray | None]:
+    """(FrameSpec, keypoints or None) as the message says them, not yet checked (check_framing):
+    InputError only for what has no FrameSpec form (an unknown enum, a free frame size, a colour)."""
     which = spec.WhichOneof("size")
     if which == "frame_size":
         raise InputError(f"{prefix}.frame_size", "use resolution (the shorter side) with aspect_ratio; "
@@ -51,18 +70,26 @@ def frame_from_pb(spec: common_pb2.VideoSpec, fetch: Callable[[common_pb2.Object
     face_at = (float(spec.face_at.x), float(spec.face_at.y)) if spec.HasField("face_at") else None
     frame = FrameSpec(size=size, aspect=ASPECT_NAMES[spec.aspect_ratio], fit=FIT_NAMES[spec.fit],
                       background=background, face_at=face_at)
+    keypoints = None
+    if spec.HasField("keypoints"):
+        keypoints = np.array([(p.x, p.y) for p in spec.keypoints.points], np.float64).reshape(-1, 2)
+    return frame, keypoints
+
+
+def check_framing(frame: FrameSpec, keypoints: np.ndarray | None, prefix: str = "") -> None:
+    """The framing rules (every caller's): the frame's, the keypoints', and keypoints xor face_at.
+    With `prefix` (a VideoSpec's field), errors name the message's fields (size -> resolution)."""
+    def named(name: str) -> str:
+        return f"{prefix}.{'resolution' if name == 'size' else name}" if prefix else name
+
     try:
         frame.validate()
     except InputError as exc:
-        raise InputError(f"{prefix}.resolution" if exc.field == "size" else f"{prefix}.{exc.field}",
-                         exc.message) from None
-    keypoints = None
-    if spec.HasField("keypoints"):
-        points = np.array([(p.x, p.y) for p in spec.keypoints.points], np.float64).reshape(-1, 2)
-        keypoints = validate_keypoints(points, field=f"{prefix}.keypoints")
-        if face_at is not None:
-            raise InputError(f"{prefix}.face_at", "give keypoints or a point on the face, not both")
-    return frame, keypoints
+        raise InputError(named(exc.field), exc.message) from None
+    if keypoints is not None:
+        validate_keypoints(np.asarray(keypoints, np.float64), field=named("keypoints"))
+        if frame.face_at is not None:
+            raise InputError(named("face_at"), "give keypoints or a point on the face, not both")
 
 
 def frame_to_pb(frame: FrameSpec, *, fps: float = 0.0, keypoints=None,

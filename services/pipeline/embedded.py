@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -18,8 +17,7 @@ from services.common.errors import InputError
 from services.common.expression_track import ExpressionTrack
 from services.common.inference import InferenceClient, client_from_env
 from services.common.speech import Speech
-from services.render.keypoints import validate_keypoints
-from services.render.layout import Background, FrameSpec
+from services.pipeline.request import LIVE_AUDIO, LIVE_TEXT, VideoRequest
 from services.render.poster import PosterPicker
 
 if TYPE_CHECKING:
@@ -29,111 +27,6 @@ if TYPE_CHECKING:
 # Stage names double as progress labels and as keys of stage outputs in object storage.
 STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
 ProgressFn = Callable[[str, float], None]
-
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "auto")  # auto: services.common.auto_emotion
-EXPRESSIVENESS = ("low", "medium", "high")
-
-
-@dataclass(frozen=True)
-class VideoRequest:
-    photo: bytes | str | Path
-    script: str
-    size: int = 512
-    fps: float = 25.0
-    seed: int = 0
-    emotion: str = "neutral"
-    expressiveness: str = "medium"
-    language: str = "en-us"
-    # Framing and output (services.render.layout): `size` is the SHORTER side of the frame.
-    aspect: str = "1:1"  # 1:1, 9:16, 16:9 or 4:5
-    fit: str = "cover"  # cover: fill the frame (crop); contain: the whole photo, padded
-    background: Background | None = None  # None: the photo's own background
-    keypoints: tuple[tuple[float, float], ...] | None = None  # 5 points for faces no detector finds
-    face_at: tuple[float, float] | None = None  # several people: the face at this photo point
-    voice_sample: bytes | None = None  # a recording of the voice to clone for the script
-    driving_audio: bytes | None = None  # a recording to lip-sync to; `script` (optional) is its transcript
-    voice: str = ""  # a built-in voice (services.tts.voices); "": the default
-    speed: float = 1.0  # speaking rate of the script (0.5-2.0)
-    burn_captions: bool = False  # draw the captions into the frames
-    auto_motions: bool = False  # nod on yes, shake on no, tilt on questions (services.common.auto_motion)
-    # time-coded (seconds, name, strength) on top of the script's tags (a recording without a transcript)
-    emotions: tuple[tuple[float, str, float], ...] = ()
-    motions: tuple[tuple[float, str, float], ...] = ()
-
-    @cached_property  # (speech, expression and warnings all ask; SSML and sentiment are read once)
-    def spoken_script(self) -> tuple[str, list]:
-        """(the script without its emotion and motion tags, the tags: services.gateway.speech_rules.
-        prepared_script: a motion after the last words gets the silence it needs, each sentence its
-        emotion with emotion "auto")."""
-        from services.gateway.speech_rules import prepared_script
-
-        return prepared_script(self.script or "", recording=self.driving_audio is not None,
-                               auto_emotion=self.emotion == "auto", auto_motions=self.auto_motions)
-
-    @property
-    def base_emotion(self) -> str:
-        """The emotion the face starts in ("auto" starts neutral: its sentences carry their own)."""
-        return "neutral" if self.emotion == "auto" else self.emotion
-
-    @property
-    def frame(self) -> FrameSpec:
-        return FrameSpec(size=self.size, aspect=self.aspect, fit=self.fit, background=self.background,
-                         face_at=self.face_at)
-
-    def validate(self) -> None:
-        """Cheap checks that need no model, so bad requests fail before any work is done."""
-        from services.gateway.speech_rules import WORDS, check_speech
-        from services.tts.phonemize import check_readable, language_code
-
-        checked = check_speech(self.script or "", recording=self.driving_audio is not None,
-                               cloned=self.voice_sample is not None, voice=self.voice, speed=self.speed,
-                               needs_words=self.burn_captions)
-        if checked.violations:
-            name, message = checked.violations[0]
-            raise InputError("burn_captions" if name == WORDS else name, message)
-        if self.script and self.driving_audio is None:  # (a recording's transcript is aligned, not spoken)
-            check_readable(self.spoken_script[0], language_code(self.language))
-        for name in ("voice_sample", "driving_audio"):
-            if getattr(self, name) is not None and not getattr(self, name):
-                raise InputError(name, "is empty")
-        self._validate_timed()
-        self.validate_video()
-
-    def _validate_timed(self) -> None:
-        """The time-coded emotions and motions: the API's rules (services.common.wire)."""
-        from services.common import wire
-
-        for kind, names, items in (("emotion", wire.EMOTION_ENUM, self.emotions),
-                                   ("motion", wire.MOTION_ENUM, self.motions)):
-            for i, (time_code, name, strength) in enumerate(items):
-                if name not in names:
-                    raise InputError(f"{kind}s[{i}]", f"unknown {kind} {name!r}")
-                wire.check_timed(time_code, strength, f"{kind}s[{i}]")
-
-    def validate_voice(self) -> None:
-        """The checks of a live video from text: the video's and the voice's (the text comes later)."""
-        from dataclasses import replace
-
-        replace(self, script="Hello.", driving_audio=None, burn_captions=False).validate()
-
-    def validate_video(self) -> None:
-        """The checks of everything but what is said (a live video's audio comes as it is spoken)."""
-        if not isinstance(self.size, int) or not 128 <= self.size <= 1080 or self.size % 2:
-            raise InputError("size", f"must be an even number of pixels from 128 to 1080, got {self.size}")
-        if not 10 <= self.fps <= 60:
-            raise InputError("fps", f"must be from 10 to 60, got {self.fps}")
-        if self.emotion not in EMOTIONS:
-            raise InputError("emotion", f"unknown emotion {self.emotion!r}; supported: {', '.join(EMOTIONS)}")
-        if self.expressiveness not in EXPRESSIVENESS:
-            raise InputError("expressiveness",
-                             f"unknown level {self.expressiveness!r}; supported: {', '.join(EXPRESSIVENESS)}")
-        if not 0 <= self.seed < 2**31:
-            raise InputError("seed", f"must be from 0 to 2^31-1, got {self.seed}")
-        self.frame.validate()
-        if self.keypoints is not None:
-            validate_keypoints(np.asarray(self.keypoints, dtype=np.float64))
-            if self.face_at is not None:
-                raise InputError("face_at", "give keypoints or a point on the face, not both")
 
 
 @dataclass
@@ -191,10 +84,8 @@ class EmbeddedPipeline:
     def speech(self, request: VideoRequest) -> tuple[Speech, list[str]]:
         """(the request's speech: synthesized (in a cloned voice with a voice sample) or the user's own
         recording, prepared and aligned to the script when there is one; warnings)."""
-        from services.common.script_tags import near_misses
-
         speech, warnings = self._speech(request)
-        return speech, [f"script: {w}" for w in near_misses(request.spoken_script[0])] + warnings
+        return speech, request.script_warnings + warnings
 
     def _speech(self, request: VideoRequest) -> tuple[Speech, list[str]]:
         from services.tts.recording import DRIVING, driving_speech, prepare_recording
@@ -219,10 +110,10 @@ class EmbeddedPipeline:
             profile, speed=request.speed, language=request.language)), list(profile.warnings)
 
     def expression(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
-        """The speech's expression track (services.expression.animate), the script's emotion and
+        """The speech's expression track (services.expression.animation), the script's emotion and
         motion tags timed by its words."""
         from services.common.script_tags import timed_emotions, timed_motions
-        from services.expression.animate import animate
+        from services.expression.animation import animate
 
         script, tags = request.spoken_script  # (tag offsets are in the script as written, pause tags included)
         return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.base_emotion,
@@ -315,27 +206,17 @@ class EmbeddedPipeline:
         emotion changes and motions apply; `sample_rate` None: theirs). Audio pushed faster than it is
         heard waits at most LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock, so that an INTERRUPT item
         can stop it (services.common.live_pacing; `on_interrupt(time_code, "")` is told where)."""
-        import queue
-        import threading
-
         from services.common.live_pacing import LivePiece, paced_audio
         from services.expression.diffusion.live import LiveAnimator
         from services.render.encode import AudioFeed, stream_mp4
         from services.render.layout import Compositor
         from services.render.photo import load_photo
+        from services.render.pump import FramePump
         from services.render.renderer import Renderer
         from services.render.rig import build_rig
         from services.render.tensor_model import detector, segmenter
 
-        from services.gateway.speech_rules import reading_words
-
-        request.validate_video()
-        if not from_text and (violations := reading_words(request.emotion == "auto", request.auto_motions)):
-            raise InputError(*violations[0])
-        if request.frame.alpha:
-            raise InputError("out", "a transparent video is not streamed (MP4 has no alpha)")
-        if request.burn_captions:
-            raise InputError("burn_captions", "a live video's words are not known ahead of its frames")
+        request.validate(LIVE_TEXT if from_text else LIVE_AUDIO)
         keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
         rig = build_rig(load_photo(request.photo), frame=request.frame, detect=detector(self.client),
                         segment=segmenter(self.client), keypoints=keypoints)
@@ -343,39 +224,23 @@ class EmbeddedPipeline:
                     else Compositor(Renderer(rig), rig.stage, seed=request.seed, fps=request.fps))
         if not from_text and sample_rate is not None:  # (text comes paced already)
             audio = paced_audio(audio, sample_rate, seed=request.seed, on_interrupt=on_interrupt)
-        feed, frames = AudioFeed(), queue.Queue()
-        failure: list[BaseException] = []
+        feed = AudioFeed()
         result = LiveResult(warnings=list(rig.warnings))
         animator: LiveAnimator | None = None
-        encoder: threading.Thread | None = None
-        frames_over = threading.Event()  # the encoder has taken the end marker
-
-        def rendered():
-            while (item := frames.get()) is not None:
-                yield renderer.render(*item)
-                result.frames += 1
-            frames_over.set()
-
-        def encode(rate: int) -> None:
-            try:
-                stream_mp4(rendered(), feed, rate, request.fps, stream_to)
-            except BaseException as exc:
-                failure.append(exc)
-                while not frames_over.is_set() and frames.get() is not None:  # drain: the audio side never blocks
-                    pass
+        pump: FramePump | None = None
 
         def start(rate: int) -> LiveAnimator:
             """The animator and the encoder, once the audio's sample rate is known."""
-            nonlocal encoder
+            nonlocal pump
             started = LiveAnimator(self.client, rate, fps=request.fps, seed=request.seed,
                                    emotion=request.base_emotion, expressiveness=request.expressiveness)
-            encoder = threading.Thread(target=encode, args=(rate,), name="live-encode", daemon=True)
-            encoder.start()
+            pump = FramePump(lambda item, index: renderer.render(*item), name="live-encode",
+                             encode=lambda frames: stream_mp4(frames, feed, rate, request.fps, stream_to))
             return started
 
         def hand_over() -> None:
             for item in zip(*animator.take()):
-                frames.put(item)
+                pump.put(item)
 
         try:
             for piece in audio:
@@ -391,20 +256,21 @@ class EmbeddedPipeline:
                 feed.push(piece)
                 animator.push_audio(piece)
                 hand_over()
-                if failure:
+                if pump.failure is not None:
                     break
             if animator is not None:
                 animator.end()
                 hand_over()
         finally:
             feed.end()
-            frames.put(None)
-            if encoder is not None:
-                encoder.join()
+            if pump is not None:
+                pump.end()
+                pump.join()
         if animator is None or animator.features.received == 0:
             raise InputError("audio", "no audio was given")
-        if failure:
-            raise failure[0]
+        if pump.failure is not None:
+            raise pump.failure
+        result.frames = pump.frames
         result.duration_s = animator.features.duration
         return result
 
@@ -423,7 +289,7 @@ class EmbeddedPipeline:
         from services.common.captions import build_cues
         from services.common.live_script import LiveScript, paced
 
-        request.validate_voice()
+        request.validate(LIVE_TEXT)
         warnings: list[str] = []
 
         def speak(sentence: str) -> Speech:
