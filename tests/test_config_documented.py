@@ -1,9 +1,12 @@
-"""services/common/config.py is the one place settings live: README.md's Configuration table (the one
-place an operator looks) matches its registry, default included; the code reads LIKENESS_* variables only
-through it; and its parser accepts what it says and names the variable when a value is wrong."""
+"""services/common/config.py is the one place settings live: docs/configuration.md (the one place an
+operator looks) is generated from its registry by scripts/gen_config_doc.py and must be exactly what the
+generator writes now (regenerate: .venv/bin/python scripts/gen_config_doc.py); the code reads LIKENESS_*
+variables only through it; and its parser accepts what it says and names the variable when a value is
+wrong."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from services.common.config import SETTINGS, ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 NAME = re.compile(r"\b(LIKENESS_[A-Z0-9_]*[A-Z0-9])\b")
 CONFIG_PY = ROOT / "services" / "common" / "config.py"
+CONFIG_MD = ROOT / "docs" / "configuration.md"
+GENERATOR = ROOT / "scripts" / "gen_config_doc.py"
 
 
 def code_files() -> list[Path]:
@@ -22,52 +27,44 @@ def code_files() -> list[Path]:
     return [path for path in files if "proto_gen" not in path.parts]
 
 
-def table_rows() -> list[tuple[str, str]]:
-    """(variables cell, default cell) of each row of README.md's Configuration table."""
-    text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Configuration"):]
-    table = table[:table.index("\n## ", 1)]
-    rows = []
-    for line in table.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == 3 and NAME.search(cells[0]):
-            rows.append((cells[0], cells[1]))
-    return rows
+def _generator():
+    """scripts/gen_config_doc.py, loaded by path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("gen_config_doc", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def documented_default(setting: config.Setting) -> str:
-    if setting.documented is not None:
-        return setting.documented
-    if isinstance(setting.default, bool):
-        return "1" if setting.default else "0"
-    if isinstance(setting.default, float) and setting.default.is_integer():
-        return str(int(setting.default))  # README writes 40, not 40.0
-    if isinstance(setting.default, tuple):
-        return ",".join(str(v) for v in setting.default)
-    return str(setting.default)
+def test_configuration_md_is_what_the_generator_writes_from_the_registry() -> None:
+    gen = _generator()
+    assert CONFIG_MD.read_text() == gen.render(), (
+        "docs/configuration.md is not what scripts/gen_config_doc.py makes of services/common/config.py "
+        f"now: regenerate it with `{gen.COMMAND}` (and commit the result)")
 
 
-def test_every_registered_setting_is_documented_with_its_default() -> None:
-    rows = table_rows()
-    assert len(rows) > 20  # the table parses
-    problems = []
-    for name, setting in SETTINGS.items():
-        cells = [default for names, default in rows if name in NAME.findall(names)]
-        if len(cells) != 1:
-            problems.append(f"{name}: in {len(cells)} rows of the table (want 1)")
-            continue
-        want = documented_default(setting)
-        if not re.search(rf"(?<![\w.]){re.escape(want)}(?![\w.])", cells[0]):
-            problems.append(f"{name}: default {want!r} not in the row's default cell {cells[0]!r}")
-    assert not problems, "README.md's Configuration table vs services/common/config.py:\n" + "\n".join(problems)
+def test_configuration_md_has_one_row_per_setting_with_its_default() -> None:
+    gen = _generator()
+    rows = [line for line in CONFIG_MD.read_text().splitlines() if line.startswith("| `LIKENESS_")]
+    assert [NAME.search(row).group(1) for row in rows] == list(SETTINGS)
+    for row, setting in zip(rows, SETTINGS.values()):
+        assert row.split(" | ")[1] == gen.default_text(setting).replace("|", "\\|"), row
+    # the generator's defaults are the registry's: a text default verbatim, numbers as numbers
+    assert gen.default_text(SETTINGS["LIKENESS_TTS_ADDR"]) == "`127.0.0.1:50052`"
+    assert gen.default_text(SETTINGS["LIKENESS_MAX_PHOTO_YAW_DEG"]) == "40"
+    assert gen.default_text(SETTINGS["LIKENESS_BREATHING"]) == "1"
 
 
-def test_the_table_documents_only_registered_settings() -> None:
-    text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Configuration"):]
-    table = table[:table.index("\n## ", 1)]
-    stale = sorted(set(NAME.findall(table)) - set(SETTINGS))
-    assert not stale, f"README.md documents settings services/common/config.py does not register: {stale}"
+def test_the_docs_name_only_registered_settings() -> None:
+    """A LIKENESS_* name in README.md or docs/ that neither the registry nor a tool outside the services
+    (benchmarks/, scripts/, deploy/: e.g. LIKENESS_BENCH_METHODS) knows is a stale document."""
+    tools = [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "scripts").iterdir(), *(ROOT / "deploy").rglob("*.sh")]
+    known = set(SETTINGS).union(*(NAME.findall(path.read_text()) for path in tools if path.is_file() and path != GENERATOR))
+    stale = {}
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        names = set(NAME.findall(path.read_text())) - known
+        if names:
+            stale[str(path.relative_to(ROOT))] = sorted(names)
+    assert not stale, f"documented but not registered in services/common/config.py: {stale}"
 
 
 def test_every_name_the_code_mentions_is_registered_and_every_setting_is_used() -> None:
