@@ -34,7 +34,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 # Generated gRPC code (services/common/proto_gen/) is produced by the build, never committed.
 protos: $(STAMP)
-	$(PY) -m services.common.protogen
+	$(PY) -m services.devtools.protogen
 
 demo: setup
 	mkdir -p out

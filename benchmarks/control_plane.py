@@ -89,11 +89,11 @@ class RunningStamps(threading.Thread):
 
 def claim_run(replicas: int, args, downstream: str) -> dict:
     from services.client import LikenessClient
-    from services.stack import LocalStack
+    from services.devtools.platform import LocalPlatform
 
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "2", "LIKENESS_MAX_QUEUED_JOBS": "10000", "LIKENESS_TTS_ADDR": downstream,
            "LIKENESS_EXPRESSION_ADDR": downstream, "LIKENESS_RENDER_ADDR": downstream}
-    with LocalStack(env=env, only=("gateway",), gateways=replicas) as stack:
+    with LocalPlatform(env=env, only=("gateway",), gateways=replicas) as stack:
         gateways = [stack.services["gateway"], *stack.replicas]
         clients = [LikenessClient(g.address, timeout_s=30, api_key="", tls_ca="") for g in gateways]
         photo = clients[0].upload(PHOTO, kind="photo")  # (SubmitVideo checks that the photo exists)
@@ -138,11 +138,11 @@ def claim_run(replicas: int, args, downstream: str) -> dict:
 def stream_run(args) -> dict:
     from services.client import LikenessClient
     from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
-    from services.stack import LocalStack
+    from services.devtools.platform import LocalPlatform
 
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_QUEUED_JOBS": "100",
            "LIKENESS_MAX_STREAMS_PER_PRINCIPAL": str(max(1000, 2 * args.streams))}
-    with LocalStack(env=env, only=("gateway",)) as stack, \
+    with LocalPlatform(env=env, only=("gateway",)) as stack, \
             LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
         pid = stack.services["gateway"].proc.pid
         job_id = client.submit(photo=client.upload(PHOTO, kind="photo"), script="Watch me.")  # stays queued

@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LIKENESS_ALIGN_MIN_SCORE", "-70")  # diphone voices score lower than people
 
-from services.common.arkit import INDEX  # noqa: E402
-from services.expression import animate, animate_audio  # noqa: E402
+from services.common.domain.arkit import INDEX  # noqa: E402
+from services.expression import animate_audio  # noqa: E402
+from services.expression.procedural import animate  # noqa: E402
 from services.expression.diffusion.features import log_mel, resample  # noqa: E402
 from services.expression.diffusion.tensor_model import sampling_steps  # noqa: E402
 from services.expression.gestures import smooth  # noqa: E402
@@ -136,7 +137,7 @@ def blinks(weights: np.ndarray) -> int:
 def live_track(audio: np.ndarray, sr: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The same model live (services.expression.diffusion.live): the audio in 20 ms pieces, the
     features normalised on the audio so far, the frames taken as they become final."""
-    from services.common.inference import InProcessClient
+    from services.common.infra.inference import InProcessClient
     from services.expression.diffusion.live import LiveAnimator
 
     live = LiveAnimator(InProcessClient(), sr, fps=FPS, seed=seed)

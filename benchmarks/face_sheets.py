@@ -24,7 +24,7 @@ TILE_W = 240
 
 
 def weights(**values: float) -> np.ndarray:
-    from services.common.arkit import INDEX
+    from services.common.domain.arkit import INDEX
 
     w = np.zeros(52)
     for name, v in values.items():
@@ -119,7 +119,7 @@ def cat_blink_sheet() -> np.ndarray:
 
 def motions_sheet() -> np.ndarray:
     from services.expression.motions import MOTIONS, apply_motions
-    from services.common.expression_track import ExpressionTrack
+    from services.common.domain.expression_track import ExpressionTrack
     from services.render.photo import load_photo
     from services.render.renderer import Renderer
     from services.render.rig import build_rig

@@ -60,7 +60,7 @@ def stats(lags: list[float]) -> dict:
 
 
 def expression_row(speech) -> dict:
-    from services.common.inference import InProcessClient
+    from services.common.infra.inference import InProcessClient
     from services.expression import animate_audio
     from services.expression.diffusion.live import LiveAnimator
 
@@ -161,10 +161,10 @@ def video_samples(data: bytes) -> tuple[int, int]:
 
 def platform_row(speech) -> dict:
     from services.client import LikenessClient
-    from services.stack import LocalStack
+    from services.devtools.platform import LocalPlatform
 
     pcm = lambda pieces: ((np.clip(p, -1, 1) * 32767).round().astype("<i2").tobytes() for p in pieces)  # noqa: E731
-    with LocalStack() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
+    with LocalPlatform() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
         photo = client.upload(PHOTO, kind="photo")
         list(client.live(pcm([speech.audio[:speech.sample_rate]]), sample_rate=speech.sample_rate,
                          photo=photo, seed=1))  # warm: rig cached, models loaded
@@ -226,9 +226,9 @@ def embedded_text_row() -> dict:
 
 def platform_text_row() -> dict:
     from services.client import LikenessClient
-    from services.stack import LocalStack
+    from services.devtools.platform import LocalPlatform
 
-    with LocalStack() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
+    with LocalPlatform() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
         photo = client.upload(PHOTO, kind="photo")
         list(client.live(text=iter([WARM_TEXT]), photo=photo, seed=1))  # warm: rig cached, models loaded
         runs: list[list[float]] = []
@@ -253,10 +253,10 @@ def platform_interrupt_row(after_s: float = 3.0) -> dict:
     import av
 
     from services.client import LikenessClient
-    from services.stack import LocalStack
+    from services.devtools.platform import LocalPlatform
 
     runs = []
-    with LocalStack() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
+    with LocalPlatform() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
         photo = client.upload(PHOTO, kind="photo")
         list(client.live(text=iter([WARM_TEXT]), photo=photo, seed=1))  # warm
         for _ in range(TEXT_TRIALS):

@@ -56,7 +56,7 @@ def face_measures(mesh, frame: np.ndarray) -> dict | None:
 def measure_photo(photo: str, mesh) -> list[dict]:
     from test_body import measured_rotation
 
-    from services.common.expression_track import ExpressionTrack
+    from services.common.domain.expression_track import ExpressionTrack
     from services.expression.motions import EYE_RANGE_RAD, MOTIONS, apply_motions
     from services.render.photo import load_photo
     from services.render.renderer import Renderer
@@ -86,7 +86,7 @@ def measure_photo(photo: str, mesh) -> list[dict]:
                 row.update(swings_commanded=swings(commanded), swings_read=swings(angles))
             if name.startswith("look_"):
                 w = track.weights[k]
-                from services.common.arkit import INDEX
+                from services.common.domain.arkit import INDEX
 
                 if name in ("look_left", "look_right"):  # eye rotation toward the subject's left = image right
                     eyes = (w[INDEX["eyeLookOutLeft"]] - w[INDEX["eyeLookInLeft"]]) * np.degrees(EYE_RANGE_RAD)

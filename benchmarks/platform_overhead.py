@@ -33,7 +33,7 @@ def main() -> None:
 
     from services.client import LikenessClient
     from services.pipeline import EmbeddedPipeline, VideoRequest
-    from services.stack import LocalStack
+    from services.devtools.platform import LocalPlatform
 
     tmp = Path(tempfile.mkdtemp(prefix="likeness-bench-"))
     pipeline = EmbeddedPipeline()
@@ -45,7 +45,7 @@ def main() -> None:
     audio_s = result.speech.duration
 
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": str(args.concurrency), "LIKENESS_MAX_QUEUED_JOBS": "64"}
-    with LocalStack(env=env) as stack, LikenessClient(stack.gateway_address) as client:
+    with LocalPlatform(env=env) as stack, LikenessClient(stack.gateway_address) as client:
         photo = client.upload(PHOTO, kind="photo")
         client.wait(client.submit(photo=photo, script=SCRIPT, seed=2))  # warm every service and model
 

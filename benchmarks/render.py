@@ -60,7 +60,7 @@ def photo_set() -> list[dict]:
 
 
 def expression_track(fps: float = 25.0):
-    from services.common.inference import InProcessClient
+    from services.common.infra.inference import InProcessClient
     from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
     from services.tts import TextToSpeech
     from services.tts.tensor_model import ModelVoice
@@ -160,7 +160,7 @@ def write_sheet(name: str, renderer, track, folder: Path) -> None:
     from PIL import Image
 
     w = track.weights
-    from services.common.arkit import INDEX
+    from services.common.domain.arkit import INDEX
 
     picks = [("rest", np.zeros(52), np.zeros(6))]
     i_jaw = int(np.argmax(w[:, INDEX["jawOpen"]]))
@@ -194,7 +194,7 @@ def write_half_body_sheet(rig, track, folder: Path) -> None:
     breath, their difference x10: only the body moves) and the shoulders following a 15 degree roll."""
     from PIL import Image
 
-    from services.common.arkit import INDEX
+    from services.common.domain.arkit import INDEX
     from services.render.layout import Compositor
     from services.render.renderer import Renderer
 

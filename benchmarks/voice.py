@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 
-from services.common.audio_io import encode_wav  # noqa: E402
-from services.common.inference import InProcessClient  # noqa: E402
+from services.common.domain.audio_io import encode_wav  # noqa: E402
+from services.common.infra.inference import InProcessClient  # noqa: E402
 from services.tts import TextToSpeech  # noqa: E402
 from services.tts.cloning import VoiceCloner  # noqa: E402
 from services.tts.cloning.encoder import cosine, embed  # noqa: E402

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 warnings.filterwarnings("ignore")
 
-from services.common.inference import InProcessClient  # noqa: E402
+from services.common.infra.inference import InProcessClient  # noqa: E402
 from services.tts import TextToSpeech  # noqa: E402
 from services.tts.tensor_model import ModelVoice  # noqa: E402
 from services.tts.voices import VOICES, VoiceBank  # noqa: E402

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from services.common.listening import Listen
-    from services.common.live_pacing import Interrupt
+    from services.common.live.listening import Listen
+    from services.common.live.pacing import Interrupt
 
 EXIT_BAD_INPUT = 2
 CANCEL = "\x18"  # ASCII CAN in `likeness live --text-in -`: an interrupt (the user spoke over the avatar)
@@ -100,7 +100,7 @@ def _read_inputs(args: argparse.Namespace) -> tuple[str | None, bytes | None, by
 
 
 def _check_captions(args: argparse.Namespace, script: str | None, driving_audio: bytes | None) -> None:
-    from services.common.captions import FORMATS
+    from services.common.domain.captions import FORMATS
     from services.pipeline import check_output_path
     from services.pipeline.speech_rules import WORDS, check_speech
 
@@ -115,7 +115,7 @@ def _check_captions(args: argparse.Namespace, script: str | None, driving_audio:
 def _check_poster(args: argparse.Namespace, alpha: bool) -> None:
     """--poster: a .jpg/.png whose folder exists (a transparent video's poster keeps its alpha: .png)."""
     from services.pipeline import check_output_path
-    from services.render.poster import POSTER_SUFFIXES
+    from services.render import POSTER_SUFFIXES
 
     if args.poster:
         check_output_path(args.poster, suffixes=(".png",) if alpha else POSTER_SUFFIXES, field="poster")
@@ -123,7 +123,7 @@ def _check_poster(args: argparse.Namespace, alpha: bool) -> None:
 
 def _timed(values: Sequence[str], kind: str) -> tuple[tuple[float, str, float], ...]:
     """--motion / --emotion-at values "SECONDS:NAME[:STRENGTH]" -> (seconds, name, strength)."""
-    from services.common import wire
+    from services.common.infra import wire
 
     names = wire.MOTION_ENUM if kind == "motion" else wire.EMOTION_ENUM
     option = "motion" if kind == "motion" else "emotion-at"
@@ -148,10 +148,9 @@ def _timed(values: Sequence[str], kind: str) -> tuple[tuple[float, str, float], 
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from services.common import captions
+    from services.common.domain import captions
     from services.pipeline import EmbeddedPipeline, VideoRequest, check_output_path
-    from services.render.formats import check_output
-    from services.render.poster import write_poster
+    from services.render import check_output, write_poster
 
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     request = VideoRequest(photo=photo.read_bytes(), script=script, size=args.size, fps=args.fps, seed=args.seed,
@@ -207,8 +206,7 @@ def _face_at(args: argparse.Namespace) -> dict:
 
 def _framing(args: argparse.Namespace) -> dict:
     """--aspect/--fit/--background/--keypoints/--face-at -> VideoRequest fields (validated there)."""
-    from services.render.keypoints import parse_keypoints
-    from services.render.layout import Background
+    from services.render import parse_keypoints, Background
 
     out = {"aspect": args.aspect, "fit": args.fit, **_face_at(args)}
     if args.background:
@@ -220,8 +218,7 @@ def _framing(args: argparse.Namespace) -> dict:
 
 def _submit_framing(client, args: argparse.Namespace) -> dict:
     """The framing options as LikenessClient.submit arguments (a background image is uploaded)."""
-    from services.render.formats import check_output, output_kind
-    from services.render.keypoints import parse_keypoints
+    from services.render import check_output, output_kind, parse_keypoints
 
     out = {"aspect": args.aspect, "fit": args.fit, "burn_captions": args.burn_captions, **_face_at(args)}
     background = (args.background or "").strip()
@@ -259,13 +256,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from services.stack import LocalStack
+    from services.devtools.platform import LocalPlatform
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("starting PostgreSQL, S3, Triton and the tts/expression/render/gateway services ...", file=sys.stderr)
     kwargs = {"workdir": Path(args.workdir)} if args.workdir else {}
-    with LocalStack(**kwargs, gateways=args.gateways, durable=True) as stack:
+    with LocalPlatform(**kwargs, gateways=args.gateways, durable=True) as stack:
         print(f"gateway    {stack.gateway_address}")
         for name, service in stack.services.items():
             print(f"{name:<11}{service.address}  metrics {service.metrics_url}")
@@ -286,7 +283,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_voices(args: argparse.Namespace) -> int:
-    from services.tts.voices import DEFAULT_VOICE, VOICES
+    from services.tts import DEFAULT_VOICE, VOICES
 
     for v in VOICES.values():
         default = " (default)" if v.name == DEFAULT_VOICE else ""
@@ -310,21 +307,20 @@ def cmd_new_key(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Whether a file (video, PNG-sequence folder, poster) carries Likeness's AI-generated marks: the
     metadata and the invisible one in the pixels. Exit 0 when either is there, 1 when neither."""
-    from services.render import watermark
-    from services.render.provenance import read_mark
+    from services.render import WATERMARK_DETECTED_Z, detect_watermark, read_mark
 
     path = Path(args.file)
     if not path.exists():
         raise InputError("file", f"no such file or directory: {path}")
     try:
         mark = read_mark(path)
-        z = watermark.detect(_frames_of(path))
+        z = detect_watermark(_frames_of(path))
     except Exception as exc:  # not a video or image we can open
         raise InputError("file", f"cannot read {path}: {exc}") from None
-    found = z >= watermark.DETECTED_Z
+    found = z >= WATERMARK_DETECTED_Z
     print(f"{path}: metadata: {mark or 'none (stripped, or not made by Likeness)'}")
     print(f"{path}: invisible mark: {'found' if found else 'not found'} (z = {z:.1f}; "
-          f"{watermark.DETECTED_Z:g} or more: found)")
+          f"{WATERMARK_DETECTED_Z:g} or more: found)")
     return 0 if mark is not None or found else 1
 
 
@@ -335,7 +331,7 @@ def _frames_of(path: Path):
         from PIL import Image
 
         return [np.asarray(Image.open(path).convert("RGB"))]
-    from services.render.formats import decode_frames
+    from services.render import decode_frames
 
     return decode_frames(path)
 
@@ -344,7 +340,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     import grpc
 
     from services.client import JobFailedError
-    from services.common.grpc_errors import field_violations
+    from services.common.infra.grpc_errors import field_violations
 
     script, voice_sample, driving_audio, photo = _read_inputs(args)
     _check_captions(args, script, driving_audio)
@@ -494,8 +490,8 @@ def _write_captions(path: str, captions) -> None:
 
 
 def _write_cues(path: str, cues: list) -> None:
-    """In-process captions (services.common.captions cues) as the file `path` names: .srt or WebVTT."""
-    from services.common import captions
+    """In-process captions (services.common.domain.captions cues) as the file `path` names: .srt or WebVTT."""
+    from services.common.domain import captions
 
     target = Path(path)
     target.write_text(captions.FORMATS[target.suffix.lower()](cues), encoding="utf-8")
@@ -505,7 +501,7 @@ def _write_cues(path: str, cues: list) -> None:
 def _write_stream(out: str, write) -> None:
     """`write(sink)` into stdout for `-` (a player can read it from a pipe), else into the file `out`,
     which appears only once complete."""
-    from services.render.encode import write_atomically
+    from services.render import write_atomically
 
     if out == "-":
         write(sys.stdout.buffer)
@@ -568,7 +564,7 @@ def _live_audio(args: argparse.Namespace) -> tuple[int, Iterator[np.ndarray]]:
                 yield np.frombuffer(data[:len(data) // 2 * 2], "<i2").astype(np.float32) / 32768.0
 
         return rate, from_stdin()
-    from services.common.audio_io import decode_audio
+    from services.common.domain.audio_io import decode_audio
 
     path = Path(args.audio_in)
     if not path.is_file():
@@ -593,8 +589,8 @@ def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt | Listen]:
     import os
     import re
 
-    from services.common.listening import LISTEN, STOP_LISTENING
-    from services.common.live_pacing import INTERRUPT
+    from services.common.live.listening import LISTEN, STOP_LISTENING
+    from services.common.live.pacing import INTERRUPT
 
     controls = {CANCEL: INTERRUPT, LISTEN_ON: LISTEN, LISTEN_OFF: STOP_LISTENING}
 
@@ -621,8 +617,8 @@ def _live_text(args: argparse.Namespace) -> Iterator[str | Interrupt | Listen]:
 def _live_items(pieces: Iterator, rate: int) -> Iterator:
     """`likeness live --audio-in` pieces as LikenessClient.live() audio items: 16-bit PCM, and the
     time-coded directions of a LivePiece as TimedEmotion / TimedMotion messages."""
-    from services.common import wire
-    from services.common.live_pacing import LivePiece
+    from services.common.infra import wire
+    from services.common.live.pacing import LivePiece
 
     for piece in pieces:
         if isinstance(piece, LivePiece):
@@ -642,7 +638,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     import numpy as np
 
     from services.pipeline import LIVE_AUDIO, LIVE_TEXT, EmbeddedPipeline, VideoRequest
-    from services.render.formats import check_output, output_kind
+    from services.render import check_output, output_kind
 
     if args.out != "-":
         if output_kind(args.out) != "mp4":
@@ -659,7 +655,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         raise InputError("motion" if motions else "emotion-at", "goes with --audio-in; with --text-in write tags "
                                                                 "in the text ([nod], [happy])")
     if args.captions:
-        from services.common.captions import FORMATS
+        from services.common.domain.captions import FORMATS
         from services.pipeline import check_output_path
 
         check_output_path(args.captions, suffixes=tuple(FORMATS), field="captions")
@@ -677,7 +673,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         request.validate(LIVE_AUDIO)
         rate, pieces = _live_audio(args)
         if motions or emotions:  # time-coded: they go ahead of the audio, each applied at its time
-            from services.common.live_pacing import LivePiece
+            from services.common.live.pacing import LivePiece
 
             directions = LivePiece(np.zeros(0, np.float32), rate, 0.0, emotions=list(emotions), motions=list(motions))
             pieces = itertools.chain([directions], pieces)
@@ -700,7 +696,7 @@ def cmd_live(args: argparse.Namespace) -> int:
             return
         import grpc
 
-        from services.common.grpc_errors import field_violations
+        from services.common.infra.grpc_errors import field_violations
 
         try:
             with client:

@@ -19,10 +19,12 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 
 import grpc
 
-from services.common import config, wire
-from services.common.grpc_server import channel_options
-from services.common.listening import LISTEN, STOP_LISTENING, Listen
-from services.common.live_pacing import INTERRUPT, Interrupt
+from services.common import config
+
+from services.common.infra import wire
+from services.common.infra.grpc_server import channel_options
+from services.common.live.listening import LISTEN, STOP_LISTENING, Listen
+from services.common.live.pacing import INTERRUPT, Interrupt
 from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 
 CHUNK = 1024 * 1024

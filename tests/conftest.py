@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from services.common.s3_server import S3Server
-from services.common.storage import Storage
-from services.common.triton_server import TritonServer
+from services.devtools.s3_server import S3Server
+from services.common.infra.storage import Storage
+from services.devtools.triton_server import TritonServer
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +117,7 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator["PgServer"]:
-    from services.common.pg_server import PgServer
+    from services.devtools.pg_server import PgServer
 
     with PgServer(durable=False) as server:
         yield server

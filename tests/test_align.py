@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.tts import TextToSpeech, read_wav
 from services.tts.align import align
 from services.tts.phones import PHONES, SILENCE, is_vowel
@@ -100,7 +100,7 @@ def test_unusable_input(audio, rate, text, field):
 def test_aligner_model_runs_in_triton(triton_server_factory):
     """The `aligner` model served by a real Triton gives the in-process alignment; a recording that
     does not match its script is an InputError on the audio; the driving path goes through it."""
-    from services.common.inference import InProcessClient, TritonClient
+    from services.common.infra.inference import InProcessClient, TritonClient
     from services.tts.align_model import align_with
     from services.tts.recording import driving_speech, prepare_recording
 

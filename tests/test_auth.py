@@ -18,10 +18,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.client import LikenessClient
-from services.common.ports import free_ports
+from services.devtools.ports import free_ports
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.gateway.auth import ApiKeys, AuthConfigError, parse_keys
-from services.stack import LocalStack
+from services.devtools.platform import LocalPlatform
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "photos" / "grace_hopper.jpg"
@@ -48,7 +48,7 @@ def secured(tmp_path_factory):
            "LIKENESS_TLS_KEY_FILE": str(key), "LIKENESS_HEALTH_PORT": str(health_port),
            "LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_JOBS_PER_PRINCIPAL": "2",  # jobs stay queued
            "LIKENESS_ADMIN_PRINCIPALS": "ops"}
-    with LocalStack(env=env, only=("gateway",)) as stack:
+    with LocalPlatform(env=env, only=("gateway",)) as stack:
         stack.keys_file, stack.cert, stack.health_port = keys_file, cert, health_port
         yield stack
 
@@ -247,7 +247,7 @@ def test_keys_map_to_principals_and_several_keys_may_share_one(tmp_path):
 
 
 def test_gateway_refuses_to_start_with_a_missing_key_file(tmp_path):
-    stack = LocalStack(env={"LIKENESS_API_KEYS_FILE": str(tmp_path / "nope")}, only=("gateway",),
+    stack = LocalPlatform(env={"LIKENESS_API_KEYS_FILE": str(tmp_path / "nope")}, only=("gateway",),
                        start_timeout=60)
     with pytest.raises(RuntimeError, match="no such file"):
         stack.start()
@@ -297,7 +297,7 @@ def test_a_stack_whose_tls_comes_from_the_environment_becomes_healthy(tmp_path, 
     cert, key = make_certificate(tmp_path)
     monkeypatch.setenv("LIKENESS_TLS_CERT_FILE", str(cert))
     monkeypatch.setenv("LIKENESS_TLS_KEY_FILE", str(key))
-    with LocalStack(only=("gateway",), start_timeout=60) as stack:
+    with LocalPlatform(only=("gateway",), start_timeout=60) as stack:
         with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca=str(cert)) as client:
             assert "joe" in {v.name for v in client.voices()}
         with grpc.insecure_channel(stack.gateway_address) as plain:  # the gRPC port itself is TLS only

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.arkit import INDEX
-from services.common.auto_emotion import sentence_emotion, with_auto_emotions
-from services.common.errors import InputError
-from services.common.script_tags import EmotionTag, MotionTag, strip_tags
+from services.common.domain.arkit import INDEX
+from services.common.script.auto_emotion import sentence_emotion, with_auto_emotions
+from services.common.domain.errors import InputError
+from services.common.script.tags import EmotionTag, MotionTag, strip_tags
 
 
 @pytest.mark.parametrize("sentence,emotion", [
@@ -31,7 +31,7 @@ def test_a_sentence_gets_the_emotion_its_words_carry(sentence, emotion) -> None:
 
 
 def test_sentences_are_cut_where_captions_and_live_text_cut_them() -> None:
-    from services.common.auto_emotion import sentences
+    from services.common.script.auto_emotion import sentences
 
     text = "I met Dr. Smith at 3 p.m. today. Sadly, he was ill!  What?! Yes"
     assert [text[a:b] for a, b in sentences(text)] == ["I met Dr. Smith at 3 p.m. today.", "Sadly, he was ill!",

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.errors import InputError
-from services.common.inference import InProcessClient
+from services.common.domain.errors import InputError
+from services.common.infra.inference import InProcessClient
 from services.render.layout import Background, Compositor, FrameSpec
 from services.render.photo import load_photo
 from services.render.renderer import Renderer
@@ -26,7 +26,7 @@ def astronaut() -> np.ndarray:
 def test_selfie_segmentation_through_triton(triton_server_factory, astronaut):
     """The selfie_segmentation model served by the real tritonserver gives the in-process matte, and
     a rig prepared through it replaces the background like the embedded path."""
-    from services.common.inference import TritonClient
+    from services.common.infra.inference import TritonClient
     from services.render.tensor_model import SEGMENTATION_MODEL, segmenter
 
     server = triton_server_factory(ROOT / "model_repository", models=[SEGMENTATION_MODEL])
@@ -155,7 +155,7 @@ def test_a_turned_head_widens_the_near_cheek_evenly_without_a_smear(name):
 # -- breathing and shoulders --------------------------------------------------------------------------
 
 def _still_track(seconds: float, fps: float = 25.0, pose: np.ndarray | None = None):
-    from services.common.expression_track import ExpressionTrack
+    from services.common.domain.expression_track import ExpressionTrack
 
     n = int(seconds * fps)
     poses = np.zeros((n, 6)) if pose is None else np.repeat(np.asarray(pose, float)[None], n, axis=0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from services.common.captions import MAX_CUE_SECONDS, MAX_LINE_CHARS, build_cues, to_srt, to_webvtt
-from services.common.speech import Word
+from services.common.domain.captions import MAX_CUE_SECONDS, MAX_LINE_CHARS, build_cues, to_srt, to_webvtt
+from services.common.domain.speech import Word
 from tests.test_pipeline import PHOTOS, ROOT, run_cli
 
 TEXT = 'Hello, world! It is 3 p.m. today. Dr. Smith paid $5 for twenty-one apples; "really?" she asked.'
@@ -63,7 +63,7 @@ def test_webvtt_and_srt_formats():
 
 def test_captions_of_real_speech_follow_its_words():
     """The bundled voice speaking a script with numbers, abbreviations and quotes."""
-    from services.common.inference import InProcessClient
+    from services.common.infra.inference import InProcessClient
     from services.tts import TextToSpeech
     from services.tts.tensor_model import ModelVoice
 
@@ -98,7 +98,7 @@ def test_cli_writes_srt(tmp_path):
 def test_burned_captions_draw_each_cue_only_while_it_is_on():
     import numpy as np
 
-    from services.common.captions import Cue
+    from services.common.domain.captions import Cue
     from services.render.caption_overlay import CaptionOverlay
 
     cues = [Cue(0.5, 1.5, "Hello there,\nmy friend."), Cue(2.0, 3.0, "A much longer line of words that must be "

@@ -13,7 +13,7 @@ import pytest
 
 from services.client import JobFailedError, LikenessClient
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
-from services.stack import LocalStack
+from services.devtools.platform import LocalPlatform
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
 
@@ -21,7 +21,7 @@ PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hoppe
 @pytest.fixture(scope="module")
 def stack():
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_JOB_LEASE_S": "2"}  # jobs stay queued; quick takeover
-    with LocalStack(env=env, only=("gateway",)) as running:
+    with LocalPlatform(env=env, only=("gateway",)) as running:
         yield running
 
 
@@ -78,7 +78,7 @@ def test_the_cli_says_when_no_gateway_answers(tmp_path):
     import subprocess
     import sys
 
-    from services.common.ports import free_ports
+    from services.devtools.ports import free_ports
 
     run = subprocess.run([sys.executable, "-m", "services.cli", "submit", "--server", f"127.0.0.1:{free_ports(1)[0]}",
                           "--photo", str(PHOTO), "--script", "Hello.", "--out", str(tmp_path / "out.mp4")],
@@ -152,7 +152,7 @@ def test_an_object_storage_outage_is_unavailable_and_the_gateway_recovers():
     """S3 down: calls that need it answer UNAVAILABLE (the client's cue to retry), not UNKNOWN; the
     gateway keeps serving, and runs what is submitted once S3 is back (on the same address)."""
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_S3_MAX_ATTEMPTS": "2", "LIKENESS_JOB_LEASE_S": "2"}
-    with LocalStack(env=env, only=("gateway",)) as stack, \
+    with LocalPlatform(env=env, only=("gateway",)) as stack, \
             LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
         photo = client.upload(PHOTO, kind="photo")
         job_id = client.submit(photo=photo, script="Before the outage.")

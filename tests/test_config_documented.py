@@ -145,7 +145,7 @@ def test_an_invalid_value_fails_naming_the_variable(name: str, raw: str, monkeyp
 
 
 def test_values_are_read_at_call_time_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.common.speech import max_script_chars
+    from services.common.domain.speech import max_script_chars
     from services.render.body import breathing_enabled
     from services.tts.cloning.cloner import _strengths, configured_method
 
@@ -164,7 +164,7 @@ def test_values_are_read_at_call_time_and_typed(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_setting_without_a_default_needs_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.common.grpc_server import grpc_port
+    from services.common.infra.grpc_server import grpc_port
     from services.tts.kokoro import _threads
 
     monkeypatch.delenv("LIKENESS_GRPC_PORT", raising=False)

@@ -15,10 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.client import LikenessClient
-from services.common import grpc_errors
+from services.common.infra import grpc_errors
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.pipeline import Stored, VideoRequest
-from services.stack import LocalStack
+from services.devtools.platform import LocalPlatform
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
 
@@ -27,7 +27,7 @@ PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hoppe
 def stack():
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_QUEUED_JOBS": "100", "LIKENESS_STREAM_IDLE_S": "3",
            "LIKENESS_MAX_STREAMS_PER_PRINCIPAL": "200"}
-    with LocalStack(env=env, only=("gateway",)) as running:
+    with LocalPlatform(env=env, only=("gateway",)) as running:
         yield running
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from services.common import deadline
-from services.common.grpc_server import serve
-from services.common.ports import free_port
+from services.common.infra import deadline
+from services.common.infra.grpc_server import serve
+from services.devtools.ports import free_port
 from services.common.proto_gen.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
 
 

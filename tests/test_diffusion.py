@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.arkit import INDEX
-from services.expression import animate, animate_audio
+from services.common.domain.arkit import INDEX
+from services.expression import animate_audio
+from services.expression.procedural import animate
 from services.expression.diffusion import data, train
 from services.expression.diffusion.model import ModelConfig
 from services.expression.diffusion.sampler import OVERLAP, window_starts
@@ -112,10 +113,10 @@ def test_known_script_question_raises_the_brows() -> None:
 
 
 def test_expression_service_drives_from_audio_alone(speech) -> None:
-    from services.common.errors import InputError
-    from services.common.inference import InProcessClient
+    from services.common.domain.errors import InputError
+    from services.common.infra.inference import InProcessClient
     from services.common.proto_gen.likeness.v1 import expression_pb2 as ex
-    from services.common.speech import Speech
+    from services.common.domain.speech import Speech
     from services.expression.server import ExpressionServicer
 
     servicer = ExpressionServicer(InProcessClient())
@@ -129,7 +130,7 @@ def test_expression_service_drives_from_audio_alone(speech) -> None:
 
 
 def test_served_by_triton_same_frames_as_in_process(speech, triton_server_factory, tmp_path_factory) -> None:
-    from services.common.inference import InProcessClient, TritonClient
+    from services.common.infra.inference import InProcessClient, TritonClient
 
     repo = tmp_path_factory.mktemp("repo")
     shutil.copytree(ROOT / "model_repository" / MODEL_NAME, repo / MODEL_NAME)
@@ -180,10 +181,10 @@ def test_time_coded_emotion_changes_the_face_from_its_time_code_on(speech) -> No
 def test_stream_applies_time_coded_emotions_through_the_real_service(speech) -> None:
     import grpc
 
-    from services.common import wire
-    from services.common.grpc_server import serve
-    from services.common.inference import InProcessClient
-    from services.common.ports import free_port
+    from services.common.infra import wire
+    from services.common.infra.grpc_server import serve
+    from services.common.infra.inference import InProcessClient
+    from services.devtools.ports import free_port
     from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
     from services.expression.server import ExpressionServicer
 
@@ -223,7 +224,7 @@ def test_stream_applies_time_coded_emotions_through_the_real_service(speech) -> 
 
 
 def test_emotion_timeline_bad_input_is_input_error(speech) -> None:
-    from services.common.errors import InputError
+    from services.common.domain.errors import InputError
 
     with pytest.raises(InputError):
         animate_audio(speech.audio, speech.sample_rate, emotions=[(1.0, "bored")])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.arkit import INDEX
-from services.common.script_tags import LEAD_S, EmotionTag, strip_tags, timed_emotions
-from services.common.errors import InputError
-from services.common.speech import Word
+from services.common.domain.arkit import INDEX
+from services.common.script.tags import LEAD_S, EmotionTag, strip_tags, timed_emotions
+from services.common.domain.errors import InputError
+from services.common.domain.speech import Word
 
 SCRIPT = "[happy] What a wonderful morning this is, I love it. [sad] But then the rain came and ruined everything."
 
@@ -64,7 +64,7 @@ def test_the_face_follows_the_tags(pipeline):
 
 
 def test_a_mistyped_tag_is_read_out_with_a_warning_and_other_brackets_pass():
-    from services.common.script_tags import near_misses
+    from services.common.script.tags import near_misses
 
     text, tags = strip_tags("[happpy] Hello [sic] there. [look lef] [tilt] [pause 1] [nodd 0.5] Done. [Note]")
     assert tags == [] and text.startswith("[happpy] Hello [sic] there.")

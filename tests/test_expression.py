@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from services.common.arkit import ARKIT_52, INDEX
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
-from services.common.speech import Phone, Speech, Word
-from services.expression import animate
+from services.common.domain.arkit import ARKIT_52, INDEX
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.domain.speech import Phone, Speech, Word
+from services.expression.procedural import animate
 from services.expression.prosody import analyze
 from services.expression.visemes import LIP_CHANNELS, MOUTH_CHANNELS, phone_visemes
 

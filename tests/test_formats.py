@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.common.arkit import INDEX
-from services.common.errors import InputError
+from services.common.domain.arkit import INDEX
+from services.common.domain.errors import InputError
 from services.common.proto_gen.likeness.v1 import common_pb2
 from services.render import watermark
 from services.render.encode import decode_mp4
@@ -230,9 +230,9 @@ def test_cli_transparent_webm(tmp_path):
 
 def test_render_service_transparent_webm(storage, tmp_path):
     """The render servicer (real S3 storage): a 9:16 transparent spec -> rig with a stage -> WebM."""
-    from services.common import wire
-    from services.common.expression_track import ExpressionTrack
-    from services.common.inference import InProcessClient
+    from services.common.infra import wire
+    from services.common.domain.expression_track import ExpressionTrack
+    from services.common.infra.inference import InProcessClient
     from services.common.proto_gen.likeness.v1 import render_pb2 as rd
     from services.render.server import RenderServicer
 
@@ -305,7 +305,7 @@ def _border_detail(frame: np.ndarray) -> float:
 
 
 def test_the_poster_skips_frames_in_a_blink():
-    from services.common.arkit import INDEX
+    from services.common.domain.arkit import INDEX
     from services.render.poster import PosterPicker, encode_poster
 
     picker = PosterPicker()
@@ -331,9 +331,9 @@ def test_the_poster_skips_frames_in_a_blink():
 def test_render_service_streams_fragmented_mp4_while_it_renders(storage, tmp_path):
     """stream_media: the video comes back as it is encoded (an init segment, then a fragment per
     second), nothing is stored, and the pieces together are the whole video with its audio."""
-    from services.common import wire
-    from services.common.expression_track import ExpressionTrack
-    from services.common.inference import InProcessClient
+    from services.common.infra import wire
+    from services.common.domain.expression_track import ExpressionTrack
+    from services.common.infra.inference import InProcessClient
     from services.common.proto_gen.likeness.v1 import render_pb2 as rd
     from services.render.server import RenderServicer
 
@@ -375,8 +375,8 @@ def test_render_service_muxes_live_audio_as_it_arrives(storage, tmp_path):
     """live_audio_format: the audio comes in audio_chunk messages between the frames (chunks may end
     inside a sample); the video carries all of it. Live audio without stream_media, audio chunks
     without live_audio_format and a stream ending inside a sample are refused."""
-    from services.common import wire
-    from services.common.inference import InProcessClient
+    from services.common.infra import wire
+    from services.common.infra.inference import InProcessClient
     from services.common.proto_gen.likeness.v1 import render_pb2 as rd
     from services.render.server import RenderServicer
 

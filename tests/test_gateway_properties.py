@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from services.client import LikenessClient
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
-from services.stack import LocalStack
+from services.devtools.platform import LocalPlatform
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
 DOCUMENTED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -28,7 +28,7 @@ SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
 @pytest.fixture(scope="module")
 def gateway():
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_QUEUED_JOBS": "10000"}  # jobs stay queued
-    with LocalStack(env=env, only=("gateway",)) as stack, \
+    with LocalPlatform(env=env, only=("gateway",)) as stack, \
             LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
         channel = grpc.insecure_channel(stack.gateway_address)  # (no client retries: one answer per call)
         stack.stub = gateway_pb2_grpc.GatewayServiceStub(channel)

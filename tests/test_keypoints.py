@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.arkit import INDEX
-from services.common.errors import InputError
+from services.common.domain.arkit import INDEX
+from services.common.domain.errors import InputError
 from services.render.keypoints import (fit_template, parse_keypoints, template_keypoints,
                                        validate_keypoints)
 from services.render.photo import load_photo

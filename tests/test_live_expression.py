@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from services.common.arkit import INDEX
-from services.common.inference import InProcessClient
+from services.common.domain.arkit import INDEX
+from services.common.infra.inference import InProcessClient
 from services.expression import animate_audio
 from services.expression.diffusion.features import FEATURE_DIM, N_MELS, PER_FRAME, STACK, FeatureStream, frame_features
 from services.expression.diffusion.live import LiveAnimator
@@ -188,7 +188,7 @@ def test_long_silences_do_not_change_how_the_next_speech_moves_the_lips(speech) 
 
 
 def test_bad_live_input_is_input_error(speech) -> None:
-    from services.common.errors import InputError
+    from services.common.domain.errors import InputError
 
     with pytest.raises(InputError):
         LiveAnimator(InProcessClient(), 2000)
@@ -210,7 +210,7 @@ def expression_process(triton_server_factory, tmp_path_factory):
     """A real expression service process whose models run in a real Triton server."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from services.common.ports import free_ports
+    from services.devtools.ports import free_ports
 
     triton = triton_server_factory(ROOT / "model_repository", models=["expression_diffusion_window"])
     port, metrics = free_ports(2)

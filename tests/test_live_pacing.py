@@ -1,4 +1,4 @@
-"""Live audio handed on at the pace it is heard (services.common.live_pacing): pushed faster than real
+"""Live audio handed on at the pace it is heard (services.common.live.pacing): pushed faster than real
 time it waits at most the lead ahead of the clock, an interrupt drops what has not gone out (the voice
 fading out) and the audio after it continues the timeline where the speech stopped."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from services.common.live_pacing import CHUNK_S, FADE_S, INTERRUPT, LivePiece, paced_audio
+from services.common.live.pacing import CHUNK_S, FADE_S, INTERRUPT, LivePiece, paced_audio
 
 RATE = 16000
 
@@ -42,7 +42,7 @@ def test_audio_pushed_fast_waits_the_lead_ahead_of_the_clock_and_real_time_audio
 def test_the_first_speech_goes_at_once_then_the_lead_holds(monkeypatch):
     """From the configured lead (no `lead_s`): the stream's first START_LEAD_S goes out at once (the
     face's first frame needs audio well ahead of it), the rest at most the lead ahead of the clock."""
-    from services.common.live_pacing import START_LEAD_S
+    from services.common.live.pacing import START_LEAD_S
 
     monkeypatch.setenv("LIKENESS_LIVE_SPEECH_LEAD_S", "0.5")
     sent = []
@@ -90,7 +90,7 @@ def test_a_broken_source_is_raised_to_the_reader():
 
 
 def test_a_listening_face_nods_now_and_then_until_it_talks_again():
-    from services.common.listening import LISTEN, STOP_LISTENING, Listening
+    from services.common.live.listening import LISTEN, STOP_LISTENING, Listening
 
     listening = Listening(seed=3)
     assert listening.motions(0.0, 10.0) == []  # not listening: nothing

@@ -1,4 +1,4 @@
-"""Text as it is written -> speech a sentence at a time (services.common.live_script), with the real
+"""Text as it is written -> speech a sentence at a time (services.common.live.script), with the real
 in-process TTS: where sentences are cut, one timeline for all of them, tags, and silence while the
 writer thinks."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from services.common.errors import InputError
-from services.common.live_pacing import INTERRUPT
-from services.common.live_script import MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced, speakable
+from services.common.domain.errors import InputError
+from services.common.live.pacing import INTERRUPT
+from services.common.live.script import MAX_PIECE_CHARS, LiveScript, SentenceBuffer, paced, speakable
 
 TEXT = ("Hello there. I met Dr. Smith at 3.30 p.m. today! [hap" "py] Great news. [pause 1] "
         "Was it \"real\"? Yes\nNo more")
@@ -269,7 +269,7 @@ def test_text_before_an_interrupt_that_was_not_yet_heard_is_never_heard(speak):
 
 
 def test_a_stream_that_starts_with_the_user_talking_shows_the_face_listening_at_once(speak):
-    from services.common.listening import LISTEN
+    from services.common.live.listening import LISTEN
 
     def writer():
         yield LISTEN  # the user talks first
@@ -295,7 +295,7 @@ def test_the_cli_reads_interrupts_and_listening_from_control_bytes_on_stdin(monk
     import sys
 
     from services.cli import _live_text
-    from services.common.listening import LISTEN, STOP_LISTENING
+    from services.common.live.listening import LISTEN, STOP_LISTENING
 
     read, write = os.pipe()
     os.write(write, "Hello the\x18re.\x11".encode())

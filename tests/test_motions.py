@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.arkit import INDEX
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
-from services.common.script_tags import (MOTION_LEAD_S, EmotionTag, MotionTag, strip_tags, timed_emotions,
+from services.common.domain.arkit import INDEX
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.script.tags import (MOTION_LEAD_S, EmotionTag, MotionTag, strip_tags, timed_emotions,
                                          timed_motions)
-from services.common.speech import Word
+from services.common.domain.speech import Word
 from services.expression.motions import MAX_HEAD_DEG, MOTIONS, apply_motions, overlay
 
 FPS = 25.0
@@ -118,7 +118,7 @@ def test_motions_keep_the_head_within_its_limit_and_leave_other_frames_alone() -
 
 
 def test_a_motion_sent_during_a_live_stream_shapes_the_frames_after_it() -> None:
-    from services.common.inference import InProcessClient
+    from services.common.infra.inference import InProcessClient
     from services.expression.diffusion.live import LiveAnimator
     from services.tts.engine import TextToSpeech
 
@@ -174,7 +174,7 @@ def test_a_motion_after_the_last_words_gets_the_silence_it_needs() -> None:
 
 
 def test_auto_motions_nod_on_yes_shake_on_no_and_tilt_on_questions() -> None:
-    from services.common.auto_motion import with_auto_motions
+    from services.common.script.auto_motion import with_auto_motions
 
     text, tags = strip_tags("Yes, that is right. No, we never said that. Could you check again? Of course not! "
                             "Rightly so. Okay. [wink left] Is that all for today then? Sure.")

@@ -1,12 +1,12 @@
 """Pause tags ("[pause]", "[pause 1.5]"): silence where written, the timeline still exact, and
-emotion tags and captions still in step (services/tts/pauses.py, services/common/speech.join_speech)."""
+emotion tags and captions still in step (services/common/script/pauses.py, services/common/speech.join_speech)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from services.common.errors import InputError
-from services.tts.pauses import DEFAULT_PAUSE_S, split_pauses, strip_pauses
+from services.common.domain.errors import InputError
+from services.common.script.pauses import DEFAULT_PAUSE_S, split_pauses, strip_pauses
 
 
 def test_pause_tags_split_the_script():
@@ -51,7 +51,7 @@ def test_a_pause_is_silence_in_an_exact_timeline(pipeline, voice):
     # the emotion tag after the pause acts at the word after it
     track = pipeline.expression(paused, VideoRequest(photo=b"x", script="[happy] The answer is simple. [pause 1.5] "
                                                                         "[sad] It is forty-two."))
-    from services.common.arkit import INDEX
+    from services.common.domain.arkit import INDEX
 
     frown = track.weights[:, INDEX["mouthFrownLeft"]]
     t = paused.words[it].start

@@ -1,5 +1,5 @@
 """The platform for real: a Triton server, an S3 server and the four gRPC services as separate
-processes on loopback (services.stack.LocalStack), driven through the public client.
+processes on loopback (services.devtools.platform.LocalPlatform), driven through the public client.
 
 Tests run in file order and share one stack; the last one stops Triton.
 """
@@ -24,9 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.client import JobFailedError, LikenessClient
-from services.common.grpc_errors import field_violations
+from services.common.infra.grpc_errors import field_violations
 from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw
-from services.stack import HEALTH_NAMES, LocalStack
+from services.devtools.platform import HEALTH_NAMES, LocalPlatform
 from tests.test_webhooks import LOOPBACK_ALLOWED
 from tests.video_instrument import decode
 
@@ -43,7 +43,7 @@ def stack():
     env = {"LIKENESS_TRACE_FILE": str(trace_file), "LIKENESS_MAX_CONCURRENT_JOBS": "1",
            "LIKENESS_MAX_QUEUED_JOBS": "2", "LIKENESS_WEBHOOK_SECRET": WEBHOOK_SECRET, "LIKENESS_MAX_STREAMS": "1",
            **LOOPBACK_ALLOWED}  # (the webhook receivers here are http:// on loopback)
-    with LocalStack(env=env) as running:
+    with LocalPlatform(env=env) as running:
         running.trace_file = trace_file
         yield running
 
@@ -731,7 +731,7 @@ def test_cli_submit_downloads_the_video_and_its_captions(stack, tmp_path):
 
 
 def test_platform_and_embedded_paths_give_the_same_track(stack, client, photo_id):
-    from services.common.inference import InProcessClient
+    from services.common.infra.inference import InProcessClient
     from services.expression.tensor_model import MODEL_NAME, to_tensors, track_from_tensors
     from services.tts import TextToSpeech
     from services.tts.tensor_model import ModelVoice
@@ -774,7 +774,7 @@ def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id
     assert abs(float(record.result["duration_s"]) - float(facts["duration_s"])) < 1e-3
     timeline = json.loads(stack.storage().get_bytes(f"jobs/{job.job_id}/timeline.json"))
     assert [w["text"] for w in timeline["words"]][:3] == ["Maybe", "Bob", "will"]
-    from services.common.audio_io import decode_audio
+    from services.common.domain.audio_io import decode_audio
 
     audio, rate = decode_audio(stack.storage().get_bytes(f"jobs/{job.job_id}/speech.wav"))
     assert rate == 24000  # Kokoro's, not Piper's 22050: the voice was the one asked for
@@ -786,7 +786,7 @@ def test_built_in_voices_are_listed_and_speak_the_script(stack, client, photo_id
 
 
 def test_emotion_and_motion_tags_in_an_ssml_script_drive_the_face(stack, client, photo_id):
-    from services.common.arkit import INDEX
+    from services.common.domain.arkit import INDEX
 
     script = ('<speak>[happy] What a wonderful morning this is, [nod] I love it. <break time="1s"/> [sad] But then '
               'the rain came and [look left] <emphasis>ruined</emphasis> everything.</speak>')  # SSML, our tags inside
@@ -819,7 +819,7 @@ def test_emotion_and_motion_tags_in_an_ssml_script_drive_the_face(stack, client,
 def test_emotion_auto_and_auto_motions_read_each_sentence(stack, client, photo_id):
     """emotion auto: the gateway tags each sentence with the emotion its words carry; auto_motions: a
     nod where it says yes (no tags written)."""
-    from services.common.arkit import INDEX
+    from services.common.domain.arkit import INDEX
 
     script = ("We won the cup, what a wonderful day! Sadly, our captain was badly hurt and everyone is "
               "heartbroken. Yes, she will be back. [nodd]")  # (a mistyped tag: read out, with a warning)
@@ -1163,7 +1163,7 @@ def test_metrics_are_exposed_and_scraped_by_prometheus(stack, tmp_path):
 
     prometheus = "/usr/bin/prometheus"
     assert os.path.exists(prometheus), "run scripts/install-deploy-tools.sh (Debian prometheus)"
-    from services.common.ports import free_port
+    from services.devtools.ports import free_port
 
     targets = [s.metrics_url.split("//")[1].split("/")[0] for s in stack.services.values()]
     targets.append(stack.triton.metrics_url.split("//")[1].split("/")[0])
@@ -1200,7 +1200,7 @@ def requests_served(service, method: str, grpc_service: str, code: str = "OK") -
 def test_the_gateway_channel_spreads_calls_over_every_backend_replica(stack):
     """The channel the gateway opens to a backend (`dns:///tts-pods:50052` in Kubernetes, every pod of
     a headless Service) balances per call: a second tts process gets its share of the calls at once."""
-    from services.common.grpc_client import open_channel
+    from services.common.infra.grpc_client import open_channel
     from services.common.proto_gen.likeness.v1 import tts_pb2, tts_pb2_grpc
 
     replicas = [stack.services["tts"], stack.start_replica("tts")]

@@ -19,13 +19,13 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import REGISTRY
 
-from services.common import protogen
-from services.common.errors import InputError
+from services.devtools import protogen
+from services.common.domain.errors import InputError
 
 protogen.generate()  # the generated package must exist before the imports below
-from services.common.grpc_errors import (  # noqa: E402
+from services.common.infra.grpc_errors import (  # noqa: E402
     error_status, field_violations, input_error_status, resource_exhausted, retry_delay)
-from services.common.grpc_server import serve, start_metrics_server, stop_gracefully  # noqa: E402
+from services.common.infra.grpc_server import serve, start_metrics_server, stop_gracefully  # noqa: E402
 from services.common.proto_gen.likeness.v1 import (  # noqa: E402
     common_pb2, gateway_pb2, gateway_pb2_grpc)
 
@@ -94,7 +94,7 @@ def test_generate_into_temp_package_imports_and_is_idempotent(tmp_path: Path) ->
 
 def test_repository_generated_code_is_current() -> None:
     assert protogen.is_current()
-    assert protogen.main([]) == 0  # the `python -m services.common.protogen` entry point
+    assert protogen.main([]) == 0  # the `python -m services.devtools.protogen` entry point
 
 
 def test_generation_reports_protoc_errors(tmp_path: Path) -> None:
@@ -361,7 +361,7 @@ def test_graceful_stop_drains_health_then_finishes_inflight_calls() -> None:
 
 SIGTERM_SERVER = """
 import sys, time
-from services.common.grpc_server import serve
+from services.common.infra.grpc_server import serve
 from services.common.proto_gen.likeness.v1 import gateway_pb2, gateway_pb2_grpc
 
 class Slow(gateway_pb2_grpc.GatewayServiceServicer):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.tts.recording import (DRIVING, clipped_fraction, driving_speech, integrated_loudness,
                                     prepare_recording)
 from services.tts.wavio import read_wav
@@ -173,7 +173,7 @@ def test_recording_that_does_not_match_its_script(librivox) -> None:
 # -- the tts service (servicer called directly) and the CLI ------------------------------------------
 
 def test_tts_align_without_transcript_returns_prepared_audio(librivox) -> None:
-    from services.common import wire
+    from services.common.infra import wire
     from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2
     from services.tts.server import TtsServicer
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.common.arkit import INDEX
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
+from services.common.domain.arkit import INDEX
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
 from services.render.encode import decode_mp4, encode_mp4
 from services.render.photo import load_photo
 from services.render.renderer import Renderer

@@ -16,7 +16,7 @@ import pytest
 
 from services.client import LikenessClient
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
-from services.stack import LocalStack
+from services.devtools.platform import LocalPlatform
 from tests.test_webhooks import LOOPBACK_ALLOWED, Receiver
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
@@ -29,7 +29,7 @@ def stack():
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "1", "LIKENESS_MAX_QUEUED_JOBS": "64", "LIKENESS_JOB_LEASE_S": "3",
            "LIKENESS_WEBHOOK_BACKOFF_S": "0.2", "LIKENESS_SHUTDOWN_DRAIN_S": "0.2", **LOOPBACK_ALLOWED,
            "LIKENESS_INTERNAL_TOKEN": INTERNAL_TOKEN}  # (every job below passes the backends' check)
-    with LocalStack(env=env, gateways=3) as running:
+    with LocalPlatform(env=env, gateways=3) as running:
         yield running
 
 
@@ -165,7 +165,7 @@ def test_backends_answer_only_calls_that_carry_the_internal_token(stack):
     so every job above ran) tts answers UNAUTHENTICATED; health checks need no token."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from services.common.grpc_server import INTERNAL_TOKEN_HEADER
+    from services.common.infra.grpc_server import INTERNAL_TOKEN_HEADER
     from services.common.proto_gen.likeness.v1 import tts_pb2, tts_pb2_grpc
 
     request = tts_pb2.SynthesizeRequest(text="Hello.", seed=1)

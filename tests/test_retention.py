@@ -13,7 +13,7 @@ from services.gateway import assets
 from services.gateway.jobs import JobManager, JobState
 from services.gateway.retention import Eraser
 from services.pipeline import Stored, VideoRequest
-from services.stack import LocalStack
+from services.devtools.platform import LocalPlatform
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUR = 3600.0
@@ -90,7 +90,7 @@ def test_each_principals_claim_ages_on_its_own(eraser, storage):
 
 def test_the_gateway_sweeps_on_its_own(tmp_path):
     """A gateway process with a 2-second retention: an upload disappears from storage by itself."""
-    with LocalStack(env={"LIKENESS_RETENTION_DAYS": str(2 / 86400)}, only=("gateway",)) as stack:
+    with LocalPlatform(env={"LIKENESS_RETENTION_DAYS": str(2 / 86400)}, only=("gateway",)) as stack:
         with LikenessClient(stack.gateway_address, timeout_s=20, api_key="", tls_ca="") as client:
             photo = client.upload(ROOT / "assets" / "photos" / "grace_hopper.jpg", kind="photo")
         storage = stack.storage()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services.client import JobFailedError, LikenessClient
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
-from services.common.triton_server import live_group_members
+from services.devtools.triton_server import live_group_members
 from tests.conftest import listening_addresses, processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]

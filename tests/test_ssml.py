@@ -1,11 +1,11 @@
-"""SSML scripts (services/common/ssml.py): what a cloud-TTS backend already writes is spoken, paused
+"""SSML scripts (services/common/script/ssml.py): what a cloud-TTS backend already writes is spoken, paused
 and captioned as our own script would be; malformed SSML is a clear error on the field."""
 from __future__ import annotations
 
 import pytest
 
-from services.common.errors import InputError
-from services.common.ssml import from_ssml
+from services.common.domain.errors import InputError
+from services.common.script.ssml import from_ssml
 
 
 def test_ssml_becomes_our_script() -> None:
@@ -37,7 +37,7 @@ def test_bad_ssml_is_an_input_error_on_the_field(script, words) -> None:
 
 
 def test_an_ssml_script_is_spoken_with_its_breaks_and_captioned_without_markup() -> None:
-    from services.common.captions import build_cues
+    from services.common.domain.captions import build_cues
     from services.pipeline import EmbeddedPipeline, VideoRequest
 
     request = VideoRequest(photo=b"x", script='<speak><s>The answer is simple</s> <break time="1200ms"/> '

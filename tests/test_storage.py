@@ -21,9 +21,9 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from services.common.errors import InputError, StorageUnavailable
-from services.common.s3_server import S3Server
-from services.common.storage import IntegrityError, ObjectNotFoundError, Storage
+from services.common.domain.errors import InputError, StorageUnavailable
+from services.devtools.s3_server import S3Server
+from services.common.infra.storage import IntegrityError, ObjectNotFoundError, Storage
 from tests.conftest import listening_addresses, processes_mentioning
 
 MiB = 1024 * 1024
@@ -294,7 +294,7 @@ def test_server_listens_only_on_loopback_and_avoids_default_ports(s3_server: S3S
 
 
 def _run_cli(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "services.common.s3_server", "--dir", str(data_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "services.devtools.s3_server", "--dir", str(data_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     settings: dict[str, str] = {}
     assert proc.stdout is not None

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from services.common.triton_server import TritonServer, TritonServerError, probe_stub_python
+from services.devtools.triton_server import TritonServer, TritonServerError, probe_stub_python
 from tests.conftest import TritonFactory, listening_addresses, processes_mentioning
 
 ADD_ONE_CONFIG = """
@@ -123,7 +123,7 @@ def test_likeness_client_spreads_calls_over_every_triton_replica(triton_server_f
                                                                 add_one_repo: Path, tmp_path: Path) -> None:
     """Two Triton servers behind one target (in Kubernetes `dns:///triton-pods:8001` resolves to every
     pod): the services' TritonClient sends calls round-robin, not all down its first connection."""
-    from services.common.inference import TritonClient
+    from services.common.infra.inference import TritonClient
 
     write_model(tmp_path, "add_one")
     servers = [triton_server_factory(add_one_repo), triton_server_factory(tmp_path)]
@@ -206,7 +206,7 @@ def test_numpy_2_stub_environment_is_refused(tmp_path: Path, add_one_repo: Path)
 
 def test_cli_prints_url_and_stops_on_sigterm(add_one_repo: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.common.triton_server", "--model-repository", str(add_one_repo),
+        [sys.executable, "-m", "services.devtools.triton_server", "--model-repository", str(add_one_repo),
          "--model", "add_one"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -7,7 +7,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.tts import TextToSpeech, read_wav, write_wav
 from services.tts.align import align
 from services.tts.phonemize import clean_text, label_words, phonemize, split_clauses

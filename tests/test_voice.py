@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.audio_io import encode_wav
-from services.common.errors import InputError
-from services.common.inference import InProcessClient
+from services.common.domain.audio_io import encode_wav
+from services.common.domain.errors import InputError
+from services.common.infra.inference import InProcessClient
 from services.tts.cloning import SpeakerProfile, VoiceCloner
 from services.tts.cloning.encoder import cosine, embed
 from services.tts.cloning.store import ProfileCache, profile_key
@@ -240,7 +240,7 @@ def test_a_profile_another_cloning_method_built_is_rebuilt(tmp_path: Path, profi
 
 def test_tts_service_builds_stores_and_uses_a_profile(cloner: VoiceCloner, sample: bytes, profile: SpeakerProfile,
                                                      storage) -> None:
-    from services.common import wire
+    from services.common.infra import wire
     from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2
     from services.tts.server import TtsServicer
 
@@ -304,7 +304,7 @@ def test_cloning_models_run_in_triton(triton_server_factory, profile: SpeakerPro
                                      kokoro_profile: SpeakerProfile) -> None:
     """speaker_encoder, voice_converter, timbre_matcher and tts_kokoro served by a real Triton give
     what the in-process models give."""
-    from services.common.inference import TritonClient
+    from services.common.infra.inference import TritonClient
     from services.tts.cloning.converter import convert_with
 
     root = Path(__file__).resolve().parents[1]

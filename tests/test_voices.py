@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.errors import InputError
-from services.common.inference import InProcessClient
+from services.common.domain.errors import InputError
+from services.common.infra.inference import InProcessClient
 from services.tts import TextToSpeech
 from services.tts.tensor_model import ModelVoice
 from services.tts.voices import DEFAULT_VOICE, VOICES, VoiceBank, check_voice

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.arkit import INDEX
+from services.common.domain.arkit import INDEX
 from services.render.photo import load_photo
 from services.render.renderer import Renderer
 from services.render.rig import build_rig

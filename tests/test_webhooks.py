@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.gateway import webhooks
 from services.gateway.jobs import Job, JobManager
 from services.pipeline import Stored, VideoRequest

@@ -27,7 +27,7 @@ COPY pyproject.toml ./
 COPY protos ./protos
 COPY services ./services
 # Generated gRPC code is a build product (never committed): generate, then install the package with it.
-RUN python -m services.common.protogen \
+RUN python -m services.devtools.protogen \
  && pip install --no-cache-dir --no-deps --no-build-isolation . \
  && python -P -c "import services.common.proto_gen.likeness.v1.gateway_pb2"
 

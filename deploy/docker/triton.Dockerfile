@@ -34,7 +34,7 @@ RUN python3.11 -m venv "${VENV}" \
 COPY pyproject.toml ./
 COPY protos ./protos
 COPY services ./services
-RUN "${VENV}/bin/python" -m services.common.protogen \
+RUN "${VENV}/bin/python" -m services.devtools.protogen \
  && "${VENV}/bin/pip" install --no-cache-dir --no-deps --no-build-isolation . \
  && rm -rf /src
 

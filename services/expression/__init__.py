@@ -1,17 +1,14 @@
-"""Expression stage: speech timeline -> ARKit-52 blendshapes + head pose (procedural teacher model);
-audio alone -> the same, by the learned diffusion model (`animate_audio`, imported lazily: torch).
-`services.expression.animation.animate` is the stage's one entry point (either model, through an
-InferenceClient, directed motions laid over)."""
-from typing import Any
+"""Expression stage: speech -> ARKit-52 blendshapes + head pose. `animate` is its one entry point:
+with a phone timeline the procedural teacher model, without one the learned audio-driven diffusion
+model, directed motions laid over either (services/expression/animation.py). `LiveAnimator` drives a
+face from audio as it arrives; `animate_audio` is the diffusion model alone.
 
-from services.expression.procedural import EMOTIONS, EXPRESSIVENESS_GAIN, animate, frame_count
+The names below are the stage's facade: other packages import them from here (tests/test_layers.py),
+each loaded on first use (torch only when a model needs it).
+"""
+from services.common.lazy import lazy_exports
 
-__all__ = ["EMOTIONS", "EXPRESSIVENESS_GAIN", "animate", "animate_audio", "frame_count"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "animate_audio":
-        from services.expression.diffusion.drive import animate_audio
-
-        return animate_audio
-    raise AttributeError(f"module 'services.expression' has no attribute {name!r}")
+_EXPORTS = {"animate": "animation", "LiveAnimator": "diffusion.live.LiveAnimator",
+            "animate_audio": "diffusion.drive.animate_audio"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.common.expression_track import ExpressionTrack
-from services.common.inference import InferenceClient
-from services.common.speech import Speech
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.infra.inference import InferenceClient
+from services.common.domain.speech import Speech
 from services.expression.diffusion import tensor_model as diffusion
 from services.expression.diffusion.drive import blend_emotions
 from services.expression.motions import apply_motions

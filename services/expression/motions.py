@@ -14,20 +14,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.common.arkit import ARKIT_52
-from services.common.expression_track import ExpressionTrack
+from services.common.domain.arkit import ARKIT_52
+from services.common.domain.directions import MOTIONS, SECONDS  # noqa: F401 (the stage's vocabulary)
+from services.common.domain.expression_track import ExpressionTrack
 from services.expression.gestures import EYE_RANGE_RAD, smoothstep as _ramp
 
-MOTIONS = ("nod", "shake", "tilt_left", "tilt_right", "look_left", "look_right", "look_up", "look_down",
-           "raise_brows", "wink_left", "wink_right")
 DEG = np.pi / 180.0
 MAX_HEAD_DEG = 15.0
 _INDEX = {name: i for i, name in enumerate(ARKIT_52)}
 
 Motion = tuple[float, str, float]  # (time_code s, name, strength)
-# How long each moves the face from its time code (the room a motion after the last words needs).
-SECONDS = {"nod": 0.9, "shake": 1.2, "tilt_left": 1.85, "tilt_right": 1.85, "look_left": 1.9, "look_right": 1.9,
-           "look_up": 1.9, "look_down": 1.9, "raise_brows": 1.05, "wink_left": 0.5, "wink_right": 0.5}
 
 
 def _hold(t: np.ndarray, start: float, attack: float, hold: float, release: float) -> np.ndarray:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.arkit import ARKIT_52, INDEX
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
-from services.common.speech import Phone, Speech, Word
+from services.common.domain.arkit import ARKIT_52, INDEX
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.domain.speech import Phone, Speech, Word
 from services.expression import gestures
 from services.expression.prosody import Prosody, analyze
 from services.expression.visemes import LIP_PARAMS, Target, articulate, phone_visemes

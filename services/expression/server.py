@@ -10,16 +10,18 @@ from typing import Iterator
 import grpc
 import numpy as np
 
-from services.common import config, wire
-from services.common.arkit import ARKIT_52
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
-from services.common.grpc_errors import error_status
-from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
-from services.common.inference import InferenceClient, client_from_env
+from services.common import config
+
+from services.common.infra import wire
+from services.common.domain.arkit import ARKIT_52
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.infra.grpc_errors import error_status
+from services.common.infra.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
+from services.common.infra.inference import InferenceClient, client_from_env
 from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
-from services.common.speech import Speech
-from services.common.tracing import configure, grpc_server_interceptors
+from services.common.domain.speech import Speech
+from services.common.infra.tracing import configure, grpc_server_interceptors
 from services.expression.animation import animate
 from services.expression.diffusion.live import LiveAnimator
 

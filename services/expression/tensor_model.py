@@ -6,8 +6,8 @@ from typing import Mapping
 
 import numpy as np
 
-from services.common.expression_track import ExpressionTrack
-from services.common.speech import Phone, Speech, Word
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.domain.speech import Phone, Speech, Word
 from services.expression.procedural import animate
 
 MODEL_NAME = "expression_procedural"

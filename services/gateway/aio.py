@@ -26,9 +26,11 @@ from typing import Any, AsyncIterator, Callable
 
 import grpc
 
-from services.common import config, deadline, grpc_errors
-from services.common.errors import InputError
-from services.common.grpc_server import record_call
+from services.common import config
+
+from services.common.infra import deadline, grpc_errors
+from services.common.domain.errors import InputError
+from services.common.infra.grpc_server import record_call
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.gateway import assets, auth
 from services.gateway.server import STAGES, GatewayServicer, build
@@ -327,8 +329,8 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
     from grpc_health.v1 import _async as health_async, health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
-    from services.common.grpc_server import max_message_bytes
-    from services.common.tracing import aio_server_interceptors
+    from services.common.infra.grpc_server import max_message_bytes
+    from services.common.infra.tracing import aio_server_interceptors
 
     size = max_message_bytes()
     server = grpc.aio.server(
@@ -374,8 +376,8 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
 
 
 def main() -> None:
-    from services.common.grpc_server import bind_host, grpc_port, metrics_port, start_metrics_server
-    from services.common.tracing import configure
+    from services.common.infra.grpc_server import bind_host, grpc_port, metrics_port, start_metrics_server
+    from services.common.infra.tracing import configure
 
     logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
     configure("gateway")

@@ -6,7 +6,7 @@ import re
 import warnings
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
 
 # read once, at import (as the gateway always has)
@@ -75,7 +75,7 @@ def check_content(kind: int, data: bytes) -> None:
             # (Pillow's messages name the buffer's repr: none of the caller's business)
             raise InputError("photo", "not a readable image (JPEG, PNG, WebP, ...)") from None
     elif kind in (gw.ASSET_KIND_VOICE_SAMPLE, gw.ASSET_KIND_DRIVING_AUDIO):
-        from services.common.audio_io import decode_audio
+        from services.common.domain.audio_io import decode_audio
 
         decode_audio(data, field="audio")
     elif kind == gw.ASSET_KIND_SCRIPT:

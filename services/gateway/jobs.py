@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable
 
 from psycopg.types.json import Jsonb
 
-from services.common.errors import StorageUnavailable
+from services.common.domain.errors import StorageUnavailable
 from services.gateway.db import Database, DatabaseUnavailable, Notifications
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ to the caller. Three calls run at once, wired by two queues:
                    +-------------------- audio ---------------+--> render.RenderVideo --> MP4 bytes
 
 With header.speech the caller sends text instead (an LLM's reply as it is written): the gateway
-speaks it a sentence at a time through the TTS service (services.common.live_script) and sends that
+speaks it a sentence at a time through the TTS service (services.common.live.script) and sends that
 audio on the same way, with silence while the writer thinks; the end carries captions. Either way the
 audio goes on at most LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock, so that an interrupt (the user
-spoke over the avatar) can drop the rest (services.common.live_pacing).
+spoke over the avatar) can drop the rest (services.common.live.pacing).
 
 Nothing is stored; a failure anywhere ends all three calls.
 """
@@ -23,16 +23,17 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
-from services.common import captions, wire
-from services.common.errors import InputError
-from services.common.deadline import Deadline
-from services.common.listening import LISTEN, STOP_LISTENING, Listen
-from services.common.live_pacing import INTERRUPT, Interrupt, LivePiece, paced_audio
-from services.common.live_script import LiveScript, paced
+from services.common.domain import captions
+from services.common.infra import wire
+from services.common.domain.errors import InputError
+from services.common.infra.deadline import Deadline
+from services.common.live.listening import LISTEN, STOP_LISTENING, Listen
+from services.common.live.pacing import INTERRUPT, Interrupt, LivePiece, paced_audio
+from services.common.live.script import LiveScript, paced
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2 as ex, gateway_pb2 as gw,
                                                    render_pb2 as rd)
-from services.common.speech import Speech
-from services.common.tracing import span
+from services.common.domain.speech import Speech
+from services.common.infra.tracing import span
 from services.gateway.jobs import Job
 from services.gateway.metrics import LIVE_IDLE, LIVE_INTERRUPTS
 from services.gateway.runner import JobRunner, _as_job_failure, expression_params

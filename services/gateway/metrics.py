@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics (gRPC request metrics come from services.common.grpc_server)."""
+"""The gateway's Prometheus metrics (gRPC request metrics come from services.common.infra.grpc_server)."""
 from prometheus_client import Counter, Gauge, Histogram
 
 JOBS = Counter("likeness_jobs_total", "Finished jobs by final status.", ["status"])

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Callable
 
-from services.common.errors import NotFound
-from services.common.storage import Storage
+from services.common.domain.errors import NotFound
+from services.common.infra.storage import Storage
 from services.gateway import assets, webhooks
 from services.gateway.db import Database
 from services.gateway.jobs import Job, JobActive, JobManager

@@ -19,19 +19,21 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import json_format
 
-from services.common import config, wire
-from services.common.deadline import Deadline, DeadlineExceeded
-from services.common.grpc_client import open_channel, with_retries
+from services.common import config
+
+from services.common.infra import wire
+from services.common.infra.deadline import Deadline, DeadlineExceeded
+from services.common.infra.grpc_client import open_channel, with_retries
 from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
                                                    render_pb2_grpc, tts_pb2, tts_pb2_grpc)
-from services.common.script_tags import timed_emotions, timed_motions
-from services.common.speech import Word
-from services.common.storage import Storage
-from services.common.tracing import span
+from services.common.script.tags import timed_emotions, timed_motions
+from services.common.domain.speech import Word
+from services.common.infra.storage import Storage
+from services.common.infra.tracing import span
 from services.gateway.jobs import Job, JobContext, JobFailed
 from services.gateway.metrics import STAGE_SECONDS
 from services.pipeline.request import VideoRequest
-from services.render.poster import poster_suffix
+from services.render import poster_suffix
 
 log = logging.getLogger(__name__)
 FRAMES_PER_CHUNK = 25
@@ -58,7 +60,7 @@ def _words(timeline: common_pb2.Timeline) -> list[Word]:
 def _as_job_failure() -> Iterator[None]:
     """A downstream call's failure as the job's (its code, message and first field violation), a
     passed deadline as DEADLINE_EXCEEDED."""
-    from services.common.grpc_errors import field_violations
+    from services.common.infra.grpc_errors import field_violations
 
     try:
         yield
@@ -147,7 +149,7 @@ class JobRunner:
             log.warning("could not remove the intermediates of stream %s", job.job_id, exc_info=True)
 
     def _cues(self, keys: dict[str, str]) -> list:
-        from services.common import captions
+        from services.common.domain import captions
 
         timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
         return captions.build_cues(_words(timeline), timeline.text, timeline.duration or None)
@@ -160,7 +162,7 @@ class JobRunner:
     def _captions(self, keys: dict[str, str]) -> dict[str, str]:
         """WebVTT and SRT captions from the stored timeline (none without words: a recording
         driven without a transcript)."""
-        from services.common import captions
+        from services.common.domain import captions
 
         cues = self._cues(keys)
         return {"captions_vtt": captions.to_webvtt(cues), "captions_srt": captions.to_srt(cues)} if cues else {}
@@ -191,7 +193,7 @@ class JobRunner:
             response = with_retries(lambda t: self.tts.Align(call, timeout=t), deadline)
         job.warnings.extend(w for w in [*request.script_warnings, *response.warnings] if w not in job.warnings)
         samples, rate = wire.audio_from_pb(response.audio)
-        from services.common.audio_io import encode_wav
+        from services.common.domain.audio_io import encode_wav
 
         self.storage.put_bytes(keys["audio"], encode_wav(samples, rate), "audio/wav")
         # the timeline is written last: its presence marks the stage finished
@@ -212,7 +214,7 @@ class JobRunner:
         first time a sample is used (again after its cloning method changed) and reused by later jobs."""
         import hashlib
 
-        from services.tts.cloning.store import profile_key
+        from services.tts import profile_key
 
         name = sample_key.rsplit("/", 1)[-1]
         sha = name if sample_key.startswith("assets/") else hashlib.sha256(self.storage.get_bytes(sample_key)).hexdigest()
@@ -226,7 +228,7 @@ class JobRunner:
         return self._ref(key)
 
     def _expression(self, job: Job, keys: dict[str, str], deadline: Deadline) -> None:
-        from services.common.audio_io import decode_audio
+        from services.common.domain.audio_io import decode_audio
 
         request = job.request
         samples, rate = decode_audio(self.storage.get_bytes(keys["audio"]))
@@ -253,7 +255,7 @@ class JobRunner:
     def _render_messages(self, job: Job, keys: dict[str, str], rig: render_pb2.PrepareRigResponse,
                          **header_fields) -> tuple[Callable[[], Iterator[render_pb2.RenderVideoRequest]], int]:
         """(a factory of the RenderVideo request stream: header, frame chunks, end; the frame count)."""
-        from services.common.expression_track import ExpressionTrack
+        from services.common.domain.expression_track import ExpressionTrack
 
         spec = self.spec(job)
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
@@ -306,7 +308,7 @@ class JobRunner:
 
     def _video_facts(self, job: Job, keys: dict[str, str]) -> None:
         """Frame count, duration and frame size of a video rendered before (from its track and spec)."""
-        from services.common.expression_track import ExpressionTrack
+        from services.common.domain.expression_track import ExpressionTrack
 
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
         width, height = job.request.frame.frame_size

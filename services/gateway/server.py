@@ -16,10 +16,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from services.common import config, grpc_errors, wire
-from services.common.errors import InputError, NotFound
+from services.common import config
+
+from services.common.infra import grpc_errors, wire
+from services.common.domain.errors import InputError, NotFound
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
-from services.common.storage import Storage
+from services.common.infra.storage import Storage
 from services.gateway import assets, auth, retention, webhooks
 from services.gateway.db import Database
 from services.gateway.jobs import (Job, JobActive, JobFailed, JobManager, JobState, QueueFull, RequestMismatch,
@@ -28,7 +30,7 @@ from services.gateway.live import run_live
 from services.gateway.metrics import FIRST_MEDIA, IN_FLIGHT, JOBS, QUEUE_DEPTH, STREAMS, STREAMS_IN_FLIGHT
 from services.gateway.runner import Downstream, JobRunner
 from services.pipeline.request import LIVE_AUDIO, VideoRequest, from_live_pb, from_submit_pb
-from services.tts.voices import DEFAULT_VOICE, VOICES
+from services.tts import DEFAULT_VOICE, VOICES
 
 log = logging.getLogger(__name__)
 URL_TTL = timedelta(seconds=config.get_int("LIKENESS_RESULT_URL_TTL_S"))

@@ -30,7 +30,7 @@ from typing import Callable
 from psycopg.types.json import Jsonb
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.gateway.db import WEBHOOK_CHANNEL
 from services.gateway.jobs import Job, JobManager
 from services.gateway.metrics import WEBHOOKS

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
-from services.common.inference import InferenceClient, client_from_env
-from services.common.speech import Speech
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.infra.inference import InferenceClient, client_from_env
+from services.common.domain.speech import Speech
 from services.pipeline.request import LIVE_AUDIO, LIVE_TEXT, VideoRequest
-from services.render.poster import PosterPicker
+from services.render import PosterPicker
 
 if TYPE_CHECKING:
-    from services.common.listening import Listen
-    from services.common.live_pacing import Interrupt, LivePiece
+    from services.common.live.listening import Listen
+    from services.common.live.pacing import Interrupt, LivePiece
 
 # Stage names double as progress labels and as keys of stage outputs in object storage.
 STAGES: tuple[str, ...] = ("rig", "tts", "expression", "render")
@@ -34,7 +34,7 @@ class LiveResult:
     frames: int = 0
     duration_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
-    captions: list = field(default_factory=list)  # services.common.captions cues (a live video from text)
+    captions: list = field(default_factory=list)  # services.common.domain.captions cues (a live video from text)
 
 
 @dataclass
@@ -66,15 +66,14 @@ class EmbeddedPipeline:
     """Loads each stage's model once; `generate` can then be called many times.
 
     Models run through `client`: in-process by default, or a Triton server when
-    LIKENESS_TRITON_URL is set (see services.common.inference).
+    LIKENESS_TRITON_URL is set (see services.common.infra.inference).
     """
 
     def __init__(self, client: InferenceClient | None = None) -> None:
         # Imported here so `likeness --help` stays fast and bad-argument errors come back at once.
-        from services.tts import TextToSpeech
-        from services.tts.tensor_model import ModelVoice
+        from services.tts import TextToSpeech, ModelVoice
 
-        from services.tts.voices import VoiceBank
+        from services.tts import VoiceBank
 
         self.client = client or client_from_env()
         self.tts = TextToSpeech(voice=ModelVoice(self.client))
@@ -88,9 +87,9 @@ class EmbeddedPipeline:
         return speech, request.script_warnings + warnings
 
     def _speech(self, request: VideoRequest) -> tuple[Speech, list[str]]:
-        from services.tts.recording import DRIVING, driving_speech, prepare_recording
+        from services.tts import DRIVING, driving_speech, prepare_recording
 
-        from services.tts.pauses import speak_with_pauses, strip_pauses
+        from services.common.script.pauses import speak_with_pauses, strip_pauses
 
         script = request.spoken_script[0]
         if request.driving_audio is not None:
@@ -99,8 +98,7 @@ class EmbeddedPipeline:
         if request.voice_sample is None:
             return speak_with_pauses(script, lambda text: self.voices.speak(
                 text, request.voice, seed=request.seed, speed=request.speed, language=request.language)), []
-        from services.tts.cloning import VoiceCloner
-        from services.tts.cloning.store import ProfileCache
+        from services.tts import VoiceCloner, ProfileCache
 
         if self._cloner is None:
             self._cloner = VoiceCloner(self.tts, self.client, voices=self.voices)
@@ -112,8 +110,8 @@ class EmbeddedPipeline:
     def expression(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
         """The speech's expression track (services.expression.animation), the script's emotion and
         motion tags timed by its words."""
-        from services.common.script_tags import timed_emotions, timed_motions
-        from services.expression.animation import animate
+        from services.common.script.tags import timed_emotions, timed_motions
+        from services.expression import animate
 
         script, tags = request.spoken_script  # (tag offsets are in the script as written, pause tags included)
         return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.base_emotion,
@@ -128,13 +126,8 @@ class EmbeddedPipeline:
         (fragmented MP4: a player can start at once; `out_path` is then unused)."""
         import time
 
-        from services.render.encode import stream_mp4
-        from services.render.formats import check_output, write_video
-        from services.render.layout import Compositor
-        from services.render.photo import load_photo
-        from services.render.renderer import Renderer
-        from services.render.rig import build_rig
-        from services.render.tensor_model import detector, segmenter
+        from services.render import stream_mp4, check_output, write_video, Compositor, load_photo, Renderer, build_rig
+        from services.render import detector, segmenter
 
         request.validate()
         if stream_to is None:
@@ -173,8 +166,8 @@ class EmbeddedPipeline:
 
         overlay = None
         if request.burn_captions:
-            from services.common.captions import build_cues
-            from services.render.caption_overlay import CaptionOverlay
+            from services.common.domain.captions import build_cues
+            from services.render import CaptionOverlay
 
             overlay = CaptionOverlay(build_cues(speech.words, speech.text, speech.duration), request.frame.frame_size)
 
@@ -205,16 +198,11 @@ class EmbeddedPipeline:
         a frame is out ~0.4-1 s after its audio, plus rendering). Pieces may be LivePieces (their
         emotion changes and motions apply; `sample_rate` None: theirs). Audio pushed faster than it is
         heard waits at most LIKENESS_LIVE_SPEECH_LEAD_S ahead of the clock, so that an INTERRUPT item
-        can stop it (services.common.live_pacing; `on_interrupt(time_code, "")` is told where)."""
-        from services.common.live_pacing import LivePiece, paced_audio
-        from services.expression.diffusion.live import LiveAnimator
-        from services.render.encode import AudioFeed, stream_mp4
-        from services.render.layout import Compositor
-        from services.render.photo import load_photo
-        from services.render.pump import FramePump
-        from services.render.renderer import Renderer
-        from services.render.rig import build_rig
-        from services.render.tensor_model import detector, segmenter
+        can stop it (services.common.live.pacing; `on_interrupt(time_code, "")` is told where)."""
+        from services.common.live.pacing import LivePiece, paced_audio
+        from services.expression import LiveAnimator
+        from services.render import AudioFeed, stream_mp4, Compositor, load_photo, FramePump, Renderer, build_rig
+        from services.render import detector, segmenter
 
         request.validate(LIVE_TEXT if from_text else LIVE_AUDIO)
         keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
@@ -280,14 +268,14 @@ class EmbeddedPipeline:
                   on_interrupt: Callable[[float, str], None] | None = None) -> LiveResult:
         """A live video from text as it is written (an LLM's reply, in any pieces): spoken a sentence at
         a time in the request's voice (voice, voice_sample, speed, language), the face resting in
-        silence at real-time pace while no sentence is ready (services.common.live_script); an
+        silence at real-time pace while no sentence is ready (services.common.live.script); an
         INTERRUPT item stops the speech (the user spoke over the avatar; `on_interrupt(time_code,
         heard_text)` is told where and what of the reply was said); the result carries the
         captions. request.script is not used."""
         from dataclasses import replace
 
-        from services.common.captions import build_cues
-        from services.common.live_script import LiveScript, paced
+        from services.common.domain.captions import build_cues
+        from services.common.live.script import LiveScript, paced
 
         request.validate(LIVE_TEXT)
         warnings: list[str] = []

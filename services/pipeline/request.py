@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common import wire
-from services.common.errors import InputError
+from services.common.domain import directions
+from services.common.domain.directions import EXPRESSIVENESS
+from services.common.domain.errors import InputError
+from services.common.infra import wire
 from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw
 from services.pipeline.speech_rules import WORDS, check_speech, prepared_script, reading_words
-from services.render.layout import Background, FrameSpec
-from services.render.spec import check_fps, check_framing, frame_to_pb, parse_frame_pb
+from services.render import Background, FrameSpec, check_fps, check_framing, frame_to_pb, parse_frame_pb
 
-EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "auto")  # auto: services.common.auto_emotion
-EXPRESSIVENESS = ("low", "medium", "high")
+EMOTIONS = (*directions.EMOTIONS, "auto")  # auto: services.common.script.auto_emotion
 # What is checked: a video made at once, a live video from the caller's audio, or from its text.
 VIDEO, LIVE_AUDIO, LIVE_TEXT = "video", "live_audio", "live_text"
 
@@ -59,7 +59,7 @@ class VideoRequest:
     voice: str = ""  # a built-in voice (services.tts.voices); "": the default
     speed: float = 1.0  # speaking rate of the script (0.5-2.0)
     burn_captions: bool = False  # draw the captions into the frames
-    auto_motions: bool = False  # nod on yes, shake on no, tilt on questions (services.common.auto_motion)
+    auto_motions: bool = False  # nod on yes, shake on no, tilt on questions (services.common.script.auto_motion)
     # time-coded (seconds, name, strength) on top of the script's tags (a recording without a transcript)
     emotions: tuple[tuple[float, str, float], ...] = ()
     motions: tuple[tuple[float, str, float], ...] = ()
@@ -79,8 +79,8 @@ class VideoRequest:
 
     @property
     def script_warnings(self) -> list[str]:
-        """A mistyped tag, which is read out (services.common.script_tags.near_misses)."""
-        from services.common.script_tags import near_misses
+        """A mistyped tag, which is read out (services.common.script.tags.near_misses)."""
+        from services.common.script.tags import near_misses
 
         return [f"{self.script_field}: {w}" for w in near_misses(self.spoken_script[0])]
 
@@ -151,8 +151,7 @@ class VideoRequest:
 
 def _normalized(request: VideoRequest) -> VideoRequest:
     """A valid request's voice and language as the catalogues spell them ("" stays the default voice)."""
-    from services.tts.phonemize import language_code
-    from services.tts.voices import check_voice
+    from services.tts import language_code, check_voice
 
     return replace(request, voice=check_voice(request.voice) if request.voice else "",
                    language=language_code(request.language or "en-us"))
@@ -162,7 +161,7 @@ def check_inputs(request: VideoRequest, mode: str = VIDEO) -> list[tuple[str, st
     """Every rule a request must keep, in one place: [(field, message)] of those it breaks.
     `mode`: VIDEO (the whole request), LIVE_AUDIO (the caller's audio follows: no script or voice),
     LIVE_TEXT (the caller's text follows: the voice, but not what it says)."""
-    from services.tts.phonemize import check_language, check_readable
+    from services.tts import check_language, check_readable
 
     violations: list[tuple[str, str]] = []
 

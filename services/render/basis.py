@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.common.arkit import INDEX
+from services.common.domain.arkit import INDEX
 from services.render.rig import (
     CHEEKS, CHIN, FOREHEAD_TOP, LEFT_EYE, LIP_LOWER_INNER, LIP_LOWER_RINGS,
     LIP_UPPER_INNER, LIP_UPPER_RINGS, NOSE_WINGS, NUM_LANDMARKS, NUM_MESH, RIGHT_EYE, EyeTopology,

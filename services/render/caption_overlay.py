@@ -1,6 +1,6 @@
 """Captions burned into the frames (videos for feeds that play muted).
 
-Each cue (services.common.captions) is drawn once: DejaVu Sans Bold (the TTF matplotlib ships,
+Each cue (services.common.domain.captions) is drawn once: DejaVu Sans Bold (the TTF matplotlib ships,
 Bitstream Vera licence), white with a dark outline, re-wrapped to 88% of the frame width, centred
 above the bottom 7% of the frame; while the cue is on, its sprite is blended into each frame (and
 made opaque in the alpha channel of a transparent video, so the text shows when composited).
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.captions import Cue
+from services.common.domain.captions import Cue
 
 TEXT_HEIGHT = 0.045  # font size / the frame's shorter side
 MAX_WIDTH = 0.88

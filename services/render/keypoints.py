@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 
 KEYPOINT_NAMES = ("eye (image left)", "eye (image right)", "nose tip", "mouth corner (image left)",
                   "mouth corner (image right)")

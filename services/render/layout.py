@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 
 ASPECTS: dict[str, tuple[int, int]] = {"1:1": (1, 1), "9:16": (9, 16), "16:9": (16, 9), "4:5": (4, 5)}
 FITS = ("cover", "contain")

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 
 MIN_SIDE = 64
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from services.common.arkit import INDEX
+from services.common.domain.arkit import INDEX
 from services.render import provenance, watermark
 
 EYES_OPEN_BELOW = 0.2  # eyeBlink weight above which a frame is passed over

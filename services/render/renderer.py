@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from services.common.arkit import ARKIT_52, HEAD_POSE, INDEX
-from services.common.expression_track import ExpressionTrack
+from services.common.domain.arkit import ARKIT_52, HEAD_POSE, INDEX
+from services.common.domain.expression_track import ExpressionTrack
 from services.render.basis import ContactConstraints, build_basis, smoothstep
 from services.render.head import HeadPose, build_rings, turn_depth
 from services.render.mouth import MouthInterior

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 
 RIG_VERSION = 4  # 2: keypoint faces' eye openings resized; 3: plain crops that show shoulders breathe;

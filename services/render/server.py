@@ -19,15 +19,17 @@ from typing import Iterator
 import numpy as np
 from prometheus_client import Counter
 
-from services.common import config, wire
-from services.common.arkit import ARKIT_52, HEAD_POSE
-from services.common.audio_io import decode_audio
-from services.common.errors import InputError
-from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
-from services.common.inference import InferenceClient, client_from_env
+from services.common import config
+
+from services.common.infra import wire
+from services.common.domain.arkit import ARKIT_52, HEAD_POSE
+from services.common.domain.audio_io import decode_audio
+from services.common.domain.errors import InputError
+from services.common.infra.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
+from services.common.infra.inference import InferenceClient, client_from_env
 from services.common.proto_gen.likeness.v1 import common_pb2, render_pb2 as rd, render_pb2_grpc
-from services.common.storage import ObjectNotFoundError, Storage
-from services.common.tracing import configure, grpc_server_interceptors, span
+from services.common.infra.storage import ObjectNotFoundError, Storage
+from services.common.infra.tracing import configure, grpc_server_interceptors, span
 from services.render.encode import AudioFeed, stream_mp4
 from services.render.formats import write_video
 from services.render.layout import Compositor, FrameSpec
@@ -278,7 +280,7 @@ def _caption_overlay(header: rd.RenderVideoHeader, frame_size: tuple[int, int]):
     """The header's caption cues to draw into the frames, or None."""
     if not header.captions:
         return None
-    from services.common.captions import Cue
+    from services.common.domain.captions import Cue
     from services.render.caption_overlay import CaptionOverlay
 
     for c in header.captions:

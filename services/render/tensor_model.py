@@ -7,7 +7,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from services.common.inference import InferenceClient
+from services.common.infra.inference import InferenceClient
 from services.render.rig import NUM_LANDMARKS, detect_faces
 
 MODEL_NAME = "face_mesh"
@@ -33,7 +33,7 @@ class SelfieSegmentationTensorModel:
     """image uint8 [H, W, 3] RGB -> matte float32 [H, W], 0..1 (1 on the person)."""
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from services.common.errors import InputError
+        from services.common.domain.errors import InputError
         from services.render.segment import person_matte
 
         image = np.asarray(inputs["image"])

@@ -1,26 +1,23 @@
-"""TTS stage: script -> Speech (neural audio + exact phone/word timings), and forced alignment.
+"""TTS stage: script -> Speech (neural audio + exact phone/word timings), voice cloning, and forced
+alignment of a recording to its script.
 
-`from services.tts import TextToSpeech` (imported lazily, so importing the package stays cheap);
-the aligner is `services.tts.align.align(audio, sample_rate, script)`.
+The names below are the stage's facade: other packages import them from here (tests/test_layers.py),
+each loaded on first use (importing the package stays cheap).
 """
-from __future__ import annotations
+from services.common.lazy import lazy_exports
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from services.tts.engine import TextToSpeech
-    from services.tts.wavio import read_wav, write_wav
-
-__all__ = ["TextToSpeech", "read_wav", "write_wav"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "TextToSpeech":
-        from services.tts.engine import TextToSpeech
-
-        return TextToSpeech
-    if name in ("read_wav", "write_wav"):
-        from services.tts import wavio
-
-        return getattr(wavio, name)
-    raise AttributeError(f"module 'services.tts' has no attribute {name!r}")
+_EXPORTS = {
+    "TextToSpeech": "engine", "check_script_length": "engine", "check_speed": "engine",
+    "ModelVoice": "tensor_model", "KokoroVoice": "kokoro", "read_wav": "wavio", "write_wav": "wavio",
+    # voices: built-in and cloned
+    "VOICES": "voices", "DEFAULT_VOICE": "voices", "VoiceBank": "voices", "check_voice": "voices",
+    "VoiceCloner": "cloning.VoiceCloner", "ProfileCache": "cloning.store.ProfileCache",
+    "profile_key": "cloning.store.profile_key", "warp_frequency_axis": "cloning.world.warp_frequency_axis",
+    # languages
+    "check_language": "phonemize", "check_readable": "phonemize", "language_code": "phonemize",
+    # a user's own recording
+    "DRIVING": "recording", "driving_speech": "recording", "prepare_recording": "recording",
+    "align_speech": "align.align",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -18,8 +18,8 @@ from math import gcd
 import numpy as np
 
 from services.common import config
-from services.common.errors import InputError
-from services.common.speech import Phone, Speech, Word
+from services.common.domain.errors import InputError
+from services.common.domain.speech import Phone, Speech, Word
 from services.tts.phonemize import clean_text, espeak_ipa, split_clauses
 from services.tts.phones import (SILENCE, STRESS_MARKS, arpabet_to_ipa, group_phones, is_vowel,
                                  syllable_stress, word_to_arpabet)

@@ -11,9 +11,9 @@ from typing import Mapping
 
 import numpy as np
 
-from services.common.errors import InputError
-from services.common.inference import InferenceClient
-from services.common.speech import Phone, Speech, Word
+from services.common.domain.errors import InputError
+from services.common.infra.inference import InferenceClient
+from services.common.domain.speech import Phone, Speech, Word
 
 MODEL_NAME = "aligner"
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common import config
-from services.common.errors import InputError
-from services.common.speech import Phone, Speech, Word, max_script_chars
+from services.common.domain.errors import InputError
+from services.common.domain.speech import Phone, Speech, Word, max_script_chars
 from services.tts.phonemize import DEFAULT_LANGUAGE, Clause, phonemize
 from services.tts.phones import SILENCE, STRESS_MARKS, group_phones, syllable_stress
 from services.tts.voice import HOP_LENGTH, PiperVoice

@@ -12,8 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
-from services.common.errors import InputError
-from services.common.speech import Speech
+from services.common.domain.errors import InputError
+from services.common.domain.speech import Speech
 from services.tts import engine
 from services.tts.kokoro import FRAME_SAMPLES, MAX_TOKENS, SAMPLE_RATE, KokoroOutput, KokoroVoice, ipa_to_tokens
 from services.tts.phonemize import DEFAULT_LANGUAGE, phonemize

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.tts.phones import STRESS_MARKS
 
 DEFAULT_LANGUAGE = "en-us"

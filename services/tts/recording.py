@@ -17,9 +17,9 @@ import numpy as np
 from scipy.signal import lfilter
 
 from services.common import config
-from services.common.audio_io import decode_audio
-from services.common.errors import InputError
-from services.common.speech import Speech
+from services.common.domain.audio_io import decode_audio
+from services.common.domain.errors import InputError
+from services.common.domain.speech import Speech
 
 FRAME_S = 0.02
 PAD_S = 0.1  # kept around the speech when trimming
@@ -106,13 +106,13 @@ def prepare_recording(data: bytes | tuple[np.ndarray, int], *, field: str = DRIV
 def driving_speech(prepared: PreparedAudio, transcript: str = "", *, field: str = DRIVING,
                    client=None) -> Speech:
     """A prepared recording -> Speech. With a transcript, phones and words come from forced alignment
-    by the `aligner` model through `client` (default: services.common.inference.client_from_env(), so
+    by the `aligner` model through `client` (default: services.common.infra.inference.client_from_env(), so
     Triton when LIKENESS_TRITON_URL is set); a recording that does not match it raises
     InputError(field, ...). Without a transcript the Speech has no timeline and the expression stage
     works from the audio alone."""
     if not (transcript or "").strip():
         return Speech(audio=prepared.samples, sample_rate=prepared.sample_rate)
-    from services.common.inference import client_from_env
+    from services.common.infra.inference import client_from_env
     from services.tts.align_model import align_with
 
     try:

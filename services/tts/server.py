@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import logging
 
-from services.common import config, wire
-from services.common.audio_io import decode_audio
-from services.common.errors import InputError
-from services.common.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
-from services.common.inference import client_from_env
+from services.common import config
+
+from services.common.infra import wire
+from services.common.domain.audio_io import decode_audio
+from services.common.domain.errors import InputError
+from services.common.infra.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
+from services.common.infra.inference import client_from_env
 from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2, tts_pb2_grpc
-from services.common.storage import ObjectNotFoundError, Storage
-from services.common.tracing import configure, grpc_server_interceptors
+from services.common.infra.storage import ObjectNotFoundError, Storage
+from services.common.infra.tracing import configure, grpc_server_interceptors
 from services.tts.cloning import SpeakerProfile, VoiceCloner
 from services.tts.cloning.cloner import sample_sha256
 from services.tts.engine import TextToSpeech
-from services.tts.pauses import speak_with_pauses, strip_pauses
+from services.common.script.pauses import speak_with_pauses, strip_pauses
 from services.tts.phonemize import language_code
 from services.tts.recording import prepare_recording
 from services.tts.tensor_model import ModelVoice

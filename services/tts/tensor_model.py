@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from services.common.inference import InferenceClient
+from services.common.infra.inference import InferenceClient
 from services.tts.voice import PiperVoice, VoiceOutput
 
 MODEL_NAME = "tts_piper"
@@ -62,7 +62,7 @@ class KokoroTensorModel:
         self.voice = KokoroVoice()
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from services.common.errors import InputError
+        from services.common.domain.errors import InputError
         from services.tts.kokoro import MAX_TOKENS, STYLE_DIM
 
         tokens = np.asarray(inputs["tokens"], np.int64).reshape(-1)

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.tts.phonemize import DEFAULT_LANGUAGE
 
 if TYPE_CHECKING:
-    from services.common.inference import InferenceClient
-    from services.common.speech import Speech
+    from services.common.infra.inference import InferenceClient
+    from services.common.domain.speech import Speech
 
 
 @dataclass(frozen=True)

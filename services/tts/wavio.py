@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:

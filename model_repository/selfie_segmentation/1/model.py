@@ -1,5 +1,5 @@
 """Triton python-backend adapter; the model is services.render.tensor_model.SelfieSegmentationTensorModel."""
-from services.common.triton_adapter import TritonAdapter
+from services.common.infra.triton_adapter import TritonAdapter
 
 
 class TritonPythonModel(TritonAdapter):

@@ -1,5 +1,5 @@
 """Triton python-backend adapter; the model is services.tts.cloning.timbre.TimbreMatcherTensorModel."""
-from services.common.triton_adapter import TritonAdapter
+from services.common.infra.triton_adapter import TritonAdapter
 
 
 class TritonPythonModel(TritonAdapter):

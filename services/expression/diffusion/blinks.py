@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.common.arkit import INDEX
+from services.common.domain.arkit import INDEX
 from services.expression.diffusion.features import N_MELS, PER_FRAME, STACK
 from services.expression.gestures import BLINK_MIN_INTERVAL_S, Blink, Cues, blink_curve, plan_blinks
 

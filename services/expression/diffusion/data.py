@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from services.common import config
-from services.common.speech import Phone, Speech, Word
+from services.common.domain.speech import Phone, Speech, Word
 from services.expression.diffusion.features import FPS, frame_features
 from services.expression.diffusion.texts import script
 from services.expression.procedural import EMOTIONS, EXPRESSIVENESS_GAIN, animate, frame_count
@@ -58,7 +58,7 @@ _tts = None
 
 
 def _aligned(audio: np.ndarray, sr: int, text: str) -> Speech:
-    from services.tts.align import align
+    from services.tts import align_speech as align
 
     with config.override("LIKENESS_ALIGN_MIN_SCORE", ALIGN_MIN_SCORE):
         return align(audio, sr, text)
@@ -67,7 +67,7 @@ def _aligned(audio: np.ndarray, sr: int, text: str) -> Speech:
 def _piper():
     global _tts
     if _tts is None:
-        from services.tts.engine import TextToSpeech
+        from services.tts import TextToSpeech
 
         _tts = TextToSpeech()
     return _tts
@@ -84,7 +84,7 @@ SYLLABLES = ("La", "Lee", "Loo", "Da", "Doo", "Na", "No", "Bee", "Bah", "Boo", "
 def synth_kokoro(index: int, seed: int) -> tuple[str, Speech]:
     """Kokoro-82M with a shipped style pack or a random mix of two; timings by the forced aligner."""
     global _kokoro
-    from services.tts.kokoro import KokoroVoice
+    from services.tts import KokoroVoice
 
     if _kokoro is None:
         _kokoro = KokoroVoice()

@@ -6,10 +6,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
-from services.common.arkit import INDEX
-from services.common.speech import Speech
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.domain.arkit import INDEX
+from services.common.domain.speech import Speech
 from services.expression.diffusion.style import EMOTION_NAMES, emotion_mix
 from services.expression.diffusion.tensor_model import DiffusionTensorModel, to_tensors
 from services.expression.procedural import animate

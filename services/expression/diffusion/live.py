@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from services.common import config
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
-from services.common.inference import InferenceClient
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
+from services.common.infra.inference import InferenceClient
 from services.expression.diffusion.blinks import blink_start, extra_blinks, with_blinks
 from services.expression.gestures import BLINK_MIN_INTERVAL_S
 from services.expression.diffusion.features import FPS, FeatureStream

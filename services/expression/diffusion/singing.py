@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.speech import Phone, Speech, Word
+from services.common.domain.speech import Phone, Speech, Word
 from services.expression.visemes import phone_visemes
-from services.tts.cloning.world import warp_frequency_axis
+from services.tts import warp_frequency_axis
 
 FRAME_MS = 5.0
 MAX_CONSONANT_S = 0.15

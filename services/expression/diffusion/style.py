@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.expression.gestures import smoothstep
 from services.expression.procedural import EMOTIONS, EXPRESSIVENESS_GAIN
 

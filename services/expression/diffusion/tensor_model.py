@@ -11,7 +11,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.expression.diffusion.features import FPS, frame_features
 from services.expression.diffusion.style import GUIDANCE, style_timeline, style_vector
 from services.expression.procedural import frame_count

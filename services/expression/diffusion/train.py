@@ -25,7 +25,7 @@ from services.expression.diffusion.model import Denoiser, ModelConfig
 from services.expression.diffusion.scheduler import Scheduler
 from services.expression.diffusion.style import style_vectors
 from services.expression.visemes import MOUTH_CHANNELS
-from services.common.arkit import INDEX
+from services.common.domain.arkit import INDEX
 
 PACKAGE = Path(__file__).resolve().parent
 WEIGHTS = PACKAGE / "weights" / "expression_diffusion.pt"

@@ -30,9 +30,9 @@ from math import gcd
 import numpy as np
 
 from services.common import config
-from services.common.errors import InputError
-from services.common.inference import InferenceClient
-from services.common.speech import Speech
+from services.common.domain.errors import InputError
+from services.common.infra.inference import InferenceClient
+from services.common.domain.speech import Speech
 from services.tts.cloning import encoder, world
 from services.tts.cloning.converter import convert_with
 from services.tts.cloning.profile import METHODS, SpeakerProfile

@@ -6,8 +6,8 @@ from typing import Mapping
 
 import numpy as np
 
-from services.common.errors import InputError
-from services.common.inference import InferenceClient
+from services.common.domain.errors import InputError
+from services.common.infra.inference import InferenceClient
 from services.tts.cloning.world import Conversion, convert
 
 MODEL_NAME = "voice_converter"

@@ -12,8 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
-from services.common.errors import InputError
-from services.common.inference import InferenceClient
+from services.common.domain.errors import InputError
+from services.common.infra.inference import InferenceClient
 
 MODEL_NAME = "speaker_encoder"
 EMBEDDING_SIZE = 256

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.tts.cloning.world import GRID_HZ, Conversion
 
 FORMAT = "likeness.speaker_profile"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from services.common import config
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 from services.tts.cloning.cloner import configured_method, sample_sha256
 from services.tts.cloning.profile import BUILD_REVISION, SpeakerProfile
 

@@ -6,7 +6,7 @@ they run as the `postgres` user the package creates, in a data directory that us
 listens on 127.0.0.1 only (its unix socket in a private run dir) and asks for a password (a random one
 unless given; scram-sha-256).
 
-CLI (for `likeness serve`): python -m services.common.pg_server --dir DATA [--port 5432]
+CLI (for `likeness serve`): python -m services.devtools.pg_server --dir DATA [--port 5432]
 prints LIKENESS_DATABASE_URL once the server answers, then runs until SIGINT/SIGTERM.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.common.child_process import ManagedServer, die_with_parent, run_until_signalled
-from services.common.ports import free_ports
+from services.devtools.child_process import ManagedServer, die_with_parent, run_until_signalled
+from services.devtools.ports import free_ports
 
 USER = "likeness"
 DATABASE = "likeness"

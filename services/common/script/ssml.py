@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ElementTree
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 
 BREAK_STRENGTH_S = {"none": 0.0, "x-weak": 0.1, "weak": 0.25, "medium": 0.5, "strong": 0.75, "x-strong": 1.2}
 _BARE_BREAK = re.compile(r"<break\b([^<>]*?)/?>", re.IGNORECASE)

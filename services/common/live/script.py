@@ -28,14 +28,14 @@ from dataclasses import replace
 import numpy as np
 
 from services.common import config
-from services.common.captions import _ends_sentence
-from services.common.script_tags import (MotionTag, ScriptTag, motions_seconds, near_misses, strip_tags,
+from services.common.domain.captions import _ends_sentence
+from services.common.script.tags import (MotionTag, ScriptTag, motions_seconds, near_misses, strip_tags,
                                          timed_emotions, timed_motions, with_room_for_motions)
-from services.common.errors import InputError
-from services.common import live_pacing
-from services.common.listening import Listen, Listening
-from services.common.live_pacing import Interrupt, LivePiece
-from services.common.speech import Speech, Word, word_offsets
+from services.common.domain.errors import InputError
+from services.common.live import pacing as live_pacing
+from services.common.live.listening import Listen, Listening
+from services.common.live.pacing import Interrupt, LivePiece
+from services.common.domain.speech import Speech, Word, word_offsets
 
 MAX_PIECE_CHARS = 300  # a sentence still open after this many characters is spoken in parts
 MAX_TAG_CHARS = 40  # "[surprised 0.75]": a "[" further back than this is text, not a tag still arriving
@@ -117,8 +117,8 @@ class LiveScript:
 
     def __init__(self, speak: Callable[[str], Speech], *, field: str = "text", auto_emotion: bool = False,
                  auto_motions: bool = False) -> None:
-        """`auto_emotion`: each sentence gets the emotion its words carry (services.common.auto_emotion);
-        `auto_motions`: nods, shakes and tilts where it says yes, no or asks (services.common.auto_motion)."""
+        """`auto_emotion`: each sentence gets the emotion its words carry (services.common.script.auto_emotion);
+        `auto_motions`: nods, shakes and tilts where it says yes, no or asks (services.common.script.auto_motion)."""
         self.speak, self.field = speak, field
         self.auto_emotion, self.auto_motions = auto_emotion, auto_motions
         self.sentences = SentenceBuffer()
@@ -193,7 +193,7 @@ class LiveScript:
         return piece
 
     def _say(self, sentence: str) -> Iterator[LivePiece]:
-        from services.tts.pauses import speak_with_pauses, strip_pauses
+        from services.common.script.pauses import speak_with_pauses, strip_pauses
 
         text, tags = strip_tags(speakable(sentence), self.field)
         for warning in (f"{self.field}: {w}" for w in near_misses(text)):
@@ -208,11 +208,11 @@ class LiveScript:
             return
         self._tags = []
         if self.auto_emotion:
-            from services.common.auto_emotion import with_auto_emotions
+            from services.common.script.auto_emotion import with_auto_emotions
 
             tags = with_auto_emotions(text, tags, tag_first=True)
         if self.auto_motions:
-            from services.common.auto_motion import with_auto_motions
+            from services.common.script.auto_motion import with_auto_motions
 
             tags = with_auto_motions(text, tags)
         speech = speak_with_pauses(with_room_for_motions(text, tags), self.speak, self.field)
@@ -235,7 +235,7 @@ class LiveScript:
 
 
 def _pause_seconds(text: str, field: str) -> float:
-    from services.tts.pauses import split_pauses
+    from services.common.script.pauses import split_pauses
 
     return sum(seconds for _, seconds in split_pauses(text, field))
 
@@ -249,7 +249,7 @@ def paced(text: Iterable[str | Interrupt | Listen], script: LiveScript, *, lead_
     speech within about that: what has not gone out is dropped (the text still waiting too), the
     speech fades out, the captions end with the last word heard, and the text after it is spoken next;
     `on_interrupt(time_code, heard_text)` is told where it cut and what of the reply was said.
-    After an interrupt, or from a LISTEN item, the resting face listens (services.common.listening)
+    After an interrupt, or from a LISTEN item, the resting face listens (services.common.live.listening)
     until STOP_LISTENING or its next words; a stream that starts with LISTEN (the user talks first)
     shows the face listening at once.
     From the first words on, while no sentence is ready, silence keeps the audio `lead_s`

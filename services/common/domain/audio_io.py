@@ -7,7 +7,7 @@ import wave
 
 import numpy as np
 
-from services.common.errors import InputError
+from services.common.domain.errors import InputError
 
 
 def encode_wav(samples: np.ndarray, sample_rate: int) -> bytes:

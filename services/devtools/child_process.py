@@ -1,4 +1,4 @@
-"""Helpers for the server processes the project launches (Triton, S3, the services in LocalStack)."""
+"""Helpers for the server processes the project launches (Triton, S3, the services in LocalPlatform)."""
 from __future__ import annotations
 
 import ctypes

@@ -8,7 +8,7 @@ expression.motions: "[nod]", "[shake]", "[tilt left]", "[look right]", "[raise b
 default 1). Tags are taken out before the script is spoken or captioned. An emotion acts from the
 first word after it, a little before that word is heard (faces move ahead of the voice), eased in by
 the expression stage; a motion starts just before that word (after the last word: as it ends). Other
-bracketed text ("[sic]") is not a tag and is left in the script. Pause tags are services.tts.pauses'.
+bracketed text ("[sic]") is not a tag and is left in the script. Pause tags are services.common.script.pauses'.
 """
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from services.common import wire
-from services.common.errors import InputError
-from services.common.speech import Word, word_offsets
+from services.common.domain.errors import InputError
+from services.common.domain.directions import EMOTIONS, MOTIONS, SECONDS as MOTION_SECONDS
+from services.common.domain.speech import Word, word_offsets
 
-EMOTION_NAMES = tuple(dict.fromkeys(wire.EMOTIONS.values()))
-MOTION_NAMES = tuple(dict.fromkeys(wire.MOTIONS.values()))
+EMOTION_NAMES, MOTION_NAMES = EMOTIONS, MOTIONS
 _NAMES = [*EMOTION_NAMES, *(name.replace("_", r"[\s_-]+") for name in MOTION_NAMES)]
 _TAG = re.compile(r"\[\s*(" + "|".join(_NAMES) + r")(?:\s*[:\s]\s*([^\]\s]+))?\s*\]", re.IGNORECASE)
 LEAD_S = 0.2  # an emotion shows this long before the word it is written before
@@ -82,9 +81,7 @@ def strip_tags(script: str, field: str = "script") -> tuple[str, list[ScriptTag]
 
 def motions_seconds(tags: Sequence[ScriptTag]) -> float:
     """How long the motion tags among `tags` move the face once they start (0.0: none)."""
-    from services.expression.motions import SECONDS
-
-    return max((SECONDS[t.motion] for t in tags if isinstance(t, MotionTag)), default=0.0)
+    return max((MOTION_SECONDS[t.motion] for t in tags if isinstance(t, MotionTag)), default=0.0)
 
 
 def with_room_for_motions(text: str, tags: Sequence[ScriptTag]) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.common.arkit import ARKIT_52, HEAD_POSE
-from services.common.errors import InputError
-from services.common.expression_track import ExpressionTrack
+from services.common.domain.arkit import ARKIT_52, HEAD_POSE
+from services.common.domain.errors import InputError
+from services.common.domain.expression_track import ExpressionTrack
 from services.common.proto_gen.likeness.v1 import common_pb2 as pb, expression_pb2
-from services.common.speech import Phone, Speech, Word
+from services.common.domain.speech import Phone, Speech, Word
 
 EMOTIONS = {pb.EMOTION_UNSPECIFIED: "neutral", pb.EMOTION_NEUTRAL: "neutral", pb.EMOTION_HAPPY: "happy",
             pb.EMOTION_SAD: "sad", pb.EMOTION_ANGRY: "angry", pb.EMOTION_SURPRISED: "surprised"}
@@ -60,7 +60,7 @@ def timed_motion_to_pb(time_code: float, motion: str, strength: float) -> expres
 # -- stored objects ------------------------------------------------------------------------------
 
 def object_ref(info) -> pb.ObjectRef:
-    """The ObjectRef of a stored object (services.common.storage.ObjectInfo)."""
+    """The ObjectRef of a stored object (services.common.infra.storage.ObjectInfo)."""
     return pb.ObjectRef(bucket=info.bucket, key=info.key, sha256=info.sha256 or "", size_bytes=info.size,
                         content_type=info.content_type)
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.speech import Word, word_offsets
+from services.common.domain.speech import Word, word_offsets
 
 MAX_LINE_CHARS = 42
 MAX_LINES = 2

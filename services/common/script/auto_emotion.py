@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from services.common.captions import _ends_sentence
-from services.common.script_tags import EmotionTag, ScriptTag
+from services.common.domain.captions import _ends_sentence
+from services.common.script.tags import EmotionTag, ScriptTag
 
 AUTO = "auto"
 THRESHOLD = 0.35  # |VADER compound| below this is neutral ("Thank you all for coming." is 0.36)
@@ -34,7 +34,7 @@ def _analyzer():
 
 def sentence_emotion(sentence: str) -> tuple[str, float]:
     """(emotion, strength) that a sentence's words carry."""
-    from services.tts.pauses import strip_pauses
+    from services.common.script.pauses import strip_pauses
 
     words = strip_pauses(sentence)
     if not words:

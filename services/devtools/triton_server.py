@@ -11,7 +11,7 @@ python-backend stubs for Python 3.8-3.13. We launch that binary directly on our 
 - numpy in that interpreter must be < 2: with numpy 2 the stub returns EMPTY output tensors without an error,
   so start() refuses to launch on numpy >= 2.
 
-CLI (for `likeness serve`): python -m services.common.triton_server --model-repository DIR [--model NAME ...]
+CLI (for `likeness serve`): python -m services.devtools.triton_server --model-repository DIR [--model NAME ...]
 prints LIKENESS_TRITON_URL=host:port once every model is ready, then runs until SIGINT/SIGTERM.
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import config
-from services.common.child_process import ManagedServer, die_with_parent, run_until_signalled
-from services.common.ports import free_ports
+from services.devtools.child_process import ManagedServer, die_with_parent, run_until_signalled
+from services.devtools.ports import free_ports
 
 _LAUNCH_ATTEMPTS = 3  # a free port can be taken by someone else before tritonserver binds it
 _PORT_TAKEN_MARKER = "already in use"

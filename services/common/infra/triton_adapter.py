@@ -1,6 +1,6 @@
 """Base class that lets a model.py in model_repository/ stay a thin adapter over a TensorModel.
 
-    from services.common.triton_adapter import TritonAdapter
+    from services.common.infra.triton_adapter import TritonAdapter
     class TritonPythonModel(TritonAdapter):
         model_name = "tts_piper"
 
@@ -13,8 +13,8 @@ import traceback
 
 import numpy as np
 
-from services.common.errors import InputError
-from services.common.inference import load_model
+from services.common.domain.errors import InputError
+from services.common.infra.inference import load_model
 
 
 class TritonAdapter:

@@ -7,7 +7,7 @@ credentials, so dev/test runs against SeaweedFS's S3 gateway, which checks SigV4
 picked free and passed explicitly (defaults like 9333/8888/9101 collide with other servers), everything binds
 to loopback, and the optional extras (WebDAV, Iceberg, Lance, telemetry) are off.
 
-CLI (for `likeness serve`): python -m services.common.s3_server --dir DATA [--port 9000]
+CLI (for `likeness serve`): python -m services.devtools.s3_server --dir DATA [--port 9000]
 creates the bucket, prints LIKENESS_S3_* lines once the server answers signed requests, then runs until
 SIGINT/SIGTERM. Credentials come from LIKENESS_S3_ACCESS_KEY/SECRET_KEY when set, else random ones are printed.
 """
@@ -29,9 +29,9 @@ import urllib3
 from minio import Minio
 
 from services.common import config
-from services.common.child_process import ManagedServer, die_with_parent, run_until_signalled
-from services.common.ports import free_port_pair, free_ports
-from services.common.storage import Storage
+from services.devtools.child_process import ManagedServer, die_with_parent, run_until_signalled
+from services.devtools.ports import free_port_pair, free_ports
+from services.common.infra.storage import Storage
 
 _LAUNCH_ATTEMPTS = 3  # a free port can be taken by someone else before weed binds it: relaunch on fresh ports
 _PORT_TAKEN_MARKERS = ("is not available", "address already in use")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-from services.common.auto_emotion import sentences
-from services.common.script_tags import MotionTag, ScriptTag
+from services.common.script.auto_emotion import sentences
+from services.common.script.tags import MotionTag, ScriptTag
 
 MIN_GAP_CHARS = 18  # ~1.2 s at ~15 characters a second: a nod is over by then
 _NEGATION = re.compile(r"(?:no|nope|nah|never|not at all|absolutely not|of course not|certainly not|no way)\b",

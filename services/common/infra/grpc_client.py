@@ -8,9 +8,9 @@ from typing import Callable, TypeVar
 import grpc
 
 from services.common import config
-from services.common.deadline import Deadline
-from services.common.grpc_server import INTERNAL_TOKEN_HEADER, channel_options
-from services.common.tracing import traced_channel
+from services.common.infra.deadline import Deadline
+from services.common.infra.grpc_server import INTERNAL_TOKEN_HEADER, channel_options
+from services.common.infra.tracing import traced_channel
 
 T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)

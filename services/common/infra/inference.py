@@ -2,7 +2,7 @@
 
 Every model is a `TensorModel`: named numpy tensors in, named numpy tensors out. The same class
 runs in-process (the embedded default, `InProcessClient`) or inside Triton's python backend
-(model_repository/<name>/1/model.py wraps it with `services.common.triton_adapter`), reached
+(model_repository/<name>/1/model.py wraps it with `services.common.infra.triton_adapter`), reached
 over gRPC by `TritonClient`. Callers only see `InferenceClient.infer`.
 """
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from services.common import config, deadline
-from services.common.errors import InputError, ModelUnavailable
+from services.common import config
+
+from services.common.infra import deadline
+from services.common.domain.errors import InputError, ModelUnavailable
 
 # Model name -> "module:Class" of its TensorModel. The Triton model repository uses the same names.
 MODELS: dict[str, str] = {
@@ -86,7 +88,7 @@ class TritonClient:
     def _connect(self):
         """tritonclient's own channel options (keepalive, message size) plus round-robin over the
         addresses the URL resolves to (`dns:///triton-pods:8001` in Kubernetes: every Triton pod)."""
-        from services.common.grpc_client import ROUND_ROBIN
+        from services.common.infra.grpc_client import ROUND_ROBIN
 
         self._opened = time.monotonic()
         return self._grpcclient.InferenceServerClient(url=self.url, channel_args=[*triton_channel_args(), ROUND_ROBIN])
@@ -96,7 +98,7 @@ class TritonClient:
               headers: dict[str, str] | None = None) -> dict[str, np.ndarray]:
         from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-        from services.common.tracing import inject_headers, span
+        from services.common.infra.tracing import inject_headers, span
 
         request_inputs = []
         for name, value in inputs.items():

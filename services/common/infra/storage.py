@@ -24,7 +24,7 @@ from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from services.common import config
-from services.common.errors import InputError, StorageUnavailable
+from services.common.domain.errors import InputError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from services.common import config
-from services.common.listening import Listen, Listening
+from services.common.live.listening import Listen, Listening
 
 
 @dataclass
@@ -154,7 +154,7 @@ def paced_audio(items: Iterable[np.ndarray | LivePiece | Interrupt | Listen], sa
     time (a microphone) is never held, audio pushed faster (a voice agent's TTS) waits. An INTERRUPT
     item drops what has not gone out; the audio after it continues the timeline where the speech
     stopped, and `on_interrupt(time_code, "")` is told where that is.
-    LISTEN / STOP_LISTENING items (services.common.listening) put listening motions on the audio that
+    LISTEN / STOP_LISTENING items (services.common.live.listening) put listening motions on the audio that
     follows (the caller sends silence meanwhile) until the audio has sound again; an interrupt starts
     listening too."""
     pacer = paced_by(lead_s, clock)

@@ -18,7 +18,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.common.errors import InputError, ModelUnavailable, NotFound, StorageUnavailable
+from services.common.domain.errors import InputError, ModelUnavailable, NotFound, StorageUnavailable
 
 Violations = Iterable[tuple[str, str]] | InputError
 F = TypeVar("F", bound=Callable[..., Any])

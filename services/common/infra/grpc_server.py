@@ -27,9 +27,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
-from services.common import config, deadline
-from services.common.grpc_errors import maps_input_errors
-from services.common.tracing import mark_error
+from services.common import config
+
+from services.common.infra import deadline
+from services.common.infra.grpc_errors import maps_input_errors
+from services.common.infra.tracing import mark_error
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
     "Here is the answer. [pause 1] It is forty-two."
 
-The script is spoken in pieces between the tags and joined with the silences (services.common.speech
+The script is spoken in pieces between the tags and joined with the silences (services.common.domain.speech
 .join_speech), so the phone timeline stays exact; the face rests in the pause like in any silence.
 A recording's transcript may carry them too: there they are simply dropped (the recording has its
 own pauses).
@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from services.common.errors import InputError
-from services.common.speech import Speech, join_speech
+from services.common.domain.errors import InputError
+from services.common.domain.speech import Speech, join_speech
 
 DEFAULT_PAUSE_S = 0.5
 MAX_PAUSE_S = 10.0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.arkit import ARKIT_52, HEAD_POSE
+from services.common.domain.arkit import ARKIT_52, HEAD_POSE
 
 
 @dataclass

@@ -18,13 +18,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.child_process import die_with_parent, log_tail
-from services.common.pg_server import PgServer
-from services.common.ports import free_ports
-from services.common.s3_server import S3Server
-from services.common.triton_server import TritonServer
+from services.devtools.child_process import die_with_parent, log_tail
+from services.devtools.pg_server import PgServer
+from services.devtools.ports import free_ports
+from services.devtools.s3_server import S3Server
+from services.devtools.triton_server import TritonServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPOSITORY = ROOT / "model_repository"
 SERVICES = ("tts", "expression", "render", "gateway")  # start order: the gateway last
 HEALTH_NAMES = {"tts": "likeness.v1.TtsService", "expression": "likeness.v1.ExpressionService",
@@ -50,7 +50,7 @@ class ServiceProcess:
 
 
 @dataclass
-class LocalStack:
+class LocalPlatform:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="likeness-stack-")))
     model_repository: Path = MODEL_REPOSITORY
     env: dict[str, str] = field(default_factory=dict)  # extra env for every service
@@ -74,7 +74,7 @@ class LocalStack:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> "LocalStack":
+    def start(self) -> "LocalPlatform":
         try:
             self.s3 = S3Server(self.workdir / "s3", log_path=self.workdir / "logs" / "s3.log").start()
             self.storage().ensure_bucket()
@@ -250,7 +250,7 @@ class LocalStack:
         if self.s3 is not None:
             self.s3.stop()
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> "LocalPlatform":
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -263,7 +263,7 @@ class LocalStack:
         return self.services["gateway"].address
 
     def storage(self):
-        from services.common.storage import Storage
+        from services.common.infra.storage import Storage
 
         env = self.s3.env()
         return Storage(env["LIKENESS_S3_ENDPOINT"], env["LIKENESS_S3_ACCESS_KEY"], env["LIKENESS_S3_SECRET_KEY"],

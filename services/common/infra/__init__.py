@@ -1,0 +1,1 @@
+"""Configuration, gRPC, inference clients, storage, tracing, deadlines, domain <-> proto (wire)."""
