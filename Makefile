@@ -49,11 +49,11 @@ deploy-tools:
 test: setup deploy-tools
 	$(PY) -m pytest -q tests
 
-# A few minutes for the inner loop: everything but the suites that start the whole platform
-# (model services + Triton), the demo and the deploy checkers. CI runs `make test`.
-SLOW_TESTS := test_platform test_replicas test_demo test_serve test_deploy test_client_resilience
+# The inner loop: everything but the `slow` tests (the suites that start the whole platform, the demo
+# and the deploy checkers; tests/conftest.py marks them). `-m unit` is the in-process part alone.
+# CI runs `make test`.
 test-fast: setup
-	$(PY) -m pytest -q tests $(foreach t,$(SLOW_TESTS),--ignore=tests/$(t).py)
+	$(PY) -m pytest -q -m "not slow" tests
 
 # Every benchmark (tables on stdout, JSON in benchmarks/results/); the quality ones need the held-out
 # evaluation data (flite, festival, the pocketsphinx sdist recordings) that eval-data installs.

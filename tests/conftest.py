@@ -134,3 +134,21 @@ def database(pg_server) -> Iterator["Database"]:
     yield db
     db.close()
     pg_server.drop_database(name)
+
+
+# -- markers -----------------------------------------------------------------------------------------
+# `unit`: in-process only. `platform`: starts real servers (S3, PostgreSQL, Triton, the services).
+# `slow`: the modules that start the whole platform, the demo or the deploy checkers: `make test-fast`
+# (-m "not slow") leaves them out; `make test` runs everything.
+SLOW_MODULES = {"test_platform", "test_replicas", "test_demo", "test_serve", "test_deploy",
+                "test_client_resilience"}
+SERVER_FIXTURES = {"s3_server", "storage", "pg_server", "database", "triton_server_factory", "stack"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        servers = module in SLOW_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.platform if servers else pytest.mark.unit)

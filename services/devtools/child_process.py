@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,29 @@ class ManagedServer:
 
     def start(self):  # -> Self
         raise NotImplementedError
+
+    def _launch(self, args: list[str], env: dict[str, str] | None = None, die_with_parent_too: bool = True,
+                **popen) -> None:
+        """Starts the server: its own session (its group is stopped as one), output to the log, run dir
+        as cwd, dying with this process unless told otherwise."""
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                          env=env, cwd=self._run_dir, start_new_session=True,
+                                          preexec_fn=die_with_parent if die_with_parent_too else None, **popen)
+
+    def _stop_group(self, sig: int, grace: float) -> None:
+        """`sig` to the server's process group, SIGKILL after `grace` seconds."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet, so the group id is still ours
+            proc.wait()
+        except ProcessLookupError:  # (the group ended between poll and kill)
+            proc.wait()
 
     def _terminate(self) -> None:
         raise NotImplementedError

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.devtools.child_process import ManagedServer, die_with_parent, run_until_signalled
+from services.devtools.child_process import ManagedServer, run_until_signalled
 from services.devtools.ports import free_ports
 
 USER = "likeness"
@@ -106,13 +106,7 @@ class PgServer(ManagedServer):
         args = [str(bin_dir() / "postgres"), "-D", str(self.data_dir)]
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
-        log = open(self.log_path, "ab")
-        try:
-            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          cwd=self._run_dir, start_new_session=True, preexec_fn=die_with_parent,
-                                          **_as_user(owner))
-        finally:
-            log.close()
+        self._launch(args, **_as_user(owner))
         try:
             self._wait_ready()
             if fresh:
@@ -181,17 +175,7 @@ class PgServer(ManagedServer):
 
     def _terminate(self) -> None:
         """SIGINT is PostgreSQL's fast shutdown (clients disconnected, a clean checkpoint)."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            proc.wait()
+        self._stop_group(signal.SIGINT, 20)
 
 
 def _let_traverse(directory: Path) -> None:

@@ -29,7 +29,7 @@ import urllib3
 from minio import Minio
 
 from services.common import config
-from services.devtools.child_process import ManagedServer, die_with_parent, run_until_signalled
+from services.devtools.child_process import ManagedServer, run_until_signalled
 from services.devtools.ports import free_port_pair, free_ports
 from services.common.infra.storage import Storage
 
@@ -162,12 +162,7 @@ class S3Server(ManagedServer):
             f"-s3.localSocket={self._run_dir / 's3.sock'}",
         ]
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                cwd=self._run_dir, start_new_session=True,
-                preexec_fn=die_with_parent if self.die_with_parent else None,
-            )
+        self._launch(args, env, self.die_with_parent)
 
     def _wait_ready(self) -> None:
         """Ready = a signed request succeeds (S3 gateway, IAM, filer and volume are all up)."""
@@ -199,17 +194,7 @@ class S3Server(ManagedServer):
 
     def _terminate(self) -> None:
         """SIGTERM (weed is one process leading its own group), SIGKILL after the grace period."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(self.stop_grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet, so the group id is still ours
-            proc.wait()
-        except ProcessLookupError:
-            proc.wait()
+        self._stop_group(signal.SIGTERM, self.stop_grace)
 
 
 

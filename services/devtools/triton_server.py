@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common import config
-from services.devtools.child_process import ManagedServer, die_with_parent, run_until_signalled
+from services.devtools.child_process import ManagedServer, run_until_signalled
 from services.devtools.ports import free_ports
 
 _LAUNCH_ATTEMPTS = 3  # a free port can be taken by someone else before tritonserver binds it
@@ -264,12 +264,7 @@ class TritonServer(ManagedServer):
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (stub_python.libdir, str(libs_dir), env.get("LD_LIBRARY_PATH", "")) if p)
         env["PATH"] = os.pathsep.join(p for p in (str(stub_python.bin_dir), env.get("PATH", "")) if p)
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                cwd=self._run_dir, start_new_session=True,
-                preexec_fn=die_with_parent if self.die_with_parent else None,
-            )
+        self._launch(args, env, self.die_with_parent)
 
     def _wait_ready(self) -> None:
         """Ready = server ready and every expected model ready; a model reported UNAVAILABLE fails at once.
