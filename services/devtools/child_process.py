@@ -48,7 +48,7 @@ class ManagedServer:
     def start(self):  # -> Self
         raise NotImplementedError
 
-    def _launch(self, args: list[str], env: dict[str, str] | None = None, die_with_parent_too: bool = True,
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None, die_with_parent_too: bool = True,
                 **popen) -> None:
         """Starts the server: its own session (its group is stopped as one), output to the log, run dir
         as cwd, dying with this process unless told otherwise."""

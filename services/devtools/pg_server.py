@@ -106,7 +106,7 @@ class PgServer(ManagedServer):
         args = [str(bin_dir() / "postgres"), "-D", str(self.data_dir)]
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
-        self._launch(args, **_as_user(owner))
+        self._spawn(args, **_as_user(owner))
         try:
             self._wait_ready()
             if fresh:

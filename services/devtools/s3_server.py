@@ -162,7 +162,7 @@ class S3Server(ManagedServer):
             f"-s3.localSocket={self._run_dir / 's3.sock'}",
         ]
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
-        self._launch(args, env, self.die_with_parent)
+        self._spawn(args, env, self.die_with_parent)
 
     def _wait_ready(self) -> None:
         """Ready = a signed request succeeds (S3 gateway, IAM, filer and volume are all up)."""

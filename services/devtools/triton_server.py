@@ -264,7 +264,7 @@ class TritonServer(ManagedServer):
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (stub_python.libdir, str(libs_dir), env.get("LD_LIBRARY_PATH", "")) if p)
         env["PATH"] = os.pathsep.join(p for p in (str(stub_python.bin_dir), env.get("PATH", "")) if p)
-        self._launch(args, env, self.die_with_parent)
+        self._spawn(args, env, self.die_with_parent)
 
     def _wait_ready(self) -> None:
         """Ready = server ready and every expected model ready; a model reported UNAVAILABLE fails at once.
