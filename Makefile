@@ -7,10 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.likeness-installed
+CLIENT_STAMP := $(VENV)/.likeness-client-installed
 
 .PHONY: setup system-deps protos deploy-tools demo test test-fast bench eval-data clean train-expression
 
-setup: system-deps $(STAMP) protos
+setup: system-deps $(STAMP) protos $(CLIENT_STAMP)
 
 system-deps:
 	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v openssl >/dev/null \
@@ -32,9 +33,16 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Generated gRPC code (services/common/proto_gen/) is produced by the build, never committed.
+# Generated gRPC code (clients/python/likeness_client/proto/) is produced by the build, never committed.
 protos: $(STAMP)
 	$(PY) -m services.devtools.protogen
+
+# The client package (likeness_client: the client and the generated code the services import too),
+# editable, so protogen's output in the source tree is what the venv imports. Order-only on protos:
+# the generated code is there first, and regenerating it needs no reinstall. A new venv has no stamp.
+$(CLIENT_STAMP): $(STAMP) clients/python/pyproject.toml clients/python/setup.py | protos
+	$(PIP) install -q --no-deps --no-build-isolation -e clients/python
+	touch $(CLIENT_STAMP)
 
 demo: setup
 	mkdir -p out
@@ -78,4 +86,4 @@ train-expression: setup
 	$(PY) -m services.expression.diffusion.train
 
 clean:
-	rm -rf out build .pytest_cache
+	rm -rf out build .pytest_cache clients/python/build

@@ -88,7 +88,7 @@ class RunningStamps(threading.Thread):
 
 
 def claim_run(replicas: int, args, downstream: str) -> dict:
-    from services.client import LikenessClient
+    from likeness_client import LikenessClient
     from services.devtools.platform import LocalPlatform
 
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "2", "LIKENESS_MAX_QUEUED_JOBS": "10000", "LIKENESS_TTS_ADDR": downstream,
@@ -136,8 +136,8 @@ def claim_run(replicas: int, args, downstream: str) -> dict:
 
 
 def stream_run(args) -> dict:
-    from services.client import LikenessClient
-    from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
+    from likeness_client import LikenessClient
+    from likeness_client.proto.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
     from services.devtools.platform import LocalPlatform
 
     env = {"LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_MAX_QUEUED_JOBS": "100",

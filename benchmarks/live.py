@@ -160,7 +160,7 @@ def video_samples(data: bytes) -> tuple[int, int]:
 
 
 def platform_row(speech) -> dict:
-    from services.client import LikenessClient
+    from likeness_client import LikenessClient
     from services.devtools.platform import LocalPlatform
 
     pcm = lambda pieces: ((np.clip(p, -1, 1) * 32767).round().astype("<i2").tobytes() for p in pieces)  # noqa: E731
@@ -225,7 +225,7 @@ def embedded_text_row() -> dict:
 
 
 def platform_text_row() -> dict:
-    from services.client import LikenessClient
+    from likeness_client import LikenessClient
     from services.devtools.platform import LocalPlatform
 
     with LocalPlatform() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
@@ -252,7 +252,7 @@ def platform_interrupt_row(after_s: float = 3.0) -> dict:
 
     import av
 
-    from services.client import LikenessClient
+    from likeness_client import LikenessClient
     from services.devtools.platform import LocalPlatform
 
     runs = []

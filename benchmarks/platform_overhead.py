@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/platform_overhead.json"))
     args = parser.parse_args()
 
-    from services.client import LikenessClient
+    from likeness_client import LikenessClient
     from services.pipeline import EmbeddedPipeline, VideoRequest
     from services.devtools.platform import LocalPlatform
 

@@ -339,7 +339,7 @@ def _frames_of(path: Path):
 def cmd_submit(args: argparse.Namespace) -> int:
     import grpc
 
-    from services.client import JobFailedError
+    from likeness_client import JobFailedError
     from services.common.infra.grpc_errors import field_violations
 
     script, voice_sample, driving_audio, photo = _read_inputs(args)
@@ -390,7 +390,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     """A failed or cancelled job again, from the stages it finished; downloads the video."""
     import grpc
 
-    from services.client import JobFailedError
+    from likeness_client import JobFailedError
 
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".webm") or not out.parent.is_dir():
@@ -421,7 +421,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     """The caller's jobs on a gateway (any replica lists all of them), newest first."""
     import grpc
 
-    from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+    from likeness_client.proto.likeness.v1 import gateway_pb2 as gw
 
     wanted = [w.strip().lower() for w in args.state.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in JOB_STATES]
@@ -454,9 +454,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def _reachable_client(args: argparse.Namespace):
     """A LikenessClient for --server (with the key and CA), or None after saying why it cannot be reached."""
-    from services.client import LikenessClient
+    from likeness_client import LikenessClient
 
-    client = LikenessClient(args.server, **_credentials(args))
+    from services.common.infra.grpc_server import max_message_bytes
+
+    client = LikenessClient(args.server, max_message_bytes=max_message_bytes(), **_credentials(args))
     try:
         client.check_reachable()
     except ConnectionError as exc:
@@ -743,7 +745,7 @@ def _wait(client, job_id: str):
 
 
 def _stage_name(stage: int) -> str:
-    from services.common.proto_gen.likeness.v1 import gateway_pb2
+    from likeness_client.proto.likeness.v1 import gateway_pb2
 
     return gateway_pb2.Stage.Name(stage).removeprefix("STAGE_").lower() if stage else "queued"
 

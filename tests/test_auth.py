@@ -17,9 +17,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.client import LikenessClient
+from likeness_client import LikenessClient
 from services.devtools.ports import free_ports
-from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
+from likeness_client.proto.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.gateway.auth import ApiKeys, AuthConfigError, parse_keys
 from services.devtools.platform import LocalPlatform
 

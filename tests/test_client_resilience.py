@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.client import JobFailedError, LikenessClient
-from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+from likeness_client import JobFailedError, LikenessClient
+from likeness_client.proto.likeness.v1 import gateway_pb2 as gw
 from services.devtools.platform import LocalPlatform
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"

@@ -1,8 +1,9 @@
 """services/common/config.py is the one place settings live: docs/configuration.md (the one place an
 operator looks) is generated from its registry by scripts/gen_config_doc.py and must be exactly what the
 generator writes now (regenerate: .venv/bin/python scripts/gen_config_doc.py); the code reads LIKENESS_*
-variables only through it; and its parser accepts what it says and names the variable when a value is
-wrong."""
+variables only through it (except the client package, which cannot import it: it reads its own two,
+with the registry's defaults); and its parser accepts what it says and names the variable when a value
+is wrong."""
 from __future__ import annotations
 
 import ast
@@ -18,13 +19,17 @@ from services.common.config import SETTINGS, ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 NAME = re.compile(r"\b(LIKENESS_[A-Z0-9_]*[A-Z0-9])\b")
 CONFIG_PY = ROOT / "services" / "common" / "config.py"
+CLIENT = ROOT / "clients" / "python" / "likeness_client"
+# likeness_client needs grpcio and protobuf alone (no services.common.config): it reads these itself
+CLIENT_READS = {"LIKENESS_API_KEY", "LIKENESS_TLS_CA_FILE"}
 CONFIG_MD = ROOT / "docs" / "configuration.md"
 GENERATOR = ROOT / "scripts" / "gen_config_doc.py"
 
 
 def code_files() -> list[Path]:
-    files = list((ROOT / "services").rglob("*.py")) + list((ROOT / "model_repository").rglob("*.py"))
-    return [path for path in files if "proto_gen" not in path.parts]
+    """The services, the Triton models and the client package (less its generated code)."""
+    client = [path for path in CLIENT.rglob("*.py") if "proto" not in path.relative_to(CLIENT).parts]
+    return [*(ROOT / "services").rglob("*.py"), *(ROOT / "model_repository").rglob("*.py"), *client]
 
 
 def _generator():
@@ -80,9 +85,9 @@ def test_every_name_the_code_mentions_is_registered_and_every_setting_is_used() 
     assert not sorted(set(SETTINGS) - used), f"registered but read nowhere: {sorted(set(SETTINGS) - used)}"
 
 
-def _environ_reads(tree: ast.AST) -> list[tuple[int, str]]:
-    """os.environ.get(X) / os.getenv(X) / os.environ[X] (read) where X is a LIKENESS_* literal or not a
-    literal at all (a helper that reads a name it was given)."""
+def _environ_reads(tree: ast.AST, allowed: set[str] = frozenset()) -> list[tuple[int, str]]:
+    """os.environ.get(X) / os.getenv(X) / os.environ[X] (read) where X is a LIKENESS_* literal (not in
+    `allowed`) or not a literal at all (a helper that reads a name it was given)."""
     found = []
     for node in ast.walk(tree):
         key = None
@@ -96,7 +101,7 @@ def _environ_reads(tree: ast.AST) -> list[tuple[int, str]]:
         if key is None:
             continue
         literal = key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else None
-        if literal is None or literal.startswith("LIKENESS_"):
+        if literal is None or literal.startswith("LIKENESS_") and literal not in allowed:
             found.append((node.lineno, ast.unparse(node)))
     return found
 
@@ -104,10 +109,23 @@ def _environ_reads(tree: ast.AST) -> list[tuple[int, str]]:
 def test_only_config_py_reads_likeness_variables_from_the_environment() -> None:
     offenders = [f"{path.relative_to(ROOT)}:{line}: {code}"
                  for path in code_files() if path != CONFIG_PY
-                 for line, code in _environ_reads(ast.parse(path.read_text()))]
+                 for line, code in _environ_reads(ast.parse(path.read_text()),
+                                                  CLIENT_READS if path.is_relative_to(CLIENT) else set())]
     assert not offenders, "read these through services.common.config:\n" + "\n".join(offenders)
     # the scan does find such reads: config.py itself has one
     assert _environ_reads(ast.parse(CONFIG_PY.read_text()))
+
+
+def test_the_client_reads_its_variables_with_the_registered_defaults() -> None:
+    """The client package's own reads (os.environ.get(NAME, default)) agree with the registry."""
+    reads = {}
+    for path in CLIENT.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "os.environ.get" \
+                    and ast.unparse(node.args[0]).strip("'\"") in CLIENT_READS:
+                reads[node.args[0].value] = node.args[1].value if len(node.args) > 1 else None
+    assert reads == {name: SETTINGS[name].default for name in CLIENT_READS}
+    # (tests/test_client_package.py: an installed client sends $LIKENESS_API_KEY on a real call)
 
 
 def test_registered_defaults_have_their_declared_type() -> None:

@@ -14,9 +14,9 @@ from psycopg.types.json import Jsonb
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.client import LikenessClient
+from likeness_client import LikenessClient
 from services.common.infra import grpc_errors
-from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
+from likeness_client.proto.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.pipeline import Stored, VideoRequest
 from services.devtools.platform import LocalPlatform
 

@@ -7,7 +7,7 @@ import pytest
 from services.common.infra import deadline
 from services.common.infra.grpc_server import serve
 from services.devtools.ports import free_port
-from services.common.proto_gen.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
+from likeness_client.proto.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
 
 
 class Probe(expression_pb2_grpc.ExpressionServiceServicer):

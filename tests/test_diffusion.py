@@ -115,7 +115,7 @@ def test_known_script_question_raises_the_brows() -> None:
 def test_expression_service_drives_from_audio_alone(speech) -> None:
     from services.common.domain.errors import InputError
     from services.common.infra.inference import InProcessClient
-    from services.common.proto_gen.likeness.v1 import expression_pb2 as ex
+    from likeness_client.proto.likeness.v1 import expression_pb2 as ex
     from services.common.domain.speech import Speech
     from services.expression.server import ExpressionServicer
 
@@ -185,7 +185,7 @@ def test_stream_applies_time_coded_emotions_through_the_real_service(speech) -> 
     from services.common.infra.grpc_server import serve
     from services.common.infra.inference import InProcessClient
     from services.devtools.ports import free_port
-    from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
+    from likeness_client.proto.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
     from services.expression.server import ExpressionServicer
 
     port = free_port()

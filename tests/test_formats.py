@@ -16,7 +16,7 @@ from PIL import Image
 
 from services.common.domain.arkit import INDEX
 from services.common.domain.errors import InputError
-from services.common.proto_gen.likeness.v1 import common_pb2
+from likeness_client.proto.likeness.v1 import common_pb2
 from services.render import watermark
 from services.render.encode import decode_mp4
 from services.render.formats import check_output, decode_frames, output_kind, write_video
@@ -233,7 +233,7 @@ def test_render_service_transparent_webm(storage, tmp_path):
     from services.common.infra import wire
     from services.common.domain.expression_track import ExpressionTrack
     from services.common.infra.inference import InProcessClient
-    from services.common.proto_gen.likeness.v1 import render_pb2 as rd
+    from likeness_client.proto.likeness.v1 import render_pb2 as rd
     from services.render.server import RenderServicer
 
     servicer = RenderServicer(storage, InProcessClient())
@@ -334,7 +334,7 @@ def test_render_service_streams_fragmented_mp4_while_it_renders(storage, tmp_pat
     from services.common.infra import wire
     from services.common.domain.expression_track import ExpressionTrack
     from services.common.infra.inference import InProcessClient
-    from services.common.proto_gen.likeness.v1 import render_pb2 as rd
+    from likeness_client.proto.likeness.v1 import render_pb2 as rd
     from services.render.server import RenderServicer
 
     servicer = RenderServicer(storage, InProcessClient())
@@ -377,7 +377,7 @@ def test_render_service_muxes_live_audio_as_it_arrives(storage, tmp_path):
     without live_audio_format and a stream ending inside a sample are refused."""
     from services.common.infra import wire
     from services.common.infra.inference import InProcessClient
-    from services.common.proto_gen.likeness.v1 import render_pb2 as rd
+    from likeness_client.proto.likeness.v1 import render_pb2 as rd
     from services.render.server import RenderServicer
 
     servicer = RenderServicer(storage, InProcessClient())

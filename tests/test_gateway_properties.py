@@ -12,8 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from services.client import LikenessClient
-from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
+from likeness_client import LikenessClient
+from likeness_client.proto.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 from services.devtools.platform import LocalPlatform
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"

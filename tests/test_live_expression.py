@@ -241,7 +241,7 @@ def expression_process(triton_server_factory, tmp_path_factory):
 
 
 def _header(rate: int, **kwargs):
-    from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex
+    from likeness_client.proto.likeness.v1 import common_pb2, expression_pb2 as ex
 
     fmt = common_pb2.AudioFormat(sample_rate=rate, channels=1, encoding=common_pb2.AUDIO_ENCODING_PCM_S16LE)
     params = {"fps": 25, "seed": 5, "emotion": common_pb2.EMOTION_HAPPY, **kwargs}
@@ -252,7 +252,7 @@ def _header(rate: int, **kwargs):
 def test_stream_expression_sends_frames_before_the_audio_ends(expression_process, speech) -> None:
     """20 ms chunks, as a microphone sends them; after 3 s of audio the client sends nothing more
     until a frame has come back. The frames are the in-process animator's for the same chunks."""
-    from services.common.proto_gen.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
+    from likeness_client.proto.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
 
     address, triton = expression_process
     pcm = (np.clip(speech.audio, -1, 1) * 32767).astype("<i2").tobytes()
@@ -300,7 +300,7 @@ def test_stream_expression_sends_frames_before_the_audio_ends(expression_process
 
 
 def test_stream_expression_refuses_bad_live_input(expression_process, speech) -> None:
-    from services.common.proto_gen.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
+    from likeness_client.proto.likeness.v1 import expression_pb2 as ex, expression_pb2_grpc
 
     address, _ = expression_process
 
@@ -323,7 +323,7 @@ def test_stream_expression_refuses_bad_live_input(expression_process, speech) ->
 def test_stream_expression_lays_motions_over_the_frames(expression_process, speech) -> None:
     """A motion sent in the stream (a live caller's "[look left]") turns the head in the frames after
     its time code; a bad one is INVALID_ARGUMENT naming its field."""
-    from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
+    from likeness_client.proto.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
 
     address, _ = expression_process
     pcm = (np.clip(speech.audio[:int(3.0 * speech.sample_rate)], -1, 1) * 32767).astype("<i2").tobytes()

@@ -23,9 +23,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.client import JobFailedError, LikenessClient
+from likeness_client import JobFailedError, LikenessClient
 from services.common.infra.grpc_errors import field_violations
-from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw
+from likeness_client.proto.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw
 from services.devtools.platform import HEALTH_NAMES, LocalPlatform
 from tests.test_webhooks import LOOPBACK_ALLOWED
 from tests.video_instrument import decode
@@ -1201,7 +1201,7 @@ def test_the_gateway_channel_spreads_calls_over_every_backend_replica(stack):
     """The channel the gateway opens to a backend (`dns:///tts-pods:50052` in Kubernetes, every pod of
     a headless Service) balances per call: a second tts process gets its share of the calls at once."""
     from services.common.infra.grpc_client import open_channel
-    from services.common.proto_gen.likeness.v1 import tts_pb2, tts_pb2_grpc
+    from likeness_client.proto.likeness.v1 import tts_pb2, tts_pb2_grpc
 
     replicas = [stack.services["tts"], stack.start_replica("tts")]
     with open_channel("ipv4:" + ",".join(r.address for r in replicas)) as channel:

@@ -26,7 +26,7 @@ protogen.generate()  # the generated package must exist before the imports below
 from services.common.infra.grpc_errors import (  # noqa: E402
     error_status, field_violations, input_error_status, resource_exhausted, retry_delay)
 from services.common.infra.grpc_server import serve, start_metrics_server, stop_gracefully  # noqa: E402
-from services.common.proto_gen.likeness.v1 import (  # noqa: E402
+from likeness_client.proto.likeness.v1 import (  # noqa: E402
     common_pb2, gateway_pb2, gateway_pb2_grpc)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +95,17 @@ def test_generate_into_temp_package_imports_and_is_idempotent(tmp_path: Path) ->
 def test_repository_generated_code_is_current() -> None:
     assert protogen.is_current()
     assert protogen.main([]) == 0  # the `python -m services.devtools.protogen` entry point
+
+
+def test_the_one_copy_is_the_client_package_s_and_an_old_copy_is_removed(tmp_path: Path) -> None:
+    assert protogen.OUT_DIR == REPO / "clients" / "python" / "likeness_client" / "proto"
+    assert protogen.PACKAGE == "likeness_client.proto" and gateway_pb2.__name__.startswith("likeness_client.proto.")
+    old = tmp_path / "services" / "common" / "proto_gen"  # what an older protogen left in a checkout
+    assert protogen.generate(REPO / "protos", old, "services.common.proto_gen") is True
+    assert protogen.remove_old_copy(old) is True and not old.exists()
+    mine = tmp_path / "not_generated"
+    (mine / "likeness").mkdir(parents=True)
+    assert protogen.remove_old_copy(mine) is False and mine.exists()  # no stamp: not the generator's
 
 
 def test_generation_reports_protoc_errors(tmp_path: Path) -> None:
@@ -362,7 +373,7 @@ def test_graceful_stop_drains_health_then_finishes_inflight_calls() -> None:
 SIGTERM_SERVER = """
 import sys, time
 from services.common.infra.grpc_server import serve
-from services.common.proto_gen.likeness.v1 import gateway_pb2, gateway_pb2_grpc
+from likeness_client.proto.likeness.v1 import gateway_pb2, gateway_pb2_grpc
 
 class Slow(gateway_pb2_grpc.GatewayServiceServicer):
     def GetJob(self, request, context):

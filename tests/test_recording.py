@@ -174,7 +174,7 @@ def test_recording_that_does_not_match_its_script(librivox) -> None:
 
 def test_tts_align_without_transcript_returns_prepared_audio(librivox) -> None:
     from services.common.infra import wire
-    from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2
+    from likeness_client.proto.likeness.v1 import common_pb2, tts_pb2
     from services.tts.server import TtsServicer
 
     audio, rate, text, _ = librivox

@@ -14,8 +14,8 @@ import grpc
 import psycopg
 import pytest
 
-from services.client import LikenessClient
-from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
+from likeness_client import LikenessClient
+from likeness_client.proto.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.devtools.platform import LocalPlatform
 from tests.test_webhooks import LOOPBACK_ALLOWED, Receiver
 
@@ -166,7 +166,7 @@ def test_backends_answer_only_calls_that_carry_the_internal_token(stack):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from services.common.infra.grpc_server import INTERNAL_TOKEN_HEADER
-    from services.common.proto_gen.likeness.v1 import tts_pb2, tts_pb2_grpc
+    from likeness_client.proto.likeness.v1 import tts_pb2, tts_pb2_grpc
 
     request = tts_pb2.SynthesizeRequest(text="Hello.", seed=1)
     with grpc.insecure_channel(stack.services["tts"].address) as channel:

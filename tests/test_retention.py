@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.client import LikenessClient
+from likeness_client import LikenessClient
 from services.gateway import assets
 from services.gateway.jobs import JobManager, JobState
 from services.gateway.retention import Eraser

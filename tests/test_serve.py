@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from services.client import JobFailedError, LikenessClient
-from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+from likeness_client import JobFailedError, LikenessClient
+from likeness_client.proto.likeness.v1 import gateway_pb2 as gw
 from services.devtools.triton_server import live_group_members
 from tests.conftest import listening_addresses, processes_mentioning
 

@@ -241,7 +241,7 @@ def test_a_profile_another_cloning_method_built_is_rebuilt(tmp_path: Path, profi
 def test_tts_service_builds_stores_and_uses_a_profile(cloner: VoiceCloner, sample: bytes, profile: SpeakerProfile,
                                                      storage) -> None:
     from services.common.infra import wire
-    from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2
+    from likeness_client.proto.likeness.v1 import common_pb2, tts_pb2
     from services.tts.server import TtsServicer
 
     servicer = TtsServicer(cloner.tts, storage, cloner=cloner)

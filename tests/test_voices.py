@@ -73,7 +73,7 @@ def test_voice_names_and_clashes_are_clear_errors(bank):
 
     with pytest.raises(InputError, match="brings its own voice"):
         VideoRequest(photo=b"x", script="Hi.", voice="kokoro-male", voice_sample=b"sample").validate()
-    from services.common.proto_gen.likeness.v1 import tts_pb2
+    from likeness_client.proto.likeness.v1 import tts_pb2
     from services.tts.server import TtsServicer
 
     servicer = TtsServicer(bank.tts)

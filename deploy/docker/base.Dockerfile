@@ -26,10 +26,13 @@ RUN pip install --no-cache-dir "setuptools<81" "wheel==0.45.1" \
 COPY pyproject.toml ./
 COPY protos ./protos
 COPY services ./services
-# Generated gRPC code is a build product (never committed): generate, then install the package with it.
-RUN python -m services.devtools.protogen \
+COPY clients/python ./clients/python
+# Generated gRPC code is a build product (never committed): building the client package generates it
+# (clients/python/setup.py runs services/devtools/protogen.py on protos/) into likeness_client.proto,
+# which the services import too. Then the services' package.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation ./clients/python \
  && pip install --no-cache-dir --no-deps --no-build-isolation . \
- && python -P -c "import services.common.proto_gen.likeness.v1.gateway_pb2"
+ && python -P -c "import likeness_client, likeness_client.proto.likeness.v1.gateway_pb2"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # espeak-ng: phonemes for tts (a GPL program, only ever run as a subprocess); sox: audio conversion.

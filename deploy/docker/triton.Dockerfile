@@ -34,8 +34,11 @@ RUN python3.11 -m venv "${VENV}" \
 COPY pyproject.toml ./
 COPY protos ./protos
 COPY services ./services
-RUN "${VENV}/bin/python" -m services.devtools.protogen \
+COPY clients/python ./clients/python
+# The client package's build generates the gRPC code (likeness_client.proto) that the project imports.
+RUN "${VENV}/bin/pip" install --no-cache-dir --no-deps --no-build-isolation ./clients/python \
  && "${VENV}/bin/pip" install --no-cache-dir --no-deps --no-build-isolation . \
+ && "${VENV}/bin/python" -P -c "import likeness_client.proto.likeness.v1.gateway_pb2" \
  && rm -rf /src
 
 COPY model_repository /models

@@ -6,7 +6,9 @@
 - `live/`: a live session's pacing, text-as-it-is-written and listening behaviour.
 - `infra/`: configuration, gRPC (servers, clients, rich errors), inference clients, object storage,
   tracing, deadlines and the domain <-> proto conversions (`wire`).
-- `proto_gen/`: generated from protos/ by services/devtools/protogen.py (never hand-edited).
+The API's generated code is not here: it is `likeness_client.proto` (clients/python/, the client
+package, generated from protos/ by services/devtools/protogen.py), one copy for the client and the
+services alike.
 
 Nothing here imports a service package (tts, expression, render, gateway, pipeline). Tools that only
 development and tests need (local servers, the code generator) live in services/devtools/.

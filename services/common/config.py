@@ -184,8 +184,8 @@ _ALL = [
     _s("LIKENESS_KEYPOINT_EYE_ASPECT", "float", 0.85, "eye height / width of keypoint faces", "render"),
     # -- every service ---------------------------------------------------------------------------------------
     # inline audio and frame chunks exceed gRPC's own 4 MiB limit
-    _s("LIKENESS_GRPC_MAX_MESSAGE_BYTES", "int", 64 * MiB, "largest gRPC message", "every gRPC server/channel",
-       "64 MiB"),
+    _s("LIKENESS_GRPC_MAX_MESSAGE_BYTES", "int", 64 * MiB, "largest gRPC message",
+       "every gRPC server/channel (LikenessClient: its max_message_bytes, default the same 64 MiB)", "64 MiB"),
     _s("LIKENESS_GRPC_MAX_CONNECTION_AGE_S", "int", 300, "gRPC connections are recycled after this (s)",
        "every gRPC server"),
     _s("LIKENESS_SHUTDOWN_DRAIN_S", "float", 2.0, "NOT_SERVING this long before refusing calls (SIGTERM)",

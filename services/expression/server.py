@@ -19,7 +19,7 @@ from services.common.domain.expression_track import ExpressionTrack
 from services.common.infra.grpc_errors import error_status
 from services.common.infra.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.infra.inference import InferenceClient, client_from_env
-from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
+from likeness_client.proto.likeness.v1 import common_pb2, expression_pb2 as ex, expression_pb2_grpc
 from services.common.domain.speech import Speech
 from services.common.infra.tracing import configure, grpc_server_interceptors
 from services.expression.animation import animate

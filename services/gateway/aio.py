@@ -31,7 +31,7 @@ from services.common import config
 from services.common.infra import deadline, grpc_errors
 from services.common.domain.errors import InputError
 from services.common.infra.grpc_server import record_call
-from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
+from likeness_client.proto.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.gateway import assets, auth
 from services.gateway.server import STAGES, GatewayServicer, build
 

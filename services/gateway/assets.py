@@ -7,7 +7,7 @@ import warnings
 
 from services.common import config
 from services.common.domain.errors import InputError
-from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+from likeness_client.proto.likeness.v1 import gateway_pb2 as gw
 
 # read once, at import (as the gateway always has)
 MAX_BYTES = {

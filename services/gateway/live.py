@@ -30,7 +30,7 @@ from services.common.infra.deadline import Deadline
 from services.common.live.listening import LISTEN, STOP_LISTENING, Listen
 from services.common.live.pacing import INTERRUPT, Interrupt, LivePiece, paced_audio
 from services.common.live.script import LiveScript, paced
-from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2 as ex, gateway_pb2 as gw,
+from likeness_client.proto.likeness.v1 import (common_pb2, expression_pb2 as ex, gateway_pb2 as gw,
                                                    render_pb2 as rd)
 from services.common.domain.speech import Speech
 from services.common.infra.tracing import span

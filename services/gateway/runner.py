@@ -24,7 +24,7 @@ from services.common import config
 from services.common.infra import wire
 from services.common.infra.deadline import Deadline, DeadlineExceeded
 from services.common.infra.grpc_client import open_channel, with_retries
-from services.common.proto_gen.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
+from likeness_client.proto.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
                                                    render_pb2_grpc, tts_pb2, tts_pb2_grpc)
 from services.common.script.tags import timed_emotions, timed_motions
 from services.common.domain.speech import Word

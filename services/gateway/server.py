@@ -20,7 +20,7 @@ from services.common import config
 
 from services.common.infra import grpc_errors, wire
 from services.common.domain.errors import InputError, NotFound
-from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
+from likeness_client.proto.likeness.v1 import common_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 from services.common.infra.storage import Storage
 from services.gateway import assets, auth, retention, webhooks
 from services.gateway.db import Database

@@ -19,7 +19,7 @@ from services.common.domain import directions
 from services.common.domain.directions import EXPRESSIVENESS
 from services.common.domain.errors import InputError
 from services.common.infra import wire
-from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw
+from likeness_client.proto.likeness.v1 import common_pb2, gateway_pb2 as gw
 from services.pipeline.speech_rules import WORDS, check_speech, prepared_script, reading_words
 from services.render import Background, FrameSpec, check_fps, check_framing, frame_to_pb, parse_frame_pb
 

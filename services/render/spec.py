@@ -6,7 +6,7 @@ from collections.abc import Callable
 import numpy as np
 
 from services.common.domain.errors import InputError
-from services.common.proto_gen.likeness.v1 import common_pb2
+from likeness_client.proto.likeness.v1 import common_pb2
 from services.render.keypoints import validate_keypoints
 from services.render.layout import Background, FrameSpec, parse_color
 

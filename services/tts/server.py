@@ -15,7 +15,7 @@ from services.common.domain.audio_io import decode_audio
 from services.common.domain.errors import InputError
 from services.common.infra.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.infra.inference import client_from_env
-from services.common.proto_gen.likeness.v1 import common_pb2, tts_pb2, tts_pb2_grpc
+from likeness_client.proto.likeness.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 from services.common.infra.storage import ObjectNotFoundError, Storage
 from services.common.infra.tracing import configure, grpc_server_interceptors
 from services.tts.cloning import SpeakerProfile, VoiceCloner

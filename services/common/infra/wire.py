@@ -9,7 +9,7 @@ import numpy as np
 from services.common.domain.arkit import ARKIT_52, HEAD_POSE
 from services.common.domain.errors import InputError
 from services.common.domain.expression_track import ExpressionTrack
-from services.common.proto_gen.likeness.v1 import common_pb2 as pb, expression_pb2
+from likeness_client.proto.likeness.v1 import common_pb2 as pb, expression_pb2
 from services.common.domain.speech import Phone, Speech, Word
 
 EMOTIONS = {pb.EMOTION_UNSPECIFIED: "neutral", pb.EMOTION_NEUTRAL: "neutral", pb.EMOTION_HAPPY: "happy",

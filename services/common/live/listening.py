@@ -14,7 +14,8 @@ work over text and audio alike.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+
+from likeness_client.markers import LISTEN, STOP_LISTENING, Listen  # noqa: F401 (the client's markers, re-exported)
 
 NOD_EVERY_S = (2.2, 4.0)  # between acknowledging nods ("mm-hm")
 NOD_STRENGTH = (0.35, 0.6)  # of a full nod (7 degrees): 2.5-4 degrees
@@ -22,17 +23,6 @@ FIRST_NOD_S = (0.8, 1.6)  # after listening starts
 LEAN_IN = (("raise_brows", 0.3), ("tilt", 0.35))  # as the user starts talking
 
 
-@dataclass(frozen=True)
-class Listen:
-    """A live text or audio item: the user started (on) or stopped talking."""
-
-    on: bool
-
-    def __repr__(self) -> str:
-        return "LISTEN" if self.on else "STOP_LISTENING"
-
-
-LISTEN, STOP_LISTENING = Listen(True), Listen(False)
 
 
 class Listening:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from likeness_client.markers import INTERRUPT, Interrupt  # noqa: F401 (the client's markers, re-exported)
+
 from services.common import config
 from services.common.live.listening import Listen, Listening
 
@@ -38,14 +40,6 @@ def speech_lead_s() -> float:
     return config.get_float("LIKENESS_LIVE_SPEECH_LEAD_S")
 
 
-class Interrupt:
-    """An item among live text or audio that stops the speech at once (the user spoke over the avatar)."""
-
-    def __repr__(self) -> str:
-        return "INTERRUPT"
-
-
-INTERRUPT = Interrupt()
 CHUNK_S = 0.1  # speech goes out in pieces this long: an interrupt cuts between two of them
 FADE_S = 0.02  # ... and the speech fades out over this long instead of clicking
 SPEAKING_RMS = 0.01  # audio louder than this (-40 dBFS) is the avatar talking: it stops listening

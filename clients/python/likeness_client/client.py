@@ -1,16 +1,20 @@
 """The Python client for the Likeness gateway: what product backends import.
 
-    from services.client import LikenessClient
+    from likeness_client import LikenessClient
     with LikenessClient("gateway:50051") as client:  # api_key=, tls_ca= (default: LIKENESS_API_KEY, _TLS_CA_FILE)
         photo = client.upload("me.jpg", kind="photo")
         job_id = client.submit(photo=photo, script="Hello!", resolution=512)
         job = client.wait(job_id, on_progress=lambda job: print(job.progress))
         client.download(job, "hello.mp4")
+
+Needs grpcio and protobuf alone (no server code): the messages and stubs are likeness_client.proto,
+generated from protos/ when the package is built.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import urllib.request
 import uuid
@@ -19,13 +23,13 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 
 import grpc
 
-from services.common import config
+from likeness_client.markers import INTERRUPT, LISTEN, STOP_LISTENING, Interrupt, Listen
+from likeness_client.proto.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw, gateway_pb2_grpc
 
-from services.common.infra import wire
-from services.common.infra.grpc_server import channel_options
-from services.common.live.listening import LISTEN, STOP_LISTENING, Listen
-from services.common.live.pacing import INTERRUPT, Interrupt
-from services.common.proto_gen.likeness.v1 import common_pb2, expression_pb2, gateway_pb2 as gw, gateway_pb2_grpc
+__all__ = ["ASPECTS", "CHUNK", "EMOTIONS", "EXPRESSIVENESS", "FITS", "INTERRUPT", "KINDS", "LISTEN",
+           "MAX_MESSAGE_BYTES", "MOTIONS", "RETRY_POLICY", "STOP_LISTENING", "TERMINAL", "TIMED_EMOTIONS",
+           "Interrupt", "JobFailedError", "LikenessClient", "Listen", "LiveAudioItem", "LiveSession",
+           "LiveTextItem", "timed_emotion", "timed_motion"]
 
 CHUNK = 1024 * 1024
 # A gateway restarting (rolling update, reschedule) is unreachable for a few seconds: every call waits
@@ -36,18 +40,27 @@ RETRY_POLICY = json.dumps({"methodConfig": [{
     "name": [{"service": "likeness.v1.GatewayService"}],
     "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.5s", "maxBackoff": "4s", "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE"]}}]})
-KINDS = {"photo": gw.ASSET_KIND_PHOTO, "voice_sample": gw.ASSET_KIND_VOICE_SAMPLE,
-         "driving_audio": gw.ASSET_KIND_DRIVING_AUDIO, "script": gw.ASSET_KIND_SCRIPT}
-EMOTIONS = {"auto": common_pb2.EMOTION_AUTO, "neutral": common_pb2.EMOTION_NEUTRAL, "happy": common_pb2.EMOTION_HAPPY,
-            "sad": common_pb2.EMOTION_SAD, "angry": common_pb2.EMOTION_ANGRY,
-            "surprised": common_pb2.EMOTION_SURPRISED}
+# The largest message either way: the servers' default (LIKENESS_GRPC_MAX_MESSAGE_BYTES, 64 MiB), far
+# above gRPC's own 4 MiB (inline audio, streamed video). A gateway configured otherwise: max_message_bytes=.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def _names(enum: Any, prefix: str) -> dict[str, int]:
+    """An API enum's values by name, as the client's options spell them: the enum value's name less its
+    prefix, lower case (MOTION_TILT_LEFT: "tilt_left"); the UNSPECIFIED value (0) is not an option."""
+    return {name.removeprefix(prefix).lower(): value for name, value in enum.items() if value != 0}
+
+
+KINDS = _names(gw.AssetKind, "ASSET_KIND_")  # photo, voice_sample, driving_audio, script
+EMOTIONS = _names(common_pb2.Emotion, "EMOTION_")  # neutral, happy, sad, angry, surprised, auto
+TIMED_EMOTIONS = {name: value for name, value in EMOTIONS.items() if value != common_pb2.EMOTION_AUTO}
+MOTIONS = _names(common_pb2.Motion, "MOTION_")  # nod, shake, tilt_left, ..., wink_right
+EXPRESSIVENESS = _names(common_pb2.Expressiveness, "EXPRESSIVENESS_")  # low, medium, high
+ASPECTS = {name.replace("_", ":"): value  # 1:1, 9:16, 16:9, 4:5
+           for name, value in _names(common_pb2.AspectRatio, "ASPECT_RATIO_").items()}
+FITS = _names(common_pb2.Fit, "FIT_")  # cover, contain
 LiveAudioItem = bytes | expression_pb2.TimedMotion | expression_pb2.TimedEmotion | Interrupt | Listen  # live() audio
 LiveTextItem = str | Interrupt | Listen  # live() text: INTERRUPT stops the speech, LISTEN / STOP_LISTENING
-EXPRESSIVENESS = {"low": common_pb2.EXPRESSIVENESS_LOW, "medium": common_pb2.EXPRESSIVENESS_MEDIUM,
-                  "high": common_pb2.EXPRESSIVENESS_HIGH}
-ASPECTS = {"1:1": common_pb2.ASPECT_RATIO_1_1, "9:16": common_pb2.ASPECT_RATIO_9_16,
-           "16:9": common_pb2.ASPECT_RATIO_16_9, "4:5": common_pb2.ASPECT_RATIO_4_5}
-FITS = {"cover": common_pb2.FIT_COVER, "contain": common_pb2.FIT_CONTAIN}
 TERMINAL = (gw.JOB_STATE_SUCCEEDED, gw.JOB_STATE_FAILED, gw.JOB_STATE_CANCELLED)
 
 
@@ -94,12 +107,16 @@ class LikenessClient:
     LISTEN, STOP_LISTENING = LISTEN, STOP_LISTENING  # live() items: the user started / stopped talking
 
     def __init__(self, address: str, *, timeout_s: float = 60.0, api_key: str | None = None,
-                 tls_ca: str | Path | None = None) -> None:
+                 tls_ca: str | Path | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         """api_key / tls_ca (a PEM file of root certificates: the gateway serves TLS) default to
-        LIKENESS_API_KEY / LIKENESS_TLS_CA_FILE; empty: none / plaintext."""
-        api_key = config.get_str("LIKENESS_API_KEY") if api_key is None else api_key
-        tls_ca = config.get_str("LIKENESS_TLS_CA_FILE") if tls_ca is None else tls_ca
-        options = [*channel_options(), ("grpc.enable_retries", 1), ("grpc.service_config", RETRY_POLICY),
+        LIKENESS_API_KEY / LIKENESS_TLS_CA_FILE; empty: none / plaintext. max_message_bytes: the
+        largest message sent or received (the gateway's LIKENESS_GRPC_MAX_MESSAGE_BYTES)."""
+        # (services/common/config.py registers both variables: their defaults there are these "")
+        api_key = os.environ.get("LIKENESS_API_KEY", "") if api_key is None else api_key
+        tls_ca = os.environ.get("LIKENESS_TLS_CA_FILE", "") if tls_ca is None else tls_ca
+        options = [("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.enable_retries", 1), ("grpc.service_config", RETRY_POLICY),
                    ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
         if tls_ca:
             credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
@@ -260,8 +277,8 @@ class LikenessClient:
             auto_motions=auto_motions)
         if seed is not None:
             request.seed = seed
-        request.emotions.extend(wire.timed_emotion_to_pb(*emotion) for emotion in emotions)
-        request.motions.extend(wire.timed_motion_to_pb(*motion) for motion in motions)
+        request.emotions.extend(timed_emotion(*emotion) for emotion in emotions)
+        request.motions.extend(timed_motion(*motion) for motion in motions)
         if driving_audio is not None:
             request.driving_audio.asset_id = driving_audio
             request.transcript = script or ""  # optional: exact lip timing by forced alignment
@@ -341,6 +358,17 @@ class LikenessClient:
     def download_poster(job: gw.Job, path: str | Path) -> Path:
         """Fetches the video's poster (JPEG, or PNG for a transparent video) through its presigned URL."""
         return _fetch(job.result.poster_url, path)
+
+
+def timed_emotion(time_code: float, emotion: str, strength: float = 1.0) -> expression_pb2.TimedEmotion:
+    """An emotion from `time_code` seconds on (a live() item, or video_request's `emotions`)."""
+    return expression_pb2.TimedEmotion(time_code=time_code, emotion=TIMED_EMOTIONS[emotion], strength=strength)
+
+
+def timed_motion(time_code: float, motion: str, strength: float = 1.0) -> expression_pb2.TimedMotion:
+    """A motion ("nod", "tilt_left", ...: MOTIONS) at `time_code` seconds (a live() item, or video_request's
+    `motions`)."""
+    return expression_pb2.TimedMotion(time_code=time_code, motion=MOTIONS[motion], strength=strength)
 
 
 def _finished(job: gw.Job) -> gw.Job:
