@@ -136,12 +136,16 @@ def test_start_up_does_not_grow_with_the_job_history(stack):
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def startup_time(stack) -> float:
-    started = time.monotonic()
-    replica = stack.start_replica("gateway")
-    took = time.monotonic() - started
-    stack.kill_service(replica)
-    return took
+def startup_time(stack, tries: int = 2) -> float:
+    """Seconds from launch to a healthy gateway, the best of `tries` (a busy 2-core machine adds noise
+    to one start; the history would slow every one)."""
+    times = []
+    for _ in range(tries):
+        started = time.monotonic()
+        replica = stack.start_replica("gateway")
+        times.append(time.monotonic() - started)
+        stack.kill_service(replica)
+    return min(times)
 
 
 def test_two_replicas_starting_at_once_on_an_empty_database_both_come_up(stack):
