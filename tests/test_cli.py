@@ -1,0 +1,104 @@
+"""The `likeness` command's own behaviour, without running a pipeline or a gateway: the allowed values of
+enum-valued options (refused in one line naming the option and the values), and that building the parser
+loads no stage.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.cli import build_parser, jobs, options
+from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "assets" / "photos" / "astronaut.png"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_bad_emotion_is_refused_in_one_line_naming_the_option_and_its_values() -> None:
+    from services.pipeline.request import EMOTIONS
+
+    proc = run_cli("generate", "--photo", str(PHOTO), "--script", "Hello.", "--out", "o.mp4", "--emotion", "bored")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: emotion: unknown emotion 'bored'; supported: {', '.join(EMOTIONS)}\n", proc.stderr
+
+
+def source_values() -> dict[str, tuple[str, ...]]:
+    """Each enum-valued option's values, read from the module that defines them."""
+    from services.common.domain.directions import EXPRESSIVENESS
+    from services.pipeline.request import EMOTIONS
+    from services.render import ASPECTS, FITS
+    from services.tts import VOICES
+
+    return {"aspect": tuple(ASPECTS), "fit": tuple(FITS), "emotion": tuple(EMOTIONS),
+            "expressiveness": tuple(EXPRESSIVENESS), "voice_name": tuple(VOICES)}
+
+
+def subcommand(name: str):
+    parser = build_parser()
+    return next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[name]
+
+
+@pytest.mark.parametrize("command", ["generate", "submit", "live"])
+def test_every_video_command_shares_the_choices_of_their_single_source(command) -> None:
+    """generate, submit and live build their options from the same groups: each enum-valued option's
+    choices are the module's own values (one Choices object, not a list written here)."""
+    actions = {a.dest: a for a in subcommand(command)._actions}
+    for dest, values in source_values().items():
+        assert isinstance(actions[dest].choices, options.Choices), dest
+        assert tuple(actions[dest].choices) == values, dest
+        assert actions[dest].choices is {a.dest: a for a in subcommand("generate")._actions}[dest].choices
+
+
+@pytest.mark.parametrize("command", ["generate", "submit", "live"])
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--aspect", "3:2", "error: aspect: unknown aspect ratio '3:2'; supported: 1:1, 9:16, 16:9, 4:5"),
+    ("--fit", "stretch", "error: fit: unknown fit 'stretch'; supported: cover, contain"),
+    ("--expressiveness", "huge", "error: expressiveness: unknown level 'huge'; supported: low, medium, high"),
+    ("--voice-name", "alice", "error: voice: unknown voice 'alice' (--voice-name); supported: joe, kokoro-female"),
+    ("--emotion", "Happy", "error: emotion: unknown emotion 'Happy'; supported: neutral, happy"),
+])
+def test_a_value_outside_the_choices_exits_2_in_one_line(command, flag, value, expected, capsys) -> None:
+    source = ["--text-in", "-"] if command == "live" else ["--script", "Hi."]
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, "--photo", str(PHOTO), *source, "--out", "o.mp4", flag, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1, err
+
+
+def test_voice_names_are_matched_as_the_voice_check_matches_them() -> None:
+    """(--voice-name as services.tts.check_voice reads it: any case, blank = the default voice.)"""
+    for value in ("Kokoro-Female", " joe ", ""):
+        args = build_parser().parse_args(["generate", "--photo", "p.png", "--script", "Hi.", "--out", "o.mp4",
+                                          "--voice-name", value])
+        assert args.voice_name == value
+
+
+def test_the_choices_are_listed_in_help() -> None:
+    text = subcommand("live").format_help()
+    assert "neutral, happy, sad, angry, surprised, auto" in text and "1:1, 9:16, 16:9, 4:5" in text, text
+
+
+def test_building_the_parser_loads_no_stage() -> None:
+    """`likeness --help` stays quick: the choices are read on first use, the commands import inside `run`."""
+    probe = ("import sys; from services.cli import build_parser; build_parser().parse_args(['voices']); "
+             "print(' '.join(sorted(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, check=True).stdout.split()
+    heavy = [m for m in loaded if m.split(".")[0] in ("numpy", "grpc", "cv2", "google")
+             or m.startswith(("services.render", "services.tts", "services.pipeline", "services.expression",
+                              "services.common.proto_gen"))]
+    assert not heavy, heavy
+
+
+def test_job_states_are_the_protos() -> None:
+    assert jobs.JOB_STATES == tuple(name.removeprefix("JOB_STATE_").lower() for name in gw.JobState.keys()
+                                    if name != "JOB_STATE_UNSPECIFIED")
