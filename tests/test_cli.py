@@ -1,16 +1,18 @@
-"""The `likeness` command's own behaviour, without running a pipeline or a gateway: the allowed values of
-enum-valued options (refused in one line naming the option and the values), and that building the parser
-loads no stage.
+"""The `likeness` command's own behaviour, without running a pipeline or a gateway: `--version`, the allowed
+values of enum-valued options (refused in one line naming the option and the values), and that building
+the parser loads no stage.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from services.cli import build_parser, jobs, options
+from services.cli.helpers import package_version
 from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,31 @@ PHOTO = ROOT / "assets" / "photos" / "astronaut.png"
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
+
+
+def pyproject_version() -> str:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        expected = version("likeness")
+    except PackageNotFoundError:
+        expected = pyproject_version()
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout == f"likeness {expected}\n", (proc.stdout, proc.stderr)
+
+
+def test_version_falls_back_to_pyproject_when_not_installed(monkeypatch) -> None:
+    import importlib.metadata
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert package_version() == pyproject_version()
 
 
 def test_a_bad_emotion_is_refused_in_one_line_naming_the_option_and_its_values() -> None:

@@ -17,7 +17,7 @@ import traceback
 from typing import Sequence
 
 from services.cli import generate, inspect, jobs, live, new_key, retry, serve, submit, voices
-from services.cli.options import EXIT_BAD_INPUT, Parser
+from services.cli.options import EXIT_BAD_INPUT, Parser, VersionAction
 from services.common import config
 from services.common.domain.errors import InputError
 
@@ -28,6 +28,7 @@ COMMANDS = (generate, serve, new_key, inspect, voices, submit, retry, live, jobs
 
 def build_parser() -> Parser:
     parser = Parser(prog="likeness", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)

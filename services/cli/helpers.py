@@ -11,6 +11,25 @@ from typing import Sequence
 
 from services.common.domain.errors import InputError
 
+DISTRIBUTION = "likeness"  # the project's name in pyproject.toml
+
+
+def package_version() -> str:
+    """The installed distribution's version; in a source tree that is not installed, pyproject.toml's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        try:
+            return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
 class StageProgress:
     """One progress bar per stage on stderr (a plain line per stage when stderr is not a TTY)."""
 

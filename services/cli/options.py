@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterable, Sequence
 
+from services.cli.helpers import package_version
 from services.common import config
 from services.common.domain.errors import InputError
 
@@ -96,6 +97,18 @@ class Parser(argparse.ArgumentParser):
             action.choices.check(value, action.option_strings[0] if action.option_strings else "")
         except InputError as exc:
             self.exit(EXIT_BAD_INPUT, f"error: {exc}\n")
+
+
+class VersionAction(argparse.Action):
+    """`--version`: the installed package's version, read only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "print the version and exit") -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog} {package_version()}")
+        parser.exit()
 
 
 def _with_text_in(live: bool) -> str:
