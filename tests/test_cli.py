@@ -1,19 +1,23 @@
 """The `likeness` command's own behaviour, without running a pipeline or a gateway: `--version`, the allowed
-values of enum-valued options (refused in one line naming the option and the values), and that building
-the parser loads no stage.
+values of enum-valued options (refused in one line naming the option and the values), `jobs --json`
+(rendered from real likeness.v1.Job messages), and that building the parser loads no stage.
+
+(`likeness jobs --json` against a real gateway: tests/test_auth.py.)
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.cli import build_parser, jobs, options
 from services.cli.helpers import package_version
-from services.common.proto_gen.likeness.v1 import gateway_pb2 as gw
+from services.common.proto_gen.likeness.v1 import common_pb2, gateway_pb2 as gw
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "photos" / "astronaut.png"
@@ -129,3 +133,55 @@ def test_building_the_parser_loads_no_stage() -> None:
 def test_job_states_are_the_protos() -> None:
     assert jobs.JOB_STATES == tuple(name.removeprefix("JOB_STATE_").lower() for name in gw.JobState.keys()
                                     if name != "JOB_STATE_UNSPECIFIED")
+
+
+def stamp(seconds: int) -> Timestamp:
+    return Timestamp(seconds=seconds)
+
+
+def test_jobs_json_renders_real_job_messages() -> None:
+    queued = gw.Job(job_id="a" * 32, state=gw.JOB_STATE_QUEUED, create_time=stamp(1_800_000_000),
+                    update_time=stamp(1_800_000_000))
+    failed = gw.Job(job_id="b" * 32, state=gw.JOB_STATE_FAILED, stage=gw.STAGE_RENDER, progress=0.5,
+                    error=common_pb2.Status(code=3, message="photo: no face found"),
+                    create_time=stamp(1_800_000_010), update_time=stamp(1_800_000_020))
+    done = gw.Job(job_id="c" * 32, state=gw.JOB_STATE_SUCCEEDED, stage=gw.STAGE_UPLOAD, progress=1.0,
+                  result=gw.JobResult(video=common_pb2.ObjectRef(bucket="videos", key="jobs/c/video.mp4"),
+                                      presigned_url="http://127.0.0.1:9000/videos/jobs/c/video.mp4?sig=1"),
+                  create_time=stamp(1_800_000_030), update_time=Timestamp(seconds=1_800_000_040, nanos=500_000_000))
+    records = json.loads(json.dumps([jobs.job_record(job) for job in (queued, failed, done)]))
+    assert records[0] == {"job_id": "a" * 32, "state": "queued", "stage": None, "progress": 0.0,
+                          "created": "2027-01-15T08:00:00Z", "updated": "2027-01-15T08:00:00Z",
+                          "error": None, "video": None, "video_url": None}
+    assert records[1]["state"] == "failed" and records[1]["stage"] == "render" and records[1]["progress"] == 0.5
+    assert records[1]["error"] == "photo: no face found" and records[1]["video"] is None
+    assert records[2]["state"] == "succeeded" and records[2]["error"] is None
+    assert records[2]["video"] == "s3://videos/jobs/c/video.mp4"
+    assert records[2]["video_url"].startswith("http://127.0.0.1:9000/videos/jobs/c/video.mp4")
+    assert records[2]["updated"] == "2027-01-15T08:00:40.500Z"
+
+
+def test_jobs_json_prints_one_array(monkeypatch, capsys) -> None:
+    """`likeness jobs --json` end to end but for the gateway: a client that lists two real Job messages."""
+    from services.cli import helpers
+
+    listed = [gw.Job(job_id="d" * 32, state=gw.JOB_STATE_RUNNING, stage=gw.STAGE_TTS, progress=0.25),
+              gw.Job(job_id="e" * 32, state=gw.JOB_STATE_CANCELLED)]
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def jobs(self, *states: int, page_size: int):
+            assert states == (gw.JOB_STATE_RUNNING, gw.JOB_STATE_CANCELLED) and page_size == 20
+            return iter(listed)
+
+    monkeypatch.setattr(helpers, "reachable_client", lambda args: Client())
+    args = build_parser().parse_args(["jobs", "--json", "--state", "running,cancelled"])
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [(j["job_id"], j["state"], j["stage"], j["progress"]) for j in printed] == [
+        ("d" * 32, "running", "tts", 0.25), ("e" * 32, "cancelled", None, 0.0)]
