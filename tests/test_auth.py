@@ -7,6 +7,7 @@ gateway serves TLS with a certificate made here by the openssl program.
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -279,6 +280,13 @@ def test_cli_jobs_lists_the_callers_jobs_only(secured, tmp_path):
     rows = run.stdout.splitlines()
     assert rows[0].split()[:2] == ["JOB", "STATE"] and rows[1].split()[:2] == [mine, "queued"]
     assert theirs not in run.stdout
+    listed = subprocess.run([*base, "--json", "--state", "queued"], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT)
+    assert listed.returncode == 0, listed.stderr
+    records = json.loads(listed.stdout)  # one array, for scripts
+    newest = records[0]
+    assert (newest["job_id"], newest["state"], newest["error"], newest["video"]) == (mine, "queued", None, None)
+    assert newest["created"].endswith("Z") and theirs not in {r["job_id"] for r in records}, records
     assert subprocess.run([*base, "--state", "succeeded"], capture_output=True, text=True, timeout=120,
                           cwd=ROOT).stdout.splitlines()[1:] == []
     bad = subprocess.run([*base, "--state", "done"], capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -294,7 +294,7 @@ def test_the_cli_reads_interrupts_and_listening_from_control_bytes_on_stdin(monk
     import os
     import sys
 
-    from services.cli import _live_text
+    from services.cli.live import live_text
     from services.common.live.listening import LISTEN, STOP_LISTENING
 
     read, write = os.pipe()
@@ -303,6 +303,6 @@ def test_the_cli_reads_interrupts_and_listening_from_control_bytes_on_stdin(monk
     os.write(write, "Héllo ag".encode() + "ain.".encode())
     os.close(write)
     monkeypatch.setattr(sys, "stdin", os.fdopen(read, "rb"))
-    items = [item for item in _live_text(argparse.Namespace(text_in="-")) if item != ""]
+    items = [item for item in live_text(argparse.Namespace(text_in="-")) if item != ""]
     assert items[:5] == ["Hello the", INTERRUPT, "re.", LISTEN, STOP_LISTENING], items
     assert "".join(i for i in items[5:] if isinstance(i, str)) == "Héllo again.", items

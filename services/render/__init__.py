@@ -16,7 +16,8 @@ _EXPORTS = {
     "segmenter": "tensor_model", "parse_keypoints": "keypoints",
     # frames and framing
     "Renderer": "renderer", "Compositor": "layout", "Background": "layout", "FrameSpec": "layout",
-    "CaptionOverlay": "caption_overlay", "FramePump": "pump", "PosterPicker": "poster",
+    "ASPECTS": "layout", "FITS": "layout", "CaptionOverlay": "caption_overlay", "FramePump": "pump",
+    "PosterPicker": "poster",
     "POSTER_SUFFIXES": "poster", "poster_suffix": "poster", "write_poster": "poster",
     # the API's VideoSpec and its rules
     "check_fps": "spec", "check_framing": "spec", "frame_from_pb": "spec", "frame_to_pb": "spec",
