@@ -114,14 +114,15 @@ def test_open_streams_are_capped_per_principal(stack):
 def test_start_up_does_not_grow_with_the_job_history(stack):
     """A replica starting on a database with 10,000 finished jobs is up as fast as one on none (the old
     gateway read every record at start); ListJobs pages over them."""
-    base = startup_time(stack)
+    # (the better of two starts each: a start now takes ~1 s, and a busy 2-core machine can add one)
+    base = min(startup_time(stack) for _ in range(2))
     with psycopg.connect(stack.pg.dsn()) as conn:
         conn.execute(
             "INSERT INTO jobs (job_id, owner, state, request, created_at, updated_at) "
             "SELECT md5(i::text || %s), 'history', 'SUCCEEDED', '{}'::jsonb, "
             "now() - make_interval(secs => i), now() - make_interval(secs => i) FROM generate_series(1, 10000) i",
             (uuid.uuid4().hex,))
-    loaded = startup_time(stack)
+    loaded = min(startup_time(stack) for _ in range(2))
     assert loaded < base + 1.0, (base, loaded)
     with LikenessClient(stack.gateway_address, timeout_s=30, api_key="", tls_ca="") as client:
         page = client.stub.ListJobs(gw.ListJobsRequest(page_size=500), timeout=10)
