@@ -91,6 +91,57 @@ def test_idle_watches_and_stalled_uploads_block_nothing(stack):
         probes.close()
 
 
+def test_silent_live_callers_hold_no_thread_and_are_closed(stack):
+    """40 LiveVideo callers that open the stream and send nothing (more than the gateway's 32 pool
+    threads, which each of them held for good before): health, GetJob and SubmitVideo still answer
+    within 1 s; the silent streams fill the per-principal cap of 40 (a 41st stream is refused), end with
+    DEADLINE_EXCEEDED after LIKENESS_STREAM_IDLE_S, and their places are free again."""
+    replica = stack.start_replica("gateway", {"LIKENESS_MAX_STREAMS_PER_PRINCIPAL": "40"})
+    stop = threading.Event()
+    try:
+        with LikenessClient(replica.address, timeout_s=30, api_key="", tls_ca="") as client:
+            photo = client.upload(PHOTO, kind="photo")
+            job_id = client.submit(photo=photo, script="Still answered.")
+            ends: list[tuple[grpc.StatusCode, str, float]] = []
+            started = time.monotonic()
+
+            def silent():
+                stop.wait(60)  # never sends its header, never closes
+                yield from ()
+
+            def live():
+                try:
+                    next(client.stub.LiveVideo(silent(), timeout=60))
+                except grpc.RpcError as exc:
+                    ends.append((exc.code(), exc.details(), time.monotonic() - started))
+
+            threads = [threading.Thread(target=live, daemon=True) for _ in range(40)]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.5)
+            health = health_pb2_grpc.HealthStub(client.channel)
+            for _ in range(3):
+                assert timed(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=1)) < 1.0
+                assert timed(lambda: client.stub.GetJob(gw.GetJobRequest(job_id=job_id), timeout=1)) < 1.0
+                assert timed(lambda: client.stub.SubmitVideo(client.video_request(photo=photo, script="And me."),
+                                                             timeout=1)) < 1.0
+            with pytest.raises(grpc.RpcError) as caught:  # the silent streams hold their places meanwhile
+                next(client.stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=10))
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            for thread in threads:
+                thread.join(timeout=15)
+            assert len(ends) == 40
+            assert {code for code, _, _ in ends} == {grpc.StatusCode.DEADLINE_EXCEEDED}
+            assert all(2.5 < at < 10 for _, _, at in ends) and "LIKENESS_STREAM_IDLE_S" in ends[0][1]
+            watch = client.stub.WatchJob(gw.WatchJobRequest(job_id=job_id), timeout=10)
+            assert next(watch).job.job_id == job_id  # their places are free again
+            watch.cancel()
+            assert client.get(job_id).job_id == job_id
+    finally:
+        stop.set()
+        stack.kill_service(replica)
+
+
 def test_open_streams_are_capped_per_principal(stack):
     replica = stack.start_replica("gateway", {"LIKENESS_MAX_STREAMS_PER_PRINCIPAL": "3"})
     with LikenessClient(replica.address, timeout_s=30, api_key="", tls_ca="") as client:
@@ -116,6 +167,7 @@ def test_open_streams_are_capped_per_principal(stack):
 def test_start_up_does_not_grow_with_the_job_history(stack):
     """A replica starting on a database with 10,000 finished jobs is up as fast as one on none (the old
     gateway read every record at start); ListJobs pages over them."""
+    # (the better of two starts each: a start now takes ~1 s, and a busy 2-core machine can add one)
     base = startup_time(stack)
     with psycopg.connect(stack.pg.dsn()) as conn:
         conn.execute(

@@ -394,6 +394,27 @@ def test_a_request_id_used_again_with_another_request_is_refused(managers):
     assert caught.value.job_id == job.job_id and "different request" in str(caught.value)
 
 
+def test_a_retrys_prepare_runs_only_for_a_job_that_is_admitted(managers):
+    """prepare (RetryJob copying what the old job stored) runs once the limits have room, and what it sets
+    is stored with the job; a repeated id or a full queue never reaches it (no copies left behind)."""
+    manager = managers(max_concurrent=0, max_queued=2)
+    prepared = []
+
+    def prepare(job):
+        prepared.append(job.job_id)
+        job.stage_outputs["tts"] = f"jobs/{job.job_id}/timeline.json"
+
+    job, existing = manager.submit({}, client_request_id="retry-1", owner="studio", prepare=prepare)
+    assert not existing and prepared == [job.job_id]
+    assert manager.get(job.job_id).stage_outputs == {"tts": f"jobs/{job.job_id}/timeline.json"}
+    again, existing = manager.submit({}, client_request_id="retry-1", owner="studio", prepare=prepare)
+    assert existing and again.job_id == job.job_id and prepared == [job.job_id]
+    manager.submit({}, owner="ads")
+    with pytest.raises(QueueFull):
+        manager.submit({}, owner="studio", prepare=prepare)
+    assert prepared == [job.job_id] and len(manager.active()) == 2
+
+
 def test_the_default_per_principal_limit_is_a_fair_share(monkeypatch):
     from services.gateway.server import per_principal_limit
 

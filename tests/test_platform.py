@@ -657,6 +657,51 @@ def test_a_live_caller_who_hangs_up_frees_its_place(stack, client, photo_id, spo
     stop.set()
 
 
+def test_a_live_caller_silent_for_too_long_is_closed_and_frees_its_place(stack, photo_id, spoken):
+    """A gateway with LIKENESS_STREAM_IDLE_S=3 (LIKENESS_MAX_STREAMS=1): a writer quiet for 1.5 s between
+    sentences keeps its stream (each message starts the window again), and so does one that listens to
+    its long last sentence; once that has been heard and nothing more comes (the stream is never closed),
+    the stream ends with DEADLINE_EXCEEDED 3 s later, instead of holding a pool thread and the one live
+    place for good: the next live video runs to its end."""
+    import threading
+
+    from services.tts import TextToSpeech
+
+    last = "Please bring the big map, the old lamp and the blue book to the market by the bay."
+    said = TextToSpeech().synthesize(last, seed=4).duration
+    replica = stack.start_replica("gateway", {"LIKENESS_STREAM_IDLE_S": "3"})
+    stop, sent, arrivals = threading.Event(), {}, []
+    try:
+        with LikenessClient(replica.address, timeout_s=30) as client:
+            def text():
+                yield "Maybe Bob will pay me back.\n"
+                time.sleep(1.5)  # thinking, inside the window
+                yield last + "\n"
+                sent["last"] = time.monotonic()
+                stop.wait(60)  # then nothing, and the stream is never closed
+
+            with pytest.raises(grpc.RpcError) as caught:
+                for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, timeout_s=120):
+                    arrivals.append((message.WhichOneof("response"), time.monotonic()))
+            ended = time.monotonic() - sent["last"]
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, caught.value.details()
+            assert "LIKENESS_STREAM_IDLE_S" in caught.value.details()
+            # timed from when the last sentence had been heard: not 3 s after it was sent (mid-sentence)
+            assert said + 2.5 < ended < said + 12, (said, ended)
+            assert arrivals[0][0] == "header"
+            assert any(kind == "media" and at > sent["last"] + said for kind, at in arrivals)  # still running
+            stop.set()
+            pcm, rate, _ = spoken
+            done = list(client.live(iter([pcm[:rate * 2]]), sample_rate=rate, photo=photo_id, resolution=256,
+                                    timeout_s=60))
+            assert done[-1].HasField("end")  # the place was freed (LIKENESS_MAX_STREAMS=1)
+            health = health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        stop.set()
+        stack.kill_service(replica)
+
+
 def test_cli_live_from_a_microphone_pipe_in_process_and_through_the_gateway(stack, spoken, tmp_path):
     """`likeness live --audio-in -`: raw PCM on stdin (what `arecord -t raw` writes), fragmented MP4 on
     stdout; in-process (no servers) and with --server through LiveVideo; a time-coded --motion turns the

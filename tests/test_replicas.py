@@ -1,6 +1,7 @@
 """Three gateway replicas on one PostgreSQL, one S3 server and the services (real processes): they share
 one queue, run each stage of each job once, answer for each other's jobs, take over a killed replica's
-job, ride out a database restart and deliver each webhook once through a rolling restart."""
+job, ride out a database restart and deliver each webhook once through a rolling restart; with API keys,
+one principal's job limit holds across them."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import signal
 import time
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -16,12 +18,15 @@ import pytest
 
 from likeness_client import LikenessClient
 from likeness_client.proto.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
+from services.common.infra import grpc_errors
 from services.devtools.platform import LocalPlatform
 from tests.test_webhooks import LOOPBACK_ALLOWED, Receiver
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "grace_hopper.jpg"
 INTERNAL_TOKEN = "internal-" + "7" * 24
 TERMINAL = {gw.JOB_STATE_SUCCEEDED, gw.JOB_STATE_FAILED, gw.JOB_STATE_CANCELLED}
+KEYS = {"studio": "studio-key-0123456789", "ads": "ads-key-abcdefghijklmnop", "news": "news-key-0123456789abc"}
+PER_PRINCIPAL = 3
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +183,79 @@ def test_backends_answer_only_calls_that_carry_the_internal_token(stack):
         assert tts.Synthesize(request, metadata=((INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN),), timeout=60).audio.data
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    """Three gateway replicas with API keys and LIKENESS_MAX_JOBS_PER_PRINCIPAL=3, without Triton or the
+    model services (cheap: no job here runs to its end). Only the third replica runs jobs, one at a time:
+    the one it takes stays RUNNING for the ~15 s its calls to the absent render service are retried."""
+    keys_file = tmp_path_factory.mktemp("keys") / "api-keys"
+    keys_file.write_text("".join(f"{p}:{k}\n" for p, k in KEYS.items()))
+    env = {"LIKENESS_API_KEYS_FILE": str(keys_file), "LIKENESS_MAX_JOBS_PER_PRINCIPAL": str(PER_PRINCIPAL),
+           "LIKENESS_MAX_QUEUED_JOBS": "64", "LIKENESS_MAX_CONCURRENT_JOBS": "0", "LIKENESS_SHUTDOWN_DRAIN_S": "0.2"}
+    with LocalPlatform(env=env, only=("gateway",), gateways=2) as running:
+        running.start_replica("gateway", {"LIKENESS_MAX_CONCURRENT_JOBS": "1"})
+        yield running
+
+
+def quota_subject(error: grpc.RpcError) -> str:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    quota = error_details_pb2.QuotaFailure()
+    assert any(d.Unpack(quota) for d in rpc_status.from_call(error).details if d.Is(quota.DESCRIPTOR))
+    return quota.violations[0].subject
+
+
+def test_a_principals_job_limit_holds_across_replicas(keyed):
+    """One principal submitting round-robin over three gateway processes gets RESOURCE_EXHAUSTED (its
+    quota named) on every replica once it has 3 jobs queued or running among them, while another
+    principal is still admitted; a cancelled job frees a place wherever it is used; 12 submissions at
+    once over the three replicas admit exactly 3."""
+    def clients(principal):
+        return [LikenessClient(g.address, timeout_s=30, api_key=KEYS[principal], tls_ca="") for g in gateways(keyed)]
+
+    studio, ads, news = clients("studio"), clients("ads"), clients("news")
+    try:
+        photo = studio[0].upload(PHOTO, kind="photo")
+        ads[1].upload(PHOTO, kind="photo")
+        news[2].upload(PHOTO, kind="photo")
+        running = studio[0].submit(photo=photo, script="One.")
+        deadline = time.monotonic() + 30
+        while studio[1].get(running).state != gw.JOB_STATE_RUNNING:  # (the third replica took it)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        queued = [studio[1].submit(photo=photo, script="Two."), studio[2].submit(photo=photo, script="Three.")]
+        for client in studio:
+            with pytest.raises(grpc.RpcError) as caught:
+                client.submit(photo=photo, script="One too many.")
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert quota_subject(caught.value) == "principal:studio"
+            assert grpc_errors.retry_delay(caught.value) == 5.0
+        assert studio[0].get(running).state == gw.JOB_STATE_RUNNING  # a running job counts too
+        theirs = [client.submit(photo=photo, script="Room for us.") for client in ads]  # the others' share
+        assert {ads[0].get(j).state for j in theirs} == {gw.JOB_STATE_QUEUED}
+        assert studio[2].cancel(queued[0]).state == gw.JOB_STATE_CANCELLED
+        studio[1].submit(photo=photo, script="Three, now.")  # a cancelled job frees a place on any replica
+        with pytest.raises(grpc.RpcError) as caught:
+            studio[0].submit(photo=photo, script="And again one too many.")
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        def submit(i):
+            try:
+                return news[i % 3].submit(photo=photo, script=f"Burst {i}.")
+            except grpc.RpcError as exc:
+                return exc.code()
+
+        with ThreadPoolExecutor(12) as pool:
+            outcomes = list(pool.map(submit, range(12)))
+        refused = [o for o in outcomes if o == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert len(refused) == 12 - PER_PRINCIPAL, outcomes
+        with psycopg.connect(keyed.pg.dsn()) as conn:
+            active = dict(conn.execute("SELECT owner, count(*) FROM jobs WHERE state IN ('QUEUED', 'RUNNING') "
+                                       "GROUP BY owner").fetchall())
+        assert active["news"] == PER_PRINCIPAL and active["ads"] == 3 and active["studio"] <= PER_PRINCIPAL
+    finally:
+        for client in studio + ads + news:
+            client.close()

@@ -103,8 +103,9 @@ _ALL = [
        "lease this long is taken over by another replica", "gateway"),
     _s("LIKENESS_DATABASE_URL", "str", "", "PostgreSQL DSN of the job database every gateway replica "
        "shares (`likeness serve` starts one)", "gateway", "required"),
-    _s("LIKENESS_STREAM_IDLE_S", "float", 30.0, "an upload that sends nothing this long is closed "
-       "(DEADLINE_EXCEEDED)", "gateway", "30 s"),
+    _s("LIKENESS_STREAM_IDLE_S", "float", 30.0, "an upload or a LiveVideo that sends nothing this long is "
+       "closed (DEADLINE_EXCEEDED); a live caller keeps a quiet stream with silence or an empty text",
+       "gateway", "30 s"),
     _s("LIKENESS_MAX_STREAMS_PER_PRINCIPAL", "int", 1000, "open WatchJob, UploadAsset, StreamVideo and "
        "LiveVideo calls one principal may hold on a gateway replica (more: RESOURCE_EXHAUSTED)", "gateway"),
     _s("LIKENESS_DATABASE_POOL_SIZE", "int", 10, "connections a gateway replica keeps to the job database",

@@ -7,13 +7,17 @@ response being sent) waits in the event loop. So health checks, GetJob and Submi
 many streams are open. Each call is authenticated (API keys), counted in the request metrics, and a
 domain error becomes its status here, once, for every method:
 
-- an upload that sends nothing for LIKENESS_STREAM_IDLE_S is closed (DEADLINE_EXCEEDED);
+- an upload or a LiveVideo that sends nothing for LIKENESS_STREAM_IDLE_S is closed (DEADLINE_EXCEEDED),
+  its thread and places freed; a live caller is silent only while the gateway waits for its next
+  message and the speech it sent has played (it listens meanwhile), and its header is read in the
+  event loop, so a caller silent from the start holds no thread;
 - one principal may hold at most LIKENESS_MAX_STREAMS_PER_PRINCIPAL open streams on a replica
   (WatchJob, UploadAsset, StreamVideo, LiveVideo); more is RESOURCE_EXHAUSTED with RetryInfo.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -238,8 +242,13 @@ class AsyncGateway(gateway_pb2_grpc.GatewayServiceServicer):
     async def LiveVideo(self, request_iterator, context):
         loop = asyncio.get_running_loop()
 
-        def body(requests, ctx: SyncContext):
-            return self._steps(self.sync.LiveVideo(_BlockingRequests(requests, loop, ctx), ctx), ctx)
+        async def body(requests, ctx: SyncContext):
+            # The header in the event loop: a caller silent from the start holds no pool thread.
+            first = await self._next(requests, LIVE_IDLE_HINT)
+            blocking = _BlockingRequests(requests, loop, ctx, self.idle_s, first)
+            async with contextlib.aclosing(self._steps(self.sync.LiveVideo(blocking, ctx), ctx)) as steps:
+                async for response in steps:
+                    yield response
         async for response in self._stream("LiveVideo", body, request_iterator, context):
             yield response
 
@@ -268,16 +277,30 @@ class AsyncGateway(gateway_pb2_grpc.GatewayServiceServicer):
         finally:
             await responses.aclose()
 
-    async def _next(self, requests) -> Any:
+    async def _next(self, requests, hint: str = "send the upload without pauses") -> Any:
         """The caller's next message (None at its end); DEADLINE_EXCEEDED after idle_s of silence."""
-        try:
-            return await asyncio.wait_for(requests.__anext__(), self.idle_s)
-        except StopAsyncIteration:
-            return None
-        except asyncio.TimeoutError:
-            raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                         f"nothing received for {self.idle_s:g} s (LIKENESS_STREAM_IDLE_S); send the "
-                         "upload without pauses") from None
+        return await _next_or_idle(requests, self.idle_s, hint)
+
+
+LIVE_IDLE_HINT = "a live caller with nothing to say sends silence (audio) or an empty text to keep the stream"
+
+
+async def _next_or_idle(requests, idle_s: float, hint: str, busy_until: Callable[[], float] = lambda: 0.0) -> Any:
+    """The caller's next message (None at its end); DEADLINE_EXCEEDED after idle_s of silence, counted
+    from now or from busy_until() (time.monotonic()), whichever is later."""
+    started, pending = time.monotonic(), asyncio.ensure_future(requests.__anext__())
+    try:
+        while not pending.done():
+            remaining = max(started, busy_until()) + idle_s - time.monotonic()
+            if remaining <= 0:
+                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                             f"nothing received for {idle_s:g} s (LIKENESS_STREAM_IDLE_S); {hint}")
+            await asyncio.wait({pending}, timeout=remaining)
+        return pending.result()
+    except StopAsyncIteration:
+        return None
+    finally:
+        pending.cancel()  # (a no-op once it is done)
 
 
 def _close_after(step, responses) -> None:
@@ -293,29 +316,46 @@ def _close_after(step, responses) -> None:
 
 
 class _BlockingRequests:
-    """The caller's request stream for blocking code on a pool thread (LiveVideo's run_live)."""
+    """The caller's request stream for blocking code on a pool thread (LiveVideo's run_live), `first`
+    (read already) first. A read that waits idle_s for the caller, and idle_s past the end of the speech
+    run_live said it sends (`speaking`), raises DEADLINE_EXCEEDED (_Abort): run_live ends its calls on it
+    and the stream ends with that status. Only a read is timed: while run_live holds back what came
+    already (pacing), it reads nothing."""
 
-    def __init__(self, requests, loop: asyncio.AbstractEventLoop, ctx: SyncContext) -> None:
-        self._requests, self._loop, self._ctx = requests, loop, ctx
+    def __init__(self, requests, loop: asyncio.AbstractEventLoop, ctx: SyncContext, idle_s: float,
+                 first: Any = None) -> None:
+        self._requests, self._loop, self._ctx, self._idle_s = requests, loop, ctx, idle_s
+        self._first, self._ended = first, first is None
+        self._idle: _Abort | None = None
+        self._speaking_until = 0.0  # time.monotonic() when the speech sent so far has played
+
+    def speaking(self, until: float) -> None:
+        """Speech goes to the caller that plays until `until` (time.monotonic()): it listens meanwhile."""
+        self._speaking_until = max(self._speaking_until, until)
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        async def read():
-            try:
-                return await self._requests.__anext__()
-            except StopAsyncIteration:
-                return _DONE
-
-        if not self._ctx.active:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        if self._ended or not self._ctx.active:
             raise StopIteration
+        if self._idle is not None:  # (whoever reads again after the timeout hears it again)
+            raise self._idle
         try:
-            item = asyncio.run_coroutine_threadsafe(read(), self._loop).result()
+            item = asyncio.run_coroutine_threadsafe(
+                _next_or_idle(self._requests, self._idle_s, LIVE_IDLE_HINT, lambda: self._speaking_until),
+                self._loop).result()
+        except _Abort as idle:
+            self._idle = idle
+            raise
         except BaseException:
             self._ctx.active = False  # the caller's stream broke off: it went away (not a failure of ours)
             raise
-        if item is _DONE:
+        if item is None:
+            self._ended = True
             raise StopIteration
         return item
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, AsyncIterator, Callable
 
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from services.common.domain.errors import StorageUnavailable
@@ -182,7 +183,7 @@ class JobManager:
         return _job(row, self._decode)
 
     def submit(self, request, client_request_id: str = "", owner: str = "", retry_of: str = "",
-               prepare: Callable[[Job], None] = lambda job: None, fingerprint: str = "") -> tuple[Job, bool]:
+               prepare: Callable[[Job], None] | None = None, fingerprint: str = "") -> tuple[Job, bool]:
         """Returns (job, existing). The same owner's same client_request_id -> the same job, not a new one,
         whichever replica it reached; RequestMismatch when `fingerprint` (what the caller sent) differs
         from the first submission's. `prepare(job)` runs before the job is stored (a retry copies
@@ -190,31 +191,45 @@ class JobManager:
         reached."""
         job = Job(job_id=uuid.uuid4().hex, request=request, client_request_id=client_request_id, owner=owner,
                   retry_of=retry_of)
-        with self.db.connect() as conn, conn.transaction():
-            # One admission at a time across replicas (a few ms): the counts below stay true until commit.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK,))
-            if client_request_id:
-                row = conn.execute("SELECT * FROM jobs WHERE owner = %s AND client_request_id = %s",
-                                   (owner, client_request_id)).fetchone()
-                if row is not None:
-                    if fingerprint and row["request_sha256"] and row["request_sha256"] != fingerprint:
-                        raise RequestMismatch(row["job_id"])
-                    return self._job(row), True
-            counts = conn.execute(
-                "SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued, "
-                "count(*) FILTER (WHERE owner = %s) AS mine FROM jobs WHERE state IN ('QUEUED', 'RUNNING')",
-                (owner,)).fetchone()
-            if counts["queued"] >= self.max_queued:
-                raise QueueFull(f"{counts['queued']} jobs are queued (limit {self.max_queued}); retry later")
-            if owner and self.max_active_per_owner and counts["mine"] >= self.max_active_per_owner:
-                raise PrincipalBusy(owner, counts["mine"], self.max_active_per_owner)
-            prepare(job)
-            row = conn.execute(
-                "INSERT INTO jobs (job_id, owner, client_request_id, state, request, stage_outputs, retry_of, "
-                "request_sha256) VALUES (%s, %s, %s, 'QUEUED', %s, %s, %s, %s) RETURNING *",
-                (job.job_id, owner, client_request_id, Jsonb(self._encode(request)), Jsonb(job.stage_outputs), retry_of,
-                 fingerprint)).fetchone()
-        return self._job(row), False
+        params = {"job_id": job.job_id, "owner": owner, "crid": client_request_id, "request": Jsonb(self._encode(request)),
+                  "stage_outputs": Jsonb(job.stage_outputs), "retry_of": retry_of, "fingerprint": fingerprint,
+                  "max_queued": self.max_queued, "max_mine": self.max_active_per_owner if owner else 0}
+        # One admission at a time across replicas: the counts stay true until commit. Pipelined (BEGIN,
+        # lock, admission, COMMIT sent at once: one round trip), the lock is held for the server's part of
+        # a millisecond, not across client round trips that a busy gateway process is slow to make.
+        # (Explicit BEGIN/COMMIT: conn.transaction() in a pipeline syncs at each end, ~5 round trips.)
+        with self.db.connect() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK,))
+                    cur, row = conn.execute(_ADMIT, {**params, "insert": prepare is None}), None
+                    if prepare is not None:  # (RetryJob: what it copies goes in with the row, under the lock)
+                        row = cur.fetchone()
+                        if self._admitted(row, fingerprint, owner) is None:  # (or raises the refusal)
+                            prepare(job)
+                            cur, row = conn.execute(_ADMIT, {**params, "stage_outputs": Jsonb(job.stage_outputs),
+                                                             "insert": True}), None
+                    conn.execute("COMMIT")
+                row = row or cur.fetchone()
+            finally:
+                if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                    conn.rollback()  # (refused, or failed, midway: nothing admitted)
+        existing = self._admitted(row, fingerprint, owner)
+        return (existing, True) if existing is not None else (self._job(row), False)
+
+    def _admitted(self, row: dict, fingerprint: str, owner: str) -> Job | None:
+        """_ADMIT's answer: None (admitted, or would be), the job already submitted with this id, or
+        RequestMismatch / QueueFull / PrincipalBusy."""
+        if row["admitted"]:
+            return None
+        if row["job_id"] is not None:
+            if fingerprint and row["request_sha256"] and row["request_sha256"] != fingerprint:
+                raise RequestMismatch(row["job_id"])
+            return self._job(row)
+        if row["queued"] >= self.max_queued:
+            raise QueueFull(f"{row['queued']} jobs are queued (limit {self.max_queued}); retry later")
+        raise PrincipalBusy(owner, row["mine"], self.max_active_per_owner)
 
     def get(self, job_id: str) -> Job:
         """The job as last written (by whichever replica runs it); KeyError when there is none."""
@@ -506,6 +521,30 @@ class JobManager:
                         ctx.cancel(lost=True)
                 elif held[job_id]:
                     ctx.cancel()
+
+
+# Admission in one statement (run under ADMISSION_LOCK; READ COMMITTED: its snapshot is taken after the
+# lock, so it sees every job admitted before): the job already submitted with this client_request_id,
+# else the job inserted when the queue and the owner's limit have room (%(insert)s false: only whether they
+# have), else the counts that refuse it. One row: admitted, the counts, and the existing or inserted job.
+_ADMIT = """
+WITH existing AS (
+    SELECT * FROM jobs WHERE %(crid)s <> '' AND owner = %(owner)s AND client_request_id = %(crid)s
+), counts AS (
+    SELECT count(*) FILTER (WHERE state = 'QUEUED') AS queued, count(*) FILTER (WHERE owner = %(owner)s) AS mine
+    FROM jobs WHERE state IN ('QUEUED', 'RUNNING')
+), room AS (
+    SELECT NOT EXISTS (SELECT 1 FROM existing) AND queued < %(max_queued)s
+           AND (%(max_mine)s <= 0 OR mine < %(max_mine)s) AS ok FROM counts
+), inserted AS (
+    INSERT INTO jobs (job_id, owner, client_request_id, state, request, stage_outputs, retry_of, request_sha256)
+    SELECT %(job_id)s, %(owner)s, %(crid)s, 'QUEUED', %(request)s, %(stage_outputs)s, %(retry_of)s, %(fingerprint)s
+    FROM room WHERE ok AND %(insert)s
+    RETURNING *
+)
+SELECT room.ok AS admitted, counts.queued, counts.mine, job.*
+FROM room, counts LEFT JOIN (SELECT * FROM inserted UNION ALL SELECT * FROM existing) job ON true
+"""
 
 
 def parse_page_token(token: str) -> tuple[int, str]:

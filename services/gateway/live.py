@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -76,6 +77,9 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
         render = runner.render.RenderVideo(_drain(to_render), timeout=deadline.remaining())
         failures: list[BaseException] = []
         over = threading.Event()  # the video ended (or the caller went away): no more idle silence
+        # The caller listens while the speech it sent plays: not a silence that the gateway's idle limit
+        # (LIKENESS_STREAM_IDLE_S, services/gateway/aio.py) counts. When the timeline started playing:
+        speaking, started_at = getattr(incoming, "speaking", lambda until: None), []
         interrupts: queue.Queue = queue.Queue()  # LiveInterrupted notices for the caller
         script: LiveScript | None = None
 
@@ -92,6 +96,12 @@ def run_live(runner: JobRunner, job: Job, audio_format: common_pb2.AudioFormat |
                 to_expression.put(ex.StreamExpressionRequest(motion=wire.timed_motion_to_pb(*motion)))
             if len(piece.audio):
                 audio(wire.audio_to_pb(piece.audio, piece.sample_rate, common_pb2.AUDIO_ENCODING_PCM_F32LE).data)
+                now = time.monotonic()
+                if not started_at:
+                    started_at.append(now)
+                if not piece.idle:  # (the face resting while the writer thinks is the caller's silence)
+                    length = len(piece.audio) / piece.sample_rate
+                    speaking(max(started_at[0] + piece.start_s + length, now + length))
 
         def interrupted(time_code: float, heard_text: str) -> None:
             interrupts.put(gw.LiveInterrupted(time_code=time_code, heard_text=heard_text))
