@@ -17,6 +17,7 @@ import pytest
 from services.devtools.s3_server import S3Server
 from services.common.infra.storage import Storage
 from services.devtools.triton_server import TritonServer
+from tests.platform_stack import client, photo_id, stack  # noqa: F401 (the whole platform, one per session)
 
 
 @pytest.fixture(scope="session")
@@ -140,8 +141,8 @@ def database(pg_server) -> Iterator["Database"]:
 # `unit`: in-process only. `platform`: starts real servers (S3, PostgreSQL, Triton, the services).
 # `slow`: the modules that start the whole platform, the demo or the deploy checkers: `make test-fast`
 # (-m "not slow") leaves them out; `make test` runs everything.
-SLOW_MODULES = {"test_platform", "test_replicas", "test_demo", "test_serve", "test_deploy",
-                "test_client_resilience"}
+SLOW_MODULES = {"test_platform_api", "test_platform_jobs", "test_platform_live", "test_platform_ops",
+                "test_replicas", "test_demo", "test_serve", "test_deploy", "test_client_resilience"}
 SERVER_FIXTURES = {"s3_server", "storage", "pg_server", "database", "triton_server_factory", "stack"}
 
 

@@ -1,6 +1,6 @@
 """Emotion tags in a script ("[happy] ... [sad 0.6] ..."): parsed out before speaking and captioning,
 timed by the spoken words, and the face follows them (embedded pipeline; the gateway in
-tests/test_platform.py)."""
+tests/test_platform_jobs.py)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,6 @@
 """Webhooks against a real HTTP server on loopback and a real PostgreSQL outbox: delivery, signature,
 retries with backoff, what is final, one delivery with several replicas, what a restarted gateway sends,
-which URLs a submission may name. (Through the whole platform: tests/test_platform.py.)"""
+which URLs a submission may name. (Through the whole platform: tests/test_platform_jobs.py.)"""
 from __future__ import annotations
 
 import json

@@ -1,10 +1,10 @@
 """Every LIKENESS_* setting in one place: its name, default, type, meaning and who reads it.
 
 Code reads a setting through the typed accessors below (`get_int("LIKENESS_MAX_SCRIPT_CHARS")`),
-never from os.environ directly (tests/test_config_documented.py checks both that and that README.md's
-Configuration table matches this registry). The accessors read the environment when called, so a
-setting read inside a function follows the environment at that moment; a module that reads one at
-import time fixes it for the process.
+never from os.environ directly (tests/test_config_documented.py checks both that and that
+docs/configuration.md, generated from this registry by scripts/gen_config_doc.py, is current). The
+accessors read the environment when called, so a setting read inside a function follows the
+environment at that moment; a module that reads one at import time fixes it for the process.
 
 Parsing rules, the same for every setting: an unset variable gives the default; for int, float, bool
 and list settings an empty value counts as unset; str settings are returned as written (an empty
@@ -35,7 +35,7 @@ class Setting:
     default: Any  # typed (a tuple of floats for "list"); None: the caller supplies it
     meaning: str
     used_by: str
-    documented: str | None = None  # the default as README.md's table writes it, when not plainly str(default)
+    documented: str | None = None  # the default as docs/configuration.md writes it, when not plainly str(default)
 
 
 def _s(name: str, kind: Kind, default: Any, meaning: str, used_by: str, documented: str | None = None) -> Setting:
@@ -68,7 +68,8 @@ _ALL = [
     # -- gateway ---------------------------------------------------------------------------------------------
     _s("LIKENESS_MAX_CONCURRENT_JOBS", "int", 2, "jobs run at once", "gateway"),
     _s("LIKENESS_MAX_QUEUED_JOBS", "int", 16, "jobs waiting before new ones are refused", "gateway"),
-    _s("LIKENESS_MAX_STREAMS", "int", 2, "live streams (StreamVideo) at once", "gateway"),
+    _s("LIKENESS_MAX_STREAMS", "int", 2, "video streams (StreamVideo and LiveVideo) at once, per gateway replica",
+       "gateway"),
     _s("LIKENESS_LIVE_IDLE_LEAD_S", "float", 0.5, "live text: silence keeps the audio this far ahead of "
        "the clock while no sentence is ready (0: none)", "gateway, `likeness live --text-in`", "0.5 s"),
     _s("LIKENESS_LIVE_SPEECH_LEAD_S", "float", 1.5, "live: speech goes out at most this far ahead of "
@@ -96,7 +97,7 @@ _ALL = [
        "gateway"),
     _s("LIKENESS_WEBHOOK_TIMEOUT_S", "float", 10.0, "seconds per webhook POST", "gateway"),
     _s("LIKENESS_API_KEYS_FILE", "str", "", "file of `principal:key` lines; set: every call needs a key and "
-       "each principal sees only its own jobs and uploads (README: Authentication)", "gateway", "unset"),
+       "each principal sees only its own jobs and uploads (docs/security.md)", "gateway", "unset"),
     _s("LIKENESS_ADMIN_PRINCIPALS", "str", "", "comma-separated principals that see and manage every "
        "job and upload (operators)", "gateway", "unset"),
     _s("LIKENESS_JOB_LEASE_S", "float", 30.0, "a running job whose gateway replica stopped renewing its "
@@ -233,7 +234,7 @@ _REGISTERED = object()
 
 
 def _read(name: str, kind: Kind, default: Any) -> Any:
-    setting = SETTINGS[name]  # KeyError: register the setting above (and document it in README.md)
+    setting = SETTINGS[name]  # KeyError: register the setting above (then run scripts/gen_config_doc.py)
     if setting.kind != kind:
         raise TypeError(f"{name} is a {setting.kind} setting, read as {kind}")
     fallback = setting.default if default is _REGISTERED else default
