@@ -156,7 +156,7 @@ class S3Server(ManagedServer):
             f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}", "-admin.ui=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
             "-master.telemetry=false",  # no network at run time
-            "-volume.preStopSeconds=0",  # stop in ~1 s instead of ~3 s
+            "-volume.preStopSeconds=0",  # stop quickly (docs/notes/control-plane.md#the-local-s3-server)
             # unix sockets default to /tmp/seaweedfs-*-<port>.sock: keep them private to this run
             f"-filer.localSocket={self._run_dir / 'filer.sock'}",
             f"-s3.localSocket={self._run_dir / 's3.sock'}",

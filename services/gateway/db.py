@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x4C696B6D  # pg_advisory_lock keys: any constant of the project's own
 JOB_CHANNEL, WEBHOOK_CHANNEL = "likeness_jobs", "likeness_webhooks"
-# The pool's reconnection backs off 1, 2, 4, ... s without a cap, so a database back after a minute was
-# only found a minute later; a pool of a few connections can afford an attempt a second instead.
+# The pool's reconnection backs off without a cap, so a database that came back was found late; a pool
+# of a few connections can afford an attempt a second (docs/notes/control-plane.md#reconnecting-to-the-database).
 AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 

@@ -19,7 +19,7 @@ AAC_BITRATE = 128_000
 
 
 def _preset() -> str:
-    # "veryfast" keeps 512x512 encoding at ~2-3 ms/frame on 2 cores with little size penalty.
+    # "veryfast": cheap per frame, little size penalty (docs/notes/render.md#encoder-settings).
     return config.get_str("LIKENESS_X264_PRESET")
 
 

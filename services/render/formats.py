@@ -30,7 +30,7 @@ CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "png": "application/x
 
 
 def _vp9_options() -> dict[str, str]:
-    # realtime + cpu-used 8 keeps 1080p near 40 ms/frame on 2 cores; crf 30 is visually clean.
+    # realtime + cpu-used 8 keeps 1080p cheap enough (docs/notes/render.md#encoder-settings); crf 30 is visually clean.
     return {"crf": str(config.get_int("LIKENESS_VP9_CRF")), "b": "0", "deadline": "realtime",
             "cpu-used": str(config.get_int("LIKENESS_VP9_CPU_USED")), "row-mt": "1",
             "auto-alt-ref": "0"}

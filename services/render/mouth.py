@@ -44,12 +44,11 @@ CAVITY_TINT = np.array([0.34, 0.17, 0.17])
 # Inked illustrations (comics, line-art filters) shade with pure black strokes: when that many of
 # the face's pixels are that dark and in strokes, the picture's darkest paint is its ink, and the
 # artist's open mouth is filled with it (the photo's own teeth gaps are), so the cavity is the ink's
-# colour. A photo's darkest face pixels (nostrils, lashes) are far lighter: luma 24-31 at the 1st
-# percentile on the bundled photos, where the inked faces have 6-16% at 0. Strokes, not blobs: black
-# sunglasses are as dark, but an opening with a square INK_STROKE face heights wide keeps them
-# (87% of their dark pixels, vs 1-14% of the inked faces'). And pure black: a drawing's darks are
-# mostly its ink at 0 (36-40% of the face's pixels under luma 40 are <= 2), where an underexposed or
-# crushed photo shades off into its shadows (0-16%, with 3-11% of the face at luma <= 12).
+# colour. A photo's darkest face pixels (nostrils, lashes) are far lighter. Strokes, not blobs: black
+# sunglasses are as dark, but an opening with a square INK_STROKE face heights wide keeps them and
+# removes most of an inked face's. And pure black: a drawing's darks are mostly its ink at 0, where an
+# underexposed or crushed photo shades off into its shadows. The thresholds' measurements:
+# docs/notes/render.md#inked-faces.
 INK_LUMA = 12.0
 INK_SHARE = 0.02
 INK_STROKE = 0.02

@@ -1,19 +1,18 @@
 """Piecewise-affine image warp over a fixed triangle mesh, restricted to the moving region.
 
-Per frame: rasterise the destination triangles into a triangle-id map (cv2.fillConvexPoly, ~1 us
-per triangle), look up each pixel's inverse affine (destination -> source), and cv2.remap once.
+Per frame: rasterise the destination triangles into a triangle-id map (cv2.fillConvexPoly), look up
+each pixel's inverse affine (destination -> source), and cv2.remap once.
 Pixels outside the mesh keep the source image, so a mesh whose outer ring is fixed leaves the
 background bit-identical.
 
-The per-pixel coefficient lookup dominates at 1080p (~6 ms for a 680x780 region on one core), so
-the source coordinate maps are computed on a grid `map_step` (default 2) times coarser and upsampled
-bilinearly: the maps are continuous and piecewise linear, so this is exact inside triangles and
-off by a fraction of a pixel along edges where the map bends little. Computed per pixel instead:
-just outside the outer boundary (the background stays bit-identical), around triangles whose
-affine is overridden (the eyeballs under the lids: the map jumps there) and around triangles where
-the map bends sharply (lips pressed or stretched, a mouth opening). Measured at 1080 against
-map_step 1 over the benchmark track: mean |difference| < 0.01 grey levels per pixel; one core,
-warp ~9 ms instead of ~12 ms per frame.
+The per-pixel coefficient lookup dominates at 1080p, so the source coordinate maps are computed on a
+grid `map_step` (default 2) times coarser and upsampled bilinearly: the maps are continuous and
+piecewise linear, so this is exact inside triangles and off by a fraction of a pixel along edges where
+the map bends little. Computed per pixel instead: just outside the outer boundary (the background
+stays bit-identical), around triangles whose affine is overridden (the eyeballs under the lids: the map
+jumps there) and around triangles where the map bends sharply (lips pressed or stretched, a mouth
+opening). Against map_step 1 the difference is invisible and the warp cheaper
+(docs/notes/render.md#the-warps-coarse-maps).
 """
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ _WIDE = 1e-200
 
 def min_score() -> float:
     """Mean per-frame acoustic score (log, relative to the best senone) below which the recording
-    is taken not to be the script. Measured: matching speech (LibriVox, the TTS voice) -10 to -15,
-    another sentence's script -50 to -80."""
+    is taken not to be the script: the default lies between what matching speech and another sentence's
+    script score (docs/notes/tts.md#the-aligners-match-score)."""
     return config.get_float("LIKENESS_ALIGN_MIN_SCORE")
 
 

@@ -2,9 +2,9 @@
 
 The voice predicts how many 256-sample frames each phoneme id lasts, so the timeline is exact by
 construction (it sums to the audio length). Turning ids into phones:
-  * a pad id ('_') is the transition into the NEXT phoneme and belongs to it (measured: this
-    halves the onset error against the forced aligner compared with the pad ending the previous
-    phoneme); '^' and ('_' +) '$' are silence;
+  * a pad id ('_') is the transition into the NEXT phoneme and belongs to it (the onsets agree
+    better with the forced aligner: docs/notes/tts.md#a-pad-belongs-to-the-next-phoneme); '^' and
+    ('_' +) '$' are silence;
   * IPA characters are grouped into phones (services.tts.phones): diphthongs, affricates, length
     marks, r-colouring, combining marks;
   * stress marks are not phones: their stress goes to the following syllable, their frames to the
@@ -166,8 +166,8 @@ def _segments(tokens: list[_Token], durations: np.ndarray) -> list[_Segment]:
     """Tokens + per-id frames (layout ^ _ t1 _ t2 _ ... tn _ $) -> phones and silences.
 
     Each pad id is the transition INTO the next token, so a token owns the pad before it and
-    itself; spaces and stress marks likewise belong to what follows them. Measured against the
-    forced aligner this halves the onset error of the "pad ends the previous phoneme" reading.
+    itself; spaces and stress marks likewise belong to what follows them (closer to the forced
+    aligner's onsets than "the pad ends the previous phoneme": docs/notes/tts.md#a-pad-belongs-to-the-next-phoneme).
     """
     d = [int(x) for x in durations]
     frames = [d[1 + 2 * k] + d[2 + 2 * k] for k in range(len(tokens))]  # pad before + token

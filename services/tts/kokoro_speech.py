@@ -92,8 +92,8 @@ def _piper_layout(durations: np.ndarray, sources: list[int], n_chars: int) -> np
     per_char = np.zeros(n_chars, np.int64)
     np.add.at(per_char, np.asarray(sources, np.int64), np.asarray(durations[1:-1], np.int64))
     layout = np.zeros(2 * n_chars + 3, np.int64)
-    # Kokoro's audio runs ahead of its duration frames: measured against the forced aligner, phone
-    # onsets came 55 ms (median, 70 phones) after the heard ones. Move every boundary 2 frames earlier.
+    # Kokoro's audio runs ahead of its duration frames, so every boundary moves ONSET_SHIFT_FRAMES earlier
+    # (docs/notes/tts.md#kokoros-onsets).
     shift = min(ONSET_SHIFT_FRAMES, int(durations[0]))
     layout[0] = durations[0] - shift
     layout[2:2 * n_chars + 2:2] = per_char

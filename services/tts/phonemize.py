@@ -92,8 +92,8 @@ def check_language(language: str) -> str:
 
 # The espeak-ng languages that read each non-Latin writing system (Unicode script names; KANA:
 # hiragana and katakana, with any kanji among them). Any other language spells such letters out one
-# by one ("Japanese letter, Japanese letter..." under en-us: 32 s of it for three short sentences), so
-# that script is refused, naming the languages that read it.
+# by one ("Japanese letter, Japanese letter..." under en-us), so that script is refused, naming the
+# languages that read it (docs/notes/tts.md#scripts-a-language-does-not-read).
 READERS: dict[str, tuple[str, ...]] = {
     "CYRILLIC": ("ru", "uk", "bg", "sr", "mk", "be", "kk", "ky", "tt", "ba", "cv", "nog", "hbs"),
     "GREEK": ("el", "grc"), "ARABIC": ("ar", "fa", "ur", "sd", "ug"), "HEBREW": ("he",),

@@ -166,8 +166,8 @@ def word_to_arpabet(symbols: list[str], stresses: list[int]) -> list[str]:
     return out
 
 
-# The inventory: every symbol espeak-ng en-us produces after grouping (measured on 20k cmudict
-# words), every symbol arpabet_to_ipa can return, and "sil".
+# The inventory: every symbol espeak-ng en-us produces after grouping (docs/notes/tts.md#the-phone-inventory),
+# every symbol arpabet_to_ipa can return, and "sil".
 PHONES: frozenset[str] = frozenset({
     SILENCE,
     # consonants

@@ -5,14 +5,12 @@ are Japanese voices (four female, one male) speaking English through espeak-ng p
 
   joe            Piper en_US-joe-medium (CC0), male; the default and the fastest.
   kokoro-female  Kokoro-82M (Apache-2.0) with the shipped jf_gongitsune style: the one female style
-                 pocketsphinx understands in English (jf_alpha: WER 0.86, jf_tebukuro 0.5+).
+                 pocketsphinx understands in English.
   kokoro-male    Kokoro-82M with the shipped jm_kumo style.
 
-Measured by benchmarks/voices.py on 6 Harvard sentences (pocketsphinx WER; median F0 by Harvest /
-pyin; RTF): joe 0.24, 133 / 92 Hz, 0.07; kokoro-female 0.16, 220 / 226 Hz, 0.31; kokoro-male 0.22,
-90 / 90 Hz, 0.32. Word onsets of every voice's timeline agree with the forced aligner's within
-15 ms (median; p90 36-45 ms). Both Kokoro voices have a Japanese accent. A cloned voice (services.tts.cloning)
-replaces the built-in one.
+Their intelligibility, pitch, speed and timeline accuracy (benchmarks/voices.py):
+docs/notes/tts.md#built-in-voices. Both Kokoro voices have a Japanese accent. A cloned voice
+(services.tts.cloning) replaces the built-in one.
 """
 from __future__ import annotations
 

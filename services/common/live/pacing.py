@@ -44,9 +44,10 @@ CHUNK_S = 0.1  # speech goes out in pieces this long: an interrupt cuts between 
 FADE_S = 0.02  # ... and the speech fades out over this long instead of clicking
 SPEAKING_RMS = 0.01  # audio louder than this (-40 dBFS) is the avatar talking: it stops listening
 MAX_QUEUED_S = 20.0  # speech spoken ahead of what went out: more waits (an interrupt would waste it)
-# The stream's first speech goes out this far at once: the face's first frame needs ~0.8 s of audio
-# ahead of it, and the player starts that much behind the clock. From then on the lead only has to
-# keep the pipeline ahead of that player, so it can be shorter, and an interrupt stops sooner.
+# The stream's first speech goes out this far at once: the face's first frame needs audio well ahead
+# of it (docs/notes/live.md#the-first-speech-at-once), and the player starts that much behind the clock.
+# From then on the lead only has to keep the pipeline ahead of that player, so it can be shorter, and an
+# interrupt stops sooner.
 START_LEAD_S = 2.0
 
 

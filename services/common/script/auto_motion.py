@@ -16,7 +16,7 @@ import re
 from services.common.script.auto_emotion import sentences
 from services.common.script.tags import MotionTag, ScriptTag
 
-MIN_GAP_CHARS = 18  # ~1.2 s at ~15 characters a second: a nod is over by then
+MIN_GAP_CHARS = 18  # a nod is over by then (docs/notes/tts.md#auto-motions-spacing)
 _NEGATION = re.compile(r"(?:no|nope|nah|never|not at all|absolutely not|of course not|certainly not|no way)\b",
                        re.IGNORECASE)
 _AFFIRMATION = re.compile(r"(?:yes|yeah|yep|exactly|absolutely|of course|indeed|definitely|certainly|sure|"

@@ -83,13 +83,13 @@ def _relative_pitch(f0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rel, voiced.astype(np.float32)
 
 
-# Log power below which audio is (digital) silence, ~55 dB under a normal voice's peaks (7.9; real
-# recordings' peaks 5.6-6.9, hiss at -60 dBFS -3.1): the scale of audio that never got louder than this.
+# Log power below which audio is (digital) silence, well under a voice's peaks and a hiss's
+# (docs/notes/expression-diffusion.md#the-energy-floor): the scale of audio that never got louder than this.
 ENERGY_FLOOR = -5.0
 # A live stream is read as digital silence until a voice is in it (pitch found in VOICED_MIN analysis
 # frames): a microphone's hiss before anyone speaks (DIO finds no pitch in it), normalised on nothing
-# but itself, read as speech and opened the mouth (jawOpen mean 0.45 at -60 dBFS, 0.26-0.36 at -45 to
-# -35). A whole recording is not gated: its speech sets the scale, and the same hiss moves nothing.
+# but itself, read as speech and opened the mouth (docs/notes/expression-diffusion.md#the-voice-gate).
+# A whole recording is not gated: its speech sets the scale, and the same hiss moves nothing.
 VOICED_MIN = 10
 SILENT_LOG = float(np.log(1e-8))  # log-mel and log energy of digital silence (see _mel_frames)
 
@@ -113,15 +113,15 @@ def _normalise(mel: np.ndarray, energy: np.ndarray, f0: np.ndarray, n_frames: in
     these frames themselves (the whole recording offline, what has arrived so far live)."""
     rel_f0, voiced = _relative_pitch(f0)
     # Long digital silences (a live face resting or listening between replies) are left out of the
-    # statistics: 20 s of them before a sentence pulled its lips to r 0.52 of their own. The pauses
-    # inside speech (under a second; every held-out clip's and training clip's) stay in, as trained.
+    # statistics: they weakened the next sentence's lips (docs/notes/expression-diffusion.md#long-silences).
+    # The pauses inside speech (under a second; every held-out clip's and training clip's) stay in, as trained.
     counted = ~_long_silences(energy)
     if not counted.any():
         counted[:] = True
     loud = counted & (energy >= np.percentile(energy[counted], 50))  # normalise on the speech, not the silences
     mel = (mel - mel[loud].mean(axis=0)) / (mel[loud].std() + 1e-3)
     # (the floor acts only on a live stream that has been silent so far: scaled to its own peak,
-    # silence read as loud speech and the jaw hung wide open, jawOpen 0.67)
+    # silence read as loud speech and the jaw hung wide open; docs/notes/expression-diffusion.md#the-energy-floor)
     peak = max(float(np.percentile(energy[counted], 98)), ENERGY_FLOOR)
     rel = np.clip((energy - peak) / 10.0, -6.0, 0.5)[:, None]
     per = np.concatenate([mel, rel, 2.0 * rel_f0[:, None], voiced[:, None]], axis=1)  # [N, PER_FRAME]
@@ -138,9 +138,9 @@ def frame_features(audio: np.ndarray, sample_rate: int, n_frames: int) -> np.nda
     return _normalise(mel, energy, np.pad(f0, (0, max(0, len(mel) - len(f0))))[:len(mel)], n_frames)
 
 
-# DIO on a piece of audio matches DIO on the whole recording this many analysis frames from the piece's ends
-# (15 measured), nearly always: its contour repair (filling and extending voiced runs) can reach further.
-# Pieces are at least DIO_PIECE frames long, which made every frame match on the test speech.
+# DIO on a piece of audio matches DIO on the whole recording this many analysis frames from the piece's ends,
+# nearly always: its contour repair (filling and extending voiced runs) can reach further. Pieces are at
+# least DIO_PIECE frames long. Both measured: docs/notes/expression-diffusion.md#dio-pieces.
 DIO_MARGIN = 20
 DIO_PIECE = 150
 

@@ -12,8 +12,8 @@ is ever cut short).
 
 Latency: a frame is final 4 to step + 4 model frames after its time (0.16-0.8 s at step 16), plus
 ~0.23 s for the features (pitch tracking needs 0.2 s of audio after a frame) and the window's compute.
-Fewer frames per step: lower latency, more windows, and worse lips (held-out jawOpen r: step 32 0.772,
-16 0.770, 12 0.731, 8 0.692; docs/notes/expression-diffusion.md).
+Fewer frames per step: lower latency, more windows, and worse lips (held-out jawOpen r by step:
+docs/notes/expression-diffusion.md#live-step).
 """
 from __future__ import annotations
 

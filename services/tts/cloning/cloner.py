@@ -64,9 +64,8 @@ def configured_method() -> str:
 
 def _min_clarity() -> float:
     """Forced-alignment score (services.tts.align.alignment_score) a candidate voice must keep on the
-    calibration text. Measured on dev material: the intelligible shipped style (jm_kumo) -10, good
-    searched styles -8 to -11, styles that made pocketsphinx miss most words -13 to -33; the
-    Japanese female styles (unintelligible in English) -18."""
+    calibration text: above it the voice stays intelligible, below it pocketsphinx misses most words
+    (docs/notes/voice.md#the-clarity-gate)."""
     return config.get_float("LIKENESS_CLONE_MIN_CLARITY")
 
 
@@ -75,7 +74,7 @@ def _style_evals() -> int:
 
 
 def _timbre_steps() -> int:
-    """Gradient steps of the timbre EQ fit (0: no fit). 60 at lr 0.1 reached what 150 at 0.05 did."""
+    """Gradient steps of the timbre EQ fit (0: no fit); few, at a high rate (docs/notes/voice.md#the-eq-fits-cost)."""
     return max(0, config.get_int("LIKENESS_CLONE_TIMBRE_STEPS"))
 
 

@@ -2,7 +2,7 @@
 
 `SpeakerEncoderTensorModel` is model_repository/speaker_encoder: audio (any rate) -> a unit
 256-d embedding; cosine similarity of two embeddings says how alike two voices sound
-(measured: same speaker 0.84-0.91, different speakers around 0.5).
+(what same and different speakers score: docs/notes/voice.md#speaker-similarity).
 """
 from __future__ import annotations
 

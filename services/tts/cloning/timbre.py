@@ -31,7 +31,7 @@ N_TERMS = 30
 MAX_GAIN_DB = 12.0
 LEARNING_RATE = 0.1
 # Partial utterances per second for the fit: 0.625 is resemblyzer's minimum (1.6 s partials, no
-# overlap); its own 1.3 doubles the cost and gave the same curves on the dev voices.
+# overlap); its own rate costs more for the same curves (docs/notes/voice.md#the-eq-fits-cost).
 FIT_PARTIAL_RATE = 0.625
 _RATE, _N_FFT, _HOP, _N_MELS = 16000, 400, 160, 40
 

@@ -22,8 +22,8 @@ FRAME_PERIOD_MS = 5.0  # analysis of voices (statistics)
 
 
 def convert_frame_ms() -> float:
-    """WORLD frame period of the conversion itself (LIKENESS_CLONE_FRAME_MS). Measured on two dev
-    voices: 10 ms saved 0-20% of the conversion time but lost 0.016-0.018 similarity, so 5 ms stays."""
+    """WORLD frame period of the conversion itself (LIKENESS_CLONE_FRAME_MS). 5 ms: 10 ms frames save
+    little time and lose similarity (docs/notes/voice.md#world-frames)."""
     return config.get_float("LIKENESS_CLONE_FRAME_MS")
 GRID_HZ = np.arange(0.0, 12000.0 + 1, 50.0)  # where envelope statistics live (rate independent)
 F0_FLOOR, F0_CEIL = 60.0, 500.0
