@@ -8,15 +8,19 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 
 from likeness_client import LikenessClient
+from services.common.infra.grpc_errors import field_violations
 from services.devtools.platform import LocalPlatform
 from tests.test_webhooks import LOOPBACK_ALLOWED
 
-__all__ = ["ROOT", "PHOTO", "SCRIPT", "LONG_SCRIPT", "WEBHOOK_SECRET", "wait_state", "spans", "job_spans"]
+__all__ = ["ROOT", "PHOTO", "SCRIPT", "LONG_SCRIPT", "WEBHOOK_SECRET", "wait_state", "spans", "job_spans",
+           "violations_of", "requests_served"]
 # (the fixtures, stack, client and photo_id, are registered once by tests/conftest.py: one stack)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +72,14 @@ def job_spans(stack, job_id: str) -> list[dict]:
     traces = {s["trace_id"] for s in records if s["name"] == "job" and s["attributes"].get("job.id") == job_id}
     return [s for s in records if s["trace_id"] in traces]
 
+
+def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), field_violations(info.value)
+
+
+def requests_served(service, method: str, grpc_service: str, code: str = "OK") -> float:
+    text = urllib.request.urlopen(service.metrics_url, timeout=5).read().decode()
+    wanted = f'likeness_grpc_requests_total{{code="{code}",method="{method}",service="{grpc_service}"}}'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted))

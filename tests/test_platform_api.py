@@ -15,12 +15,6 @@ from tests.platform_stack import *  # noqa: F401,F403 (constants and helpers; th
 # ------------------------------------------------------------------------------------ bad input
 
 
-def violations_of(call) -> tuple[grpc.StatusCode, list[tuple[str, str]]]:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value.code(), field_violations(info.value)
-
-
 @pytest.mark.parametrize("change,field", [
     (lambda r: r.ClearField("photo"), "photo"),
     (lambda r: r.photo.CopyFrom(gw.AssetSource(asset_id="0" * 64)), "photo"),

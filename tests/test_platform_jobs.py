@@ -112,6 +112,13 @@ def test_stream_video_arrives_while_it_renders(stack, client, photo_id, tmp_path
     (the first fragment long before the end), the end with captions; together a playable video."""
     import sys
 
+    streamed_ok = 'likeness_streams_total{kind="stream",outcome="ok"}'
+
+    def counted() -> float:  # (the gateway's metric of finished streams; 0 before the first)
+        text = urllib.request.urlopen(stack.services["gateway"].metrics_url, timeout=5).read().decode()
+        return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(streamed_ok)), 0.0)
+
+    before = counted()
     arrivals: list[tuple[str, float, bytes]] = []
     for message in client.stream(photo=photo_id, script=LONG_SCRIPT, resolution=256, seed=3, timeout_s=300):
         kind = message.WhichOneof("response")
@@ -133,6 +140,10 @@ def test_stream_video_arrives_while_it_renders(stack, client, photo_id, tmp_path
     assert abs(video.video_duration - video.audio_duration) <= 1 / 25 + 0.03
     said = [line for line in end.captions.webvtt.splitlines()[1:] if line and "-->" not in line and not line.isdigit()]
     assert " ".join(said).split() == LONG_SCRIPT.split()
+    deadline = time.monotonic() + 5  # (counted as the server's handler returns, just after the end message)
+    while counted() < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counted() == before + 1
     # the same rules as a job; what a stream cannot do is refused up front
     for change, field in [(dict(script=""), "script"), (dict(background="transparent"), "video.background"),
                           (dict(webhook_url="https://hooks.example/x"), "webhook_url")]:

@@ -2,9 +2,11 @@
 text as it is written, interrupts, listening, idle and hung-up callers, the CLI."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -543,3 +545,25 @@ def test_cli_live_from_text_in_process_and_through_the_gateway(stack, tmp_path):
                              cwd=ROOT, input=b"", capture_output=True, timeout=120)
         assert bad.returncode == 2 and bad.stderr.decode().strip().splitlines()[-1].startswith(f"error: {field}"), \
             bad.stderr
+
+
+def test_the_streams_above_are_counted_in_the_metrics(stack):
+    """The gateway's stream metrics count what this module's tests did (videos from audio and text,
+    refused while the one place was taken, callers who hung up, a text whose tag was wrong, an LLM that
+    thought for 3.5 s): it runs after them, the file's last test."""
+    texts = {"gateway": urllib.request.urlopen(stack.services["gateway"].metrics_url, timeout=5).read().decode()}
+
+    def value(name: str, labels: str = "") -> float:  # (0 when the series does not exist yet)
+        found = re.search(rf"^{name}{re.escape(labels)} (\S+)$", texts["gateway"], re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    # the live tests above: videos from audio and text, refused while the one place was taken, callers
+    # who hung up, a text whose tag was wrong, an LLM that thought for 3.5 s
+    for kind, outcome, at_least in (("live_audio", "ok", 3), ("live_text", "ok", 3), ("live_audio", "refused", 2),
+                                    ("live_audio", "cancelled", 1), ("live_text", "cancelled", 1),
+                                    ("live_text", "invalid", 1)):
+        assert value("likeness_streams_total", f'{{kind="{kind}",outcome="{outcome}"}}') >= at_least, (kind, outcome)
+    assert value("likeness_streams_in_flight", '{kind="live_text"}') == 0
+    assert value("likeness_stream_first_media_seconds_count", '{kind="live_text"}') >= 3
+    assert value("likeness_live_idle_seconds_total") > 1.0
+    assert value("likeness_live_interrupts_total") >= 2  # the interrupted live video, the CLI's CAN byte
