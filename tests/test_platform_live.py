@@ -489,6 +489,48 @@ def test_a_live_caller_silent_for_too_long_is_closed_and_frees_its_place(stack, 
         stack.kill_service(replica)
 
 
+@pytest.mark.parametrize("keepalive_s", [0.5, 0.0])
+def test_a_live_session_keeps_its_stream_while_the_user_talks_long(stack, photo_id, keepalive_s):
+    """LiveSession sends a keep-alive (an empty text) after `keepalive_s` with nothing to say: a voice agent
+    whose user talks for longer than LIKENESS_STREAM_IDLE_S (2 s here) keeps its stream, and the next
+    reply is spoken on it. Without keep-alives (0) the same session is closed."""
+    import threading
+
+    replica = stack.start_replica("gateway", {"LIKENESS_STREAM_IDLE_S": "2"})
+    try:
+        with LikenessClient(replica.address, timeout_s=30) as client:
+            session = client.live_session(photo=photo_id, resolution=128, seed=5, keepalive_s=keepalive_s,
+                                          timeout_s=120)
+            messages: list = []
+            errors: list = []
+
+            def read() -> None:
+                try:
+                    messages.extend(session)
+                except grpc.RpcError as exc:
+                    errors.append(exc.code())
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            session.say("Hello there.\n")
+            session.listen()
+            time.sleep(6.0)  # the user talks: well past the idle limit after the greeting was heard
+            if not keepalive_s:
+                reader.join(30)
+                assert errors == [grpc.StatusCode.DEADLINE_EXCEEDED]
+                return
+            session.listen(False)
+            session.say("Thanks, I see.\n")
+            session.end()
+            reader.join(90)
+            assert not errors and not reader.is_alive() and messages and messages[-1].HasField("end"), messages[-1:]
+            said = " ".join(line for line in messages[-1].end.captions.webvtt.splitlines()
+                            if line and "-->" not in line and not line.startswith("WEBVTT"))
+            assert "Hello" in said and "Thanks" in said, said
+    finally:
+        stack.kill_service(replica)
+
+
 def test_cli_live_from_a_microphone_pipe_in_process_and_through_the_gateway(stack, spoken, tmp_path):
     """`likeness live --audio-in -`: raw PCM on stdin (what `arecord -t raw` writes), fragmented MP4 on
     stdout; in-process (no servers) and with --server through LiveVideo; a time-coded --motion turns the

@@ -230,7 +230,9 @@ class LikenessClient:
     def live_session(self, *, sample_rate: int = 0, photo: str, **options) -> "LiveSession":
         """A live video driven from anywhere in a voice agent (its LLM, its VAD, its TTS callbacks):
         `session.say(text)` (or `send_audio(pcm)` with `sample_rate`), `interrupt()`, `listen()`,
-        `end()`; iterate the session for live()'s responses. `options` as for live()."""
+        `end()`; iterate the session for live()'s responses. `options` as for live(), and `keepalive_s`:
+        after this long with nothing to send, something that changes nothing is sent (the gateway closes
+        a silent stream after LIKENESS_STREAM_IDLE_S)."""
         return LiveSession(self, sample_rate=sample_rate, photo=photo, **options)
 
     @staticmethod
@@ -396,14 +398,25 @@ class LiveSession:
         # leaving the block ends it (end_of_audio); cancel() hangs up at once
     """
 
-    def __init__(self, client: LikenessClient, *, sample_rate: int = 0, photo: str, **options) -> None:
+    def __init__(self, client: LikenessClient, *, sample_rate: int = 0, photo: str, keepalive_s: float = 10.0,
+                 **options) -> None:
         import queue
 
         self._items: queue.Queue = queue.Queue()
         self._ended = False
+        # The gateway closes a live stream whose caller sends nothing for LIKENESS_STREAM_IDLE_S (30 s by
+        # default); a voice agent's user may talk longer than that. After `keepalive_s` of nothing to send,
+        # the session sends what changes nothing: an empty text, or 10 ms of silence (0: never).
+        keepalive = b"\0\0" * (sample_rate // 100) if sample_rate > 0 else ""
 
         def items() -> Iterator:
-            while (item := self._items.get()) is not None:
+            while True:
+                try:
+                    item = self._items.get(timeout=keepalive_s) if keepalive_s > 0 else self._items.get()
+                except queue.Empty:
+                    item = keepalive
+                if item is None:
+                    return
                 yield item
 
         self.audio = sample_rate > 0
