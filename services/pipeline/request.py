@@ -101,11 +101,6 @@ class VideoRequest:
         if violations := check_inputs(self, mode):
             raise InputError.many(violations)
 
-    def checked(self, mode: str = VIDEO) -> "VideoRequest":
-        """The request validated, its voice and language in their catalogue spelling."""
-        self.validate(mode)
-        return _normalized(self)
-
     # -- the platform's form -------------------------------------------------------------------------
 
     def stored_keys(self) -> set[str]:
@@ -164,13 +159,7 @@ def check_inputs(request: VideoRequest, mode: str = VIDEO) -> list[tuple[str, st
     from services.tts import check_language, check_readable
 
     violations: list[tuple[str, str]] = []
-
-    def check(name: str, fn):
-        try:
-            return fn()
-        except InputError as exc:
-            violations.append((exc.field if exc.field.startswith(name) else name, exc.message))
-
+    check = _collector(violations)
     r = request
     recording = r.driving_audio is not None
     language = check("language", lambda: check_language(r.language or "en-us"))
@@ -209,7 +198,7 @@ def check_inputs(request: VideoRequest, mode: str = VIDEO) -> list[tuple[str, st
         if r.burn_captions:
             violations.append(("burn_captions", "a live video's words are not known ahead of its frames "
                                                 "(with speech, the end carries captions)"))
-    return [(field_name, message) for field_name, message in violations]
+    return violations
 
 
 # -- the API's messages ----------------------------------------------------------------------------
