@@ -107,3 +107,18 @@ def test_a_point_picks_the_face_in_a_photo_of_several_people(client, tmp_path):
         client.wait(client.submit(photo=photo, script="Hi.", resolution=128, face_at=(10, 500)), timeout_s=120)
     error = info.value.job.error
     assert field_violations(error)[0][0] == "video.face_at" and "no face at (10, 500)" in error.message, error
+
+
+def test_a_script_asset_that_is_not_text_is_invalid_argument(stack, client, photo_id):
+    """A script asset is read as UTF-8 at submission; bytes that are not (an object stored some other way
+    than UploadAsset, which refuses them) are INVALID_ARGUMENT on script_asset, the message bounded."""
+    import hashlib
+
+    data = b"\xff\xfe not text \x80" * 4
+    asset_id = hashlib.sha256(data).hexdigest()
+    stack.storage().put_bytes(f"assets/{asset_id}", data, "text/plain")
+    request = gw.SubmitVideoRequest(photo=gw.AssetSource(asset_id=photo_id),
+                                    script_asset=gw.AssetSource(asset_id=asset_id))
+    code, violations = violations_of(lambda: client.stub.SubmitVideo(request, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations == [("script_asset", "is not UTF-8 text")], violations
