@@ -69,11 +69,22 @@ class SyncContext(_Raises):
         self._context = context
         self._metadata = tuple(context.invocation_metadata() or ())
         self._deadline = None if context.time_remaining() is None else time.monotonic() + context.time_remaining()
-        self.active = True
-        context.add_done_callback(lambda _: setattr(self, "active", False))
+        self._ended = threading.Event()
+        context.add_done_callback(lambda _: self.end())
+
+    @property
+    def active(self) -> bool:
+        return not self._ended.is_set()
 
     def is_active(self) -> bool:
         return self.active
+
+    def end(self) -> None:
+        """The call is over for the blocking side (the caller went away, or the call finished)."""
+        self._ended.set()
+
+    def wait_ended(self, timeout_s: float) -> bool:
+        return self._ended.wait(timeout_s)
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
@@ -195,7 +206,7 @@ class AsyncGateway(gateway_pb2_grpc.GatewayServiceServicer):
                     return
                 yield item
         finally:
-            context.active = False
+            context.end()
             # (a step still running on the pool finishes first: a running generator cannot be closed)
             self.pool.submit(_close_after, step, responses)
 
@@ -282,6 +293,7 @@ class AsyncGateway(gateway_pb2_grpc.GatewayServiceServicer):
         return await _next_or_idle(requests, self.idle_s, hint)
 
 
+HANGUP_GRACE_S = 1.0
 LIVE_IDLE_HINT = "a live caller with nothing to say sends silence (audio) or an empty text to keep the stream"
 
 
@@ -352,10 +364,14 @@ class _BlockingRequests:
             self._idle = idle
             raise
         except BaseException:
-            self._ctx.active = False  # the caller's stream broke off: it went away (not a failure of ours)
+            self._ctx.end()  # the caller's stream broke off: it went away (not a failure of ours)
             raise
         if item is None:
             self._ended = True
+            # A caller who hangs up ends its request stream too, moments before grpc cancels the call:
+            # waiting for that tells a hang-up (counted cancelled) from a stream closed without
+            # end_of_audio (INVALID_ARGUMENT), and costs only the latter the wait.
+            self._ctx.wait_ended(HANGUP_GRACE_S)
             raise StopIteration
         return item
 
