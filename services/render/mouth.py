@@ -44,7 +44,7 @@ CAVITY_TINT = np.array([0.34, 0.17, 0.17])
 # Inked illustrations (comics, line-art filters) shade with pure black strokes: when that many of
 # the face's pixels are that dark and in strokes, the picture's darkest paint is its ink, and the
 # artist's open mouth is filled with it (the photo's own teeth gaps are), so the cavity is the ink's
-# colour. A photo's darkest face pixels (nostrils, lashes) are far lighter. Strokes, not blobs: black
+# colour. A well-exposed photo's darkest face pixels (nostrils, lashes) are far lighter. Strokes, not blobs: black
 # sunglasses are as dark, but an opening with a square INK_STROKE face heights wide keeps them and
 # removes most of an inked face's. And pure black: a drawing's darks are mostly its ink at 0, where an
 # underexposed or crushed photo shades off into its shadows. The thresholds' measurements:
