@@ -30,6 +30,20 @@ def spoken():
     return pcm.tobytes(), speech.sample_rate, pcm.astype(np.float32) / 32767
 
 
+def gateway_metrics(stack):
+    """The gateway's metrics now: value(name, labels) (0 for a series that does not exist yet)."""
+    text = urllib.request.urlopen(stack.services["gateway"].metrics_url, timeout=5).read().decode()
+
+    def value(name: str, labels: str = "") -> float:
+        found = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+    return value
+
+
+def streams(kind: str, outcome: str) -> tuple[str, str]:
+    return "likeness_streams_total", f'{{kind="{kind}",outcome="{outcome}"}}'
+
+
 def test_live_video_comes_back_while_the_audio_is_spoken(stack, client, photo_id, spoken, tmp_path):
     """LiveVideo: 20 ms audio chunks in; after 3 s of audio the caller sends nothing more until video
     bytes have come back (a gateway that waited for the end of the audio would never send any). The
@@ -49,7 +63,7 @@ def test_live_video_comes_back_while_the_audio_is_spoken(stack, client, photo_id
             if i < 3 * rate * 2 <= i + piece:
                 got_media.wait(60)
 
-    arrivals, sent_at_first = [], None
+    arrivals, sent_at_first, before = [], None, gateway_metrics(stack)
     for message in client.live(audio(), sample_rate=rate, photo=photo_id, resolution=256, seed=4, timeout_s=300):
         kind = message.WhichOneof("response")
         if kind == "media" and sent_at_first is None:
@@ -58,6 +72,9 @@ def test_live_video_comes_back_while_the_audio_is_spoken(stack, client, photo_id
         arrivals.append((kind, message))
     kinds = [k for k, _ in arrivals]
     assert kinds[0] == "header" and kinds[-1] == "end" and set(kinds[1:-1]) == {"media"}
+    after = gateway_metrics(stack)
+    assert after(*streams("live_audio", "ok")) == before(*streams("live_audio", "ok")) + 1  # counted
+    assert after("likeness_streams_in_flight", '{kind="live_audio"}') == 0
     header = arrivals[0][1].header
     assert (header.frame_size.width, header.frame_size.height) == (256, 256) and header.seed == 4
     assert sent_at_first is not None and sent_at_first <= 3.05 < len(samples) / rate - 1, sent_at_first
@@ -112,7 +129,7 @@ def test_a_voice_agents_audio_pushed_ahead_stops_when_interrupted(stack, client,
         yield client.INTERRUPT
         yield next_reply
 
-    arrivals = []
+    arrivals, counted = [], gateway_metrics(stack)
     for message in client.live(agent(), sample_rate=rate, photo=photo_id, resolution=256, seed=4, timeout_s=300):
         kind = message.WhichOneof("response")
         if kind == "media":
@@ -120,6 +137,7 @@ def test_a_voice_agents_audio_pushed_ahead_stops_when_interrupted(stack, client,
         arrivals.append((kind, message))
     assert arrivals[-1][0] == "end"
     (notice,) = [m.interrupted for k, m in arrivals if k == "interrupted"]
+    assert gateway_metrics(stack)("likeness_live_interrupts_total") == counted("likeness_live_interrupts_total") + 1
     duration = len(samples) / rate
     assert 0.5 < notice.time_code < 0.5 + 1.5 + 2.0 < duration - 1.0 and notice.heard_text == "", notice
     (tmp_path / "agent.mp4").write_bytes(b"".join(m.media for k, m in arrivals if k == "media"))
@@ -202,7 +220,7 @@ def test_live_video_from_text_as_an_llm_writes_it(stack, client, photo_id, tmp_p
         for i in range(0, len(rest), 4):
             yield rest[i:i + 4]
 
-    arrivals = []
+    arrivals, before = [], gateway_metrics(stack)
     for message in client.live(text=text(), photo=photo_id, resolution=256, seed=4, emotion="auto",
                                auto_motions=True, timeout_s=300):
         kind = message.WhichOneof("response")
@@ -212,6 +230,11 @@ def test_live_video_from_text_as_an_llm_writes_it(stack, client, photo_id, tmp_p
     kinds = [k for k, _ in arrivals]
     assert kinds[0] == "header" and kinds[-1] == "end" and set(kinds[1:-1]) == {"media"}
     assert got_media.is_set() and waited["s"] >= 3.5
+    after, first_media = gateway_metrics(stack), ("likeness_stream_first_media_seconds_count", '{kind="live_text"}')
+    assert after(*streams("live_text", "ok")) == before(*streams("live_text", "ok")) + 1
+    assert after(*first_media) == before(*first_media) + 1
+    # the face rested while the writer thought (1.9 s of the 3.5 s)
+    assert after("likeness_live_idle_seconds_total") - before("likeness_live_idle_seconds_total") > 1.0
     (tmp_path / "live-text.mp4").write_bytes(b"".join(m.media for k, m in arrivals if k == "media"))
     video = decode(tmp_path / "live-text.mp4")
     from services.tts import TextToSpeech
@@ -392,7 +415,10 @@ def test_live_video_from_text_refuses_bad_input(stack, client, photo_id):
             ([gw.LiveVideoRequest(motion=expression_pb2.TimedMotion(time_code=1.0)), end], "motion", "tags"),
             ([gw.LiveVideoRequest(audio_chunk=b"\0\0"), end], "audio_chunk", "text"),
             ([gw.LiveVideoRequest(text="Hello there.")], "end_of_audio", "end_of_audio")):
+        before = gateway_metrics(stack)
         code, violations = violations_of(lambda: call(gw.LiveVideoRequest(header=header), *messages))
+        invalid = streams("live_text", "invalid")
+        assert gateway_metrics(stack)(*invalid) == before(*invalid) + 1  # counted
         assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == field and words in violations[0][1], \
             (messages, violations)
     good = call(gw.LiveVideoRequest(header=header), gw.LiveVideoRequest(text="Hello [nodd] there."), end)
@@ -422,7 +448,8 @@ def test_a_live_caller_who_hangs_up_frees_its_place(stack, client, photo_id, spo
 
     starts = [lambda: client.live(endless(), sample_rate=rate, photo=photo_id, resolution=256, timeout_s=120),
               lambda: client.live(text=thinking(), photo=photo_id, resolution=256, timeout_s=120)]
-    for start in starts:
+    for kind, start in zip(("live_audio", "live_text"), starts):
+        before = gateway_metrics(stack)
         call = start()
         assert next(call).HasField("header")
         assert next(call).HasField("media")  # running: video comes back
@@ -441,6 +468,12 @@ def test_a_live_caller_who_hangs_up_frees_its_place(stack, client, photo_id, spo
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
                 time.sleep(0.5)
+        # counted: the hang-up as cancelled (not as a stream that ended without end_of_audio), the refusal
+        after = gateway_metrics(stack)
+        assert after(*streams(kind, "cancelled")) == before(*streams(kind, "cancelled")) + 1, kind
+        assert after(*streams(kind, "invalid")) == before(*streams(kind, "invalid")), kind
+        assert after(*streams("live_audio", "refused")) >= before(*streams("live_audio", "refused")) + 1
+        assert after("likeness_streams_in_flight", f'{{kind="{kind}"}}') == 0
     stop.set()
 
 
@@ -490,10 +523,11 @@ def test_a_live_caller_silent_for_too_long_is_closed_and_frees_its_place(stack, 
 
 
 @pytest.mark.parametrize("keepalive_s", [0.5, 0.0])
-def test_a_live_session_keeps_its_stream_while_the_user_talks_long(stack, photo_id, keepalive_s):
+def test_a_live_session_keeps_its_stream_while_the_user_talks_long(stack, photo_id, keepalive_s, tmp_path):
     """LiveSession sends a keep-alive (an empty text) after `keepalive_s` with nothing to say: a voice agent
     whose user talks for longer than LIKENESS_STREAM_IDLE_S (2 s here) keeps its stream, and the next
-    reply is spoken on it. Without keep-alives (0) the same session is closed."""
+    reply is spoken on it; `likeness live --text-in - --keepalive` too, while its LLM thinks. Without
+    keep-alives (0) the same session is closed."""
     import threading
 
     replica = stack.start_replica("gateway", {"LIKENESS_STREAM_IDLE_S": "2"})
@@ -527,6 +561,18 @@ def test_a_live_session_keeps_its_stream_while_the_user_talks_long(stack, photo_
             said = " ".join(line for line in messages[-1].end.captions.webvtt.splitlines()
                             if line and "-->" not in line and not line.startswith("WEBVTT"))
             assert "Hello" in said and "Thanks" in said, said
+        # `likeness live --text-in -` keeps its stream the same way while the LLM on its stdin thinks
+        vtt = tmp_path / "thinking.vtt"
+        cli = subprocess.Popen([sys.executable, "-m", "services.cli", "live", "--photo", str(PHOTO), "--text-in", "-",
+                                "--size", "128", "--out", str(tmp_path / "thinking.mp4"), "--captions", str(vtt),
+                                "--server", replica.address, "--keepalive", str(keepalive_s)],
+                               cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        cli.stdin.write(b"Hello there.\n")
+        cli.stdin.flush()
+        time.sleep(6.0)  # thinking, past the idle limit
+        _, err = cli.communicate(b"Thanks, I see.\n", timeout=120)
+        assert cli.returncode == 0, err[-2000:]
+        assert "Hello" in vtt.read_text() and "Thanks" in vtt.read_text()
     finally:
         stack.kill_service(replica)
 
@@ -587,25 +633,3 @@ def test_cli_live_from_text_in_process_and_through_the_gateway(stack, tmp_path):
                              cwd=ROOT, input=b"", capture_output=True, timeout=120)
         assert bad.returncode == 2 and bad.stderr.decode().strip().splitlines()[-1].startswith(f"error: {field}"), \
             bad.stderr
-
-
-def test_the_streams_above_are_counted_in_the_metrics(stack):
-    """The gateway's stream metrics count what this module's tests did (videos from audio and text,
-    refused while the one place was taken, callers who hung up, a text whose tag was wrong, an LLM that
-    thought for 3.5 s): it runs after them, the file's last test."""
-    texts = {"gateway": urllib.request.urlopen(stack.services["gateway"].metrics_url, timeout=5).read().decode()}
-
-    def value(name: str, labels: str = "") -> float:  # (0 when the series does not exist yet)
-        found = re.search(rf"^{name}{re.escape(labels)} (\S+)$", texts["gateway"], re.MULTILINE)
-        return float(found.group(1)) if found else 0.0
-
-    # the live tests above: videos from audio and text, refused while the one place was taken, callers
-    # who hung up, a text whose tag was wrong, an LLM that thought for 3.5 s
-    for kind, outcome, at_least in (("live_audio", "ok", 3), ("live_text", "ok", 3), ("live_audio", "refused", 2),
-                                    ("live_audio", "cancelled", 1), ("live_text", "cancelled", 1),
-                                    ("live_text", "invalid", 1)):
-        assert value("likeness_streams_total", f'{{kind="{kind}",outcome="{outcome}"}}') >= at_least, (kind, outcome)
-    assert value("likeness_streams_in_flight", '{kind="live_text"}') == 0
-    assert value("likeness_stream_first_media_seconds_count", '{kind="live_text"}') >= 3
-    assert value("likeness_live_idle_seconds_total") > 1.0
-    assert value("likeness_live_interrupts_total") >= 2  # the interrupted live video, the CLI's CAN byte

@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from likeness_client.markers import Interrupt, Listen
 from services.cli import helpers, options
 from services.common.domain.errors import InputError
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from services.common.live.listening import Listen
-    from services.common.live.pacing import Interrupt
 
 CANCEL = "\x18"  # ASCII CAN in `likeness live --text-in -`: an interrupt (the user spoke over the avatar)
 LISTEN_ON, LISTEN_OFF = "\x11", "\x13"  # ASCII DC1 / DC3 there: the user started / stopped talking
@@ -49,6 +48,10 @@ def add_parser(sub) -> None:
     options.direction_options(parser, live=True)
     options.caption_options(parser, live=True)
     options.gateway_options(parser, optional=True)
+    parser.add_argument("--keepalive", type=float, default=10.0, metavar="SECONDS",
+                        help="with --server and --text-in: after this long with no text, send an empty one "
+                             "(the gateway closes a live stream silent for LIKENESS_STREAM_IDLE_S, 30 s by "
+                             "default, and an LLM may think longer); 0: never (default 10)")
     parser.set_defaults(func=run, burn_captions=False, stream=True)
 
 
@@ -69,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(name.replace("_", "-"), "goes with --text-in (audio brings its own voice and no words)")
     if args.speed != 1.0 and not from_text:
         raise InputError("speed", "goes with --text-in (audio is shown at its own pace)")
+    if not 0.0 <= args.keepalive <= 3600.0:  # (NaN too)
+        raise InputError("keepalive", f"must be 0-3600 seconds, got {args.keepalive:g}")
     motions, emotions = helpers.timed(args.motion, "motion"), helpers.timed(args.emotion_at, "emotion")
     if from_text and (motions or emotions):
         raise InputError("motion" if motions else "emotion-at", "goes with --audio-in; with --text-in write tags "
@@ -126,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
                                  if k != "burn_captions"})
                 if from_text:
                     voice_id = client.upload(voice_sample, kind="voice_sample") if voice_sample else None
-                    call = client.live(text=text, photo=asset, voice=args.voice_name or "", voice_sample=voice_id,
-                                       speed=args.speed, language=args.language, **common)
+                    call = client.live_session(photo=asset, voice=args.voice_name or "", voice_sample=voice_id,
+                                               speed=args.speed, language=args.language,
+                                               keepalive_s=args.keepalive, **common)
+                    threading.Thread(target=feed, args=(call, text), name="live-text-in", daemon=True).start()
                 else:
                     call = client.live(live_items(pieces, rate), sample_rate=rate, photo=asset, **common)
                 for message in call:
@@ -220,6 +227,20 @@ def live_text(args: argparse.Namespace) -> Iterator[str | Interrupt | Listen]:
         yield decoder.decode(b"", final=True)
 
     return from_stdin()
+
+
+def feed(session, text: Iterator[str | Interrupt | Listen]) -> None:
+    """`likeness live --text-in` items into a LiveSession, which keeps the stream alive while none come."""
+    try:
+        for item in text:
+            if isinstance(item, Interrupt):
+                session.interrupt()
+            elif isinstance(item, Listen):
+                session.listen(item.on)
+            else:
+                session.say(item)
+    finally:
+        session.end()
 
 
 def live_items(pieces: Iterator, rate: int) -> Iterator:
