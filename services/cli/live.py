@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from likeness_client.markers import Interrupt, Listen
 from services.cli import helpers, options
 from services.common.domain.errors import InputError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from likeness_client.markers import Interrupt, Listen
 
 CANCEL = "\x18"  # ASCII CAN in `likeness live --text-in -`: an interrupt (the user spoke over the avatar)
 LISTEN_ON, LISTEN_OFF = "\x11", "\x13"  # ASCII DC1 / DC3 there: the user started / stopped talking
@@ -231,6 +232,8 @@ def live_text(args: argparse.Namespace) -> Iterator[str | Interrupt | Listen]:
 
 def feed(session, text: Iterator[str | Interrupt | Listen]) -> None:
     """`likeness live --text-in` items into a LiveSession, which keeps the stream alive while none come."""
+    from likeness_client.markers import Interrupt, Listen  # (the client package loads protobuf: not for --help)
+
     try:
         for item in text:
             if isinstance(item, Interrupt):
