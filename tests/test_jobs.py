@@ -448,3 +448,56 @@ def test_a_run_whose_end_was_lost_in_an_outage_is_run_again(pg_server, managers)
     pg_server.start()
     assert wait_for(lambda: _state(manager, job.job_id) is JobState.SUCCEEDED, timeout=15)
     assert runs == [1, 2] and manager.get(job.job_id).attempts == 2
+
+
+def test_a_queued_job_wakes_one_free_worker_not_all(database):
+    """A queued job's notification wakes one of a replica's free workers: one claim takes it, where
+    eight workers all claiming at once would find it taken seven times."""
+    claims: list[float] = []
+
+    class Counting(JobManager):
+        def _claim(self):
+            claims.append(time.monotonic())
+            return super()._claim()
+
+    manager = Counting(lambda job, ctx: None, database, max_concurrent=8, lease_s=30.0)
+    try:
+        assert wait_for(lambda: len(claims) >= 8)  # each worker looked once at start, then waits (1 s)
+        time.sleep(0.1)
+        submitted = time.monotonic()
+        job, _ = manager.submit({})
+        assert wait_for(lambda: manager.get(job.job_id).state is JobState.SUCCEEDED, timeout=0.8)
+        time.sleep(0.1)
+        after = [t for t in claims if t >= submitted]
+        # the woken worker's claim, and its look for more once the job ran (the others still waiting)
+        assert 1 <= len(after) <= 2, len(after)
+    finally:
+        manager.close()
+
+
+def test_notifications_remember_a_bounded_number_of_jobs(database):
+    """A replica sees every job's notifications for as long as it runs: it remembers the latest
+    MAX_KEYS; a waiter on a forgotten job still wakes on its next change."""
+    from services.gateway.db import JOB_CHANNEL, Notifications
+
+    events = Notifications(database.dsn)
+    events.MAX_KEYS = 100
+    try:
+        assert events.connected.wait(5)
+        first = events.version("job0")
+        with database.connect() as conn:
+            conn.execute(f"SELECT pg_notify('{JOB_CHANNEL}', 'job' || g || ' SUCCEEDED') FROM generate_series(0, 999) g")
+        assert wait_for(lambda: events.version("job999") != first)
+        assert len(events._versions) <= 100
+        old = events.version("job0")  # forgotten: moved past what was read before its change
+        assert old != first
+        woken = []
+        waiter = threading.Thread(target=lambda: woken.append(events.wait("job0", old, 5.0)))
+        waiter.start()
+        time.sleep(0.2)
+        with database.connect() as conn:
+            conn.execute(f"SELECT pg_notify('{JOB_CHANNEL}', 'job0 RUNNING')")
+        waiter.join(5)
+        assert woken and woken[0] != old
+    finally:
+        events.close()

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -92,10 +92,17 @@ class Notifications:
     waiters block (threads: `wait`) or await (`await_change`) until a key changes. Keys: a job id,
     or a channel name (any notification on it)."""
 
+    # Keys remembered (most recently changed): a replica sees every job's notifications for as long as it
+    # runs, so the map is bounded. A forgotten key reads as `_floor`, the newest change forgotten: a
+    # waiter on it may wake once more than needed (it reads the job again), never miss a change.
+    MAX_KEYS = 4096
+
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self._lock = threading.Condition()
-        self._versions: dict[str, int] = defaultdict(int)
+        self._seq = 0  # one counter for every key: a key's version is the number of its latest change
+        self._floor = 0
+        self._versions: OrderedDict[str, int] = OrderedDict()
         self._async_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
         self._callbacks: list[Callable[[str, str, bool], None]] = []
         self._closed = threading.Event()
@@ -108,13 +115,16 @@ class Notifications:
 
     def version(self, key: str) -> int:
         with self._lock:
-            return self._versions[key]
+            return self._version(key)
+
+    def _version(self, key: str) -> int:
+        return self._versions.get(key, self._floor)
 
     def wait(self, key: str, version: int, timeout_s: float) -> int:
         """Blocks until `key` moves past `version` (or timeout); returns its version now."""
         with self._lock:
-            self._lock.wait_for(lambda: self._versions[key] != version or self._closed.is_set(), timeout_s)
-            return self._versions[key]
+            self._lock.wait_for(lambda: self._version(key) != version or self._closed.is_set(), timeout_s)
+            return self._version(key)
 
     async def await_change(self, key: str, version: int, timeout_s: float) -> int:
         """`wait` for asyncio: costs no thread while it waits."""
@@ -122,8 +132,8 @@ class Notifications:
         event = asyncio.Event()
         entry = (loop, event)
         with self._lock:
-            if self._versions[key] != version:
-                return self._versions[key]
+            if self._version(key) != version:
+                return self._version(key)
             self._async_waiters[key].add(entry)
         try:
             await asyncio.wait_for(event.wait(), timeout_s)
@@ -139,8 +149,15 @@ class Notifications:
     def _bump(self, keys: list[str] | None) -> None:
         """Moves `keys` (None: every key, after a reconnect: what happened meanwhile is unknown)."""
         with self._lock:
-            for key in (list(self._versions) if keys is None else keys):
-                self._versions[key] += 1
+            self._seq += 1
+            if keys is None:
+                self._versions.clear()
+                self._floor = self._seq
+            for key in keys or ():
+                self._versions[key] = self._seq
+                self._versions.move_to_end(key)
+            while len(self._versions) > self.MAX_KEYS:
+                _, self._floor = self._versions.popitem(last=False)
             woken = [w for key in (list(self._async_waiters) if keys is None else keys)
                      for w in self._async_waiters.get(key, ())]
             self._lock.notify_all()

@@ -166,7 +166,9 @@ class JobManager:
         self._progress_save_interval_s = progress_save_interval_s
         self._closed = threading.Event()
         self._lock = threading.Condition()
-        self._queued_version = 0  # moved by every notification of a queued job: free workers look
+        # A queued job's notification wakes one free worker (a claim can take one job): this many
+        # wake-ups are owed to free workers, at most one per worker.
+        self._wakeups, self._workers = 0, max(1, max_concurrent)
         self._running: dict[str, JobContext] = {}
         self._saved_at: dict[str, float] = {}  # job_id -> monotonic time of its last progress write
         self.events.on_job(self._notified)
@@ -365,9 +367,13 @@ class JobManager:
 
     def _notified(self, job_id: str, state: str, cancel: bool) -> None:
         if state in ("QUEUED", "RECONNECTED"):  # (after a reconnect: whatever was queued meanwhile)
+            everyone = state == "RECONNECTED"
             with self._lock:
-                self._queued_version += 1
-                self._lock.notify_all()
+                self._wakeups = min(self._wakeups + (self._workers if everyone else 1), self._workers)
+                if everyone:
+                    self._lock.notify_all()
+                else:
+                    self._lock.notify()
             return
         with self._lock:
             ctx = self._running.get(job_id)
@@ -378,8 +384,6 @@ class JobManager:
     def _work(self) -> None:
         poll_s = max(0.1, min(self.lease_s / 3, 1.0))  # expired leases are found by looking
         while not self._closed.is_set():
-            with self._lock:
-                seen = self._queued_version
             try:
                 job = self._claim()
             except Exception:  # noqa: BLE001 - the database restarting: look again shortly
@@ -387,7 +391,8 @@ class JobManager:
                 job = None
             if job is None:
                 with self._lock:
-                    self._lock.wait_for(lambda: self._queued_version != seen or self._closed.is_set(), poll_s)
+                    if self._lock.wait_for(lambda: self._wakeups > 0 or self._closed.is_set(), poll_s):
+                        self._wakeups = max(0, self._wakeups - 1)
                 continue
             try:
                 self._work_on(job)
