@@ -125,10 +125,19 @@ def test_auto_method_keeps_the_profile_that_sounds_closer(cloner: VoiceCloner, s
                                                           kokoro_profile: SpeakerProfile) -> None:
     """"auto" builds both and keeps the one whose speech of one fixed sentence the speaker encoder
     finds closer to the sample; both builds are deterministic, so it is exactly one of them."""
+    built = {"world": [], "kokoro": []}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIKENESS_CLONE_METHOD", "auto")
         mp.setenv("LIKENESS_CLONE_STYLE_EVALS", "4")
+        # Both builds are the fixtures' (deterministic, checked below by their inputs): replayed, not
+        # run again (~1 min of the suite); the sample's analysis and the judging run for real.
+        for method, made in (("world", profile), ("kokoro", kokoro_profile)):
+            def replay(*args, method=method, made=made):
+                built[method].append(args[1])  # (the sample's embedding it was asked to match)
+                return made
+            mp.setattr(cloner, f"_{method}_profile", replay)
         chosen = cloner.build_profile(sample)
+    assert all(len(calls) == 1 and np.allclose(calls[0], profile.embedding) for calls in built.values()), built
     scores = {"world": cloner._judge(profile, profile.embedding),
               "kokoro": cloner._judge(kokoro_profile, kokoro_profile.embedding)}
     winner = max(scores, key=scores.get)
