@@ -76,6 +76,7 @@ bench: setup eval-data
 	$(PY) benchmarks/render.py
 	$(PY) benchmarks/motions.py
 	$(PY) benchmarks/watermark.py
+	$(PY) benchmarks/identity.py
 
 eval-data: setup
 	PY=$(PY) bash scripts/install-eval-data.sh

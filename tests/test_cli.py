@@ -1,12 +1,14 @@
 """The `likeness` command's own behaviour, without running a pipeline or a gateway: `--version`, the allowed
 values of enum-valued options (refused in one line naming the option and the values), `jobs --json`
-(rendered from real likeness.v1.Job messages), and that building the parser loads no stage.
+(rendered from real likeness.v1.Job messages), that building the parser loads no stage, and that output
+paths the result could not be written to are refused before any work.
 
 (`likeness jobs --json` against a real gateway: tests/test_auth.py.)
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -185,3 +187,54 @@ def test_jobs_json_prints_one_array(monkeypatch, capsys) -> None:
     printed = json.loads(capsys.readouterr().out)
     assert [(j["job_id"], j["state"], j["stage"], j["progress"]) for j in printed] == [
         ("d" * 32, "running", "tts", 0.25), ("e" * 32, "cancelled", None, 0.0)]
+
+
+# -- output paths: tried before any work -----------------------------------------------------------
+
+def run_in_read_only(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """`likeness ARGS` while `folder` is read-only. chmod stops an ordinary user; root writes through
+    permissions, so for root the folder is bind-mounted read-only in a mount namespace of the command's
+    own (unshare -m: nothing outside it sees the mount)."""
+    folder.chmod(0o555)
+    command = [sys.executable, "-m", "services.cli", *args]
+    if os.geteuid() == 0:
+        command = ["unshare", "-m", "sh", "-c", 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" '
+                   '&& shift && exec "$@"', "sh", str(folder), *command]
+    try:
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        folder.chmod(0o755)
+
+
+def refused_before_any_work(proc: subprocess.CompletedProcess, field: str, folder: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {field}: cannot create files in {folder} (") \
+        and proc.stderr.count("\n") == 1, proc.stderr
+    assert "done in" not in proc.stderr, proc.stderr  # no stage ran
+
+
+@pytest.mark.parametrize("flag,name", [("--out", "x.mp4"), ("--out", "frames/"), ("--captions", "x.vtt"),
+                                       ("--poster", "x.jpg"), ("--export-blendshapes", "x.json")])
+def test_an_output_on_a_filesystem_that_takes_no_files_is_refused_before_any_work(tmp_path, flag, name) -> None:
+    """/proc says yes to os.access (for root too) and then refuses every new file."""
+    args = {"--out": str(tmp_path / "o.mp4"), flag: f"/proc/{name}"}
+    proc = run_cli("generate", "--photo", str(PHOTO), "--script", "Hi.", *[a for pair in args.items() for a in pair])
+    refused_before_any_work(proc, flag.removeprefix("--"), "/proc")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_in_a_read_only_folder_is_refused_before_any_work(tmp_path) -> None:
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    proc = run_in_read_only(folder, "generate", "--photo", str(PHOTO), "--script", "Hi.",
+                            "--out", str(folder / "x.mp4"))
+    refused_before_any_work(proc, "out", str(folder))
+    assert list(folder.iterdir()) == []
+
+
+def test_retry_and_submit_try_the_output_before_calling_a_gateway(tmp_path) -> None:
+    """The address is never dialled: the output is refused first (the port is closed anyway)."""
+    for args in (["retry", "--server", "127.0.0.1:9", "JOB", "--out", "/proc/x.mp4"],
+                 ["submit", "--server", "127.0.0.1:9", "--photo", str(PHOTO), "--script", "Hi.",
+                  "--out", "/proc/x.mp4"]):
+        refused_before_any_work(run_cli(*args), "out", "/proc")

@@ -991,6 +991,10 @@ def test_dockerfiles_lint_clean_and_match_the_deployments(docs: dict[str, list[d
     installed = [line for line in requirements if not re.match(excluded, line)]
     for package in ("psycopg[binary]==", "psycopg-pool=="):
         assert any(line.startswith(package) for line in installed), f"the images do not install {package}"
+    # the tests' identity instrument stays out: its model package holds dlib's non-commercial 68-point predictor
+    for package in ("dlib-bin==", "face-recognition-models=="):
+        assert not any(line.startswith(package) for line in installed), f"the images install {package}"
+    assert "|dlib-bin|face-recognition-models)==" in triton, "the Triton image installs the identity instrument"
     assert "pip install --no-cache-dir -c constraints.txt -r /tmp/requirements-runtime.txt" in base
     ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", "tests"} <= set(ignored) and "services" not in ignored

@@ -174,6 +174,23 @@ def test_output_checks(tmp_path):
         check_output(tmp_path / "nope" / "a.webm")
 
 
+def test_output_folder_is_tried_with_a_file(tmp_path):
+    """os.access says /proc is writable (to root as well); a file created there is refused. The probe
+    leaves nothing behind where it succeeds."""
+    from services.pipeline import check_output_path
+
+    for path in ("/proc/a.mp4", "/proc/frames"):
+        with pytest.raises(InputError, match=r"^out: cannot create files in /proc \(") as info:
+            check_output(path)
+        assert info.value.field == "out"
+    with pytest.raises(InputError, match="cannot create files in /proc") as info:
+        check_output_path("/proc/c.vtt", suffixes=(".vtt",), field="captions")
+    assert info.value.field == "captions"
+    assert check_output(tmp_path / "a.mp4") == (tmp_path / "a.mp4", "mp4")
+    assert check_output_path(tmp_path / "c.vtt", suffixes=(".vtt",), field="captions") == tmp_path / "c.vtt"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_videospec_round_trip_and_errors():
     frame = FrameSpec(720, "4:5", "contain", Background(color=(1, 2, 3)))
     kp = [[10, 10], [30, 10], [20, 20], [12, 28], [28, 28]]

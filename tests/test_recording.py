@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from services.common.domain.errors import InputError
-from services.tts.recording import (DRIVING, clipped_fraction, driving_speech, integrated_loudness,
-                                    prepare_recording)
+from services.tts.recording import (DRIVING, VOICE_SAMPLE, clipped_fraction, driving_speech,
+                                    integrated_loudness, prepare_recording)
 from services.tts.wavio import read_wav
 
 DATA = Path(__file__).parent / "data" / "librivox"
@@ -139,9 +139,80 @@ def test_clipped_recording_is_rejected(librivox) -> None:
 
 def test_too_short_and_too_long_recordings_are_rejected(librivox, monkeypatch) -> None:
     audio, rate, _, _ = librivox
-    _bad((audio[:int(2.0 * rate)], rate), "too short")
+    error = _bad((audio[:int(0.5 * rate)], rate), "too short")
+    assert "at least 1 s" in error.message, error.message
     monkeypatch.setenv("LIKENESS_RECORDING_MAX_S", "5")
     _bad((audio, rate), "too long")
+
+
+# -- short and hot recordings: used with a warning, down to 1 s of speech and up to 2% clipped -----------
+
+@pytest.fixture(scope="module")
+def tts():
+    from services.tts import TextToSpeech
+
+    return TextToSpeech()
+
+
+def spoken(tts, text: str, speed: float = 1.0) -> tuple[np.ndarray, int]:
+    speech = tts.synthesize(text, seed=1, speed=speed)
+    return speech.audio, speech.sample_rate
+
+
+def clipped(audio: np.ndarray, share: float) -> np.ndarray:
+    """`audio` turned up until `share` of its samples pass full scale, and clipped there (a hot input)."""
+    gain = 1.0 / np.quantile(np.abs(audio), 1.0 - share)
+    return np.clip(audio * gain, -1.0, 1.0).astype(np.float32)
+
+
+SHORT = [("Thank you, Mary.", 1.15), ("Maybe Bob will pay me back soon.", 1.0),
+         ("Please bring the big map, and open it wide for me.", 0.9)]
+
+
+@pytest.mark.parametrize("text,speed", SHORT, ids=["1.0s", "1.9s", "2.7s"])
+def test_short_recording_is_used_with_a_warning(tts, text, speed) -> None:
+    prepared = prepare_recording(spoken(tts, text, speed), field=DRIVING)
+    assert 1.0 <= prepared.duration < 3.0, prepared.duration
+    assert prepared.warnings == [f"driving_audio is short: {prepared.duration:.1f} s of speech; "
+                                 "3 s or more is better"]
+    speech = driving_speech(prepared, text)  # and it aligns to its transcript
+    assert [w.text for w in speech.words] == text.replace(",", "").replace(".", "").split()
+
+
+def test_short_voice_sample_warning_says_what_clones_better(tts) -> None:
+    prepared = prepare_recording(spoken(tts, "Thank you, Mary.", 1.15), field=VOICE_SAMPLE)
+    assert len(prepared.warnings) == 1 and prepared.warnings[0].startswith("voice_sample is short: 1.0 s"), \
+        prepared.warnings
+    assert "10-30 s clones the voice better" in prepared.warnings[0]
+
+
+def test_recording_of_three_seconds_or_more_has_no_warning(tts) -> None:
+    prepared = prepare_recording(spoken(tts, "Maybe Bob will pay me back soon. Please bring the big map."))
+    assert prepared.duration >= 3.0 and prepared.warnings == [], (prepared.duration, prepared.warnings)
+
+
+def test_half_second_recording_is_refused(tts) -> None:
+    error = _bad(spoken(tts, "Hello."), "is too short")
+    assert "at least 1 s is needed" in error.message, error.message
+
+
+@pytest.mark.parametrize("share", [0.001, 0.007, 0.01, 0.05])
+def test_clipping_below_two_percent_warns_and_above_is_refused(tts, share) -> None:
+    audio, rate = spoken(tts, "Maybe Bob will pay me back soon. Please bring the big map.")
+    hot = clipped(audio, share)
+    measured = clipped_fraction(hot)
+    assert share * 0.7 <= measured <= share, measured  # (lone samples at full scale are not counted)
+    if share >= 0.02:
+        error = _bad((hot, rate), "is clipped")
+        assert f"{measured:.1%} of samples" in error.message and "limit 2.0%" in error.message, error.message
+        return
+    prepared = prepare_recording((hot, rate), field=DRIVING)
+    warned = [w for w in prepared.warnings if "clipped" in w]
+    if share < 0.002:  # a few flat peaks: nothing to say
+        assert warned == [], prepared.warnings
+    else:
+        assert warned == [f"driving_audio is clipped in places ({measured:.1%} of samples flat at full scale); "
+                          "it was used, but a lower input level records cleaner speech"], prepared.warnings
 
 
 @pytest.mark.parametrize("data,match", [
@@ -193,7 +264,22 @@ def test_tts_align_without_transcript_returns_prepared_audio(librivox) -> None:
         servicer.Align(silent, None)
 
 
-def test_cli_bad_recording_is_one_line_error_exit_2(tmp_path: Path) -> None:
+def test_tts_align_passes_on_the_warnings_that_reach_a_job(tts) -> None:
+    """The platform's path: the runner adds AlignResponse.warnings to the job's warnings."""
+    from services.common.infra import wire
+    from likeness_client.proto.likeness.v1 import common_pb2, tts_pb2
+    from services.tts.server import TtsServicer
+
+    audio, rate = spoken(tts, "Thank you, Mary.", 1.15)
+    request = tts_pb2.AlignRequest(audio=common_pb2.AudioSource(audio=wire.audio_to_pb(clipped(audio, 0.01), rate)),
+                                   transcript="Thank you, Mary.")
+    response = TtsServicer(tts=None).Align(request, None)
+    assert [w.text for w in response.timeline.words] == ["Thank", "you", "Mary"]
+    assert [w.split(" (")[0].split(":")[0] for w in response.warnings] == ["audio is clipped in places",
+                                                                          "audio is short"], response.warnings
+
+
+def test_cli_bad_recording_is_one_line_error_exit_2(tmp_path: Path, tts) -> None:
     from skimage import data as skdata
     from PIL import Image
 
@@ -201,11 +287,44 @@ def test_cli_bad_recording_is_one_line_error_exit_2(tmp_path: Path) -> None:
     Image.fromarray(skdata.astronaut()).save(photo)
     silent = tmp_path / "silent.wav"
     silent.write_bytes(encode(np.zeros(16000 * 4, np.float32), 16000, "wav", "pcm_s16le"))
-    for extra, expected in (([], "driving_audio: is silent"),
-                            (["--voice", str(silent)], "error: voice:")):
+    half_second, hard_clipped = tmp_path / "half_second.wav", tmp_path / "hard_clipped.wav"
+    half_second.write_bytes(encode(*spoken(tts, "Hello."), "wav", "pcm_s16le"))
+    audio, rate = spoken(tts, "Maybe Bob will pay me back soon. Please bring the big map.")
+    hard_clipped.write_bytes(encode(clipped(audio, 0.05), rate, "wav", "pcm_s16le"))
+    for recording, extra, expected in ((silent, [], "error: driving_audio: is silent"),
+                                       (silent, ["--voice", str(silent)], "error: voice:"),
+                                       (half_second, [], "error: driving_audio: is too short: 0.5"),
+                                       (hard_clipped, [], "error: driving_audio: is clipped (4.")):
         result = subprocess.run([sys.executable, "-m", "services.cli", "generate", "--photo", str(photo),
-                                 "--audio", str(silent), "--out", str(tmp_path / "o.mp4"), *extra],
+                                 "--audio", str(recording), "--out", str(tmp_path / "o.mp4"), *extra],
                                 capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert result.returncode == 2, result.stderr
         lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
-        assert len(lines) == 1 and expected in lines[0], result.stderr
+        assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+        assert not (tmp_path / "o.mp4").exists()
+
+
+def test_cli_renders_a_short_hot_recording_with_its_warnings(tmp_path: Path, tts) -> None:
+    """1 s of speech, 1% of it clipped: rendered, and both warnings on stderr (no transcript: the
+    audio-only expression model drives the face)."""
+    from tests.video_instrument import decode, measure_faces
+
+    audio, rate = spoken(tts, "Thank you, Mary.", 1.15)
+    recording, out = tmp_path / "short_hot.wav", tmp_path / "x.mp4"
+    recording.write_bytes(encode(clipped(audio, 0.01), rate, "wav", "pcm_s16le"))
+    result = subprocess.run([sys.executable, "-m", "services.cli", "generate",
+                             "--photo", str(ROOT / "assets" / "photos" / "grace_hopper.jpg"),
+                             "--audio", str(recording), "--out", str(out), "--size", "256"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert any(w.startswith("warning: driving_audio is short: 1.0 s of speech; 3 s or more is better")
+               for w in warnings), result.stderr
+    assert any(w.startswith("warning: driving_audio is clipped in places (0.") for w in warnings), result.stderr
+    video = decode(out)
+    assert video.frames.shape[1:] == (256, 256, 3)
+    assert 1.0 <= video.video_duration <= 1.3 and abs(video.video_duration - video.audio_duration) <= 1 / 25 + 0.03
+    faces = measure_faces(video.frames)
+    assert faces.found.all()
+    mouth = faces.mouth_aperture
+    assert np.nanmax(mouth) - np.nanmin(mouth) > 0.03, mouth  # it speaks

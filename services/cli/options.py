@@ -125,8 +125,9 @@ def photo_and_script_options(parser: argparse.ArgumentParser) -> None:
                                          "[raise brows] / [wink left] (a motion on the next word), [pause 1.5] "
                                          "(with --audio: what the recording says)")
     script.add_argument("--script-file", help="UTF-8 text file to speak")
-    group.add_argument("--audio", help="your own recording (wav/mp3/m4a/ogg/webm) to lip-sync to instead "
-                                       "of synthesized speech; with --script it is aligned to the text")
+    group.add_argument("--audio", help="your own recording (wav/mp3/m4a/ogg/webm; 1-300 s of speech, 3 s or "
+                                       "more is better) to lip-sync to instead of synthesized speech; with "
+                                       "--script it is aligned to the text")
 
 
 def photo_option(parser) -> None:
@@ -138,7 +139,7 @@ def speech_options(parser: argparse.ArgumentParser, *, live: bool = False) -> No
     (`live`: they go with --text-in)."""
     first = _with_text_in(live)
     group = parser.add_argument_group("speech")
-    group.add_argument("--voice", help=f"{first}a 3-60 s sample of a voice (any text; wav/mp3/m4a/ogg/webm): "
+    group.add_argument("--voice", help=f"{first}a 1-60 s sample of a voice (10-30 s clones it best) (any text; wav/mp3/m4a/ogg/webm): "
                                        "the script is spoken in that voice")
     group.add_argument("--voice-name", choices=VOICE_NAME, metavar="NAME",
                        help=f"{first}a built-in voice: %(choices)s (`likeness voices`); default: joe")

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from services.cli import helpers, options
-from services.common.domain.errors import InputError
 
 
 def add_parser(sub) -> None:
@@ -23,9 +21,9 @@ def run(args: argparse.Namespace) -> int:
 
     from likeness_client import JobFailedError
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".mp4", ".webm") or not out.parent.is_dir():
-        raise InputError("out", f"{args.out}: give a .mp4 or .webm path in an existing folder")
+    from services.pipeline import check_output_path
+
+    out = check_output_path(args.out, suffixes=(".mp4", ".webm"))
     client = helpers.reachable_client(args)
     if client is None:
         return 1

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from services.common.infra.grpc_errors import field_violations
 
     script, voice_sample, driving_audio, photo = helpers.read_inputs(args)
+    helpers.check_submit_out(args)
     helpers.check_captions(args, script, driving_audio)
     helpers.check_poster(args, alpha=(args.background or "").strip().lower() == "transparent")
     timed = dict(motions=helpers.timed(args.motion, "motion"), emotions=helpers.timed(args.emotion_at, "emotion"))

@@ -131,13 +131,20 @@ _ALL = [
     _s("LIKENESS_ESPEAK", "str", "espeak-ng", "espeak-ng program", "tts"),
     _s("LIKENESS_ALIGN_MIN_SCORE", "float", -32.0, "forced-alignment score below which audio is not the script",
        "tts"),
-    _s("LIKENESS_RECORDING_MIN_S", "float", 3.0, "shortest driving recording (s)", "tts"),
+    _s("LIKENESS_RECORDING_MIN_S", "float", 1.0, "shortest driving recording (s of speech)", "tts"),
+    _s("LIKENESS_RECORDING_SHORT_S", "float", 3.0, "a driving recording with less speech (s) is used "
+       "with a warning", "tts"),
     _s("LIKENESS_RECORDING_MAX_S", "float", 300.0, "longest driving recording (s)", "tts"),
-    _s("LIKENESS_VOICE_SAMPLE_MIN_S", "float", 3.0, "shortest voice sample (s)", "tts"),
+    _s("LIKENESS_VOICE_SAMPLE_MIN_S", "float", 1.0, "shortest voice sample (s of speech)", "tts"),
+    _s("LIKENESS_VOICE_SAMPLE_SHORT_S", "float", 5.0, "a voice sample with less speech (s) is used "
+       "with a warning", "tts"),
     _s("LIKENESS_VOICE_SAMPLE_MAX_S", "float", 60.0, "longest voice sample (s)", "tts"),
     _s("LIKENESS_AUDIO_TARGET_LUFS", "float", -18.0, "loudness recordings are normalised to", "tts"),
     _s("LIKENESS_AUDIO_SILENCE_DBFS", "float", -55.0, "peak below which a recording is silent", "tts"),
-    _s("LIKENESS_AUDIO_MAX_CLIPPED", "float", 0.002, "largest fraction of clipped samples", "tts"),
+    _s("LIKENESS_AUDIO_WARN_CLIPPED", "float", 0.002, "fraction of clipped samples from which a recording "
+       "is used with a warning", "tts"),
+    _s("LIKENESS_AUDIO_MAX_CLIPPED", "float", 0.02, "fraction of clipped samples from which a recording "
+       "is refused", "tts"),
     _s("LIKENESS_AUDIO_TRIM_DB", "float", 35.0, "trim frames this far below the loud part", "tts"),
     _s("LIKENESS_CLONE_STRENGTHS", "list", (0.5, 1.0, 1.5), "envelope-correction strengths tried", "tts",
        "0.5,1.0,1.5"),

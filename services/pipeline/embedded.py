@@ -6,7 +6,6 @@ gRPC; this object is the no-servers default behind `likeness generate`.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -42,18 +41,15 @@ class VideoResult:
 
 
 def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4",), field: str = "out") -> Path:
-    """Fail before any work if the result could not be written."""
+    """Fail before any work if the result could not be written (services.render.check_writable)."""
+    from services.render import check_writable
+
     out = Path(path)
     if out.suffix.lower() not in suffixes:
         raise InputError(field, f"{out} must end with {' or '.join(suffixes)}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(field, f"directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise InputError(field, f"cannot write to {out}")
     if out.is_dir():
         raise InputError(field, f"{out} is a directory")
-    return out
+    return check_writable(out, field)
 
 
 class EmbeddedPipeline:

@@ -24,7 +24,7 @@ _EXPORTS = {
     "parse_frame_pb": "spec",
     # video files and streams
     "encode_mp4": "encode", "decode_mp4": "encode", "stream_mp4": "encode", "AudioFeed": "encode",
-    "write_atomically": "encode", "write_video": "formats", "check_output": "formats", "output_kind": "formats",
+    "write_atomically": "encode", "write_video": "formats", "check_output": "formats", "check_writable": "formats", "output_kind": "formats",
     "decode_frames": "formats", "read_mark": "provenance", "detect_watermark": "watermark.detect",
     "WATERMARK_DETECTED_Z": "watermark.DETECTED_Z",
 }

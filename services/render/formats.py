@@ -48,6 +48,26 @@ def output_kind(path: str | Path) -> str:
     raise InputError("out", f"{p} must end with .mp4 or .webm, or name a directory for a PNG sequence")
 
 
+def check_writable(path: str | Path, field: str = "out") -> Path:
+    """InputError(field) unless a result can be written at `path`, tried before any work: its folder
+    exists and takes a new file. Tried by creating (and removing) one there, since os.access answers
+    yes for /proc, and for root on a read-only mount. Results go through a sibling renamed into place
+    (write_atomically, the PNG folder), so the folder is what must take files."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(field, f"directory {parent} does not exist")
+    if out.exists() and not out.is_dir() and not os.access(out, os.W_OK):
+        raise InputError(field, f"cannot write to {out}")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".likeness-probe-", dir=parent)
+    except OSError as exc:
+        raise InputError(field, f"cannot create files in {parent} ({exc.strerror or 'refused'})") from None
+    os.close(handle)
+    os.unlink(probe)
+    return out
+
+
 def check_output(path: str | Path, *, alpha: bool = False) -> tuple[Path, str]:
     """(path, kind), or InputError before any work if the result could not be written there."""
     kind = output_kind(path)
@@ -55,18 +75,12 @@ def check_output(path: str | Path, *, alpha: bool = False) -> tuple[Path, str]:
     if alpha and kind == "mp4":
         raise InputError("out", "a transparent background needs .webm (VP9 with alpha) or a directory "
                                 "(PNG sequence); H.264 mp4 has no alpha channel")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError("out", f"directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError("out", f"cannot write to {parent}")
     if kind == "png":
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise InputError("out", f"{out} exists and is not an empty directory")
     elif out.is_dir():
         raise InputError("out", f"{out} is a directory")
-    elif out.exists() and not os.access(out, os.W_OK):
-        raise InputError("out", f"cannot write to {out}")
+    check_writable(out)
     return out, kind
 
 

@@ -2,10 +2,10 @@
 
 Any container/codec PyAV decodes (wav, mp3, m4a/aac, ogg/opus/vorbis, webm, flac), any rate, mono or
 stereo. Then, in order:
-  * rejects what cannot be speech: silent, heavily clipped, NaN/inf;
+  * rejects what cannot be speech: silent, heavily clipped, NaN/inf (mildly clipped: a warning);
   * trims leading/trailing silence (frame energy against the recording's own loud frames, so a
     noisy room is not mistaken for speech), keeping a short pad so plosive onsets survive;
-  * checks the trimmed length (min/max per kind);
+  * checks the trimmed length (min/max per kind; short but usable: a warning);
   * normalises loudness to a target integrated loudness (ITU-R BS.1770 K-weighting with the
     -70 LUFS absolute and -10 LU relative gates), limited so the peak stays below -1 dBFS.
 """
@@ -32,13 +32,18 @@ VOICE_SAMPLE = "voice_sample"
 class Limits:
     min_seconds: float
     max_seconds: float
+    short_seconds: float  # less speech than this is used, with a warning saying what more would give
+    better: str  # that warning's advice
 
     @classmethod
     def for_kind(cls, kind: str) -> "Limits":
         if kind == VOICE_SAMPLE:
             return cls(config.get_float("LIKENESS_VOICE_SAMPLE_MIN_S"),
-                       config.get_float("LIKENESS_VOICE_SAMPLE_MAX_S"))
-        return cls(config.get_float("LIKENESS_RECORDING_MIN_S"), config.get_float("LIKENESS_RECORDING_MAX_S"))
+                       config.get_float("LIKENESS_VOICE_SAMPLE_MAX_S"),
+                       config.get_float("LIKENESS_VOICE_SAMPLE_SHORT_S"), "10-30 s clones the voice better")
+        short = config.get_float("LIKENESS_RECORDING_SHORT_S")
+        return cls(config.get_float("LIKENESS_RECORDING_MIN_S"), config.get_float("LIKENESS_RECORDING_MAX_S"),
+                   short, f"{short:g} s or more is better")
 
 
 @dataclass
@@ -78,7 +83,7 @@ def prepare_recording(data: bytes | tuple[np.ndarray, int], *, field: str = DRIV
     if original_s > 2 * limits.max_seconds + 10:  # don't spend time analysing a huge file
         raise InputError(field, f"is too long: {original_s:.1f} s; the limit is {limits.max_seconds:g} s")
     _check_not_silent(samples, field)
-    _check_not_clipped(samples, field)
+    warnings = _check_clipping(samples, field)
     start, end = speech_bounds(samples, rate)
     trimmed = samples[start:end]
     seconds = len(trimmed) / rate
@@ -87,6 +92,8 @@ def prepare_recording(data: bytes | tuple[np.ndarray, int], *, field: str = DRIV
                                 f"{limits.min_seconds:g} s is needed")
     if seconds > limits.max_seconds:
         raise InputError(field, f"is too long: {seconds:.1f} s of speech; the limit is {limits.max_seconds:g} s")
+    if seconds < limits.short_seconds:
+        warnings.append(f"{field} is short: {seconds:.1f} s of speech; {limits.better}")
     loudness = integrated_loudness(trimmed, rate)
     target = config.get_float("LIKENESS_AUDIO_TARGET_LUFS")
     gain_db = target - loudness
@@ -94,7 +101,6 @@ def prepare_recording(data: bytes | tuple[np.ndarray, int], *, field: str = DRIV
     ceiling = 10 ** (PEAK_CEILING_DBFS / 20)
     if peak * 10 ** (gain_db / 20) > ceiling:  # a peak limit, not a compressor: keep the dynamics
         gain_db = 20 * np.log10(ceiling / peak)
-    warnings = []
     if gain_db > 30:
         warnings.append(f"{field} is very quiet ({loudness:.0f} LUFS); it was amplified by {gain_db:.0f} dB")
     out = (trimmed * 10 ** (gain_db / 20)).astype(np.float32)
@@ -159,12 +165,18 @@ def clipped_fraction(samples: np.ndarray) -> float:
     return float(lengths[lengths >= 3].sum()) / len(samples)
 
 
-def _check_not_clipped(samples: np.ndarray, field: str) -> None:
+def _check_clipping(samples: np.ndarray, field: str) -> list[str]:
+    """Refused from LIKENESS_AUDIO_MAX_CLIPPED (2%) of samples clipped; from LIKENESS_AUDIO_WARN_CLIPPED
+    (0.2%) used with a warning: a mildly hot recording still drives the lips, heavy clipping garbles it."""
     fraction = clipped_fraction(samples)
     limit = config.get_float("LIKENESS_AUDIO_MAX_CLIPPED")
-    if fraction > limit:
+    if fraction > 0 and fraction >= limit:
         raise InputError(field, f"is clipped ({fraction:.1%} of samples flat at full scale, limit "
                                 f"{limit:.1%}); record again with a lower input level")
+    if fraction > 0 and fraction >= config.get_float("LIKENESS_AUDIO_WARN_CLIPPED"):
+        return [f"{field} is clipped in places ({fraction:.1%} of samples flat at full scale); it was used, "
+                "but a lower input level records cleaner speech"]
+    return []
 
 
 def speech_bounds(samples: np.ndarray, rate: int) -> tuple[int, int]:

@@ -46,7 +46,9 @@ CALIBRATION_TEXT = (
     "It is easy to tell the depth of a well. These days a chicken leg is a rare dish. "
     "Rice is often served in round bowls. The juice of lemons makes fine punch.")
 ANALYSIS_MAX_RATE = 22050  # the TTS voice has nothing above 11 kHz to convert
-MIN_VOICED_S = 1.5
+# Enough voiced frames for F0 and envelope statistics: the shortest accepted sample (1 s of speech) is
+# only partly voiced (docs/notes/voice.md).
+MIN_VOICED_S = 0.25
 
 
 STYLE_CALIBRATION_TEXT = "The birch canoe slid on the smooth planks."  # ~3 s: each search step speaks it
@@ -100,8 +102,8 @@ class VoiceCloner:
             return self._calibration
 
     def build_profile(self, sample: bytes | tuple[np.ndarray, int], *, field: str = VOICE_SAMPLE) -> SpeakerProfile:
-        """A voice sample (encoded bytes or (samples, rate); 3-60 s of speech, any text) -> profile.
-        Raises InputError(field, ...) for unusable samples."""
+        """A voice sample (encoded bytes or (samples, rate); 1-60 s of speech, any text) -> profile.
+        Raises InputError(field, ...) for unusable samples; a short one is used with a warning."""
         sha = sample_sha256(sample)
         prepared = prepare_recording(sample, field=field, kind=VOICE_SAMPLE)
         audio, rate = _at_most(prepared.samples, prepared.sample_rate, ANALYSIS_MAX_RATE)
@@ -113,12 +115,8 @@ class VoiceCloner:
             raise InputError(field, f"has too little voiced speech to learn a voice from (need "
                                     f"{MIN_VOICED_S:g} s of voiced speech)")
         sample_embedding = encoder.embed(self.client, prepared.samples, prepared.sample_rate)
-        warnings = list(prepared.warnings)
-        if prepared.duration < 5:
-            warnings.append(f"the voice sample has only {prepared.duration:.1f} s of speech; 10-30 s "
-                            "clones the voice better")
         common = dict(embedding=sample_embedding, voiced_seconds=target.voiced_seconds, sample_sha256=sha,
-                      warnings=warnings)
+                      warnings=list(prepared.warnings))
         method = configured_method()
         if method == "auto":
             candidates = [self._world_profile(target, sample_embedding, common),
