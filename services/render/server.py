@@ -24,12 +24,14 @@ from services.common import config
 from services.common.infra import wire
 from services.common.domain.arkit import ARKIT_52, HEAD_POSE
 from services.common.domain.audio_io import decode_audio
+from services.common.domain.captions import Cue
 from services.common.domain.errors import InputError
 from services.common.infra.grpc_server import grpc_port, metrics_port, serve, start_metrics_server
 from services.common.infra.inference import InferenceClient, client_from_env
 from likeness_client.proto.likeness.v1 import common_pb2, render_pb2 as rd, render_pb2_grpc
 from services.common.infra.storage import ObjectNotFoundError, Storage
 from services.common.infra.tracing import configure, grpc_server_interceptors, span
+from services.render.caption_overlay import CaptionOverlay
 from services.render.encode import AudioFeed, stream_mp4
 from services.render.formats import write_video
 from services.render.layout import Compositor, FrameSpec
@@ -280,9 +282,6 @@ def _caption_overlay(header: rd.RenderVideoHeader, frame_size: tuple[int, int]):
     """The header's caption cues to draw into the frames, or None."""
     if not header.captions:
         return None
-    from services.common.domain.captions import Cue
-    from services.render.caption_overlay import CaptionOverlay
-
     for c in header.captions:
         if not (np.isfinite(c.start) and np.isfinite(c.end) and 0 <= c.start <= c.end):
             raise InputError("header.captions", f"a cue must have 0 <= start <= end, got {c.start}..{c.end}")
