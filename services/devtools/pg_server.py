@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+
 from services.devtools.child_process import ManagedServer, run_until_signalled
 from services.devtools.ports import free_ports
 
@@ -133,8 +135,6 @@ class PgServer(ManagedServer):
             raise PgServerError(f"initdb failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
 
     def _connect(self, database: str = "postgres"):
-        import psycopg
-
         return psycopg.connect(self.dsn(database), autocommit=True, connect_timeout=2)
 
     def _wait_ready(self) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.infra.storage import Storage
 from services.devtools.child_process import die_with_parent, log_tail
 from services.devtools.pg_server import PgServer
 from services.devtools.ports import free_ports
@@ -265,8 +266,6 @@ class LocalPlatform:
         return self.services["gateway"].address
 
     def storage(self):
-        from services.common.infra.storage import Storage
-
         env = self.s3.env()
         return Storage(env["LIKENESS_S3_ENDPOINT"], env["LIKENESS_S3_ACCESS_KEY"], env["LIKENESS_S3_SECRET_KEY"],
                        env["LIKENESS_S3_BUCKET"])

@@ -77,6 +77,7 @@ def _rewrite_imports(text: str, package: str) -> str:
 
 
 def _run_protoc(proto_root: Path, files: list[Path], dest: Path) -> None:
+    # (protoc's C extension, only when code is regenerated: the up-to-date check stays a few ms)
     import grpc_tools
     from grpc_tools import protoc
 

@@ -29,12 +29,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable
 
 import grpc
+from grpc_health.v1 import _async as health_async, health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from services.common import config
 
 from services.common.infra import deadline, grpc_errors
 from services.common.domain.errors import InputError
-from services.common.infra.grpc_server import record_call
+from services.common.infra.grpc_server import (bind_host, grpc_port, max_message_bytes, metrics_port, record_call,
+                                               start_metrics_server)
+from services.common.infra.tracing import aio_server_interceptors, configure
 from likeness_client.proto.likeness.v1 import gateway_pb2 as gw, gateway_pb2_grpc
 from services.gateway import assets, auth
 from services.gateway.server import STAGES, GatewayServicer, build
@@ -380,14 +384,6 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
                 credentials: grpc.ServerCredentials | None = None, health_port: int = 0,
                 ready: Callable[[int], None] = lambda port: None) -> None:
     """Serves the gateway until SIGTERM/SIGINT, then drains as grpc_server.stop_gracefully does."""
-    from concurrent import futures
-
-    from grpc_health.v1 import _async as health_async, health, health_pb2, health_pb2_grpc
-    from grpc_reflection.v1alpha import reflection
-
-    from services.common.infra.grpc_server import max_message_bytes
-    from services.common.infra.tracing import aio_server_interceptors
-
     size = max_message_bytes()
     server = grpc.aio.server(
         interceptors=aio_server_interceptors(),
@@ -410,7 +406,7 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
         probes_health = health.HealthServicer()
         for name in ("", SERVICE):
             probes_health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        probes = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+        probes = grpc.server(ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
         health_pb2_grpc.add_HealthServicer_to_server(probes_health, probes)
         if probes.add_insecure_port(f"{host}:{health_port}") == 0:
             raise OSError(f"cannot bind the health port {host}:{health_port}")
@@ -432,9 +428,6 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
 
 
 def main() -> None:
-    from services.common.infra.grpc_server import bind_host, grpc_port, metrics_port, start_metrics_server
-    from services.common.infra.tracing import configure
-
     logging.basicConfig(level=config.get_str("LIKENESS_LOG_LEVEL"))
     configure("gateway")
     keys = auth.keys_from_env(config.get_str("LIKENESS_API_KEYS_FILE"))

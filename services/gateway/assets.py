@@ -6,6 +6,7 @@ import re
 import warnings
 
 from services.common import config
+from services.common.domain.audio_io import decode_audio
 from services.common.domain.errors import InputError
 from likeness_client.proto.likeness.v1 import gateway_pb2 as gw
 
@@ -60,7 +61,7 @@ def check_header(header: gw.UploadAssetHeader) -> None:
 def check_content(kind: int, data: bytes) -> None:
     """Cheap admission checks so a job does not fail minutes later on an obviously bad asset."""
     if kind == gw.ASSET_KIND_PHOTO:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # (Pillow: photos alone; the gateway starts without it)
 
         try:
             with warnings.catch_warnings():
@@ -75,8 +76,6 @@ def check_content(kind: int, data: bytes) -> None:
             # (Pillow's messages name the buffer's repr: none of the caller's business)
             raise InputError("photo", "not a readable image (JPEG, PNG, WebP, ...)") from None
     elif kind in (gw.ASSET_KIND_VOICE_SAMPLE, gw.ASSET_KIND_DRIVING_AUDIO):
-        from services.common.domain.audio_io import decode_audio
-
         decode_audio(data, field="audio")
     elif kind == gw.ASSET_KIND_SCRIPT:
         try:

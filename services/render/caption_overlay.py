@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from services.common.domain.captions import Cue
 
@@ -23,7 +24,7 @@ BOTTOM_MARGIN = 0.07
 
 @lru_cache(maxsize=1)
 def _font_path() -> Path:
-    import matplotlib
+    import matplotlib  # (~1 s to import, only to find the font it ships: the render server starts without it)
 
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
 
@@ -50,8 +51,6 @@ def _wrap(words: list[str], fits) -> list[str]:
 
 class CaptionOverlay:
     def __init__(self, cues: Sequence[Cue], frame_size: tuple[int, int]) -> None:
-        from PIL import Image, ImageDraw, ImageFont
-
         width, height = frame_size
         size = max(12, int(round(TEXT_HEIGHT * min(width, height))))
         font = ImageFont.truetype(str(_font_path()), size)

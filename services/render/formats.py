@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from services.common import config
+from services.common.domain.audio_io import encode_wav
 from services.common.domain.errors import InputError
 from services.render import provenance, watermark
 from services.render.encode import _audio_planar, _fps_fraction, encode_mp4, mux_interleaved, write_atomically
@@ -118,8 +119,6 @@ def _encode_webm(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: i
 def write_png_sequence(frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int,
                        directory: str | Path, *, alpha: bool = False) -> Path:
     """frame_000001.png ... (+ audio.wav) into `directory`, which appears only when complete."""
-    from services.common.domain.audio_io import encode_wav
-
     target = Path(directory)
     parent = target.parent if str(target.parent) else Path(".")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))

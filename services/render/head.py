@@ -69,7 +69,7 @@ SIDE_INNER = 0.7
 
 def turn_depth(landmarks: np.ndarray) -> np.ndarray:
     """Depth [N] for turning the head: mediapipe's, evened out beside the face."""
-    from scipy.interpolate import LinearNDInterpolator
+    from scipy.interpolate import LinearNDInterpolator  # (~1 s to import: the render server starts without scipy)
 
     f = FaceFrame(landmarks)
     pts = landmarks[:, :2].astype(np.float64)

@@ -25,6 +25,7 @@ import numpy as np
 
 from services.common import config
 from services.common.domain.errors import InputError
+from services.render.template_face import template_mesh
 
 KEYPOINT_NAMES = ("eye (image left)", "eye (image right)", "nose tip", "mouth corner (image left)",
                   "mouth corner (image right)")
@@ -154,8 +155,6 @@ def template_keypoints(template: np.ndarray) -> np.ndarray:
 def fit_template(points: np.ndarray, template: np.ndarray | None = None) -> np.ndarray:
     """Landmarks [478, 3] (photo pixels, depth in the same scale) fitted to 5 validated keypoints."""
     if template is None:
-        from services.render.template_face import template_mesh
-
         template = template_mesh()
     src = template_keypoints(template)
     dst = np.asarray(points, np.float64)
@@ -278,6 +277,7 @@ def shape_eyes(landmarks: np.ndarray, image: np.ndarray | None = None, width: fl
     most 0.6 of the eye-to-nose distance), centred on the pupil keypoint. The points around it
     (brow, cheek, nose side) are pushed out smoothly, by maps that are monotone along every ray from
     the eye centre; the pupil stays on its keypoint."""
+    # (the gateway imports this module, via spec, without the rig; and rig imports this module)
     from services.render.rig import LEFT_EYE, NOSE_TIP, RIGHT_EYE
 
     lm = np.array(landmarks, np.float64)

@@ -264,12 +264,12 @@ def build_stage(photo: np.ndarray, window: Window, spec: FrameSpec,
             pad = background_plate(bg_spec, W, H)
         a = (inside.astype(np.float32) / 255)[..., None]
         base = (base * a + pad * (1 - a)).round().astype(np.uint8)
-    from services.render.body import breathing_enabled
+    from services.render.body import breathing_enabled  # (import cycle: body -> basis -> rig imports this module)
 
     if bg_spec is None and not breathing_enabled():
         return Stage(base=base, offset=window.square_offset, warnings=warnings), base
     if segment is None:
-        from services.render.segment import person_matte as segment
+        from services.render.segment import person_matte as segment  # (import cycle: as body above)
     matte = segment(base)
     if spec.fit == "contain":  # padding is never the person (cover's filled margin may be)
         matte = matte * (inside.astype(np.float32) / 255)
@@ -291,7 +291,7 @@ def background_plate(bg: Background, width: int, height: int) -> np.ndarray:
     if bg.color is not None:
         return np.broadcast_to(np.array(bg.color, np.uint8), (height, width, 3)).copy()
     if bg.image is not None:
-        from services.render.photo import load_photo
+        from services.render.photo import load_photo  # (Pillow: the gateway imports this module, via spec, without it)
 
         try:
             img = load_photo(bg.image)
@@ -317,6 +317,7 @@ class Compositor:
     """
 
     def __init__(self, renderer, stage: Stage, seed: int = 0, fps: float = 25.0) -> None:
+        # (import cycle: rig imports this module, and body imports it through basis)
         from services.render.body import BodyMotion
         from services.render.rig import CHIN, FACE_OVAL
 

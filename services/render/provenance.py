@@ -61,7 +61,7 @@ def read_mark(path: str | Path) -> str | None:
             return None
         start = head.rfind(STATEMENT.encode(), 0, at)
         return head[start:at + len(SOURCE_TYPE)].decode("latin-1") if start >= 0 else None
-    import av
+    import av  # (PyAV, for a video's mark alone: the gateway imports this module, via poster, without it)
 
     with av.open(str(p)) as container:
         tags = {k.lower(): v for k, v in container.metadata.items()}

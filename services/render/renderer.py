@@ -10,6 +10,7 @@ from services.common.domain.arkit import ARKIT_52, HEAD_POSE, INDEX
 from services.common.domain.expression_track import ExpressionTrack
 from services.render.basis import ContactConstraints, build_basis, smoothstep
 from services.render.head import HeadPose, build_rings, turn_depth
+from services.render.keypoints import measure_eye
 from services.render.mouth import MouthInterior
 from services.render.rig import (
     CHIN, FACE_OVAL, FOREHEAD_TOP, LEFT_EYE, LIP_LOWER_INNER, LIP_UPPER_INNER, NUM_MESH, RIGHT_EYE,
@@ -171,8 +172,6 @@ class Renderer:
 def _curtain_lines(image: np.ndarray, rest: np.ndarray, eye: EyeTopology) -> tuple[np.ndarray, np.ndarray]:
     """(upper, lower) [n, 2] outlines of a keypoint face's eye, left to right, sampled at the same
     x: the eye measured around its pupil (keypoints.measure_eye), else the mesh's own opening."""
-    from services.render.keypoints import measure_eye
-
     ends = [eye.corners[0], eye.corners[1]]
     upper, lower = rest[[ends[0], *eye.upper[0], ends[1]], :2], rest[[ends[0], *eye.lower[0], ends[1]], :2]
     iod = float(np.linalg.norm(rest[473, :2] - rest[468, :2]))

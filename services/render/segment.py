@@ -20,7 +20,7 @@ LOW, HIGH = 0.25, 0.75
 def _model():
     seg = getattr(_local, "seg", None)
     if seg is None:
-        import mediapipe as mp
+        import mediapipe as mp  # (~2 s to import, with the model: the render server starts without it)
 
         # model_selection=0: the 256x256 "general" model (portraits and half-body framing).
         seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)

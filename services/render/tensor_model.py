@@ -7,8 +7,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from services.common.domain.errors import InputError
 from services.common.infra.inference import InferenceClient
 from services.render.rig import NUM_LANDMARKS, detect_faces
+from services.render.segment import person_matte
 
 MODEL_NAME = "face_mesh"
 SEGMENTATION_MODEL = "selfie_segmentation"
@@ -33,9 +35,6 @@ class SelfieSegmentationTensorModel:
     """image uint8 [H, W, 3] RGB -> matte float32 [H, W], 0..1 (1 on the person)."""
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from services.common.domain.errors import InputError
-        from services.render.segment import person_matte
-
         image = np.asarray(inputs["image"])
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 2:
             raise InputError("image", f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")

@@ -16,6 +16,7 @@ import threading
 from math import gcd
 
 import numpy as np
+import pocketsphinx as ps
 
 from services.common import config
 from services.common.domain.errors import InputError
@@ -45,8 +46,6 @@ class Aligner:
 
     def _get_decoder(self):
         if self._decoder is None:
-            import pocketsphinx as ps
-
             config = ps.Config(hmm=ps.get_model_path("en-us/en-us"),
                                dict=ps.get_model_path("en-us/cmudict-en-us.dict"),
                                lm=None, loglevel="FATAL", bestpath=False, beam=_WIDE, pbeam=_WIDE,
@@ -149,7 +148,7 @@ def _as_mono_float(audio: np.ndarray) -> np.ndarray:
 
 def _to_pcm16(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate != ALIGN_RATE:
-        from scipy.signal import resample_poly
+        from scipy.signal import resample_poly  # (~2 s to import: the aligner's Triton model starts without scipy)
 
         g = gcd(int(sample_rate), ALIGN_RATE)
         samples = resample_poly(samples, ALIGN_RATE // g, int(sample_rate) // g).astype(np.float32)

@@ -14,6 +14,7 @@ import numpy as np
 from services.common.domain.errors import InputError
 from services.common.infra.inference import InferenceClient
 from services.common.domain.speech import Phone, Speech, Word
+from services.tts.align import align
 
 MODEL_NAME = "aligner"
 
@@ -32,8 +33,6 @@ class AlignerTensorModel:
     word_times FP64 [W, 2]. Uses the process's shared pocketsphinx aligner (built once)."""
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from services.tts.align import align
-
         audio = np.asarray(inputs["audio"], np.float32).reshape(-1)
         rate = int(np.asarray(inputs["sample_rate"]).reshape(-1)[0])
         transcripts = _strings(inputs["transcript"])

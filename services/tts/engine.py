@@ -16,6 +16,8 @@ Sentences are synthesized one at a time and joined with a short silence, as Pipe
 """
 from __future__ import annotations
 
+import argparse
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,9 +260,6 @@ def _with_word_indices(audio, sample_rate, phones, words, spoken, text) -> Speec
 
 def _main() -> None:
     """`python -m services.tts.engine [TEXT] [--out speech.wav]`: synthesize and print the real-time factor."""
-    import argparse
-    import time
-
     parser = argparse.ArgumentParser(description=_main.__doc__)
     parser.add_argument("text", nargs="?", default=(
         "Welcome to Likeness. Give it one photo and a script, and it makes a talking video. "

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common import config
+from services.tts.phonemize import phonemize
 
 SAMPLE_RATE = 24000
 FRAME_SAMPLES = 600  # audio samples per predicted duration frame (checked on every call)
@@ -122,6 +123,7 @@ def _load_model_bytes() -> bytes:
 
 
 def _build_session(blob: bytes):
+    # (onnx and onnxruntime: ~1 s, with the model; with LIKENESS_TRITON_URL set it runs in Triton instead)
     import onnx
     import onnxruntime as ort
 
@@ -200,8 +202,6 @@ class KokoroVoice:
 
 def sentence_ipas(text: str, language: str = "en-us", max_tokens: int = 400) -> list[str]:
     """Script -> IPA per sentence (clause punctuation kept), long sentences split at clause ends."""
-    from services.tts.phonemize import phonemize
-
     out: list[str] = []
     current = ""
     for clause in phonemize(text, language):

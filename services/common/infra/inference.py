@@ -73,7 +73,7 @@ class TritonClient:
 
     def __init__(self, url: str, *, timeout_s: float = 60.0, retries: int = 3,
                  backoff_s: float = 0.2, refresh_s: float | None = None) -> None:
-        import tritonclient.grpc as grpcclient
+        import tritonclient.grpc as grpcclient  # (only with LIKENESS_TRITON_URL: in-process runs go without it)
 
         self._grpcclient = grpcclient
         self.url = url
@@ -88,6 +88,7 @@ class TritonClient:
     def _connect(self):
         """tritonclient's own channel options (keepalive, message size) plus round-robin over the
         addresses the URL resolves to (`dns:///triton-pods:8001` in Kubernetes: every Triton pod)."""
+        # (grpc: the Triton client's alone; the in-process models and Triton's python backend go without it)
         from services.common.infra.grpc_client import ROUND_ROBIN
 
         self._opened = time.monotonic()
@@ -96,9 +97,10 @@ class TritonClient:
     def infer(self, model: str, inputs: Mapping[str, np.ndarray],
               outputs: list[str] | None = None, *, timeout_s: float | None = None,
               headers: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+        # (tritonclient, and the tracing's grpc and OpenTelemetry: the Triton client's alone, as above)
         from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-        from services.common.infra.tracing import inject_headers, span
+        from services.common.infra.tracing import inject_headers, span  # (as above)
 
         request_inputs = []
         for name, value in inputs.items():
@@ -140,7 +142,7 @@ class TritonClient:
 
 def triton_channel_args() -> list[tuple[str, int]]:
     """What tritonclient sets when given no channel_args (passing any replaces all of them)."""
-    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc as grpcclient  # (only with LIKENESS_TRITON_URL, as above)
 
     keepalive = grpcclient.KeepAliveOptions()
     size = grpcclient.MAX_GRPC_MESSAGE_SIZE

@@ -21,6 +21,7 @@ from typing import BinaryIO, TypeVar, cast
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from services.common import config
@@ -226,8 +227,6 @@ class Storage:
 
     def copy(self, source: str, key: str) -> None:
         """A server-side copy (no bytes through this process), metadata (the sha256) included."""
-        from minio.commonconfig import CopySource
-
         _check_key(source)
         _check_key(key)
         try:

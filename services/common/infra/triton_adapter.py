@@ -21,7 +21,7 @@ class TritonAdapter:
     model_name: str = ""
 
     def initialize(self, args: dict) -> None:
-        import triton_python_backend_utils as pb_utils
+        import triton_python_backend_utils as pb_utils  # (exists only in Triton's python-backend stub)
 
         self.pb = pb_utils
         config = json.loads(args["model_config"])

@@ -29,6 +29,9 @@ import numpy as np
 
 from services.common import config
 from services.common.domain.captions import _ends_sentence
+from services.common.script.auto_emotion import with_auto_emotions
+from services.common.script.auto_motion import with_auto_motions
+from services.common.script.pauses import speak_with_pauses, split_pauses, strip_pauses
 from services.common.script.tags import (MotionTag, ScriptTag, motions_seconds, near_misses, strip_tags,
                                          timed_emotions, timed_motions, with_room_for_motions)
 from services.common.domain.errors import InputError
@@ -193,8 +196,6 @@ class LiveScript:
         return piece
 
     def _say(self, sentence: str) -> Iterator[LivePiece]:
-        from services.common.script.pauses import speak_with_pauses, strip_pauses
-
         text, tags = strip_tags(speakable(sentence), self.field)
         for warning in (f"{self.field}: {w}" for w in near_misses(text)):
             if warning not in self.warnings:
@@ -208,12 +209,8 @@ class LiveScript:
             return
         self._tags = []
         if self.auto_emotion:
-            from services.common.script.auto_emotion import with_auto_emotions
-
             tags = with_auto_emotions(text, tags, tag_first=True)
         if self.auto_motions:
-            from services.common.script.auto_motion import with_auto_motions
-
             tags = with_auto_motions(text, tags)
         speech = speak_with_pauses(with_room_for_motions(text, tags), self.speak, self.field)
         if self.sample_rate is None:
@@ -235,8 +232,6 @@ class LiveScript:
 
 
 def _pause_seconds(text: str, field: str) -> float:
-    from services.common.script.pauses import split_pauses
-
     return sum(seconds for _, seconds in split_pauses(text, field))
 
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
 from services.common.domain.captions import _ends_sentence
+from services.common.script.pauses import strip_pauses
 from services.common.script.tags import EmotionTag, ScriptTag
 
 AUTO = "auto"
@@ -27,15 +30,11 @@ _ANGER = re.compile(r"\b(?:hate|hated|angry|furious|outrage\w*|unacceptable|ridi
 
 @lru_cache(maxsize=1)
 def _analyzer():
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
     return SentimentIntensityAnalyzer()
 
 
 def sentence_emotion(sentence: str) -> tuple[str, float]:
     """(emotion, strength) that a sentence's words carry."""
-    from services.common.script.pauses import strip_pauses
-
     words = strip_pauses(sentence)
     if not words:
         return "neutral", 1.0

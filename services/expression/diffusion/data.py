@@ -18,15 +18,19 @@ import re
 import subprocess
 import tempfile
 import wave
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from services.common import config
 from services.common.domain.speech import Phone, Speech, Word
 from services.expression.diffusion.features import FPS, frame_features
+from services.expression.diffusion.singing import random_melody, sing
 from services.expression.diffusion.texts import script
 from services.expression.procedural import EMOTIONS, EXPRESSIVENESS_GAIN, animate, frame_count
+from services.tts import KokoroVoice, TextToSpeech, align_speech as align
 
 ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 ESPEAK_VARIANTS = ("", "+f1", "+f2", "+f3", "+f4", "+m1", "+m2", "+m3", "+m4", "+m5", "+m7", "+klatt", "+klatt2")
@@ -58,8 +62,6 @@ _tts = None
 
 
 def _aligned(audio: np.ndarray, sr: int, text: str) -> Speech:
-    from services.tts import align_speech as align
-
     with config.override("LIKENESS_ALIGN_MIN_SCORE", ALIGN_MIN_SCORE):
         return align(audio, sr, text)
 
@@ -67,8 +69,6 @@ def _aligned(audio: np.ndarray, sr: int, text: str) -> Speech:
 def _piper():
     global _tts
     if _tts is None:
-        from services.tts import TextToSpeech
-
         _tts = TextToSpeech()
     return _tts
 
@@ -84,8 +84,6 @@ SYLLABLES = ("La", "Lee", "Loo", "Da", "Doo", "Na", "No", "Bee", "Bah", "Boo", "
 def synth_kokoro(index: int, seed: int) -> tuple[str, Speech]:
     """Kokoro-82M with a shipped style pack or a random mix of two; timings by the forced aligner."""
     global _kokoro
-    from services.tts import KokoroVoice
-
     if _kokoro is None:
         _kokoro = KokoroVoice()
     rng = np.random.default_rng([seed, index, 7])
@@ -103,8 +101,6 @@ def synth_kokoro(index: int, seed: int) -> tuple[str, Speech]:
 def synth_sung(index: int, seed: int) -> tuple[str, Speech]:
     """Piper sings syllables or a script, one word per note of a random melody (WORLD re-synthesis,
     formant-shifted away from the unshifted benchmark voice)."""
-    from services.expression.diffusion.singing import random_melody, sing
-
     rng = np.random.default_rng([seed, index, 11])
     if rng.random() < 0.6:
         words = [SYLLABLES[int(i)] for i in rng.integers(len(SYLLABLES), size=int(rng.integers(4, 11)))]
@@ -143,8 +139,6 @@ def synth_speech(index: int, seed: int) -> tuple[str, Speech]:
 
 def retime(speech: Speech, factor: float) -> Speech:
     """Play `factor` times faster (pitch up by the same ratio): resampled audio, scaled timings."""
-    from scipy.signal import resample_poly
-
     up = 1000
     audio = resample_poly(speech.audio, up, int(round(up * factor))).astype(np.float32)
     k = 1.0 / factor
@@ -207,8 +201,6 @@ def make_examples(index: int, seed: int, kind: str = "speech", *, variants: int 
 
 def build(count: int, seed: int, workers: int = 2, *, kokoro: int = 0, sung: int = 0) -> list[Utterance]:
     """`count` spoken utterances (piper / espeak-ng), `kokoro` Kokoro ones and `sung` sung ones."""
-    from concurrent.futures import ProcessPoolExecutor
-
     jobs = ([(i, "speech") for i in range(count)] + [(i, KOKORO) for i in range(kokoro)]
             + [(i, SUNG) for i in range(sung)])
     with ProcessPoolExecutor(workers) as pool:

@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import resample_poly
 
+from services.expression.procedural import frame_count
+
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms
 WIN = 400  # 25 ms
@@ -69,7 +71,7 @@ def log_mel(audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _dio(audio16k: np.ndarray) -> np.ndarray:
-    import pyworld
+    import pyworld  # (~1 s to import, on the first pitch track: the expression server starts without it)
 
     return pyworld.dio(np.ascontiguousarray(audio16k, np.float64), SAMPLE_RATE, f0_floor=PITCH_FLOOR_HZ,
                        f0_ceil=PITCH_CEIL_HZ, frame_period=1000.0 * HOP / SAMPLE_RATE)[0]
@@ -180,8 +182,6 @@ class FeatureStream:
 
     def total_frames(self) -> int:
         """Model frames of the whole recording (known once it has ended)."""
-        from services.expression.procedural import frame_count
-
         return frame_count(self.duration, FPS)
 
     def _reach(self) -> int:

@@ -42,7 +42,7 @@ def sing(speech: Speech, notes: list[Note], *, vibrato_semitones: float = 0.3, v
          formant_shift: float = 1.0, glide_s: float = 0.05) -> Speech:
     """One note per word of `speech` (notes are cycled if there are fewer). Returns the sung Speech
     with re-timed phones and words (silences between words become the notes' breaths)."""
-    import pyworld
+    import pyworld  # (~1 s to import: data.py imports this module for every training run, sung or not)
 
     if not speech.words or not notes:
         raise ValueError("need words and notes")

@@ -12,6 +12,7 @@ import numpy as np
 
 from services.common import config
 from services.common.domain.errors import InputError
+from services.expression.diffusion.blinks import top_up
 from services.expression.diffusion.features import FPS, frame_features
 from services.expression.diffusion.style import GUIDANCE, style_timeline, style_vector
 from services.expression.procedural import frame_count
@@ -69,9 +70,10 @@ def resample_frames(x: np.ndarray, src_fps: float, n_out: int, dst_fps: float) -
 
 class DiffusionTensorModel:
     def __init__(self) -> None:
+        # (torch, with the model: animation.py imports this module for the procedural model too)
         import torch
 
-        from services.expression.diffusion.sampler import load_checkpoint
+        from services.expression.diffusion.sampler import load_checkpoint  # (torch, as above)
 
         self._torch = torch
         self.ckpt = load_checkpoint(weights_path())
@@ -90,7 +92,7 @@ class DiffusionTensorModel:
                 self._torch.set_num_threads(previous)
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from services.expression.diffusion.sampler import generate
+        from services.expression.diffusion.sampler import generate  # (torch: as in __init__)
 
         audio = np.nan_to_num(np.asarray(inputs["audio"], np.float32).reshape(-1))
         rate = int(np.asarray(inputs["sample_rate"]).reshape(-1)[0])
@@ -121,8 +123,6 @@ class DiffusionTensorModel:
             motion = generate(self.ckpt, features, style, seed=seed, steps=sampling_steps(),
                               guidance=GUIDANCE[expressiveness], eta=sampling_eta())
         if blink_top_up():  # the teacher's seeded blink process where the model left gaps (blinks.py)
-            from services.expression.diffusion.blinks import top_up
-
             motion[:, :52] = top_up(motion[:, :52], features, FPS, seed)
         motion = resample_frames(motion, FPS, frame_count(duration, fps), fps) if fps != FPS else motion
         return {"weights": np.clip(motion[:, :52], 0.0, 1.0).astype(np.float32),
@@ -146,7 +146,7 @@ class DiffusionWindowTensorModel(DiffusionTensorModel):
     the state (the frames so far) and sends each window's context; in and out in natural units."""
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from services.expression.diffusion.sampler import generate_window
+        from services.expression.diffusion.sampler import generate_window  # (torch: as in __init__)
 
         cfg = self.ckpt.model.cfg
         tokens = cfg.context + cfg.window + cfg.lookahead

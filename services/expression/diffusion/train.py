@@ -184,10 +184,11 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
 
 
 def plot(history: list[dict], path: Path) -> None:
+    # (matplotlib: ~1 s, for the loss plot at the end of a run alone; the tests import this module)
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (as above; after use("Agg"): no display)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [h["step"] for h in history]

@@ -28,6 +28,7 @@ from dataclasses import replace
 from math import gcd
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from services.common import config
 from services.common.domain.errors import InputError
@@ -36,7 +37,9 @@ from services.common.domain.speech import Speech
 from services.tts.cloning import encoder, world
 from services.tts.cloning.converter import convert_with
 from services.tts.cloning.profile import METHODS, SpeakerProfile
+from services.tts.align import alignment_score
 from services.tts.cloning.timbre import match_timbre
+from services.tts.kokoro import SAMPLE_RATE, ipa_to_tokens, sentence_ipas, shipped_styles
 from services.tts.phonemize import DEFAULT_LANGUAGE
 from services.tts.recording import VOICE_SAMPLE, prepare_recording
 from services.tts.voices import VoiceBank
@@ -137,8 +140,6 @@ class VoiceCloner:
 
     def _kokoro_profile(self, target: world.VoiceStats, sample_embedding: np.ndarray, sha: str,
                         common: dict) -> SpeakerProfile:
-        from services.tts.kokoro import SAMPLE_RATE
-
         style, cal_audio, style_similarity = self._search_style(sample_embedding, sha)
         cal_analysis = world.analyse(cal_audio, SAMPLE_RATE)
         conversion, similarity, converted = self._fit_conversion(world.voice_stats(cal_analysis), target, cal_audio,
@@ -190,8 +191,6 @@ class VoiceCloner:
         """The Kokoro style whose calibration speech sounds most like the sample: the shipped styles,
         then a (1+1)-ES with the 1/5th-success step rule, seeded by the sample (same sample, same
         profile). Returns (style [256], its calibration audio at 24 kHz, similarity)."""
-        from services.tts.kokoro import SAMPLE_RATE, ipa_to_tokens, sentence_ipas, shipped_styles
-
         backend = self.voices.kokoro().voice
         ids, _ = ipa_to_tokens(" ".join(sentence_ipas(STYLE_CALIBRATION_TEXT)), backend.vocab)
 
@@ -249,8 +248,6 @@ def sample_sha256(sample: bytes | tuple[np.ndarray, int]) -> str:
 
 
 def _clarity(audio: np.ndarray, rate: int) -> float:
-    from services.tts.align import alignment_score
-
     try:
         return alignment_score(audio, rate, STYLE_CALIBRATION_TEXT)
     except InputError:  # could not be aligned at all
@@ -260,7 +257,5 @@ def _clarity(audio: np.ndarray, rate: int) -> float:
 def _at_most(audio: np.ndarray, rate: int, max_rate: int) -> tuple[np.ndarray, int]:
     if rate <= max_rate:
         return audio, rate
-    from scipy.signal import resample_poly
-
     g = gcd(int(rate), max_rate)
     return resample_poly(audio, max_rate // g, int(rate) // g).astype(np.float32), max_rate

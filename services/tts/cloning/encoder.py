@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 import warnings
+from math import gcd
 from typing import Mapping
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from services.common.domain.errors import InputError
 from services.common.infra.inference import InferenceClient
@@ -30,12 +32,12 @@ class SpeakerEncoder:
             if self._encoder is None:
                 with warnings.catch_warnings():  # webrtcvad imports pkg_resources
                     warnings.simplefilter("ignore")
-                    from resemblyzer import VoiceEncoder
+                    from resemblyzer import VoiceEncoder  # (torch: ~2 s, with the model on first use)
                 self._encoder = VoiceEncoder("cpu", verbose=False)
             return self._encoder
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        from resemblyzer import preprocess_wav
+        from resemblyzer import preprocess_wav  # (torch: as in load)
 
         audio = np.asarray(audio, np.float32).reshape(-1)
         if audio.size < 0.5 * sample_rate:
@@ -49,10 +51,6 @@ class SpeakerEncoder:
 
 
 def _resample16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
     g = gcd(int(sample_rate), 16000)
     return resample_poly(audio, 16000 // g, int(sample_rate) // g).astype(np.float32)
 

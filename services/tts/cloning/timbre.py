@@ -43,6 +43,7 @@ class TimbreMatcher:
         self._lock = threading.Lock()
 
     def _setup(self):
+        # (torch and librosa, on the first fit: the tts server starts without them)
         import librosa
         import torch
 
@@ -60,6 +61,7 @@ class TimbreMatcher:
     def fit(self, audio: np.ndarray, sample_rate: int, target: np.ndarray, steps: int) -> np.ndarray:
         """Log-power gain (natural log) on world.GRID_HZ that makes `audio` sound more like the
         speaker whose embedding is `target`; above 8 kHz the 8 kHz value is held."""
+        # (torch, librosa and resemblyzer: as in _setup)
         import librosa
         import torch
         from resemblyzer import preprocess_wav

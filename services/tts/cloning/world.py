@@ -64,7 +64,7 @@ class Analysis:
 def _pyworld():
     with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources
         warnings.simplefilter("ignore")
-        import pyworld
+        import pyworld  # (~1 s to import, on the first analysis: the tts server starts without it)
 
     return pyworld
 
