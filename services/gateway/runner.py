@@ -10,6 +10,7 @@ back while it encodes it instead of storing it, and nothing is resumed.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +21,14 @@ import grpc
 from google.protobuf import json_format
 
 from services.common import config
+from services.common.domain import captions
+from services.common.domain.audio_io import decode_audio, encode_wav
+from services.common.domain.expression_track import ExpressionTrack
 
 from services.common.infra import wire
 from services.common.infra.deadline import Deadline, DeadlineExceeded
 from services.common.infra.grpc_client import open_channel, with_retries
+from services.common.infra.grpc_errors import field_violations
 from likeness_client.proto.likeness.v1 import (common_pb2, expression_pb2, expression_pb2_grpc, render_pb2,
                                                    render_pb2_grpc, tts_pb2, tts_pb2_grpc)
 from services.common.script.tags import timed_emotions, timed_motions
@@ -60,8 +65,6 @@ def _words(timeline: common_pb2.Timeline) -> list[Word]:
 def _as_job_failure() -> Iterator[None]:
     """A downstream call's failure as the job's (its code, message and first field violation), a
     passed deadline as DEADLINE_EXCEEDED."""
-    from services.common.infra.grpc_errors import field_violations
-
     try:
         yield
     except grpc.RpcError as exc:
@@ -149,8 +152,6 @@ class JobRunner:
             log.warning("could not remove the intermediates of stream %s", job.job_id, exc_info=True)
 
     def _cues(self, keys: dict[str, str]) -> list:
-        from services.common.domain import captions
-
         timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
         return captions.build_cues(_words(timeline), timeline.text, timeline.duration or None)
 
@@ -162,8 +163,6 @@ class JobRunner:
     def _captions(self, keys: dict[str, str]) -> dict[str, str]:
         """WebVTT and SRT captions from the stored timeline (none without words: a recording
         driven without a transcript)."""
-        from services.common.domain import captions
-
         cues = self._cues(keys)
         return {"captions_vtt": captions.to_webvtt(cues), "captions_srt": captions.to_srt(cues)} if cues else {}
 
@@ -193,8 +192,6 @@ class JobRunner:
             response = with_retries(lambda t: self.tts.Align(call, timeout=t), deadline)
         job.warnings.extend(w for w in [*request.script_warnings, *response.warnings] if w not in job.warnings)
         samples, rate = wire.audio_from_pb(response.audio)
-        from services.common.domain.audio_io import encode_wav
-
         self.storage.put_bytes(keys["audio"], encode_wav(samples, rate), "audio/wav")
         # the timeline is written last: its presence marks the stage finished
         self.storage.put_bytes(keys["timeline"], json_format.MessageToJson(response.timeline).encode(),
@@ -212,9 +209,7 @@ class JobRunner:
     def _voice_profile(self, sample_key: str, deadline: Deadline) -> common_pb2.ObjectRef:
         """The sample's speaker profile (store.profile_key), built by the TTS service the
         first time a sample is used (again after its cloning method changed) and reused by later jobs."""
-        import hashlib
-
-        from services.tts import profile_key
+        from services.tts import profile_key  # (the cloning package and scipy: ~1 s the gateway needs only here)
 
         name = sample_key.rsplit("/", 1)[-1]
         sha = name if sample_key.startswith("assets/") else hashlib.sha256(self.storage.get_bytes(sample_key)).hexdigest()
@@ -228,8 +223,6 @@ class JobRunner:
         return self._ref(key)
 
     def _expression(self, job: Job, keys: dict[str, str], deadline: Deadline) -> None:
-        from services.common.domain.audio_io import decode_audio
-
         request = job.request
         samples, rate = decode_audio(self.storage.get_bytes(keys["audio"]))
         timeline = json_format.Parse(self.storage.get_bytes(keys["timeline"]), common_pb2.Timeline())
@@ -255,8 +248,6 @@ class JobRunner:
     def _render_messages(self, job: Job, keys: dict[str, str], rig: render_pb2.PrepareRigResponse,
                          **header_fields) -> tuple[Callable[[], Iterator[render_pb2.RenderVideoRequest]], int]:
         """(a factory of the RenderVideo request stream: header, frame chunks, end; the frame count)."""
-        from services.common.domain.expression_track import ExpressionTrack
-
         spec = self.spec(job)
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
         frames = wire.frames_to_pb(track)
@@ -308,8 +299,6 @@ class JobRunner:
 
     def _video_facts(self, job: Job, keys: dict[str, str]) -> None:
         """Frame count, duration and frame size of a video rendered before (from its track and spec)."""
-        from services.common.domain.expression_track import ExpressionTrack
-
         track = ExpressionTrack.from_json(self.storage.get_bytes(keys["blendshapes"]).decode())
         width, height = job.request.frame.frame_size
         job.result.update(frame_count=str(len(track)), duration_s=f"{len(track) / track.fps:.3f}",

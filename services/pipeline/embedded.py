@@ -6,16 +6,20 @@ gRPC; this object is the no-servers default behind `likeness generate`.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
+from services.common.domain.captions import build_cues
 from services.common.domain.errors import InputError
 from services.common.domain.expression_track import ExpressionTrack
 from services.common.infra.inference import InferenceClient, client_from_env
 from services.common.domain.speech import Speech
+from services.common.script.pauses import speak_with_pauses, strip_pauses
+from services.common.script.tags import timed_emotions, timed_motions
 from services.pipeline import live
 from services.pipeline.live import LiveResult
 from services.pipeline.request import VideoRequest
@@ -42,7 +46,7 @@ class VideoResult:
 
 def check_output_path(path: str | Path, suffixes: tuple[str, ...] = (".mp4",), field: str = "out") -> Path:
     """Fail before any work if the result could not be written (services.render.check_writable)."""
-    from services.render import check_writable
+    from services.render import check_writable  # (services.render.formats loads PyAV)
 
     out = Path(path)
     if out.suffix.lower() not in suffixes:
@@ -60,10 +64,9 @@ class EmbeddedPipeline:
     """
 
     def __init__(self, client: InferenceClient | None = None) -> None:
-        # Imported here so `likeness --help` stays fast and bad-argument errors come back at once.
-        from services.tts import TextToSpeech, ModelVoice
-
-        from services.tts import VoiceBank
+        # (the stages load on use: the gateway imports this package through services.pipeline for the
+        # request alone, and `likeness --help` stays fast)
+        from services.tts import ModelVoice, TextToSpeech, VoiceBank
 
         self.client = client or client_from_env()
         self.tts = TextToSpeech(voice=ModelVoice(self.client))
@@ -77,9 +80,7 @@ class EmbeddedPipeline:
         return speech, request.script_warnings + warnings
 
     def _speech(self, request: VideoRequest) -> tuple[Speech, list[str]]:
-        from services.tts import DRIVING, driving_speech, prepare_recording
-
-        from services.common.script.pauses import speak_with_pauses, strip_pauses
+        from services.tts import DRIVING, driving_speech, prepare_recording  # (scipy.signal: ~2 s)
 
         script = request.spoken_script[0]
         if request.driving_audio is not None:
@@ -88,7 +89,7 @@ class EmbeddedPipeline:
         if request.voice_sample is None:
             return speak_with_pauses(script, lambda text: self.voices.speak(
                 text, request.voice, seed=request.seed, speed=request.speed, language=request.language)), []
-        from services.tts import VoiceCloner, ProfileCache
+        from services.tts import ProfileCache, VoiceCloner  # (the cloning models: only for a voice sample)
 
         if self._cloner is None:
             self._cloner = VoiceCloner(self.tts, self.client, voices=self.voices)
@@ -100,8 +101,7 @@ class EmbeddedPipeline:
     def expression(self, speech: Speech, request: VideoRequest) -> ExpressionTrack:
         """The speech's expression track (services.expression.animation), the script's emotion and
         motion tags timed by its words."""
-        from services.common.script.tags import timed_emotions, timed_motions
-        from services.expression import animate
+        from services.expression import animate  # (torch)
 
         script, tags = request.spoken_script  # (tag offsets are in the script as written, pause tags included)
         return animate(self.client, speech, fps=request.fps, seed=request.seed, emotion=request.base_emotion,
@@ -114,8 +114,7 @@ class EmbeddedPipeline:
                  stream_to: Callable[[bytes], None] | None = None) -> VideoResult:
         """Renders the video to `out_path`, or with `stream_to` hands it over while it is encoded
         (fragmented MP4: a player can start at once; `out_path` is then unused)."""
-        import time
-
+        # (the renderer: PyAV, mediapipe, the models)
         from services.render import stream_mp4, check_output, write_video, Compositor, load_photo, Renderer, build_rig
         from services.render import detector, segmenter
 
@@ -156,8 +155,7 @@ class EmbeddedPipeline:
 
         overlay = None
         if request.burn_captions:
-            from services.common.domain.captions import build_cues
-            from services.render import CaptionOverlay
+            from services.render import CaptionOverlay  # (its fonts: only for burnt-in captions)
 
             overlay = CaptionOverlay(build_cues(speech.words, speech.text, speech.duration), request.frame.frame_size)
 

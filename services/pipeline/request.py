@@ -19,8 +19,10 @@ from services.common.domain import directions
 from services.common.domain.directions import EXPRESSIVENESS
 from services.common.domain.errors import InputError
 from services.common.infra import wire
+from services.common.script.tags import near_misses
 from likeness_client.proto.likeness.v1 import common_pb2, gateway_pb2 as gw
 from services.pipeline.speech_rules import WORDS, check_speech, prepared_script, reading_words
+from services.tts import check_language, check_readable, check_voice, language_code
 from services.render import Background, FrameSpec, check_fps, check_framing, frame_to_pb, parse_frame_pb
 
 EMOTIONS = (*directions.EMOTIONS, "auto")  # auto: services.common.script.auto_emotion
@@ -80,8 +82,6 @@ class VideoRequest:
     @property
     def script_warnings(self) -> list[str]:
         """A mistyped tag, which is read out (services.common.script.tags.near_misses)."""
-        from services.common.script.tags import near_misses
-
         return [f"{self.script_field}: {w}" for w in near_misses(self.spoken_script[0])]
 
     @property
@@ -146,8 +146,6 @@ class VideoRequest:
 
 def _normalized(request: VideoRequest) -> VideoRequest:
     """A valid request's voice and language as the catalogues spell them ("" stays the default voice)."""
-    from services.tts import language_code, check_voice
-
     return replace(request, voice=check_voice(request.voice) if request.voice else "",
                    language=language_code(request.language or "en-us"))
 
@@ -156,8 +154,6 @@ def check_inputs(request: VideoRequest, mode: str = VIDEO) -> list[tuple[str, st
     """Every rule a request must keep, in one place: [(field, message)] of those it breaks.
     `mode`: VIDEO (the whole request), LIVE_AUDIO (the caller's audio follows: no script or voice),
     LIVE_TEXT (the caller's text follows: the voice, but not what it says)."""
-    from services.tts import check_language, check_readable
-
     violations: list[tuple[str, str]] = []
     check = _collector(violations)
     r = request

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.common.script.auto_emotion import with_auto_emotions
+from services.common.script.auto_motion import with_auto_motions
+from services.common.script.pauses import split_pauses, strip_pauses
+from services.common.script.ssml import from_ssml
 from services.common.script.tags import ScriptTag, near_misses, strip_tags, with_room_for_motions
 from services.common.domain.errors import InputError
+from services.tts import check_script_length, check_speed, check_voice
 
 WORDS = "words"  # the field of "needs the words" (captions); each caller names it its own way
 
@@ -31,18 +36,12 @@ def prepared_script(script: str, *, recording: bool, auto_emotion: bool = False,
     """(the text to speak, its tags): SSML read (services.common.script.ssml), tags taken out, each sentence's
     emotion added when `auto_emotion` (services.common.script.auto_emotion), yes/no/question motions when
     `auto_motions` (services.common.script.auto_motion), room made for motions after the last words."""
-    from services.common.script.ssml import from_ssml
-
     text, tags = strip_tags(from_ssml(script, field), field)
     if auto_motions:
-        from services.common.script.auto_motion import with_auto_motions
-
         tags = with_auto_motions(text, tags)
     if not recording:
         text = with_room_for_motions(text, tags)
     if auto_emotion:
-        from services.common.script.auto_emotion import with_auto_emotions
-
         tags = with_auto_emotions(text, tags)
     return text, tags
 
@@ -53,9 +52,6 @@ def check_speech(script: str | None, *, recording: bool, cloned: bool, voice: st
     """`script`: the text to speak, or a recording's transcript (`recording`); None when it could not
     be read (its own violation is reported elsewhere). `cloned`: a voice sample was sent.
     `needs_words`: captions were asked for. `auto_emotion`, `auto_motions`: see prepared_script."""
-    from services.tts import check_script_length, check_speed, check_voice
-    from services.common.script.pauses import split_pauses, strip_pauses
-
     out = CheckedSpeech(text=None)
 
     def check(name: str, fn):

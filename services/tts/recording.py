@@ -20,6 +20,8 @@ from services.common import config
 from services.common.domain.audio_io import decode_audio
 from services.common.domain.errors import InputError
 from services.common.domain.speech import Speech
+from services.common.infra.inference import client_from_env
+from services.tts.align_model import align_with
 
 FRAME_S = 0.02
 PAD_S = 0.1  # kept around the speech when trimming
@@ -118,9 +120,6 @@ def driving_speech(prepared: PreparedAudio, transcript: str = "", *, field: str 
     works from the audio alone."""
     if not (transcript or "").strip():
         return Speech(audio=prepared.samples, sample_rate=prepared.sample_rate)
-    from services.common.infra.inference import client_from_env
-    from services.tts.align_model import align_with
-
     try:
         speech = align_with(client or client_from_env(), prepared.samples, prepared.sample_rate, transcript)
     except InputError as exc:
