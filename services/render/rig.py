@@ -201,6 +201,9 @@ FACE_FRACTION = 0.42
 FACE_CENTRE_Y = 0.47
 TIGHTEST_FRAMING = 1.2  # the smallest crop side, in face heights, for close-up photos
 DETECT_MAX_SIDE = 1280  # the first (locating) pass runs on a copy no larger than this
+# A face square smaller than this in the frame is rigged and animated at UPSCALED_RIG_SIDE instead
+# (the mesh's landmarks drift below it; docs/notes/render.md, small faces), and the user is warned.
+MIN_RIG_SIDE, UPSCALED_RIG_SIDE = 96, 256
 
 _local = threading.local()
 
@@ -291,22 +294,30 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
         scale = frame.size / side
         image = crop_window(photo, x0, y0, scale, frame.size, frame.size)[0]
         stage = _breathing_stage(image, (face[:, :2] - (x0, y0)) * scale, segment)
+        shown, shown_scale = frame.size, scale
     else:
         window = plan_window(photo.shape, (x0, y0, side), frame)
         stage, layer = build_stage(photo, window, frame, segment)
         warnings += stage.warnings
-        scale = window.scale
-        side = window.square_size / scale  # cover may have zoomed in to fill the frame
+        scale = shown_scale = window.scale
+        shown = window.square_size
+        side = shown / scale  # cover may have zoomed in to fill the frame
         x0, y0 = window.x0 + window.square_offset[0] / scale, window.y0 + window.square_offset[1] / scale
-        image = take_square(layer, *window.square_offset, window.square_size)
-    size = image.shape[0]
+        if shown < MIN_RIG_SIDE:
+            # Too small a square for the mesh and the rig (a face in a wide scene, contain): it is
+            # animated on an upscaled copy and pasted back scaled down (layout.Compositor).
+            scale = UPSCALED_RIG_SIDE / side
+            image = crop_window(photo, x0, y0, scale, UPSCALED_RIG_SIDE, UPSCALED_RIG_SIDE)[0]
+            stage.square = shown
+        else:
+            image = take_square(layer, *window.square_offset, shown)
     if frame.fit == "cover" and (x0 < -0.02 * side or y0 < -0.02 * side or x0 + side > w * 1.02
                                  or y0 + side > h * 1.02):
         warnings.append("the photo is tight around the face; the missing margin was filled")
-    if scale > 3.0:
+    if shown_scale > 3.0:
         warnings.append(f"the face is small ({face_h:.0f} px tall); the video will look soft")
-    if size < 96:
-        warnings.append(f"the face is only {size} px wide in this framing; use fit=cover or a larger size")
+    if shown < MIN_RIG_SIDE:
+        warnings.append(f"the face is only {shown} px wide in this framing; use fit=cover or a larger size")
 
     expected = (face[:, :2] - (x0, y0)) * scale
     landmarks = np.concatenate([expected, face[:, 2:] * scale], axis=1)
