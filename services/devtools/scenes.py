@@ -11,6 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from services.render.photo import load_photo
+from services.render.rig import detect_faces, face_height
+from services.render.segment import person_matte
+
 PHOTOS = Path(__file__).resolve().parents[2] / "assets" / "photos"
 
 
@@ -55,10 +59,6 @@ def person_in_scene(photo: str = "grace_hopper.jpg", face_px: float = 40.0, size
     photo, scaled and moved with it). The face, forehead to chin, is `face_px` high, its centre at
     `centre` (fractions of the scene's width and height). `into`: a scene to add the person to
     (another person), instead of a new room of `size`."""
-    from services.render.photo import load_photo
-    from services.render.rig import detect_faces, face_height
-    from services.render.segment import person_matte
-
     portrait = load_photo(PHOTOS / photo)
     truth = detect_faces(portrait)[0]
     scale = face_px / face_height(truth)
