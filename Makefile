@@ -74,6 +74,7 @@ bench: setup eval-data
 	$(PY) benchmarks/voice.py
 	$(PY) benchmarks/voices.py
 	$(PY) benchmarks/render.py
+	$(PY) benchmarks/small_faces.py
 	$(PY) benchmarks/motions.py
 	$(PY) benchmarks/watermark.py
 	$(PY) benchmarks/identity.py

@@ -183,6 +183,7 @@ _ALL = [
     _s("LIKENESS_MAX_PHOTO_YAW_DEG", "float", 40.0, "photos turned further are refused", "render"),
     _s("LIKENESS_MAX_PHOTO_PITCH_DEG", "float", 35.0, "photos tilted further are refused", "render"),
     _s("LIKENESS_MAX_PHOTO_ROLL_DEG", "float", 40.0, "photos rolled further are refused", "render"),
+    _s("LIKENESS_MIN_FACE_PX", "int", 24, "smaller faces are refused (forehead to chin, photo px)", "render"),
     _s("LIKENESS_VP9_CRF", "int", 30, "VP9 quality (CRF)", "render"),
     _s("LIKENESS_VP9_CPU_USED", "int", 8, "VP9 speed", "render"),
     _s("LIKENESS_WARP_MAP_STEP", "int", 2, "grid step of the warp's source maps, px (1: exact; clamped to 1-4)",

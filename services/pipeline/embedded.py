@@ -116,7 +116,7 @@ class EmbeddedPipeline:
         (fragmented MP4: a player can start at once; `out_path` is then unused)."""
         # (the renderer: PyAV, mediapipe, the models)
         from services.render import stream_mp4, check_output, write_video, Compositor, load_photo, Renderer, build_rig
-        from services.render import detector, segmenter
+        from services.render import box_finder, detector, segmenter
 
         request.validate()
         if stream_to is None:
@@ -131,7 +131,7 @@ class EmbeddedPipeline:
         progress("rig", 0.0)
         keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
         rig = build_rig(load_photo(request.photo), frame=request.frame, detect=detector(self.client),
-                        segment=segmenter(self.client),
+                        segment=segmenter(self.client), find=box_finder(self.client),
                         keypoints=keypoints)
         seconds["rig"] = time.perf_counter() - t0
         progress("rig", 1.0)

@@ -43,12 +43,12 @@ def live_video(pipeline: "EmbeddedPipeline", request: VideoRequest,
     # request alone)
     from services.expression import LiveAnimator
     from services.render import AudioFeed, stream_mp4, Compositor, load_photo, FramePump, Renderer, build_rig
-    from services.render import detector, segmenter
+    from services.render import box_finder, detector, segmenter
 
     request.validate(LIVE_TEXT if from_text else LIVE_AUDIO)
     keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
     rig = build_rig(load_photo(request.photo), frame=request.frame, detect=detector(pipeline.client),
-                    segment=segmenter(pipeline.client), keypoints=keypoints)
+                    segment=segmenter(pipeline.client), find=box_finder(pipeline.client), keypoints=keypoints)
     renderer = (Renderer(rig) if rig.stage is None
                 else Compositor(Renderer(rig), rig.stage, seed=request.seed, fps=request.fps))
     if not from_text and sample_rate is not None:  # (text comes paced already)

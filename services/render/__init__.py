@@ -13,7 +13,7 @@ from services.common.lazy import lazy_exports
 _EXPORTS = {
     # photo -> rig
     "load_photo": "photo", "build_rig": "rig", "FaceRig": "rig", "detector": "tensor_model",
-    "segmenter": "tensor_model", "parse_keypoints": "keypoints",
+    "box_finder": "tensor_model", "segmenter": "tensor_model", "parse_keypoints": "keypoints",
     # frames and framing
     "Renderer": "renderer", "Compositor": "layout", "Background": "layout", "FrameSpec": "layout",
     "ASPECTS": "layout", "FITS": "layout", "CaptionOverlay": "caption_overlay", "FramePump": "pump",

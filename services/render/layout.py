@@ -116,6 +116,7 @@ class Stage:
     transparent: bool = False
     warnings: list[str] = field(default_factory=list)
     body: np.ndarray | None = None  # [H, W] uint8 person alpha for breathing (services.render.body)
+    square: int = 0  # the rig square's side in the frame when it is rigged upscaled (0: the rig's size)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -130,6 +131,8 @@ class Stage:
             out["stage_background"] = self.background
         if self.body is not None:
             out["stage_body"] = self.body
+        if self.square:
+            out["stage_square"] = np.array(self.square, np.int64)
         return out
 
     @classmethod
@@ -139,7 +142,8 @@ class Stage:
         return cls(base=npz["stage_base"], offset=tuple(int(v) for v in npz["stage_offset"]),
                    matte=npz["stage_matte"] if "stage_matte" in npz else None, background=npz["stage_background"] if "stage_background" in npz else None,
                    transparent=bool(npz["stage_transparent"]),
-                   body=npz["stage_body"] if "stage_body" in npz else None)
+                   body=npz["stage_body"] if "stage_body" in npz else None,
+                   square=int(npz["stage_square"]) if "stage_square" in npz else 0)
 
 
 @dataclass(frozen=True)
@@ -313,7 +317,9 @@ class Compositor:
     """Renderer output (the rig square) -> full frames, RGB or RGBA (transparent background).
 
     Per frame: one copy of the still frame plus the square (RGB), or for a replaced background the
-    square's region re-composited with the warped matte.
+    square's region re-composited with the warped matte. A square rigged upscaled (stage.square) is
+    scaled down and only its change from the rest square is added to the still frame: pixels the
+    animation leaves alone stay bit-identical, so the paste has no seam.
     """
 
     def __init__(self, renderer, stage: Stage, seed: int = 0, fps: float = 25.0) -> None:
@@ -325,29 +331,52 @@ class Compositor:
         self.stage = stage
         self.fps = fps
         self._frame = 0
+        S = renderer.rig.size
+        s = stage.square or S  # the square's side in the frame
+        self.shrink = s / S
         self.body = None
         if stage.body is not None:
-            lm = renderer.rig.landmarks
+            lm = renderer.rig.landmarks[:, :2] * self.shrink
             ox, oy = stage.offset
             oval_x = lm[list(FACE_OVAL), 0] + ox
-            self.body = BodyMotion.build(stage.body, float(lm[CHIN, 1] + oy), float(renderer.rig.face_height),
+            self.body = BodyMotion.build(stage.body, float(lm[CHIN, 1] + oy),
+                                         float(renderer.rig.face_height * self.shrink),
                                          (float(oval_x.min()), float(oval_x.max())), seed=seed)
         W, H = stage.size
-        S = renderer.rig.size
         ox, oy = stage.offset
         # The square's part inside the frame, in frame and in square coordinates.
-        fx0, fy0, fx1, fy1 = max(ox, 0), max(oy, 0), min(ox + S, W), min(oy + S, H)
+        fx0, fy0, fx1, fy1 = max(ox, 0), max(oy, 0), min(ox + s, W), min(oy + s, H)
         self.frame_box = (fx0, fy0, fx1, fy1)
         self.square_box = (fx0 - ox, fy0 - oy, fx1 - ox, fy1 - oy)
         self.alpha = stage.transparent
+        self.scaled = s != S
         if stage.matte is not None:
-            self.square_matte = take_square(stage.matte, ox, oy, S)
+            self.square_matte = take_square(stage.matte, ox, oy, s)
             self.static_rgba = np.dstack([stage.base, stage.matte]) if self.alpha else None
+            if self.scaled:
+                self.square_matte = cv2.resize(self.square_matte, (S, S), interpolation=cv2.INTER_LINEAR)
+                self.matte_rest = self._down(self.square_matte)
+                if not self.alpha:
+                    self.plate = cv2.resize(take_square(stage.background, ox, oy, s), (S, S),
+                                            interpolation=cv2.INTER_LINEAR)
+                    self.rgb_rest = self._down(_over(renderer.rig.image, self.square_matte, self.plate))
+        if self.scaled and (stage.matte is None or self.alpha):
+            self.rgb_rest = self._down(renderer.rig.image)
         self._matte_buf = None
 
     @property
     def size(self) -> tuple[int, int]:
         return self.stage.size
+
+    def _down(self, square: np.ndarray) -> np.ndarray:
+        """The upscaled rig's square at its size in the frame (area average), its part in the frame."""
+        s = self.stage.square
+        sx0, sy0, sx1, sy1 = self.square_box
+        return cv2.resize(square, (s, s), interpolation=cv2.INTER_AREA)[sy0:sy1, sx0:sx1].astype(np.int16)
+
+    def _pasted(self, still: np.ndarray, square: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        """The still frame's pixels plus the scaled-down change of `square` from its rest."""
+        return np.clip(still.astype(np.int16) + self._down(square) - rest, 0, 255).astype(np.uint8)
 
     def render(self, weights: np.ndarray, head_pose: np.ndarray) -> np.ndarray:
         square = self.renderer.render(weights, head_pose)
@@ -358,18 +387,26 @@ class Compositor:
         self._frame += 1
         if st.matte is None:
             out = st.base.copy()
-            out[fy0:fy1, fx0:fx1] = square[sy0:sy1, sx0:sx1]
+            out[fy0:fy1, fx0:fx1] = (self._pasted(out[fy0:fy1, fx0:fx1], square, self.rgb_rest) if self.scaled
+                                     else square[sy0:sy1, sx0:sx1])
             return self._breathe(out, t, head_pose)
         matte = self.renderer.warp_like_last(self.square_matte)
-        part_m = matte[sy0:sy1, sx0:sx1]
-        part_rgb = square[sy0:sy1, sx0:sx1]
         if self.alpha:
             out = self.static_rgba.copy()
-            out[fy0:fy1, fx0:fx1, :3] = part_rgb
-            out[fy0:fy1, fx0:fx1, 3] = part_m
+            if self.scaled:
+                out[fy0:fy1, fx0:fx1, :3] = self._pasted(out[fy0:fy1, fx0:fx1, :3], square, self.rgb_rest)
+                out[fy0:fy1, fx0:fx1, 3] = self._pasted(out[fy0:fy1, fx0:fx1, 3], matte, self.matte_rest)
+            else:
+                out[fy0:fy1, fx0:fx1, :3] = square[sy0:sy1, sx0:sx1]
+                out[fy0:fy1, fx0:fx1, 3] = matte[sy0:sy1, sx0:sx1]
             return self._breathe(out, t, head_pose)
         out = st.base.copy()
-        out[fy0:fy1, fx0:fx1] = _over(part_rgb, part_m, st.background[fy0:fy1, fx0:fx1])
+        if self.scaled:
+            out[fy0:fy1, fx0:fx1] = self._pasted(out[fy0:fy1, fx0:fx1], _over(square, matte, self.plate),
+                                                 self.rgb_rest)
+        else:
+            out[fy0:fy1, fx0:fx1] = _over(square[sy0:sy1, sx0:sx1], matte[sy0:sy1, sx0:sx1],
+                                          st.background[fy0:fy1, fx0:fx1])
         return self._breathe(out, t, head_pose)
 
     def _breathe(self, out: np.ndarray, t: float, head_pose: np.ndarray) -> np.ndarray:
@@ -381,4 +418,3 @@ class Compositor:
         self.fps = float(track.fps)
         for i in range(len(track)):
             yield self.render(track.weights[i], track.head_pose[i])
-

@@ -21,6 +21,7 @@ import numpy as np
 from services.common import config
 from services.common.domain.errors import InputError
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
+from services.render.small_faces import BoxFinder, FaceDetector, find_small_faces, full_range_boxes
 
 RIG_VERSION = 4  # 2: keypoint faces' eye openings resized; 3: plain crops that show shoulders breathe;
 # 4: keypoint faces' eye openings measured in the photo
@@ -124,6 +125,11 @@ def mouth_opening_triangles() -> list[tuple[int, int, int]]:
     return strip_triangles(LIP_UPPER_INNER, LIP_LOWER_INNER)
 
 
+def face_height(landmarks: np.ndarray) -> float:
+    """Forehead-top (10) to chin (152) distance, in the landmarks' pixels."""
+    return float(np.linalg.norm(landmarks[FOREHEAD_TOP, :2] - landmarks[CHIN, :2]))
+
+
 def rest_mesh(landmarks: np.ndarray) -> np.ndarray:
     """Landmarks as the animation uses them: lid margins moved off the iris disc.
 
@@ -168,7 +174,7 @@ class FaceRig:
     @property
     def face_height(self) -> float:
         """Forehead-top (10) to chin (152) distance in pixels: the unit of every displacement."""
-        return float(np.linalg.norm(self.landmarks[FOREHEAD_TOP, :2] - self.landmarks[CHIN, :2]))
+        return face_height(self.landmarks)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -195,6 +201,9 @@ FACE_FRACTION = 0.42
 FACE_CENTRE_Y = 0.47
 TIGHTEST_FRAMING = 1.2  # the smallest crop side, in face heights, for close-up photos
 DETECT_MAX_SIDE = 1280  # the first (locating) pass runs on a copy no larger than this
+# A face square smaller than this in the frame is rigged and animated at UPSCALED_RIG_SIDE instead
+# (the mesh's landmarks drift below it; docs/notes/render.md, small faces), and the user is warned.
+MIN_RIG_SIDE, UPSCALED_RIG_SIDE = 96, 256
 
 _local = threading.local()
 
@@ -229,12 +238,12 @@ def _face_area(pts: np.ndarray) -> float:
     return float(span[0] * span[1])
 
 
-FaceDetector = Callable[[np.ndarray], list[np.ndarray]]
 
 
 def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None = None,
               frame: FrameSpec | None = None, keypoints: np.ndarray | None = None,
-              segment: Callable[[np.ndarray], np.ndarray] | None = None) -> FaceRig:
+              segment: Callable[[np.ndarray], np.ndarray] | None = None,
+              find: BoxFinder | None = None) -> FaceRig:
     """Find the face (the largest, or the one at frame.face_at), crop a square around it, resize to
     `size`, and re-fit the mesh.
 
@@ -244,6 +253,8 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     then also carries the still frame (rig.stage) the animated face square is pasted into.
     `keypoints` [5, 2] (photo pixels, see keypoints.py) replace detection: pets, cartoons.
     `segment` (default: mediapipe selfie segmentation) is used only to replace the background.
+    `find` (default: mediapipe's full-range detector in-process) finds the faces the mesh misses
+    (small faces in a scene, services.render.small_faces): tiles [N, H, W, 3] -> boxes [M, 6].
     """
     detect = detect or detect_faces
     frame = frame or FrameSpec(size=size)
@@ -261,10 +272,11 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
         warnings.append("face placed from keypoints: eye openings measured in the photo (or "
                         "estimated from the eye distance), gaze kept still")
     else:
-        face = _locate(photo, detect, warnings, frame.face_at)
+        face = _locate(photo, detect, find, warnings, frame.face_at)
         check_pose(face)
 
-    face_h = float(np.linalg.norm(face[FOREHEAD_TOP, :2] - face[CHIN, :2]))
+    face_h = face_height(face)
+    check_face_size(face_h)
     side = face_h / FACE_FRACTION  # crop side in photo pixels
     if frame.fit == "cover" and side > min(h, w):
         # A close-up: zoom in (down to a margin around the face) rather than fill a wide border.
@@ -282,22 +294,30 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
         scale = frame.size / side
         image = crop_window(photo, x0, y0, scale, frame.size, frame.size)[0]
         stage = _breathing_stage(image, (face[:, :2] - (x0, y0)) * scale, segment)
+        shown, shown_scale = frame.size, scale
     else:
         window = plan_window(photo.shape, (x0, y0, side), frame)
         stage, layer = build_stage(photo, window, frame, segment)
         warnings += stage.warnings
-        scale = window.scale
-        side = window.square_size / scale  # cover may have zoomed in to fill the frame
+        scale = shown_scale = window.scale
+        shown = window.square_size
+        side = shown / scale  # cover may have zoomed in to fill the frame
         x0, y0 = window.x0 + window.square_offset[0] / scale, window.y0 + window.square_offset[1] / scale
-        image = take_square(layer, *window.square_offset, window.square_size)
-    size = image.shape[0]
+        if shown < MIN_RIG_SIDE:
+            # Too small a square for the mesh and the rig (a face in a wide scene, contain): it is
+            # animated on an upscaled copy and pasted back scaled down (layout.Compositor).
+            scale = UPSCALED_RIG_SIDE / side
+            image = crop_window(photo, x0, y0, scale, UPSCALED_RIG_SIDE, UPSCALED_RIG_SIDE)[0]
+            stage.square = shown
+        else:
+            image = take_square(layer, *window.square_offset, shown)
     if frame.fit == "cover" and (x0 < -0.02 * side or y0 < -0.02 * side or x0 + side > w * 1.02
                                  or y0 + side > h * 1.02):
         warnings.append("the photo is tight around the face; the missing margin was filled")
-    if scale > 3.0:
+    if shown_scale > 3.0:
         warnings.append(f"the face is small ({face_h:.0f} px tall); the video will look soft")
-    if size < 96:
-        warnings.append(f"the face is only {size} px wide in this framing; use fit=cover or a larger size")
+    if shown < MIN_RIG_SIDE:
+        warnings.append(f"the face is only {shown} px wide in this framing; use fit=cover or a larger size")
 
     expected = (face[:, :2] - (x0, y0)) * scale
     landmarks = np.concatenate([expected, face[:, 2:] * scale], axis=1)
@@ -323,7 +343,7 @@ def _breathing_stage(image: np.ndarray, face: np.ndarray,
     if segment is None:
         from services.render.segment import person_matte as segment
     matte = np.clip(segment(image) * 255 + 0.5, 0, 255).astype(np.uint8)
-    face_h = float(np.linalg.norm(face[FOREHEAD_TOP] - face[CHIN]))
+    face_h = face_height(face)
     oval_x = face[list(FACE_OVAL), 0]
     if matte.max() < 128 or not shows_shoulders(matte, float(face[CHIN, 1]), face_h,
                                                 (float(oval_x.min()), float(oval_x.max()))):
@@ -331,10 +351,27 @@ def _breathing_stage(image: np.ndarray, face: np.ndarray,
     return Stage(base=image, offset=(0, 0), body=matte)
 
 
-def _locate(photo: np.ndarray, detect: FaceDetector, warnings: list[str],
+def min_face_px() -> int:
+    """The smallest face animated, forehead to chin in photo pixels (LIKENESS_MIN_FACE_PX)."""
+    return config.get_int("LIKENESS_MIN_FACE_PX")
+
+
+def check_face_size(height: float, at: str = "") -> None:
+    """InputError("photo", ...) for a face under the minimum: upscaled that far it is a blur, and the
+    face mesh no longer places the lips and lids (docs/notes/render.md, small faces)."""
+    need = min_face_px()
+    if height < need:
+        raise InputError("photo", f"the face{at} is {int(height)} px high; at least {need} px is needed to "
+                                  "animate it: use a photo taken closer or at a higher resolution")
+
+
+def _locate(photo: np.ndarray, detect: FaceDetector, find: BoxFinder | None, warnings: list[str],
             at: tuple[float, float] | None = None) -> np.ndarray:
     """The [478, 3] landmarks in photo pixels (first pass, on a bounded copy) of the largest face, or
-    of the face at `at` (the one whose box holds it, else the nearest within a face's height)."""
+    of the face at `at` (the one whose box holds it, else the nearest within a face's height).
+
+    Faces the mesh misses (small, in a scene) are looked for only when it finds none, or none at
+    `at`: photos it reads take the same path as before."""
     h, w = photo.shape[:2]
     if at is not None and not (at[0] < w and at[1] < h):
         raise InputError("face_at", f"({at[0]:.0f}, {at[1]:.0f}) is outside the photo ({w} x {h} px)")
@@ -342,16 +379,44 @@ def _locate(photo: np.ndarray, detect: FaceDetector, warnings: list[str],
     small = photo if shrink == 1.0 else cv2.resize(photo, (round(w * shrink), round(h * shrink)),
                                                     interpolation=cv2.INTER_AREA)
     faces = sorted((np.asarray(f, dtype=np.float64) for f in detect(small)), key=lambda p: -_face_area(p))
-    if not faces:
-        raise InputError("photo", "no face found: use a photo of a person facing the camera, eyes and "
-                                  "mouth visible; for a pet, cartoon or illustration give 5 keypoints "
-                                  "(eyes, nose tip, mouth corners)")
     faces = [f / shrink for f in faces]
-    if at is not None:
-        return _face_at(faces, np.asarray(at, np.float64), warnings)
+    point = None if at is None else np.asarray(at, np.float64)
+    if not faces or (point is not None and not any(_holds(f, point) for f in faces)):
+        faces = _with_small_faces(photo, detect, find, faces, point)
+    if point is not None:
+        return _face_at(faces, point, warnings)
     if len(faces) > 1:
         warnings.append(f"{len(faces)} faces found; animating the largest")
     return faces[0]
+
+
+def _with_small_faces(photo: np.ndarray, detect: FaceDetector, find: BoxFinder | None,
+                      faces: list[np.ndarray], at: np.ndarray | None) -> list[np.ndarray]:
+    """`faces` and those the full-range detector finds (near `at` when given), largest first; none at
+    all, or a face at `at` too small to animate: InputError."""
+    found = find_small_faces(photo, detect, find or full_range_boxes, min_face_px(), near=at, known=faces)
+    everything = sorted([*faces, *found.faces], key=lambda p: -_face_area(p))
+    if at is not None:
+        if not any(_holds(f, at) for f in everything):
+            # The face at the point may be one too small: say so, with its size.
+            for box, height in found.too_small:
+                if (box[:2] <= at).all() and (at <= box[2:]).all():
+                    check_face_size(height, f" at ({at[0]:.0f}, {at[1]:.0f})")
+            if not everything:
+                raise InputError("face_at", f"no face at ({at[0]:.0f}, {at[1]:.0f}), nor near it")
+        return everything
+    if not everything and found.too_small:
+        check_face_size(max(height for _, height in found.too_small))
+    if not everything:
+        raise InputError("photo", "no face found: use a photo of a person facing the camera, eyes and "
+                                  f"mouth visible, the face at least {min_face_px()} px high; for a pet, "
+                                  "cartoon or illustration give 5 keypoints (eyes, nose tip, mouth corners)")
+    return everything
+
+
+def _holds(face: np.ndarray, at: np.ndarray) -> bool:
+    """The point lies in the face's mesh box."""
+    return bool((face[:NUM_MESH, :2].min(axis=0) <= at).all() and (at <= face[:NUM_MESH, :2].max(axis=0)).all())
 
 
 def _face_at(faces: list[np.ndarray], at: np.ndarray, warnings: list[str]) -> np.ndarray:
@@ -360,7 +425,7 @@ def _face_at(faces: list[np.ndarray], at: np.ndarray, warnings: list[str]) -> np
     lo = [f[:NUM_MESH, :2].min(axis=0) for f in faces]
     hi = [f[:NUM_MESH, :2].max(axis=0) for f in faces]
     gaps = [float(np.linalg.norm(np.maximum(np.maximum(a - at, at - b), 0.0))) for a, b in zip(lo, hi)]
-    holding = [k for k, gap in enumerate(gaps) if gap == 0.0]
+    holding = [k for k, face in enumerate(faces) if _holds(face, at)]
     if holding:
         k = min(holding, key=lambda k: _face_area(faces[k]))
     else:

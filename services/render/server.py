@@ -28,7 +28,7 @@ from services.render.poster import encode_poster
 from services.render.render_call import spec_fps
 from services.render.rig import RIG_VERSION, FaceRig, build_rig
 from services.render.spec import frame_from_pb
-from services.render.tensor_model import detector, segmenter
+from services.render.tensor_model import box_finder, detector, segmenter
 
 
 
@@ -43,6 +43,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     def __init__(self, storage: Storage, client: InferenceClient) -> None:
         self.storage = storage
         self.detect = detector(client)
+        self.find = box_finder(client)
         self.segment = segmenter(client)
 
     def _get(self, ref: common_pb2.ObjectRef, field: str) -> bytes:
@@ -71,7 +72,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             with span("build_rig", {"size": frame.size, "aspect": frame.aspect, "fit": frame.fit}):
                 try:
                     rig = build_rig(load_photo(data), frame=frame, detect=self.detect, keypoints=keypoints,
-                                    segment=self.segment)
+                                    segment=self.segment, find=self.find)
                 except InputError as exc:  # (the point is the request's video.face_at)
                     if exc.field != "face_at":
                         raise

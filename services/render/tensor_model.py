@@ -1,6 +1,7 @@
-"""The face-mesh landmark model and the selfie segmentation model (mediapipe) as named tensors
-(model_repository/face_mesh, model_repository/selfie_segmentation), and the face detector and
-person segmenter for build_rig that call them through any InferenceClient."""
+"""The face-mesh landmark model, the full-range face detector and the selfie segmentation model
+(mediapipe) as named tensors (model_repository/face_mesh, face_detection, selfie_segmentation), and
+the face detector, box finder and person segmenter for build_rig that call them through any
+InferenceClient."""
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -11,8 +12,10 @@ from services.common.domain.errors import InputError
 from services.common.infra.inference import InferenceClient
 from services.render.rig import NUM_LANDMARKS, detect_faces
 from services.render.segment import person_matte
+from services.render.small_faces import check_batch, full_range_boxes
 
 MODEL_NAME = "face_mesh"
+DETECTION_MODEL = "face_detection"
 SEGMENTATION_MODEL = "selfie_segmentation"
 
 
@@ -29,6 +32,22 @@ def detector(client: InferenceClient) -> Callable[[np.ndarray], list[np.ndarray]
         landmarks = client.infer(MODEL_NAME, {"image": np.ascontiguousarray(rgb, np.uint8)})["landmarks"]
         return list(np.asarray(landmarks, np.float64))
     return detect
+
+
+class FaceDetectionTensorModel:
+    """images uint8 [N, H, W, 3] RGB (tiles of a photo) -> boxes float64 [M, 6]: image index, x0, y0,
+    x1, y1 (px of that image), score; mediapipe's full-range detector (services.render.small_faces)."""
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"boxes": full_range_boxes(check_batch(inputs["images"]))}
+
+
+def box_finder(client: InferenceClient) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch of RGB uint8 tiles [N, H, W, 3] -> face boxes [M, 6], through the face_detection model."""
+    def find(tiles: np.ndarray) -> np.ndarray:
+        out = client.infer(DETECTION_MODEL, {"images": np.ascontiguousarray(tiles, np.uint8)})["boxes"]
+        return np.asarray(out, np.float64).reshape(-1, 6)
+    return find
 
 
 class SelfieSegmentationTensorModel:

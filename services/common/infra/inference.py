@@ -25,6 +25,7 @@ MODELS: dict[str, str] = {
     "tts_kokoro": "services.tts.tensor_model:KokoroTensorModel",
     "expression_procedural": "services.expression.tensor_model:ProceduralTensorModel",
     "face_mesh": "services.render.tensor_model:FaceMeshTensorModel",
+    "face_detection": "services.render.tensor_model:FaceDetectionTensorModel",
     "selfie_segmentation": "services.render.tensor_model:SelfieSegmentationTensorModel",
     "speaker_encoder": "services.tts.cloning.encoder:SpeakerEncoderTensorModel",
     "voice_converter": "services.tts.cloning.converter:VoiceConverterTensorModel",
