@@ -20,6 +20,7 @@ import numpy as np
 
 from services.common import config
 from services.common.domain.errors import InputError
+from services.render.keypoints import fit_template, shape_eyes, validate_keypoints
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 from services.render.small_faces import BoxFinder, FaceDetector, find_small_faces, full_range_boxes
 
@@ -91,7 +92,7 @@ CHEEKS = {"right": (205, 50, 123, 187, 207, 216, 147), "left": (425, 280, 352, 4
 @lru_cache(maxsize=1)
 def face_triangles() -> np.ndarray:
     """mediapipe's own tessellation of the 468 mesh points (mouth and eyes are holes), [F, 3]."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION  # (mediapipe: ~2 s)
 
     neighbours: dict[int, set[int]] = {}
     for a, b in FACEMESH_TESSELATION:
@@ -212,7 +213,7 @@ def _face_mesh():
     """One FaceMesh graph per thread (they are not thread-safe; building one costs ~30 ms)."""
     mesh = getattr(_local, "mesh", None)
     if mesh is None:
-        import mediapipe as mp
+        import mediapipe as mp  # (~2 s: only where a face mesh runs, never in the gateway)
 
         mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
                                                max_num_faces=5)
@@ -266,8 +267,6 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
     warnings: list[str] = []
     h, w = photo.shape[:2]
     if keypoints is not None:
-        from services.render.keypoints import fit_template, shape_eyes, validate_keypoints
-
         face = shape_eyes(fit_template(validate_keypoints(keypoints, photo.shape)), photo)
         warnings.append("face placed from keypoints: eye openings measured in the photo (or "
                         "estimated from the eye distance), gaze kept still")
@@ -336,12 +335,12 @@ def _breathing_stage(image: np.ndarray, face: np.ndarray,
                      segment: Callable[[np.ndarray], np.ndarray] | None) -> Stage | None:
     """The plain square crop needs no stage, unless it shows shoulders: then a still frame equal to
     the square carries the person matte, so the body breathes (services.render.body)."""
-    from services.render.body import breathing_enabled, shows_shoulders
+    from services.render.body import breathing_enabled, shows_shoulders  # (import cycle: body -> basis -> rig)
 
     if not breathing_enabled():
         return None
     if segment is None:
-        from services.render.segment import person_matte as segment
+        from services.render.segment import person_matte as segment  # (import cycle, as body)
     matte = np.clip(segment(image) * 255 + 0.5, 0, 255).astype(np.uint8)
     face_h = face_height(face)
     oval_x = face[list(FACE_OVAL), 0]
