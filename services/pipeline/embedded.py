@@ -109,14 +109,21 @@ class EmbeddedPipeline:
                        emotions=[*timed_emotions(tags, speech.words, script), *request.emotions],
                        motions=[*timed_motions(tags, speech.words, script), *request.motions])
 
+    def face(self, photo, frame, *, keypoints: np.ndarray | None = None, seed: int = 0):
+        """(the photo's rig, the renderer of its frames as `frame` (a FrameSpec) frames them)."""
+        from services.render import Compositor, Renderer, box_finder, build_rig, detector, load_photo, segmenter
+
+        rig = build_rig(load_photo(photo), frame=frame, detect=detector(self.client), segment=segmenter(self.client),
+                        find=box_finder(self.client), keypoints=keypoints)
+        return rig, Renderer(rig) if rig.stage is None else Compositor(Renderer(rig), rig.stage, seed=seed)
+
     def generate(self, request: VideoRequest, out_path: str | Path | None,
                  progress: ProgressFn = lambda stage, fraction: None,
                  stream_to: Callable[[bytes], None] | None = None) -> VideoResult:
         """Renders the video to `out_path`, or with `stream_to` hands it over while it is encoded
         (fragmented MP4: a player can start at once; `out_path` is then unused)."""
         # (the renderer: PyAV, mediapipe, the models)
-        from services.render import stream_mp4, check_output, write_video, Compositor, load_photo, Renderer, build_rig
-        from services.render import box_finder, detector, segmenter
+        from services.render import stream_mp4, check_output, write_video
 
         request.validate()
         if stream_to is None:
@@ -130,9 +137,7 @@ class EmbeddedPipeline:
         t0 = time.perf_counter()
         progress("rig", 0.0)
         keypoints = None if request.keypoints is None else np.asarray(request.keypoints, np.float64)
-        rig = build_rig(load_photo(request.photo), frame=request.frame, detect=detector(self.client),
-                        segment=segmenter(self.client), find=box_finder(self.client),
-                        keypoints=keypoints)
+        rig, renderer = self.face(request.photo, request.frame, keypoints=keypoints, seed=request.seed)
         seconds["rig"] = time.perf_counter() - t0
         progress("rig", 1.0)
 
@@ -149,8 +154,6 @@ class EmbeddedPipeline:
         progress("expression", 1.0)
 
         t0 = time.perf_counter()
-        renderer = (Renderer(rig) if rig.stage is None
-                    else Compositor(Renderer(rig), rig.stage, seed=request.seed))
         total = len(track)
 
         overlay = None

@@ -19,6 +19,7 @@ from services.common.domain import directions
 from services.common.domain.directions import EXPRESSIVENESS
 from services.common.domain.errors import InputError
 from services.common.infra import wire
+from services.common.script.dialogue import NAME, Turn, parse_dialogue
 from services.common.script.tags import near_misses
 from likeness_client.proto.likeness.v1 import common_pb2, gateway_pb2 as gw
 from services.pipeline.speech_rules import WORDS, check_speech, prepared_script, reading_words
@@ -195,6 +196,125 @@ def check_inputs(request: VideoRequest, mode: str = VIDEO) -> list[tuple[str, st
             violations.append(("burn_captions", "a live video's words are not known ahead of its frames "
                                                 "(with speech, the end carries captions)"))
     return violations
+
+
+# -- a dialogue: several faces, one video ------------------------------------------------------------
+
+LAYOUTS = {"side-by-side": "16:9", "stacked": "9:16"}  # a dialogue's layout -> its frame's aspect
+DIALOGUE_FACES = 2  # the layouts' panels (more faces: a later slice)
+DEFAULT_GAP_S = 0.3  # from one turn's last word to the next turn's first
+MAX_GAP_S = 5.0
+
+
+@dataclass(frozen=True)
+class CastMember:
+    """Who plays a dialogue's speaker: the face (a photo) and the voice (built-in or cloned)."""
+
+    name: str  # as the script's turns call them ("A" in "A: Hello")
+    photo: Media
+    voice: str = ""  # a built-in voice; "": the default
+    voice_sample: Media | None = None  # a recording of the voice to clone
+
+
+@dataclass(frozen=True)
+class DialogueRequest:
+    """A scripted dialogue: turns (`NAME: text`, services.common.script.dialogue) spoken by a cast, each
+    face in its own panel of the layout. Every turn is checked as the single-face VideoRequest it is
+    spoken as (`turn_request`): one set of rules for a script, whoever says it."""
+
+    script: str
+    cast: tuple[CastMember, ...]
+    layout: str = "side-by-side"
+    gap_s: float = DEFAULT_GAP_S
+    size: int = 512  # the frame's shorter side
+    fps: float = 25.0
+    seed: int = 0
+    emotion: str = "neutral"
+    expressiveness: str = "medium"
+    language: str = "en-us"
+    speed: float = 1.0
+    field: str = "dialogue"  # what the caller called the script
+
+    @cached_property
+    def turns(self) -> list[Turn]:
+        return parse_dialogue(self.script, self.field)
+
+    def member(self, name: str) -> CastMember:
+        return next(m for m in self.cast if m.name == name)
+
+    def turn_request(self, turn: Turn, seed: int | None = None) -> VideoRequest:
+        """The turn as a single face's request: its speaker's photo and voice, the dialogue's style."""
+        m = self.member(turn.speaker)
+        return VideoRequest(photo=m.photo, script=turn.text, size=self.size, fps=self.fps,
+                            seed=self.seed if seed is None else seed, emotion=self.emotion,
+                            expressiveness=self.expressiveness, language=self.language, voice=m.voice,
+                            voice_sample=m.voice_sample, speed=self.speed, script_field=self.field)
+
+    @property
+    def frame(self) -> FrameSpec:
+        return FrameSpec(size=self.size, aspect=LAYOUTS.get(self.layout, "1:1"))
+
+    @property
+    def warnings(self) -> list[str]:
+        """A cast member who never speaks (they only listen), and each turn's mistyped tags."""
+        speaking = {t.speaker for t in self.turns}
+        out = [f"cast: {m.name} never speaks (only listens)" for m in self.cast if m.name not in speaking]
+        for turn in self.turns:
+            out += [f"{w} (line {turn.line})" for w in self.turn_request(turn).script_warnings]
+        return out
+
+    def validate(self) -> None:
+        if violations := check_dialogue(self):
+            raise InputError.many(violations)
+
+
+def _same_media(a: Media, b: Media) -> bool:
+    if isinstance(a, (str, Path)) and isinstance(b, (str, Path)):
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b  # (bytes: the same file read twice; Stored: the same key)
+
+
+def check_dialogue(r: DialogueRequest) -> list[tuple[str, str]]:
+    """Every rule a dialogue breaks: its own (layout, cast, turns) and, per turn, check_inputs' for the
+    single face that speaks it (a turn's script problem is "dialogue: line N: ...")."""
+    violations: list[tuple[str, str]] = []
+    if r.layout not in LAYOUTS:
+        violations.append(("layout", f"unknown layout {r.layout!r}; supported: {', '.join(LAYOUTS)}"))
+    if not isinstance(r.gap_s, (int, float)) or not 0.0 <= r.gap_s <= MAX_GAP_S:
+        violations.append(("gap", f"must be from 0 to {MAX_GAP_S:g} seconds, got {r.gap_s}"))
+    names = [m.name for m in r.cast]
+    if len(r.cast) != DIALOGUE_FACES:
+        violations.append(("cast", f"a dialogue's layouts take {DIALOGUE_FACES} faces; got {len(r.cast)} "
+                                   f"cast entries ({', '.join(names) or 'none'})"))
+    for i, m in enumerate(r.cast):
+        if not NAME.match(m.name):
+            violations.append(("cast", f"{m.name!r} is not a speaker name (a letter, then letters, digits, _ or -)"))
+        if m.name in names[:i]:
+            violations.append(("cast", f"{m.name} is cast twice"))
+        for other in r.cast[:i]:
+            if _same_media(m.photo, other.photo):
+                violations.append((f"cast.{m.name}.photo", f"is {other.name}'s photo too: each speaker needs "
+                                                          "their own photo (one photo of two people: not yet)"))
+        if isinstance(m.photo, (bytes, str)) and not m.photo:
+            violations.append((f"cast.{m.name}.photo", "is empty"))
+    try:
+        turns = r.turns
+    except InputError as exc:
+        return violations + [(exc.field, exc.message)]
+    cast = set(names)
+    for turn in turns:
+        if turn.speaker not in cast:
+            violations.append((r.field, f"line {turn.line}: {turn.speaker} has no cast entry "
+                                        f"(cast: {', '.join(names) or 'none'})"))
+            continue
+        for name, message in check_inputs(r.turn_request(turn), VIDEO):
+            if name == r.field:
+                violations.append((name, f"line {turn.line}: {message}"))
+            elif name in ("voice", "voice_sample"):
+                violations.append((f"cast.{turn.speaker}.{name}", message))
+            else:
+                violations.append((name, message))
+    return list(dict.fromkeys(violations))
 
 
 # -- the API's messages ----------------------------------------------------------------------------
