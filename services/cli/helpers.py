@@ -278,3 +278,46 @@ def write_stream(out: str, write) -> None:
             write(sink)
 
     write_atomically(Path(out), to_file)
+
+
+def read_cast(values: Sequence[str]) -> tuple:
+    """--cast values (NAME=PHOTO[:voice=VOICE][:sample=FILE], or a JSON file mapping each name to
+    {"photo", "voice", "sample"}, paths relative to it) -> CastMembers with the files' bytes."""
+    import json
+
+    from services.pipeline.request import CastMember
+
+    entries: list[tuple[str, dict, Path]] = []  # (name, its fields, the folder its paths are relative to)
+    for value in values:
+        if "=" not in value and value.lower().endswith(".json"):
+            try:
+                listed = json.loads(Path(value).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise InputError("cast", f"cannot read {value}: {exc}") from None
+            if not isinstance(listed, dict) or not all(isinstance(v, dict) for v in listed.values()):
+                raise InputError("cast", f"{value}: expected {{\"NAME\": {{\"photo\": ..., \"voice\": ...}}}}")
+            entries += [(name, fields, Path(value).parent) for name, fields in listed.items()]
+            continue
+        name, _, rest = value.partition("=")
+        photo, *options = rest.split(":")
+        fields = {"photo": photo}
+        for option in options:
+            key, eq, setting = option.partition("=")
+            if not eq or key not in ("voice", "sample"):
+                raise InputError("cast", f"expected NAME=PHOTO[:voice=VOICE][:sample=FILE], got {value!r}")
+            fields[key] = setting
+        entries.append((name.strip(), fields, Path(".")))
+    cast = []
+    for name, fields, folder in entries:
+        unknown = set(fields) - {"photo", "voice", "sample"}
+        if unknown or not fields.get("photo"):
+            raise InputError(f"cast.{name}", "needs a photo (and may have a voice or a sample): "
+                                             f"got {', '.join(sorted(fields)) or 'nothing'}")
+        photo = folder / fields["photo"]
+        if not photo.is_file():
+            raise InputError(f"cast.{name}.photo", f"{photo}: no such file")
+        sample = fields.get("sample")
+        cast.append(CastMember(name=name, photo=photo.read_bytes(), voice=str(fields.get("voice") or ""),
+                               voice_sample=read_audio(str(folder / sample), f"cast.{name}.sample")
+                               if sample else None))
+    return tuple(cast)

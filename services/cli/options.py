@@ -115,10 +115,11 @@ def _with_text_in(live: bool) -> str:
     return "with --text-in: " if live else ""
 
 
-def photo_and_script_options(parser: argparse.ArgumentParser) -> None:
-    """--photo, --script / --script-file and --audio: what a video is made of."""
+def photo_and_script_options(parser: argparse.ArgumentParser, *, dialogue: bool = False) -> None:
+    """--photo, --script / --script-file and --audio: what a video is made of (`dialogue`: or --dialogue,
+    so --photo is not required by the parser)."""
     group = parser.add_argument_group("photo and script")
-    photo_option(group)
+    photo_option(group, required=not dialogue)
     script = group.add_mutually_exclusive_group()
     script.add_argument("--script", help="text to speak, with optional tags: [happy] / [sad 0.6] (emotion from "
                                          "the next word on), [nod] / [shake] / [tilt left] / [look right] / "
@@ -130,8 +131,9 @@ def photo_and_script_options(parser: argparse.ArgumentParser) -> None:
                                        "--script it is aligned to the text")
 
 
-def photo_option(parser) -> None:
-    parser.add_argument("--photo", required=True, help="portrait photo (jpg/png/webp)")
+def photo_option(parser, *, required: bool = True) -> None:
+    parser.add_argument("--photo", required=required,
+                        help="portrait photo (jpg/png/webp)" + ("" if required else "; required unless --dialogue"))
 
 
 def speech_options(parser: argparse.ArgumentParser, *, live: bool = False) -> None:
@@ -210,9 +212,9 @@ def caption_options(parser: argparse.ArgumentParser, *, live: bool = False) -> N
                             ".png; a transparent video's is a .png with alpha)")
 
 
-def video_options(parser: argparse.ArgumentParser) -> None:
-    """Every option of a finished video (`generate`, `submit`)."""
-    photo_and_script_options(parser)
+def video_options(parser: argparse.ArgumentParser, *, dialogue: bool = False) -> None:
+    """Every option of a finished video (`generate`, `submit`; `dialogue`: --dialogue may replace --photo)."""
+    photo_and_script_options(parser, dialogue=dialogue)
     speech_options(parser)
     parser.add_argument("--out", required=True,
                         help="output: .mp4 (H.264 + AAC), .webm (VP9 + Opus; alpha with --background "
@@ -221,6 +223,29 @@ def video_options(parser: argparse.ArgumentParser) -> None:
     framing_options(parser)
     direction_options(parser)
     caption_options(parser)
+
+
+def _layouts() -> Iterable[str]:
+    from services.pipeline.request import LAYOUTS
+
+    return LAYOUTS
+
+
+LAYOUT = Choices("layout", "layout", _layouts)
+
+
+def dialogue_options(parser: argparse.ArgumentParser) -> None:
+    """--dialogue, --cast, --layout, --gap: several faces talking in turns (instead of --photo/--script)."""
+    group = parser.add_argument_group("dialogue (instead of --photo and --script)")
+    group.add_argument("--dialogue", metavar="SCRIPT", help="a dialogue script file: one 'NAME: text' line per "
+                                                            "turn (tags as in --script)")
+    group.add_argument("--cast", action="append", default=[], metavar="NAME=PHOTO[:voice=VOICE][:sample=FILE]",
+                       help="who plays NAME: a photo and a built-in voice (or a voice sample to clone); one per "
+                            "speaker, or a JSON file {\"NAME\": {\"photo\": ..., \"voice\": ...}}")
+    group.add_argument("--layout", default="side-by-side", choices=LAYOUT, metavar="LAYOUT",
+                       help="%(choices)s (default %(default)s: 16:9; stacked: 9:16)")
+    group.add_argument("--gap", type=float, default=None, metavar="SECONDS",
+                       help="from one turn's last word to the next's first (default 0.3)")
 
 
 def gateway_options(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
