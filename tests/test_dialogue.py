@@ -4,12 +4,15 @@ listener's rests and its head reacts, captions naming the speakers, bad input re
 Real voices, models and renders, at 256 px."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.cli import main
+from services.cli.helpers import read_cast
+from services.common.domain.errors import InputError
 from services.common.domain.arkit import ARKIT_52
 from services.common.script.dialogue import parse_dialogue
 from services.pipeline.dialogue import DialoguePipeline
@@ -144,6 +147,21 @@ def test_the_dialogue_script_is_read_turn_by_turn() -> None:
     turns = parse_dialogue("# a comment\nA: Hello [pause 1] there.\n\nB: Time: five o'clock,\nsharp.\n")
     assert [(t.speaker, t.text, t.line) for t in turns] == [
         ("A", "Hello [pause 1] there.", 2), ("B", "Time: five o'clock, sharp.", 4)]
+
+
+def test_a_cast_file_names_each_speakers_photo_and_voice_relative_to_itself(tmp_path) -> None:
+    (tmp_path / "a.png").write_bytes(ASTRONAUT.read_bytes())
+    (tmp_path / "cast.json").write_text(json.dumps({"A": {"photo": "a.png", "voice": "joe"},
+                                                    "B": {"photo": str(GRACE)}}))
+    a, b = read_cast([str(tmp_path / "cast.json")])
+    assert (a.name, a.photo, a.voice, b.name, b.photo, b.voice) == ("A", ASTRONAUT.read_bytes(), "joe",
+                                                                    "B", GRACE.read_bytes(), "")
+    with pytest.raises(InputError) as refused:
+        read_cast([f"A={GRACE}:speed=2"])
+    assert refused.value.field == "cast"
+    with pytest.raises(InputError) as refused:
+        read_cast([f"A={tmp_path / 'nobody.png'}"])
+    assert refused.value.field == "cast.A.photo"
 
 
 def cli(tmp_path, monkeypatch, capsys, script: str, *args: str) -> tuple[int, str]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from services.common.domain.captions import Cue, build_cues
 from services.common.domain.expression_track import ExpressionTrack
-from services.common.domain.speech import Phone, Speech, join_speech
+from services.common.domain.speech import Speech, join_speech
 from services.common.live.listening import Listening
 from services.common.script.tags import timed_emotions, timed_motions
 from services.pipeline.embedded import EmbeddedPipeline, ProgressFn
@@ -98,8 +98,8 @@ def mix(turns: list[PlacedTurn]) -> tuple[np.ndarray, int]:
 
 def speaker_timeline(turns: list[PlacedTurn], speaker: str, total_s: float) -> Speech:
     """The speaker's side of the dialogue as one Speech: its turns as spoken, silence (one "sil" phone,
-    as a pause) wherever it does not speak."""
-    rate = next(t.speech.sample_rate for t in turns if t.speaker == speaker)
+    as a pause) wherever it does not speak (throughout, for a cast member who never does)."""
+    rate = next((t.speech.sample_rate for t in turns if t.speaker == speaker), turns[0].speech.sample_rate)
     parts, gaps, t = [], [], 0.0
     silence = Speech(audio=np.zeros(0, np.float32), sample_rate=rate)
     parts.append(silence)
@@ -110,8 +110,6 @@ def speaker_timeline(turns: list[PlacedTurn], speaker: str, total_s: float) -> S
     gaps.append(max(total_s - t, 0.0))
     speech = join_speech(parts, gaps)
     speech.phones = [p for p in speech.phones if p.end > p.start]
-    if not speech.phones:  # (a cast member who never speaks: silence throughout)
-        speech.phones = [Phone("sil", 0.0, speech.duration)]
     speech.text = speech.text.strip()
     return speech
 
@@ -168,7 +166,8 @@ class DialoguePipeline:
         for i, turn in enumerate(request.turns):
             single = request.turn_request(turn, seed=(request.seed + i) % 2**32)  # (turns vary like sentences)
             speech, said = self.pipeline.speech(single)
-            warnings += [w for w in said if w not in warnings and w not in single.script_warnings]
+            warnings += [f"cast.{turn.speaker}: {w}" for w in said  # (a cloned voice's, once per speaker)
+                         if w not in single.script_warnings and f"cast.{turn.speaker}: {w}" not in warnings]
             script, tags = single.spoken_script
             spoken.append((turn, speech, script, tags))
         starts = place_turns([s for _, s, _, _ in spoken], request.gap_s)
@@ -192,9 +191,7 @@ class DialoguePipeline:
                                                                                 turn.script)]
             seed = (request.seed + 7919 * panel) % 2**32  # (two faces never blink or sway in step)
             motions += listening_motions(turns, member.name, panel, request.layout, seed)
-            speech = speaker_timeline(turns, member.name, total_s) if own else Speech(
-                audio=np.zeros(int(round(total_s * 16000)), np.float32), sample_rate=16000,
-                phones=[Phone("sil", 0.0, total_s)])
+            speech = speaker_timeline(turns, member.name, total_s)
             tracks[member.name] = animate(self.pipeline.client, speech, fps=request.fps, seed=seed,
                                           emotion=request.emotion if request.emotion != "auto" else "neutral",
                                           expressiveness=request.expressiveness, emotions=emotions,
