@@ -44,7 +44,8 @@ def dialogue(tmp_path_factory):
 
 def spoken_frames(turn) -> slice:
     """The frames from the turn's first word to its last."""
-    return slice(int((turn.start + turn.speech.words[0].start) * FPS), int((turn.start + turn.speech.words[-1].end) * FPS))
+    return slice(int((turn.start + turn.speech.words[0].start) * FPS),
+                 int((turn.start + turn.speech.words[-1].end) * FPS))
 
 
 def test_the_dialogue_renders_both_faces_side_by_side_in_16_9(dialogue) -> None:
@@ -88,7 +89,8 @@ def test_in_each_turn_the_speakers_mouth_moves_and_the_listeners_rests(dialogue)
     half = width // 2
 
     def mouth_motion(panel: int, span: slice) -> float:
-        region = frames[span, int(y0 * height):int(y1 * height), panel * half + int(x0 * half):panel * half + int(x1 * half)]
+        left = panel * half
+        region = frames[span, int(y0 * height):int(y1 * height), left + int(x0 * half):left + int(x1 * half)]
         return float(np.abs(np.diff(region, axis=0)).mean())
 
     for turn in result.turns:

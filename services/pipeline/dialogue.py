@@ -100,9 +100,7 @@ def speaker_timeline(turns: list[PlacedTurn], speaker: str, total_s: float) -> S
     """The speaker's side of the dialogue as one Speech: its turns as spoken, silence (one "sil" phone,
     as a pause) wherever it does not speak (throughout, for a cast member who never does)."""
     rate = next((t.speech.sample_rate for t in turns if t.speaker == speaker), turns[0].speech.sample_rate)
-    parts, gaps, t = [], [], 0.0
-    silence = Speech(audio=np.zeros(0, np.float32), sample_rate=rate)
-    parts.append(silence)
+    parts, gaps, t = [Speech(audio=np.zeros(0, np.float32), sample_rate=rate)], [], 0.0  # (then silence)
     for turn in (t for t in turns if t.speaker == speaker):
         gaps.append(turn.start - t)
         parts.append(turn.speech)
@@ -127,7 +125,7 @@ def listening_motions(turns: list[PlacedTurn], speaker: str, panel: int, layout:
         start = turn.start + LISTEN_AFTER_S
         out.append((start, toward_next if panel == 0 else toward_previous, strength))
         listening.start(start)
-        out += [m for m in listening.motions(start, turn.end - QUIET_BEFORE_END_S)]
+        out += listening.motions(start, turn.end - QUIET_BEFORE_END_S)
         listening.stop()
     return out
 
