@@ -1,0 +1,105 @@
+"""A real headless Chromium driven over the DevTools protocol (`websockets`), for the WebRTC page tests.
+
+Flags from shared/notes/webrtc-browser-check.md: --headless=new and --no-sandbox (root); autoplay with
+audio without a click; fake media UI so Chrome gathers every interface, loopback included
+(--allow-loopback-in-peer-connection), with raw addresses instead of mDNS names. No X server, sound
+card or chromedriver is needed.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from services.devtools.ports import free_ports
+
+FLAGS = ["--headless=new", "--no-sandbox", "--autoplay-policy=no-user-gesture-required",
+         "--use-fake-ui-for-media-stream", "--disable-features=WebRtcHideLocalIpsWithMdns",
+         "--allow-loopback-in-peer-connection", "--disable-background-networking", "--no-first-run"]
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """One Chromium process and its first page; `evaluate` runs JavaScript there (promises awaited)."""
+
+    def __init__(self) -> None:
+        from websockets.sync.client import connect
+
+        self.profile = tempfile.mkdtemp(prefix="likeness-chromium-")
+        port = free_ports(1)[0]
+        self.proc = subprocess.Popen([chromium(), *FLAGS, f"--remote-debugging-port={port}",
+                                      f"--user-data-dir={self.profile}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2))
+                page = next(t for t in targets if t["type"] == "page")
+                break
+            except (OSError, StopIteration, ValueError):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError("chromium's DevTools endpoint did not come up")
+                time.sleep(0.1)
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10).__enter__()
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, timeout_s: float = 30.0, **params) -> dict:
+        message_id = next(self._ids)
+        self.ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reply = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if reply.get("id") == message_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def evaluate(self, expression: str, timeout_s: float = 30.0):
+        """The value of `expression` (JSON-able), a promise's once it settles; a thrown error raises."""
+        result = self.call("Runtime.evaluate", timeout_s, expression=expression, awaitPromise=True,
+                           returnByValue=True, timeout=int(timeout_s * 1000))
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            raise RuntimeError(details.get("exception", {}).get("description") or details.get("text"))
+        return result["result"].get("value")
+
+    def navigate(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+        deadline = time.monotonic() + 15
+        while self.evaluate("document.readyState") != "complete" or self.evaluate("location.href") != url:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not load")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Gone at once, as a crashed browser or a lost network: nothing is said to the peers."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "ws", None) is not None:
+                self.ws.close()
+        except Exception:  # noqa: BLE001 - a killed browser's socket
+            pass
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # (its zygotes and helpers share the group)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+            shutil.rmtree(self.profile, ignore_errors=True)

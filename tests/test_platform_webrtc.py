@@ -1,0 +1,172 @@
+"""The gateway's WebRTC front with a real headless Chromium on loopback: the page connects, the avatar
+talks while its voice is heard, an interrupt silences voice and face at once, and the front refuses
+what it must (docs/live.md#webrtc)."""
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.browser import Browser, chromium
+
+pytestmark = pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (make system-deps)")
+
+SENTENCE = ("People bring maps and books to the big market by the bay, and they talk about the weather "
+            "for a long while before anyone buys a thing. ")
+
+# Samples, every 40 ms, the audio's RMS (an AnalyserNode on the remote track, which also plays in the
+# muted <video>: WebAudio reads silence otherwise) and how much the mouth region changed since the last
+# sample (canvas). The mouth region is where tests/test_platform_live.py looks, as fractions of the frame.
+PROBE = """(() => {
+  const video = document.getElementById("video");
+  video.muted = true;
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 1024;
+  context.createMediaStreamSource(video.srcObject).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  const canvas = document.createElement("canvas");
+  const g = canvas.getContext("2d", { willReadFrequently: true });
+  let previous = null;
+  window.probe = [];
+  window.firstFrameAt = null;
+  const onFrame = () => { if (window.firstFrameAt === null) window.firstFrameAt = performance.now(); };
+  video.requestVideoFrameCallback(onFrame);
+  setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const s of samples) sum += s * s;
+    const rms = Math.sqrt(sum / samples.length);
+    let motion = null;
+    if (video.videoWidth) {
+      const w = video.videoWidth, h = video.videoHeight;
+      canvas.width = w; canvas.height = h;
+      g.drawImage(video, 0, 0, w, h);
+      const x = Math.round(w * 100 / 256), y = Math.round(h * 125 / 256);
+      const data = g.getImageData(x, y, Math.round(w * 56 / 256), Math.round(h * 45 / 256)).data;
+      if (previous) {
+        let d = 0;
+        for (let i = 0; i < data.length; i += 4) d += Math.abs(data[i] - previous[i]) + Math.abs(data[i + 1] - previous[i + 1]);
+        motion = d / (data.length / 2);
+      }
+      previous = data;
+    }
+    window.probe.push({ t: performance.now(), rms, motion });
+  }, 40);
+  return context.state;
+})()"""
+
+
+@pytest.fixture(scope="module")
+def browser(stack):
+    page = Browser()
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def _post(url: str, body: bytes, content_type: str = "application/sdp") -> tuple[int, str, dict]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def _connect(browser: Browser, stack, photo_id: str) -> None:
+    browser.navigate(stack.webrtc_url)
+    browser.evaluate(f"likeness.connect({photo_id!r}, '')", timeout_s=60)
+
+
+def _wait(browser: Browser, expression: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not browser.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout_s} s: {expression}")
+        time.sleep(0.05)
+
+
+def _offer(browser: Browser) -> str:
+    """A real offer of the browser's (a connection it never completes)."""
+    return browser.evaluate("""(async () => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver("video", { direction: "recvonly" });
+      pc.addTransceiver("audio", { direction: "recvonly" });
+      pc.createDataChannel("control");
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((r) => pc.iceGatheringState === "complete" ? r()
+        : pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r()));
+      window.spare = pc;
+      return pc.localDescription.sdp;
+    })()""")
+
+
+def test_the_browser_sees_and_hears_the_avatar_and_an_interrupt_stops_both(stack, photo_id, browser):
+    _connect(browser, stack, photo_id)
+    assert browser.evaluate(PROBE) == "running"
+    sent_at = browser.evaluate(f"(likeness.say({SENTENCE!r}), performance.now())")
+    _wait(browser, "window.probe.some((s) => s.rms > 0.02)", 20)  # the voice is heard
+    heard_at = browser.evaluate("window.probe.find((s) => s.rms > 0.02).t")
+    time.sleep(2.0)
+    interrupted_at = browser.evaluate("(likeness.interrupt(), performance.now())")
+    time.sleep(1.2)
+    probe = browser.evaluate("window.probe")
+    first_frame_at = browser.evaluate("window.firstFrameAt")
+    talking = [s for s in probe if heard_at + 300 <= s["t"] <= interrupted_at and s["motion"] is not None]
+    after = [s for s in probe if interrupted_at + 300 <= s["t"] <= interrupted_at + 900]
+    print(f"first frame {first_frame_at - sent_at:.0f} ms after connect+text; voice heard "
+          f"{heard_at - sent_at:.0f} ms after the text")
+    assert first_frame_at is not None and len(talking) > 20 and len(after) > 10
+    # the mouth moves while the voice plays
+    assert sum(s["rms"] > 0.02 for s in talking) > len(talking) / 2
+    moving = sum(s["motion"] for s in talking) / len(talking)
+    assert moving > 1.0, moving
+    # within 0.3 s of the interrupt: silence, and the face holds still
+    assert max(s["rms"] for s in after) < 0.005, [round(s["rms"], 4) for s in after]
+    still = max(s["motion"] for s in after)
+    assert still < moving / 4, (still, moving)
+    went_silent = next(s["t"] for s in probe if s["t"] > interrupted_at and s["rms"] < 0.005)
+    print(f"silent {went_silent - interrupted_at:.0f} ms after the interrupt; mouth region motion "
+          f"{moving:.2f} talking, {still:.2f} at most after")
+    _wait(browser, "likeness.messages.some((m) => m.interrupted)", 10)  # what the pipeline said it cut
+    browser.evaluate("likeness.hangup()")
+
+
+def test_the_front_refuses_bad_offers_and_unknown_photos(stack, photo_id, browser):
+    browser.navigate(stack.webrtc_url)
+    url = stack.webrtc_url + "v1/live?photo="
+    status, body, _ = _post(url + photo_id, b"this is not SDP\r\n" * 100)
+    assert status == 400 and body.startswith("offer:") and body.count("\n") == 1, body
+    status, body, _ = _post(url + "0" * 64, _offer(browser).encode())
+    assert status == 400 and body.startswith("photo:"), body
+    status, body, _ = _post(stack.webrtc_url + "v1/live?photo=" + photo_id + "&colour=" + "x" * 5000,
+                            _offer(browser).encode())
+    assert status == 400 and len(body) < 200 and "unknown parameter" in body, body
+
+
+def test_one_session_too_many_waits_and_a_peer_that_disappears_frees_its_place(stack, photo_id, browser):
+    """LIKENESS_MAX_STREAMS is 1 in the test platform: a second offer is refused with Retry-After; a
+    browser killed outright (no DELETE, no DTLS close) frees the place within seconds."""
+    other = Browser()
+    try:
+        _connect(other, stack, photo_id)
+        browser.navigate(stack.webrtc_url)
+        offer = _offer(browser).encode()
+        status, body, headers = _post(stack.webrtc_url + "v1/live?photo=" + photo_id, offer)
+        assert status == 429 and headers.get("Retry-After") == "2" and "streams" in body, (status, body)
+    finally:
+        other.kill()
+    gone_at = time.monotonic()
+    while (answer := _post(stack.webrtc_url + "v1/live?photo=" + photo_id, offer))[0] == 429:
+        assert time.monotonic() - gone_at < 15, "the place was not freed"
+        time.sleep(0.25)
+    freed_s = time.monotonic() - gone_at
+    status, _, headers = answer
+    assert status == 201, answer
+    print(f"place freed {freed_s:.1f} s after the peer was killed")
+    request = urllib.request.Request(stack.webrtc_url.rstrip("/") + headers["Location"], method="DELETE")
+    assert urllib.request.urlopen(request, timeout=10).status == 204
