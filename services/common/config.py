@@ -125,10 +125,8 @@ _ALL = [
     _s("LIKENESS_WEBRTC_PORT", "int", 0, "HTTP port of the gateway's WebRTC front (WHEP-style live video "
        "for a browser, and its page at /) beside the gRPC port (0: off)", "gateway", "0 (off)"),
     _s("LIKENESS_WEBRTC_ICE_SERVERS", "str", "", "comma-separated STUN/TURN URLs the WebRTC front gathers "
-       "candidates with (stun:host:port, turn:user:password@host:port); empty: host candidates alone, "
-       "enough on one network", "gateway", "unset"),
-    _s("LIKENESS_WEBRTC_LOOPBACK_ONLY", "bool", False, "the WebRTC front offers and accepts ICE candidates "
-       "on 127.0.0.1 alone (a browser on the same machine; the tests)", "gateway"),
+       "candidates with (stun:host:port, turn:user:password@host:port); empty: host candidates on "
+       "LIKENESS_BIND_HOST alone (loopback: a browser on the same machine)", "gateway", "unset"),
     _s("LIKENESS_HEALTH_PORT", "int", 0, "plaintext port serving gRPC health checks alone, on threads of "
        "its own (0: none), for probes of a busy service or a TLS gateway", "every service"),
     # -- tts -------------------------------------------------------------------------------------------------

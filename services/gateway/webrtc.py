@@ -162,6 +162,8 @@ class Playout:
         self._mask: tuple[float, float, float] | None = None  # (from, until, when set: time.monotonic())
         self.started = threading.Event()  # the first frame is there
         self.first_audio_at: float | None = None
+        self.first_frame_at: float | None = None
+        self.report_first_frame = lambda: None
 
     def add_audio(self, start_s: float, pcm: np.ndarray) -> None:
         with self._lock:
@@ -172,7 +174,9 @@ class Playout:
     def add_video(self, time_s: float, frame: Any) -> None:
         with self._lock:
             self._frames.append((time_s, frame))
-        self.started.set()
+        if not self.started.is_set():
+            self.first_frame_at = time.monotonic()
+            self.started.set()
 
     def interrupt(self) -> None:
         """The user spoke over the avatar: silence from here on, until cut_at says where the speech ends."""
@@ -192,10 +196,10 @@ class Playout:
         if until == float("inf") and time.monotonic() - since > UNMASK_AFTER_S:
             self._mask = None
             return False
-        if t >= until:
+        if t >= until - 1e-6:  # (positions are sums of 20 ms steps: not exact)
             self._mask = None  # (the timeline went past it: over for good)
             return False
-        return t >= start
+        return t >= start - 1e-6
 
     def take_audio(self) -> np.ndarray:
         """The next AUDIO_PTIME of the timeline (silence while masked), or silence without advancing."""
@@ -315,6 +319,7 @@ def _tracks(playout: Playout, fps: float):
                 await asyncio.sleep(0.01)
             if self._start is None:
                 self._start = time.monotonic()
+                playout.report_first_frame()
             else:
                 self._count += 1
                 wait = self._start + self._count / fps - time.monotonic()
@@ -375,6 +380,8 @@ class Session:
         self.started: asyncio.Future = self.loop.create_future()
         self.created = time.monotonic()
         self.first_text_at: float | None = None
+        self.first_media_at: float | None = None
+        self.playout.report_first_frame = self._report_first_frame
         self._held = False
         self.fps = 25.0
 
@@ -388,6 +395,8 @@ class Session:
                     self.fps = response.header.fps or 25.0
                     self._resolve(None)
                 elif kind == "media":
+                    if self.first_media_at is None:
+                        self.first_media_at = time.monotonic()
                     self.pipe.feed(response.media)
                 elif kind == "interrupted":
                     self.playout.cut_at(response.interrupted.time_code)
@@ -410,11 +419,20 @@ class Session:
             self._resolve(RuntimeError("the live video ended before it started"))
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.front.end(self, drain=True)))
 
+    def _report_first_frame(self) -> None:
+        """How long the first frame took, and where (an operator's question when a viewer waits)."""
+        text, now = self.first_text_at, time.monotonic()
+        if text is not None:
+            since = lambda t: "-" if t is None else f"{t - text:.2f} s"  # noqa: E731
+            log.info("webrtc session %s: first frame sent %s after the first text (MP4 from the pipeline "
+                     "after %s, decoded after %s)", self.id, since(now), since(self.first_media_at),
+                     since(self.playout.first_frame_at))
+
     def run_decoder(self) -> None:
         try:
             decode_into(self.pipe, self.playout)
         except Exception as exc:  # noqa: BLE001 - a pipeline that ended early leaves a cut file
-            if not self.closed.is_set():
+            if not self.closed.is_set() and self.first_media_at is not None:
                 log.info("webrtc session %s: decoding stopped: %s", self.id, exc)
 
     def _resolve(self, exc: BaseException | None) -> None:
