@@ -9,55 +9,12 @@ import urllib.request
 
 import pytest
 
-from tests.browser import Browser, chromium
+from services.devtools.browser import PROBE, Browser, chromium
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (make system-deps)")
 
 SENTENCE = ("People bring maps and books to the big market by the bay, and they talk about the weather "
             "for a long while before anyone buys a thing. ")
-
-# Samples, every 40 ms, the audio's RMS (an AnalyserNode on the remote track, which also plays in the
-# muted <video>: WebAudio reads silence otherwise) and how much the mouth region changed since the last
-# sample (canvas). The mouth region is where tests/test_platform_live.py looks, as fractions of the frame.
-PROBE = """(() => {
-  const video = document.getElementById("video");
-  video.muted = true;
-  const context = new AudioContext();
-  const analyser = context.createAnalyser();
-  analyser.fftSize = 1024;
-  context.createMediaStreamSource(video.srcObject).connect(analyser);
-  const samples = new Float32Array(analyser.fftSize);
-  const canvas = document.createElement("canvas");
-  const g = canvas.getContext("2d", { willReadFrequently: true });
-  let previous = null;
-  window.probe = [];
-  window.firstFrameAt = null;
-  const onFrame = () => { if (window.firstFrameAt === null) window.firstFrameAt = performance.now(); };
-  video.requestVideoFrameCallback(onFrame);
-  setInterval(() => {
-    analyser.getFloatTimeDomainData(samples);
-    let sum = 0;
-    for (const s of samples) sum += s * s;
-    const rms = Math.sqrt(sum / samples.length);
-    let motion = null;
-    if (video.videoWidth) {
-      const w = video.videoWidth, h = video.videoHeight;
-      canvas.width = w; canvas.height = h;
-      g.drawImage(video, 0, 0, w, h);
-      const x = Math.round(w * 100 / 256), y = Math.round(h * 125 / 256);
-      const data = g.getImageData(x, y, Math.round(w * 56 / 256), Math.round(h * 45 / 256)).data;
-      if (previous) {
-        let d = 0;
-        for (let i = 0; i < data.length; i += 4) d += Math.abs(data[i] - previous[i]) + Math.abs(data[i + 1] - previous[i + 1]);
-        motion = d / (data.length / 2);
-      }
-      previous = data;
-    }
-    window.probe.push({ t: performance.now(), rms, motion });
-  }, 40);
-  return context.state;
-})()"""
-
 
 @pytest.fixture(scope="module")
 def browser(stack):

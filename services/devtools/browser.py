@@ -1,4 +1,5 @@
-"""A real headless Chromium driven over the DevTools protocol (`websockets`), for the WebRTC page tests.
+"""A real headless Chromium driven over the DevTools protocol (`websockets`): the WebRTC page's tests
+and benchmark (tests/test_platform_webrtc.py, benchmarks/live.py).
 
 Flags from shared/notes/webrtc-browser-check.md: --headless=new and --no-sandbox (root); autoplay with
 audio without a click; fake media UI so Chrome gathers every interface, loopback included
@@ -103,3 +104,46 @@ class Browser:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait()
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# Samples, every 40 ms, the audio's RMS (an AnalyserNode on the remote track, which also plays in the
+# muted <video>: WebAudio reads silence otherwise) and how much the mouth region changed since the last
+# sample (canvas). The mouth region is where tests/test_platform_live.py looks (grace_hopper.jpg), as
+# fractions of the frame. window.firstFrameAt: when the first frame after this was presented.
+PROBE = """(() => {
+  const video = document.getElementById("video");
+  video.muted = true;
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 1024;
+  context.createMediaStreamSource(video.srcObject).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  const canvas = document.createElement("canvas");
+  const g = canvas.getContext("2d", { willReadFrequently: true });
+  let previous = null;
+  window.probe = [];
+  window.firstFrameAt = null;  // the first frame presented from now on
+  video.requestVideoFrameCallback(() => { window.firstFrameAt = performance.now(); });
+  setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const s of samples) sum += s * s;
+    const rms = Math.sqrt(sum / samples.length);
+    let motion = null;
+    if (video.videoWidth) {
+      const w = video.videoWidth, h = video.videoHeight;
+      canvas.width = w; canvas.height = h;
+      g.drawImage(video, 0, 0, w, h);
+      const x = Math.round(w * 100 / 256), y = Math.round(h * 125 / 256);
+      const data = g.getImageData(x, y, Math.round(w * 56 / 256), Math.round(h * 45 / 256)).data;
+      if (previous) {
+        let d = 0;
+        for (let i = 0; i < data.length; i += 4) d += Math.abs(data[i] - previous[i]) + Math.abs(data[i + 1] - previous[i + 1]);
+        motion = d / (data.length / 2);
+      }
+      previous = data;
+    }
+    window.probe.push({ t: performance.now(), rms, motion });
+  }, 40);
+  return context.state;
+})()"""
