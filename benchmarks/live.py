@@ -236,17 +236,23 @@ def platform_text_row() -> dict:
     with LocalPlatform() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
         photo = client.upload(PHOTO, kind="photo")
         list(client.live(text=iter([WARM_TEXT]), photo=photo, seed=1))  # warm: rig cached, models loaded
-        runs: list[list[float]] = []
-        for _ in range(TEXT_TRIALS):
-            times: list[float] = []
-            received, start = b"", time.monotonic()
-            for message in client.live(text=llm(SCRIPT, start), photo=photo, seed=1):
-                if message.HasField("media"):
-                    received += message.media
-                    frames, _ = video_samples(received)
-                    times += [time.monotonic() - start] * (frames - len(times))
-            runs.append(times)
+        runs = text_runs(client, photo)
     return {"path": "platform LiveVideo from LLM text (playable)", **text_stats(runs)}
+
+
+def text_runs(client, photo: str) -> list[list[float]]:
+    """LiveVideo from the script as an LLM writes it, TEXT_TRIALS times: when each frame became playable."""
+    runs: list[list[float]] = []
+    for _ in range(TEXT_TRIALS):
+        times: list[float] = []
+        received, start = b"", time.monotonic()
+        for message in client.live(text=llm(SCRIPT, start), photo=photo, seed=1):
+            if message.HasField("media"):
+                received += message.media
+                frames, _ = video_samples(received)
+                times += [time.monotonic() - start] * (frames - len(times))
+        runs.append(times)
+    return runs
 
 
 def platform_interrupt_row(after_s: float = 3.0) -> dict:
@@ -332,10 +338,13 @@ def webrtc_row(after_s: float = 3.0) -> dict:
                                  "heard_after_s": round(max(0.0, (loud[-1] - interrupted) / 1000), 3)})
         finally:
             browser.close()
+        # the same through LiveVideo on the same stack, right after: a baseline in the same conditions
+        grpc = text_stats(text_runs(client, photo))
     median = lambda key: round(float(np.median([r[key] for r in runs])), 3)  # noqa: E731
     return {"path": "platform WebRTC front from LLM text (headless Chromium)", "runs": runs,
             "first_frame_s": median("first_frame_s"), "voice_s": median("voice_s"),
-            "heard_after_s": median("heard_after_s"), "interrupt_after_s": after_s}
+            "heard_after_s": median("heard_after_s"), "interrupt_after_s": after_s,
+            "grpc_first_frame_s": grpc["first_frame_s"], "grpc_first_frame_runs_s": grpc["first_frame_runs_s"]}
 
 
 def main() -> None:
@@ -348,7 +357,8 @@ def main() -> None:
         row = webrtc_row()
         print(f"{row['path']}: first frame {row['first_frame_s']:.2f} s and voice {row['voice_s']:.2f} s after "
               f"the first word; voice heard {row['heard_after_s']:.2f} s after an interrupt (medians of "
-              f"{TEXT_TRIALS}: {row['runs']})")
+              f"{TEXT_TRIALS}: {row['runs']}); LiveVideo on the same stack: first frame playable "
+              f"{row['grpc_first_frame_s']:.2f} s ({row['grpc_first_frame_runs_s']})")
         out = {"benchmark": "live-webrtc", "date": dt.date.today().isoformat(),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
                "words_per_s": WORDS_PER_S, "row": row}

@@ -132,10 +132,11 @@ PROBE = """(() => {
     let motion = null;
     if (video.videoWidth) {
       const w = video.videoWidth, h = video.videoHeight;
-      canvas.width = w; canvas.height = h;
-      g.drawImage(video, 0, 0, w, h);
       const x = Math.round(w * 100 / 256), y = Math.round(h * 125 / 256);
-      const data = g.getImageData(x, y, Math.round(w * 56 / 256), Math.round(h * 45 / 256)).data;
+      const rw = Math.round(w * 56 / 256), rh = Math.round(h * 45 / 256);
+      canvas.width = rw; canvas.height = rh;  // (the region alone: the browser shares 2 cores with the platform)
+      g.drawImage(video, x, y, rw, rh, 0, 0, rw, rh);
+      const data = g.getImageData(0, 0, rw, rh).data;
       if (previous) {
         let d = 0;
         for (let i = 0; i < data.length; i += 4) d += Math.abs(data[i] - previous[i]) + Math.abs(data[i + 1] - previous[i + 1]);

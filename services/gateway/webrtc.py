@@ -56,6 +56,7 @@ QUERY_FIELDS = ("photo", "voice", "language", "speed", "seed")
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "UNAUTHENTICATED": 401,
                "PERMISSION_DENIED": 403, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "FAILED_PRECONDITION": 409}
 _END = object()
+SIMPLE_TYPES = ("text/plain", "multipart/form-data", "application/x-www-form-urlencoded")
 
 
 class HttpError(Exception):
@@ -79,10 +80,14 @@ def _http_error(exc: BaseException) -> HttpError:
     _code, abort = AsyncGateway._status_of(exc)
     if not isinstance(abort, _Abort):
         return HttpError(500, "internal error (see the gateway's log)")
-    headers = {}
-    if abort.code.name == "RESOURCE_EXHAUSTED":
-        headers["Retry-After"] = "2"
-    return HttpError(HTTP_STATUS.get(abort.code.name, 500), abort.details, headers)
+    status = HTTP_STATUS.get(abort.code.name, 500)
+    if status == 503:  # (a downstream failure's details name internal addresses: the log has them)
+        log.warning("webrtc front: %s", abort.details)
+        return HttpError(503, "a service the live video needs is unavailable; retry later", {"Retry-After": "5"})
+    if status >= 500:
+        log.error("webrtc front: %s %s", abort.code.name, abort.details)
+        return HttpError(status, "internal error (see the gateway's log)")
+    return HttpError(status, abort.details, {"Retry-After": "2"} if status == 429 else {})
 
 
 # -- ICE on the bound address alone ------------------------------------------------------------------
@@ -217,6 +222,10 @@ class Playout:
             if self.first_audio_at is None:
                 self.first_audio_at = time.monotonic()
             return np.zeros_like(chunk) if masked else chunk
+
+    def queued_frames(self) -> int:
+        with self._lock:
+            return len(self._frames)
 
     def take_frame(self) -> Any:
         """The latest frame at or before the clock (the held one while masked); None before the first."""
@@ -485,6 +494,7 @@ class WebRtcFront:
         self.servicer = gateway.sync
         self.host = host
         self.sessions: dict[str, Session] = {}
+        ice_servers()  # (a setting that does not parse stops the gateway at start, not each offer)
         _restrict_ice(host)
 
     def app(self):
@@ -537,6 +547,8 @@ class WebRtcFront:
         principal = self._principal(request)
         if request.query.get("kind", "photo") != "photo":
             raise HttpError(400, "kind: only photo is uploaded here (the gRPC UploadAsset takes every kind)")
+        if request.content_type in SIMPLE_TYPES:  # what another site's form could send (no CORS preflight)
+            raise HttpError(415, "send the photo's bytes with its image Content-Type (image/jpeg, image/png ...)")
         data = await request.read()
         header = gw.UploadAssetHeader(kind=gw.ASSET_KIND_PHOTO, sha256=hashlib.sha256(data).hexdigest(),
                                       size_bytes=len(data), content_type=request.content_type or "")
@@ -644,7 +656,7 @@ class WebRtcFront:
         if drain and not session.closed.is_set():
             until = time.monotonic() + 60.0
             while session.pc is not None and session.pc.connectionState == "connected" and \
-                    len(session.playout._frames) > 1 and time.monotonic() < until and not session.closed.is_set():
+                    session.playout.queued_frames() > 1 and time.monotonic() < until and not session.closed.is_set():
                 await asyncio.sleep(0.1)
         if session.closed.is_set():
             return
