@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from services.devtools.browser import PROBE, Browser, chromium
+from services.devtools.browser import PROBE, USER_FLAGS, Browser, chromium
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (make system-deps)")
 
@@ -90,7 +90,15 @@ def test_the_browser_sees_and_hears_the_avatar_and_an_interrupt_stops_both(stack
     print(f"silent {went_silent - interrupted_at:.0f} ms after the interrupt; mouth region motion "
           f"{moving:.2f} talking, {still:.2f} at most after")
     _wait(browser, "likeness.messages.some((m) => m.interrupted)", 10)  # what the pipeline said it cut
-    browser.evaluate("likeness.hangup()")
+    # a message the front does not know is answered on the channel, in one bounded line
+    browser.evaluate("likeness.send({colour: 'x'.repeat(5000)})")
+    _wait(browser, "likeness.messages.some((m) => m.error)", 5)
+    assert len(browser.evaluate("likeness.messages.find((m) => m.error).error")) < 200
+    # the end: the captions of what was said come back, and the front closes the connection itself
+    browser.evaluate("likeness.send({end: true})")
+    _wait(browser, "likeness.messages.some((m) => m.end)", 15)
+    assert "WEBVTT" in browser.evaluate("likeness.messages.find((m) => m.end).end.captions")
+    _wait(browser, "['closed', 'failed', 'disconnected'].includes(likeness.pc.connectionState)", 15)
 
 
 def test_the_front_refuses_bad_offers_and_unknown_photos(stack, photo_id, browser):
@@ -127,3 +135,16 @@ def test_one_session_too_many_waits_and_a_peer_that_disappears_frees_its_place(s
     print(f"place freed {freed_s:.1f} s after the peer was killed")
     request = urllib.request.Request(stack.webrtc_url.rstrip("/") + headers["Location"], method="DELETE")
     assert urllib.request.urlopen(request, timeout=10).status == 204
+
+
+def test_a_browser_with_its_default_webrtc_settings_connects_on_loopback(stack, photo_id):
+    """Without the test flags Chrome offers mDNS names and no loopback candidate (a person's browser
+    opening the page `likeness serve` prints): the loopback-bound front still connects."""
+    person = Browser(USER_FLAGS)
+    try:
+        _connect(person, stack, photo_id)
+        assert ".local" in person.evaluate("likeness.pc.localDescription.sdp")  # (its addresses hidden)
+        _wait(person, "likeness.pc.connectionState === 'connected'", 10)
+        person.evaluate("likeness.hangup()")
+    finally:
+        person.close()

@@ -25,6 +25,12 @@ FLAGS = ["--headless=new", "--no-sandbox", "--autoplay-policy=no-user-gesture-re
          "--allow-loopback-in-peer-connection", "--disable-background-networking", "--no-first-run"]
 
 
+# A person's browser: no flags that change WebRTC (it hides its addresses behind mDNS names and
+# gathers no loopback candidates); the autoplay flag stands for the click a person gives the page.
+USER_FLAGS = ["--headless=new", "--no-sandbox", "--autoplay-policy=no-user-gesture-required",
+              "--disable-background-networking", "--no-first-run"]
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -32,12 +38,12 @@ def chromium() -> str | None:
 class Browser:
     """One Chromium process and its first page; `evaluate` runs JavaScript there (promises awaited)."""
 
-    def __init__(self) -> None:
+    def __init__(self, flags: list[str] = FLAGS) -> None:
         from websockets.sync.client import connect
 
         self.profile = tempfile.mkdtemp(prefix="likeness-chromium-")
         port = free_ports(1)[0]
-        self.proc = subprocess.Popen([chromium(), *FLAGS, f"--remote-debugging-port={port}",
+        self.proc = subprocess.Popen([chromium(), *flags, f"--remote-debugging-port={port}",
                                       f"--user-data-dir={self.profile}", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30

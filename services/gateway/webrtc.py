@@ -39,7 +39,7 @@ from aiohttp import web
 
 from services.common import config
 from services.common.domain.errors import InputError
-from likeness_client.proto.likeness.v1 import gateway_pb2 as gw
+from likeness_client.proto.likeness.v1 import expression_pb2 as ex, gateway_pb2 as gw
 from services.gateway import assets, auth
 from services.gateway.aio import AsyncGateway, _Abort, _Raises
 
@@ -479,11 +479,14 @@ class Session:
             elif key == "listening" and isinstance(value, bool):
                 self.requests.put(gw.LiveVideoRequest(listening=value))
             elif key == "end" and value is True:
-                self.requests.put(gw.LiveVideoRequest(end_of_audio=gw.EndOfAudio()))
+                self.requests.put(gw.LiveVideoRequest(end_of_audio=ex.EndOfAudio()))
             else:
                 raise ValueError('send one of {"text": ...}, {"interrupt": true}, {"listening": bool}, {"end": true}')
         except ValueError as exc:
             self.send({"error": _one_line(str(exc))})
+        except Exception:  # noqa: BLE001 - a bug of ours: logged, and the session goes on
+            log.exception("webrtc session %s: a data channel message failed", self.id)
+            self.send({"error": "internal error (see the gateway's log)"})
 
 
 class WebRtcFront:
