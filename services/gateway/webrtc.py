@@ -387,7 +387,7 @@ class Session:
         self.pc = None
         self.loop = asyncio.get_running_loop()
         self.started: asyncio.Future = self.loop.create_future()
-        self.created = time.monotonic()
+        self.pipeline: threading.Thread | None = None
         self.first_text_at: float | None = None
         self.first_media_at: float | None = None
         self.playout.report_first_frame = self._report_first_frame
@@ -615,8 +615,9 @@ class WebRtcFront:
         self.sessions[session.id] = session
         ctx = contextvars.copy_context()
         ctx.run(auth._principal.set, principal)
-        threading.Thread(target=ctx.run, args=(session.run_pipeline,), name=f"webrtc-{session.id[:8]}",
-                         daemon=True).start()
+        session.pipeline = threading.Thread(target=ctx.run, args=(session.run_pipeline,),
+                                            name=f"webrtc-{session.id[:8]}", daemon=True)
+        session.pipeline.start()
         threading.Thread(target=session.run_decoder, name=f"webrtc-decode-{session.id[:8]}", daemon=True).start()
         try:
             await session.started
@@ -669,6 +670,9 @@ class WebRtcFront:
             self.gateway._release_stream(session.principal)
         if session.pc is not None:
             await session.pc.close()
+        if session.pipeline is not None and session.pipeline is not threading.current_thread():
+            # (so that a DELETE answers once the place is free: the servicer frees it as its thread ends)
+            await asyncio.get_running_loop().run_in_executor(None, session.pipeline.join, 10.0)
 
     async def close(self) -> None:
         for session in list(self.sessions.values()):
