@@ -115,3 +115,22 @@ def test_with_api_keys_the_front_asks_for_one_as_grpc_does(front_url):
     assert _call(front_url + "/v1/live/" + "0" * 32, method="DELETE", headers=key)[0] == 404
     status, body, _ = _call(front_url + "/", method="GET")  # the page itself holds nothing of anyone's
     assert status == 200 and "likeness.connect" in body
+
+
+def test_data_channel_messages_become_the_live_streams_requests():
+    from likeness_client.proto.likeness.v1 import gateway_pb2 as gw
+    from services.gateway.webrtc import Session
+
+    async def run() -> list:
+        session = Session(None, "", gw.LiveVideoHeader())
+        session.playout.add_audio(0.0, _tone(1.0))
+        for raw in ('{"text": "Hello "}', '{"listening": true}', '{"interrupt": true}', '{"end": true}',
+                    '{"text": 3}', "not json", '{"text": "a", "end": true}', '{"x": "' + "y" * 20_000 + '"}'):
+            session.on_message(raw)
+        return [next(session.requests) for _ in range(5)], session.requests._queue.empty(), session.playout
+
+    requests, nothing_else, playout = asyncio.run(run())
+    assert [r.WhichOneof("request") for r in requests] == ["header", "text", "listening", "interrupt", "end_of_audio"]
+    assert requests[1].text == "Hello " and requests[2].listening is True
+    assert nothing_else  # (the malformed ones were answered on the channel, not passed on)
+    assert not playout.take_audio().any()  # the interrupt silenced the playout at once
