@@ -165,9 +165,7 @@ class Playout:
         self.position = 0.0
         self.shown: Any = None
         self._mask: tuple[float, float, float] | None = None  # (from, until, when set: time.monotonic())
-        self.started = threading.Event()  # the first frame is there
-        self.first_audio_at: float | None = None
-        self.first_frame_at: float | None = None
+        self.first_frame_at: float | None = None  # (time.monotonic(): the gateway logs it per session)
         self.report_first_frame = lambda: None
 
     def add_audio(self, start_s: float, pcm: np.ndarray) -> None:
@@ -179,9 +177,8 @@ class Playout:
     def add_video(self, time_s: float, frame: Any) -> None:
         with self._lock:
             self._frames.append((time_s, frame))
-        if not self.started.is_set():
-            self.first_frame_at = time.monotonic()
-            self.started.set()
+            if self.first_frame_at is None:
+                self.first_frame_at = time.monotonic()
 
     def interrupt(self) -> None:
         """The user spoke over the avatar: silence from here on, until cut_at says where the speech ends."""
@@ -219,8 +216,6 @@ class Playout:
             self.position += AUDIO_PTIME
             drop = offset + AUDIO_SAMPLES
             self._pcm, self._pcm_start = self._pcm[drop:], self._pcm_start + drop / AUDIO_RATE
-            if self.first_audio_at is None:
-                self.first_audio_at = time.monotonic()
             return np.zeros_like(chunk) if masked else chunk
 
     def queued_frames(self) -> int:
@@ -335,9 +330,10 @@ def _tracks(playout: Playout, fps: float):
                 if wait > 0:
                     await asyncio.sleep(wait)
                 frame = playout.take_frame()
-            out = frame.reformat()  # (a copy: the held frame goes out again with another timestamp)
-            out.pts, out.time_base = int(self._count * self.clock / fps), fractions.Fraction(1, self.clock)
-            return out
+            # (a held frame goes out again with a new timestamp: aiortc's sender encodes each frame
+            # before it asks for the next, so setting it on the same object is safe)
+            frame.pts, frame.time_base = int(self._count * self.clock / fps), fractions.Fraction(1, self.clock)
+            return frame
 
     return Audio(), Video()
 
