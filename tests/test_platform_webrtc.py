@@ -148,3 +148,17 @@ def test_a_browser_with_its_default_webrtc_settings_connects_on_loopback(stack, 
         person.evaluate("likeness.hangup()")
     finally:
         person.close()
+
+
+def test_a_photo_uploaded_over_http_is_the_asset_grpc_knows(stack, photo_id):
+    """The page's upload (POST /v1/assets) stores as UploadAsset does: the same bytes, the same id."""
+    import json
+
+    from tests.platform_stack import PHOTO
+
+    status, body, _ = _post(stack.webrtc_url + "v1/assets?kind=photo", PHOTO.read_bytes(), "image/jpeg")
+    assert status == 201 and json.loads(body) == {"asset_id": photo_id, "existing": True}, body
+    status, body, _ = _post(stack.webrtc_url + "v1/assets?kind=photo", b"GIF89a not really", "image/gif")
+    assert status == 400 and body.count("\n") == 1, body  # (the content is checked as UploadAsset's is)
+    status, body, _ = _post(stack.webrtc_url + "v1/assets?kind=photo", b"x=1", "application/x-www-form-urlencoded")
+    assert status == 415, body  # (what another site's form could send)
