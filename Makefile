@@ -15,9 +15,9 @@ setup: system-deps $(STAMP) protos $(CLIENT_STAMP)
 
 system-deps:
 	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! command -v openssl >/dev/null \
-	    || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
-	  echo "installing system packages (espeak-ng, sox, openssl, postgresql)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox openssl postgresql >/dev/null; \
+	    || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v chromium >/dev/null; then \
+	  echo "installing system packages (espeak-ng, sox, openssl, postgresql, chromium for the WebRTC page tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox openssl postgresql chromium >/dev/null; \
 	fi
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml

@@ -19,6 +19,11 @@ was written (embedded: rendered, building the rig included; platform: playable a
 rig cached), and how long a player that starts then would wait in all (stall; 0: it never runs dry).
 Interrupted (LiveVideo with speech): 3 s after the video became playable an interrupt is sent (the user
 spoke over the avatar); how much speech a player that started then still plays after it.
+WebRTC (the gateway's front, a real headless Chromium on loopback playing the page's <video>): the
+script written from the page at the same pace; when the first frame is presented and the voice first
+heard (WebAudio on the track) after the first word, and, interrupted 3 s after the first frame, how
+long the voice is still heard after the interrupt is sent (sampled every 40 ms).
+    python benchmarks/live.py --webrtc-only   # these rows alone (benchmarks/results/live_webrtc.json)
 """
 from __future__ import annotations
 
@@ -231,17 +236,23 @@ def platform_text_row() -> dict:
     with LocalPlatform() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
         photo = client.upload(PHOTO, kind="photo")
         list(client.live(text=iter([WARM_TEXT]), photo=photo, seed=1))  # warm: rig cached, models loaded
-        runs: list[list[float]] = []
-        for _ in range(TEXT_TRIALS):
-            times: list[float] = []
-            received, start = b"", time.monotonic()
-            for message in client.live(text=llm(SCRIPT, start), photo=photo, seed=1):
-                if message.HasField("media"):
-                    received += message.media
-                    frames, _ = video_samples(received)
-                    times += [time.monotonic() - start] * (frames - len(times))
-            runs.append(times)
+        runs = text_runs(client, photo)
     return {"path": "platform LiveVideo from LLM text (playable)", **text_stats(runs)}
+
+
+def text_runs(client, photo: str) -> list[list[float]]:
+    """LiveVideo from the script as an LLM writes it, TEXT_TRIALS times: when each frame became playable."""
+    runs: list[list[float]] = []
+    for _ in range(TEXT_TRIALS):
+        times: list[float] = []
+        received, start = b"", time.monotonic()
+        for message in client.live(text=llm(SCRIPT, start), photo=photo, seed=1):
+            if message.HasField("media"):
+                received += message.media
+                frames, _ = video_samples(received)
+                times += [time.monotonic() - start] * (frames - len(times))
+        runs.append(times)
+    return runs
 
 
 def platform_interrupt_row(after_s: float = 3.0) -> dict:
@@ -288,11 +299,71 @@ def platform_interrupt_row(after_s: float = 3.0) -> dict:
             "heard_after_s": round(float(np.median(heard)), 3), "heard_after_max_s": round(max(heard), 3)}
 
 
+def webrtc_row(after_s: float = 3.0) -> dict:
+    """The WebRTC front with headless Chromium: first frame and first voice at the browser after the first
+    word, and the voice heard after an interrupt `after_s` after the first frame (TEXT_TRIALS runs)."""
+    from likeness_client import LikenessClient
+    from services.devtools.browser import PROBE, Browser
+    from services.devtools.platform import LocalPlatform
+
+    write = """((text, perSecond) => {  // as an LLM writes it, from the page
+      const words = text.match(/\\S+\\s*/g);
+      words.forEach((word, i) => setTimeout(() => likeness.say(word), i * 1000 / perSecond));
+      return performance.now();
+    })"""
+    runs = []
+    with LocalPlatform() as stack, LikenessClient(stack.gateway_address, timeout_s=60) as client:
+        photo = client.upload(PHOTO, kind="photo")
+        browser = Browser()
+        try:
+            for trial in range(TEXT_TRIALS + 1):  # the first warms the models up
+                browser.navigate(stack.webrtc_url)
+                browser.evaluate(f"likeness.connect({photo!r}, '')", timeout_s=60)
+                browser.evaluate(PROBE)
+                start = browser.evaluate(f"{write}({SCRIPT!r}, {WORDS_PER_S})")
+                deadline = time.monotonic() + 30
+                while not browser.evaluate("window.firstFrameAt !== null && window.probe.some((s) => s.rms > 0.02)"):
+                    assert time.monotonic() < deadline, "no frame or voice at the browser"
+                    time.sleep(0.02)
+                first_frame = browser.evaluate("window.firstFrameAt")
+                heard = browser.evaluate("window.probe.find((s) => s.rms > 0.02).t")
+                time.sleep(max(0.0, (first_frame + after_s * 1000 - browser.evaluate("performance.now()")) / 1000))
+                interrupted = browser.evaluate("(likeness.interrupt(), performance.now())")
+                time.sleep(2.5)
+                loud = [s["t"] for s in browser.evaluate("window.probe") if s["rms"] > 0.02]
+                browser.evaluate("likeness.hangup()")
+                if trial:
+                    runs.append({"first_frame_s": round((first_frame - start) / 1000, 3),
+                                 "voice_s": round((heard - start) / 1000, 3),
+                                 "heard_after_s": round(max(0.0, (loud[-1] - interrupted) / 1000), 3)})
+        finally:
+            browser.close()
+        # the same through LiveVideo on the same stack, right after: a baseline in the same conditions
+        grpc = text_stats(text_runs(client, photo))
+    median = lambda key: round(float(np.median([r[key] for r in runs])), 3)  # noqa: E731
+    return {"path": "platform WebRTC front from LLM text (headless Chromium)", "runs": runs,
+            "first_frame_s": median("first_frame_s"), "voice_s": median("voice_s"),
+            "heard_after_s": median("heard_after_s"), "interrupt_after_s": after_s,
+            "grpc_first_frame_s": grpc["first_frame_s"], "grpc_first_frame_runs_s": grpc["first_frame_runs_s"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-platform", action="store_true", help="skip the LiveVideo row (starts the stack)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/live.json"))
+    parser.add_argument("--webrtc-only", action="store_true", help="only the WebRTC rows (starts the stack)")
     args = parser.parse_args()
+    if args.webrtc_only:
+        row = webrtc_row()
+        print(f"{row['path']}: first frame {row['first_frame_s']:.2f} s and voice {row['voice_s']:.2f} s after "
+              f"the first word; voice heard {row['heard_after_s']:.2f} s after an interrupt (medians of "
+              f"{TEXT_TRIALS}: {row['runs']}); LiveVideo on the same stack: first frame playable "
+              f"{row['grpc_first_frame_s']:.2f} s ({row['grpc_first_frame_runs_s']})")
+        out = {"benchmark": "live-webrtc", "date": dt.date.today().isoformat(),
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+               "words_per_s": WORDS_PER_S, "row": row}
+        (ROOT / "benchmarks/results/live_webrtc.json").write_text(json.dumps(out, indent=2) + "\n")
+        return
     from services.tts.engine import TextToSpeech
 
     speech = TextToSpeech().synthesize(SCRIPT, seed=1)
@@ -301,6 +372,7 @@ def main() -> None:
         rows.append(platform_row(speech))
     text_rows = [embedded_text_row()] + ([] if args.no_platform else [platform_text_row()])
     interrupt = None if args.no_platform else platform_interrupt_row()
+    webrtc = None if args.no_platform else webrtc_row()
     print(f"audio {speech.duration:.1f} s, paced at real time in {PIECE_S * 1000:.0f} ms pieces; lag = when a frame "
           f"is out minus when its audio was spoken")
     print(f"{'path':40} {'median':>7} {'p90':>7} {'max':>7}  first bytes / fragment   other")
@@ -318,7 +390,10 @@ def main() -> None:
         print(f"\n{interrupt['path']} (LIKENESS_LIVE_SPEECH_LEAD_S {lead}): speech heard after the interrupt "
               f"{interrupt['heard_after_s']:.2f} s median, {interrupt['heard_after_max_s']:.2f} s max "
               f"(the whole reply: {speech.duration:.1f} s)")
-    out = {"benchmark": "live", "date": dt.date.today().isoformat(),
+    if webrtc is not None:
+        print(f"{webrtc['path']}: first frame {webrtc['first_frame_s']:.2f} s, voice {webrtc['voice_s']:.2f} s after "
+              f"the first word; voice heard {webrtc['heard_after_s']:.2f} s after an interrupt")
+    out = {"benchmark": "live", "date": dt.date.today().isoformat(), "webrtc": webrtc,
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
            "audio_s": round(speech.duration, 2), "piece_s": PIECE_S, "rows": rows,
            "words_per_s": WORDS_PER_S, "text_rows": text_rows, "interrupt": interrupt,

@@ -142,7 +142,8 @@ def database(pg_server) -> Iterator["Database"]:
 # `slow`: the modules that start the whole platform, the demo or the deploy checkers: `make test-fast`
 # (-m "not slow") leaves them out; `make test` runs everything.
 SLOW_MODULES = {"test_platform_api", "test_platform_jobs", "test_platform_live", "test_platform_ops",
-                "test_replicas", "test_demo", "test_serve", "test_deploy", "test_client_resilience"}
+                "test_replicas", "test_demo", "test_serve", "test_deploy", "test_client_resilience",
+                "test_platform_webrtc"}
 SERVER_FIXTURES = {"s3_server", "storage", "pg_server", "database", "triton_server_factory", "stack"}
 
 

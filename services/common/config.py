@@ -122,6 +122,11 @@ _ALL = [
        "expression and render, which then refuse calls without it (UNAUTHENTICATED)", "every service", "unset"),
     _s("LIKENESS_BIND_HOST", "str", "127.0.0.1", "address every service's gRPC, health and metrics ports "
        "listen on (Kubernetes: 0.0.0.0, set in the manifests)", "every service"),
+    _s("LIKENESS_WEBRTC_PORT", "int", 0, "HTTP port of the gateway's WebRTC front (WHEP-style live video "
+       "for a browser, and its page at /) beside the gRPC port (0: off)", "gateway", "0 (off)"),
+    _s("LIKENESS_WEBRTC_ICE_SERVERS", "str", "", "comma-separated STUN/TURN URLs the WebRTC front gathers "
+       "candidates with (stun:host:port, turn:user:password@host:port); empty: host candidates on "
+       "LIKENESS_BIND_HOST alone (loopback: a browser on the same machine)", "gateway", "unset"),
     _s("LIKENESS_HEALTH_PORT", "int", 0, "plaintext port serving gRPC health checks alone, on threads of "
        "its own (0: none), for probes of a busy service or a TLS gateway", "every service"),
     # -- tts -------------------------------------------------------------------------------------------------

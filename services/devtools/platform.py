@@ -40,6 +40,11 @@ class ServiceProcess:
     log_path: Path
     proc: subprocess.Popen | None = None
     health_port: int = 0  # plaintext health checks alone (LIKENESS_HEALTH_PORT)
+    webrtc_port: int = 0  # a gateway's WebRTC front and its page (LIKENESS_WEBRTC_PORT)
+
+    @property
+    def webrtc_url(self) -> str:
+        return f"http://127.0.0.1:{self.webrtc_port}/"
 
     @property
     def address(self) -> str:
@@ -70,6 +75,7 @@ class LocalPlatform:
         self.services = {name: ServiceProcess(name, ports[3 * i], ports[3 * i + 1],
                                               self.workdir / "logs" / f"{name}.log", health_port=ports[3 * i + 2])
                          for i, name in enumerate(SERVICES)}
+        self.services["gateway"].webrtc_port = free_ports(1)[0]
         self.replicas: list[ServiceProcess] = []  # extra processes of a service (start_replica)
         self._revivals: dict[str, tuple[int, float, float]] = {}  # child -> (failures, next try, started)
 
@@ -117,6 +123,7 @@ class LocalPlatform:
             "LIKENESS_TTS_ADDR": self.services["tts"].address,
             "LIKENESS_EXPRESSION_ADDR": self.services["expression"].address,
             "LIKENESS_RENDER_ADDR": self.services["render"].address,
+            **({"LIKENESS_WEBRTC_PORT": str(service.webrtc_port)} if service.webrtc_port else {}),
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
@@ -147,7 +154,8 @@ class LocalPlatform:
         the stack."""
         grpc_port, metrics_port, health_port = free_ports(3)
         replica = ServiceProcess(name, grpc_port, metrics_port, self.workdir / "logs" / f"{name}-{grpc_port}.log",
-                                 health_port=health_port)
+                                 health_port=health_port,
+                                 webrtc_port=free_ports(1)[0] if name == "gateway" else 0)
         self.replicas.append(replica)
         return replica
 
@@ -264,6 +272,11 @@ class LocalPlatform:
     @property
     def gateway_address(self) -> str:
         return self.services["gateway"].address
+
+    @property
+    def webrtc_url(self) -> str:
+        """The first gateway's WebRTC front: its page, and POST /v1/live."""
+        return self.services["gateway"].webrtc_url
 
     def storage(self):
         env = self.s3.env()

@@ -390,7 +390,8 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
         options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
                  ("grpc.max_connection_age_ms", config.get_int("LIKENESS_GRPC_MAX_CONNECTION_AGE_S") * 1000),
                  ("grpc.max_connection_age_grace_ms", 600_000)])
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(AsyncGateway(servicer, keys=keys), server)
+    gateway = AsyncGateway(servicer, keys=keys)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(gateway, server)
     healthy = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
     for name in ("", SERVICE):
@@ -412,6 +413,12 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
             raise OSError(f"cannot bind the health port {host}:{health_port}")
         probes.start()
     log.info("gRPC serving %s on %s (asyncio)", SERVICE, address)
+    webrtc = None
+    if webrtc_port := config.get_int("LIKENESS_WEBRTC_PORT"):  # live video to a browser, beside gRPC
+        from services.gateway.webrtc import WebRtcFront
+
+        front = WebRtcFront(gateway, host)
+        webrtc, _ = await front.start(webrtc_port)
     ready(bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -422,6 +429,9 @@ async def serve(servicer: GatewayServicer, *, keys: auth.ApiKeys | None, port: i
     if probes is not None:
         probes_health.enter_graceful_shutdown()
     await asyncio.sleep(config.get_float("LIKENESS_SHUTDOWN_DRAIN_S"))
+    if webrtc is not None:
+        await front.close()
+        await webrtc.cleanup()
     await server.stop(config.get_float("LIKENESS_SHUTDOWN_GRACE_S"))
     if probes is not None:
         probes.stop(None)
