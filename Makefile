@@ -55,7 +55,7 @@ deploy-tools:
 	bash scripts/install-deploy-tools.sh
 
 test: setup deploy-tools
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The inner loop: everything but the `slow` tests (the suites that start the whole platform, the demo
 # and the deploy checkers; tests/conftest.py marks them). `-m unit` is the in-process part alone.
