@@ -19,18 +19,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from services.common.domain.arkit import weights
+
 ROOT = Path(__file__).resolve().parents[1]
 TILE_W = 240
-
-
-def weights(**values: float) -> np.ndarray:
-    from services.common.domain.arkit import INDEX
-
-    w = np.zeros(52)
-    for name, v in values.items():
-        w[INDEX[name]] = v
-    return w
-
 
 VISEMES = {
     "rest": (weights(), 0.0),

@@ -26,7 +26,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.common.domain.arkit import INDEX  # noqa: E402
+from services.common.domain.arkit import INDEX, weights  # noqa: E402
 from services.common.domain.errors import InputError  # noqa: E402
 from services.devtools.scenes import person_in_scene  # noqa: E402
 from services.render.layout import Compositor, FrameSpec, crop_window  # noqa: E402
@@ -38,13 +38,6 @@ from services.render.small_faces import full_range_boxes  # noqa: E402
 SIZES = (14, 16, 18, 20, 22, 24, 28, 32, 40, 48, 60)
 PLACES = ((0.6, 0.45), (0.2, 0.3), (0.85, 0.62))
 PHOTOS = ("grace_hopper.jpg", "astronaut.png")
-
-
-def weights(**values: float) -> np.ndarray:
-    w = np.zeros(52)
-    for name, v in values.items():
-        w[INDEX[name]] = v
-    return w
 
 
 def by_size() -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.domain.arkit import INDEX
+from services.common.domain.arkit import INDEX, weights
 from services.common.domain.errors import InputError
 from services.render.keypoints import (fit_template, parse_keypoints, template_keypoints,
                                        validate_keypoints)
@@ -23,13 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "assets" / "photos"
 # Chelsea the cat (assets/photos/cat.png): eyes, nose tip, mouth corners, marked by hand.
 CAT_KEYPOINTS = parse_keypoints(PHOTOS / "cat.keypoints.json")
-
-
-def weights(**values: float) -> np.ndarray:
-    w = np.zeros(52)
-    for name, v in values.items():
-        w[INDEX[name]] = v
-    return w
 
 
 @pytest.fixture(scope="module")

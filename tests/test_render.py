@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.common.domain.arkit import INDEX
+from services.common.domain.arkit import INDEX, weights
 from services.common.domain.errors import InputError
 from services.common.domain.expression_track import ExpressionTrack
 from services.render.encode import decode_mp4, encode_mp4
@@ -26,13 +26,6 @@ from services.render.rig import FaceRig, build_rig
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "assets" / "photos"
 PORTRAITS = ("grace_hopper.jpg", "astronaut.png")
-
-
-def weights(**values: float) -> np.ndarray:
-    w = np.zeros(52)
-    for name, v in values.items():
-        w[INDEX[name]] = v
-    return w
 
 
 def pose(pitch=0.0, yaw=0.0, roll=0.0, tx=0.0, ty=0.0, tz=0.0) -> np.ndarray:
