@@ -28,6 +28,7 @@ from services.render.basis import smoothstep
 from services.render.rig import (
     FACE_OVAL, LIP_LOWER_INNER, LIP_LOWER_OUTER, LIP_UPPER_INNER, LIP_UPPER_OUTER, FaceRig,
 )
+from services.render.style import ink_pixels, polygon_mask
 
 # All in mouth units (u: the face's mouth width, see MouthInterior.unit).
 UPPER_TEETH_HEIGHT = 0.13  # upper incisor showing below the rest upper lip
@@ -41,34 +42,9 @@ UNIT_IOD = (0.6, 1.0)  # mouth unit clamped to this range of the inter-ocular di
 # The cavity is the lip's colour in shade, redder (cheeks and palate are wet tissue too), not black:
 # a near-black opening reads as a hole. Darker still toward the throat (see _interior).
 CAVITY_TINT = np.array([0.34, 0.17, 0.17])
-# Inked illustrations (comics, line-art filters) shade with pure black strokes: when that many of
-# the face's pixels are that dark and in strokes, the picture's darkest paint is its ink, and the
-# artist's open mouth is filled with it (the photo's own teeth gaps are), so the cavity is the ink's
-# colour. A well-exposed photo's darkest face pixels (nostrils, lashes) are far lighter. Strokes, not blobs: black
-# sunglasses are as dark, but an opening with a square INK_STROKE face heights wide keeps them and
-# removes most of an inked face's. And pure black: a drawing's darks are mostly its ink at 0, where an
-# underexposed or crushed photo shades off into its shadows. The thresholds' measurements:
-# docs/notes/render.md#inked-faces.
-INK_LUMA = 12.0
-INK_SHARE = 0.02
-INK_STROKE = 0.02
-INK_PURE, INK_DARK, INK_PURE_SHARE = 2.0, 40.0, 0.25
 TONGUE_RISE = 0.21  # how far (u) the tongue's back shows above the lower incisors, the jaw fully open
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def _polygon_mask(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
-    return mask > 127
-
-
-def _strokes(mask: np.ndarray, width_px: float) -> np.ndarray:
-    """The pixels of `mask` in lines thinner than about `width_px` (what an opening removes)."""
-    k = max(3, int(round(width_px)) | 1)
-    blobs = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
-    return mask & ~blobs.astype(bool)
 
 
 def _saturation(pixels: np.ndarray) -> float:
@@ -106,9 +82,9 @@ class MouthInterior:
             if iod > 1 and rig.source != "keypoints" else self.mouth_width
         self.rest_gap = np.maximum(0.0, lower_in[:, 1] - upper_in[:, 1])  # per lip column, px
 
-        lips = _polygon_mask(shape, outer) & ~_polygon_mask(shape, inner)
+        lips = polygon_mask(shape, outer) & ~polygon_mask(shape, inner)
         lip = np.median(img[lips], axis=0) if lips.sum() > 10 else np.array([150, 80, 80.0])
-        face = _polygon_mask(shape, lm[list(FACE_OVAL)])
+        face = polygon_mask(shape, lm[list(FACE_OVAL)])
         luma = img @ _LUMA
         bright = float(np.percentile(luma[face], 97)) if face.any() else 200.0
         skin = np.median(img[face], axis=0) if face.any() else np.array([200, 160, 140.0])
@@ -117,18 +93,16 @@ class MouthInterior:
         teeth = None
         self.rest_split = 0.5 * self.rest_gap
         if self.rest_gap.max() > 0.06 * self.mouth_width:
-            inside = _polygon_mask(shape, inner)
+            inside = polygon_mask(shape, inner)
             skin_sat = _saturation(img[face]) if face.any() else 0.3
             if shows_teeth(img[inside], bright, skin_sat):
                 top = img[inside][luma[inside] >= np.percentile(luma[inside], 70)]
                 teeth = np.median(top, axis=0)
                 self.rest_split = self._darkest_rows(luma)
         self.photo_teeth = teeth is not None
-        ink = img[_strokes(face & (luma <= INK_LUMA), INK_STROKE * rig.face_height)] \
-            if rig.source != "keypoints" else img[:0]
-        darks = luma[face & (luma <= INK_DARK)]
-        self.inked = len(ink) >= INK_SHARE * max(1, int(face.sum())) \
-            and float(np.mean(darks <= INK_PURE)) >= INK_PURE_SHARE
+        # Inked (the rig's style, style.ink_pixels): the cavity is the picture's ink.
+        ink = ink_pixels(rig.image, face, rig.face_height) if rig.style == "inked" else None
+        self.inked = ink is not None
         # Faces placed from keypoints (pets, cartoons) get no drawn human tooth rows: on a cat they
         # read as dentures. Their open mouth is throat shading and the tongue (the photo's own
         # teeth, when it shows them, are still reused). Nor does an inked face that shows its own
