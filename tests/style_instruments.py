@@ -4,8 +4,10 @@ Two readings each, as the issue asks: mediapipe's, re-detected on the rendered f
 the face at all (it finds no face on some drawings: those are placed from keypoints), and a
 landmark-free one that needs nothing but the pixels and the rig's rest mesh:
 
-- lid coverage: of the eye opening's pixels that at rest are not the lid's colour (white, iris,
-  lashes: the eye showing), the share that took the colour around the eye (hidden under a lid).
+- lid coverage: of the eye opening's pixels that show the eye (not the colour around it) in the
+  commanded frame rendered without its blink (same pose, same mouth), the share that the blink
+  changed (hidden under the lid or its lash line). The counterfactual frame, not a neighbouring
+  one, so head motion and ink hatching moving with it do not read as lids.
 - dark-pixel column: the run of dark pixels (darker than the lips' midpoint to the cavity) down the
   mouth's centre column, which grows with the drawn opening whatever its fill.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.domain.arkit import INDEX
-from services.render.rig import LEFT_EYE, RIGHT_EYE, detect_faces
+from services.render.rig import FACE_OVAL, LEFT_EYE, RIGHT_EYE, detect_faces
 from services.render.style import polygon_mask
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -44,33 +46,53 @@ def _opening(rest: np.ndarray, eye) -> np.ndarray:
     return rest[upper + list(eye.lower[0])[::-1], :2]
 
 
-def eye_regions(rig, before: np.ndarray) -> list[np.ndarray]:
-    """Per eye, the showing eye's pixels in the frame `before` a blink: the mesh's eye opening
-    (grown 15% to hold a drawn eye's outline), less the pixels of the colour around the eye (the
-    brighter half of the band above it)."""
+def unblinked(weights: np.ndarray) -> np.ndarray:
+    """The same weights without the blink."""
+    out = weights.copy()
+    out[[INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]]] = 0.0
+    return out
+
+
+def skin_colour(lm: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The colour around the eyes: the commonest colour (5 bits per channel) of the face oval's
+    lighter half (a drawing's skin paint; on a photo, its commonest skin tone)."""
+    face = polygon_mask(frame.shape[:2], lm[list(FACE_OVAL), :2])
+    pix = frame[face].astype(np.float32)
+    pix = pix[pix @ LUMA >= np.median(pix @ LUMA)]
+    q = (pix // 8).astype(np.int32)
+    codes = (q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]
+    top = int(np.argmax(np.bincount(codes)))
+    return np.median(pix[codes == top], axis=0)
+
+
+def eye_regions(lm: np.ndarray, before: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per eye, the showing eye's pixels in the frame `before` a blink (the same frame unblinked):
+    the mesh's eye opening (grown 15% to hold a drawn eye's outline; `lm`: the mesh as posed in
+    that frame), less the pixels of the skin's colour: (mask, that colour)."""
     out = []
-    lm = rig.landmarks
     img = before.astype(np.float32)
+    skin = skin_colour(lm, before)
     for eye in (RIGHT_EYE, LEFT_EYE):
         poly = _opening(lm, eye)
         centre = poly.mean(axis=0)
         region = polygon_mask(before.shape[:2], centre + 1.15 * (poly - centre))
-        band = polygon_mask(before.shape[:2], np.concatenate([lm[list(eye.upper[1]), :2],
-                                                              lm[list(eye.upper[2]), :2][::-1]]))
-        pix = img[band]
-        lum = pix @ LUMA
-        skin = np.median(pix[lum >= np.percentile(lum, 50)], axis=0)
-        out.append(region & (np.linalg.norm(img - skin, axis=2) > 40))
+        out.append((region & (np.linalg.norm(img - skin, axis=2) > 40), skin))
     return out
 
 
 def lid_coverage(frame: np.ndarray, before: np.ndarray, regions) -> float:
-    """The share of the eyes' showing pixels (`regions` of the frame `before`) that changed colour
-    by more than 40 (RGB distance): hidden under a lid, or a lash line drawn over them."""
+    """The share of the eyes' showing pixels (`regions` of the frame `before` a blink) that the
+    blink hid: changed by more than 40 (RGB distance) to the colour around the eye (within 40: a
+    lid) or to a line (luma under a third of that colour's: a lash line). A warp that squashes the
+    eye changes pixels too, but to the eye's own colours: not counted."""
     f, r = frame.astype(np.float32), before.astype(np.float32)
     changed = np.linalg.norm(f - r, axis=2) > 40
-    hidden = sum(int(np.sum(changed & m)) for m in regions)
-    return hidden / max(sum(int(m.sum()) for m in regions), 1)
+    hidden = total = 0
+    for mask, skin in regions:
+        lid = (np.linalg.norm(f - skin, axis=2) < 40) | (f @ LUMA < float(skin @ LUMA) / 3)
+        hidden += int(np.sum(changed & lid & mask))
+        total += int(mask.sum())
+    return hidden / max(total, 1)
 
 
 def mediapipe_eye_opening(frame: np.ndarray) -> float | None:

@@ -7,8 +7,11 @@ import pytest
 from benchmarks.render import stylize
 from services.render.keypoints import parse_keypoints
 from services.render.photo import load_photo
+from services.render.renderer import Renderer
 from services.render.rig import FaceRig, build_rig
+from tests.style_instruments import eye_regions, lid_coverage, mediapipe_eye_opening, talking_track, unblinked
 from tests.style_pictures import PHOTOS, style_set
+from tests.test_keypoints import weights
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +44,66 @@ def test_benchmark_illustration_stays_inked():
     """The benchmark's stylized astronaut: inked, as mouth.py measured it before the style existed."""
     rig = build_rig(stylize(load_photo(PHOTOS / "astronaut.png")))
     assert rig.style == "inked"
+
+
+# Pictures whose blinks mediapipe reads back (on the others it finds no face, or reads the drawn
+# eyes as open whatever they show: the glasses-framed eyes of the grace_hopper drawings).
+MEDIAPIPE_READS = {"cartoon", "flat_astronaut", "painted_grace", "painted_astronaut"}
+DRAWN = {"flat", "inked"}
+
+
+def _blinks(entry) -> tuple[list[float], list[float | None]]:
+    """Per commanded blink of the talking track: (lid coverage, mediapipe eye opening blink /
+    the same frame unblinked, None where mediapipe finds no face)."""
+    renderer = Renderer(entry["rig"])
+    weights, pose, peaks = talking_track(150, 6)
+    coverage, ratio = [], []
+    for p in peaks:
+        before = renderer.render(unblinked(weights[p]), pose[p])
+        shut = renderer.render(weights[p], pose[p])
+        coverage.append(lid_coverage(shut, before, eye_regions(renderer.pose_mesh(unblinked(weights[p]), pose[p]),
+                                                               before)))
+        a = mediapipe_eye_opening(before) if entry["name"] in MEDIAPIPE_READS else None
+        b = mediapipe_eye_opening(shut) if a is not None else None
+        ratio.append(None if a is None or b is None else b / a)
+    return coverage, ratio
+
+
+def test_blinks_are_seen_on_every_style(styled):
+    """>= 80% of commanded blinks detected per picture: drawn lids by lid coverage >= 0.5 (the
+    landmark-free instrument), and where mediapipe reads the face, its eye opening <= 0.7 of the
+    unblinked frame's."""
+    report = {}
+    for entry in styled:
+        coverage, ratio = _blinks(entry)
+        report[entry["name"]] = (np.round(coverage, 2).tolist(), [None if r is None else round(r, 2) for r in ratio])
+        if entry["rig"].style in DRAWN:
+            assert np.mean(np.array(coverage) >= 0.5) >= 0.8, report
+        if entry["name"] in MEDIAPIPE_READS:
+            read = [r for r in ratio if r is not None]
+            assert len(read) >= 0.8 * len(ratio), report
+            assert np.mean(np.array(read) <= 0.7) >= 0.8, report
+
+
+def test_drawn_lid_hides_the_eye_with_the_pictures_own_colours(styled):
+    """Shut, a drawing's eye region holds only its skin paint and its line colour (no grey blend
+    of lid and eye), and the cartoon's eye is hidden: no white or iris blue left."""
+    for entry in styled:
+        if entry["rig"].style not in DRAWN:
+            continue
+        renderer = Renderer(entry["rig"])
+        lids = renderer.lids
+        shut = renderer.render(weights(eyeBlinkLeft=1.0, eyeBlinkRight=1.0), np.zeros(6))
+        for eye, _gap, skin, line, _thick, _above, upper, lower in lids.eyes:
+            xs = np.arange(int(upper[2, 0]), int(upper[-3, 0]))  # away from the corners' antialiasing
+            for x in xs:
+                y0 = int(np.ceil(np.interp(x, upper[:, 0], upper[:, 1]))) + 1
+                y1 = int(np.floor(np.interp(x, lower[:, 0], lower[:, 1]))) - 1
+                col = shut[y0:y1, x].astype(np.float32)
+                d = np.minimum(np.linalg.norm(col - skin, axis=1), np.linalg.norm(col - line, axis=1))
+                # (one antialiased pixel at each edge of the stroke and at the lower lid's edge)
+                assert np.sum(d > 12) <= 3, (entry["name"], x, col[d > 12])
+    cartoon = next(e for e in styled if e["name"] == "cartoon")
+    shut = Renderer(cartoon["rig"]).render(weights(eyeBlinkLeft=1.0, eyeBlinkRight=1.0), np.zeros(6))
+    assert not np.any(np.all(shut == (255, 255, 255), axis=2))
+    assert np.sum(np.linalg.norm(shut.astype(float) - (60, 110, 190), axis=2) < 30) == 0

@@ -562,8 +562,10 @@ def _drawn_lid(frame: np.ndarray, now: np.ndarray, was: np.ndarray, skin: np.nda
     moved = (drop > 0.3)[None, :] * inside[None, :]
     fill = np.clip(ys - (y_was - lift) + 0.5, 0, 1) * np.clip(y_now - ys + 0.5, 0, 1)
     fill = np.maximum(fill, np.clip(ys - y_rise + 0.5, 0, 1) * np.clip(y_low - ys + 0.5, 0, 1)) * moved
-    stroke = np.clip(ys - (y_now - thick) + 0.5, 0, 1) * np.clip(y_now - ys + 0.5, 0, 1) \
-        * inside[None, :] * np.clip(drop / max(thick, 1.0), 0, 1)[None, :]
+    # The stroke tapers toward the corners (no thicker than the lid's drop there, where it lies
+    # on the old line) instead of fading: a translucent line reads as a grey smear on ink.
+    width = np.minimum(thick, np.maximum(drop, 1.0))[None, :]
+    stroke = np.clip(ys - (y_now - width) + 0.5, 0, 1) * np.clip(y_now - ys + 0.5, 0, 1) * moved
     roi = frame[y0:y1, x0:x1].astype(np.float32)
     roi += (skin - roi) * fill[..., None]
     roi += (line - roi) * stroke[..., None]
