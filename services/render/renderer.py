@@ -17,12 +17,13 @@ from services.render.rig import (
     EyeTopology, FaceRig,
     eye_opening_triangles, face_triangles, mouth_opening_triangles, rest_mesh, strip_triangles,
 )
-from services.render.style import polygon_mask
+from services.render.style import DRAWN_STYLES, mode_colour, paint_and_line, polygon_mask
 from services.render.warp import PiecewiseAffineWarp
 
 # Head pose is clamped to what a 2D warp of one photo can show (about 20 degrees, 0.3 face heights).
 POSE_LIMIT = np.array([0.35, 0.35, 0.35, 0.3, 0.3, 0.3])
 RING_FOLLOWS_OVAL = 0.85
+JAW_ROOM = 0.6  # of the head ring's gap to the anchor ring below the chin (Renderer._jaw_room)
 
 
 _CLOSE, _JAW = INDEX["mouthClose"], INDEX["jawOpen"]
@@ -78,7 +79,7 @@ class Renderer:
         self.warp = PiecewiseAffineWarp(src, self.triangles, self.image.shape[:2], region, depth)
         self.mouth = MouthInterior(rig)
         self.lids = _Eyelids(rig, lm, curtain=rig.source == "keypoints")
-        if rig.style in DRAWN_LIDS:
+        if rig.style in DRAWN_STYLES:
             self.lids = _DrawnLids(rig, lm, self.lids)
         self.gaze = _Gaze(lm)
         # A template fitted to keypoints knows where the pupils are but not the iris size: the
@@ -87,6 +88,26 @@ class Renderer:
                            if rig.source == "keypoints" else None)
         self._src_eye_refs = {name: _eye_reference(lm, eye) for name, eye in
                               (("right", RIGHT_EYE), ("left", LEFT_EYE))}
+        w = np.zeros(len(ARKIT_52))
+        w[_JAW] = 1.0
+        self._full_drop = float(self.deform(w)[CHIN, 1] - self.rest[CHIN, 1])
+        self.jaw_room = self._jaw_room()
+
+    def _jaw_room(self) -> float | None:
+        """The chin's drop (px) the frame leaves room for, when a full jawOpen would take more, else
+        None. Below the chin the head ring follows the jaw (RING_FOLLOWS_OVAL) toward the fixed
+        anchor ring, which the frame's border holds in; in a tight crop (a drawing filling its
+        frame) a full drop carried the ring past it: the strip between folded, the chin's outline
+        vanished and the anchor ring's straight clipped edge cut the jaw. The ring may take up to
+        JAW_ROOM of its gap to the anchor. Drawings only: a drawn chin is an outline that must stay
+        continuous; photos keep their motion unchanged (the cat's crop is as tight: room 10 px for
+        a 46 px drop, docs/notes/render.md#picture-styles)."""
+        if self.rig.style not in DRAWN_STYLES:
+            return None
+        k = list(FACE_OVAL).index(CHIN)
+        gap = float(self.rings.anchor[k, 1] - self.rings.head[k, 1])
+        room = JAW_ROOM * gap / RING_FOLLOWS_OVAL
+        return room if self._full_drop > room > 0 else None
 
     # ---------------------------------------------------------------------------------------------
     def deform(self, weights: np.ndarray) -> np.ndarray:
@@ -126,6 +147,10 @@ class Renderer:
         if self.still_eyes is not None:
             weights[self.still_eyes] = 0.0
         head_pose = np.clip(head_pose, -POSE_LIMIT, POSE_LIMIT)
+        if self.jaw_room is not None and weights[_JAW] > 0:
+            # A smooth knee, not a clip: the opening keeps growing with the command, ever slower.
+            full = self._full_drop
+            weights[_JAW] = self.jaw_room / full * np.tanh(weights[_JAW] * full / self.jaw_room)
         out = self.image.copy()
         if not weights.any() and not head_pose.any():
             self.warp.last_maps = None  # the rest frame: nothing moved
@@ -355,23 +380,11 @@ class _Eyelids:
         frame[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
 
 
-# Styles whose lids are drawn, not shaded: the picture's flat skin colour and its own line.
-DRAWN_LIDS = ("flat", "inked")
 # The lash line's thickness as measured at the eye's middle column, clipped to this range of face
 # heights (a thin photo-like lash or a run into the brow would give a hairline or a slab).
 LASH_RANGE = (0.006, 0.035)
 SHUT_SAG = 0.25
 LID_SHADE = 30.0
-
-
-def _mode_colour(pixels: np.ndarray) -> np.ndarray | None:
-    """The most common colour (5 bits per channel) of RGB pixels [N, 3], as the median of its bin."""
-    if len(pixels) < 5:
-        return None
-    q = (pixels // 8).astype(np.int32)
-    codes = (q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]
-    top = int(np.argmax(np.bincount(codes, minlength=1 << 15)))
-    return np.median(pixels[codes == top], axis=0).astype(np.float32)
 
 
 class _DrawnLids:
@@ -400,13 +413,7 @@ class _DrawnLids:
         h, w = luma.shape
         fh = rig.face_height
         face = polygon_mask(luma.shape, rest[list(FACE_OVAL), :2])
-        # The skin's paint: the commonest colour of the face's lighter half (an inked face can have
-        # more pixels of ink than of any one wash colour).
-        skin_all = _mode_colour(img[face & (luma >= np.median(luma[face]))])
-        # The picture's line colour: the commonest colour of the face's darkest tenth (its ink, or
-        # an anime's dark-brown line), one for the whole picture as one artist drew it.
-        dark = face & (luma <= np.percentile(luma[face], 10))
-        line = _mode_colour(img[dark])
+        skin_all, line = paint_and_line(img, face)
         self.eyes = []
         if skin_all is None or line is None:
             return
@@ -455,7 +462,7 @@ class _DrawnLids:
             paint = img[band[:, 0], band[:, 1]] if len(band) else np.zeros((0, 3), np.float32)
             paint = paint[(np.linalg.norm(paint - line, axis=1) > 60)
                           & (paint @ _LUMA > 0.5 * float(skin_all @ _LUMA))]
-            skin = _mode_colour(paint)
+            skin = mode_colour(paint)
             # (the face's own paint unless the eye's surroundings are a shade of it: a lid shaded
             # like the socket, not a highlight or the paper showing through line art)
             if skin is None or np.linalg.norm(skin - skin_all) > LID_SHADE:

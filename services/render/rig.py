@@ -23,6 +23,7 @@ from services.common.domain.errors import InputError
 from services.render.keypoints import fit_template, shape_eyes, validate_keypoints
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 from services.render.small_faces import BoxFinder, FaceDetector, find_small_faces, full_range_boxes
+from services.render.style import DRAWN_STYLES, fit_mouth_line, polygon_mask
 from services.render.style import classify as classify_style
 
 RIG_VERSION = 5  # 2: keypoint faces' eye openings resized; 3: plain crops that show shoulders breathe;
@@ -331,10 +332,14 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
             landmarks = min(refit, key=lambda p: float(np.abs(p[:, :2] - expected).mean()))
         warnings += _pose_warnings(landmarks)
     landmarks = landmarks.astype(np.float32)
+    style = classify_style(image, landmarks[list(FACE_OVAL), :2], face_height(landmarks))
+    if keypoints is not None and style in DRAWN_STYLES:
+        face = polygon_mask(image.shape[:2], landmarks[list(FACE_OVAL), :2])
+        landmarks = fit_mouth_line(image, landmarks, face, face_height(landmarks),
+                                   LIP_UPPER_RINGS, LIP_LOWER_RINGS).astype(np.float32)
     return FaceRig(image=image, landmarks=landmarks,
                    crop=np.array([scale, x0, y0], dtype=np.float64), warnings=warnings, stage=stage,
-                   source="mesh" if keypoints is None else "keypoints",
-                   style=classify_style(image, landmarks[list(FACE_OVAL), :2], face_height(landmarks)))
+                   source="mesh" if keypoints is None else "keypoints", style=style)
 
 
 def _breathing_stage(image: np.ndarray, face: np.ndarray,

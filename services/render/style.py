@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 STYLES = ("photo", "flat", "inked", "painted")
+DRAWN_STYLES = ("flat", "inked")  # drawn lids and mouth (renderer._DrawnLids, mouth.MouthInterior)
 
 # Inked illustrations (comics, line-art filters) shade with pure black strokes: when that many of
 # the face's pixels are that dark and in strokes, the picture's darkest paint is its ink. A
@@ -89,3 +90,65 @@ def classify(image: np.ndarray, oval: np.ndarray, face_height: float) -> str:
     if m["smooth"] >= SMOOTH_SHARE:
         return "painted"
     return "photo"
+
+
+def mode_colour(pixels: np.ndarray) -> np.ndarray | None:
+    """The most common colour (5 bits per channel) of RGB pixels [N, 3], as the median of its bin."""
+    if len(pixels) < 5:
+        return None
+    q = (np.asarray(pixels) // 8).astype(np.int32)
+    codes = (q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]
+    top = int(np.argmax(np.bincount(codes, minlength=1 << 15)))
+    return np.median(pixels[codes == top], axis=0).astype(np.float32)
+
+
+def paint_and_line(image: np.ndarray, face: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A drawing's skin paint and line colour (RGB float32), as one artist drew the whole face: the
+    commonest colour of the face's lighter half (an inked face can have more pixels of ink than of
+    any one wash colour), and the commonest colour of its darkest tenth (its ink, or an anime's
+    dark-brown line)."""
+    img = image.astype(np.float32)
+    luma = img @ _LUMA
+    if face.sum() < 20:
+        return None, None
+    skin = mode_colour(img[face & (luma >= np.median(luma[face]))])
+    line = mode_colour(img[face & (luma <= np.percentile(luma[face], 10))])
+    return skin, line
+
+
+def fit_mouth_line(image: np.ndarray, landmarks: np.ndarray, face: np.ndarray, face_height: float,
+                   upper_rings: tuple[tuple[int, ...], ...], lower_rings: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """A keypoint-placed drawing's lips moved onto its drawn mouth line. Five keypoints put the
+    template's straight closed mouth between the corners, where a drawn mouth is often a curve
+    (a smile's arc dips below its corners): the line then lies inside one lip, the opening is drawn
+    beside it and the warp carries the line away from it (two lines with skin between). In each lip
+    column the nearest run of the picture's line colour within 0.05 face heights of the closed
+    mouth moves all the lip rings of that column (their thicknesses kept); the corners stay on the
+    user's keypoints. Returns new landmarks (a copy)."""
+    _, line = paint_and_line(image, face)
+    out = landmarks.copy()
+    if line is None:
+        return out
+    like = np.linalg.norm(image.astype(np.float32) - line, axis=2) < 45
+    h, w = like.shape
+    reach = int(np.ceil(0.05 * face_height))
+    upper, lower = upper_rings[0], lower_rings[0]
+    shift = np.zeros(len(upper))
+    for k in range(1, len(upper) - 1):
+        x = int(round((landmarks[upper[k], 0] + landmarks[lower[k], 0]) / 2))
+        y = (landmarks[upper[k], 1] + landmarks[lower[k], 1]) / 2
+        if not 0 <= x < w:
+            continue
+        rows = [int(round(y)) + d for d in sorted(range(-reach, reach + 1), key=abs)
+                if 0 <= int(round(y)) + d < h and like[int(round(y)) + d, x]]
+        if not rows:
+            continue
+        top = bottom = rows[0]
+        while top > 0 and like[top - 1, x]:
+            top -= 1
+        while bottom + 1 < h and like[bottom + 1, x]:
+            bottom += 1
+        shift[k] = (top + bottom) / 2 - y
+    for ring in (*upper_rings, *lower_rings):
+        out[list(ring), 1] += shift
+    return out
