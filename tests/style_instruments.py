@@ -116,12 +116,14 @@ def mediapipe_mouth_gap(frame: np.ndarray, face_height: float) -> float | None:
 
 
 def dark_column(frame: np.ndarray, rig, threshold: float) -> float:
-    """Dark pixels (luma < threshold) down the mouth's centre column (3 px wide), between the
-    rest nose tip and chin, in face heights."""
+    """Dark pixels (luma < threshold) down the mouth's centre column (3 px wide), from just above
+    the rest upper lip to 0.15 face heights below the rest lower lip (the chin's shadow, which a
+    drawing may paint black, stays out), in face heights."""
     lm = rig.landmarks
     x = int(round(lm[13, 0]))
-    y0, y1 = int(lm[2, 1]), int(lm[152, 1] + 0.1 * rig.face_height)
-    col = frame[y0:y1, x - 1:x + 2].astype(np.float32) @ LUMA
+    y0 = int(lm[0, 1] - 0.02 * rig.face_height)
+    y1 = int(lm[17, 1] + 0.15 * rig.face_height)
+    col = frame[max(y0, 0):y1, x - 1:x + 2].astype(np.float32) @ LUMA
     return float(np.sum(col.mean(axis=1) < threshold)) / rig.face_height
 
 

@@ -8,9 +8,14 @@ from benchmarks.render import stylize
 from services.render.keypoints import parse_keypoints
 from services.render.photo import load_photo
 from services.render.renderer import Renderer
-from services.render.rig import FaceRig, build_rig
-from tests.style_instruments import eye_regions, lid_coverage, mediapipe_eye_opening, talking_track, unblinked
-from tests.style_pictures import PHOTOS, style_set
+from services.common.domain.arkit import INDEX
+from services.render.rig import CHIN, LIP_LOWER_INNER, LIP_UPPER_INNER, FaceRig, build_rig
+from services.render.style import polygon_mask
+from tests.style_instruments import (
+    dark_column, eye_regions, lid_coverage, mediapipe_eye_opening, mediapipe_mouth_gap, mouth_threshold,
+    talking_track, unblinked,
+)
+from tests.style_pictures import LINE, PHOTOS, style_set
 from tests.test_keypoints import weights
 
 
@@ -107,3 +112,76 @@ def test_drawn_lid_hides_the_eye_with_the_pictures_own_colours(styled):
     shut = Renderer(cartoon["rig"]).render(weights(eyeBlinkLeft=1.0, eyeBlinkRight=1.0), np.zeros(6))
     assert not np.any(np.all(shut == (255, 255, 255), axis=2))
     assert np.sum(np.linalg.norm(shut.astype(float) - (60, 110, 190), axis=2) < 30) == 0
+
+
+# The aperture instrument per picture (tests/style_instruments.py) and the r it must reach against
+# the commanded jawOpen over the talking track (measured: docs/notes/render.md#picture-styles).
+# mediapipe where it reads the mouth; the dark-pixel column where it does not (no face found on
+# inked_astronaut; on flat_astronaut it finds the face but its lips do not follow any mouth, r 0.0
+# here and -0.68 before the drawn mouth).
+APERTURE = {"cartoon": ("mediapipe", 0.75), "flat_grace": ("mediapipe", 0.8),
+            "painted_grace": ("mediapipe", 0.9), "painted_astronaut": ("mediapipe", 0.75),
+            "flat_astronaut": ("column", 0.9), "inked_astronaut": ("column", 0.85),
+            "inked_grace": ("column", 0.65)}
+
+
+def test_mouth_aperture_follows_jaw_open(styled):
+    report = {}
+    weights_, pose, _ = talking_track(150, 6)
+    for entry in styled:
+        rig = entry["rig"]
+        renderer = Renderer(rig)
+        instrument, least = APERTURE[entry["name"]]
+        threshold = mouth_threshold(rig)
+        jaw, reading = [], []
+        for i in range(0, 150, 3):
+            frame = renderer.render(weights_[i], pose[i])
+            value = mediapipe_mouth_gap(frame, rig.face_height) if instrument == "mediapipe" \
+                else dark_column(frame, rig, threshold)
+            if value is not None:
+                jaw.append(weights_[i, INDEX["jawOpen"]])
+                reading.append(value)
+        assert len(jaw) >= 45, (entry["name"], len(jaw))
+        report[entry["name"]] = round(float(np.corrcoef(jaw, reading)[0, 1]), 3)
+    assert all(report[name] >= APERTURE[name][1] for name in report), report
+
+
+def test_drawn_mouth_is_flat_paint_from_the_picture(styled):
+    """Wide open, a drawing's mouth holds only its flat fills (cavity, tongue, line) and its own
+    teeth where it shows them: no shaded ivory rows, no gradient."""
+    for entry in styled:
+        rig = entry["rig"]
+        if rig.style not in DRAWN:
+            continue
+        renderer = Renderer(rig)
+        mouth = renderer.mouth
+        w = weights(jawOpen=1.0)
+        frame = renderer.render(w, np.zeros(6))
+        posed = renderer.pose_mesh(w, np.zeros(6))
+        inner = np.concatenate([posed[list(LIP_UPPER_INNER)], posed[list(LIP_LOWER_INNER)][::-1]])
+        centre = inner.mean(axis=0)
+        inside = polygon_mask(frame.shape[:2], centre + 0.8 * (inner - centre))  # off the edges
+        if mouth.photo_teeth:
+            continue  # (its own teeth are its own paint; flat_astronaut)
+        pix = frame[inside].astype(np.float32)
+        fills = np.stack([mouth.cavity, mouth.tongue, mouth.line])
+        d = np.min(np.linalg.norm(pix[:, None, :] - fills[None], axis=2), axis=1)
+        assert np.mean(d <= 6) >= 0.95, (entry["name"], np.mean(d <= 6))
+
+
+def test_cartoon_chin_outline_stays_at_full_opening(styled):
+    """The cartoon fills its frame: a full jaw drop carried the head ring past the anchor ring and
+    the chin's outline vanished under a straight cut. Every column across the chin still crosses
+    the outline (line-coloured pixels below the face) at jawOpen 0, 0.5 and 1."""
+    cartoon = next(e for e in styled if e["name"] == "cartoon")
+    rig = cartoon["rig"]
+    renderer = Renderer(rig)
+    line = np.array(LINE, np.float32)
+    for jaw in (0.0, 0.5, 1.0):
+        w = weights(jawOpen=jaw)
+        frame = renderer.render(w, np.zeros(6)).astype(np.float32)
+        chin = renderer.pose_mesh(w, np.zeros(6))[CHIN]
+        fh = rig.face_height
+        for x in range(int(chin[0] - 0.08 * fh), int(chin[0] + 0.08 * fh)):
+            col = frame[int(chin[1] - 0.1 * fh):int(chin[1] + 0.1 * fh), x]
+            assert np.sum(np.linalg.norm(col - line, axis=1) < 40) >= 2, (jaw, x)

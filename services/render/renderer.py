@@ -23,7 +23,7 @@ from services.render.warp import PiecewiseAffineWarp
 # Head pose is clamped to what a 2D warp of one photo can show (about 20 degrees, 0.3 face heights).
 POSE_LIMIT = np.array([0.35, 0.35, 0.35, 0.3, 0.3, 0.3])
 RING_FOLLOWS_OVAL = 0.85
-JAW_ROOM = 0.6  # of the head ring's gap to the anchor ring below the chin (Renderer._jaw_room)
+JAW_ROOM = 0.8  # of the head ring's gap to the anchor ring below the chin (Renderer._jaw_room)
 
 
 _CLOSE, _JAW = INDEX["mouthClose"], INDEX["jawOpen"]
@@ -88,6 +88,7 @@ class Renderer:
                            if rig.source == "keypoints" else None)
         self._src_eye_refs = {name: _eye_reference(lm, eye) for name, eye in
                               (("right", RIGHT_EYE), ("left", LEFT_EYE))}
+        self.jaw_room = None
         w = np.zeros(len(ARKIT_52))
         w[_JAW] = 1.0
         self._full_drop = float(self.deform(w)[CHIN, 1] - self.rest[CHIN, 1])
@@ -114,6 +115,11 @@ class Renderer:
         """Blendshape-deformed landmarks [478, 3] before head pose (contacts resolved)."""
         # ARKit's mouthClose closes the lips against an open jaw: its jaw-travel part is weighted by
         # min(mouthClose, jawOpen), or a closed jaw would push the lower lip up and smear the chin.
+        if self.jaw_room is not None:
+            # The jaw's whole range scaled, not clipped: every opening stays in proportion to the
+            # command (a knee flattened the wide ones together: mediapipe r 0.64 vs 0.78 scaled).
+            weights = weights.copy()
+            weights[_JAW] *= self.jaw_room / self._full_drop
         over_jaw = min(weights[_CLOSE], max(weights[_JAW], 0.0))
         pts = self.rest + (np.append(weights, over_jaw) @ self.basis).reshape(-1, 3)
         return self.constraints.apply(pts)
@@ -147,10 +153,6 @@ class Renderer:
         if self.still_eyes is not None:
             weights[self.still_eyes] = 0.0
         head_pose = np.clip(head_pose, -POSE_LIMIT, POSE_LIMIT)
-        if self.jaw_room is not None and weights[_JAW] > 0:
-            # A smooth knee, not a clip: the opening keeps growing with the command, ever slower.
-            full = self._full_drop
-            weights[_JAW] = self.jaw_room / full * np.tanh(weights[_JAW] * full / self.jaw_room)
         out = self.image.copy()
         if not weights.any() and not head_pose.any():
             self.warp.last_maps = None  # the rest frame: nothing moved
