@@ -501,7 +501,9 @@ class _DrawnLids:
             chord = np.interp(was[:, 0], [was[0, 0], was[-1, 0]], [was[0, 1], was[-1, 1]])
             shut = chord + SHUT_SAG * (low_y - chord)
             now = np.column_stack([was[:, 0], was[:, 1] + closed * (shut - was[:, 1])])
-            rise = np.column_stack([was[:, 0], low_y + closed * (shut - low_y)])
+            # (the lower lid rises only over the second half: half shut, the drawn eye keeps its
+            # lower outline)
+            rise = np.column_stack([was[:, 0], low_y + smoothstep(0.5, 1.0, closed) * (shut - low_y)])
             _drawn_lid(frame, now, was, skin, line, thick, above, rise, low_y)
 
 
