@@ -42,6 +42,7 @@ UNIT_IOD = (0.6, 1.0)  # mouth unit clamped to this range of the inter-ocular di
 # The cavity is the lip's colour in shade, redder (cheeks and palate are wet tissue too), not black:
 # a near-black opening reads as a hole. Darker still toward the throat (see _interior).
 CAVITY_TINT = np.array([0.34, 0.17, 0.17])
+PAINT_BRUSH = 0.006  # face heights: a painting's mouth interior is softened this much (its patches)
 # A drawn mouth's line along the lips: the picture's own stroke through the closed mouth's middle,
 # clipped to this range of face heights.
 LINE_RANGE = (0.004, 0.02)
@@ -124,6 +125,11 @@ class MouthInterior:
             self.cavity = np.median(ink, axis=0).astype(np.float32)
         # Tongue: the lip's hue, more saturated (wet tissue in shade).
         self.tongue = np.clip(lip * np.array([0.82, 0.5, 0.5]), 0, 255).astype(np.float32)
+        # A painting (style.py) keeps the shaded mouth, painted as its brush paints: no tooth
+        # gaps or notched edges (detail finer than its patches), the interior softened over
+        # PAINT_BRUSH face heights.
+        self.detail = 0.0 if rig.style == "painted" else 1.0
+        self.brush = PAINT_BRUSH * rig.face_height if rig.style == "painted" else None
         # A drawing (flat-shaded or inked, style.py) gets a drawn mouth: flat fills from its own
         # colours, its line along the lips, no shading, no blur and no drawn teeth (its own are
         # still reused when it shows them), as an artist draws an open mouth in that picture.
@@ -265,7 +271,7 @@ class MouthInterior:
         upper_edge = y_sk + UPPER_TEETH_HEIGHT * u
         lo_tip = upper_edge - OVERBITE * u + JAW_TO_INCISOR * jaw_drop + 0.05 * u * (1 - arch_lo)
         if self.drawn_teeth:  # (without teeth, the tongue behind them keeps a smooth top)
-            lo_tip = lo_tip + _notches(s_lo, u * LOWER_ARCH, 0.7)
+            lo_tip = lo_tip + _notches(s_lo, u * LOWER_ARCH, 0.7) * self.detail
         below_tip = ys - lo_tip
         lt_a = np.clip(below_tip / edge_aa + 0.5, 0, 1) * np.clip((1.0 - np.abs(s_lo)) * 5, 0, 1)
 
@@ -288,7 +294,7 @@ class MouthInterior:
 
         gum_lo = ys - (lo_tip + LOWER_CROWN * u)
         lower_teeth = self.teeth[None, None, :] * \
-            ((0.8 - 0.35 * s_lo * s_lo) * _tooth_gaps(s_lo, u * LOWER_ARCH))[..., None]
+            ((0.8 - 0.35 * s_lo * s_lo) * _tooth_gaps(s_lo, u * LOWER_ARCH) ** self.detail)[..., None]
         lower_teeth = _over(lower_teeth, self.gum * 0.8, np.clip(gum_lo / 1.5 + 0.5, 0, 1))
         if self.drawn_teeth:
             colour = _over(colour, lower_teeth, lt_a)
@@ -298,10 +304,10 @@ class MouthInterior:
 
         # Upper teeth: hang from the skull just under the rest upper lip; the arch recedes
         # (shorter, darker) to the sides; the upper lip shades their top.
-        ut_edge = upper_edge - 0.7 * UPPER_TEETH_HEIGHT * u * (1 - arch) - _notches(s, u, 0.9)
+        ut_edge = upper_edge - 0.7 * UPPER_TEETH_HEIGHT * u * (1 - arch) - _notches(s, u, 0.9) * self.detail
         ut_a = np.clip((ut_edge - ys) / edge_aa + 0.5, 0, 1) * np.clip((1.0 - np.abs(s)) * 6, 0, 1)
         lip_shadow = 0.7 + 0.3 * smoothstep(0.0, 0.05 * u + 1, t)
-        ut_shade = 0.97 * (1.0 - 0.55 * s * s) * lip_shadow * _tooth_gaps(s, u)
+        ut_shade = 0.97 * (1.0 - 0.55 * s * s) * lip_shadow * _tooth_gaps(s, u) ** self.detail
         upper_teeth = self.teeth[None, None, :] * ut_shade[..., None]
         gum_line = upper_edge - UPPER_CROWN * u  # above it, gum (only shows when the lip lifts)
         upper_teeth = _over(upper_teeth, self.gum * lip_shadow[..., None],
@@ -327,7 +333,7 @@ class MouthInterior:
         # The wet inner face of the lower lip, a thin band along its edge.
         inner_lip = np.exp(-np.maximum(b, 0.0) / (0.025 * u + 0.6)) * smoothstep(0.03 * u, 0.12 * u, g)
         colour = _over(colour, self.lip[None, None, :] * 0.55, inner_lip * 0.55)
-        sigma = float(np.clip(0.005 * u, 0.45, 1.0))
+        sigma = float(np.clip(0.005 * u, 0.45, 1.0)) if self.brush is None else self.brush * scale
         return cv2.GaussianBlur(colour.astype(np.float32), (0, 0), sigma)
 
     def _photo_teeth(self, t, b, col, scale: float, rest_gap: np.ndarray):
