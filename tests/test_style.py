@@ -34,6 +34,11 @@ def test_bundled_photos_are_photos(name, keypoints):
     rig = build_rig(load_photo(PHOTOS / name), keypoints=kp)
     assert rig.style == "photo"
     assert FaceRig.from_bytes(rig.to_bytes()).style == "photo"
+    # (the photo paths: shaded lids and mouth, the jaw's full range; the frames' bytes were
+    # checked unchanged against main, docs/notes/render.md#picture-styles)
+    renderer = Renderer(rig)
+    assert not renderer.mouth.drawn and renderer.mouth.detail == 1.0 and renderer.jaw_room is None
+    assert type(renderer.lids).__name__ == "_Eyelids"
 
 
 def test_drawings_are_classified_by_style(styled):
