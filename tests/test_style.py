@@ -190,3 +190,15 @@ def test_cartoon_chin_outline_stays_at_full_opening(styled):
         for x in range(int(chin[0] - 0.08 * fh), int(chin[0] + 0.08 * fh)):
             col = frame[int(chin[1] - 0.1 * fh):int(chin[1] + 0.1 * fh), x]
             assert np.sum(np.linalg.norm(col - line, axis=1) < 40) >= 2, (jaw, x)
+
+
+def test_style_is_the_same_at_every_rig_size(styled):
+    """Measured on the photo's own pixels, not the rig's resampled square (which made the astronaut
+    photo look painted at 256 px and a painting look like a photo)."""
+    astronaut = load_photo(PHOTOS / "astronaut.png")
+    for entry in [*styled, {"name": "astronaut", "image": astronaut, "keypoints": None, "rig": build_rig(astronaut)}]:
+        if entry["name"] not in ("painted_astronaut", "painted_grace", "flat_astronaut", "astronaut"):
+            continue
+        for size in (256, 1080):
+            assert build_rig(entry["image"], keypoints=entry["keypoints"], size=size).style == entry["rig"].style, \
+                (entry["name"], size)

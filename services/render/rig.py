@@ -332,7 +332,8 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
             landmarks = min(refit, key=lambda p: float(np.abs(p[:, :2] - expected).mean()))
         warnings += _pose_warnings(landmarks)
     landmarks = landmarks.astype(np.float32)
-    style = classify_style(image, landmarks[list(FACE_OVAL), :2], face_height(landmarks))
+    style = classify_style(image, landmarks[list(FACE_OVAL), :2], face_height(landmarks),
+                           photo=(photo, face[list(FACE_OVAL), :2], face_h))
     if keypoints is not None and style in DRAWN_STYLES:
         face = polygon_mask(image.shape[:2], landmarks[list(FACE_OVAL), :2])
         landmarks = fit_mouth_line(image, landmarks, face, face_height(landmarks),

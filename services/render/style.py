@@ -30,14 +30,18 @@ INK_LUMA = 12.0
 INK_SHARE = 0.02
 INK_STROKE = 0.02
 INK_PURE, INK_DARK, INK_PURE_SHARE = 2.0, 40.0, 0.25
-# Flat: the share of the face's pixels in its PALETTE_COLOURS most common colours (5 bits per
-# channel): cels cover the face with a few colours, a photo's or a painting's shading spreads it
-# over dozens. Measured: cel-shaded 0.47-1.0, painted 0.11-0.28, photos 0.08-0.19.
+# Both measured on the photo's own pixels (at most MEASURE_FACE px of face: never enlarged), so
+# every rig size of a picture gets one style. Flat: the share of the face's pixels in its
+# PALETTE_COLOURS most common colours (5 bits per channel): cels cover the face with a few colours,
+# a photo's or a painting's shading spreads it over dozens. Measured: cel-shaded 0.90-1.0, painted
+# 0.11-0.29, photos 0.08-0.19.
 PALETTE_COLOURS, FLAT_SHARE = 8, 0.4
 # Painted: the share of face pixels whose 3x3 neighbourhood varies by at most SMOOTH_STEP (max over
 # channels): brush patches are smooth inside, a photo keeps its fine texture (pores, noise, grain,
-# fur). Measured: painted 0.35-0.49, photos 0.02-0.19 (the 2x-enlarged astronaut 0.14, the cat 0.19).
-SMOOTH_STEP, SMOOTH_SHARE = 8, 0.27
+# fur). Measured: painted 0.27-0.28, photos 0.01-0.06 (on the rig's enlarged square instead, the
+# astronaut photo read 0.14-0.30 depending on the rig size: hence the photo's own pixels).
+SMOOTH_STEP, SMOOTH_SHARE = 8, 0.15
+MEASURE_FACE = 216.0  # px: the largest face height both are measured at (a 512 rig's)
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -77,14 +81,32 @@ def measures(image: np.ndarray, face: np.ndarray) -> dict[str, float]:
             "smooth": float(np.mean(spread[face] <= SMOOTH_STEP))}
 
 
-def classify(image: np.ndarray, oval: np.ndarray, face_height: float) -> str:
-    """One of STYLES for the face inside `oval` ([n, 2] pixel outline) of `image` (RGB uint8)."""
+def classify(image: np.ndarray, oval: np.ndarray, face_height: float,
+             photo: tuple[np.ndarray, np.ndarray, float] | None = None) -> str:
+    """One of STYLES for the face inside `oval` ([n, 2] pixel outline) of `image` (RGB uint8: the
+    rig's square, where the ink rule was measured). `photo`: (the photo, the oval in its pixels, its
+    face height) for the colour and smoothness measures, taken at the photo's own resolution shrunk
+    to at most MEASURE_FACE px of face (never enlarged: an enlarged photo looks painted), so every
+    rig size of one picture gets one style; default: `image` itself."""
     face = polygon_mask(image.shape[:2], oval)
     if face.sum() < 100:
         return "photo"
     if ink_pixels(image, face, face_height) is not None:
         return "inked"
-    m = measures(image, face)
+    src, src_oval, src_height = photo if photo is not None else (image, oval, face_height)
+    src_oval = np.asarray(src_oval, np.float64)
+    lo = np.maximum(np.floor(src_oval.min(axis=0)).astype(int) - 2, 0)
+    hi = np.ceil(src_oval.max(axis=0)).astype(int) + 3
+    crop = np.ascontiguousarray(src[lo[1]:hi[1], lo[0]:hi[0]])
+    src_oval = src_oval - lo
+    scale = min(1.0, MEASURE_FACE / max(src_height, 1.0))
+    if scale < 1.0:
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        src_oval = src_oval * scale
+    mask = polygon_mask(crop.shape[:2], src_oval)
+    if mask.sum() < 100:
+        return "photo"
+    m = measures(crop, mask)
     if m["palette"] >= FLAT_SHARE:
         return "flat"
     if m["smooth"] >= SMOOTH_SHARE:
