@@ -16,6 +16,8 @@ Measured:
   aperture_r: Pearson r between the mouth aperture mediapipe measures on the rendered frames and
     the aperture the rig commanded (inner-lip gap of the posed mesh), target >= 0.8.
   drift: the neutral frame rendered after 60 s of animation vs before (max abs difference).
+  styles: per picture style (flat-shaded, inked, painted), aperture r vs jawOpen by mediapipe and
+    by the dark-pixel column, and the share of commanded blinks detected (benchmarks/style_sheets.py).
 """
 from __future__ import annotations
 
@@ -296,8 +298,17 @@ def main() -> None:
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(str(r.get(c, "")) for c in cols))
+    # Per-style aperture and blink table (drawings made from the bundled photos and a drawn
+    # cartoon; benchmarks/style_sheets.py, which also writes docs/contact/style_<style>.jpg).
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.style_sheets import print_table, style_table
+
+    styles = style_table(sheets=Path(args.sheets) if args.sheets else None)
+    print_table(styles)
     report = {
-        "benchmark": "render", "date": dt.date.today().isoformat(),
+        "benchmark": "render", "date": dt.date.today().isoformat(), "styles": styles,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "track_frames": len(track), "rows": rows,
         "targets": {"fps_1080_min": 30, "static_change_max": 0.01, "aperture_r_min": 0.8},

@@ -28,6 +28,7 @@ from services.render.basis import smoothstep
 from services.render.rig import (
     FACE_OVAL, LIP_LOWER_INNER, LIP_LOWER_OUTER, LIP_UPPER_INNER, LIP_UPPER_OUTER, FaceRig,
 )
+from services.render.style import DRAWN_STYLES, ink_pixels, paint_and_line, polygon_mask
 
 # All in mouth units (u: the face's mouth width, see MouthInterior.unit).
 UPPER_TEETH_HEIGHT = 0.13  # upper incisor showing below the rest upper lip
@@ -41,34 +42,13 @@ UNIT_IOD = (0.6, 1.0)  # mouth unit clamped to this range of the inter-ocular di
 # The cavity is the lip's colour in shade, redder (cheeks and palate are wet tissue too), not black:
 # a near-black opening reads as a hole. Darker still toward the throat (see _interior).
 CAVITY_TINT = np.array([0.34, 0.17, 0.17])
-# Inked illustrations (comics, line-art filters) shade with pure black strokes: when that many of
-# the face's pixels are that dark and in strokes, the picture's darkest paint is its ink, and the
-# artist's open mouth is filled with it (the photo's own teeth gaps are), so the cavity is the ink's
-# colour. A well-exposed photo's darkest face pixels (nostrils, lashes) are far lighter. Strokes, not blobs: black
-# sunglasses are as dark, but an opening with a square INK_STROKE face heights wide keeps them and
-# removes most of an inked face's. And pure black: a drawing's darks are mostly its ink at 0, where an
-# underexposed or crushed photo shades off into its shadows. The thresholds' measurements:
-# docs/notes/render.md#inked-faces.
-INK_LUMA = 12.0
-INK_SHARE = 0.02
-INK_STROKE = 0.02
-INK_PURE, INK_DARK, INK_PURE_SHARE = 2.0, 40.0, 0.25
+PAINT_BRUSH = 0.006  # face heights: a painting's mouth interior is softened this much (its patches)
+# A drawn mouth's line along the lips: the picture's own stroke through the closed mouth's middle,
+# clipped to this range of face heights.
+LINE_RANGE = (0.004, 0.02)
 TONGUE_RISE = 0.21  # how far (u) the tongue's back shows above the lower incisors, the jaw fully open
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def _polygon_mask(shape: tuple[int, int], polygon: np.ndarray) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
-    return mask > 127
-
-
-def _strokes(mask: np.ndarray, width_px: float) -> np.ndarray:
-    """The pixels of `mask` in lines thinner than about `width_px` (what an opening removes)."""
-    k = max(3, int(round(width_px)) | 1)
-    blobs = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
-    return mask & ~blobs.astype(bool)
 
 
 def _saturation(pixels: np.ndarray) -> float:
@@ -106,9 +86,9 @@ class MouthInterior:
             if iod > 1 and rig.source != "keypoints" else self.mouth_width
         self.rest_gap = np.maximum(0.0, lower_in[:, 1] - upper_in[:, 1])  # per lip column, px
 
-        lips = _polygon_mask(shape, outer) & ~_polygon_mask(shape, inner)
+        lips = polygon_mask(shape, outer) & ~polygon_mask(shape, inner)
         lip = np.median(img[lips], axis=0) if lips.sum() > 10 else np.array([150, 80, 80.0])
-        face = _polygon_mask(shape, lm[list(FACE_OVAL)])
+        face = polygon_mask(shape, lm[list(FACE_OVAL)])
         luma = img @ _LUMA
         bright = float(np.percentile(luma[face], 97)) if face.any() else 200.0
         skin = np.median(img[face], axis=0) if face.any() else np.array([200, 160, 140.0])
@@ -117,18 +97,16 @@ class MouthInterior:
         teeth = None
         self.rest_split = 0.5 * self.rest_gap
         if self.rest_gap.max() > 0.06 * self.mouth_width:
-            inside = _polygon_mask(shape, inner)
+            inside = polygon_mask(shape, inner)
             skin_sat = _saturation(img[face]) if face.any() else 0.3
             if shows_teeth(img[inside], bright, skin_sat):
                 top = img[inside][luma[inside] >= np.percentile(luma[inside], 70)]
                 teeth = np.median(top, axis=0)
                 self.rest_split = self._darkest_rows(luma)
         self.photo_teeth = teeth is not None
-        ink = img[_strokes(face & (luma <= INK_LUMA), INK_STROKE * rig.face_height)] \
-            if rig.source != "keypoints" else img[:0]
-        darks = luma[face & (luma <= INK_DARK)]
-        self.inked = len(ink) >= INK_SHARE * max(1, int(face.sum())) \
-            and float(np.mean(darks <= INK_PURE)) >= INK_PURE_SHARE
+        # Inked (the rig's style, style.ink_pixels): the cavity is the picture's ink.
+        ink = ink_pixels(rig.image, face, rig.face_height) if rig.style == "inked" else None
+        self.inked = ink is not None
         # Faces placed from keypoints (pets, cartoons) get no drawn human tooth rows: on a cat they
         # read as dentures. Their open mouth is throat shading and the tongue (the photo's own
         # teeth, when it shows them, are still reused). Nor does an inked face that shows its own
@@ -147,6 +125,29 @@ class MouthInterior:
             self.cavity = np.median(ink, axis=0).astype(np.float32)
         # Tongue: the lip's hue, more saturated (wet tissue in shade).
         self.tongue = np.clip(lip * np.array([0.82, 0.5, 0.5]), 0, 255).astype(np.float32)
+        # A painting (style.py) keeps the shaded mouth, painted as its brush paints: no tooth
+        # gaps or notched edges (detail finer than its patches), the interior softened over
+        # PAINT_BRUSH face heights.
+        self.detail = 0.0 if rig.style == "painted" else 1.0
+        self.brush = PAINT_BRUSH * rig.face_height if rig.style == "painted" else None
+        # A drawing (flat-shaded or inked, style.py) gets a drawn mouth: flat fills from its own
+        # colours, its line along the lips, no shading, no blur and no drawn teeth (its own are
+        # still reused when it shows them), as an artist draws an open mouth in that picture.
+        self.drawn = rig.style in DRAWN_STYLES
+        if self.drawn:
+            paint, line = paint_and_line(rig.image, face)
+            if paint is None or line is None:
+                self.drawn = False
+        if self.drawn:
+            self.drawn_teeth = False
+            self.line = line
+            # The cavity: the darkest reddish colour of the face's palette (a cartoon's dark-red
+            # mouth), else its line colour (ink: the inked cavity above).
+            if not self.inked:
+                self.cavity = _dark_red(img[face], float(paint @ _LUMA), line)
+            # The tongue: a flat pink between the cavity and the skin's paint reddened.
+            self.tongue = (0.45 * self.cavity + 0.55 * paint * np.array([0.98, 0.6, 0.58])).astype(np.float32)
+            self.line_width = _line_width(img, lm, line, rig.face_height)
 
     def _darkest_rows(self, luma: np.ndarray) -> np.ndarray:
         """Per lip column: px below the rest upper lip where the photo's interior is split, at its
@@ -211,6 +212,11 @@ class MouthInterior:
         rest_gap = (np.interp(col, np.arange(11), self.rest_gap) * scale).astype(f32)[None, :]
         g = np.maximum(y_lo - y_up, 0.0)
         wider = smoothstep(0.2, 1.0, (g - rest_gap) / np.maximum(2.0, 0.3 * rest_gap))
+        if self.drawn:
+            # A drawing's closed mouth is a line, whatever gap the rest mesh puts between the inner
+            # lips: once they part, the whole gap is the drawn interior (the warp would otherwise
+            # split the line in two with the skin stretched between).
+            wider = smoothstep(0.0, 1.5, g - rest_gap)
         u = self.unit * scale
         feather = float(np.clip(0.02 * u, 1.2, 3.0))  # px over which a lip edge fades
         # Soft ends at the corners too (the curves meet there, so the gap fades in over a pixel).
@@ -221,6 +227,13 @@ class MouthInterior:
             * np.clip((y_lo - ys + 0.5) / feather + 0.5, 0, 1) * inside_x
         colour = self._interior(xs, ys, y_up, y_lo, y_sk, float(sk[len(sk) // 2, 0]), u, scale,
                                 jaw_drop, tongue_out, col, rest_gap)
+        if self.drawn:
+            # The lips' line on both edges of the opening, as thick as the picture's mouth line:
+            # at a small opening the two lines and the cavity (dark) merge into the one line the
+            # closed mouth had, instead of doubling.
+            lw = self.line_width * scale
+            edge = np.maximum(np.clip(y_up + lw - ys + 0.5, 0, 1), np.clip(ys - (y_lo - lw) + 0.5, 0, 1))
+            colour = _over(colour, self.line, edge)
         alpha = coverage * np.maximum(wider, min(1.0, tongue_out * 4))
 
         # Closing over a mouth the photo shows open: the squeezed interior would read as a light
@@ -247,16 +260,18 @@ class MouthInterior:
         arch_lo = np.sqrt(np.clip(1 - s_lo * s_lo, 0, 1))
         edge_aa = 0.6  # px: tooth edges are anti-aliased, not feathered like the lips
 
-        # Cavity: darkest deep in the middle (toward the throat), lighter toward the lips.
+        # Cavity: darkest deep in the middle (toward the throat), lighter toward the lips; flat
+        # in a drawing.
         mid = 0.5 * (y_up + y_lo)
         depth = np.exp(-((ys - mid) / (0.35 * g + 1)) ** 2) * np.exp(-(s / 0.9) ** 2)
-        colour = self.cavity[None, None, :] * (1.35 - 0.75 * depth)[..., None]
+        shade = np.ones_like(depth) if self.drawn else 1.35 - 0.75 * depth
+        colour = self.cavity[None, None, :] * shade[..., None]
 
         # Lower teeth: carried by the jaw; their tips start just above the upper incisal edge.
         upper_edge = y_sk + UPPER_TEETH_HEIGHT * u
         lo_tip = upper_edge - OVERBITE * u + JAW_TO_INCISOR * jaw_drop + 0.05 * u * (1 - arch_lo)
         if self.drawn_teeth:  # (without teeth, the tongue behind them keeps a smooth top)
-            lo_tip = lo_tip + _notches(s_lo, u * LOWER_ARCH, 0.7)
+            lo_tip = lo_tip + _notches(s_lo, u * LOWER_ARCH, 0.7) * self.detail
         below_tip = ys - lo_tip
         lt_a = np.clip(below_tip / edge_aa + 0.5, 0, 1) * np.clip((1.0 - np.abs(s_lo)) * 5, 0, 1)
 
@@ -267,12 +282,19 @@ class MouthInterior:
         tongue_top = lo_tip + (0.03 - TONGUE_RISE * open_ - 0.3 * tongue_out) * u + 0.2 * u * s * s
         tongue_a = np.clip((ys - tongue_top) / 1.2 + 0.5, 0, 1) * np.clip((1.15 - np.abs(s)) * 4, 0, 1)
         back = np.clip((ys - tongue_top) / (0.12 * u + 1), 0, 1)  # 0 at the back .. 1 at the front
-        tongue = self.tongue[None, None, :] * (0.45 + 0.55 * back ** 0.7 - 0.15 * s * s)[..., None]
+        tongue = self.tongue[None, None, :] * (1.0 if self.drawn else
+                                               (0.45 + 0.55 * back ** 0.7 - 0.15 * s * s)[..., None])
+        if self.drawn:
+            # A flat shape with a crisp edge, in the lower part of a wide opening only: a light
+            # tongue in a narrow one reads as a second gap between doubled lip lines.
+            tongue_a = np.clip((ys - np.maximum(tongue_top, y_up + 0.55 * g)) / 0.6 + 0.5, 0, 1) \
+                * np.clip((1.15 - np.abs(s)) * 8, 0, 1) * smoothstep(4.0 * self.line_width * scale,
+                                                                     8.0 * self.line_width * scale, g)
         colour = _over(colour, tongue, tongue_a)
 
         gum_lo = ys - (lo_tip + LOWER_CROWN * u)
         lower_teeth = self.teeth[None, None, :] * \
-            ((0.8 - 0.35 * s_lo * s_lo) * _tooth_gaps(s_lo, u * LOWER_ARCH))[..., None]
+            ((0.8 - 0.35 * s_lo * s_lo) * _tooth_gaps(s_lo, u * LOWER_ARCH) ** self.detail)[..., None]
         lower_teeth = _over(lower_teeth, self.gum * 0.8, np.clip(gum_lo / 1.5 + 0.5, 0, 1))
         if self.drawn_teeth:
             colour = _over(colour, lower_teeth, lt_a)
@@ -282,10 +304,10 @@ class MouthInterior:
 
         # Upper teeth: hang from the skull just under the rest upper lip; the arch recedes
         # (shorter, darker) to the sides; the upper lip shades their top.
-        ut_edge = upper_edge - 0.7 * UPPER_TEETH_HEIGHT * u * (1 - arch) - _notches(s, u, 0.9)
+        ut_edge = upper_edge - 0.7 * UPPER_TEETH_HEIGHT * u * (1 - arch) - _notches(s, u, 0.9) * self.detail
         ut_a = np.clip((ut_edge - ys) / edge_aa + 0.5, 0, 1) * np.clip((1.0 - np.abs(s)) * 6, 0, 1)
         lip_shadow = 0.7 + 0.3 * smoothstep(0.0, 0.05 * u + 1, t)
-        ut_shade = 0.97 * (1.0 - 0.55 * s * s) * lip_shadow * _tooth_gaps(s, u)
+        ut_shade = 0.97 * (1.0 - 0.55 * s * s) * lip_shadow * _tooth_gaps(s, u) ** self.detail
         upper_teeth = self.teeth[None, None, :] * ut_shade[..., None]
         gum_line = upper_edge - UPPER_CROWN * u  # above it, gum (only shows when the lip lifts)
         upper_teeth = _over(upper_teeth, self.gum * lip_shadow[..., None],
@@ -306,10 +328,12 @@ class MouthInterior:
                 colour = _over(colour, tongue, tongue_fwd * a_bottom * (1 - ut_a))
             colour = _over(colour, top, a_top)
 
+        if self.drawn:  # (no wet lip, no blur: flat fills with crisp edges)
+            return colour
         # The wet inner face of the lower lip, a thin band along its edge.
         inner_lip = np.exp(-np.maximum(b, 0.0) / (0.025 * u + 0.6)) * smoothstep(0.03 * u, 0.12 * u, g)
         colour = _over(colour, self.lip[None, None, :] * 0.55, inner_lip * 0.55)
-        sigma = float(np.clip(0.005 * u, 0.45, 1.0))
+        sigma = float(np.clip(0.005 * u, 0.45, 1.0)) if self.brush is None else self.brush * scale
         return cv2.GaussianBlur(colour.astype(np.float32), (0, 0), sigma)
 
     def _photo_teeth(self, t, b, col, scale: float, rest_gap: np.ndarray):
@@ -334,6 +358,48 @@ class MouthInterior:
         a_top = np.clip(split - t + 0.5, 0, 1) * np.clip((t - gum) / 1.5 + 0.5, 0, 1) * (rest_gap > 1.0)
         a_bottom = np.clip((rest_gap - split) - b + 0.5, 0, 1) * (rest_gap > 1.0)
         return top, a_top, bottom, a_bottom
+
+
+def _dark_red(pixels: np.ndarray, paint_luma: float, line: np.ndarray) -> np.ndarray:
+    """The darkest reddish colour among the face's commonest (5-bit) colours darker than 0.6 of the
+    skin paint (a drawn mouth's or shadow's red), else the line colour."""
+    q = (pixels // 8).astype(np.int32)
+    codes = (q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]
+    counts = np.bincount(codes, minlength=1 << 15)
+    best = None
+    for code in np.argsort(counts)[::-1][:24]:
+        if counts[code] < max(5, 0.002 * len(pixels)):
+            break
+        colour = np.median(pixels[codes == code], axis=0)
+        luma = float(colour @ _LUMA)
+        if luma < 0.6 * paint_luma and colour[0] > colour[1] + 20 and colour[0] > colour[2] + 10 \
+                and (best is None or luma < float(best @ _LUMA)):
+            best = colour
+    return (best if best is not None else line).astype(np.float32)
+
+
+def _line_width(img: np.ndarray, lm: np.ndarray, line: np.ndarray, face_height: float) -> float:
+    """The picture's mouth line: the run of line-coloured pixels through the closed mouth's middle
+    (the rest inner lips' midpoint), px."""
+    like = np.linalg.norm(img - line, axis=2) < 45
+    runs = []
+    for a, b in ((13, 14), (82, 87), (312, 317)):
+        x = int(round((lm[a, 0] + lm[b, 0]) / 2))
+        y = int(round((lm[a, 1] + lm[b, 1]) / 2))
+        if not (0 <= x < img.shape[1] and 0 <= y < img.shape[0]):
+            continue
+        col = like[:, x]
+        near = [y + d for d in range(-3, 4) if 0 <= y + d < len(col) and col[y + d]]
+        if not near:
+            continue
+        top = bottom = near[len(near) // 2]
+        while top > 0 and col[top - 1] and bottom - top < 0.05 * face_height:
+            top -= 1
+        while bottom + 1 < len(col) and col[bottom + 1] and bottom - top < 0.05 * face_height:
+            bottom += 1
+        runs.append(bottom - top + 1)
+    width = float(np.median(runs)) / 2 if runs else 1.5  # each lip carries half the closed line
+    return float(np.clip(width, LINE_RANGE[0] * face_height, LINE_RANGE[1] * face_height))
 
 
 def _over(base: np.ndarray, top: np.ndarray, alpha: np.ndarray) -> np.ndarray:

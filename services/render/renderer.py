@@ -17,11 +17,13 @@ from services.render.rig import (
     EyeTopology, FaceRig,
     eye_opening_triangles, face_triangles, mouth_opening_triangles, rest_mesh, strip_triangles,
 )
+from services.render.style import DRAWN_STYLES, mode_colour, paint_and_line, polygon_mask
 from services.render.warp import PiecewiseAffineWarp
 
 # Head pose is clamped to what a 2D warp of one photo can show (about 20 degrees, 0.3 face heights).
 POSE_LIMIT = np.array([0.35, 0.35, 0.35, 0.3, 0.3, 0.3])
 RING_FOLLOWS_OVAL = 0.85
+JAW_ROOM = 0.8  # of the head ring's gap to the anchor ring below the chin (Renderer._jaw_room)
 
 
 _CLOSE, _JAW = INDEX["mouthClose"], INDEX["jawOpen"]
@@ -77,6 +79,8 @@ class Renderer:
         self.warp = PiecewiseAffineWarp(src, self.triangles, self.image.shape[:2], region, depth)
         self.mouth = MouthInterior(rig)
         self.lids = _Eyelids(rig, lm, curtain=rig.source == "keypoints")
+        if rig.style in DRAWN_STYLES:
+            self.lids = _DrawnLids(rig, lm, self.lids)
         self.gaze = _Gaze(lm)
         # A template fitted to keypoints knows where the pupils are but not the iris size: the
         # lids blink (the eye opening was measured in the photo), the gaze stays put.
@@ -84,12 +88,38 @@ class Renderer:
                            if rig.source == "keypoints" else None)
         self._src_eye_refs = {name: _eye_reference(lm, eye) for name, eye in
                               (("right", RIGHT_EYE), ("left", LEFT_EYE))}
+        self.jaw_room = None
+        w = np.zeros(len(ARKIT_52))
+        w[_JAW] = 1.0
+        self._full_drop = float(self.deform(w)[CHIN, 1] - self.rest[CHIN, 1])
+        self.jaw_room = self._jaw_room()
+
+    def _jaw_room(self) -> float | None:
+        """The chin's drop (px) the frame leaves room for, when a full jawOpen would take more, else
+        None. Below the chin the head ring follows the jaw (RING_FOLLOWS_OVAL) toward the fixed
+        anchor ring, which the frame's border holds in; in a tight crop (a drawing filling its
+        frame) a full drop carried the ring past it: the strip between folded, the chin's outline
+        vanished and the anchor ring's straight clipped edge cut the jaw. The ring may take up to
+        JAW_ROOM of its gap to the anchor. Drawings only: a drawn chin is an outline that must stay
+        continuous; photos keep their motion unchanged (the cat's crop is as tight: room 10 px for
+        a 46 px drop, docs/notes/render.md#picture-styles)."""
+        if self.rig.style not in DRAWN_STYLES:
+            return None
+        k = list(FACE_OVAL).index(CHIN)
+        gap = float(self.rings.anchor[k, 1] - self.rings.head[k, 1])
+        room = JAW_ROOM * gap / RING_FOLLOWS_OVAL
+        return room if self._full_drop > room > 0 else None
 
     # ---------------------------------------------------------------------------------------------
     def deform(self, weights: np.ndarray) -> np.ndarray:
         """Blendshape-deformed landmarks [478, 3] before head pose (contacts resolved)."""
         # ARKit's mouthClose closes the lips against an open jaw: its jaw-travel part is weighted by
         # min(mouthClose, jawOpen), or a closed jaw would push the lower lip up and smear the chin.
+        if self.jaw_room is not None:
+            # The jaw's whole range scaled, not clipped: every opening stays in proportion to the
+            # command (a knee flattened the wide ones together: mediapipe r 0.64 vs 0.78 scaled).
+            weights = weights.copy()
+            weights[_JAW] *= self.jaw_room / self._full_drop
         over_jaw = min(weights[_CLOSE], max(weights[_JAW], 0.0))
         pts = self.rest + (np.append(weights, over_jaw) @ self.basis).reshape(-1, 3)
         return self.constraints.apply(pts)
@@ -350,6 +380,207 @@ class _Eyelids:
         line = np.exp(-((ys - y_now + 0.5) / 1.2) ** 2) * (depth > 0.5)[None, :]
         roi *= (1.0 - CURTAIN_MARGIN_DARK * line * smoothstep(0.3, 0.8, closed))[..., None]
         frame[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
+
+
+# The lash line's thickness as measured at the eye's middle column, clipped to this range of face
+# heights (a thin photo-like lash or a run into the brow would give a hairline or a slab).
+LASH_RANGE = (0.006, 0.035)
+SHUT_SAG = 0.25
+LID_SHADE = 30.0
+
+
+class _DrawnLids:
+    """Lids of a drawing (flat-shaded or inked, style.py): an anime or cartoon blink is the lash line
+    closing over the eye, so the lid is an opaque fill in the skin's flat colour from the top of the
+    picture's own lash line down to the closing margin, and the lash line, in the picture's line
+    colour and thickness, moves down with it. Shut, the eye is hidden behind a clean stroke. (The
+    photo's lid, skin filled in translucently over the stretched lashes, reads on a drawing as a pale
+    veil over an eye that stays visible, or, on ink, as grey smears.) As on keypoint faces, the warp
+    leaves the lids where they are (`curtain`): it would squash the drawn eye and its thick lash line
+    into a smear under the lid; a drawn lid comes down over a still eye.
+
+    The eye: the connected non-skin region around the pupil (a drawn eye is everything inside its
+    outline, lashes and white included, where the photo measurement finds the iris and the mesh's
+    margins lie inside the drawn lash line), else the eye measured in the photo on a keypoint face
+    (`shaded`), the mesh's lid margins on a detected one.
+    """
+
+    curtain = True
+
+    def __init__(self, rig: FaceRig, rest: np.ndarray, shaded: "_Eyelids") -> None:
+        self.shaded = shaded
+        self.measured = shaded.curtain
+        img = rig.image.astype(np.float32)
+        luma = img @ _LUMA
+        h, w = luma.shape
+        fh = rig.face_height
+        face = polygon_mask(luma.shape, rest[list(FACE_OVAL), :2])
+        skin_all, line = paint_and_line(img, face)
+        self.eyes = []
+        if skin_all is None or line is None:
+            return
+        iod = float(np.linalg.norm(rest[473, :2] - rest[468, :2]))
+        for eye, margin, rest_gap, _skin, _lash in shaded.eyes:
+            drawn = _drawn_eye(img, rest[eye.iris[0], :2], iod, skin_all, line)
+            lines = drawn if drawn is not None else \
+                shaded.curtain_lines[eye.iris[0]] if self.measured else self._rest_lines(eye, margin, rest)
+            was, low = lines
+            xs = np.arange(int(np.ceil(was[0, 0])), int(np.floor(was[-1, 0])) + 1)
+            xs = xs[(xs >= 0) & (xs < w)]
+            if len(xs) < 3:
+                continue
+            y_was = np.interp(xs, _increasing(was[:, 0]), was[:, 1])
+            y_low = np.interp(xs, _increasing(low[:, 0]), low[:, 1])
+            height = float(np.max(y_low - y_was))
+            # The lash line's thickness: the run of line-coloured pixels through the upper margin in
+            # the eye's middle columns, and how far above the margin it reaches (the fill starts
+            # above it, or the old line would stay above the lid).
+            like = np.linalg.norm(img - line, axis=2) < 45
+            tops, runs = [], []
+            mid = slice(len(xs) // 3, 2 * len(xs) // 3)
+            # (A drawn eye's region starts at its lash line's top: the run goes down from there; a
+            # mesh margin lies in the line: the run stops a pixel below it, before the dark iris.)
+            below = 0.4 * height if drawn is not None else 1.0
+            for x, y in zip(xs[mid], y_was[mid]):
+                y, col = int(round(y)), like[:, x]
+                hit = [y + d for d in range(-int(0.3 * height) - 1, 3) if 0 <= y + d < h and col[y + d]]
+                if not hit:
+                    continue
+                top = bottom = hit[-1]
+                while top - 1 >= 0 and col[top - 1] and bottom - top < 0.4 * height:
+                    top -= 1
+                while bottom + 1 < h and col[bottom + 1] and bottom - top < 0.4 * height \
+                        and bottom + 1 <= y + below:
+                    bottom += 1
+                tops.append(y - top)
+                runs.append(bottom - top + 1)
+            thick = float(np.clip(np.median(runs) if runs else 2.0, LASH_RANGE[0] * fh, LASH_RANGE[1] * fh))
+            above = float(np.clip(np.median(tops) if tops else 0.0, 0.0, thick))
+            # The lid's colour: the commonest colour of the band above the lash line, leaving out the
+            # line work and dark shading (ink hatching can outnumber any one paint colour there).
+            band = np.array([(int(round(y - above - d)), x) for x, y in zip(xs, y_was)
+                             for d in range(2, int(0.45 * height) + 3)])
+            band = band[(band[:, 0] >= 0) & (band[:, 0] < h)] if len(band) else band
+            paint = img[band[:, 0], band[:, 1]] if len(band) else np.zeros((0, 3), np.float32)
+            paint = paint[(np.linalg.norm(paint - line, axis=1) > 60)
+                          & (paint @ _LUMA > 0.5 * float(skin_all @ _LUMA))]
+            skin = mode_colour(paint)
+            # (the face's own paint unless the eye's surroundings are a shade of it: a lid shaded
+            # like the socket, not a highlight or the paper showing through line art)
+            if skin is None or np.linalg.norm(skin - skin_all) > LID_SHADE:
+                skin = skin_all
+            self.eyes.append((eye, rest_gap, skin, line, thick, above, was, low))
+        self.ring = {eye.iris[0]: [eye.corners[0], *eye.upper[0], eye.corners[1], *eye.lower[0]]
+                     for eye, *_ in shaded.eyes}
+        self.rest = rest[:, :2]
+
+    @staticmethod
+    def _rest_lines(eye: EyeTopology, margin: list[int], rest: np.ndarray):
+        """The mesh's upper and lower lid margins at rest, left to right."""
+        lower = [eye.corners[0], *eye.lower[0], eye.corners[1]]
+        if rest[lower[0], 0] > rest[lower[-1], 0]:
+            lower = lower[::-1]
+        return rest[margin, :2].astype(np.float64), rest[lower, :2].astype(np.float64)
+
+    def render(self, frame: np.ndarray, posed: np.ndarray, rest_posed: np.ndarray) -> None:
+        for eye, rest_gap, skin, line, thick, above, upper, lower in self.eyes:
+            gap = float(np.mean(posed[list(eye.lower[0][2:5]), 1] - posed[list(eye.upper[0][2:5]), 1]))
+            closed = float(np.clip(1.0 - gap / rest_gap, 0.0, 1.0))
+            if closed <= 0.0:
+                continue
+            # The eye carried by the head pose: the affine that best maps its rest rings to the pose's.
+            ring = self.ring[eye.iris[0]]
+            src = np.column_stack([self.rest[ring], np.ones(len(ring))])
+            affine, *_ = np.linalg.lstsq(src, rest_posed[ring, :2], rcond=None)
+            was = np.column_stack([upper, np.ones(len(upper))]) @ affine
+            low = np.column_stack([lower, np.ones(len(lower))]) @ affine
+            low_y = np.interp(was[:, 0], _increasing(low[:, 0]), low[:, 1])
+            # Shut, the lids meet on a gentle arc a quarter of the way from the corners' chord to
+            # the lower outline (a drawn closed eye; the lower outline itself would be a deep bowl):
+            # the upper lid comes down to it, the lower one rises to it.
+            chord = np.interp(was[:, 0], [was[0, 0], was[-1, 0]], [was[0, 1], was[-1, 1]])
+            shut = chord + SHUT_SAG * (low_y - chord)
+            now = np.column_stack([was[:, 0], was[:, 1] + closed * (shut - was[:, 1])])
+            # (the lower lid rises only over the second half: half shut, the drawn eye keeps its
+            # lower outline)
+            rise = np.column_stack([was[:, 0], low_y + smoothstep(0.5, 1.0, closed) * (shut - low_y)])
+            _drawn_lid(frame, now, was, skin, line, thick, above, rise, low_y)
+
+
+def _drawn_eye(img: np.ndarray, centre: np.ndarray, iod: float, skin: np.ndarray, line: np.ndarray):
+    """A drawn eye's (upper, lower) outlines [33, 2], left to right: the connected region holding
+    the pupil of pixels unlike the skin (a cartoon eye: white, iris, outline and lashes), else of
+    pixels darker than halfway from the skin to the line colour (an eye drawn as a dark shape among
+    several skin shades), or None when neither is an eye-sized blob (it runs into the hair, brows or
+    glasses, or is a speck)."""
+    h, w = img.shape[:2]
+    cx, cy = int(round(centre[0])), int(round(centre[1]))
+    r = int(0.6 * iod)
+    x0, y0, x1, y1 = max(cx - r, 0), max(cy - r, 0), min(cx + r + 1, w), min(cy + r + 1, h)
+    if not (x0 <= cx < x1 and y0 <= cy < y1):
+        return None
+    roi = img[y0:y1, x0:x1]
+    mid = 0.5 * float(skin @ _LUMA + line @ _LUMA)
+    for mask in (np.linalg.norm(roi - skin, axis=2) > 40, roi @ _LUMA < mid):
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        k = labels[cy - y0, cx - x0]
+        if k == 0:
+            continue
+        bx, by, bw, bh, area = stats[k]
+        if bx == 0 or by == 0 or bx + bw >= x1 - x0 or by + bh >= y1 - y0 or bw < 0.15 * iod \
+                or bh < 0.1 * iod:
+            continue
+        # (grown a pixel: the outline's antialiased fringe is paler than the test above but shows)
+        region = cv2.dilate((labels == k).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        cols = np.flatnonzero(region.any(axis=0))
+        top = np.array([np.flatnonzero(region[:, c])[0] for c in cols], np.float64) - 0.5
+        bottom = np.array([np.flatnonzero(region[:, c])[-1] for c in cols], np.float64) + 0.5
+        xs = np.linspace(cols[0], cols[-1], 33)
+        up = np.column_stack([xs + x0, np.interp(xs, cols, top) + y0])
+        lo = np.column_stack([xs + x0, np.interp(xs, cols, bottom) + y0])
+        return up, lo
+    return None
+
+
+def _drawn_lid(frame: np.ndarray, now: np.ndarray, was: np.ndarray, skin: np.ndarray, line: np.ndarray,
+               thick: float, above: float, rise: np.ndarray, low: np.ndarray) -> None:
+    """Fill from `above` px over the rest upper margin `was` down to the closing margin `now`, and
+    from the rising lower margin `rise` down to the rest lower margin `low` (y per `was` x), with
+    `skin`, opaque, and stroke `now` with `line`, `thick` px (antialiased, 0.5 px). Nothing changes
+    where the lids have not moved (the corners)."""
+    left, right = float(was[0, 0]), float(was[-1, 0])
+    x0, x1 = max(int(np.floor(left)), 0), min(int(np.ceil(right)) + 1, frame.shape[1])
+    if x1 - x0 < 2:
+        return
+    xs = np.arange(x0, x1, dtype=np.float32)
+    inc = _increasing(was[:, 0])
+    y_was = np.interp(xs, inc, was[:, 1])
+    y_now = np.maximum(np.interp(xs, inc, now[:, 1]), y_was)
+    y_low = np.interp(xs, inc, low)
+    y_rise = np.minimum(np.interp(xs, inc, rise[:, 1]), y_low)
+    inside = np.clip(np.minimum(xs - left, right - xs) + 0.5, 0, 1)
+    drop = (y_now - y_was) * inside
+    if drop.max() < 0.3:
+        return
+    # The fill covers the old lash line only as far as the new one has left it: where the lid moved
+    # less than the line is thick, the two lines overlap and nothing is cut out of the old one.
+    lift = np.minimum(above + 1.0, drop)
+    y0 = max(int(np.floor((y_was - lift).min())) - 1, 0)
+    y1 = min(int(np.ceil(y_low.max())) + 2, frame.shape[0])
+    if y1 - y0 < 1:
+        return
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+    moved = (drop > 0.3)[None, :] * inside[None, :]
+    fill = np.clip(ys - (y_was - lift) + 0.5, 0, 1) * np.clip(y_now - ys + 0.5, 0, 1)
+    fill = np.maximum(fill, np.clip(ys - y_rise + 0.5, 0, 1) * np.clip(y_low - ys + 0.5, 0, 1)) * moved
+    # The stroke tapers toward the corners (no thicker than the lid's drop there, where it lies
+    # on the old line) instead of fading: a translucent line reads as a grey smear on ink.
+    width = np.minimum(thick, np.maximum(drop, 1.0))[None, :]
+    stroke = np.clip(ys - (y_now - width) + 0.5, 0, 1) * np.clip(y_now - ys + 0.5, 0, 1) * moved
+    roi = frame[y0:y1, x0:x1].astype(np.float32)
+    roi += (skin - roi) * fill[..., None]
+    roi += (line - roi) * stroke[..., None]
+    frame[y0:y1, x0:x1] = np.clip(np.round(roi), 0, 255).astype(np.uint8)
 
 
 class _Gaze:

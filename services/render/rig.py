@@ -23,9 +23,11 @@ from services.common.domain.errors import InputError
 from services.render.keypoints import fit_template, shape_eyes, validate_keypoints
 from services.render.layout import FrameSpec, Stage, build_stage, crop_window, plan_window, take_square
 from services.render.small_faces import BoxFinder, FaceDetector, find_small_faces, full_range_boxes
+from services.render.style import DRAWN_STYLES, fit_mouth_line, polygon_mask
+from services.render.style import classify as classify_style
 
-RIG_VERSION = 4  # 2: keypoint faces' eye openings resized; 3: plain crops that show shoulders breathe;
-# 4: keypoint faces' eye openings measured in the photo
+RIG_VERSION = 5  # 2: keypoint faces' eye openings resized; 3: plain crops that show shoulders breathe;
+# 4: keypoint faces' eye openings measured in the photo; 5: the picture's style
 NUM_LANDMARKS = 478
 NUM_MESH = 468  # 468..477 are the iris points (refine_landmarks=True)
 
@@ -167,6 +169,7 @@ class FaceRig:
     version: int = RIG_VERSION
     stage: Stage | None = None  # the still frame around the square, for non-default framing
     source: str = "mesh"  # "mesh" (detected) or "keypoints" (template fitted to 5 user points)
+    style: str = "photo"  # style.STYLES: how the mouth interior and the lids are drawn
 
     @property
     def size(self) -> int:
@@ -179,7 +182,8 @@ class FaceRig:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        meta = json.dumps({"warnings": self.warnings, "version": self.version, "source": self.source})
+        meta = json.dumps({"warnings": self.warnings, "version": self.version, "source": self.source,
+                           "style": self.style})
         extra = self.stage.arrays() if self.stage is not None else {}
         np.savez_compressed(buf, image=self.image, landmarks=self.landmarks, crop=self.crop,
                             meta=np.frombuffer(meta.encode(), dtype=np.uint8), **extra)
@@ -193,7 +197,8 @@ class FaceRig:
                 raise ValueError(f"rig version {meta['version']} != {RIG_VERSION}: rebuild the rig")
             return cls(image=npz["image"], landmarks=npz["landmarks"], crop=npz["crop"],
                        warnings=list(meta["warnings"]), version=int(meta["version"]),
-                       stage=Stage.from_arrays(npz), source=meta.get("source", "mesh"))
+                       stage=Stage.from_arrays(npz), source=meta.get("source", "mesh"),
+                       style=meta.get("style", "photo"))
 
 
 # Crop geometry: the forehead-to-chin span fills this fraction of the output height, with its centre
@@ -326,9 +331,16 @@ def build_rig(photo: np.ndarray, *, size: int = 512, detect: FaceDetector | None
         if refit:
             landmarks = min(refit, key=lambda p: float(np.abs(p[:, :2] - expected).mean()))
         warnings += _pose_warnings(landmarks)
-    return FaceRig(image=image, landmarks=landmarks.astype(np.float32),
+    landmarks = landmarks.astype(np.float32)
+    style = classify_style(image, landmarks[list(FACE_OVAL), :2], face_height(landmarks),
+                           photo=(photo, face[list(FACE_OVAL), :2], face_h))
+    if keypoints is not None and style in DRAWN_STYLES:
+        face = polygon_mask(image.shape[:2], landmarks[list(FACE_OVAL), :2])
+        landmarks = fit_mouth_line(image, landmarks, face, face_height(landmarks),
+                                   LIP_UPPER_RINGS, LIP_LOWER_RINGS).astype(np.float32)
+    return FaceRig(image=image, landmarks=landmarks,
                    crop=np.array([scale, x0, y0], dtype=np.float64), warnings=warnings, stage=stage,
-                   source="mesh" if keypoints is None else "keypoints")
+                   source="mesh" if keypoints is None else "keypoints", style=style)
 
 
 def _breathing_stage(image: np.ndarray, face: np.ndarray,
