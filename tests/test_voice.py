@@ -274,12 +274,14 @@ def test_tts_service_builds_stores_and_uses_a_profile(cloner: VoiceCloner, sampl
         sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/sample")),
         output=common_pb2.ObjectRef(key=key)), None)
     assert not rebuilt.reused and SpeakerProfile.from_bytes(storage.get_bytes(key)).method == "world"
-    # ... or another sample's profile is stored under that name
-    storage.put_bytes("assets/other-sample", sample + b"\0", "audio/wav")
-    other = servicer.BuildSpeakerProfile(tts_pb2.BuildSpeakerProfileRequest(
-        sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/other-sample")),
-        output=common_pb2.ObjectRef(key=key)), None)
-    assert not other.reused
+    # ... or another sample's profile is stored under that name: the other sample is looked at (here
+    # one with no speech, so the build stops at once where reusing the stored profile would not)
+    storage.put_bytes("assets/other-sample", encode_wav(np.zeros(3 * 16000, np.float32), 16000), "audio/wav")
+    with pytest.raises(InputError) as other:
+        servicer.BuildSpeakerProfile(tts_pb2.BuildSpeakerProfileRequest(
+            sample=common_pb2.AudioSource(object=common_pb2.ObjectRef(key="assets/other-sample")),
+            output=common_pb2.ObjectRef(key=key)), None)
+    assert other.value.field == "sample" and "silent" in str(other.value), other.value
 
     plain = servicer.Synthesize(tts_pb2.SynthesizeRequest(text=SCRIPT, seed=1), None)
     request = tts_pb2.SynthesizeRequest(text=SCRIPT, seed=1)
